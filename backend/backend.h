@@ -1,0 +1,46 @@
+/*
+ * backend.h — LLVM code generation (through the LLVM C API).
+ *
+ * kp_llvm_codegen() turns a planned graph (after kp_pipeline_infer) into
+ * one LLVM module: one function per node with noalias pointers and the
+ * model's constant trip counts, parallel loops through krt_parallel_for(),
+ * the entry <name>_infer, and the descriptor KARP_DESCRIPTOR_SYMBOL
+ * (karp_abi.h).  The module is optimized for the target.  From there it is
+ * printed (--emit=llvm|asm), written as an object and linked into a
+ * shared library, or handed to the JIT.  Both ways use the same target
+ * machine settings, so they give bit-identical results.
+ */
+#ifndef KP_BACKEND_H
+#define KP_BACKEND_H
+
+#include "../include/karp.h"
+#include "../ir/ir.h"
+
+typedef struct KpTargetOpts {
+    int opt_level;              /* 0..3 */
+    const char *cpu;            /* NULL: host */
+    const char *features;       /* NULL: host features */
+} KpTargetOpts;
+
+typedef enum KpEmitKind { KP_EMIT_LLVM, KP_EMIT_ASM, KP_EMIT_OBJ } KpEmitKind;
+
+typedef struct KpCodegen KpCodegen;   /* LLVM context, module, target machine */
+
+/* Build and optimize the module for g.  *out is freed by kp_llvm_free. */
+int kp_llvm_codegen(const KpGraph *g, const KpTargetOpts *t, KpCodegen **out, KpDiag *d);
+/* Write the module as LLVM IR text, assembly or an object file. */
+int kp_llvm_emit_file(KpCodegen *cg, KpEmitKind kind, const char *path, KpDiag *d);
+/* JIT-compile the module (ORC LLJIT) and wrap it in a karp_model.  The
+ * module is consumed; cg must still be freed.  The JIT lives as long as
+ * the model and is released by karp_close(). */
+int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d);
+void kp_llvm_free(KpCodegen *cg);
+
+/* Link an object into a shared library with the static runtime
+ * (libkarprt.a) by the system C compiler.  runtime_lib NULL: found next to
+ * the karpc executable or in the build tree. */
+int kp_link_shared(const char *obj_path, const char *so_path, const char *runtime_lib, KpDiag *d);
+/* Write the C header for a compiled model (sizes, shapes, the descriptor). */
+int kp_write_header(const KpGraph *g, const char *path, KpDiag *d);
+
+#endif

@@ -1,0 +1,189 @@
+/*
+ * ir.h — the graph IR.
+ *
+ * A KpGraph is a list of nodes in topological order.  Each node has input
+ * values and one output value; a value is a tensor (dtype, shape, role)
+ * that knows its producer and, after kp_fill_uses(), its users.  Shapes
+ * carry a symbolic batch: dims[0] == KP_DIM_N for activations.
+ *
+ * Ownership: a graph, its nodes, values and strings live in the graph's
+ * arena (g->arena) and are freed together by kp_graph_free().  The arena
+ * belongs to the graph.
+ *
+ *     input x [N,1,28,28]
+ *        |
+ *     flatten -> %0 [N,784]      dense1.weight [128,784]  dense1.bias [128]
+ *        |             \______________|_____________________/
+ *     dense -> %1 [N,128]
+ *        |
+ *     relu  -> %2 [N,128]  ...
+ */
+#ifndef KP_IR_H
+#define KP_IR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "arena.h"
+#include "diag.h"
+
+#define KP_MAX_RANK 4
+#define KP_MAX_IN 8
+#define KP_DIM_N (-1)          /* the symbolic batch dimension */
+
+typedef enum KpOp {
+#define O(op, ...) KP_OP_##op,
+#include "ops.def"
+#undef O
+    KP_OP_COUNT
+} KpOp;
+
+/* Fusion classes, ordered: merging two classes gives their max. */
+typedef enum KpFuseKind {
+    KP_FUSE_ELEMWISE,   /* one output element from the same input element */
+    KP_FUSE_INJECTIVE,  /* a pure re-indexing (reshape, concat) */
+    KP_FUSE_REDUCE,     /* reduces along an axis (softmax) */
+    KP_FUSE_GEMM,       /* gemm/conv: can take elementwise epilogues */
+    KP_FUSE_OPAQUE      /* fuses with nothing */
+} KpFuseKind;
+
+typedef enum KpDtype { KP_F32, KP_I32 } KpDtype;
+
+typedef enum KpRole {
+    KP_ROLE_INPUT,      /* the model input */
+    KP_ROLE_PARAM,      /* a trainable or running-statistics parameter */
+    KP_ROLE_GRAD,
+    KP_ROLE_OPTSTATE,
+    KP_ROLE_ACT,        /* an activation (transient) */
+    KP_ROLE_CONST
+} KpRole;
+
+/* Where a value lives at run time (set by the memory plan). */
+typedef enum KpStorage {
+    KP_STORE_NONE,      /* not planned yet */
+    KP_STORE_INPUT,     /* the caller's x */
+    KP_STORE_OUTPUT,    /* the caller's y */
+    KP_STORE_PARAM,     /* offset floats into the parameter slab */
+    KP_STORE_WORKSPACE  /* offset bytes into the workspace */
+} KpStorage;
+
+/* Parameter initializers (same numbers as KARP_INIT_* in karp_abi.h). */
+typedef enum KpInit {
+    KP_INIT_ZEROS = 0,
+    KP_INIT_ONES = 1,
+    KP_INIT_UNIFORM_FAN_IN = 2,
+    KP_INIT_HE = 3,
+    KP_INIT_XAVIER = 4
+} KpInit;
+
+typedef struct KpNode KpNode;
+
+typedef struct KpValue {
+    int id;                     /* index in g->values */
+    const char *name;           /* parameter name ("dense1.weight"), else NULL */
+    KpDtype dtype;
+    KpRole role;
+    int rank;
+    int64_t dims[KP_MAX_RANK];  /* dims[0] may be KP_DIM_N */
+    KpNode *producer;           /* NULL for the input and parameters */
+    int nusers;                 /* filled by kp_fill_uses() */
+    KpNode **users;
+    /* parameters */
+    KpInit init;
+    int64_t fan_in, fan_out;
+    /* memory plan */
+    KpStorage storage;
+    int64_t offset;             /* floats (PARAM) or bytes (WORKSPACE) */
+} KpValue;
+
+typedef enum KpPadMode { KP_PAD_EXPLICIT, KP_PAD_SAME, KP_PAD_VALID } KpPadMode;
+
+/* Attributes of every op, one flat struct; each op reads its own. */
+typedef struct KpAttrs {
+    int64_t units;              /* dense: out features */
+    int64_t filters;            /* conv2d, conv2d_transpose */
+    int64_t kernel[2];          /* conv kernel, pool size */
+    int64_t stride[2];
+    int64_t padding[2];         /* explicit padding (after "same" is resolved) */
+    KpPadMode pad_mode;
+    int64_t dilation[2];
+    int64_t output_padding[2];
+    bool has_bias;
+    float alpha;                /* leaky_relu slope */
+    float eps, momentum;        /* batchnorm */
+    float rate;                 /* dropout */
+    float value;                /* masking */
+    int axis;                   /* concat: per-sample axis (0 = channels) */
+    int reshape_rank;           /* reshape: one sample's new shape */
+    int64_t reshape_dims[KP_MAX_RANK];
+} KpAttrs;
+
+struct KpNode {
+    int id;                     /* position in g->nodes */
+    KpOp op;
+    const char *name;           /* the layer's name ("dense1") */
+    const char *where;          /* JSON path for diagnostics ("layers[2]") */
+    int nin;
+    KpValue *in[KP_MAX_IN];
+    KpValue *out;
+    KpAttrs attr;
+};
+
+typedef struct KpGraph {
+    KpArena arena;              /* owns everything below */
+    const char *name;           /* the model's name, a C identifier */
+    const char *file;           /* the model file, for diagnostics */
+    int nnodes, cap_nodes;
+    KpNode **nodes;             /* topological order */
+    int nvalues, cap_values;
+    KpValue **values;
+    KpValue *input;
+    KpValue *output;
+    int64_t max_batch;
+    uint64_t seed;
+    const char *loss;           /* "none", "cross_entropy", ... */
+    const char *optimizer;      /* "none", "sgd", "momentum", "adam" */
+    int64_t param_floats;       /* set by the memory plan */
+    int64_t workspace_bytes;    /* set by the memory plan */
+} KpGraph;
+
+/* A new empty graph (NULL when out of memory).  Free with kp_graph_free. */
+KpGraph *kp_graph_new(void);
+void kp_graph_free(KpGraph *g);
+
+/* A new value with the given shape; dims are copied. */
+KpValue *kp_value_new(KpGraph *g, KpRole role, KpDtype dt, int rank, const int64_t *dims);
+/* A new parameter value named name (copied into the arena). */
+KpValue *kp_param_new(KpGraph *g, const char *name, int rank, const int64_t *dims, KpInit init,
+                      int64_t fan_in, int64_t fan_out);
+/* Append a node; its output value (shape rank 0, to be inferred) is
+ * created, role ACT.  Inputs are copied. */
+KpNode *kp_node_new(KpGraph *g, KpOp op, const char *name, const char *where, int nin,
+                    KpValue *const *in);
+
+/* Recompute every value's users from the nodes. */
+void kp_fill_uses(KpGraph *g);
+
+/* Op table look-ups. */
+const char *kp_op_name(KpOp op);
+KpFuseKind kp_op_kind(KpOp op);
+int kp_op_nin(KpOp op);        /* -1: variadic */
+
+/* Elements of one sample of v (the product of dims[1..]) for activations;
+ * all elements for parameters. */
+int64_t kp_value_sample_size(const KpValue *v);
+int64_t kp_value_numel(const KpValue *v, int64_t n);   /* with N = n */
+
+/* Printers.  The IR text is stable: same graph, same bytes. */
+void kp_print_ir(FILE *f, const KpGraph *g);
+void kp_print_dot(FILE *f, const KpGraph *g);
+
+/* Run the graph with the reference kernels of runtime/ref/ (the test
+ * oracle).  params is the slab laid out by the memory plan; x holds n
+ * input samples, y receives n output samples.  Returns 0, or -1 with a
+ * diagnostic for an op that has no reference execution yet. */
+int kp_interp_run(const KpGraph *g, const float *params, const float *x, int64_t n, float *y,
+                  KpDiag *d);
+
+#endif
