@@ -1,0 +1,22 @@
+#!/bin/sh
+# Install dependencies, build, and run the whole test suite twice: the
+# normal build (build/) and an AddressSanitizer + UBSan build (build-asan/).
+set -eu
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+status=0
+
+echo "== tests (RelWithDebInfo, build/)"
+scripts/build.sh build
+(cd build && ctest --output-on-failure -j2) || status=1
+
+echo "== tests (AddressSanitizer + UndefinedBehaviorSanitizer, build-asan/)"
+scripts/build.sh build-asan -DKARP_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+# LLVM's own libraries are not instrumented; leaks are checked in our code
+# through the suppressions file.
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:detect_odr_violation=0"
+export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+(cd build-asan && ctest --output-on-failure -j2) || status=1
+
+exit $status

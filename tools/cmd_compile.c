@@ -1,0 +1,192 @@
+/*
+ * karpc model.json -o model.so — the compile command.
+ *
+ *   parse + lower + passes (kp_build_graph) -> --emit=ir|dot stops here
+ *   LLVM codegen + optimization             -> --emit=llvm|asm|obj stops here
+ *   object -> shared library linked with libkarprt.a, plus --header
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../backend/backend.h"
+#include "../passes/passes.h"
+#include "cli.h"
+
+typedef struct CompileArgs {
+    const char *model;
+    const char *out;
+    const char *header;
+    const char *emit;        /* NULL: a shared library */
+    const char *runtime_lib;
+    long batch;              /* 0: the model's */
+    int stats;
+    KpTargetOpts target;
+    KpPassOpts passes;
+} CompileArgs;
+
+static const char *opt_value(const char *arg, const char *name)
+{
+    size_t n = strlen(name);
+    return strncmp(arg, name, n) == 0 && arg[n] == '=' ? arg + n + 1 : NULL;
+}
+
+/* Options taking a value accept "--opt=v" and "--opt v". */
+static const char *take(int argc, char **argv, int *i, const char *name)
+{
+    const char *v = opt_value(argv[*i], name);
+    if (v)
+        return v;
+    if (strcmp(argv[*i], name) == 0 && *i + 1 < argc)
+        return argv[++*i];
+    if (strcmp(argv[*i], name) == 0)
+        kp_cli_fail("%s needs a value", name);
+    return NULL;
+}
+
+static int parse_args(int argc, char **argv, CompileArgs *a)
+{
+    memset(a, 0, sizeof *a);
+    kp_pass_opts_init(&a->passes);
+    a->target.opt_level = 3;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i], *v;
+        if (strcmp(s, "-o") == 0) {
+            if (++i == argc)
+                return kp_cli_fail("-o needs a file name");
+            a->out = argv[i];
+        } else if ((v = take(argc, argv, &i, "--header"))) {
+            a->header = v;
+        } else if ((v = take(argc, argv, &i, "--emit"))) {
+            if (strcmp(v, "ir") && strcmp(v, "dot") && strcmp(v, "llvm") && strcmp(v, "asm") &&
+                strcmp(v, "obj"))
+                return kp_cli_fail("--emit expects ir, dot, llvm, asm or obj, got '%s'", v);
+            a->emit = v;
+        } else if ((v = take(argc, argv, &i, "--dump-after"))) {
+            a->passes.dump_after = v;
+        } else if ((v = take(argc, argv, &i, "--target-cpu"))) {
+            a->target.cpu = v;
+        } else if ((v = take(argc, argv, &i, "--target-features"))) {
+            a->target.features = v;
+        } else if ((v = take(argc, argv, &i, "--runtime-lib"))) {
+            a->runtime_lib = v;
+        } else if ((v = take(argc, argv, &i, "--batch"))) {
+            if (kp_cli_int("--batch", v, 1, 65536, &a->batch))
+                return 1;
+        } else if (strlen(s) == 3 && s[0] == '-' && s[1] == 'O' && s[2] >= '0' && s[2] <= '3') {
+            a->target.opt_level = s[2] - '0';
+        } else if (strcmp(s, "--no-fuse") == 0) {
+            a->passes.fuse = false;
+        } else if (strcmp(s, "--no-layout") == 0) {
+            a->passes.layout = false;
+        } else if (strcmp(s, "--stats") == 0) {
+            a->stats = 1;
+        } else if (s[0] == '-' && s[1] != '\0') {
+            return kp_cli_fail("unknown option '%s' (karpc --help lists them)", s);
+        } else if (!a->model) {
+            a->model = s;
+        } else {
+            return kp_cli_fail("one model file at a time: '%s' and '%s'", a->model, s);
+        }
+        if (argv[i] == NULL)
+            return 1;
+    }
+    if (!a->model)
+        return kp_cli_fail("no model file given (karpc --help)");
+    if (!a->emit && !a->out && !a->passes.dump_after && !a->stats)
+        return kp_cli_fail("no output: give -o model.so, or --emit=ir|dot|llvm|asm|obj");
+    return 0;
+}
+
+static int emit_graph_text(const KpGraph *g, const CompileArgs *a)
+{
+    FILE *f = stdout;
+    if (a->out && strcmp(a->out, "-") != 0 && !(f = fopen(a->out, "w")))
+        return kp_cli_fail("%s: cannot write: %m", a->out);
+    if (strcmp(a->emit, "ir") == 0)
+        kp_print_ir(f, g);
+    else
+        kp_print_dot(f, g);
+    if (f != stdout && fclose(f) != 0)
+        return kp_cli_fail("%s: cannot write: %m", a->out);
+    return 0;
+}
+
+/* Object in a temporary file next to the output, then the link. */
+static int build_shared(KpCodegen *cg, const CompileArgs *a, KpDiag *d, double *t_obj,
+                        double *t_link)
+{
+    size_t n = strlen(a->out) + 32;
+    char *obj = malloc(n);
+    if (!obj)
+        return kp_cli_fail("out of memory");
+    snprintf(obj, n, "%s.%ld.o", a->out, (long)getpid());
+    double t0 = kp_cli_now();
+    int rc = kp_llvm_emit_file(cg, KP_EMIT_OBJ, obj, d);
+    double t1 = kp_cli_now();
+    if (rc == 0)
+        rc = kp_link_shared(obj, a->out, a->runtime_lib, d);
+    *t_obj = t1 - t0;
+    *t_link = kp_cli_now() - t1;
+    unlink(obj);
+    free(obj);
+    return rc;
+}
+
+static void print_stats(const KpGraph *g, double t_front, double t_cg, double t_obj, double t_link)
+{
+    int64_t nparams = 0;
+    for (int i = 0; i < g->nvalues; i++)
+        if (g->values[i]->role == KP_ROLE_PARAM)
+            nparams++;
+    printf("%s: %d nodes, %lld parameter tensors (%lld floats, %lld bytes), "
+           "workspace %lld bytes at batch %lld\n",
+           g->name, g->nnodes, (long long)nparams, (long long)g->param_floats,
+           (long long)g->param_floats * 4, (long long)g->workspace_bytes, (long long)g->max_batch);
+    printf("time: frontend+passes %.1f ms, codegen+optimize %.1f ms, object %.1f ms, link %.1f ms\n",
+           t_front * 1e3, t_cg * 1e3, t_obj * 1e3, t_link * 1e3);
+}
+
+int kp_cmd_compile(int argc, char **argv)
+{
+    CompileArgs a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc)
+        return rc;
+
+    KpDiag d;
+    kp_diag_init(&d);
+    KpGraph *g = NULL;
+    KpCodegen *cg = NULL;
+    double t0 = kp_cli_now(), t_cg = 0, t_obj = 0, t_link = 0;
+    rc = kp_build_graph(a.model, &a.passes, a.batch, &g, &d);
+    double t_front = kp_cli_now() - t0;
+    if (rc == 0 && a.emit && (strcmp(a.emit, "ir") == 0 || strcmp(a.emit, "dot") == 0)) {
+        rc = emit_graph_text(g, &a) ? -2 : 0;
+    } else if (rc == 0 && (a.emit || a.out)) {
+        double t1 = kp_cli_now();
+        rc = kp_llvm_codegen(g, &a.target, &cg, &d);
+        t_cg = kp_cli_now() - t1;
+        if (rc == 0 && a.emit) {
+            KpEmitKind k = strcmp(a.emit, "llvm") == 0  ? KP_EMIT_LLVM
+                           : strcmp(a.emit, "asm") == 0 ? KP_EMIT_ASM
+                                                        : KP_EMIT_OBJ;
+            if (k == KP_EMIT_OBJ && !a.out)
+                rc = kp_error(&d, "--emit=obj needs -o file.o");
+            else
+                rc = kp_llvm_emit_file(cg, k, a.out ? a.out : "-", &d);
+        } else if (rc == 0) {
+            rc = build_shared(cg, &a, &d, &t_obj, &t_link);
+        }
+    }
+    if (rc == 0 && a.header)
+        rc = kp_write_header(g, a.header, &d);
+    if (rc == 0 && a.stats)
+        print_stats(g, t_front, t_cg, t_obj, t_link);
+    if (rc == -1)
+        fprintf(stderr, "%s\n", d.msg);
+    kp_llvm_free(cg);
+    kp_graph_free(g);
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,69 @@
+/* karpc — compile a model file to native code, or evaluate a model. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "karp.h"
+
+static const char usage[] =
+    "usage: karpc model.json -o model.so [--header model.h] [-O0..3]\n"
+    "             [--emit=ir|dot|llvm|asm|obj] [--dump-after=PASS] [--no-fuse] [--no-layout]\n"
+    "             [--target-cpu=CPU] [--target-features=+f,-g] [--batch N] [--stats]\n"
+    "       karpc eval model.json|model.so --data fashion-mnist|fashion-mnist:DIR|mnist:DIR\n"
+    "             [--load ckpt.safetensors] [--batch N] [--threads N] [--show K]\n"
+    "       karpc --version\n";
+
+int kp_cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("karpc: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 1;
+}
+
+int kp_cli_int(const char *opt, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno || v < lo || v > hi) {
+        kp_cli_fail("%s expects an integer between %ld and %ld, got '%s'", opt, lo, hi,
+                    s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+double kp_cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("karpc %d.%d\n", KARP_VERSION_MAJOR, KARP_VERSION_MINOR);
+        return 0;
+    }
+    if (strcmp(argv[1], "eval") == 0)
+        return kp_cmd_eval(argc - 1, argv + 1);
+    return kp_cmd_compile(argc, argv);
+}
