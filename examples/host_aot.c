@@ -5,13 +5,14 @@
  *   host_aot ./fashion_mlp.so [n]
  *
  * Only the runtime is needed here (libkarprt), not the compiler.
- * Build: cc host_aot.c -lkarprt
+ * Build: cc host_aot.c -lkarprt -lm
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include <karp.h>
+
+#include "example_io.h"
 
 int main(int argc, char **argv)
 {
@@ -27,32 +28,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err.message);
         return 1;
     }
-    karp_info info;
-    karp_model_info(m, &info);
-    printf("model %s: %lld inputs -> %lld outputs, max batch %lld, %d parameters\n", info.name,
-           (long long)info.input_size, (long long)info.output_size, (long long)info.max_batch,
-           info.nparams);
-
-    float *x = malloc(sizeof(float) * (size_t)(n * info.input_size));
-    float *y = malloc(sizeof(float) * (size_t)(n * info.output_size));
-    if (!x || !y) {
-        fprintf(stderr, "out of memory\n");
-        return 1;
-    }
-    for (long long i = 0; i < n * info.input_size; i++)
-        x[i] = 0.5f + 0.5f * sinf((float)i);
-    if (karp_infer(m, x, n, y) != 0) {
-        fprintf(stderr, "%s\n", karp_last_error());
-        return 1;
-    }
-    for (int i = 0; i < n; i++) {
-        printf("y[%d] =", i);
-        for (long long j = 0; j < info.output_size; j++)
-            printf(" %.9g", y[i * info.output_size + j]);
-        printf("\n");
-    }
-    free(x);
-    free(y);
+    int status = run_and_print(m, n);
     karp_close(m);
-    return 0;
+    return status;
 }
