@@ -1,0 +1,114 @@
+#include "testutil.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+char *kp_test_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    char *p = malloc(4096);
+    snprintf(p, 4096, "%s/karp-test-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(p)) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void kp_test_rmdir(const char *dir)
+{
+    if (!dir || !strstr(dir, "karp-test-"))
+        return;
+    KpRun r = kp_test_run("rm -rf '%s'", dir);
+    kp_test_run_free(&r);
+}
+
+char *kp_test_path(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+char *kp_test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 1);
+        }
+    }
+    fclose(f);
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}
+
+int kp_test_write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t n = strlen(text);
+    int ok = fwrite(text, 1, n, f) == n;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+KpRun kp_test_run(const char *fmt, ...)
+{
+    KpRun r = {-1, NULL, NULL};
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    char *dir = kp_test_tmpdir();
+    if (!dir)
+        return r;
+    char *o = kp_test_path(dir, "out"), *e = kp_test_path(dir, "err");
+    char *full = malloc(strlen(cmd) + strlen(o) + strlen(e) + 32);
+    sprintf(full, "( %s ) >'%s' 2>'%s' </dev/null", cmd, o, e);
+    int st = system(full);
+    if (st != -1)
+        r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r.out = kp_test_read_file(o, NULL);
+    r.err = kp_test_read_file(e, NULL);
+    if (!r.out)
+        r.out = strdup("");
+    if (!r.err)
+        r.err = strdup("");
+    free(full);
+    free(o);
+    free(e);
+    kp_test_rmdir(dir);
+    free(dir);
+    return r;
+}
+
+void kp_test_run_free(KpRun *r)
+{
+    free(r->out);
+    free(r->err);
+    r->out = r->err = NULL;
+}
+
+char *kp_test_first_line(const char *s)
+{
+    size_t n = strcspn(s, "\n");
+    char *p = malloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}

@@ -1,0 +1,36 @@
+/*
+ * testutil.h — small helpers shared by the test programs: temporary
+ * directories, running a command and capturing its output, files.
+ * Every returned string is malloc'd; the caller frees it.
+ */
+#ifndef KP_TESTUTIL_H
+#define KP_TESTUTIL_H
+
+#include <stddef.h>
+
+/* A fresh directory under $TMPDIR (or /tmp); the path is malloc'd. */
+char *kp_test_tmpdir(void);
+/* rm -rf dir (for directories made by kp_test_tmpdir). */
+void kp_test_rmdir(const char *dir);
+/* path = dir + "/" + name, malloc'd. */
+char *kp_test_path(const char *dir, const char *name);
+
+typedef struct KpRun {
+    int status;            /* exit status, or 128+signal, or -1 */
+    char *out;             /* stdout */
+    char *err;             /* stderr */
+} KpRun;
+
+/* Run a shell command line; stdout and stderr captured. */
+KpRun kp_test_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void kp_test_run_free(KpRun *r);
+
+/* Whole file as a NUL-terminated string (NULL if unreadable); *len if given. */
+char *kp_test_read_file(const char *path, size_t *len);
+/* Write text to path; 0 or -1. */
+int kp_test_write_file(const char *path, const char *text);
+
+/* The first line of s, malloc'd, without the newline. */
+char *kp_test_first_line(const char *s);
+
+#endif

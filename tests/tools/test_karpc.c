@@ -1,0 +1,244 @@
+/*
+ * The karpc command and the example programs, end to end: compile the
+ * example model to a shared library, run it from host_aot and host_jit
+ * (bit-identical outputs), the --emit outputs, `karpc eval` on a small
+ * IDX dataset written here, and the command's error messages.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "testutil.h"
+
+#define MODEL KARP_SOURCE_DIR "/examples/fashion_mlp.json"
+
+static char *dir;
+
+static void setup(void)
+{
+    dir = kp_test_tmpdir();
+    ck_assert_ptr_nonnull(dir);
+}
+
+static void teardown(void)
+{
+    kp_test_rmdir(dir);
+    free(dir);
+}
+
+START_TEST(compile_and_run_aot_matches_jit)
+{
+    char *so = kp_test_path(dir, "fashion_mlp.so");
+    char *h = kp_test_path(dir, "fashion_mlp.h");
+    KpRun r = kp_test_run("%s %s -o %s --header %s", KARPC_EXE, MODEL, so, h);
+    ck_assert_msg(r.status == 0, "karpc failed: %s", r.err);
+    kp_test_run_free(&r);
+
+    char *header = kp_test_read_file(h, NULL);
+    ck_assert_ptr_nonnull(header);
+    ck_assert_ptr_nonnull(strstr(header, "FASHION_MLP_INPUT_SIZE"));
+    ck_assert_ptr_nonnull(strstr(header, "784"));
+    free(header);
+
+    KpRun aot = kp_test_run("%s/examples/host_aot %s 7", KARP_BINARY_DIR, so);
+    KpRun jit = kp_test_run("%s/examples/host_jit %s 7", KARP_BINARY_DIR, MODEL);
+    ck_assert_msg(aot.status == 0, "host_aot: %s", aot.err);
+    ck_assert_msg(jit.status == 0, "host_jit: %s", jit.err);
+    /* host_jit prints the parameters first; compare from the model line. */
+    const char *a = strstr(aot.out, "model fashion_mlp");
+    const char *j = strstr(jit.out, "model fashion_mlp");
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_ptr_nonnull(strstr(a, "y[6] ="));
+    ck_assert_str_eq(a, j);
+    ck_assert_ptr_nonnull(strstr(jit.out, "param dense1.weight: 100352 floats"));
+    ck_assert_ptr_nonnull(strstr(jit.out, "param head.bias: 10 floats"));
+    kp_test_run_free(&aot);
+    kp_test_run_free(&jit);
+    free(so);
+    free(h);
+}
+END_TEST
+
+START_TEST(emit_outputs)
+{
+    KpRun r = kp_test_run("%s %s --emit=ir", KARPC_EXE, MODEL);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "dense"));
+    ck_assert_ptr_nonnull(strstr(r.out, "dense1.weight"));
+    ck_assert_ptr_nonnull(strstr(r.out, "[N,784]"));
+    kp_test_run_free(&r);
+
+    r = kp_test_run("%s %s --emit=dot", KARPC_EXE, MODEL);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "digraph"));
+    kp_test_run_free(&r);
+
+    r = kp_test_run("%s %s --emit=llvm", KARPC_EXE, MODEL);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "noalias"));
+    ck_assert_ptr_nonnull(strstr(r.out, "krt_parallel_for"));
+    ck_assert_ptr_nonnull(strstr(r.out, "@karp_model_v1"));
+    kp_test_run_free(&r);
+
+    /* This machine has FMA: the dense kernel must use it, in vectors. */
+    r = kp_test_run("%s %s --emit=asm", KARPC_EXE, MODEL);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "vfmadd"));
+    kp_test_run_free(&r);
+
+    char *obj = kp_test_path(dir, "m.o");
+    r = kp_test_run("%s %s --emit=obj -o %s && od -An -c -N4 %s", KARPC_EXE, MODEL, obj, obj);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "E   L   F"));
+    kp_test_run_free(&r);
+    free(obj);
+
+    r = kp_test_run("%s %s --dump-after=shapes", KARPC_EXE, MODEL);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "[N,128]"));
+    kp_test_run_free(&r);
+
+    r = kp_test_run("%s %s -o %s/s.so --stats", KARPC_EXE, MODEL, dir);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "101770 floats"));
+    kp_test_run_free(&r);
+}
+END_TEST
+
+/* One command line and the exact first line it must print on stderr. */
+static void expect_error(const char *args, int status, const char *message)
+{
+    KpRun r = kp_test_run("cd %s && %s %s", dir, KARPC_EXE, args);
+    char *line = kp_test_first_line(r.err);
+    ck_assert_msg(r.status == status, "karpc %s: status %d, stderr: %s", args, r.status, r.err);
+    if (message)
+        ck_assert_msg(strcmp(line, message) == 0, "karpc %s:\n  expected: %s\n  got:      %s",
+                      args, message, line);
+    else
+        ck_assert_msg(line[0] != '\0', "karpc %s: no message", args);
+    free(line);
+    kp_test_run_free(&r);
+}
+
+START_TEST(command_errors)
+{
+    expect_error("", 2, "usage: karpc model.json -o model.so [--header model.h] [-O0..3]");
+    expect_error("nope.json -o m.so", 1, "nope.json: cannot open: No such file or directory");
+    expect_error(MODEL, 1, "karpc: no output: give -o model.so, or --emit=ir|dot|llvm|asm|obj");
+    expect_error(MODEL " --emit=png", 1, "karpc: --emit expects ir, dot, llvm, asm or obj, got 'png'");
+    expect_error(MODEL " --frobnicate", 1, "karpc: unknown option '--frobnicate' (karpc --help lists them)");
+    expect_error(MODEL " -o", 1, "karpc: -o needs a file name");
+    expect_error(MODEL " --batch 0 -o m.so", 1,
+                 "karpc: --batch expects an integer between 1 and 65536, got '0'");
+    expect_error("a.json b.json", 1, "karpc: one model file at a time: 'a.json' and 'b.json'");
+    expect_error(MODEL " --emit=obj", 1, "--emit=obj needs -o file.o");
+    expect_error(MODEL " --dump-after=nosuchpass", 1, NULL);
+}
+END_TEST
+
+/* A gzip'ed IDX file: header dims then bytes. */
+static void write_idx(const char *path, int rank, const int *dims, const unsigned char *data,
+                      long len, long cut)
+{
+    gzFile gz = gzopen(path, "wb");
+    unsigned char hdr[4] = {0, 0, 8, (unsigned char)rank};
+    gzwrite(gz, hdr, 4);
+    for (int i = 0; i < rank; i++) {
+        unsigned char b[4] = {(unsigned char)(dims[i] >> 24), (unsigned char)(dims[i] >> 16),
+                              (unsigned char)(dims[i] >> 8), (unsigned char)dims[i]};
+        gzwrite(gz, b, 4);
+    }
+    gzwrite(gz, data, (unsigned)(cut >= 0 ? cut : len));
+    gzclose(gz);
+}
+
+START_TEST(eval_on_idx)
+{
+    enum { N = 100 };
+    static unsigned char pix[N * 784], lab[N];
+    for (int i = 0; i < N * 784; i++)
+        pix[i] = (unsigned char)(i * 7 % 251);
+    for (int i = 0; i < N; i++)
+        lab[i] = (unsigned char)(i % 10);
+    char *img = kp_test_path(dir, "t10k-images-idx3-ubyte.gz");
+    char *lbl = kp_test_path(dir, "t10k-labels-idx1-ubyte.gz");
+    int idims[3] = {N, 28, 28}, ldims[1] = {N};
+    write_idx(img, 3, idims, pix, sizeof pix, -1);
+    write_idx(lbl, 1, ldims, lab, sizeof lab, -1);
+
+    KpRun r = kp_test_run("%s eval %s --data mnist:%s --show 3 --batch 16", KARPC_EXE, MODEL, dir);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "image 2: predicted class"));
+    ck_assert_ptr_nonnull(strstr(r.out, "fashion_mlp: 100 test images, accuracy"));
+    ck_assert_ptr_nonnull(strstr(r.out, "images/s at batch 16"));
+    kp_test_run_free(&r);
+
+    /* Truncated labels: the file and the byte offset. */
+    write_idx(lbl, 1, ldims, lab, sizeof lab, 40);
+    char msg[512];
+    snprintf(msg, sizeof msg,
+             "karpc: %s: truncated at byte 48: expected 100 bytes of labels", lbl);
+    r = kp_test_run("%s eval %s --data mnist:%s", KARPC_EXE, MODEL, dir);
+    char *line = kp_test_first_line(r.err);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_str_eq(line, msg);
+    free(line);
+    kp_test_run_free(&r);
+
+    /* Label count differing from the image count. */
+    int short_dims[1] = {N - 1};
+    write_idx(lbl, 1, short_dims, lab, N - 1, -1);
+    snprintf(msg, sizeof msg, "karpc: %s: byte 4: 99 labels for 100 images", lbl);
+    r = kp_test_run("%s eval %s --data mnist:%s", KARPC_EXE, MODEL, dir);
+    line = kp_test_first_line(r.err);
+    ck_assert_str_eq(line, msg);
+    free(line);
+    kp_test_run_free(&r);
+
+    /* Not an IDX file at all. */
+    kp_test_write_file(img, "hello, world\n");
+    snprintf(msg, sizeof msg,
+             "karpc: %s: byte 0: not an IDX file of unsigned bytes (magic 68 65 6c 6c)", img);
+    r = kp_test_run("%s eval %s --data mnist:%s", KARPC_EXE, MODEL, dir);
+    line = kp_test_first_line(r.err);
+    ck_assert_str_eq(line, msg);
+    free(line);
+    kp_test_run_free(&r);
+
+    r = kp_test_run("%s eval %s --data cifar:%s", KARPC_EXE, MODEL, dir);
+    line = kp_test_first_line(r.err);
+    snprintf(msg, sizeof msg,
+             "karpc: --data cifar:%s: expected fashion-mnist, fashion-mnist:DIR or mnist:DIR", dir);
+    ck_assert_str_eq(line, msg);
+    free(line);
+    kp_test_run_free(&r);
+    free(img);
+    free(lbl);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("karpc");
+    TCase *tc = tcase_create("command");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, compile_and_run_aot_matches_jit);
+    tcase_add_test(tc, emit_outputs);
+    tcase_add_test(tc, command_errors);
+    tcase_add_test(tc, eval_on_idx);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
