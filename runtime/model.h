@@ -25,6 +25,10 @@ struct karp_model {
  * NULL and calls release(owner) if given.  Used by karp_open and by the JIT. */
 karp_model *kp_rt_model_new(const KarpModelDesc *desc, void *owner, void (*release)(void *owner),
                             karp_error *err);
+/* The same, with `what` (the file the descriptor came from, e.g. the
+ * model.so path) starting every message; NULL means "model '<name>'". */
+karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, void *owner,
+                                  void (*release)(void *owner), karp_error *err);
 
 /* Record an error: sets err (may be NULL) and the thread's last error;
  * returns code. */

@@ -1,0 +1,321 @@
+/*
+ * model.c — a karp_model built from a descriptor: the checks that make a
+ * bad model.so fail with a message instead of a crash, the two slabs
+ * (parameters, workspace), inference, and parameter access.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+/* Nothing in a model is anywhere near this many floats; it keeps every
+ * size computation below far from int64 and size_t overflow. */
+#define MAX_FLOATS ((int64_t)1 << 40)
+
+/* The product of shape[0..rank), or -1 if a dimension is < 1 or the
+ * product exceeds MAX_FLOATS. */
+static int64_t shape_numel(const int64_t *shape, int rank)
+{
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++) {
+        if (shape[i] < 1 || shape[i] > MAX_FLOATS / n)
+            return -1;
+        n *= shape[i];
+    }
+    return n;
+}
+
+static int check_params(const KarpModelDesc *d, const char *what, karp_error *err)
+{
+    if (d->nparams > 0 && !d->params)
+        return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: %u parameters but no table",
+                           what, d->nparams);
+    for (uint32_t i = 0; i < d->nparams; i++) {
+        const KarpParamDesc *p = &d->params[i];
+        if (!p->name)
+            return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: parameter %u has no name",
+                               what, i);
+        if (p->rank < 0 || p->rank > KARP_MAX_RANK)
+            return kp_rt_error(err, KARP_EFORMAT,
+                               "%s: invalid descriptor: parameter '%s' has rank %d (0 to %d allowed)",
+                               what, p->name, (int)p->rank, KARP_MAX_RANK);
+        int64_t n = shape_numel(p->shape, p->rank);
+        if (n < 0 || n != p->size)
+            return kp_rt_error(err, KARP_EFORMAT,
+                               "%s: invalid descriptor: parameter '%s' has size %lld, which does not "
+                               "match its shape",
+                               what, p->name, (long long)p->size);
+        if (p->offset < 0 || p->offset % 16 != 0 || p->offset > d->param_floats - p->size)
+            return kp_rt_error(err, KARP_EFORMAT,
+                               "%s: invalid descriptor: parameter '%s' at offset %lld (size %lld) is "
+                               "not a 64-byte aligned range of the %lld parameter floats",
+                               what, p->name, (long long)p->offset, (long long)p->size,
+                               (long long)d->param_floats);
+        if (p->init < KARP_INIT_ZEROS || p->init > KARP_INIT_XAVIER)
+            return kp_rt_error(err, KARP_EFORMAT,
+                               "%s: invalid descriptor: parameter '%s' has unknown init %d", what,
+                               p->name, (int)p->init);
+        int needs_fan = p->init == KARP_INIT_UNIFORM_FAN_IN || p->init == KARP_INIT_HE ||
+                        p->init == KARP_INIT_XAVIER;
+        if ((needs_fan && p->fan_in < 1) || p->fan_in < 0 || p->fan_out < 0)
+            return kp_rt_error(err, KARP_EFORMAT,
+                               "%s: invalid descriptor: parameter '%s' has fan_in %lld, fan_out %lld",
+                               what, p->name, (long long)p->fan_in, (long long)p->fan_out);
+        for (uint32_t j = 0; j < i; j++) {
+            const KarpParamDesc *q = &d->params[j];
+            if (strcmp(p->name, q->name) == 0)
+                return kp_rt_error(err, KARP_EFORMAT,
+                                   "%s: invalid descriptor: two parameters named '%s'", what,
+                                   p->name);
+            if (p->offset < q->offset + q->size && q->offset < p->offset + p->size)
+                return kp_rt_error(err, KARP_EFORMAT,
+                                   "%s: invalid descriptor: parameters '%s' and '%s' overlap", what,
+                                   q->name, p->name);
+        }
+    }
+    return 0;
+}
+
+/* Everything the runtime relies on, so that a damaged or foreign
+ * descriptor is refused rather than trusted. */
+static int check_desc(const KarpModelDesc *d, const char *what, karp_error *err)
+{
+    if (!d->name)
+        return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: no model name", what);
+    if (d->input_rank < 0 || d->input_rank > KARP_MAX_RANK || d->output_rank < 0 ||
+        d->output_rank > KARP_MAX_RANK)
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: input rank %d, output rank %d (0 to %d allowed)",
+                           what, (int)d->input_rank, (int)d->output_rank, KARP_MAX_RANK);
+    if (shape_numel(d->input_shape, d->input_rank) < 0 ||
+        shape_numel(d->output_shape, d->output_rank) < 0)
+        return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: bad input or output shape",
+                           what);
+    if (d->max_batch < 1 || d->max_batch > MAX_FLOATS)
+        return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: max_batch is %lld", what,
+                           (long long)d->max_batch);
+    if (d->param_floats < 0 || d->param_floats > MAX_FLOATS || d->workspace_bytes < 0 ||
+        d->workspace_bytes > 4 * MAX_FLOATS)
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: param_floats %lld, workspace_bytes %lld", what,
+                           (long long)d->param_floats, (long long)d->workspace_bytes);
+    if (d->nparams > 1000000)
+        return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: %u parameters", what,
+                           d->nparams);
+    if (!d->infer)
+        return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: no infer function", what);
+    return check_params(d, what, err);
+}
+
+/* 64-byte aligned, at least 64 bytes, zeroed. */
+static void *alloc_slab(int64_t bytes)
+{
+    size_t n = bytes < 64 ? 64 : ((size_t)bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, n);
+    if (p)
+        memset(p, 0, n);
+    return p;
+}
+
+karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, void *owner,
+                                  void (*release)(void *owner), karp_error *err)
+{
+    karp_model *m = NULL;
+    char whatbuf[300];
+    if (!desc) {
+        kp_rt_error(err, KARP_EINVAL, "%s: the model descriptor is NULL", what ? what : "model");
+        goto fail;
+    }
+    /* Only abi_version is known to be where we look until it matches. */
+    if (desc->abi_version != KARP_ABI_VERSION) {
+        kp_rt_error(err, KARP_EABI,
+                    "%s: built for karpc ABI version %u, this runtime is version %u — rebuild it "
+                    "with this karpc",
+                    what ? what : "model", desc->abi_version, KARP_ABI_VERSION);
+        goto fail;
+    }
+    if (!what) {
+        snprintf(whatbuf, sizeof whatbuf, "model '%s'", desc->name ? desc->name : "?");
+        what = whatbuf;
+    }
+    char missing[512];
+    if (kp_rt_cpu_check(desc->cpu_features, missing, sizeof missing) != 0) {
+        kp_rt_error(err, KARP_ECPU, "%s: needs CPU features this machine lacks: %s", what, missing);
+        goto fail;
+    }
+    if (check_desc(desc, what, err) != 0)
+        goto fail;
+    m = calloc(1, sizeof *m);
+    if (!m)
+        goto nomem;
+    m->desc = desc;
+    m->params = alloc_slab(desc->param_floats * (int64_t)sizeof(float));
+    m->ws = alloc_slab(desc->workspace_bytes);
+    if (!m->params || !m->ws)
+        goto nomem;
+    m->owner = owner;
+    m->release = release;
+    karp_init_params(m, desc->seed);
+    if (err) {
+        err->code = 0;
+        err->message[0] = '\0';
+    }
+    return m;
+
+nomem:
+    kp_rt_error(err, KARP_ENOMEM, "%s: out of memory allocating %lld parameter floats and %lld "
+                "workspace bytes", what, (long long)desc->param_floats,
+                (long long)desc->workspace_bytes);
+    if (m) {
+        free(m->params);
+        free(m->ws);
+        free(m);
+    }
+fail:
+    if (release)
+        release(owner);
+    return NULL;
+}
+
+karp_model *kp_rt_model_new(const KarpModelDesc *desc, void *owner, void (*release)(void *owner),
+                            karp_error *err)
+{
+    return kp_rt_model_new_named(desc, NULL, owner, release, err);
+}
+
+void karp_close(karp_model *m)
+{
+    if (!m)
+        return;
+    free(m->params);
+    free(m->ws);
+    /* Last: release may unmap the code and the descriptor. */
+    void (*release)(void *) = m->release;
+    void *owner = m->owner;
+    free(m);
+    if (release)
+        release(owner);
+}
+
+int karp_infer(karp_model *m, const float *x, int64_t n, float *y)
+{
+    if (!m)
+        return kp_rt_error(NULL, KARP_EINVAL, "karp_infer: model is NULL");
+    if (!x)
+        return kp_rt_error(NULL, KARP_EINVAL, "karp_infer: x is NULL");
+    if (!y)
+        return kp_rt_error(NULL, KARP_EINVAL, "karp_infer: y is NULL");
+    if (n < 1 || n > m->desc->max_batch)
+        return kp_rt_error(NULL, KARP_EINVAL, "karp_infer: n must be between 1 and %lld, got %lld",
+                           (long long)m->desc->max_batch, (long long)n);
+    m->desc->infer(m->params, m->ws, x, y, n);
+    return 0;
+}
+
+int karp_model_info(const karp_model *m, karp_info *info)
+{
+    if (!m || !info)
+        return kp_rt_error(NULL, KARP_EINVAL, "karp_model_info: %s is NULL", m ? "info" : "model");
+    const KarpModelDesc *d = m->desc;
+    memset(info, 0, sizeof *info);
+    info->name = d->name;
+    info->input_rank = d->input_rank;
+    info->output_rank = d->output_rank;
+    for (int i = 0; i < KARP_MAX_RANK; i++) {
+        info->input_shape[i] = i < d->input_rank ? d->input_shape[i] : 0;
+        info->output_shape[i] = i < d->output_rank ? d->output_shape[i] : 0;
+    }
+    info->input_size = shape_numel(d->input_shape, d->input_rank);
+    info->output_size = shape_numel(d->output_shape, d->output_rank);
+    info->max_batch = d->max_batch;
+    info->nparams = (int)d->nparams;
+    info->param_floats = d->param_floats;
+    info->workspace_bytes = d->workspace_bytes;
+    info->loss = d->loss ? d->loss : "none";
+    info->optimizer = d->optimizer ? d->optimizer : "none";
+    info->cpu_features = d->cpu_features ? d->cpu_features : "";
+    info->has_train = 0; /* no training entry points in ABI version 1 */
+    return 0;
+}
+
+int karp_param_count(const karp_model *m)
+{
+    if (!m)
+        return kp_rt_error(NULL, KARP_EINVAL, "karp_param_count: model is NULL");
+    return (int)m->desc->nparams;
+}
+
+static void fill_param(const karp_model *m, int i, karp_param *p)
+{
+    const KarpParamDesc *d = &m->desc->params[i];
+    p->name = d->name;
+    p->rank = d->rank;
+    for (int k = 0; k < KARP_MAX_RANK; k++)
+        p->shape[k] = k < d->rank ? d->shape[k] : 0;
+    p->size = d->size;
+    p->data = m->params + d->offset;
+}
+
+int karp_param_get(const karp_model *m, int index, karp_param *p)
+{
+    if (!m || !p)
+        return kp_rt_error(NULL, KARP_EINVAL, "karp_param_get: %s is NULL", m ? "p" : "model");
+    if (index < 0 || (uint32_t)index >= m->desc->nparams)
+        return kp_rt_error(NULL, KARP_EINVAL,
+                           "karp_param_get: index %d out of range (the model has %u parameters)",
+                           index, m->desc->nparams);
+    fill_param(m, index, p);
+    return 0;
+}
+
+int karp_param_find(const karp_model *m, const char *name, karp_param *p)
+{
+    if (!m || !name || !p)
+        return kp_rt_error(NULL, KARP_EINVAL, "karp_param_find: %s is NULL",
+                           !m ? "model" : !name ? "name" : "p");
+    for (uint32_t i = 0; i < m->desc->nparams; i++) {
+        if (strcmp(m->desc->params[i].name, name) == 0) {
+            fill_param(m, (int)i, p);
+            return 0;
+        }
+    }
+    return kp_rt_error(NULL, KARP_EINVAL, "karp_param_find: no parameter named '%s'", name);
+}
+
+int karp_init_params(karp_model *m, uint64_t seed)
+{
+    if (!m)
+        return kp_rt_error(NULL, KARP_EINVAL, "karp_init_params: model is NULL");
+    KpRng rng;
+    kp_rng_seed(&rng, seed);
+    for (uint32_t i = 0; i < m->desc->nparams; i++) {
+        const KarpParamDesc *d = &m->desc->params[i];
+        float *w = m->params + d->offset;
+        double bound = 0.0, stddev = 0.0;
+        switch (d->init) {
+        case KARP_INIT_ZEROS:
+            for (int64_t k = 0; k < d->size; k++)
+                w[k] = 0.0f;
+            break;
+        case KARP_INIT_ONES:
+            for (int64_t k = 0; k < d->size; k++)
+                w[k] = 1.0f;
+            break;
+        case KARP_INIT_UNIFORM_FAN_IN:
+        case KARP_INIT_XAVIER:
+            bound = d->init == KARP_INIT_XAVIER ? sqrt(6.0 / (double)(d->fan_in + d->fan_out))
+                                                : 1.0 / sqrt((double)d->fan_in);
+            for (int64_t k = 0; k < d->size; k++)
+                w[k] = (float)((2.0 * kp_rng_uniform(&rng) - 1.0) * bound);
+            break;
+        case KARP_INIT_HE:
+            stddev = sqrt(2.0 / (double)d->fan_in);
+            for (int64_t k = 0; k < d->size; k++)
+                w[k] = (float)(kp_rng_normal(&rng) * stddev);
+            break;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,55 @@
+/*
+ * parallel.c — the one parallel loop generated code calls, on OpenMP.
+ *
+ * [begin, end) is cut into nthreads contiguous chunks, the first
+ * (count % nthreads) of them one item longer; the cut depends only on
+ * count and nthreads, so a run is reproducible for a given thread count.
+ */
+#include <omp.h>
+
+#include "model.h"
+
+/* 0 = the default (every processor).  One global, not OpenMP's per-thread
+ * setting, so karp_set_threads() applies to every calling thread. */
+static _Atomic int num_threads_setting;
+
+int karp_set_threads(int nthreads)
+{
+    if (nthreads < 0)
+        return kp_rt_error(NULL, KARP_EINVAL, "karp_set_threads: nthreads must be >= 0, got %d",
+                           nthreads);
+    num_threads_setting = nthreads;
+    omp_set_num_threads(nthreads ? nthreads : omp_get_num_procs());
+    return 0;
+}
+
+static int64_t chunk_start(int64_t begin, int64_t q, int64_t r, int64_t c)
+{
+    return begin + c * q + (c < r ? c : r);
+}
+
+void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t begin,
+                      int64_t end)
+{
+    if (end <= begin)
+        return;
+    int64_t count = end - begin;
+    int nt = num_threads_setting;
+    if (nt == 0)
+        nt = omp_get_num_procs();
+    if ((int64_t)nt > count)
+        nt = (int)count;
+    if (nt <= 1 || omp_in_parallel()) {
+        body(ctx, begin, end);
+        return;
+    }
+    int64_t q = count / nt, r = count % nt;
+#pragma omp parallel num_threads(nt)
+    {
+        /* OpenMP may grant fewer threads than asked: each one takes every
+         * got-th chunk, so every chunk still runs exactly once. */
+        int got = omp_get_num_threads();
+        for (int c = omp_get_thread_num(); c < nt; c += got)
+            body(ctx, chunk_start(begin, q, r, c), chunk_start(begin, q, r, c + 1));
+    }
+}
