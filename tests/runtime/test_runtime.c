@@ -1,0 +1,444 @@
+/*
+ * test_runtime.c — the model core of libkarprt: kp_rt_model_new on a
+ * hand-built descriptor, karp_infer and its argument checks, parameter
+ * access, initialization, the error channel, the CPU check, the RNG and
+ * krt_parallel_for.
+ */
+#include <check.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tiny_model.h"
+
+static const KarpModelDesc *static_tiny(void)
+{
+    static KarpModelDesc d;
+    d = tiny_desc();
+    return &d;
+}
+
+START_TEST(test_new_and_infer)
+{
+    tiny_releases = 0;
+    karp_error err = {.code = 99};
+    karp_model *m = kp_rt_model_new(static_tiny(), NULL, tiny_release, &err);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(err.code, 0);
+    ck_assert_str_eq(err.message, "");
+    ck_assert_uint_eq((uintptr_t)m->params % 64, 0);
+    ck_assert_uint_eq((uintptr_t)m->ws % 64, 0);
+
+    karp_param w, b;
+    ck_assert_int_eq(karp_param_find(m, "dense.weight", &w), 0);
+    ck_assert_int_eq(karp_param_find(m, "dense.bias", &b), 0);
+    const float wv[6] = {1, 2, 3, 4, 5, 6}, bv[2] = {0.5f, -1};
+    memcpy(w.data, wv, sizeof wv);
+    memcpy(b.data, bv, sizeof bv);
+    const float x[6] = {1, 0, 0, 1, 1, 1};
+    float y[4] = {0};
+    ck_assert_int_eq(karp_infer(m, x, 2, y), 0);
+    ck_assert_float_eq(y[0], 1.5f);
+    ck_assert_float_eq(y[1], 3.0f);
+    ck_assert_float_eq(y[2], 6.5f);
+    ck_assert_float_eq(y[3], 14.0f);
+
+    ck_assert_int_eq(tiny_releases, 0);
+    karp_close(m);
+    ck_assert_int_eq(tiny_releases, 1);
+    karp_close(NULL);
+}
+END_TEST
+
+START_TEST(test_infer_errors)
+{
+    karp_model *m = tiny_open(static_tiny());
+    float x[12] = {0}, y[8];
+    ck_assert_int_eq(karp_infer(NULL, x, 1, y), KARP_EINVAL);
+    ck_assert_str_eq(karp_last_error(), "karp_infer: model is NULL");
+    ck_assert_int_eq(karp_infer(m, NULL, 1, y), KARP_EINVAL);
+    ck_assert_str_eq(karp_last_error(), "karp_infer: x is NULL");
+    ck_assert_int_eq(karp_infer(m, x, 1, NULL), KARP_EINVAL);
+    ck_assert_str_eq(karp_last_error(), "karp_infer: y is NULL");
+    ck_assert_int_eq(karp_infer(m, x, 0, y), KARP_EINVAL);
+    ck_assert_str_eq(karp_last_error(), "karp_infer: n must be between 1 and 4, got 0");
+    ck_assert_int_eq(karp_infer(m, x, 5, y), KARP_EINVAL);
+    ck_assert_str_eq(karp_last_error(), "karp_infer: n must be between 1 and 4, got 5");
+    ck_assert_int_eq(karp_infer(m, x, -3, y), KARP_EINVAL);
+    ck_assert_int_eq(karp_infer(m, x, 4, y), 0);
+    karp_close(m);
+}
+END_TEST
+
+START_TEST(test_params_and_info)
+{
+    karp_model *m = tiny_open(static_tiny());
+    ck_assert_int_eq(karp_param_count(m), 2);
+    ck_assert_int_eq(karp_param_count(NULL), KARP_EINVAL);
+    karp_param p;
+    ck_assert_int_eq(karp_param_get(m, 0, &p), 0);
+    ck_assert_str_eq(p.name, "dense.weight");
+    ck_assert_int_eq(p.rank, 2);
+    ck_assert_int_eq(p.shape[0], 2);
+    ck_assert_int_eq(p.shape[1], 3);
+    ck_assert_int_eq(p.size, 6);
+    ck_assert_ptr_eq(p.data, m->params);
+    ck_assert_int_eq(karp_param_get(m, 1, &p), 0);
+    ck_assert_str_eq(p.name, "dense.bias");
+    ck_assert_ptr_eq(p.data, m->params + 16);
+    ck_assert_int_eq(karp_param_get(m, 2, &p), KARP_EINVAL);
+    ck_assert_str_eq(karp_last_error(),
+                     "karp_param_get: index 2 out of range (the model has 2 parameters)");
+    ck_assert_int_eq(karp_param_get(m, -1, &p), KARP_EINVAL);
+    ck_assert_int_eq(karp_param_find(m, "x", &p), KARP_EINVAL);
+    ck_assert_str_eq(karp_last_error(), "karp_param_find: no parameter named 'x'");
+    ck_assert_int_eq(karp_param_find(m, NULL, &p), KARP_EINVAL);
+
+    karp_info info;
+    ck_assert_int_eq(karp_model_info(m, &info), 0);
+    ck_assert_str_eq(info.name, "tiny");
+    ck_assert_int_eq(info.input_rank, 1);
+    ck_assert_int_eq(info.input_shape[0], 3);
+    ck_assert_int_eq(info.input_size, 3);
+    ck_assert_int_eq(info.output_rank, 1);
+    ck_assert_int_eq(info.output_size, 2);
+    ck_assert_int_eq(info.max_batch, 4);
+    ck_assert_int_eq(info.nparams, 2);
+    ck_assert_int_eq(info.param_floats, 18);
+    ck_assert_int_eq(info.workspace_bytes, 0);
+    ck_assert_str_eq(info.loss, "none");
+    ck_assert_str_eq(info.optimizer, "none");
+    ck_assert_str_eq(info.cpu_features, "");
+    ck_assert_int_eq(info.has_train, 0);
+    ck_assert_int_eq(karp_model_info(NULL, &info), KARP_EINVAL);
+    ck_assert_int_eq(karp_model_info(m, NULL), KARP_EINVAL);
+    karp_close(m);
+}
+END_TEST
+
+/* A descriptor broken one way; kp_rt_model_new must refuse it with code
+ * and message, and still call release. */
+static void expect_refused(const KarpModelDesc *d, int code, const char *msg)
+{
+    karp_error err;
+    tiny_releases = 0;
+    karp_model *m = kp_rt_model_new(d, NULL, tiny_release, &err);
+    ck_assert_ptr_null(m);
+    ck_assert_int_eq(tiny_releases, 1);
+    ck_assert_int_eq(err.code, code);
+    ck_assert_str_eq(err.message, msg);
+    ck_assert_str_eq(karp_last_error(), msg);
+}
+
+START_TEST(test_bad_descriptors)
+{
+    expect_refused(NULL, KARP_EINVAL, "model: the model descriptor is NULL");
+    KarpModelDesc d = tiny_desc();
+    d.abi_version = 7;
+    expect_refused(&d, KARP_EABI,
+                   "model: built for karpc ABI version 7, this runtime is version 1 — rebuild it "
+                   "with this karpc");
+    d = tiny_desc();
+    d.cpu_features = "sse2,no-such-feature,bogus";
+    expect_refused(&d, KARP_ECPU,
+                   "model 'tiny': needs CPU features this machine lacks: no-such-feature, bogus");
+    d = tiny_desc();
+    d.max_batch = 0;
+    expect_refused(&d, KARP_EFORMAT, "model 'tiny': invalid descriptor: max_batch is 0");
+    d = tiny_desc();
+    d.infer = NULL;
+    expect_refused(&d, KARP_EFORMAT, "model 'tiny': invalid descriptor: no infer function");
+    d = tiny_desc();
+    d.input_rank = 5;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'tiny': invalid descriptor: input rank 5, output rank 1 (0 to 4 allowed)");
+    d = tiny_desc();
+    d.param_floats = 17;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'tiny': invalid descriptor: parameter 'dense.bias' at offset 16 (size 2) "
+                   "is not a 64-byte aligned range of the 17 parameter floats");
+
+    KarpParamDesc ps[2];
+    memcpy(ps, tiny_params, sizeof ps);
+    d = tiny_desc();
+    d.params = ps;
+    ps[1].offset = 0;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'tiny': invalid descriptor: parameters 'dense.weight' and 'dense.bias' "
+                   "overlap");
+    memcpy(ps, tiny_params, sizeof ps);
+    ps[0].rank = 5;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'tiny': invalid descriptor: parameter 'dense.weight' has rank 5 (0 to 4 "
+                   "allowed)");
+    memcpy(ps, tiny_params, sizeof ps);
+    ps[0].size = 7;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'tiny': invalid descriptor: parameter 'dense.weight' has size 7, which "
+                   "does not match its shape");
+    memcpy(ps, tiny_params, sizeof ps);
+    ps[1].name = "dense.weight";
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'tiny': invalid descriptor: two parameters named 'dense.weight'");
+    memcpy(ps, tiny_params, sizeof ps);
+    ps[0].fan_in = 0;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'tiny': invalid descriptor: parameter 'dense.weight' has fan_in 0, fan_out 2");
+    d.params = NULL;
+    expect_refused(&d, KARP_EFORMAT, "model 'tiny': invalid descriptor: 2 parameters but no table");
+
+    /* No release callback: still refused, nothing called. */
+    d = tiny_desc();
+    d.max_batch = -1;
+    ck_assert_ptr_null(kp_rt_model_new(&d, NULL, NULL, NULL));
+    ck_assert_str_eq(karp_last_error(), "model 'tiny': invalid descriptor: max_batch is -1");
+}
+END_TEST
+
+/* A model of five 64x256-ish parameters, one per init kind. */
+static const KarpParamDesc stat_params[5] = {
+    {"uniform", 2, KARP_INIT_UNIFORM_FAN_IN, {100, 100}, 0, 10000, 100, 100},
+    {"he", 2, KARP_INIT_HE, {100, 100}, 10000, 10000, 50, 100},
+    {"xavier", 2, KARP_INIT_XAVIER, {50, 200}, 20000, 10000, 200, 50},
+    {"zeros", 1, KARP_INIT_ZEROS, {10}, 30000, 10, 1, 1},
+    {"ones", 1, KARP_INIT_ONES, {10}, 30016, 10, 1, 1},
+};
+
+static KarpModelDesc stat_desc(void)
+{
+    KarpModelDesc d = tiny_desc();
+    d.name = "stats";
+    d.nparams = 5;
+    d.params = stat_params;
+    d.param_floats = 30026;
+    d.seed = 7;
+    return d;
+}
+
+static void moments(const float *x, int64_t n, double *mean, double *var, double *lo, double *hi)
+{
+    double s = 0, s2 = 0;
+    *lo = INFINITY;
+    *hi = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        s += x[i];
+        s2 += (double)x[i] * x[i];
+        *lo = fmin(*lo, x[i]);
+        *hi = fmax(*hi, x[i]);
+    }
+    *mean = s / (double)n;
+    *var = s2 / (double)n - *mean * *mean;
+}
+
+START_TEST(test_init_statistics)
+{
+    static KarpModelDesc d;
+    d = stat_desc();
+    karp_model *m = tiny_open(&d);
+    ck_assert_ptr_nonnull(m);
+    const float *p = m->params;
+    double mean, var, lo, hi;
+
+    moments(p, 10000, &mean, &var, &lo, &hi); /* U(-0.1, 0.1): var 0.01/3 */
+    ck_assert(lo >= -0.1 && hi < 0.1 && lo < -0.099 && hi > 0.099);
+    ck_assert_double_eq_tol(mean, 0.0, 0.003);
+    ck_assert_double_eq_tol(var, 0.01 / 3, 0.0002);
+
+    moments(p + 10000, 10000, &mean, &var, &lo, &hi); /* N(0, 2/50) */
+    ck_assert_double_eq_tol(mean, 0.0, 0.006);
+    ck_assert_double_eq_tol(var, 0.04, 0.002);
+    ck_assert(hi > 0.4 && lo < -0.4); /* a normal's tails, not a uniform */
+
+    double a = sqrt(6.0 / 250);
+    moments(p + 20000, 10000, &mean, &var, &lo, &hi);
+    ck_assert(lo >= -a && hi < a && lo < -0.99 * a && hi > 0.99 * a);
+    ck_assert_double_eq_tol(var, a * a / 3, a * a / 50);
+
+    for (int i = 0; i < 10; i++) {
+        ck_assert_float_eq(p[30000 + i], 0.0f);
+        ck_assert_float_eq(p[30016 + i], 1.0f);
+    }
+
+    /* Deterministic for a seed, different for another. */
+    float *first = malloc(30026 * sizeof(float));
+    memcpy(first, p, 30026 * sizeof(float));
+    ck_assert_int_eq(karp_init_params(m, 7), 0);
+    ck_assert_mem_eq(first, p, 30026 * sizeof(float));
+    ck_assert_int_eq(karp_init_params(m, 8), 0);
+    int same = 0;
+    for (int i = 0; i < 30000; i++)
+        same += first[i] == p[i];
+    ck_assert_int_lt(same, 100);
+    ck_assert_int_eq(karp_init_params(NULL, 8), KARP_EINVAL);
+    free(first);
+    karp_close(m);
+}
+END_TEST
+
+START_TEST(test_errors_and_strerror)
+{
+    kp_rt_clear_error();
+    ck_assert_str_eq(karp_last_error(), "");
+    karp_error err;
+    ck_assert_int_eq(kp_rt_error(&err, KARP_EIO, "a %s\nb", "x"), KARP_EIO);
+    ck_assert_int_eq(err.code, KARP_EIO);
+    ck_assert_str_eq(err.message, "a x b"); /* one line */
+    ck_assert_str_eq(karp_last_error(), "a x b");
+    kp_rt_clear_error();
+    ck_assert_str_eq(karp_last_error(), "");
+    ck_assert_str_eq(karp_strerror(KARP_OK), "KARP_OK");
+    ck_assert_str_eq(karp_strerror(KARP_ECPU), "KARP_ECPU");
+    ck_assert_str_eq(karp_strerror(KARP_EUNSUPPORTED), "KARP_EUNSUPPORTED");
+    ck_assert_str_eq(karp_strerror(-100), "KARP_E(unknown)");
+}
+END_TEST
+
+START_TEST(test_cpu_check)
+{
+    char missing[256];
+    ck_assert_int_eq(kp_rt_cpu_check("", missing, sizeof missing), 0);
+    ck_assert_int_eq(kp_rt_cpu_check(NULL, missing, sizeof missing), 0);
+    ck_assert_int_eq(kp_rt_cpu_check("sse2,+sse2", missing, sizeof missing), 0);
+    ck_assert_str_eq(missing, "");
+    ck_assert_int_eq(kp_rt_cpu_check("sse2,frob,,nib", missing, sizeof missing), -1);
+    ck_assert_str_eq(missing, "frob, nib");
+    /* Every known name is checked the same way as the compiler's builtin. */
+    int known = 0;
+    for (const char *const *f = kp_rt_cpu_known_features; *f; f++)
+        known++;
+    ck_assert_int_ge(known, 20);
+    __builtin_cpu_init();
+    ck_assert_int_eq(kp_rt_cpu_check("avx2", missing, sizeof missing),
+                     __builtin_cpu_supports("avx2") ? 0 : -1);
+    ck_assert_int_eq(kp_rt_cpu_check("avx512f", missing, sizeof missing),
+                     __builtin_cpu_supports("avx512f") ? 0 : -1);
+    /* A tiny buffer truncates, never overflows. */
+    char small[4];
+    ck_assert_int_eq(kp_rt_cpu_check("abcdefgh,ijk", small, sizeof small), -1);
+    ck_assert_str_eq(small, "abc");
+}
+END_TEST
+
+START_TEST(test_rng)
+{
+    KpRng a, b;
+    kp_rng_seed(&a, 1);
+    kp_rng_seed(&b, 1);
+    for (int i = 0; i < 100; i++)
+        ck_assert_uint_eq(kp_rng_next(&a), kp_rng_next(&b));
+    kp_rng_seed(&b, 2);
+    ck_assert_uint_ne(kp_rng_next(&a), kp_rng_next(&b));
+    kp_rng_seed(&a, 0); /* seed 0 is fine: splitmix64 mixes it */
+    ck_assert_uint_ne(kp_rng_next(&a), 0);
+    double s = 0, s2 = 0;
+    for (int i = 0; i < 100000; i++) {
+        float u = kp_rng_uniform(&a);
+        ck_assert(u >= 0.0f && u < 1.0f);
+        ck_assert_float_eq(u * 16777216.0f, floorf(u * 16777216.0f));
+        float z = kp_rng_normal(&a);
+        ck_assert(isfinite(z));
+        s += z;
+        s2 += (double)z * z;
+    }
+    ck_assert_double_eq_tol(s / 100000, 0.0, 0.02);
+    ck_assert_double_eq_tol(s2 / 100000, 1.0, 0.02);
+}
+END_TEST
+
+/* krt_parallel_for: every index visited once, chunks as documented. */
+typedef struct Visits {
+    int *count;
+    int64_t begin;
+    int calls;
+    int64_t chunk_begin[64], chunk_end[64];
+} Visits;
+
+static void visit(void *ctx, int64_t b, int64_t e)
+{
+    Visits *v = ctx;
+    int c = __atomic_fetch_add(&v->calls, 1, __ATOMIC_RELAXED);
+    if (c < 64) {
+        v->chunk_begin[c] = b;
+        v->chunk_end[c] = e;
+    }
+    for (int64_t i = b; i < e; i++)
+        __atomic_fetch_add(&v->count[i - v->begin], 1, __ATOMIC_RELAXED);
+}
+
+START_TEST(test_parallel_for)
+{
+    const int64_t ranges[] = {0, 1, 7, 1000};
+    for (int t = 1; t <= 3; t++) {
+        ck_assert_int_eq(karp_set_threads(t), 0);
+        for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
+            int64_t n = ranges[r];
+            Visits v = {.count = calloc((size_t)n + 1, sizeof(int)), .begin = 10};
+            krt_parallel_for(visit, &v, 10, 10 + n);
+            for (int64_t i = 0; i < n; i++)
+                ck_assert_int_eq(v.count[i], 1);
+            int64_t expect_calls = n < t ? n : t;
+            ck_assert_int_eq(v.calls, expect_calls);
+            /* Chunks are contiguous, tile the range, differ by at most 1. */
+            int64_t covered = 0, lo = n, hi = 0;
+            for (int c = 0; c < v.calls; c++) {
+                int64_t len = v.chunk_end[c] - v.chunk_begin[c];
+                covered += len;
+                lo = len < lo ? len : lo;
+                hi = len > hi ? len : hi;
+            }
+            ck_assert_int_eq(covered, n);
+            if (n > 0)
+                ck_assert_int_le(hi - lo, 1);
+            free(v.count);
+        }
+    }
+    /* Inside a parallel region: one direct call per caller. */
+    karp_set_threads(3);
+    int counts[2][50] = {{0}};
+    int calls[2] = {0};
+#pragma omp parallel num_threads(2)
+    {
+        int me = omp_get_thread_num();
+        Visits v = {.count = counts[me], .begin = 0};
+        krt_parallel_for(visit, &v, 0, 50);
+        calls[me] = v.calls;
+    }
+    ck_assert_int_eq(calls[0], 1);
+    for (int i = 0; i < 50; i++)
+        ck_assert_int_eq(counts[0][i], 1);
+
+    ck_assert_int_eq(karp_set_threads(-1), KARP_EINVAL);
+    ck_assert_str_eq(karp_last_error(), "karp_set_threads: nthreads must be >= 0, got -1");
+    ck_assert_int_eq(karp_set_threads(0), 0);
+}
+END_TEST
+
+static Suite *runtime_suite(void)
+{
+    Suite *s = suite_create("runtime");
+    TCase *tc = tcase_create("model");
+    tcase_add_test(tc, test_new_and_infer);
+    tcase_add_test(tc, test_infer_errors);
+    tcase_add_test(tc, test_params_and_info);
+    tcase_add_test(tc, test_bad_descriptors);
+    tcase_add_test(tc, test_init_statistics);
+    tcase_add_test(tc, test_errors_and_strerror);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("support");
+    tcase_add_test(tc, test_cpu_check);
+    tcase_add_test(tc, test_rng);
+    tcase_add_test(tc, test_parallel_for);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(runtime_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
