@@ -175,6 +175,15 @@ int kp_op_nin(KpOp op);        /* -1: variadic */
 int64_t kp_value_sample_size(const KpValue *v);
 int64_t kp_value_numel(const KpValue *v, int64_t n);   /* with N = n */
 
+/* v's shape as text, "[N,1,28,28]" ("[]" for rank 0), into buf (truncated
+ * to size); returns buf. */
+char *kp_shape_str(const KpValue *v, char *buf, size_t size);
+
+/* Infer n's output shape with the op's shape rule (ops.def), from the
+ * shapes of its inputs.  Returns 0, or -1 with a diagnostic against the
+ * layer ("m.json: layers[1] (dense1): ..."). */
+int kp_node_infer_shape(KpGraph *g, KpNode *n, KpDiag *d);
+
 /* Printers.  The IR text is stable: same graph, same bytes. */
 void kp_print_ir(FILE *f, const KpGraph *g);
 void kp_print_dot(FILE *f, const KpGraph *g);
