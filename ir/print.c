@@ -1,0 +1,246 @@
+/*
+ * print.c — the graph as text (--emit=ir) and as Graphviz (--emit=dot).
+ *
+ * The text format, one item per line, values named %<id>:
+ *
+ *   model fashion_mlp batch=64 seed=1 loss=cross_entropy optimizer=adam
+ *   input %0 : f32[N,1,28,28] @x
+ *   param %2 dense1.weight : f32[128,784] init=uniform_fan_in(784) @p+0
+ *   %1 = flatten %0 : f32[N,784] @x   # flatten0 (layers[0])
+ *   %4 = dense %1, %2, %3 {units=128} : f32[N,128] @ws+0   # dense1 (layers[1])
+ *   output %9
+ *   memory params=101770 floats, workspace=66048 bytes
+ *
+ * The input and the parameters come first, then the nodes in their
+ * (topological) order.  "@..." is the storage, shown once the memory plan
+ * has set it: @x the caller's input, @y the caller's output, @p+<floats>
+ * the parameter slab, @ws+<bytes> the workspace.  Only the attributes an
+ * op reads are printed, floats with %g.  Same graph, same bytes.
+ */
+#include "ir.h"
+
+#include <inttypes.h>
+
+static const char *const init_names[] = {
+    [KP_INIT_ZEROS] = "zeros",
+    [KP_INIT_ONES] = "ones",
+    [KP_INIT_UNIFORM_FAN_IN] = "uniform_fan_in",
+    [KP_INIT_HE] = "he",
+    [KP_INIT_XAVIER] = "xavier",
+};
+
+static void pr_pair(FILE *f, const char *key, const int64_t v[2])
+{
+    fprintf(f, "%s=[%" PRId64 ",%" PRId64 "]", key, v[0], v[1]);
+}
+
+static void pr_padding(FILE *f, const KpAttrs *a)
+{
+    static const char *const modes[] = {"", "same", "valid"};
+    fprintf(f, "pad=%s", modes[a->pad_mode]);
+    pr_pair(f, "", a->padding);
+}
+
+static void attrs_dense(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "units=%" PRId64, a->units);
+}
+
+static void attrs_conv(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "filters=%" PRId64 ", ", a->filters);
+    pr_pair(f, "kernel", a->kernel);
+    fputs(", ", f);
+    pr_pair(f, "stride", a->stride);
+    fputs(", ", f);
+    pr_padding(f, a);
+    fputs(", ", f);
+    pr_pair(f, "dilation", a->dilation);
+}
+
+static void attrs_conv_transpose(FILE *f, const KpAttrs *a)
+{
+    attrs_conv(f, a);
+    fputs(", ", f);
+    pr_pair(f, "output_padding", a->output_padding);
+}
+
+static void attrs_pool(FILE *f, const KpAttrs *a)
+{
+    pr_pair(f, "size", a->kernel);
+    fputs(", ", f);
+    pr_pair(f, "stride", a->stride);
+    fputs(", ", f);
+    pr_padding(f, a);
+}
+
+static void attrs_batchnorm(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "eps=%g, momentum=%g", (double)a->eps, (double)a->momentum);
+}
+
+static void attrs_dropout(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "rate=%g", (double)a->rate);
+}
+
+static void attrs_masking(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "value=%g", (double)a->value);
+}
+
+static void attrs_reshape(FILE *f, const KpAttrs *a)
+{
+    fputs("shape=[", f);
+    for (int i = 0; i < a->reshape_rank; i++)
+        fprintf(f, "%s%" PRId64, i ? "," : "", a->reshape_dims[i]);
+    fputs("]", f);
+}
+
+static void attrs_leaky_relu(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "alpha=%g", (double)a->alpha);
+}
+
+static void attrs_concat(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "axis=%d", a->axis);
+}
+
+/* The attributes each op reads; ops without any are left out. */
+static void (*const attr_printers[KP_OP_COUNT])(FILE *, const KpAttrs *) = {
+    [KP_OP_dense] = attrs_dense,
+    [KP_OP_conv2d] = attrs_conv,
+    [KP_OP_conv2d_transpose] = attrs_conv_transpose,
+    [KP_OP_maxpool2d] = attrs_pool,
+    [KP_OP_avgpool2d] = attrs_pool,
+    [KP_OP_batchnorm] = attrs_batchnorm,
+    [KP_OP_dropout] = attrs_dropout,
+    [KP_OP_masking] = attrs_masking,
+    [KP_OP_reshape] = attrs_reshape,
+    [KP_OP_leaky_relu] = attrs_leaky_relu,
+    [KP_OP_concat] = attrs_concat,
+};
+
+static void pr_type(FILE *f, const KpValue *v)
+{
+    char shape[128];
+    fprintf(f, "%s%s", v->dtype == KP_I32 ? "i32" : "f32", kp_shape_str(v, shape, sizeof shape));
+}
+
+static void pr_storage(FILE *f, const KpValue *v)
+{
+    switch (v->storage) {
+    case KP_STORE_NONE:
+        break;
+    case KP_STORE_INPUT:
+        fputs(" @x", f);
+        break;
+    case KP_STORE_OUTPUT:
+        fputs(" @y", f);
+        break;
+    case KP_STORE_PARAM:
+        fprintf(f, " @p+%" PRId64, v->offset);
+        break;
+    case KP_STORE_WORKSPACE:
+        fprintf(f, " @ws+%" PRId64, v->offset);
+        break;
+    }
+}
+
+static void pr_init(FILE *f, const KpValue *v)
+{
+    fprintf(f, " init=%s", init_names[v->init]);
+    if (v->init == KP_INIT_UNIFORM_FAN_IN || v->init == KP_INIT_HE)
+        fprintf(f, "(%" PRId64 ")", v->fan_in);
+    else if (v->init == KP_INIT_XAVIER)
+        fprintf(f, "(%" PRId64 ",%" PRId64 ")", v->fan_in, v->fan_out);
+}
+
+static void pr_node(FILE *f, const KpNode *n)
+{
+    fprintf(f, "%%%d = %s", n->out->id, kp_op_name(n->op));
+    for (int i = 0; i < n->nin; i++)
+        fprintf(f, "%s %%%d", i ? "," : "", n->in[i]->id);
+    if (attr_printers[n->op]) {
+        fputs(" {", f);
+        attr_printers[n->op](f, &n->attr);
+        fputs("}", f);
+    }
+    fputs(" : ", f);
+    pr_type(f, n->out);
+    pr_storage(f, n->out);
+    fprintf(f, "   # %s (%s)\n", n->name ? n->name : "?", n->where ? n->where : "?");
+}
+
+void kp_print_ir(FILE *f, const KpGraph *g)
+{
+    fprintf(f, "model %s batch=%" PRId64 " seed=%" PRIu64 " loss=%s optimizer=%s\n",
+            g->name ? g->name : "?", g->max_batch, g->seed, g->loss ? g->loss : "none",
+            g->optimizer ? g->optimizer : "none");
+    for (int i = 0; i < g->nvalues; i++) {
+        const KpValue *v = g->values[i];
+        if (v->producer)
+            continue;
+        if (v->role == KP_ROLE_PARAM)
+            fprintf(f, "param %%%d %s : ", v->id, v->name ? v->name : "?");
+        else
+            fprintf(f, "input %%%d : ", v->id);
+        pr_type(f, v);
+        if (v->role == KP_ROLE_PARAM)
+            pr_init(f, v);
+        pr_storage(f, v);
+        fputc('\n', f);
+    }
+    for (int k = 0; k < g->nnodes; k++)
+        pr_node(f, g->nodes[k]);
+    if (g->output)
+        fprintf(f, "output %%%d\n", g->output->id);
+    if (g->param_floats || g->workspace_bytes)
+        fprintf(f, "memory params=%" PRId64 " floats, workspace=%" PRId64 " bytes\n",
+                g->param_floats, g->workspace_bytes);
+}
+
+/* A value's source in the dot graph: its producer, or the value itself. */
+static void dot_source(FILE *f, const KpValue *v)
+{
+    if (v->producer)
+        fprintf(f, "n%d", v->producer->id);
+    else
+        fprintf(f, "v%d", v->id);
+}
+
+void kp_print_dot(FILE *f, const KpGraph *g)
+{
+    char shape[128];
+    fprintf(f, "digraph \"%s\" {\n", g->name ? g->name : "model");
+    fputs("  node [fontname=\"monospace\"];\n  edge [fontname=\"monospace\", fontsize=10];\n", f);
+    for (int i = 0; i < g->nvalues; i++) {
+        const KpValue *v = g->values[i];
+        if (v->producer)
+            continue;
+        if (v->role == KP_ROLE_PARAM)
+            fprintf(f, "  v%d [shape=box, label=\"%s\\n%s\"];\n", v->id, v->name ? v->name : "?",
+                    kp_shape_str(v, shape, sizeof shape));
+        else
+            fprintf(f, "  v%d [shape=invhouse, label=\"input\\n%s\"];\n", v->id,
+                    kp_shape_str(v, shape, sizeof shape));
+    }
+    for (int k = 0; k < g->nnodes; k++) {
+        const KpNode *n = g->nodes[k];
+        fprintf(f, "  n%d [shape=ellipse, label=\"%s\\n%s\"];\n", n->id, kp_op_name(n->op),
+                n->name ? n->name : "?");
+        for (int i = 0; i < n->nin; i++) {
+            fputs("  ", f);
+            dot_source(f, n->in[i]);
+            fprintf(f, " -> n%d [label=\"%s\"];\n", n->id,
+                    kp_shape_str(n->in[i], shape, sizeof shape));
+        }
+    }
+    if (g->output) {
+        fputs("  output [shape=house, label=\"output\"];\n  ", f);
+        dot_source(f, g->output);
+        fprintf(f, " -> output [label=\"%s\"];\n", kp_shape_str(g->output, shape, sizeof shape));
+    }
+    fputs("}\n", f);
+}
