@@ -1,0 +1,117 @@
+/*
+ * verify.c — the structural checks QBE calls ssacheck: run between passes
+ * so that a pass that breaks the graph is caught right after it.
+ *
+ * Checked: nodes numbered by position and in topological order (every
+ * input is the model input, a parameter, or produced by an earlier node);
+ * input counts agree with the op table; every value that is read or
+ * produced has a shape; producer and users links agree with the nodes;
+ * parameter names are unique; the graph has an input and an output.  A
+ * failure is a karpc bug, so the message starts "internal error:".
+ */
+#include "passes.h"
+
+#include <string.h>
+
+static const char *node_label(const KpNode *n)
+{
+    return n->name ? n->name : "?";
+}
+
+static bool lists_user(const KpValue *v, const KpNode *n)
+{
+    for (int i = 0; i < v->nusers; i++)
+        if (v->users[i] == n)
+            return true;
+    return false;
+}
+
+static bool reads(const KpNode *n, const KpValue *v)
+{
+    for (int i = 0; i < n->nin; i++)
+        if (n->in[i] == v)
+            return true;
+    return false;
+}
+
+static bool value_in_graph(const KpGraph *g, const KpValue *v)
+{
+    return v && v->id >= 0 && v->id < g->nvalues && g->values[v->id] == v;
+}
+
+static int check_node(const KpGraph *g, const KpNode *n, int k, KpDiag *d)
+{
+    const char *op = kp_op_name(n->op);
+    if (n->id != k)
+        return kp_error(d, "internal error: node %d (%s) has id %d", k, node_label(n), n->id);
+    int want = kp_op_nin(n->op);
+    if ((want >= 0 && n->nin != want) || n->nin < 1 || n->nin > KP_MAX_IN)
+        return kp_error(d, "internal error: node %d (%s): %s has %d inputs, the op table says %d",
+                        k, node_label(n), op, n->nin, want);
+    for (int i = 0; i < n->nin; i++) {
+        const KpValue *v = n->in[i];
+        if (!value_in_graph(g, v))
+            return kp_error(d, "internal error: node %d (%s): input %d is not a value of the graph",
+                            k, node_label(n), i);
+        if (v->producer && (v->producer->id >= k || g->nodes[v->producer->id] != v->producer))
+            return kp_error(d, "internal error: node %d (%s): input %%%d is produced by a later "
+                            "node (not in topological order)", k, node_label(n), v->id);
+        if (!v->producer && v->role != KP_ROLE_INPUT && v->role != KP_ROLE_PARAM &&
+            v->role != KP_ROLE_CONST)
+            return kp_error(d, "internal error: node %d (%s): input %%%d has no producer", k,
+                            node_label(n), v->id);
+        if (v->rank < 1)
+            return kp_error(d, "internal error: node %d (%s): input %%%d has no shape", k,
+                            node_label(n), v->id);
+        if (!lists_user(v, n))
+            return kp_error(d, "internal error: node %d (%s): missing from the users of %%%d",
+                            k, node_label(n), v->id);
+    }
+    if (!value_in_graph(g, n->out) || n->out->producer != n)
+        return kp_error(d, "internal error: node %d (%s): its output does not name it as producer",
+                        k, node_label(n));
+    if (n->out->rank < 1)
+        return kp_error(d, "internal error: node %d (%s): output %%%d has no shape", k,
+                        node_label(n), n->out->id);
+    return 0;
+}
+
+static int check_value(const KpGraph *g, const KpValue *v, KpDiag *d)
+{
+    for (int i = 0; i < v->nusers; i++)
+        if (!reads(v->users[i], v))
+            return kp_error(d, "internal error: %%%d lists node %d (%s) as a user, which does not "
+                            "read it", v->id, v->users[i]->id, node_label(v->users[i]));
+    if (v->producer && (v->producer->id < 0 || v->producer->id >= g->nnodes ||
+                        g->nodes[v->producer->id] != v->producer || v->producer->out != v))
+        return kp_error(d, "internal error: %%%d names a producer that is not its node", v->id);
+    if (v->role != KP_ROLE_PARAM)
+        return 0;
+    if (!v->name)
+        return kp_error(d, "internal error: parameter %%%d has no name", v->id);
+    for (int j = 0; j < v->id; j++) {
+        const KpValue *u = g->values[j];
+        if (u->role == KP_ROLE_PARAM && u->name && strcmp(u->name, v->name) == 0)
+            return kp_error(d, "internal error: parameter name %s is used twice (%%%d and %%%d)",
+                            v->name, u->id, v->id);
+    }
+    return 0;
+}
+
+int kp_pass_verify(KpGraph *g, const KpPassOpts *o, KpDiag *d)
+{
+    if (!value_in_graph(g, g->input) || g->input->role != KP_ROLE_INPUT)
+        return kp_error(d, "internal error: the graph has no input value");
+    if (!value_in_graph(g, g->output) || g->output->rank < 1)
+        return kp_error(d, "internal error: the graph has no shaped output value");
+    for (int k = 0; k < g->nnodes; k++)
+        if (check_node(g, g->nodes[k], k, d))
+            return -1;
+    for (int i = 0; i < g->nvalues; i++) {
+        if (g->values[i]->id != i)
+            return kp_error(d, "internal error: value %d has id %d", i, g->values[i]->id);
+        if (check_value(g, g->values[i], d))
+            return -1;
+    }
+    return 0;
+}
