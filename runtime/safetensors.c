@@ -390,7 +390,7 @@ static int load_fd(karp_model *m, const char *path, int fd)
     float *scratch = NULL;
     if (!root) {
         size_t at = end ? (size_t)(end - text) : 0;
-        rc = kp_rt_error(NULL, KARP_EFORMAT, "%s: header is not valid JSON (error at byte %zu)",
+        rc = kp_rt_error(NULL, KARP_EFORMAT, "%s: header is not valid JSON (near byte %zu)",
                          path, 8 + at);
         goto out;
     }
