@@ -103,13 +103,14 @@ int shape_masking(KpGraph *g, KpNode *n, KpDiag *d)
     return 0;
 }
 
-/* Format a per-sample shape given in an attribute, "[7,7,-1]". */
+/* Format a per-sample shape given in an attribute, "[7,7,-1]" (no N). */
 static void attr_shape_str(const int64_t *dims, int rank, char *buf, size_t size)
 {
-    KpValue tmp = {.rank = rank};
-    for (int i = 0; i < rank; i++)
-        tmp.dims[i] = dims[i];
-    kp_shape_str(&tmp, buf, size);
+    int len = snprintf(buf, size, "[");
+    for (int i = 0; i < rank && len > 0 && (size_t)len < size; i++)
+        len += snprintf(buf + len, size - (size_t)len, "%s%" PRId64, i ? "," : "", dims[i]);
+    if (len > 0 && (size_t)len < size)
+        snprintf(buf + len, size - (size_t)len, "]");
 }
 
 /* x [N,...] -> [N, attr.reshape_dims...] with the same element count; one
