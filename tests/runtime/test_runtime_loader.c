@@ -83,6 +83,8 @@ START_TEST(test_open_good_model)
     karp_close(m);
 
     /* A bare name means the current directory, not the library path. */
+    char cwd[4096];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
     ck_assert_int_eq(chdir(tmpdir), 0);
     m = karp_open("good.so", NULL);
     ck_assert_ptr_nonnull(m);
@@ -91,6 +93,7 @@ START_TEST(test_open_good_model)
     ck_assert_int_eq(err.code, KARP_EIO);
     ck_assert_str_eq(err.message,
                      "libm.so.6: cannot open shared object file: No such file or directory");
+    ck_assert_int_eq(chdir(cwd), 0);
     remove_tmpdir();
 }
 END_TEST

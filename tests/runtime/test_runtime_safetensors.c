@@ -185,7 +185,7 @@ END_TEST
 START_TEST(test_load_refusals)
 {
     char path[256], msg[1024];
-    float data[8] = {0};
+    float data[16] = {0};
     in_tmp(path, sizeof path, "bad.safetensors");
 
     write_st(path, "{" W("[0,24]") "," B("[24,32]") "}", data, 20);
