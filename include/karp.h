@@ -90,7 +90,9 @@ karp_model *karp_open(const char *path, karp_error *err);
 /* Release everything the model owns.  NULL is accepted. */
 void karp_close(karp_model *m);
 
-/* y[n, output] = model(x[n, input]), inference mode.  1 <= n <= max_batch. */
+/* y[n, output] = model(x[n, input]), inference mode.  1 <= n <= max_batch.
+ * A model has one workspace: do not call this on the same model from two
+ * threads at once (two models are independent). */
 int karp_infer(karp_model *m, const float *x, int64_t n, float *y);
 
 /* Fill *info.  The strings belong to the model. */
