@@ -210,6 +210,7 @@ int karp_infer(karp_model *m, const float *x, int64_t n, float *y)
     if (n < 1 || n > m->desc->max_batch)
         return kp_rt_error(NULL, KARP_EINVAL, "karp_infer: n must be between 1 and %lld, got %lld",
                            (long long)m->desc->max_batch, (long long)n);
+    kp_rt_apply_threads();
     m->desc->infer(m->params, m->ws, x, y, n);
     return 0;
 }

@@ -48,6 +48,10 @@ extern const char *const kp_rt_cpu_known_features[];
 void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t begin,
                       int64_t end);
 
+/* Make the calling thread use the count chosen by karp_set_threads()
+ * (OpenMP keeps that setting per thread). */
+void kp_rt_apply_threads(void);
+
 /* Deterministic random numbers for initialization (and later dropout,
  * shuffling): a 64-bit generator seeded once. */
 typedef struct KpRng { uint64_t s[4]; } KpRng;

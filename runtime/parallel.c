@@ -9,8 +9,14 @@
 
 #include "model.h"
 
-/* 0 = the default (every processor).  One global, not OpenMP's per-thread
- * setting, so karp_set_threads() applies to every calling thread. */
+/*
+ * The thread count travels through OpenMP's own setting, not a variable
+ * of ours: a model.so carries a private copy of this file (its runtime is
+ * linked statically and hidden), while libgomp is one per process.  The
+ * setting is per calling thread in OpenMP, so karp_set_threads() records
+ * the choice here and kp_rt_apply_threads() re-applies it on the thread
+ * that calls into generated code (karp_infer does).
+ */
 static _Atomic int num_threads_setting;
 
 int karp_set_threads(int nthreads)
@@ -19,8 +25,14 @@ int karp_set_threads(int nthreads)
         return kp_rt_error(NULL, KARP_EINVAL, "karp_set_threads: nthreads must be >= 0, got %d",
                            nthreads);
     num_threads_setting = nthreads;
-    omp_set_num_threads(nthreads ? nthreads : omp_get_num_procs());
+    kp_rt_apply_threads();
     return 0;
+}
+
+void kp_rt_apply_threads(void)
+{
+    int nt = num_threads_setting;
+    omp_set_num_threads(nt ? nt : omp_get_num_procs());
 }
 
 static int64_t chunk_start(int64_t begin, int64_t q, int64_t r, int64_t c)
@@ -34,9 +46,7 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
     if (end <= begin)
         return;
     int64_t count = end - begin;
-    int nt = num_threads_setting;
-    if (nt == 0)
-        nt = omp_get_num_procs();
+    int nt = omp_get_max_threads();
     if ((int64_t)nt > count)
         nt = (int)count;
     if (nt <= 1 || omp_in_parallel()) {
