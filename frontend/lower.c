@@ -168,6 +168,10 @@ static int lower_layer(Lower *L, const KpLayerSpec *l, int nin, KpValue *const *
     if (!n)
         return oom(L);
     n->attr = l->attr;
+    /* The format has no dilation for conv2d_transpose: 0 there means 1. */
+    for (int i = 0; i < 2; i++)
+        if (n->attr.dilation[i] == 0)
+            n->attr.dilation[i] = 1;
     if (kp_node_infer_shape(g, n, L->d))
         return -1;
     if (l->activation != KP_ACT_NONE) {
@@ -204,16 +208,49 @@ static int find_layer(const KpModelSpec *s, const char *name)
     return -1;
 }
 
+/* The graph form's wiring: src[first[i] + k] is the layer index of layer
+ * i's k-th input, or -1 for the model input. */
+typedef struct Wiring {
+    int *first, *src;
+    bool *done;
+    KpValue **outs;
+} Wiring;
+
+static int wire(Lower *L, Wiring *w)
+{
+    const KpModelSpec *s = L->s;
+    KpArena *a = &L->g->arena;
+    int total = 0;
+    for (int i = 0; i < s->nlayers; i++)
+        total += s->layers[i].ninputs;
+    w->first = kp_arena_alloc(a, (size_t)s->nlayers * sizeof *w->first);
+    w->src = kp_arena_alloc(a, (size_t)(total + 1) * sizeof *w->src);
+    w->done = kp_arena_alloc(a, (size_t)s->nlayers * sizeof *w->done);
+    w->outs = kp_arena_alloc(a, (size_t)s->nlayers * sizeof *w->outs);
+    if (!w->first || !w->src || !w->done || !w->outs)
+        return oom(L);
+    for (int i = 0, at = 0; i < s->nlayers; i++) {
+        const KpLayerSpec *l = &s->layers[i];
+        w->first[i] = at;
+        for (int k = 0; k < l->ninputs; k++, at++) {
+            w->src[at] = strcmp(l->inputs[k], "input") == 0 ? -1 : find_layer(s, l->inputs[k]);
+            if (w->src[at] < 0 && strcmp(l->inputs[k], "input") != 0)
+                return kp_error(L->d, "%s: %s (%s): unknown input '%s'", s->file, l->where,
+                                l->name, l->inputs[k]);
+        }
+    }
+    return 0;
+}
+
 /* Report a cycle among the layers not done, starting from layer i. */
-static int report_cycle(Lower *L, const bool *done, int i)
+static int report_cycle(Lower *L, const Wiring *w, int i)
 {
     const KpModelSpec *s = L->s;
     /* Follow inputs not done s->nlayers times: we are then on the cycle. */
     for (int steps = 0; steps < s->nlayers; steps++) {
-        const KpLayerSpec *l = &s->layers[i];
-        for (int k = 0; k < l->ninputs; k++) {
-            int j = strcmp(l->inputs[k], "input") == 0 ? -1 : find_layer(s, l->inputs[k]);
-            if (j >= 0 && !done[j]) {
+        for (int k = 0; k < s->layers[i].ninputs; k++) {
+            int j = w->src[w->first[i] + k];
+            if (j >= 0 && !w->done[j]) {
                 i = j;
                 break;
             }
@@ -223,41 +260,35 @@ static int report_cycle(Lower *L, const bool *done, int i)
     return kp_error(L->d, "%s: %s (%s): its inputs form a cycle", s->file, l->where, l->name);
 }
 
-/* Lower the nodes in an order where every input comes first. */
-static int lower_graph(Lower *L, KpValue **outs, bool *done)
+/* Lower the nodes in file order where possible, each once its inputs are:
+ * sweeps until all are done, so a file in topological order takes one. */
+static int lower_graph(Lower *L, Wiring *w)
 {
     const KpModelSpec *s = L->s;
-    for (int i = 0; i < s->nlayers; i++) {
-        const KpLayerSpec *l = &s->layers[i];
-        for (int k = 0; k < l->ninputs; k++)
-            if (strcmp(l->inputs[k], "input") != 0 && find_layer(s, l->inputs[k]) < 0)
-                return kp_error(L->d, "%s: %s (%s): unknown input '%s'", s->file, l->where,
-                                l->name, l->inputs[k]);
-    }
     for (int left = s->nlayers; left > 0;) {
         int lowered = 0;
         for (int i = 0; i < s->nlayers; i++) {
             const KpLayerSpec *l = &s->layers[i];
+            const int *src = w->src + w->first[i];
             KpValue *in[KP_MAX_IN];
-            int nin = l->ninputs < KP_MAX_IN ? l->ninputs : KP_MAX_IN + 1;
-            bool ready = !done[i];
-            for (int k = 0; ready && k < l->ninputs && k < KP_MAX_IN; k++) {
-                int j = strcmp(l->inputs[k], "input") == 0 ? -1 : find_layer(s, l->inputs[k]);
-                ready = j < 0 || done[j];
-                in[k] = j < 0 ? L->g->input : outs[j];
-            }
+            int nin = l->ninputs <= KP_MAX_IN ? l->ninputs : KP_MAX_IN + 1;
+            bool ready = !w->done[i];
+            for (int k = 0; ready && k < l->ninputs; k++)
+                ready = src[k] < 0 || w->done[src[k]];
             if (!ready)
                 continue;
-            if (lower_layer(L, l, nin, in, &outs[i]))
+            for (int k = 0; k < l->ninputs && k < KP_MAX_IN; k++)
+                in[k] = src[k] < 0 ? L->g->input : w->outs[src[k]];
+            if (lower_layer(L, l, nin, in, &w->outs[i]))
                 return -1;
-            done[i] = true;
+            w->done[i] = true;
             lowered++;
         }
         if (lowered == 0) {
             int i = 0;
-            while (done[i])
+            while (w->done[i])
                 i++;
-            return report_cycle(L, done, i);
+            return report_cycle(L, w, i);
         }
         left -= lowered;
     }
@@ -269,17 +300,14 @@ static int lower_graph_form(Lower *L)
     const KpModelSpec *s = L->s;
     if (s->nlayers < 1)
         return kp_error(L->d, "%s: nodes: the model has no nodes", s->file);
-    KpValue **outs = kp_arena_alloc(&L->g->arena, (size_t)s->nlayers * sizeof *outs);
-    bool *done = kp_arena_alloc(&L->g->arena, (size_t)s->nlayers * sizeof *done);
-    if (!outs || !done)
-        return oom(L);
-    if (lower_graph(L, outs, done))
+    Wiring w;
+    if (wire(L, &w) || lower_graph(L, &w))
         return -1;
     int o = s->output ? find_layer(s, s->output) : -1;
     if (o < 0)
         return kp_error(L->d, "%s: output: '%s' names no node", s->file,
                         s->output ? s->output : "");
-    L->g->output = outs[o];
+    L->g->output = w.outs[o];
     return 0;
 }
 

@@ -1,15 +1,18 @@
 /*
  * print.c — the graph as text (--emit=ir) and as Graphviz (--emit=dot).
  *
- * The text format, one item per line, values named %<id>:
+ * The text format, one item per line, values named %<id> (their ids,
+ * which the verifier's messages use too):
  *
- *   model fashion_mlp batch=64 seed=1 loss=cross_entropy optimizer=adam
+ *   model mlp batch=64 seed=1 loss=cross_entropy optimizer=adam
  *   input %0 : f32[N,1,28,28] @x
  *   param %2 dense1.weight : f32[128,784] init=uniform_fan_in(784) @p+0
+ *   param %3 dense1.bias : f32[128] init=uniform_fan_in(784) @p+100352
  *   %1 = flatten %0 : f32[N,784] @x   # flatten0 (layers[0])
  *   %4 = dense %1, %2, %3 {units=128} : f32[N,128] @ws+0   # dense1 (layers[1])
- *   output %9
- *   memory params=101770 floats, workspace=66048 bytes
+ *   %5 = relu %4 : f32[N,128] @y   # dense1 (layers[1])
+ *   output %5
+ *   memory params=100480 floats, workspace=32768 bytes
  *
  * The input and the parameters come first, then the nodes in their
  * (topological) order.  "@..." is the storage, shown once the memory plan
@@ -34,11 +37,12 @@ static void pr_pair(FILE *f, const char *key, const int64_t v[2])
     fprintf(f, "%s=[%" PRId64 ",%" PRId64 "]", key, v[0], v[1]);
 }
 
+/* pad=[1,1]; pad=same[0,0] for TensorFlow's uneven "same" padding, where
+ * the bottom/right gets one more than the top/left shown. */
 static void pr_padding(FILE *f, const KpAttrs *a)
 {
-    static const char *const modes[] = {"", "same", "valid"};
-    fprintf(f, "pad=%s", modes[a->pad_mode]);
-    pr_pair(f, "", a->padding);
+    fprintf(f, "pad=%s[%" PRId64 ",%" PRId64 "]", a->pad_mode == KP_PAD_SAME ? "same" : "",
+            a->padding[0], a->padding[1]);
 }
 
 static void attrs_dense(FILE *f, const KpAttrs *a)
