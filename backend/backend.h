@@ -15,6 +15,7 @@
 
 #include "../include/karp.h"
 #include "../ir/ir.h"
+#include "../passes/passes.h"
 
 typedef struct KpTargetOpts {
     int opt_level;              /* 0..3 */
@@ -42,5 +43,13 @@ void kp_llvm_free(KpCodegen *cg);
 int kp_link_shared(const char *obj_path, const char *so_path, const char *runtime_lib, KpDiag *d);
 /* Write the C header for a compiled model (sizes, shapes, the descriptor). */
 int kp_write_header(const KpGraph *g, const char *path, KpDiag *d);
+
+/* The front half of every build, shared by karp_compile and the karpc
+ * command: parse and check the model file, lower it to a graph, run the
+ * inference pipeline (po NULL: defaults).  max_batch_override > 0 replaces
+ * the file's "batch".  On success *out is the planned graph (free with
+ * kp_graph_free); on failure *out is NULL and d holds the diagnostic. */
+int kp_build_graph(const char *path, const KpPassOpts *po, int64_t max_batch_override,
+                   KpGraph **out, KpDiag *d);
 
 #endif

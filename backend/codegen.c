@@ -1,0 +1,277 @@
+/*
+ * codegen.c — the graph to one LLVM module.
+ *
+ *   node i  ->  internal void node<i>.<op>(ptr in0, ..., ptr out, i64 n)
+ *               body by the op's emitter (ops.def emit column)
+ *   entry   ->  internal void <name>_infer(params, ws, x, y, n):
+ *               each value's pointer from its storage, node calls in order
+ *   karp_model_v1 (descriptor.c) points at <name>_infer
+ *
+ * The module is verified, then optimized with the new pass manager for the
+ * target machine (vectorizers on).  A module that does not verify is a
+ * karpc bug, reported as an internal error.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+
+#include "emit.h"
+#include "llvm_internal.h"
+
+typedef int (*EmitFn)(KpEmit *e, const KpNode *n, KpDiag *d);
+
+static const EmitFn emitters[KP_OP_COUNT] = {
+#define O(op, kind, nin, shape, interp, emit) [KP_OP_##op] = emit,
+#include "../ir/ops.def"
+#undef O
+};
+
+int emit_unsupported(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    return kp_error(d, "%s: %s (%s): code generation for %s is not implemented yet",
+                    e->g->file ? e->g->file : "<model>", n->where ? n->where : "?",
+                    n->name ? n->name : "?", kp_op_name(n->op));
+}
+
+/* Bytes a value may span at run time (the workspace is sized for max_batch). */
+static int64_t value_bytes(const KpGraph *g, const KpValue *v)
+{
+    int64_t n = g->max_batch > 0 ? g->max_batch : 1;
+    return kp_value_numel(v, n) * 4;
+}
+
+/* May writing `out` touch memory that `in` is read from? */
+static int may_overlap(const KpGraph *g, const KpValue *in, const KpValue *out)
+{
+    if (in->storage != out->storage)
+        return 0;
+    if (in->storage != KP_STORE_WORKSPACE)
+        return 1;                       /* the same caller buffer or slab */
+    int64_t a0 = in->offset, a1 = a0 + value_bytes(g, in);
+    int64_t b0 = out->offset, b1 = b0 + value_bytes(g, out);
+    return a0 < b1 && b0 < a1;
+}
+
+/* The pointer to v inside <name>_infer. */
+static LLVMValueRef value_ptr(KpEmit *e, LLVMValueRef infer, const KpValue *v, KpDiag *d)
+{
+    LLVMValueRef params = LLVMGetParam(infer, 0), ws = LLVMGetParam(infer, 1);
+    LLVMValueRef off;
+    if (v->storage == KP_STORE_INPUT)
+        return LLVMGetParam(infer, 2);
+    if (v->storage == KP_STORE_OUTPUT)
+        return LLVMGetParam(infer, 3);
+    if (v->storage == KP_STORE_PARAM) {
+        off = kp_i64(e, v->offset);
+        return LLVMBuildInBoundsGEP2(e->b, e->f32, params, &off, 1, "");
+    }
+    if (v->storage == KP_STORE_WORKSPACE) {
+        off = kp_i64(e, v->offset);
+        return LLVMBuildInBoundsGEP2(e->b, LLVMInt8TypeInContext(e->ctx), ws, &off, 1, "");
+    }
+    kp_error(d, "internal error: value %%%d has no storage (memory plan not run?)", v->id);
+    return NULL;
+}
+
+/* node<i>.<op>: the node's function, its body from the emitter. */
+static LLVMValueRef emit_node(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    LLVMTypeRef params[KP_MAX_IN + 2];
+    e->node = n;
+    e->nptr = n->nin + 1;
+    for (int i = 0; i < e->nptr; i++)
+        params[i] = e->ptr;
+    params[e->nptr] = e->i64;
+    LLVMTypeRef ty = LLVMFunctionType(e->void_t, params, (unsigned)e->nptr + 1, 0);
+    char name[96];
+    snprintf(name, sizeof name, "node%d.%s", n->id, kp_op_name(n->op));
+    e->fn = LLVMAddFunction(e->mod, name, ty);
+    LLVMSetLinkage(e->fn, LLVMInternalLinkage);
+
+    int out_overlaps = 0;
+    for (int i = 0; i < n->nin; i++) {
+        e->noalias[i] = !may_overlap(e->g, n->in[i], n->out);
+        out_overlaps |= !e->noalias[i];
+    }
+    e->noalias[n->nin] = !out_overlaps;
+    unsigned kind = LLVMGetEnumAttributeKindForName("noalias", 7);
+    for (int i = 0; i < e->nptr; i++) {
+        e->ptr_arg[i] = LLVMGetParam(e->fn, (unsigned)i);
+        if (e->noalias[i])
+            LLVMAddAttributeAtIndex(e->fn, (unsigned)i + 1,
+                                    LLVMCreateEnumAttribute(e->ctx, kind, 0));
+    }
+    e->n = LLVMGetParam(e->fn, (unsigned)e->nptr);
+
+    LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
+    if (emitters[n->op](e, n, d) < 0)
+        return NULL;
+    LLVMBuildRetVoid(e->b);
+    return e->fn;
+}
+
+/* <name>_infer(params, ws, x, y, n): every node in order. */
+static LLVMValueRef emit_module_body(KpEmit *e, KpDiag *d)
+{
+    const KpGraph *g = e->g;
+    LLVMValueRef *fns = calloc((size_t)g->nnodes + 1, sizeof *fns);
+    if (!fns) {
+        kp_error(d, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < g->nnodes; i++)
+        if (!(fns[i] = emit_node(e, g->nodes[i], d))) {
+            free(fns);
+            return NULL;
+        }
+
+    LLVMTypeRef params[5] = {e->ptr, e->ptr, e->ptr, e->ptr, e->i64};
+    LLVMTypeRef ty = LLVMFunctionType(e->void_t, params, 5, 0);
+    char name[256];
+    snprintf(name, sizeof name, "%s_infer", g->name ? g->name : "model");
+    LLVMValueRef infer = LLVMAddFunction(e->mod, name, ty);
+    LLVMSetLinkage(infer, LLVMInternalLinkage);
+    LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, infer, "entry"));
+    for (int i = 0; i < g->nnodes && infer; i++) {
+        const KpNode *n = g->nodes[i];
+        LLVMValueRef args[KP_MAX_IN + 2];
+        for (int k = 0; k < n->nin && infer; k++)
+            if (!(args[k] = value_ptr(e, infer, n->in[k], d)))
+                infer = NULL;
+        if (!infer || !(args[n->nin] = value_ptr(e, infer, n->out, d))) {
+            infer = NULL;
+            break;
+        }
+        args[n->nin + 1] = LLVMGetParam(infer, 4);
+        LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fns[i]), fns[i], args,
+                       (unsigned)n->nin + 2, "");
+    }
+    if (infer)
+        LLVMBuildRetVoid(e->b);
+    free(fns);
+    return infer;
+}
+
+/* nounwind everywhere; with 512-bit vectors, tell the x86 backend to keep
+ * them whole (it may otherwise split them for CPUs that prefer 256). */
+static void set_function_attrs(KpEmit *e)
+{
+    unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+    char width[16];
+    snprintf(width, sizeof width, "%d", e->vw * 32);
+    for (LLVMValueRef f = LLVMGetFirstFunction(e->mod); f; f = LLVMGetNextFunction(f)) {
+        if (LLVMIsDeclaration(f))
+            continue;
+        LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
+                                LLVMCreateEnumAttribute(e->ctx, nounwind, 0));
+        if (e->vw < 16)
+            continue;
+        static const char *keys[] = {"min-legal-vector-width", "prefer-vector-width"};
+        for (int i = 0; i < 2; i++)
+            LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
+                                    LLVMCreateStringAttribute(e->ctx, keys[i], (unsigned)strlen(keys[i]),
+                                                              width, (unsigned)strlen(width)));
+    }
+}
+
+void kp_emit_init(KpEmit *e, LLVMContextRef ctx, LLVMModuleRef mod, const KpGraph *g, int vw)
+{
+    memset(e, 0, sizeof *e);
+    e->ctx = ctx;
+    e->mod = mod;
+    e->g = g;
+    e->vw = vw;
+    e->f32 = LLVMFloatTypeInContext(e->ctx);
+    e->i1 = LLVMInt1TypeInContext(e->ctx);
+    e->i32 = LLVMInt32TypeInContext(e->ctx);
+    e->i64 = LLVMInt64TypeInContext(e->ctx);
+    e->ptr = LLVMPointerTypeInContext(e->ctx, 0);
+    e->void_t = LLVMVoidTypeInContext(e->ctx);
+    e->vec = LLVMVectorType(e->f32, (unsigned)e->vw);
+    LLVMTypeRef body[3] = {e->ptr, e->i64, e->i64};
+    e->body_ty = LLVMFunctionType(e->void_t, body, 3, 0);
+    LLVMTypeRef pfor[4] = {e->ptr, e->ptr, e->i64, e->i64};
+    e->pfor_ty = LLVMFunctionType(e->void_t, pfor, 4, 0);
+    e->pfor = LLVMAddFunction(e->mod, "krt_parallel_for", e->pfor_ty);
+    e->b = LLVMCreateBuilderInContext(e->ctx);
+}
+
+static int optimize(KpCodegen *cg, KpDiag *d)
+{
+    char *msg = NULL;
+    if (LLVMVerifyModule(cg->mod, LLVMReturnStatusAction, &msg)) {
+        kp_error(d, "internal error: the generated module does not verify: %s", msg ? msg : "");
+        LLVMDisposeMessage(msg);
+        return -1;
+    }
+    LLVMDisposeMessage(msg);
+    char pipeline[32];
+    snprintf(pipeline, sizeof pipeline, "default<O%d>", cg->cfg.opt_level);
+    LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+    LLVMPassBuilderOptionsSetLoopVectorization(po, cg->cfg.opt_level >= 2);
+    LLVMPassBuilderOptionsSetSLPVectorization(po, cg->cfg.opt_level >= 2);
+    LLVMPassBuilderOptionsSetLoopUnrolling(po, cg->cfg.opt_level >= 2);
+    LLVMErrorRef err = LLVMRunPasses(cg->mod, pipeline, cg->tm, po);
+    LLVMDisposePassBuilderOptions(po);
+    if (err)
+        return kp_llvm_error(d, err, "internal error: LLVM optimization failed");
+    return 0;
+}
+
+int kp_llvm_codegen(const KpGraph *g, const KpTargetOpts *t, KpCodegen **out, KpDiag *d)
+{
+    *out = NULL;
+    KpCodegen *cg = calloc(1, sizeof *cg);
+    if (!cg)
+        return kp_error(d, "out of memory");
+    if (kp_llvm_target_config(t, &cg->cfg, d) < 0) {
+        free(cg);
+        return -1;
+    }
+    if (!(cg->tm = kp_llvm_target_machine(&cg->cfg, d))) {
+        kp_llvm_free(cg);
+        return -1;
+    }
+    cg->tsc = LLVMOrcCreateNewThreadSafeContext();
+    cg->ctx = LLVMOrcThreadSafeContextGetContext(cg->tsc);
+    cg->mod = LLVMModuleCreateWithNameInContext(g->name ? g->name : "model", cg->ctx);
+    LLVMSetTarget(cg->mod, cg->cfg.triple);
+    LLVMTargetDataRef td = LLVMCreateTargetDataLayout(cg->tm);
+    LLVMSetModuleDataLayout(cg->mod, td);
+    LLVMDisposeTargetData(td);
+
+    KpEmit e;
+    kp_emit_init(&e, cg->ctx, cg->mod, g, cg->cfg.vector_width);
+    LLVMValueRef infer = emit_module_body(&e, d);
+    int rc = infer ? 0 : -1;
+    if (rc == 0)
+        rc = kp_llvm_emit_descriptor(cg->mod, g, cg->cfg.cpu_features, infer, d);
+    LLVMDisposeBuilder(e.b);
+    if (rc == 0) {
+        set_function_attrs(&e);
+        rc = optimize(cg, d);
+    }
+    if (rc < 0) {
+        kp_llvm_free(cg);
+        return -1;
+    }
+    *out = cg;
+    return 0;
+}
+
+void kp_llvm_free(KpCodegen *cg)
+{
+    if (!cg)
+        return;
+    if (cg->mod)
+        LLVMDisposeModule(cg->mod);
+    if (cg->tsc)
+        LLVMOrcDisposeThreadSafeContext(cg->tsc);
+    if (cg->tm)
+        LLVMDisposeTargetMachine(cg->tm);
+    kp_llvm_target_config_free(&cg->cfg);
+    free(cg);
+}

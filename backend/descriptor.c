@@ -1,0 +1,156 @@
+/*
+ * descriptor.c — the constant KarpModelDesc (karp_abi.h) as LLVM IR.
+ *
+ * The named struct types mirror the C structs field by field; LLVM's
+ * default (non-packed) struct layout pads exactly like the x86-64 C ABI,
+ * which tests/backend checks with offsetof against LLVMOffsetOfElement.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../include/karp_abi.h"
+#include "llvm_internal.h"
+
+LLVMTypeRef kp_llvm_param_desc_type(LLVMContextRef ctx)
+{
+    LLVMTypeRef t = LLVMGetTypeByName2(ctx, "KarpParamDesc");
+    if (t)
+        return t;
+    LLVMTypeRef i32 = LLVMInt32TypeInContext(ctx), i64 = LLVMInt64TypeInContext(ctx);
+    LLVMTypeRef ptr = LLVMPointerTypeInContext(ctx, 0);
+    LLVMTypeRef fields[] = {
+        ptr,                      /* name */
+        i32, i32,                 /* rank, init */
+        LLVMArrayType(i64, 4),    /* shape */
+        i64, i64, i64, i64,       /* offset, size, fan_in, fan_out */
+    };
+    t = LLVMStructCreateNamed(ctx, "KarpParamDesc");
+    LLVMStructSetBody(t, fields, sizeof fields / sizeof fields[0], 0);
+    return t;
+}
+
+LLVMTypeRef kp_llvm_model_desc_type(LLVMContextRef ctx)
+{
+    LLVMTypeRef t = LLVMGetTypeByName2(ctx, "KarpModelDesc");
+    if (t)
+        return t;
+    LLVMTypeRef i32 = LLVMInt32TypeInContext(ctx), i64 = LLVMInt64TypeInContext(ctx);
+    LLVMTypeRef ptr = LLVMPointerTypeInContext(ctx, 0);
+    LLVMTypeRef shape = LLVMArrayType(i64, 4);
+    LLVMTypeRef fields[] = {
+        i32, i32,                 /* abi_version, nparams */
+        ptr, ptr, ptr, ptr,       /* name, cpu_features, loss, optimizer */
+        i32, i32,                 /* input_rank, output_rank */
+        shape, shape,             /* input_shape, output_shape */
+        i64, i64, i64, i64,       /* max_batch, param_floats, workspace_bytes, seed */
+        ptr, ptr,                 /* params, infer */
+    };
+    t = LLVMStructCreateNamed(ctx, "KarpModelDesc");
+    LLVMStructSetBody(t, fields, sizeof fields / sizeof fields[0], 0);
+    return t;
+}
+
+/* A private constant C string. */
+static LLVMValueRef cstring(LLVMModuleRef mod, const char *s)
+{
+    LLVMContextRef ctx = LLVMGetModuleContext(mod);
+    unsigned len = (unsigned)strlen(s);
+    LLVMValueRef init = LLVMConstStringInContext(ctx, s, len, 0);
+    LLVMValueRef g = LLVMAddGlobal(mod, LLVMTypeOf(init), ".str");
+    LLVMSetInitializer(g, init);
+    LLVMSetGlobalConstant(g, 1);
+    LLVMSetLinkage(g, LLVMPrivateLinkage);
+    LLVMSetUnnamedAddress(g, LLVMGlobalUnnamedAddr);
+    LLVMSetAlignment(g, 1);
+    return g;
+}
+
+static LLVMValueRef i32c(LLVMContextRef ctx, int64_t v)
+{
+    return LLVMConstInt(LLVMInt32TypeInContext(ctx), (unsigned long long)v, 1);
+}
+
+static LLVMValueRef i64c(LLVMContextRef ctx, int64_t v)
+{
+    return LLVMConstInt(LLVMInt64TypeInContext(ctx), (unsigned long long)v, 1);
+}
+
+/* [4 x i64] from dims[first..rank), zero-padded. */
+static LLVMValueRef shape4(LLVMContextRef ctx, const int64_t *dims, int first, int rank)
+{
+    LLVMValueRef v[4];
+    for (int i = 0; i < 4; i++)
+        v[i] = i64c(ctx, first + i < rank ? dims[first + i] : 0);
+    return LLVMConstArray(LLVMInt64TypeInContext(ctx), v, 4);
+}
+
+static LLVMValueRef param_desc(LLVMModuleRef mod, const KpValue *v)
+{
+    LLVMContextRef ctx = LLVMGetModuleContext(mod);
+    LLVMValueRef f[] = {
+        cstring(mod, v->name ? v->name : ""),
+        i32c(ctx, v->rank),
+        i32c(ctx, (int64_t)v->init),
+        shape4(ctx, v->dims, 0, v->rank),
+        i64c(ctx, v->offset),
+        i64c(ctx, kp_value_numel(v, 1)),
+        i64c(ctx, v->fan_in),
+        i64c(ctx, v->fan_out),
+    };
+    return LLVMConstNamedStruct(kp_llvm_param_desc_type(ctx), f, sizeof f / sizeof f[0]);
+}
+
+int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const char *cpu_features,
+                            LLVMValueRef infer, KpDiag *d)
+{
+    LLVMContextRef ctx = LLVMGetModuleContext(mod);
+    LLVMTypeRef ptr = LLVMPointerTypeInContext(ctx, 0);
+
+    int nparams = 0;
+    for (int i = 0; i < g->nvalues; i++)
+        nparams += g->values[i]->role == KP_ROLE_PARAM;
+    LLVMValueRef params = LLVMConstPointerNull(ptr);
+    if (nparams > 0) {
+        LLVMValueRef *elts = calloc((size_t)nparams, sizeof *elts);
+        if (!elts)
+            return kp_error(d, "out of memory");
+        int k = 0;
+        for (int i = 0; i < g->nvalues; i++)
+            if (g->values[i]->role == KP_ROLE_PARAM)
+                elts[k++] = param_desc(mod, g->values[i]);
+        LLVMTypeRef pty = kp_llvm_param_desc_type(ctx);
+        LLVMValueRef init = LLVMConstArray(pty, elts, (unsigned)nparams);
+        free(elts);
+        params = LLVMAddGlobal(mod, LLVMTypeOf(init), "karp_params");
+        LLVMSetInitializer(params, init);
+        LLVMSetGlobalConstant(params, 1);
+        LLVMSetLinkage(params, LLVMPrivateLinkage);
+    }
+
+    const KpValue *in = g->input, *out = g->output;
+    LLVMValueRef f[] = {
+        i32c(ctx, KARP_ABI_VERSION),
+        i32c(ctx, nparams),
+        cstring(mod, g->name ? g->name : "model"),
+        cstring(mod, cpu_features ? cpu_features : ""),
+        cstring(mod, g->loss ? g->loss : "none"),
+        cstring(mod, g->optimizer ? g->optimizer : "none"),
+        i32c(ctx, in->rank - 1),
+        i32c(ctx, out->rank - 1),
+        shape4(ctx, in->dims, 1, in->rank),
+        shape4(ctx, out->dims, 1, out->rank),
+        i64c(ctx, g->max_batch),
+        i64c(ctx, g->param_floats),
+        i64c(ctx, g->workspace_bytes),
+        i64c(ctx, (int64_t)g->seed),
+        params,
+        infer,
+    };
+    LLVMTypeRef dty = kp_llvm_model_desc_type(ctx);
+    LLVMValueRef desc = LLVMAddGlobal(mod, dty, KARP_DESCRIPTOR_SYMBOL);
+    LLVMSetInitializer(desc, LLVMConstNamedStruct(dty, f, sizeof f / sizeof f[0]));
+    LLVMSetGlobalConstant(desc, 1);
+    LLVMSetLinkage(desc, LLVMExternalLinkage);
+    LLVMSetVisibility(desc, LLVMDefaultVisibility);
+    return 0;
+}

@@ -1,0 +1,120 @@
+/*
+ * emit.h — the emitters' interface (internal to backend/).
+ *
+ * codegen.c makes one LLVM function per node,
+ *     internal void <op>_<id>(ptr noalias in0, ..., ptr noalias out, i64 n)
+ * positions the builder in its entry block and calls the node's emitter
+ * (the emit column of ir/ops.def).  The emitter appends the body; the core
+ * closes it with `ret void`.  Pointers that may overlap (an in-place
+ * planned value) are not marked noalias.
+ *
+ * Helpers build the usual shapes of code: counted loops, parallel loops
+ * through krt_parallel_for, splat constants, masked vector loads, tree
+ * reductions (fixed order, so results never depend on the thread count)
+ * and vectorizable exp/tanh/sigmoid.
+ */
+#ifndef KP_EMIT_H
+#define KP_EMIT_H
+
+#include <llvm-c/Core.h>
+
+#include "../ir/ir.h"
+
+typedef struct KpEmit {
+    LLVMContextRef ctx;
+    LLVMModuleRef mod;
+    LLVMBuilderRef b;
+    const KpGraph *g;
+    int vw;                     /* floats per explicit vector */
+    LLVMTypeRef f32, i1, i32, i64, ptr, void_t, vec;   /* vec: <vw x float> */
+    LLVMTypeRef pfor_ty;        /* krt_parallel_for */
+    LLVMValueRef pfor;
+    LLVMTypeRef body_ty;        /* void (ptr ctx, i64 begin, i64 end) */
+    /* the node function being emitted */
+    const KpNode *node;
+    LLVMValueRef fn;
+    int nptr;                   /* inputs, then the output */
+    LLVMValueRef ptr_arg[KP_MAX_IN + 1];
+    int noalias[KP_MAX_IN + 1];
+    LLVMValueRef n;             /* the batch, i64 */
+} KpEmit;
+
+/* Types, krt_parallel_for's declaration and a builder for emitting into
+ * mod; g may be NULL outside a model (tests).  Dispose e->b when done. */
+void kp_emit_init(KpEmit *e, LLVMContextRef ctx, LLVMModuleRef mod, const KpGraph *g, int vw);
+
+/* Emitters, one per row of ops.def (a name may serve several rows). */
+#define O(op, kind, nin, shape, interp, emit) int emit(KpEmit *e, const KpNode *n, KpDiag *d);
+#include "../ir/ops.def"
+#undef O
+
+/* --- constants and types --------------------------------------------- */
+LLVMValueRef kp_i64(KpEmit *e, int64_t v);
+LLVMValueRef kp_i32(KpEmit *e, int32_t v);
+/* A float constant of type ty (float or a vector of float: splatted). */
+LLVMValueRef kp_fconst(LLVMTypeRef ty, double v);
+/* An i32 constant of the integer type matching the float type ty. */
+LLVMValueRef kp_iconst_like(KpEmit *e, LLVMTypeRef fty, int32_t v);
+/* A <vw x float> with every lane s. */
+LLVMValueRef kp_splat(KpEmit *e, LLVMValueRef s);
+/* The mask <vw x i1> with the first k lanes set. */
+LLVMValueRef kp_mask_first(KpEmit *e, int k);
+/* A new stack slot in the current function's entry block. */
+LLVMValueRef kp_alloca(KpEmit *e, LLVMTypeRef ty, const char *name);
+/* Call an intrinsic overloaded on the given types. */
+LLVMValueRef kp_intrinsic(KpEmit *e, const char *name, LLVMTypeRef *over, int nover,
+                          LLVMValueRef *args, int nargs);
+
+/* --- addressing and memory -------------------------------------------- */
+/* &p[i] for float elements. */
+LLVMValueRef kp_gep(KpEmit *e, LLVMValueRef p, LLVMValueRef i);
+LLVMValueRef kp_load_vec(KpEmit *e, LLVMValueRef p, LLVMValueRef i);
+void kp_store_vec(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i);
+/* Masked load (lanes off read as passthru) and store of the first k lanes. */
+LLVMValueRef kp_load_vec_masked(KpEmit *e, LLVMValueRef p, LLVMValueRef i, int k,
+                                double passthru);
+void kp_store_vec_masked(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i, int k);
+
+/* --- control flow -------------------------------------------------------- */
+typedef struct KpLoop {
+    LLVMBasicBlockRef pre, head, body, exit;
+    LLVMValueRef iv;            /* the induction variable, i64 */
+    LLVMValueRef step;
+} KpLoop;
+/* for (iv = begin; iv < end; iv += step) { ...body emitted by the caller... } */
+void kp_loop_begin(KpEmit *e, KpLoop *l, LLVMValueRef begin, LLVMValueRef end, int64_t step,
+                   const char *name);
+void kp_loop_end(KpEmit *e, KpLoop *l);
+LLVMValueRef kp_min_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
+
+/* A parallel loop over items [begin, end): krt_parallel_for calls a body
+ * that unpacks the node's pointers and n and calls an internal kernel
+ *     void kernel(ptr noalias p0, ..., i64 n, i64 begin, i64 end)
+ * whose code gen() emits with the builder in the kernel's entry block
+ * (a->p are the kernel's pointer parameters).  With parallel false the
+ * kernel is called directly over the whole range. */
+typedef struct KpKernelArgs {
+    LLVMValueRef p[KP_MAX_IN + 1];
+    LLVMValueRef n, begin, end;
+} KpKernelArgs;
+typedef void (*KpKernelGen)(KpEmit *e, const KpKernelArgs *a, void *user);
+void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValueRef end,
+                      int parallel, KpKernelGen gen, void *user);
+
+/* --- arithmetic (float or vector of float) ------------------------------- */
+LLVMValueRef kp_fma(KpEmit *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c);
+LLVMValueRef kp_max(KpEmit *e, LLVMValueRef a, LLVMValueRef b);   /* llvm.maxnum */
+LLVMValueRef kp_min(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
+/* Horizontal sum / max of a vector by halving (a fixed tree). */
+LLVMValueRef kp_reduce_add(KpEmit *e, LLVMValueRef v);
+LLVMValueRef kp_reduce_max(KpEmit *e, LLVMValueRef v);
+/* e^x, tanh(x), 1/(1+e^-x) without libm: range reduction and polynomials,
+ * about 1 ulp; vectorizable.  x is a float or a vector of float. */
+LLVMValueRef kp_emit_exp(KpEmit *e, LLVMValueRef x);
+LLVMValueRef kp_emit_tanh(KpEmit *e, LLVMValueRef x);
+LLVMValueRef kp_emit_sigmoid(KpEmit *e, LLVMValueRef x);
+
+/* Elements of one sample of v, and of n samples (i64 IR value). */
+LLVMValueRef kp_numel(KpEmit *e, const KpValue *v);
+
+#endif

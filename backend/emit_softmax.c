@@ -1,0 +1,91 @@
+/*
+ * emit_softmax.c — y[r,:] = exp(x[r,:] - max) / sum, per row, rows in
+ * parallel.  Three passes over a row: the max, then e = exp(x - max)
+ * stored in y while summed, then y /= sum.  Vectors of VW with a masked
+ * last vector; the max and the sum are reduced by a fixed tree, so a row's
+ * result does not depend on the thread count.
+ */
+#include <math.h>
+
+#include "emit.h"
+
+/* One row: input, output, the row's first element, its length. */
+typedef struct Row {
+    LLVMValueRef x, y, base;
+    int64_t cols;
+} Row;
+
+static LLVMValueRef at(KpEmit *e, const Row *row, LLVMValueRef k)
+{
+    return LLVMBuildNSWAdd(e->b, row->base, k, "");
+}
+
+static void softmax_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const KpValue *v = user;
+    Row row = {a->p[0], a->p[1], NULL, kp_value_sample_size(v)};
+    int64_t kmain = row.cols - row.cols % e->vw;
+    int rem = (int)(row.cols % e->vw);
+    LLVMValueRef vmax = kp_alloca(e, e->vec, "vmax"), vsum = kp_alloca(e, e->vec, "vsum");
+    KpLoop lr, lk;
+
+    kp_loop_begin(e, &lr, a->begin, a->end, 1, "row");
+    row.base = LLVMBuildNSWMul(e->b, lr.iv, kp_i64(e, row.cols), "base");
+
+    /* max */
+    LLVMBuildStore(e->b, kp_fconst(e->vec, -INFINITY), vmax);
+    if (kmain > 0) {
+        kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, kmain), e->vw, "k");
+        LLVMValueRef xv = kp_load_vec(e, row.x, at(e, &row, lk.iv));
+        LLVMBuildStore(e->b, kp_max(e, LLVMBuildLoad2(e->b, e->vec, vmax, ""), xv), vmax);
+        kp_loop_end(e, &lk);
+    }
+    if (rem > 0) {
+        LLVMValueRef xv = kp_load_vec_masked(e, row.x, at(e, &row, kp_i64(e, kmain)), rem, -INFINITY);
+        LLVMBuildStore(e->b, kp_max(e, LLVMBuildLoad2(e->b, e->vec, vmax, ""), xv), vmax);
+    }
+    LLVMValueRef m = kp_reduce_max(e, LLVMBuildLoad2(e->b, e->vec, vmax, ""));
+    LLVMValueRef mv = kp_splat(e, m);
+
+    /* e = exp(x - max) into y, summed */
+    LLVMBuildStore(e->b, kp_fconst(e->vec, 0.0), vsum);
+    if (kmain > 0) {
+        kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, kmain), e->vw, "k");
+        LLVMValueRef i = at(e, &row, lk.iv);
+        LLVMValueRef ev = kp_emit_exp(e, LLVMBuildFSub(e->b, kp_load_vec(e, row.x, i), mv, ""));
+        kp_store_vec(e, ev, row.y, i);
+        LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->vec, vsum, ""), ev, ""), vsum);
+        kp_loop_end(e, &lk);
+    }
+    if (rem > 0) {
+        LLVMValueRef i = at(e, &row, kp_i64(e, kmain));
+        LLVMValueRef xv = kp_load_vec_masked(e, row.x, i, rem, 0.0);
+        LLVMValueRef ev = kp_emit_exp(e, LLVMBuildFSub(e->b, xv, mv, ""));
+        ev = LLVMBuildSelect(e->b, kp_mask_first(e, rem), ev, kp_fconst(e->vec, 0.0), "");
+        kp_store_vec_masked(e, ev, row.y, i, rem);
+        LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->vec, vsum, ""), ev, ""), vsum);
+    }
+    LLVMValueRef s = kp_reduce_add(e, LLVMBuildLoad2(e->b, e->vec, vsum, ""));
+    LLVMValueRef sv = kp_splat(e, s);
+
+    /* y /= sum */
+    if (kmain > 0) {
+        kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, kmain), e->vw, "k");
+        LLVMValueRef i = at(e, &row, lk.iv);
+        kp_store_vec(e, LLVMBuildFDiv(e->b, kp_load_vec(e, row.y, i), sv, ""), row.y, i);
+        kp_loop_end(e, &lk);
+    }
+    if (rem > 0) {
+        LLVMValueRef i = at(e, &row, kp_i64(e, kmain));
+        LLVMValueRef yv = kp_load_vec_masked(e, row.y, i, rem, 1.0);
+        kp_store_vec_masked(e, LLVMBuildFDiv(e->b, yv, sv, ""), row.y, i, rem);
+    }
+    kp_loop_end(e, &lr);
+}
+
+int emit_softmax(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    int parallel = e->g->max_batch * kp_value_sample_size(n->out) > 4096;
+    kp_emit_parallel(e, "softmax", kp_i64(e, 0), e->n, parallel, softmax_kernel, (void *)n->out);
+    return 0;
+}

@@ -1,0 +1,289 @@
+/*
+ * emit_util.c — building blocks for the emitters: constants, memory,
+ * counted loops, parallel loops through krt_parallel_for, reductions.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "emit.h"
+
+LLVMValueRef kp_i64(KpEmit *e, int64_t v)
+{
+    return LLVMConstInt(e->i64, (unsigned long long)v, 1);
+}
+
+LLVMValueRef kp_i32(KpEmit *e, int32_t v)
+{
+    return LLVMConstInt(e->i32, (unsigned long long)(int64_t)v, 1);
+}
+
+LLVMValueRef kp_fconst(LLVMTypeRef ty, double v)
+{
+    if (LLVMGetTypeKind(ty) != LLVMVectorTypeKind)
+        return LLVMConstReal(ty, v);
+    LLVMValueRef elts[64];
+    unsigned n = LLVMGetVectorSize(ty);
+    LLVMValueRef c = LLVMConstReal(LLVMGetElementType(ty), v);
+    for (unsigned i = 0; i < n; i++)
+        elts[i] = c;
+    return LLVMConstVector(elts, n);
+}
+
+LLVMValueRef kp_iconst_like(KpEmit *e, LLVMTypeRef fty, int32_t v)
+{
+    LLVMValueRef c = kp_i32(e, v);
+    if (LLVMGetTypeKind(fty) != LLVMVectorTypeKind)
+        return c;
+    LLVMValueRef elts[64];
+    unsigned n = LLVMGetVectorSize(fty);
+    for (unsigned i = 0; i < n; i++)
+        elts[i] = c;
+    return LLVMConstVector(elts, n);
+}
+
+LLVMValueRef kp_splat(KpEmit *e, LLVMValueRef s)
+{
+    LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetPoison(e->vec), s, kp_i32(e, 0), "");
+    LLVMValueRef zeros = LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw));
+    return LLVMBuildShuffleVector(e->b, v, LLVMGetPoison(e->vec), zeros, "");
+}
+
+LLVMValueRef kp_mask_first(KpEmit *e, int k)
+{
+    LLVMValueRef elts[64];
+    for (int i = 0; i < e->vw; i++)
+        elts[i] = LLVMConstInt(e->i1, i < k, 0);
+    return LLVMConstVector(elts, (unsigned)e->vw);
+}
+
+LLVMValueRef kp_alloca(KpEmit *e, LLVMTypeRef ty, const char *name)
+{
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
+    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(fn);
+    LLVMBuilderRef b = LLVMCreateBuilderInContext(e->ctx);
+    LLVMValueRef first = LLVMGetFirstInstruction(entry);
+    if (first)
+        LLVMPositionBuilderBefore(b, first);
+    else
+        LLVMPositionBuilderAtEnd(b, entry);
+    LLVMValueRef slot = LLVMBuildAlloca(b, ty, name);
+    LLVMDisposeBuilder(b);
+    return slot;
+}
+
+LLVMValueRef kp_intrinsic(KpEmit *e, const char *name, LLVMTypeRef *over, int nover,
+                          LLVMValueRef *args, int nargs)
+{
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(e->mod, id, over, (size_t)nover);
+    LLVMTypeRef ty = LLVMIntrinsicGetType(e->ctx, id, over, (size_t)nover);
+    return LLVMBuildCall2(e->b, ty, fn, args, (unsigned)nargs, "");
+}
+
+LLVMValueRef kp_gep(KpEmit *e, LLVMValueRef p, LLVMValueRef i)
+{
+    return LLVMBuildInBoundsGEP2(e->b, e->f32, p, &i, 1, "");
+}
+
+LLVMValueRef kp_load_vec(KpEmit *e, LLVMValueRef p, LLVMValueRef i)
+{
+    LLVMValueRef v = LLVMBuildLoad2(e->b, e->vec, kp_gep(e, p, i), "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+void kp_store_vec(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i)
+{
+    LLVMValueRef s = LLVMBuildStore(e->b, v, kp_gep(e, p, i));
+    LLVMSetAlignment(s, 4);
+}
+
+LLVMValueRef kp_load_vec_masked(KpEmit *e, LLVMValueRef p, LLVMValueRef i, int k,
+                                double passthru)
+{
+    LLVMTypeRef over[2] = {e->vec, e->ptr};
+    LLVMValueRef args[4] = {kp_gep(e, p, i), kp_i32(e, 4), kp_mask_first(e, k),
+                            kp_fconst(e->vec, passthru)};
+    return kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+}
+
+void kp_store_vec_masked(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i, int k)
+{
+    LLVMTypeRef over[2] = {e->vec, e->ptr};
+    LLVMValueRef args[4] = {v, kp_gep(e, p, i), kp_i32(e, 4), kp_mask_first(e, k)};
+    kp_intrinsic(e, "llvm.masked.store", over, 2, args, 4);
+}
+
+void kp_loop_begin(KpEmit *e, KpLoop *l, LLVMValueRef begin, LLVMValueRef end, int64_t step,
+                   const char *name)
+{
+    char buf[64];
+    l->pre = LLVMGetInsertBlock(e->b);
+    LLVMValueRef fn = LLVMGetBasicBlockParent(l->pre);
+    snprintf(buf, sizeof buf, "%s.head", name);
+    l->head = LLVMAppendBasicBlockInContext(e->ctx, fn, buf);
+    snprintf(buf, sizeof buf, "%s.body", name);
+    l->body = LLVMAppendBasicBlockInContext(e->ctx, fn, buf);
+    snprintf(buf, sizeof buf, "%s.exit", name);
+    l->exit = LLVMAppendBasicBlockInContext(e->ctx, fn, buf);
+    l->step = kp_i64(e, step);
+    LLVMBuildBr(e->b, l->head);
+    LLVMPositionBuilderAtEnd(e->b, l->head);
+    l->iv = LLVMBuildPhi(e->b, e->i64, name);
+    LLVMAddIncoming(l->iv, &begin, &l->pre, 1);
+    LLVMValueRef more = LLVMBuildICmp(e->b, LLVMIntSLT, l->iv, end, "");
+    LLVMBuildCondBr(e->b, more, l->body, l->exit);
+    LLVMPositionBuilderAtEnd(e->b, l->body);
+}
+
+void kp_loop_end(KpEmit *e, KpLoop *l)
+{
+    LLVMValueRef next = LLVMBuildNSWAdd(e->b, l->iv, l->step, "");
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(e->b);
+    LLVMBuildBr(e->b, l->head);
+    LLVMAddIncoming(l->iv, &next, &latch, 1);
+    LLVMPositionBuilderAtEnd(e->b, l->exit);
+}
+
+LLVMValueRef kp_min_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
+{
+    return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, a, b, ""), a, b, "");
+}
+
+static void add_noalias(KpEmit *e, LLVMValueRef fn, unsigned index)
+{
+    unsigned kind = LLVMGetEnumAttributeKindForName("noalias", 7);
+    LLVMAddAttributeAtIndex(fn, index, LLVMCreateEnumAttribute(e->ctx, kind, 0));
+}
+
+void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValueRef end,
+                      int parallel, KpKernelGen gen, void *user)
+{
+    LLVMBasicBlockRef caller = LLVMGetInsertBlock(e->b);
+    char buf[128];
+
+    /* kernel(p0..pk, n, begin, end) */
+    LLVMTypeRef kparams[KP_MAX_IN + 4];
+    for (int i = 0; i < e->nptr; i++)
+        kparams[i] = e->ptr;
+    kparams[e->nptr] = kparams[e->nptr + 1] = kparams[e->nptr + 2] = e->i64;
+    LLVMTypeRef kty = LLVMFunctionType(e->void_t, kparams, (unsigned)e->nptr + 3, 0);
+    size_t fnlen;
+    const char *fname = LLVMGetValueName2(LLVMGetBasicBlockParent(caller), &fnlen);
+    char base[96];
+    snprintf(base, sizeof base, "%.*s.%s", (int)fnlen, fname, name);
+    snprintf(buf, sizeof buf, "%s.kernel", base);
+    LLVMValueRef kernel = LLVMAddFunction(e->mod, buf, kty);
+    LLVMSetLinkage(kernel, LLVMInternalLinkage);
+    for (int i = 0; i < e->nptr; i++)
+        if (e->noalias[i])
+            add_noalias(e, kernel, (unsigned)i + 1);
+    LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, kernel, "entry"));
+    KpKernelArgs a;
+    for (int i = 0; i < e->nptr; i++)
+        a.p[i] = LLVMGetParam(kernel, (unsigned)i);
+    a.n = LLVMGetParam(kernel, (unsigned)e->nptr);
+    a.begin = LLVMGetParam(kernel, (unsigned)e->nptr + 1);
+    a.end = LLVMGetParam(kernel, (unsigned)e->nptr + 2);
+    LLVMValueRef saved_n = e->n;
+    e->n = a.n;
+    gen(e, &a, user);
+    e->n = saved_n;
+    LLVMBuildRetVoid(e->b);
+
+    LLVMValueRef args[KP_MAX_IN + 4];
+    for (int i = 0; i < e->nptr; i++)
+        args[i] = e->ptr_arg[i];
+    args[e->nptr] = e->n;
+    if (!parallel) {
+        LLVMPositionBuilderAtEnd(e->b, caller);
+        args[e->nptr + 1] = begin;
+        args[e->nptr + 2] = end;
+        LLVMBuildCall2(e->b, kty, kernel, args, (unsigned)e->nptr + 3, "");
+        return;
+    }
+
+    /* ctx = {p0..pk, n}; body(ctx, b, e) unpacks it and calls the kernel */
+    LLVMTypeRef fields[KP_MAX_IN + 2];
+    for (int i = 0; i < e->nptr; i++)
+        fields[i] = e->ptr;
+    fields[e->nptr] = e->i64;
+    LLVMTypeRef ctx_ty = LLVMStructTypeInContext(e->ctx, fields, (unsigned)e->nptr + 1, 0);
+    snprintf(buf, sizeof buf, "%s.body", base);
+    LLVMValueRef body = LLVMAddFunction(e->mod, buf, e->body_ty);
+    LLVMSetLinkage(body, LLVMInternalLinkage);
+    LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, body, "entry"));
+    LLVMValueRef ctx = LLVMGetParam(body, 0);
+    LLVMValueRef kargs[KP_MAX_IN + 4];
+    for (int i = 0; i <= e->nptr; i++) {
+        LLVMValueRef f = LLVMBuildStructGEP2(e->b, ctx_ty, ctx, (unsigned)i, "");
+        kargs[i] = LLVMBuildLoad2(e->b, fields[i], f, "");
+    }
+    kargs[e->nptr + 1] = LLVMGetParam(body, 1);
+    kargs[e->nptr + 2] = LLVMGetParam(body, 2);
+    LLVMBuildCall2(e->b, kty, kernel, kargs, (unsigned)e->nptr + 3, "");
+    LLVMBuildRetVoid(e->b);
+
+    LLVMPositionBuilderAtEnd(e->b, caller);
+    LLVMValueRef slot = kp_alloca(e, ctx_ty, "ctx");
+    for (int i = 0; i <= e->nptr; i++)
+        LLVMBuildStore(e->b, args[i], LLVMBuildStructGEP2(e->b, ctx_ty, slot, (unsigned)i, ""));
+    LLVMValueRef pargs[4] = {body, slot, begin, end};
+    LLVMBuildCall2(e->b, e->pfor_ty, e->pfor, pargs, 4, "");
+}
+
+LLVMValueRef kp_fma(KpEmit *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c)
+{
+    LLVMTypeRef ty = LLVMTypeOf(a);
+    LLVMValueRef args[3] = {a, b, c};
+    return kp_intrinsic(e, "llvm.fma", &ty, 1, args, 3);
+}
+
+LLVMValueRef kp_max(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
+{
+    LLVMTypeRef ty = LLVMTypeOf(a);
+    LLVMValueRef args[2] = {a, b};
+    return kp_intrinsic(e, "llvm.maxnum", &ty, 1, args, 2);
+}
+
+LLVMValueRef kp_min(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
+{
+    LLVMTypeRef ty = LLVMTypeOf(a);
+    LLVMValueRef args[2] = {a, b};
+    return kp_intrinsic(e, "llvm.minnum", &ty, 1, args, 2);
+}
+
+/* Fold the upper half of v onto the lower half until one lane is left. */
+static LLVMValueRef reduce(KpEmit *e, LLVMValueRef v, int is_max)
+{
+    unsigned w = LLVMGetVectorSize(LLVMTypeOf(v));
+    LLVMValueRef poison = LLVMGetPoison(LLVMTypeOf(v));
+    while (w > 1) {
+        LLVMValueRef lo_idx[32], hi_idx[32];
+        for (unsigned i = 0; i < w / 2; i++) {
+            lo_idx[i] = LLVMConstInt(e->i32, i, 0);
+            hi_idx[i] = LLVMConstInt(e->i32, i + w / 2, 0);
+        }
+        LLVMValueRef lo = LLVMBuildShuffleVector(e->b, v, poison, LLVMConstVector(lo_idx, w / 2), "");
+        LLVMValueRef hi = LLVMBuildShuffleVector(e->b, v, poison, LLVMConstVector(hi_idx, w / 2), "");
+        v = is_max ? kp_max(e, lo, hi) : LLVMBuildFAdd(e->b, lo, hi, "");
+        w /= 2;
+        poison = LLVMGetPoison(LLVMTypeOf(v));
+    }
+    return LLVMBuildExtractElement(e->b, v, kp_i32(e, 0), "");
+}
+
+LLVMValueRef kp_reduce_add(KpEmit *e, LLVMValueRef v)
+{
+    return reduce(e, v, 0);
+}
+
+LLVMValueRef kp_reduce_max(KpEmit *e, LLVMValueRef v)
+{
+    return reduce(e, v, 1);
+}
+
+LLVMValueRef kp_numel(KpEmit *e, const KpValue *v)
+{
+    return LLVMBuildNSWMul(e->b, e->n, kp_i64(e, kp_value_sample_size(v)), "");
+}

@@ -1,0 +1,104 @@
+/*
+ * jit.c — the module in-process: ORC LLJIT on a target machine configured
+ * like the AOT one (so the JIT and model.so run the same machine code).
+ *
+ *   LLJIT ── main JITDylib ── the model module (karp_model_v1, <name>_infer, ...)
+ *                          ├─ krt_parallel_for: an absolute symbol, this process's
+ *                          └─ process symbols (libm, libc) by dlsym
+ *
+ * The LLJIT is the model's owner: karp_close() disposes it.  Every error
+ * path disposes what it still holds; LLVM errors become diagnostics.
+ */
+#include <stdint.h>
+
+#include <llvm-c/Error.h>
+#include <llvm-c/LLJIT.h>
+
+#include "../runtime/model.h"
+#include "llvm_internal.h"
+
+static void release_jit(void *owner)
+{
+    LLVMErrorRef err = LLVMOrcDisposeLLJIT(owner);
+    if (err)
+        LLVMConsumeError(err);   /* nothing to report to at karp_close */
+}
+
+static LLVMErrorRef define_runtime_symbols(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd)
+{
+    LLVMOrcCSymbolMapPair sym = {
+        .Name = LLVMOrcLLJITMangleAndIntern(jit, "krt_parallel_for"),
+        .Sym = {.Address = (LLVMOrcExecutorAddress)(uintptr_t)&krt_parallel_for,
+                .Flags = {.GenericFlags = LLVMJITSymbolGenericFlagsExported |
+                                          LLVMJITSymbolGenericFlagsCallable,
+                          .TargetFlags = 0}},
+    };
+    LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(&sym, 1);
+    LLVMErrorRef err = LLVMOrcJITDylibDefine(jd, mu);
+    if (err)
+        LLVMOrcDisposeMaterializationUnit(mu);
+    return err;
+}
+
+static int create_jit(KpCodegen *cg, LLVMOrcLLJITRef *out, KpDiag *d)
+{
+    LLVMTargetMachineRef tm = kp_llvm_target_machine(&cg->cfg, d);
+    if (!tm)
+        return -1;
+    LLVMOrcJITTargetMachineBuilderRef jtmb =
+        LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm);   /* takes tm */
+    LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
+    LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, jtmb);   /* takes jtmb */
+    LLVMErrorRef err = LLVMOrcCreateLLJIT(out, builder);            /* takes builder */
+    if (err)
+        return kp_llvm_error(d, err, "JIT: cannot create LLJIT");
+    return 0;
+}
+
+int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d)
+{
+    *out = NULL;
+    if (!cg || !cg->mod)
+        return kp_error(d, "internal error: no module to JIT-compile");
+    LLVMOrcLLJITRef jit;
+    if (create_jit(cg, &jit, d) < 0)
+        return -1;
+    LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(jit);
+    LLVMErrorRef err = define_runtime_symbols(jit, jd);
+    if (err) {
+        kp_llvm_error(d, err, "JIT: cannot define krt_parallel_for");
+        release_jit(jit);
+        return -1;
+    }
+    LLVMOrcDefinitionGeneratorRef gen;
+    err = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
+        &gen, LLVMOrcLLJITGetGlobalPrefix(jit), NULL, NULL);
+    if (err) {
+        kp_llvm_error(d, err, "JIT: cannot search the process's symbols");
+        release_jit(jit);
+        return -1;
+    }
+    LLVMOrcJITDylibAddGenerator(jd, gen);
+
+    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(cg->mod, cg->tsc);
+    cg->mod = NULL;                 /* now the TSM's, then the JIT's */
+    err = LLVMOrcLLJITAddLLVMIRModule(jit, jd, tsm);
+    if (err) {
+        kp_llvm_error(d, err, "JIT: cannot add the module");
+        release_jit(jit);
+        return -1;
+    }
+    LLVMOrcExecutorAddress addr = 0;
+    err = LLVMOrcLLJITLookup(jit, &addr, KARP_DESCRIPTOR_SYMBOL);
+    if (err) {
+        kp_llvm_error(d, err, "JIT: cannot compile the model");
+        release_jit(jit);
+        return -1;
+    }
+    karp_error kerr = {0};
+    karp_model *m = kp_rt_model_new((const KarpModelDesc *)(uintptr_t)addr, jit, release_jit, &kerr);
+    if (!m)   /* kp_rt_model_new released the JIT */
+        return kp_error(d, "%s", kerr.message);
+    *out = m;
+    return 0;
+}

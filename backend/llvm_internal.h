@@ -1,0 +1,56 @@
+/*
+ * llvm_internal.h — what the backend's files share: the codegen state
+ * (KpCodegen) and the target machine.  Not installed, not for other folders.
+ *
+ * Ownership: a KpCodegen owns its ThreadSafeContext (which owns the LLVM
+ * context), the module built in it (until the JIT takes it) and one target
+ * machine.  The target settings are kept as strings so that the JIT can
+ * build a second, identical target machine: LLVM's ORC consumes the one it
+ * is given.
+ */
+#ifndef KP_LLVM_INTERNAL_H
+#define KP_LLVM_INTERNAL_H
+
+#include <llvm-c/Core.h>
+#include <llvm-c/Orc.h>
+#include <llvm-c/TargetMachine.h>
+
+#include "backend.h"
+
+typedef struct KpTargetConfig {
+    char *triple;               /* LLVMGetDefaultTargetTriple, normalized */
+    char *cpu;                  /* host CPU name or opts->cpu */
+    char *features;             /* "+avx2,+fma,..." */
+    LLVMCodeGenOptLevel opt;
+    int opt_level;              /* 0..3, for the pass pipeline */
+    int vector_width;           /* floats per explicit vector: 16, 8 or 4 */
+    char *cpu_features;         /* the descriptor's list ("avx,avx2,fma") */
+} KpTargetConfig;
+
+struct KpCodegen {
+    KpTargetConfig cfg;
+    LLVMOrcThreadSafeContextRef tsc;
+    LLVMContextRef ctx;         /* owned by tsc */
+    LLVMModuleRef mod;          /* NULL once the JIT took it */
+    LLVMTargetMachineRef tm;
+};
+
+/* Fill cfg from t (NULL: host, O3): CPU, features, vector width and the
+ * descriptor's feature list.  Free with kp_llvm_target_config_free. */
+int kp_llvm_target_config(const KpTargetOpts *t, KpTargetConfig *cfg, KpDiag *d);
+void kp_llvm_target_config_free(KpTargetConfig *cfg);
+/* A new target machine for cfg (PIC, default code model); NULL with a
+ * diagnostic on failure.  The caller disposes it. */
+LLVMTargetMachineRef kp_llvm_target_machine(const KpTargetConfig *cfg, KpDiag *d);
+/* Turn an LLVMErrorRef into a diagnostic "<what>: <message>" (consumes it). */
+int kp_llvm_error(KpDiag *d, LLVMErrorRef err, const char *what);
+
+/* The descriptor KARP_DESCRIPTOR_SYMBOL for g, infer pointing at the
+ * given function. */
+int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const char *cpu_features,
+                            LLVMValueRef infer, KpDiag *d);
+/* The named struct types mirroring KarpModelDesc / KarpParamDesc. */
+LLVMTypeRef kp_llvm_model_desc_type(LLVMContextRef ctx);
+LLVMTypeRef kp_llvm_param_desc_type(LLVMContextRef ctx);
+
+#endif
