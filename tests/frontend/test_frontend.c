@@ -385,6 +385,43 @@ START_TEST(test_truncations_and_mutations)
 }
 END_TEST
 
+/* A 20000-node graph: names resolve through the hash, the cycle search
+ * does not recurse, and a long cycle's message stays one bounded line. */
+START_TEST(test_large_graph)
+{
+    enum { N = 20000 };
+    size_t cap = (size_t)N * 64 + 256, len = 0;
+    char *text = malloc(cap);
+    ck_assert_ptr_nonnull(text);
+    for (int cycle = 0; cycle < 2; cycle++) {
+        len = (size_t)snprintf(text, cap, "{\"karp\": 1, \"input\": {\"shape\": [4]}, \"nodes\": [");
+        for (int i = 0; i < N; i++) {
+            char in[16];
+            snprintf(in, sizeof in, i ? "n%d" : (cycle ? "n%d" : "input"), i ? i - 1 : N - 1);
+            len += (size_t)snprintf(text + len, cap - len,
+                                    "%s{\"name\": \"n%d\", \"type\": \"relu\", \"input\": \"%s\"}",
+                                    i ? ", " : "", i, in);
+        }
+        len += (size_t)snprintf(text + len, cap - len, "], \"output\": \"n%d\"}", N - 1);
+        Parsed r;
+        kp_arena_init(&r.arena);
+        kp_diag_init(&r.diag);
+        r.rc = kp_frontend_parse_text("big.json", text, len, &r.arena, &r.spec, &r.diag);
+        if (!cycle) {
+            ck_assert_msg(r.rc == 0, "%s", r.diag.msg);
+            ck_assert_int_eq(r.spec->nlayers, N);
+        } else {
+            ck_assert_int_eq(r.rc, -1);
+            const char *want = "big.json: nodes[0] (n0): the inputs form a cycle: n0 -> n1 -> ";
+            ck_assert_msg(strncmp(r.diag.msg, want, strlen(want)) == 0, "%s", r.diag.msg);
+            ck_assert_msg(strstr(r.diag.msg, " -> ...") != NULL, "%s", r.diag.msg);
+        }
+        parsed_free(&r);
+    }
+    free(text);
+}
+END_TEST
+
 static Suite *frontend_suite(void)
 {
     Suite *s = suite_create("frontend");
@@ -400,6 +437,7 @@ static Suite *frontend_suite(void)
     tcase_add_test(tc, test_cannot_open);
     tcase_add_test(tc, test_name_tables);
     tcase_add_test(tc, test_truncations_and_mutations);
+    tcase_add_test(tc, test_large_graph);
     suite_add_tcase(s, tc);
     return s;
 }
