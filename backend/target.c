@@ -93,14 +93,24 @@ int kp_llvm_target_config(const KpTargetOpts *t, KpTargetConfig *cfg, KpDiag *d)
 
     char *host_cpu = LLVMGetHostCPUName();
     char *host_features = LLVMGetHostCPUFeatures();
-    const char *cpu = t && t->cpu && *t->cpu ? t->cpu : host_cpu;
-    const char *features;
+    /* Features alone ask for a portable object: the x86-64 baseline plus
+     * those features (the host CPU's name would turn on all of its own,
+     * and the descriptor would not know).  A CPU alone gets its own
+     * defaults, which the C API cannot list: the descriptor then records
+     * only what the feature string says (nothing). */
+    const char *cpu, *features;
+    if (t && t->cpu && *t->cpu)
+        cpu = t->cpu;
+    else if (t && t->features)
+        cpu = "x86-64";
+    else
+        cpu = host_cpu;
     if (t && t->features)
         features = t->features;
     else if (strcmp(cpu, host_cpu) == 0)
         features = host_features;
     else
-        features = "";     /* the named CPU's own defaults */
+        features = "";
     cfg->cpu = strdup(cpu);
     cfg->features = strdup(features);
     LLVMDisposeMessage(host_cpu);

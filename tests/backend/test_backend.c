@@ -86,6 +86,14 @@ START_TEST(test_target_explicit)
     ck_assert_str_eq(cfg.cpu_features, "sse2,avx2,fma");
     kp_llvm_target_config_free(&cfg);
 
+    /* features alone: a portable object on the x86-64 baseline */
+    KpTargetOpts f = {.opt_level = 3, .features = "+avx512f,+avx512bw"};
+    ck_assert_int_eq(kp_llvm_target_config(&f, &cfg, &d), 0);
+    ck_assert_str_eq(cfg.cpu, "x86-64");
+    ck_assert_int_eq(cfg.vector_width, 16);
+    ck_assert_str_eq(cfg.cpu_features, "avx512f,avx512bw");
+    kp_llvm_target_config_free(&cfg);
+
     t.opt_level = 7;
     ck_assert_int_eq(kp_llvm_target_config(&t, &cfg, &d), -1);
     ck_assert_str_eq(d.msg, "optimization level must be 0..3, got 7");
