@@ -59,16 +59,18 @@ static int find_runtime(const char *given, char *out, size_t cap, KpDiag *d)
             *last = '\0';
         const char *sub = strrchr(libdir, '/');
         sub = sub ? sub + 1 : libdir;
-        snprintf(out, cap, "%s/../lib/libkarprt.a", exe);
-        if (readable(out))
+        int n = snprintf(out, cap, "%s/../lib/libkarprt.a", exe);
+        if (n > 0 && (size_t)n < cap && readable(out))
             return 0;
         if (strcmp(sub, "lib") != 0) {
-            snprintf(out, cap, "%s/../lib/%s/libkarprt.a", exe, sub);
-            if (readable(out))
+            n = snprintf(out, cap, "%s/../lib/%s/libkarprt.a", exe, sub);
+            if (n > 0 && (size_t)n < cap && readable(out))
                 return 0;
         }
     }
-    const char *fixed[] = {KARP_INSTALL_RUNTIME_LIB, KARP_BUILD_RUNTIME_LIB};
+    /* The build tree before the install prefix: a karpc run from its build
+     * directory must not pick up an older installed runtime. */
+    const char *fixed[] = {KARP_BUILD_RUNTIME_LIB, KARP_INSTALL_RUNTIME_LIB};
     for (int i = 0; i < 2; i++)
         if (readable(fixed[i])) {
             snprintf(out, cap, "%s", fixed[i]);

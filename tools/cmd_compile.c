@@ -136,13 +136,15 @@ static int build_shared(KpCodegen *cg, const CompileArgs *a, KpDiag *d, double *
 
 static void print_stats(const KpGraph *g, double t_front, double t_cg, double t_obj, double t_link)
 {
-    int64_t nparams = 0;
+    int64_t ntensors = 0, nfloats = 0;
     for (int i = 0; i < g->nvalues; i++)
-        if (g->values[i]->role == KP_ROLE_PARAM)
-            nparams++;
-    printf("%s: %d nodes, %lld parameter tensors (%lld floats, %lld bytes), "
+        if (g->values[i]->role == KP_ROLE_PARAM) {
+            ntensors++;
+            nfloats += kp_value_numel(g->values[i], 1);
+        }
+    printf("%s: %d nodes, %lld parameters in %lld tensors (slab %lld bytes), "
            "workspace %lld bytes at batch %lld\n",
-           g->name, g->nnodes, (long long)nparams, (long long)g->param_floats,
+           g->name, g->nnodes, (long long)nfloats, (long long)ntensors,
            (long long)g->param_floats * 4, (long long)g->workspace_bytes, (long long)g->max_batch);
     printf("time: frontend+passes %.1f ms, codegen+optimize %.1f ms, object %.1f ms, link %.1f ms\n",
            t_front * 1e3, t_cg * 1e3, t_obj * 1e3, t_link * 1e3);
