@@ -33,6 +33,26 @@ int kp_llvm_error(KpDiag *d, LLVMErrorRef err, const char *what)
     return -1;
 }
 
+/* The x86-64 psABI microarchitecture levels and the features each one
+ * turns on (cumulative), as LLVM defines them. */
+static const char *psabi_level_features(const char *cpu)
+{
+    static const struct { const char *cpu, *features; } levels[] = {
+        {"x86-64", ""},
+        {"generic", ""},
+        {"x86-64-v2", "+cx16,+popcnt,+sse3,+sse4.1,+sse4.2,+ssse3,+sahf"},
+        {"x86-64-v3", "+cx16,+popcnt,+sse3,+sse4.1,+sse4.2,+ssse3,+sahf,+avx,+avx2,+bmi,+bmi2,"
+                      "+f16c,+fma,+lzcnt,+movbe,+xsave"},
+        {"x86-64-v4", "+cx16,+popcnt,+sse3,+sse4.1,+sse4.2,+ssse3,+sahf,+avx,+avx2,+bmi,+bmi2,"
+                      "+f16c,+fma,+lzcnt,+movbe,+xsave,+avx512f,+avx512bw,+avx512cd,+avx512dq,"
+                      "+avx512vl"},
+    };
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
+        if (strcmp(cpu, levels[i].cpu) == 0)
+            return levels[i].features;
+    return NULL;
+}
+
 /* Is "+name" one of the comma-separated features? */
 static int has_feature(const char *features, const char *name)
 {
@@ -95,9 +115,11 @@ int kp_llvm_target_config(const KpTargetOpts *t, KpTargetConfig *cfg, KpDiag *d)
     char *host_features = LLVMGetHostCPUFeatures();
     /* Features alone ask for a portable object: the x86-64 baseline plus
      * those features (the host CPU's name would turn on all of its own,
-     * and the descriptor would not know).  A CPU alone gets its own
-     * defaults, which the C API cannot list: the descriptor then records
-     * only what the feature string says (nothing). */
+     * and the descriptor would not know).  A named CPU turns on its own
+     * features, which the C API cannot list, so the descriptor could not
+     * record them and karp_open could not refuse a machine without them:
+     * only the psABI levels (whose features are fixed) are accepted alone,
+     * any other CPU needs --target-features naming what it uses. */
     const char *cpu, *features;
     if (t && t->cpu && *t->cpu)
         cpu = t->cpu;
@@ -105,12 +127,24 @@ int kp_llvm_target_config(const KpTargetOpts *t, KpTargetConfig *cfg, KpDiag *d)
         cpu = "x86-64";
     else
         cpu = host_cpu;
+    const char *level_features = psabi_level_features(cpu);
     if (t && t->features)
         features = t->features;
     else if (strcmp(cpu, host_cpu) == 0)
         features = host_features;
-    else
-        features = "";
+    else if (level_features)
+        features = level_features;
+    else {
+        kp_error(d,
+                 "--target-cpu=%s needs --target-features too (e.g. +avx2,+fma): karpc records "
+                 "the features in the model so that karp_open can refuse a CPU without them "
+                 "(x86-64, x86-64-v2, x86-64-v3 and x86-64-v4 need none)",
+                 cpu);
+        LLVMDisposeMessage(host_cpu);
+        LLVMDisposeMessage(host_features);
+        kp_llvm_target_config_free(cfg);
+        return -1;
+    }
     cfg->cpu = strdup(cpu);
     cfg->features = strdup(features);
     LLVMDisposeMessage(host_cpu);

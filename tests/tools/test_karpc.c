@@ -220,6 +220,42 @@ START_TEST(eval_on_idx)
 }
 END_TEST
 
+/* Portable objects: a psABI level alone is enough; a named CPU needs its
+ * features spelled out; a model needing features this machine lacks is
+ * refused by karp_open with their names. */
+START_TEST(target_cpu_and_features)
+{
+    char *so = kp_test_path(dir, "v3.so");
+    KpRun r = kp_test_run("%s %s --target-cpu=x86-64-v3 -o %s && %s/examples/host_aot %s 2",
+                          KARPC_EXE, MODEL, so, KARP_BINARY_DIR, so);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "y[1] ="));
+    kp_test_run_free(&r);
+
+    expect_error(MODEL " --target-cpu=skylake-avx512 -o m.so", 1,
+                 "--target-cpu=skylake-avx512 needs --target-features too (e.g. +avx2,+fma): "
+                 "karpc records the features in the model so that karp_open can refuse a CPU "
+                 "without them (x86-64, x86-64-v2, x86-64-v3 and x86-64-v4 need none)");
+
+    const char *missing = !__builtin_cpu_supports("avx512fp16") ? "avx512fp16"
+                          : !__builtin_cpu_supports("avx512bf16") ? "avx512bf16"
+                                                                  : NULL;
+    if (missing) {
+        r = kp_test_run("%s %s --target-features=+avx2,+fma,+%s -o %s && %s/examples/host_aot %s",
+                        KARPC_EXE, MODEL, missing, so, KARP_BINARY_DIR, so);
+        char expect[512];
+        snprintf(expect, sizeof expect, "%s: needs CPU features this machine lacks: %s", so,
+                 missing);
+        char *line = kp_test_first_line(r.err);
+        ck_assert_int_eq(r.status, 1);
+        ck_assert_str_eq(line, expect);
+        free(line);
+        kp_test_run_free(&r);
+    }
+    free(so);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("karpc");
@@ -230,6 +266,7 @@ static Suite *suite(void)
     tcase_add_test(tc, emit_outputs);
     tcase_add_test(tc, command_errors);
     tcase_add_test(tc, eval_on_idx);
+    tcase_add_test(tc, target_cpu_and_features);
     suite_add_tcase(s, tc);
     return s;
 }
