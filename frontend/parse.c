@@ -169,9 +169,9 @@ static int parse_training(KpFe *p, const cJSON *root)
         return -1;
     if (optim && kp_fe_parse_optimizer(p, optim) < 0)
         return -1;
-    if (optim && !loss)
-        return kp_fe_fail(p, "optimizer", NULL, "needs a 'loss' to minimize; add one, or remove "
-                          "the optimizer for an inference-only model");
+    /* An optimizer without a loss is allowed: such a model is trained
+     * through karp_backward + karp_apply_gradients with a gradient from
+     * elsewhere (a GAN's generator). */
     return 0;
 }
 
