@@ -28,7 +28,15 @@ typedef enum KpEmitKind { KP_EMIT_LLVM, KP_EMIT_ASM, KP_EMIT_OBJ } KpEmitKind;
 typedef struct KpCodegen KpCodegen;   /* LLVM context, module, target machine */
 
 /* Build and optimize the module for g.  *out is freed by kp_llvm_free. */
-int kp_llvm_codegen(const KpGraph *g, const KpTargetOpts *t, KpCodegen **out, KpDiag *d);
+/* The two graphs of one model: inference, and training (forward in
+ * training mode, loss, backward, update; see KpPhase).  They share the
+ * parameter layout. */
+typedef struct KpProgram {
+    KpGraph *infer;
+    KpGraph *train;
+} KpProgram;
+
+int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, KpDiag *d);
 /* Write the module as LLVM IR text, assembly or an object file. */
 int kp_llvm_emit_file(KpCodegen *cg, KpEmitKind kind, const char *path, KpDiag *d);
 /* JIT-compile the module (ORC LLJIT) and wrap it in a karp_model.  The
@@ -51,5 +59,12 @@ int kp_write_header(const KpGraph *g, const char *path, KpDiag *d);
  * kp_graph_free); on failure *out is NULL and d holds the diagnostic. */
 int kp_build_graph(const char *path, const KpPassOpts *po, int64_t max_batch_override,
                    KpGraph **out, KpDiag *d);
+
+/* Both graphs of a model (the file parsed once): p->infer through
+ * kp_pipeline_infer, p->train through kp_pipeline_train.  Free with
+ * kp_program_free (NULL members allowed). */
+int kp_build_program(const char *path, const KpPassOpts *po, int64_t max_batch_override,
+                     KpProgram *p, KpDiag *d);
+void kp_program_free(KpProgram *p);
 
 #endif

@@ -61,6 +61,8 @@ typedef struct karp_param {
     int64_t shape[KARP_MAX_RANK];
     int64_t size;          /* number of floats */
     float *data;
+    float *grad;           /* its accumulated gradient (same shape) */
+    int trainable;         /* 0 for running statistics */
 } karp_param;
 
 /* What a model is.  Shapes are per sample (the batch is n). */
@@ -80,6 +82,10 @@ typedef struct karp_info {
     const char *optimizer;     /* "adam", "sgd", "momentum" or "none" */
     const char *cpu_features;  /* comma-separated features the code needs */
     int has_train;             /* 1 if karp_train_step() is available */
+    int has_optimizer;         /* 1 if karp_apply_gradients() is available */
+    int target_labels;         /* 1: the target is int32 class labels [n];
+                                  0: floats shaped like the output */
+    int64_t step;              /* optimizer steps taken (saved in checkpoints) */
 } karp_info;
 
 /* Load a shared library written by `karpc model.json -o model.so`.  Checks
@@ -95,6 +101,35 @@ void karp_close(karp_model *m);
  * threads at once (two models are independent). */
 int karp_infer(karp_model *m, const float *x, int64_t n, float *y);
 
+/*
+ * Training.  A model with a loss and an optimizer has karp_train_step; every
+ * model has karp_forward and karp_backward; a model with an optimizer has
+ * karp_apply_gradients.  They share one training workspace, separate from
+ * karp_infer's.
+ */
+
+/* One step: forward in training mode, the loss against target (int32
+ * labels [n] for cross_entropy, else floats shaped like the output [n,
+ * ...]), backward, the optimizer update.  *loss (may be NULL) receives the
+ * mean loss of the batch. */
+int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n, float *loss);
+
+/* Forward in training mode, keeping what karp_backward needs; x is copied.
+ * y (may be NULL) receives the output. */
+int karp_forward(karp_model *m, const float *x, int64_t n, float *y);
+
+/* After karp_forward: dy is the gradient of a loss with respect to the
+ * output [n, output]; the parameter gradients are accumulated (added to
+ * what is there); dx (may be NULL) receives the gradient with respect to
+ * the input [n, input]. */
+int karp_backward(karp_model *m, const float *dy, float *dx);
+
+/* One optimizer step from the accumulated gradients, which are then zeroed. */
+int karp_apply_gradients(karp_model *m);
+
+/* Zero the accumulated gradients (drop a karp_backward's contribution). */
+int karp_zero_gradients(karp_model *m);
+
 /* Fill *info.  The strings belong to the model. */
 int karp_model_info(const karp_model *m, karp_info *info);
 
@@ -106,15 +141,29 @@ int karp_param_find(const karp_model *m, const char *name, karp_param *p);
 /* Re-initialize every parameter as PyTorch does by default, from seed. */
 int karp_init_params(karp_model *m, uint64_t seed);
 
-/* Write the parameters (and, for a trained model, the optimizer state) to
- * a safetensors file.  The file is written to a temporary name and renamed:
- * an existing file is replaced whole or not at all. */
+/* Write the parameters, and for a model with an optimizer its state and
+ * step count, to a safetensors file, with the metadata set by
+ * karp_set_metadata.  The file is written to a temporary name and renamed:
+ * an existing file is replaced whole or not at all.  Names: the parameters'
+ * PyTorch names; optimizer state "optimizer.<param>.exp_avg" and
+ * ".exp_avg_sq" (adam), ".momentum_buffer" (momentum); the step
+ * "optimizer.step" (I64, shape []). */
 int karp_save(const karp_model *m, const char *path);
 
 /* Read parameters from a safetensors file.  Every parameter of the model
- * must be present with the same shape and dtype F32; on any mismatch
- * nothing is changed. */
+ * must be present with the same shape and dtype F32.  Optimizer state is
+ * all there or all absent: absent (a PyTorch state_dict, say) leaves the
+ * optimizer fresh (zero state, step 0).  On any mismatch nothing changes.
+ * The file's metadata becomes readable through karp_get_metadata. */
 int karp_load(karp_model *m, const char *path);
+
+/* String metadata written into the next karp_save's "__metadata__"
+ * (key and value copied; value NULL removes the key).  Keys "format" and
+ * "karp_model" are karpc's own. */
+int karp_set_metadata(karp_model *m, const char *key, const char *value);
+/* A metadata value from the last karp_load (or karp_set_metadata), NULL if
+ * absent.  Valid until the next karp_load or karp_set_metadata. */
+const char *karp_get_metadata(const karp_model *m, const char *key);
 
 /* Threads used by the parallel loops of every model (OpenMP); 0 = default. */
 int karp_set_threads(int nthreads);

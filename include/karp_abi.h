@@ -15,7 +15,7 @@
 
 #include <stdint.h>
 
-#define KARP_ABI_VERSION 1u
+#define KARP_ABI_VERSION 2u
 #define KARP_DESCRIPTOR_SYMBOL "karp_model_v1"
 
 /* How a parameter is initialized (karp_init_params). */
@@ -38,10 +38,41 @@ typedef struct KarpParamDesc {
     int64_t fan_out;
 } KarpParamDesc;
 
-/* params: the parameter slab; ws: the workspace (workspace_bytes, 64-byte
- * aligned); x: n input samples; y: n output samples. */
+/* What karp_train_step's target is. */
+enum {
+    KARP_TARGET_NONE = 0,       /* no loss */
+    KARP_TARGET_LABELS = 1,     /* int32 class labels [n] (cross_entropy) */
+    KARP_TARGET_DENSE = 2       /* floats shaped like the output [n, output...] */
+};
+
+/*
+ * The entry points.  params: the parameter slab (param_floats); grads: the
+ * gradient slab, same layout as params, zero at rest; opt: optimizer state,
+ * opt_slots * param_floats floats (adam: m at [0, param_floats), v after);
+ * ws: the inference workspace (workspace_bytes); tws: the training
+ * workspace (train_workspace_bytes), which keeps the activations of
+ * forward for backward; step: optimizer steps taken, counting this one
+ * (1 for the first).  All 64-byte aligned.
+ *
+ *   infer       y = model(x), inference mode
+ *   forward     training mode, activations kept in tws; y (may be NULL) the output
+ *   backward    after forward with the same x and n: dy is the gradient of
+ *               the output; parameter gradients are accumulated into grads;
+ *               dx (may be NULL) receives the gradient of the input
+ *   apply       one optimizer step over the trainable parameters
+ *               [0, trainable_floats) from grads, then grads zeroed
+ *   train_step  forward, loss, backward, apply; returns the mean loss
+ */
 typedef void (*KarpInferFn)(const float *params, float *ws, const float *x,
                             float *y, int64_t n);
+typedef void (*KarpForwardFn)(const float *params, float *tws, const float *x,
+                              float *y, int64_t n);
+typedef void (*KarpBackwardFn)(const float *params, float *grads, float *tws,
+                               const float *x, const float *dy, float *dx, int64_t n);
+typedef void (*KarpApplyFn)(float *params, float *grads, float *opt, int64_t step);
+typedef float (*KarpTrainStepFn)(float *params, float *grads, float *opt, float *tws,
+                                 const float *x, const void *target, int64_t n,
+                                 int64_t step);
 
 typedef struct KarpModelDesc {
     uint32_t abi_version;    /* KARP_ABI_VERSION */
@@ -60,6 +91,15 @@ typedef struct KarpModelDesc {
     uint64_t seed;
     const KarpParamDesc *params;
     KarpInferFn infer;
+    /* training (ABI 2) */
+    int32_t target_kind;     /* KARP_TARGET_* */
+    int32_t opt_slots;       /* 0 sgd or none, 1 momentum, 2 adam */
+    int64_t trainable_floats;
+    int64_t train_workspace_bytes;
+    KarpForwardFn forward;   /* always present */
+    KarpBackwardFn backward; /* always present */
+    KarpApplyFn apply;       /* NULL without an optimizer */
+    KarpTrainStepFn train_step; /* NULL without a loss or an optimizer */
 } KarpModelDesc;
 
 #endif

@@ -65,8 +65,34 @@ typedef enum KpStorage {
     KP_STORE_INPUT,     /* the caller's x */
     KP_STORE_OUTPUT,    /* the caller's y */
     KP_STORE_PARAM,     /* offset floats into the parameter slab */
-    KP_STORE_WORKSPACE  /* offset bytes into the workspace */
+    KP_STORE_WORKSPACE, /* offset bytes into the workspace */
+    KP_STORE_TARGET,    /* the caller's target (int32 labels or floats) */
+    KP_STORE_GRAD,      /* offset floats into the gradient slab: the same
+                           offset as the parameter (grad_of); kernels
+                           writing it accumulate (+=) */
+    KP_STORE_DX         /* the caller's input gradient (karp_backward) */
 } KpStorage;
+
+/* When a node of a train graph runs (the entry points of DESIGN's ABI):
+ *   train_step = FORWARD, LOSS, BACKWARD, UPDATE
+ *   forward    = FORWARD                (then the output copied to y)
+ *   backward   = dy copied into d_output, BACKWARD, and INPUT_GRAD if dx
+ *   apply      = UPDATE
+ * Inference graphs have only FORWARD nodes. */
+typedef enum KpPhase {
+    KP_PHASE_FORWARD,
+    KP_PHASE_LOSS,        /* the loss and its gradient d_output */
+    KP_PHASE_BACKWARD,    /* gradients that some parameter gradient needs */
+    KP_PHASE_INPUT_GRAD,  /* gradients only the input gradient needs */
+    KP_PHASE_UPDATE       /* the optimizer step */
+} KpPhase;
+
+/* Optimizer hyperparameters (DESIGN.md's formulas). */
+typedef struct KpOptimHyper {
+    float lr, weight_decay;     /* sgd */
+    float beta;                 /* momentum */
+    float beta1, beta2, eps;    /* adam */
+} KpOptimHyper;
 
 /* Parameter initializers (same numbers as KARP_INIT_* in karp_abi.h). */
 typedef enum KpInit {
@@ -90,6 +116,7 @@ typedef struct KpValue {
     int nusers;                 /* filled by kp_fill_uses() */
     KpNode **users;
     /* parameters */
+    KpValue *grad_of;           /* role GRAD: the parameter it is the gradient of */
     KpInit init;
     int64_t fan_in, fan_out;
     /* memory plan */
@@ -117,6 +144,7 @@ typedef struct KpAttrs {
     int axis;                   /* concat: per-sample axis (0 = channels) */
     int reshape_rank;           /* reshape: one sample's new shape */
     int64_t reshape_dims[KP_MAX_RANK];
+    KpOptimHyper optim;         /* *_update */
 } KpAttrs;
 
 struct KpNode {
@@ -128,6 +156,7 @@ struct KpNode {
     KpValue *in[KP_MAX_IN];
     KpValue *out;
     KpAttrs attr;
+    KpPhase phase;              /* FORWARD unless autodiff says otherwise */
 };
 
 typedef struct KpGraph {
@@ -144,8 +173,19 @@ typedef struct KpGraph {
     uint64_t seed;
     const char *loss;           /* "none", "cross_entropy", ... */
     const char *optimizer;      /* "none", "sgd", "momentum", "adam" */
-    int64_t param_floats;       /* set by the memory plan */
-    int64_t workspace_bytes;    /* set by the memory plan */
+    KpOptimHyper optim;         /* from the model file */
+    bool training;              /* a train graph: lowered in training mode, then autodiff */
+    /* train graphs, set by autodiff */
+    KpValue *target;            /* the caller's target (NULL without a loss) */
+    KpValue *loss;              /* the mean loss, a scalar (NULL without a loss) */
+    KpValue *d_output;          /* gradient of the output: from the loss, or karp_backward's dy */
+    KpValue *d_input;           /* gradient of the input (KP_STORE_DX) */
+    int opt_slots;              /* optimizer state floats per parameter float: 0, 1 or 2 */
+    /* set by the memory plan */
+    int64_t param_floats;       /* the parameter slab (also the gradient slab) */
+    int64_t trainable_floats;   /* parameters [0, trainable_floats) are trained;
+                                   running statistics come after */
+    int64_t workspace_bytes;
 } KpGraph;
 
 /* A new empty graph (NULL when out of memory).  Free with kp_graph_free. */
@@ -170,8 +210,9 @@ const char *kp_op_name(KpOp op);
 KpFuseKind kp_op_kind(KpOp op);
 int kp_op_nin(KpOp op);        /* -1: variadic */
 
-/* Elements of one sample of v (the product of dims[1..]) for activations;
- * all elements for parameters. */
+/* Elements of one sample of v (the product of dims[1..]) for values whose
+ * dims[0] is N; all elements for values without N (parameters, their
+ * gradients, the loss scalar). */
 int64_t kp_value_sample_size(const KpValue *v);
 int64_t kp_value_numel(const KpValue *v, int64_t n);   /* with N = n */
 
@@ -194,5 +235,26 @@ void kp_print_dot(FILE *f, const KpGraph *g);
  * diagnostic for an op that has no reference execution yet. */
 int kp_interp_run(const KpGraph *g, const float *params, const float *x, int64_t n, float *y,
                   KpDiag *d);
+
+/* Run the nodes of a train graph whose phase is in phases (a mask of
+ * 1u << KP_PHASE_*) with the reference kernels, the way the generated
+ * entry points do (see KpPhase).  Buffers as in karp_abi.h: params, grads
+ * (param_floats each), opt (opt_slots * param_floats); target is int32
+ * labels or floats; dy replaces the loss gradient when the LOSS phase is
+ * not run; dx (may be NULL) receives the input gradient; y (may be NULL)
+ * the output; *loss (may be NULL) the loss; step counts optimizer steps
+ * from 1.  Gradients accumulate into grads; the UPDATE phase zeroes them
+ * after the step. */
+typedef struct KpInterpTrain {
+    unsigned phases;
+    float *params, *grads, *opt;
+    const float *x;
+    const void *target;
+    const float *dy;
+    float *dx, *y;
+    float *loss;
+    int64_t n, step;
+} KpInterpTrain;
+int kp_interp_train(const KpGraph *g, const KpInterpTrain *t, KpDiag *d);
 
 #endif

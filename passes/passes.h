@@ -32,12 +32,31 @@ int kp_pass_shapes(KpGraph *g, const KpPassOpts *o, KpDiag *d);
  * consistent.  A failure here is a karpc bug, reported as a diagnostic. */
 int kp_pass_verify(KpGraph *g, const KpPassOpts *o, KpDiag *d);
 /* Memory plan: parameters get offsets in the parameter slab (64-byte
- * aligned), activations offsets in the workspace, views (flatten, reshape,
- * dropout in inference) share their input's storage, the output is the
- * caller's y.  Sets g->param_floats and g->workspace_bytes. */
+ * aligned; trainable ones first, then running statistics), activations
+ * offsets in the workspace, views (flatten, reshape, dropout in inference)
+ * share their input's storage, the output is the caller's y.  In a train
+ * graph: parameter gradients KP_STORE_GRAD at their parameter's offset,
+ * the target KP_STORE_TARGET, the input gradient KP_STORE_DX, the output
+ * stays in the workspace (loss and backward read it).  Sets
+ * g->param_floats, g->trainable_floats and g->workspace_bytes.  The two
+ * graphs of one model get the same parameter layout. */
 int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d);
+
+/* Reverse-mode autodiff, graph to graph: on a train graph (g->training,
+ * shapes inferred) appends the loss and its gradient (when g->loss names
+ * one; else d_output is where karp_backward's dy goes), the gradient of
+ * every value from each op's gradient rule in reverse order (ops.def's
+ * grad column; contributions summed where a value fans out), the
+ * gradient of every parameter (role GRAD, grad_of set) and of the input
+ * (g->d_input), and the optimizer update (one node over all trainable
+ * parameters).  Sets each node's phase and g->target, loss, d_output,
+ * d_input, opt_slots. */
+int kp_pass_autodiff(KpGraph *g, const KpPassOpts *o, KpDiag *d);
 
 /* The inference pipeline, after kp_frontend_lower(). */
 int kp_pipeline_infer(KpGraph *g, const KpPassOpts *o, KpDiag *d);
+/* The training pipeline, after kp_frontend_lower() of a graph with
+ * g->training set: shapes, verify, autodiff, verify, memplan, verify. */
+int kp_pipeline_train(KpGraph *g, const KpPassOpts *o, KpDiag *d);
 
 #endif
