@@ -177,7 +177,8 @@ typedef struct KpGraph {
     bool training;              /* a train graph: lowered in training mode, then autodiff */
     /* train graphs, set by autodiff */
     KpValue *target;            /* the caller's target (NULL without a loss) */
-    KpValue *loss;              /* the mean loss, a scalar (NULL without a loss) */
+    KpValue *loss_value;        /* the mean loss, a scalar (NULL without a loss); named
+                                   loss_value because `loss` is the loss's name above */
     KpValue *d_output;          /* gradient of the output: from the loss, or karp_backward's dy */
     KpValue *d_input;           /* gradient of the input (KP_STORE_DX) */
     int opt_slots;              /* optimizer state floats per parameter float: 0, 1 or 2 */
