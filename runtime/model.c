@@ -1,7 +1,10 @@
 /*
  * model.c — a karp_model built from a descriptor: the checks that make a
- * bad model.so fail with a message instead of a crash, the two slabs
- * (parameters, workspace), inference, and parameter access.
+ * bad model.so fail with a message instead of a crash, the memory a model
+ * owns (parameters, workspace, and for training gradients, optimizer
+ * state, training workspace and a copy of the last forward's input),
+ * inference, and parameter access.  The training entry points are in
+ * train.c.
  */
 #include <math.h>
 #include <stdio.h>
@@ -78,6 +81,50 @@ static int check_params(const KarpModelDesc *d, const char *what, karp_error *er
     return 0;
 }
 
+/* The ABI 2 fields: which entry points go together, and sizes. */
+static int check_training(const KarpModelDesc *d, const char *what, karp_error *err)
+{
+    if (!d->forward || !d->backward)
+        return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: no %s function", what,
+                           d->forward ? "backward" : "forward");
+    if (d->target_kind < KARP_TARGET_NONE || d->target_kind > KARP_TARGET_DENSE)
+        return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: unknown target kind %d",
+                           what, (int)d->target_kind);
+    if (d->opt_slots < 0 || d->opt_slots > 2)
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: %d optimizer slots (0 to 2 allowed)", what,
+                           (int)d->opt_slots);
+    if (!d->apply && d->opt_slots != 0)
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: optimizer state but no apply function", what);
+    if (d->train_step && !d->apply)
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: a train_step function but no apply function",
+                           what);
+    if (d->train_step && d->target_kind == KARP_TARGET_NONE)
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: a train_step function but no target kind",
+                           what);
+    if (d->trainable_floats < 0 || d->trainable_floats > d->param_floats)
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: trainable_floats %lld outside the %lld "
+                           "parameter floats",
+                           what, (long long)d->trainable_floats, (long long)d->param_floats);
+    if (d->train_workspace_bytes < 0 || d->train_workspace_bytes > 4 * MAX_FLOATS)
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: train_workspace_bytes %lld", what,
+                           (long long)d->train_workspace_bytes);
+    for (uint32_t i = 0; d->params && i < d->nparams; i++) {
+        const KarpParamDesc *p = &d->params[i];
+        if (p->offset < d->trainable_floats && p->offset + p->size > d->trainable_floats)
+            return kp_rt_error(err, KARP_EFORMAT,
+                               "%s: invalid descriptor: parameter '%s' straddles the end of the "
+                               "trainable floats (%lld)",
+                               what, p->name ? p->name : "?", (long long)d->trainable_floats);
+    }
+    return 0;
+}
+
 /* Everything the runtime relies on, so that a damaged or foreign
  * descriptor is refused rather than trusted. */
 static int check_desc(const KarpModelDesc *d, const char *what, karp_error *err)
@@ -96,6 +143,10 @@ static int check_desc(const KarpModelDesc *d, const char *what, karp_error *err)
     if (d->max_batch < 1 || d->max_batch > MAX_FLOATS)
         return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: max_batch is %lld", what,
                            (long long)d->max_batch);
+    if (d->max_batch > MAX_FLOATS / shape_numel(d->input_shape, d->input_rank))
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: max_batch %lld times the input is too large",
+                           what, (long long)d->max_batch);
     if (d->param_floats < 0 || d->param_floats > MAX_FLOATS || d->workspace_bytes < 0 ||
         d->workspace_bytes > 4 * MAX_FLOATS)
         return kp_rt_error(err, KARP_EFORMAT,
@@ -106,7 +157,8 @@ static int check_desc(const KarpModelDesc *d, const char *what, karp_error *err)
                            d->nparams);
     if (!d->infer)
         return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: no infer function", what);
-    return check_params(d, what, err);
+    int rc = check_params(d, what, err);
+    return rc ? rc : check_training(d, what, err);
 }
 
 /* 64-byte aligned, at least 64 bytes, zeroed. */
@@ -117,6 +169,25 @@ static void *alloc_slab(int64_t bytes)
     if (p)
         memset(p, 0, n);
     return p;
+}
+
+/* Free the blocks the model owns (m NULL accepted), not m, not release. */
+static void free_blocks(karp_model *m)
+{
+    if (!m)
+        return;
+    free(m->params);
+    free(m->ws);
+    free(m->grads);
+    free(m->opt);
+    free(m->tws);
+    free(m->last_x);
+    kp_rt_meta_free(&m->meta);
+}
+
+int64_t kp_rt_input_size(const KarpModelDesc *d)
+{
+    return shape_numel(d->input_shape, d->input_rank);
 }
 
 karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, void *owner,
@@ -151,9 +222,14 @@ karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, v
     if (!m)
         goto nomem;
     m->desc = desc;
-    m->params = alloc_slab(desc->param_floats * (int64_t)sizeof(float));
+    int64_t pbytes = desc->param_floats * (int64_t)sizeof(float);
+    m->params = alloc_slab(pbytes);
     m->ws = alloc_slab(desc->workspace_bytes);
-    if (!m->params || !m->ws)
+    m->grads = alloc_slab(pbytes);
+    m->opt = alloc_slab(desc->opt_slots * pbytes);
+    m->tws = alloc_slab(desc->train_workspace_bytes);
+    m->last_x = alloc_slab(desc->max_batch * kp_rt_input_size(desc) * (int64_t)sizeof(float));
+    if (!m->params || !m->ws || !m->grads || !m->opt || !m->tws || !m->last_x)
         goto nomem;
     m->owner = owner;
     m->release = release;
@@ -167,12 +243,9 @@ karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, v
 nomem:
     kp_rt_error(err, KARP_ENOMEM, "%s: out of memory allocating %lld parameter floats and %lld "
                 "workspace bytes", what, (long long)desc->param_floats,
-                (long long)desc->workspace_bytes);
-    if (m) {
-        free(m->params);
-        free(m->ws);
-        free(m);
-    }
+                (long long)(desc->workspace_bytes + desc->train_workspace_bytes));
+    free_blocks(m);
+    free(m);
 fail:
     if (release)
         release(owner);
@@ -189,8 +262,7 @@ void karp_close(karp_model *m)
 {
     if (!m)
         return;
-    free(m->params);
-    free(m->ws);
+    free_blocks(m);
     /* Last: release may unmap the code and the descriptor. */
     void (*release)(void *) = m->release;
     void *owner = m->owner;
@@ -237,7 +309,10 @@ int karp_model_info(const karp_model *m, karp_info *info)
     info->loss = d->loss ? d->loss : "none";
     info->optimizer = d->optimizer ? d->optimizer : "none";
     info->cpu_features = d->cpu_features ? d->cpu_features : "";
-    info->has_train = 0; /* no training entry points in ABI version 1 */
+    info->has_train = d->train_step != NULL;
+    info->has_optimizer = d->apply != NULL;
+    info->target_labels = d->target_kind == KARP_TARGET_LABELS;
+    info->step = m->step;
     return 0;
 }
 
@@ -257,6 +332,8 @@ static void fill_param(const karp_model *m, int i, karp_param *p)
         p->shape[k] = k < d->rank ? d->shape[k] : 0;
     p->size = d->size;
     p->data = m->params + d->offset;
+    p->grad = m->grads + d->offset;
+    p->trainable = d->offset < m->desc->trainable_floats;
 }
 
 int karp_param_get(const karp_model *m, int index, karp_param *p)
@@ -285,10 +362,21 @@ int karp_param_find(const karp_model *m, const char *name, karp_param *p)
     return kp_rt_error(NULL, KARP_EINVAL, "karp_param_find: no parameter named '%s'", name);
 }
 
+void kp_rt_reset_training(karp_model *m)
+{
+    size_t pbytes = (size_t)m->desc->param_floats * sizeof(float);
+    memset(m->grads, 0, pbytes);
+    memset(m->opt, 0, (size_t)m->desc->opt_slots * pbytes);
+    m->step = 0;
+    m->last_n = 0;
+}
+
+/* Also resets the training state: new parameters start a new run. */
 int karp_init_params(karp_model *m, uint64_t seed)
 {
     if (!m)
         return kp_rt_error(NULL, KARP_EINVAL, "karp_init_params: model is NULL");
+    kp_rt_reset_training(m);
     KpRng rng;
     kp_rng_seed(&rng, seed);
     for (uint32_t i = 0; i < m->desc->nparams; i++) {

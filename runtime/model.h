@@ -11,6 +11,13 @@
 #include "../include/karp.h"
 #include "../include/karp_abi.h"
 
+/* Checkpoint metadata: string pairs, each key once, in insertion order. */
+typedef struct KpMeta {
+    char **keys;
+    char **values;
+    int count;
+} KpMeta;
+
 struct karp_model {
     const KarpModelDesc *desc;
     void *dl;                       /* dlopen handle (karp_open), or NULL */
@@ -18,6 +25,14 @@ struct karp_model {
     void (*release)(void *owner);   /* called by karp_close */
     float *params;                  /* the parameter slab, 64-byte aligned */
     void *ws;                       /* the workspace, 64-byte aligned */
+    /* training (every block 64-byte aligned and owned by the model) */
+    float *grads;                   /* param_floats, same layout, zero at rest */
+    float *opt;                     /* opt_slots * param_floats, zero when fresh */
+    void *tws;                      /* the training workspace */
+    float *last_x;                  /* max_batch * input floats: karp_forward's x */
+    int64_t last_n;                 /* its n; 0: no forward to go back through */
+    int64_t step;                   /* optimizer steps taken */
+    KpMeta meta;                    /* from karp_load / karp_set_metadata */
 };
 
 /* Build a model from a descriptor: check ABI version and CPU features,
@@ -29,6 +44,20 @@ karp_model *kp_rt_model_new(const KarpModelDesc *desc, void *owner, void (*relea
  * model.so path) starting every message; NULL means "model '<name>'". */
 karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, void *owner,
                                   void (*release)(void *owner), karp_error *err);
+
+/* Zero the gradients and the optimizer state, step 0, and forget the last
+ * forward (karp_init_params, a karp_load without optimizer state). */
+void kp_rt_reset_training(karp_model *m);
+
+/* Floats per input sample (the descriptor was checked). */
+int64_t kp_rt_input_size(const KarpModelDesc *d);
+
+/* Metadata store (metadata.c).  kp_rt_meta_set copies key and value
+ * (value NULL removes key); 0 or KARP_ENOMEM.  kp_rt_meta_get: NULL if
+ * absent.  kp_rt_meta_free leaves an empty store. */
+int kp_rt_meta_set(KpMeta *meta, const char *key, const char *value);
+const char *kp_rt_meta_get(const KpMeta *meta, const char *key);
+void kp_rt_meta_free(KpMeta *meta);
 
 /* Record an error: sets err (may be NULL) and the thread's last error;
  * returns code. */

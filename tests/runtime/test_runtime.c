@@ -138,7 +138,7 @@ START_TEST(test_bad_descriptors)
     KarpModelDesc d = tiny_desc();
     d.abi_version = 7;
     expect_refused(&d, KARP_EABI,
-                   "model: built for karpc ABI version 7, this runtime is version 1 — rebuild it "
+                   "model: built for karpc ABI version 7, this runtime is version 2 — rebuild it "
                    "with this karpc");
     d = tiny_desc();
     d.cpu_features = "sse2,no-such-feature,bogus";
@@ -189,6 +189,56 @@ START_TEST(test_bad_descriptors)
     d.params = NULL;
     expect_refused(&d, KARP_EFORMAT, "model 'tiny': invalid descriptor: 2 parameters but no table");
 
+    /* The training fields (ABI 2). */
+    d = tiny_desc();
+    d.forward = NULL;
+    expect_refused(&d, KARP_EFORMAT, "model 'tiny': invalid descriptor: no forward function");
+    d = tiny_desc();
+    d.backward = NULL;
+    expect_refused(&d, KARP_EFORMAT, "model 'tiny': invalid descriptor: no backward function");
+    d = tiny_desc();
+    d.target_kind = 3;
+    expect_refused(&d, KARP_EFORMAT, "model 'tiny': invalid descriptor: unknown target kind 3");
+    d = tiny_train_desc(2);
+    d.opt_slots = 3;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'trainee': invalid descriptor: 3 optimizer slots (0 to 2 allowed)");
+    d = tiny_train_desc(1);
+    d.apply = NULL;
+    d.train_step = NULL;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'trainee': invalid descriptor: optimizer state but no apply function");
+    d = tiny_train_desc(0);
+    d.apply = NULL;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'trainee': invalid descriptor: a train_step function but no apply "
+                   "function");
+    d = tiny_train_desc(0);
+    d.target_kind = KARP_TARGET_NONE;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'trainee': invalid descriptor: a train_step function but no target kind");
+    d = tiny_train_desc(0);
+    d.trainable_floats = 35;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'trainee': invalid descriptor: trainable_floats 35 outside the 34 "
+                   "parameter floats");
+    d.trainable_floats = -1;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'trainee': invalid descriptor: trainable_floats -1 outside the 34 "
+                   "parameter floats");
+    d.trainable_floats = 17;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'trainee': invalid descriptor: parameter 'dense.bias' straddles the end "
+                   "of the trainable floats (17)");
+    d = tiny_desc();
+    d.train_workspace_bytes = -4;
+    expect_refused(&d, KARP_EFORMAT, "model 'tiny': invalid descriptor: train_workspace_bytes -4");
+    d = tiny_desc();
+    d.max_batch = (int64_t)1 << 39;
+    expect_refused(&d, KARP_EFORMAT,
+                   "model 'tiny': invalid descriptor: max_batch 549755813888 times the input is "
+                   "too large");
+
     /* No release callback: still refused, nothing called. */
     d = tiny_desc();
     d.max_batch = -1;
@@ -213,6 +263,7 @@ static KarpModelDesc stat_desc(void)
     d.nparams = 5;
     d.params = stat_params;
     d.param_floats = 30026;
+    d.trainable_floats = 30026;
     d.seed = 7;
     return d;
 }

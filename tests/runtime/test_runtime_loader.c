@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "karp.h"
+#include "karp_abi.h"
 
 static char tmpdir[64];
 
@@ -52,11 +53,17 @@ static void build_model(const char *name, unsigned abi, const char *features, in
              "#include \"karp_abi.h\"\n"
              "static void infer(const float *p, float *ws, const float *x, float *y, int64_t n)\n"
              "{ for (int64_t i = 0; i < 4 * n; i++) y[i] = 2 * x[i] + p[i %% 4]; }\n"
+             "static void fwd(const float *p, float *tws, const float *x, float *y, int64_t n)\n"
+             "{ infer(p, tws, x, y, n); }\n"
+             "static void bwd(const float *p, float *g, float *tws, const float *x,\n"
+             "                const float *dy, float *dx, int64_t n)\n"
+             "{ (void)p; (void)tws; (void)x;\n"
+             "  for (int64_t i = 0; i < 4 * n; i++) { g[i %% 4] += dy[i]; if (dx) dx[i] = 2 * dy[i]; } }\n"
              "static const KarpParamDesc params[1] = {\n"
              "    {\"bias\", 1, KARP_INIT_ONES, {4}, 0, 4, 4, 4}};\n"
              "const KarpModelDesc karp_model_v1 = {\n"
              "    %uu, 1, \"%s\", \"%s\", \"none\", \"none\", 1, 1, {4}, {4}, %d, 4, 256, 1,\n"
-             "    params, infer};\n",
+             "    params, infer, KARP_TARGET_NONE, 0, 4, 0, fwd, bwd, 0, 0};\n",
              abi, name, features, max_batch);
     build_so(name, src, so_path, cap);
 }
@@ -65,7 +72,7 @@ START_TEST(test_open_good_model)
 {
     make_tmpdir();
     char so[256];
-    build_model("good", 1, "sse2", 8, so, sizeof so);
+    build_model("good", KARP_ABI_VERSION, "sse2", 8, so, sizeof so);
     karp_error err = {.code = 123};
     karp_model *m = karp_open(so, &err);
     ck_assert_msg(m != NULL, "%s", err.message);
@@ -80,6 +87,19 @@ START_TEST(test_open_good_model)
     ck_assert_int_eq(karp_infer(m, x, 2, y), 0);
     for (int i = 0; i < 8; i++)
         ck_assert_float_eq(y[i], 2 * x[i] + 1);
+    /* The training entry points of a model without loss or optimizer. */
+    ck_assert_int_eq(info.has_train, 0);
+    ck_assert_int_eq(info.has_optimizer, 0);
+    float dy[8] = {1, 1, 1, 1, 1, 1, 1, 1}, dx[8];
+    ck_assert_int_eq(karp_forward(m, x, 2, y), 0);
+    ck_assert_float_eq(y[7], 17);
+    ck_assert_int_eq(karp_backward(m, dy, dx), 0);
+    ck_assert_float_eq(dx[0], 2);
+    karp_param p;
+    ck_assert_int_eq(karp_param_get(m, 0, &p), 0);
+    ck_assert_float_eq(p.grad[3], 2);
+    ck_assert_int_eq(p.trainable, 1);
+    ck_assert_int_eq(karp_apply_gradients(m), KARP_EUNSUPPORTED);
     karp_close(m);
 
     /* A bare name means the current directory, not the library path. */
@@ -115,7 +135,7 @@ START_TEST(test_abi_mismatch)
     char so[256], msg[512];
     build_model("future", 999, "", 8, so, sizeof so);
     snprintf(msg, sizeof msg,
-             "%s: built for karpc ABI version 999, this runtime is version 1 — rebuild it with "
+             "%s: built for karpc ABI version 999, this runtime is version 2 — rebuild it with "
              "this karpc",
              so);
     expect_refused(so, KARP_EABI, msg);
@@ -146,7 +166,7 @@ START_TEST(test_cpu_refusal)
     /* A made-up name cannot be verified: it counts as missing too. */
     snprintf(features, sizeof features, "sse2,%s%snot-a-cpu-feature", lacking ? lacking : "",
              lacking ? "," : "");
-    build_model("needy", 1, features, 8, so, sizeof so);
+    build_model("needy", KARP_ABI_VERSION, features, 8, so, sizeof so);
     snprintf(msg, sizeof msg, "%s: needs CPU features this machine lacks: %s%snot-a-cpu-feature",
              so, lacking ? lacking : "", lacking ? ", " : "");
     expect_refused(so, KARP_ECPU, msg);
@@ -158,7 +178,7 @@ START_TEST(test_bad_descriptor_in_so)
 {
     make_tmpdir();
     char so[256], msg[512];
-    build_model("nobatch", 1, "", 0, so, sizeof so);
+    build_model("nobatch", KARP_ABI_VERSION, "", 0, so, sizeof so);
     snprintf(msg, sizeof msg, "%s: invalid descriptor: max_batch is 0", so);
     expect_refused(so, KARP_EFORMAT, msg);
     remove_tmpdir();

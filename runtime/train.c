@@ -1,0 +1,103 @@
+/*
+ * train.c — the training API over a descriptor's forward, backward, apply
+ * and train_step: argument checks, the step counter, and the copy of the
+ * last forward's input that karp_backward hands back to the generated
+ * code (the caller may reuse its buffer in between).
+ *
+ * State machine of the training workspace: karp_forward fills it (and
+ * last_x, last_n); karp_backward may then run any number of times;
+ * karp_train_step, karp_load and karp_init_params leave it describing
+ * nothing karp_backward could use, so they clear last_n.
+ */
+#include <string.h>
+
+#include "model.h"
+
+static int check_n(const karp_model *m, const char *fn, int64_t n)
+{
+    if (n < 1 || n > m->desc->max_batch)
+        return kp_rt_error(NULL, KARP_EINVAL, "%s: n must be between 1 and %lld, got %lld", fn,
+                           (long long)m->desc->max_batch, (long long)n);
+    return 0;
+}
+
+int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n, float *loss)
+{
+    const char *fn = "karp_train_step";
+    if (!m)
+        return kp_rt_error(NULL, KARP_EINVAL, "%s: model is NULL", fn);
+    const KarpModelDesc *d = m->desc;
+    if (d->target_kind == KARP_TARGET_NONE)
+        return kp_rt_error(NULL, KARP_EUNSUPPORTED, "%s: model '%s' has no loss", fn, d->name);
+    if (!d->train_step)
+        return kp_rt_error(NULL, KARP_EUNSUPPORTED, "%s: model '%s' has no optimizer", fn,
+                           d->name);
+    if (!x)
+        return kp_rt_error(NULL, KARP_EINVAL, "%s: x is NULL", fn);
+    if (!target)
+        return kp_rt_error(NULL, KARP_EINVAL, "%s: target is NULL", fn);
+    int rc = check_n(m, fn, n);
+    if (rc)
+        return rc;
+    kp_rt_apply_threads();
+    m->step++;
+    m->last_n = 0; /* tws now holds this x's activations, last_x another's */
+    float l = d->train_step(m->params, m->grads, m->opt, m->tws, x, target, n, m->step);
+    if (loss)
+        *loss = l;
+    return 0;
+}
+
+int karp_forward(karp_model *m, const float *x, int64_t n, float *y)
+{
+    const char *fn = "karp_forward";
+    if (!m)
+        return kp_rt_error(NULL, KARP_EINVAL, "%s: model is NULL", fn);
+    if (!x)
+        return kp_rt_error(NULL, KARP_EINVAL, "%s: x is NULL", fn);
+    int rc = check_n(m, fn, n);
+    if (rc)
+        return rc;
+    /* memmove: x may be last_x itself (a caller replaying the stored input). */
+    memmove(m->last_x, x, (size_t)(n * kp_rt_input_size(m->desc)) * sizeof(float));
+    m->last_n = n;
+    kp_rt_apply_threads();
+    m->desc->forward(m->params, m->tws, m->last_x, y, n);
+    return 0;
+}
+
+int karp_backward(karp_model *m, const float *dy, float *dx)
+{
+    const char *fn = "karp_backward";
+    if (!m)
+        return kp_rt_error(NULL, KARP_EINVAL, "%s: model is NULL", fn);
+    if (!dy)
+        return kp_rt_error(NULL, KARP_EINVAL, "%s: dy is NULL", fn);
+    if (m->last_n == 0)
+        return kp_rt_error(NULL, KARP_EINVAL, "%s: call karp_forward first", fn);
+    kp_rt_apply_threads();
+    m->desc->backward(m->params, m->grads, m->tws, m->last_x, dy, dx, m->last_n);
+    return 0;
+}
+
+int karp_apply_gradients(karp_model *m)
+{
+    const char *fn = "karp_apply_gradients";
+    if (!m)
+        return kp_rt_error(NULL, KARP_EINVAL, "%s: model is NULL", fn);
+    if (!m->desc->apply)
+        return kp_rt_error(NULL, KARP_EUNSUPPORTED, "%s: model '%s' has no optimizer", fn,
+                           m->desc->name);
+    kp_rt_apply_threads();
+    m->step++;
+    m->desc->apply(m->params, m->grads, m->opt, m->step);
+    return 0;
+}
+
+int karp_zero_gradients(karp_model *m)
+{
+    if (!m)
+        return kp_rt_error(NULL, KARP_EINVAL, "karp_zero_gradients: model is NULL");
+    memset(m->grads, 0, (size_t)m->desc->param_floats * sizeof(float));
+    return 0;
+}
