@@ -110,6 +110,11 @@ KpValue *kp_param_new(KpGraph *g, const char *name, int rank, const int64_t *dim
     return v;
 }
 
+bool kp_value_trainable(const KpValue *v)
+{
+    return v->role == KP_ROLE_PARAM && !v->frozen;
+}
+
 KpNode *kp_node_new(KpGraph *g, KpOp op, const char *name, const char *where, int nin,
                     KpValue *const *in)
 {

@@ -1,6 +1,8 @@
 /*
  * interp.c — run a graph with the reference kernels: the oracle of the
- * tests.
+ * tests.  This file holds the dispatch, the buffers, kp_interp_run and
+ * the forward rules; interp_grad.c the rules of the ops autodiff appends,
+ * interp_train.c kp_interp_train.
  *
  * Every activation gets its own buffer of n * sample size floats (no
  * sharing, no views), freed before returning; parameters are read from the
@@ -25,16 +27,24 @@ static const InterpFn interp_rules[KP_OP_COUNT] = {
 
 const float *kp_interp_in(const KpInterp *it, const KpValue *v)
 {
-    switch (v->role) {
-    case KP_ROLE_INPUT:
+    if (v == it->g->input)
         return it->x;
-    case KP_ROLE_PARAM:
-        assert(v->storage == KP_STORE_PARAM && "kp_interp_run needs a memory plan");
-        return it->params + v->offset;
-    default:
-        assert(it->act[v->id]);
-        return it->act[v->id];
+    if (v == it->g->target) {
+        assert(v->dtype == KP_F32 && it->target);
+        return it->target;
     }
+    if (v->role == KP_ROLE_PARAM) {
+        assert(v->storage == KP_STORE_PARAM && "the interpreter needs a memory plan");
+        return it->params + v->offset;
+    }
+    assert(it->act[v->id]);
+    return it->act[v->id];
+}
+
+const int32_t *kp_interp_labels(const KpInterp *it, const KpValue *v)
+{
+    assert(v == it->g->target && v->dtype == KP_I32 && it->target);
+    return it->target;
 }
 
 float *kp_interp_out(const KpInterp *it, const KpNode *nd)
@@ -43,37 +53,65 @@ float *kp_interp_out(const KpInterp *it, const KpNode *nd)
     return it->act[nd->out->id];
 }
 
-static void free_acts(float **act, int nvalues)
+float **kp_interp_acts_new(const KpGraph *g)
 {
-    for (int i = 0; i < nvalues; i++)
+    return calloc((size_t)g->nvalues + 1, sizeof(float *));
+}
+
+void kp_interp_acts_free(const KpGraph *g, float **act)
+{
+    if (!act)
+        return;
+    for (int i = 0; i < g->nvalues; i++)
         free(act[i]);
     free(act);
+}
+
+static int oom(const KpGraph *g, KpDiag *d)
+{
+    return kp_error(d, "%s: out of memory in the interpreter", g->file ? g->file : "<model>");
+}
+
+int kp_interp_exec(const KpInterp *it, const KpNode *nd, KpDiag *d)
+{
+    const KpValue *v = nd->out;
+    /* The optimizer updates the slab in place: its output needs no buffer. */
+    if (nd->phase != KP_PHASE_UPDATE && !it->act[v->id]) {
+        size_t count = (size_t)kp_value_numel(v, it->n);
+        it->act[v->id] = malloc((count ? count : 1) * sizeof(float));
+        if (!it->act[v->id])
+            return oom(it->g, d);
+    }
+    if (interp_rules[nd->op](it, nd, d))
+        return -1;
+    if (v->storage == KP_STORE_GRAD) {
+        assert(it->grads && v->grad_of);
+        float *slab = it->grads + v->grad_of->offset;
+        const float *mine = it->act[v->id];
+        for (int64_t i = 0, count = kp_value_numel(v, it->n); i < count; i++)
+            slab[i] += mine[i];
+    }
+    return 0;
 }
 
 int kp_interp_run(const KpGraph *g, const float *params, const float *x, int64_t n, float *y,
                   KpDiag *d)
 {
     assert(n >= 1 && g->output);
-    float **act = calloc((size_t)g->nvalues, sizeof *act);
+    float **act = kp_interp_acts_new(g);
     if (!act)
-        return kp_error(d, "%s: out of memory in the interpreter", g->file ? g->file : "<model>");
+        return oom(g, d);
     KpInterp it = {.g = g, .params = params, .x = x, .n = n, .act = act};
     for (int k = 0; k < g->nnodes; k++) {
-        const KpNode *nd = g->nodes[k];
-        size_t bytes = (size_t)kp_value_numel(nd->out, n) * sizeof(float);
-        act[nd->out->id] = malloc(bytes ? bytes : 1);
-        if (!act[nd->out->id]) {
-            free_acts(act, g->nvalues);
-            return kp_error(d, "%s: out of memory in the interpreter",
-                            g->file ? g->file : "<model>");
-        }
-        if (interp_rules[nd->op](&it, nd, d)) {
-            free_acts(act, g->nvalues);
+        if (g->nodes[k]->phase != KP_PHASE_FORWARD)
+            continue;
+        if (kp_interp_exec(&it, g->nodes[k], d)) {
+            kp_interp_acts_free(g, act);
             return -1;
         }
     }
     memcpy(y, kp_interp_in(&it, g->output), (size_t)kp_value_numel(g->output, n) * sizeof(float));
-    free_acts(act, g->nvalues);
+    kp_interp_acts_free(g, act);
     return 0;
 }
 
@@ -137,5 +175,20 @@ int interp_softmax(const KpInterp *it, const KpNode *nd, KpDiag *d)
     int64_t cols = nd->out->dims[nd->out->rank - 1];
     int64_t rows = kp_value_numel(nd->out, it->n) / cols;
     kp_ref_softmax_forward(kp_interp_out(it, nd), kp_interp_in(it, nd->in[0]), rows, cols);
+    return 0;
+}
+
+/* x1, x2, ... (count each) -> y = ((x1 + x2) + x3) + ..., in float, in
+ * input order (the residual add, and autodiff's sum of gradients) */
+int interp_add(const KpInterp *it, const KpNode *nd, KpDiag *d)
+{
+    float *y = kp_interp_out(it, nd);
+    int64_t count = kp_value_numel(nd->out, it->n);
+    memcpy(y, kp_interp_in(it, nd->in[0]), (size_t)count * sizeof(float));
+    for (int k = 1; k < nd->nin; k++) {
+        const float *xk = kp_interp_in(it, nd->in[k]);
+        for (int64_t i = 0; i < count; i++)
+            y[i] += xk[i];
+    }
     return 0;
 }

@@ -116,9 +116,11 @@ typedef struct KpValue {
     int nusers;                 /* filled by kp_fill_uses() */
     KpNode **users;
     /* parameters */
-    KpValue *grad_of;           /* role GRAD: the parameter it is the gradient of */
+    struct KpValue *grad_of;    /* role GRAD: the parameter it is the gradient of */
     KpInit init;
     int64_t fan_in, fan_out;
+    bool frozen;                /* not trained: running statistics (batchnorm's
+                                   running_mean/var); laid out after the trained ones */
     /* memory plan */
     KpStorage storage;
     int64_t offset;             /* floats (PARAM) or bytes (WORKSPACE) */
@@ -202,6 +204,9 @@ KpValue *kp_param_new(KpGraph *g, const char *name, int rank, const int64_t *dim
  * created, role ACT.  Inputs are copied. */
 KpNode *kp_node_new(KpGraph *g, KpOp op, const char *name, const char *where, int nin,
                     KpValue *const *in);
+
+/* Whether v is a parameter the optimizer trains (role PARAM, not frozen). */
+bool kp_value_trainable(const KpValue *v);
 
 /* Recompute every value's users from the nodes. */
 void kp_fill_uses(KpGraph *g);

@@ -19,6 +19,21 @@
  * has set it: @x the caller's input, @y the caller's output, @p+<floats>
  * the parameter slab, @ws+<bytes> the workspace.  Only the attributes an
  * op reads are printed, floats with %g.  Same graph, same bytes.
+ *
+ * A train graph (after autodiff) prints more, and an inference graph
+ * prints exactly as before:
+ *
+ *   target %25 : i32[N] @target           the caller's target
+ *   dy %25 : f32[N,10] @ws+0              without a loss: karp_backward's dy
+ *   %27 = cross_entropy_grad %8, %25 : f32[N,10] @ws+... [loss]   # cross_entropy (loss)
+ *   %28 = dense_grad_w %27, %5 : f32[10,128] @grad+100480 [backward]   # head (layers[2])
+ *   %33 = reshape %32 {shape=[1,28,28]} : f32[N,1,28,28] @dx [input_grad]   # flatten0 (layers[0])
+ *   %34 = adam_update {lr=0.001, ...} : f32[101776] @p+0 [update]   # optimizer (optimizer)
+ *   output %8 / loss %26 / d_output %27 / d_input %33
+ *   memory params=... floats, trainable=... floats, opt_slots=2, workspace=... bytes
+ *
+ * Forward nodes carry no phase tag; @grad+<floats> is the gradient slab
+ * (accumulated), @target and @dx the caller's buffers.
  */
 #include "ir.h"
 
@@ -111,6 +126,22 @@ static void attrs_concat(FILE *f, const KpAttrs *a)
     fprintf(f, "axis=%d", a->axis);
 }
 
+static void attrs_sgd(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "lr=%g, weight_decay=%g", (double)a->optim.lr, (double)a->optim.weight_decay);
+}
+
+static void attrs_momentum(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "lr=%g, beta=%g", (double)a->optim.lr, (double)a->optim.beta);
+}
+
+static void attrs_adam(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "lr=%g, beta1=%g, beta2=%g, eps=%g", (double)a->optim.lr, (double)a->optim.beta1,
+            (double)a->optim.beta2, (double)a->optim.eps);
+}
+
 /* The attributes each op reads; ops without any are left out. */
 static void (*const attr_printers[KP_OP_COUNT])(FILE *, const KpAttrs *) = {
     [KP_OP_dense] = attrs_dense,
@@ -124,6 +155,18 @@ static void (*const attr_printers[KP_OP_COUNT])(FILE *, const KpAttrs *) = {
     [KP_OP_reshape] = attrs_reshape,
     [KP_OP_leaky_relu] = attrs_leaky_relu,
     [KP_OP_concat] = attrs_concat,
+    [KP_OP_leaky_relu_grad] = attrs_leaky_relu,
+    [KP_OP_sgd_update] = attrs_sgd,
+    [KP_OP_momentum_update] = attrs_momentum,
+    [KP_OP_adam_update] = attrs_adam,
+};
+
+static const char *const phase_tags[] = {
+    [KP_PHASE_FORWARD] = "",
+    [KP_PHASE_LOSS] = " [loss]",
+    [KP_PHASE_BACKWARD] = " [backward]",
+    [KP_PHASE_INPUT_GRAD] = " [input_grad]",
+    [KP_PHASE_UPDATE] = " [update]",
 };
 
 static void pr_type(FILE *f, const KpValue *v)
@@ -148,6 +191,15 @@ static void pr_storage(FILE *f, const KpValue *v)
         break;
     case KP_STORE_WORKSPACE:
         fprintf(f, " @ws+%" PRId64, v->offset);
+        break;
+    case KP_STORE_TARGET:
+        fputs(" @target", f);
+        break;
+    case KP_STORE_GRAD:
+        fprintf(f, " @grad+%" PRId64, v->offset);
+        break;
+    case KP_STORE_DX:
+        fputs(" @dx", f);
         break;
     }
 }
@@ -174,7 +226,24 @@ static void pr_node(FILE *f, const KpNode *n)
     fputs(" : ", f);
     pr_type(f, n->out);
     pr_storage(f, n->out);
+    fputs(phase_tags[n->phase], f);
     fprintf(f, "   # %s (%s)\n", n->name ? n->name : "?", n->where ? n->where : "?");
+}
+
+/* What a value without a producer is, other than a parameter. */
+static const char *source_kind(const KpGraph *g, const KpValue *v)
+{
+    if (v == g->target)
+        return "target";
+    if (v == g->d_output)
+        return "dy";
+    return "input";
+}
+
+static void pr_named(FILE *f, const char *what, const KpValue *v)
+{
+    if (v)
+        fprintf(f, "%s %%%d\n", what, v->id);
 }
 
 void kp_print_ir(FILE *f, const KpGraph *g)
@@ -189,7 +258,7 @@ void kp_print_ir(FILE *f, const KpGraph *g)
         if (v->role == KP_ROLE_PARAM)
             fprintf(f, "param %%%d %s : ", v->id, v->name ? v->name : "?");
         else
-            fprintf(f, "input %%%d : ", v->id);
+            fprintf(f, "%s %%%d : ", source_kind(g, v), v->id);
         pr_type(f, v);
         if (v->role == KP_ROLE_PARAM)
             pr_init(f, v);
@@ -198,9 +267,16 @@ void kp_print_ir(FILE *f, const KpGraph *g)
     }
     for (int k = 0; k < g->nnodes; k++)
         pr_node(f, g->nodes[k]);
-    if (g->output)
-        fprintf(f, "output %%%d\n", g->output->id);
-    if (g->param_floats || g->workspace_bytes)
+    pr_named(f, "output", g->output);
+    pr_named(f, "loss", g->loss_value);
+    pr_named(f, "d_output", g->d_output);
+    pr_named(f, "d_input", g->d_input);
+    if (g->training && (g->param_floats || g->workspace_bytes))
+        fprintf(f,
+                "memory params=%" PRId64 " floats, trainable=%" PRId64
+                " floats, opt_slots=%d, workspace=%" PRId64 " bytes\n",
+                g->param_floats, g->trainable_floats, g->opt_slots, g->workspace_bytes);
+    else if (g->param_floats || g->workspace_bytes)
         fprintf(f, "memory params=%" PRId64 " floats, workspace=%" PRId64 " bytes\n",
                 g->param_floats, g->workspace_bytes);
 }
@@ -227,8 +303,8 @@ void kp_print_dot(FILE *f, const KpGraph *g)
             fprintf(f, "  v%d [shape=box, label=\"%s\\n%s\"];\n", v->id, v->name ? v->name : "?",
                     kp_shape_str(v, shape, sizeof shape));
         else
-            fprintf(f, "  v%d [shape=invhouse, label=\"input\\n%s\"];\n", v->id,
-                    kp_shape_str(v, shape, sizeof shape));
+            fprintf(f, "  v%d [shape=invhouse, label=\"%s\\n%s\"];\n", v->id,
+                    source_kind(g, v), kp_shape_str(v, shape, sizeof shape));
     }
     for (int k = 0; k < g->nnodes; k++) {
         const KpNode *n = g->nodes[k];

@@ -47,7 +47,7 @@ int kp_shape_error(const KpGraph *g, const KpNode *n, KpDiag *d, const KpValue *
 
 void kp_shape_set(KpValue *v, int rank, const int64_t *dims)
 {
-    assert(rank >= 1 && rank <= KP_MAX_RANK);
+    assert(rank >= 0 && rank <= KP_MAX_RANK);
     v->rank = rank;
     for (int i = 0; i < rank; i++)
         v->dims[i] = dims[i];

@@ -22,7 +22,7 @@
 int kp_shape_error(const KpGraph *g, const KpNode *n, KpDiag *d, const KpValue *got,
                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
-/* Set v's shape. */
+/* Set v's shape (rank 0: a scalar, the loss). */
 void kp_shape_set(KpValue *v, int rank, const int64_t *dims);
 
 #endif
