@@ -1,14 +1,18 @@
 /*
  * memplan.c — where every value lives at run time.
  *
- *   parameter slab (floats)         workspace (bytes)
- *   +------------+--+-----+--       +--------+----+--------+--
- *   |dense1.weight|  |bias |...     | %4     |    | %6     |...
- *   +------------+--+-----+--       +--------+----+--------+--
- *   each start 16-float aligned     each start 64-byte aligned,
- *                                   max_batch * sample * 4 bytes
+ *   parameter slab (floats)                         workspace (bytes)
+ *   +-------------+--+-----+-- ... --+------------+  +--------+----+--------+--
+ *   |dense1.weight|  |bias |         |running_mean|  | %4     |    | %6     |...
+ *   +-------------+--+-----+-- ... --+------------+  +--------+----+--------+--
+ *   trained parameters    trainable_floats | running statistics
+ *   each start 16-float aligned                      each start 64-byte aligned,
+ *                                                    max_batch * sample * 4 bytes
  *
- * Parameters are laid out in value order.  Every activation gets its own
+ * Parameters are laid out in value order, the trained ones first and the
+ * frozen ones (running statistics) after them, so the optimizer walks one
+ * range [0, trainable_floats).  Both graphs of a model are lowered from
+ * one spec, so they get the same layout.  Every activation gets its own
  * workspace range: no reuse yet.  Liveness-based reuse comes later: walk
  * the schedule, free a range after its value's last user, and hand out
  * ranges first-fit; views must then keep their input's range alive.
@@ -18,6 +22,16 @@
  * the caller's x.  The graph output is the caller's y; if the output is a
  * view, the view's value is still @y and its input keeps its own storage —
  * the backend copies.
+ *
+ * Train graphs (after autodiff) add: each parameter gradient in the
+ * gradient slab at its parameter's offset (@grad+K; the kernels writing it
+ * accumulate), the target in the caller's target buffer, the input
+ * gradient in the caller's dx (a view there is copied, as for @y), the
+ * optimizer update over the parameter slab (@p+0).  The output stays in
+ * the workspace, where the loss and the backward read it; the loss scalar
+ * and a loss-less model's d_output (karp_backward's dy) are workspace
+ * values like the others.  (Dropout will stop being a view in training
+ * with issue 4.)
  */
 #include "passes.h"
 
@@ -37,6 +51,29 @@ static int64_t align_up(int64_t x, int64_t a)
     return (x + a - 1) / a * a;
 }
 
+/* Lay out the parameters that are (not) trained from floats on. */
+static int64_t place_params(KpGraph *g, bool trained, int64_t floats)
+{
+    for (int i = 0; i < g->nvalues; i++) {
+        KpValue *v = g->values[i];
+        if (v->role != KP_ROLE_PARAM || kp_value_trainable(v) != trained)
+            continue;
+        floats = align_up(floats, PARAM_ALIGN_FLOATS);
+        v->storage = KP_STORE_PARAM;
+        v->offset = floats;
+        floats += kp_value_numel(v, 1);
+    }
+    return align_up(floats, PARAM_ALIGN_FLOATS);
+}
+
+static int64_t place_in_workspace(KpGraph *g, KpValue *v, int64_t bytes)
+{
+    bytes = align_up(bytes, ACT_ALIGN_BYTES);
+    v->storage = KP_STORE_WORKSPACE;
+    v->offset = bytes;
+    return bytes + kp_value_numel(v, g->max_batch) * (int64_t)sizeof(float);
+}
+
 int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d)
 {
     assert(g->max_batch >= 1);
@@ -44,34 +81,36 @@ int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d)
         g->values[i]->storage = KP_STORE_NONE;
         g->values[i]->offset = 0;
     }
-    int64_t floats = 0;
-    for (int i = 0; i < g->nvalues; i++) {
-        KpValue *v = g->values[i];
-        if (v->role != KP_ROLE_PARAM)
-            continue;
-        floats = align_up(floats, PARAM_ALIGN_FLOATS);
-        v->storage = KP_STORE_PARAM;
-        v->offset = floats;
-        floats += kp_value_numel(v, 1);
-    }
-    g->param_floats = align_up(floats, PARAM_ALIGN_FLOATS);
+    g->trainable_floats = place_params(g, true, 0);
+    g->param_floats = place_params(g, false, g->trainable_floats);
 
     g->input->storage = KP_STORE_INPUT;
+    if (g->target)
+        g->target->storage = KP_STORE_TARGET;
     int64_t bytes = 0;
+    if (g->d_output && !g->d_output->producer)
+        bytes = place_in_workspace(g, g->d_output, bytes);
     for (int k = 0; k < g->nnodes; k++) {
         KpNode *n = g->nodes[k];
         KpValue *v = n->out;
-        if (v == g->output) {
+        if (n->phase == KP_PHASE_UPDATE) {
+            v->storage = KP_STORE_PARAM;
+            if (kp_node_infer_shape(g, n, d))   /* now [trainable_floats] */
+                return -1;
+        } else if (v->role == KP_ROLE_GRAD) {
+            assert(v->grad_of && v->grad_of->storage == KP_STORE_PARAM);
+            v->storage = KP_STORE_GRAD;
+            v->offset = v->grad_of->offset;
+        } else if (v == g->d_input) {
+            v->storage = KP_STORE_DX;
+        } else if (v == g->output && !g->training) {
             v->storage = KP_STORE_OUTPUT;
         } else if (is_view[n->op]) {
             assert(n->in[0]->storage != KP_STORE_NONE);
             v->storage = n->in[0]->storage;
             v->offset = n->in[0]->offset;
         } else {
-            bytes = align_up(bytes, ACT_ALIGN_BYTES);
-            v->storage = KP_STORE_WORKSPACE;
-            v->offset = bytes;
-            bytes += kp_value_numel(v, g->max_batch) * (int64_t)sizeof(float);
+            bytes = place_in_workspace(g, v, bytes);
         }
     }
     g->workspace_bytes = align_up(bytes, ACT_ALIGN_BYTES);

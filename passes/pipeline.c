@@ -2,6 +2,7 @@
  * pipeline.c — the order of the passes, as plain code.
  *
  *   kp_pipeline_infer:  shapes -> verify -> memplan -> verify
+ *   kp_pipeline_train:  shapes -> verify -> autodiff -> verify -> memplan -> verify
  *
  * The verifier runs only with o->verify.  With o->dump_after naming a
  * pass, the graph is printed (IR text, or dot with o->dump_dot) to
@@ -12,7 +13,7 @@
 #include <string.h>
 
 /* Every pass name --dump-after accepts, in pipeline order. */
-static const char *const pass_names[] = {"shapes", "verify", "memplan"};
+static const char *const pass_names[] = {"shapes", "verify", "autodiff", "memplan"};
 enum { NPASS = sizeof pass_names / sizeof pass_names[0] };
 
 void kp_pass_opts_init(KpPassOpts *o)
@@ -62,6 +63,27 @@ int kp_pipeline_infer(KpGraph *g, const KpPassOpts *o, KpDiag *d)
     Run r = {.o = o};
     kp_fill_uses(g);
     if (run(g, &r, "shapes", kp_pass_shapes, d))
+        return -1;
+    if (o->verify && run(g, &r, "verify", kp_pass_verify, d))
+        return -1;
+    if (run(g, &r, "memplan", kp_pass_memplan, d))
+        return -1;
+    if (o->verify && run(g, &r, "verify", kp_pass_verify, d))
+        return -1;
+    return 0;
+}
+
+int kp_pipeline_train(KpGraph *g, const KpPassOpts *o, KpDiag *d)
+{
+    if (check_dump_after(o, d))
+        return -1;
+    Run r = {.o = o};
+    kp_fill_uses(g);
+    if (run(g, &r, "shapes", kp_pass_shapes, d))
+        return -1;
+    if (o->verify && run(g, &r, "verify", kp_pass_verify, d))
+        return -1;
+    if (run(g, &r, "autodiff", kp_pass_autodiff, d))
         return -1;
     if (o->verify && run(g, &r, "verify", kp_pass_verify, d))
         return -1;

@@ -6,7 +6,9 @@
  * input is the model input, a parameter, or produced by an earlier node);
  * input counts agree with the op table; every value that is read or
  * produced has a shape; producer and users links agree with the nodes;
- * parameter names are unique; the graph has an input and an output.  A
+ * parameter names are unique; the graph has an input and an output; in a
+ * train graph, no node reads a value of a later phase (KpPhase order) and
+ * every gradient names its parameter; only the loss is a scalar.  A
  * failure is a karpc bug, so the message starts "internal error:".
  */
 #include "passes.h"
@@ -45,7 +47,7 @@ static int check_node(const KpGraph *g, const KpNode *n, int k, KpDiag *d)
     if (n->id != k)
         return kp_error(d, "internal error: node %d (%s) has id %d", k, node_label(n), n->id);
     int want = kp_op_nin(n->op);
-    if ((want >= 0 && n->nin != want) || n->nin < 1 || n->nin > KP_MAX_IN)
+    if ((want >= 0 && n->nin != want) || (want < 0 && n->nin < 1) || n->nin > KP_MAX_IN)
         return kp_error(d, "internal error: node %d (%s): %s has %d inputs, the op table says %d",
                         k, node_label(n), op, n->nin, want);
     for (int i = 0; i < n->nin; i++) {
@@ -66,11 +68,14 @@ static int check_node(const KpGraph *g, const KpNode *n, int k, KpDiag *d)
         if (!lists_user(v, n))
             return kp_error(d, "internal error: node %d (%s): missing from the users of %%%d",
                             k, node_label(n), v->id);
+        if (v->producer && v->producer->phase > n->phase)
+            return kp_error(d, "internal error: node %d (%s): reads %%%d of a later phase", k,
+                            node_label(n), v->id);
     }
     if (!value_in_graph(g, n->out) || n->out->producer != n)
         return kp_error(d, "internal error: node %d (%s): its output does not name it as producer",
                         k, node_label(n));
-    if (n->out->rank < 1)
+    if (n->out->rank < 1 && n->out != g->loss_value)
         return kp_error(d, "internal error: node %d (%s): output %%%d has no shape", k,
                         node_label(n), n->out->id);
     return 0;
@@ -85,6 +90,9 @@ static int check_value(const KpGraph *g, const KpValue *v, KpDiag *d)
     if (v->producer && (v->producer->id < 0 || v->producer->id >= g->nnodes ||
                         g->nodes[v->producer->id] != v->producer || v->producer->out != v))
         return kp_error(d, "internal error: %%%d names a producer that is not its node", v->id);
+    if (v->role == KP_ROLE_GRAD && (!v->grad_of || !value_in_graph(g, v->grad_of) ||
+                                    v->grad_of->role != KP_ROLE_PARAM || !v->producer))
+        return kp_error(d, "internal error: gradient %%%d names no parameter", v->id);
     if (v->role != KP_ROLE_PARAM)
         return 0;
     if (!v->name)
