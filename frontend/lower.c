@@ -15,7 +15,13 @@
  *
  * Initializers: weights and biases default to PyTorch's U(+-1/sqrt(fan_in))
  * with the weight's fan_in; a layer's "init" (he, xavier, zeros) sets the
- * weight's initializer and zeroes the bias, as Keras does.
+ * weight's initializer and zeroes the bias, as Keras does.  Batchnorm's
+ * running statistics are frozen parameters: the optimizer leaves them.
+ *
+ * Training mode (g->training set by the caller) lowers to the same nodes
+ * for now; autodiff then builds the train graph on them.  Issue 4 makes
+ * the two modes differ: dropout masks (not a view) and batchnorm uses the
+ * batch statistics and updates the running ones.
  */
 #include "spec.h"
 
@@ -98,6 +104,7 @@ static int params_batchnorm(Lower *L, const KpLayerSpec *l, const KpValue *x, Kp
         out[i] = param(L, l, bn[i].suffix, 1, (int64_t[]){c}, bn[i].init, 0, 0);
         if (!out[i])
             return -1;
+        out[i]->frozen = i >= 2;
     }
     return 4;
 }
@@ -320,6 +327,8 @@ int kp_frontend_lower(const KpModelSpec *s, KpGraph *g, KpDiag *d)
     g->seed = s->seed;
     g->loss = kp_loss_name(s->loss);
     g->optimizer = kp_optim_name(s->optimizer);
+    g->optim = (KpOptimHyper){.lr = s->lr, .weight_decay = s->weight_decay, .beta = s->beta,
+                              .beta1 = s->beta1, .beta2 = s->beta2, .eps = s->eps};
     assert(s->input_rank >= 1 && s->input_rank < KP_MAX_RANK);
     int64_t dims[KP_MAX_RANK] = {KP_DIM_N};
     for (int i = 0; i < s->input_rank; i++)
