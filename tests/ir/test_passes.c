@@ -429,7 +429,7 @@ START_TEST(pipeline_dump_after)
     free(ir);
     opts.dump_after = "fusion";
     ck_assert_int_eq(kp_pipeline_infer(g, &opts, &d), -1);
-    ck_assert_str_eq(d.msg, "--dump-after: unknown pass 'fusion' (passes: shapes, verify, memplan)");
+    ck_assert_str_eq(d.msg, "--dump-after: unknown pass 'fusion' (passes: shapes, verify, autodiff, memplan)");
 }
 END_TEST
 
