@@ -195,7 +195,9 @@ void kp_data_free(KpDataset *ds)
 {
     free(ds->x);
     free(ds->labels);
+    free(ds->targets);
     ds->x = NULL;
     ds->labels = NULL;
+    ds->targets = NULL;
     ds->count = 0;
 }
