@@ -29,8 +29,8 @@ static void set_params(karp_model *m)
     memcpy(m->params + 16, b, sizeof b);
 }
 
-static const float X[6] = {1, 0, 0, 1, 1, 1};
-static const float T[4] = {1, 2, 3, 4};
+static const float X[12] = {1, 0, 0, 1, 1, 1, 0.5f, -1, 2, 3, 0, -2};
+static const float T[8] = {1, 2, 3, 4, -1, 0.5f, 2, 2};
 
 START_TEST(test_info_and_params)
 {
@@ -107,7 +107,7 @@ START_TEST(test_forward_backward_apply)
     karp_model *m = open_trainee(0);
     set_params(m);
     float x[6];
-    memcpy(x, X, sizeof x);
+    memcpy(x, X, sizeof x); /* the first 2 samples */
     float y[4];
     ck_assert_int_eq(karp_forward(m, x, 2, y), 0);
     ck_assert_float_eq(y[0], 1.5f);
