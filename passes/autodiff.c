@@ -106,8 +106,10 @@ static KpValue *gradient_of(AD *ad, const KpValue *v, bool *failed)
     Contrib *c = ad->head[v->id];
     if (!c)
         return NULL;
+    /* Sums are named after the layer whose output (or parameter) they are
+     * the gradient of. */
     KpNode input_place = {.name = "input", .where = "input"};
-    const KpNode *at = c->v->producer ? c->v->producer : v->producer ? v->producer : &input_place;
+    const KpNode *at = v->producer ? v->producer : v == ad->g->input ? &input_place : c->v->producer;
     KpValue *acc = c->v;
     for (c = c->next; c;) {
         KpValue *in[KP_MAX_IN] = {acc};

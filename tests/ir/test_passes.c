@@ -436,6 +436,8 @@ END_TEST
 /* --- golden IR dumps ----------------------------------------------------- */
 
 static const char *const golden[] = {"mlp", "cnn", "residual"};
+/* Train graphs: <name>.json through kp_pipeline_train, into <name>_train.ir. */
+static const char *const golden_train[] = {"mlp", "fashion_mlp", "noloss"};
 
 static char *read_all(const char *path)
 {
@@ -452,16 +454,20 @@ static char *read_all(const char *path)
     return s;
 }
 
-START_TEST(golden_ir)
+static void check_golden(const char *name, bool train)
 {
     char json[512], expect_path[512];
-    snprintf(json, sizeof json, "%s/tests/ir/golden/%s.json", KARP_SOURCE_DIR, golden[_i]);
-    snprintf(expect_path, sizeof expect_path, "%s/tests/ir/golden/%s.ir", KARP_SOURCE_DIR,
-             golden[_i]);
+    snprintf(json, sizeof json, "%s/tests/ir/golden/%s.json", KARP_SOURCE_DIR, name);
+    snprintf(expect_path, sizeof expect_path, "%s/tests/ir/golden/%s%s.ir", KARP_SOURCE_DIR,
+             name, train ? "_train" : "");
     KpModelSpec *s = NULL;
     ck_assert_msg(kp_frontend_parse_file(json, &A, &s, &d) == 0, "parse: %s", d.msg);
+    g->training = train;
     lower_ok(s);
-    ck_assert_msg(kp_pipeline_infer(g, &opts, &d) == 0, "pipeline: %s", d.msg);
+    if (train)
+        ck_assert_msg(kp_pipeline_train(g, &opts, &d) == 0, "pipeline: %s", d.msg);
+    else
+        ck_assert_msg(kp_pipeline_infer(g, &opts, &d) == 0, "pipeline: %s", d.msg);
     char *got = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&got, &len);
@@ -479,6 +485,17 @@ START_TEST(golden_ir)
     ck_assert_msg(strcmp(got, want) == 0, "%s differs from the IR printed:\n%s", expect_path, got);
     free(want);
     free(got);
+}
+
+START_TEST(golden_ir)
+{
+    check_golden(golden[_i], false);
+}
+END_TEST
+
+START_TEST(golden_train_ir)
+{
+    check_golden(golden_train[_i], true);
 }
 END_TEST
 
@@ -513,6 +530,7 @@ static Suite *passes_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, pipeline_dump_after);
     tcase_add_loop_test(tc, golden_ir, 0, (int)(sizeof golden / sizeof golden[0]));
+    tcase_add_loop_test(tc, golden_train_ir, 0, (int)(sizeof golden_train / sizeof golden_train[0]));
     suite_add_tcase(s, tc);
     return s;
 }
