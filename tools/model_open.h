@@ -1,0 +1,44 @@
+/*
+ * model_open.h — a model for `karpc train` and `karpc eval`, from a model
+ * file (JIT-compiled in-process) or a shared library written by karpc,
+ * and its data prepared the way the model file says.
+ */
+#ifndef KP_MODEL_OPEN_H
+#define KP_MODEL_OPEN_H
+
+#include <stdint.h>
+
+#include "../runtime/data.h"
+#include "karp.h"
+
+/* model.json (any path ending in .json): karp_compile with max_batch (0:
+ * the model's); anything else: karp_open.  NULL with the reason in *err. */
+karp_model *kp_cli_open_model(const char *path, long max_batch, karp_error *err);
+
+/* The defaults a model gives `karpc train`: its "train" section's epochs
+ * (0 when absent, and always for a model.so, whose descriptor does not
+ * carry it) and its seed. */
+typedef struct KpTrainDefaults {
+    long epochs;
+    uint64_t seed;
+    int nmean, nstd;        /* train.normalize (0: none) */
+    float mean[16], std[16];
+} KpTrainDefaults;
+
+/* Fill *d for model m opened from path; 0, or -1 with the model file's
+ * diagnostic in *err. */
+int kp_cli_train_defaults(const char *path, const karp_model *m, KpTrainDefaults *d,
+                          karp_error *err);
+
+/* What both train and eval start with: threads (0: the default), the
+ * model (kp_cli_open_model), its info and its train defaults.  0, or -1
+ * reported; *m (the caller's to close) may be set even then. */
+int kp_cli_model_start(const char *path, long max_batch, long threads, karp_model **m,
+                       karp_info *info, KpTrainDefaults *d);
+
+/* Split "train" or "test" of the --data spec, normalized as d says, its
+ * samples checked against the model's input size.  0, or -1 reported. */
+int kp_cli_open_data(const char *spec, const char *split, const KpTrainDefaults *d,
+                     const karp_info *info, const char *model, KpDataset *ds);
+
+#endif
