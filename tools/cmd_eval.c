@@ -1,6 +1,7 @@
 /*
  * karpc eval model.json|model.so --data ... — run a model over the test
- * split of a dataset: a few predictions, accuracy, and inference
+ * split of a dataset: a few predictions, the test loss and accuracy (the
+ * same text as `karpc train`'s epoch line ends with), and inference
  * throughput.
  */
 #include <stdio.h>
@@ -10,7 +11,9 @@
 #include "../runtime/data.h"
 #include "cli.h"
 #include "karp.h"
-#include "karpc.h"
+#include "metrics.h"
+#include "model_open.h"
+#include "options.h"
 
 static const char *const fashion_classes[10] = {
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -28,105 +31,48 @@ static int parse_args(int argc, char **argv, EvalArgs *a)
 {
     memset(a, 0, sizeof *a);
     a->show = 5;
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(s, "--data") == 0 && v) {
-            a->data = v;
-            i++;
-        } else if (strcmp(s, "--load") == 0 && v) {
-            a->load = v;
-            i++;
-        } else if (strcmp(s, "--batch") == 0) {
-            if (kp_cli_int("--batch", v, 1, 65536, &a->batch))
-                return 1;
-            i++;
-        } else if (strcmp(s, "--threads") == 0) {
-            if (kp_cli_int("--threads", v, 1, 1024, &a->threads))
-                return 1;
-            i++;
-        } else if (strcmp(s, "--show") == 0) {
-            if (kp_cli_int("--show", v, 0, 1000, &a->show))
-                return 1;
-            i++;
-        } else if (s[0] == '-') {
-            return kp_cli_fail("eval: unknown option or missing value '%s'", s);
-        } else if (!a->model) {
-            a->model = s;
-        } else {
-            return kp_cli_fail("eval: one model at a time: '%s' and '%s'", a->model, s);
-        }
-    }
-    if (!a->model)
-        return kp_cli_fail("eval: no model given (model.json or model.so)");
-    if (!a->data)
-        return kp_cli_fail("eval: --data is required (e.g. --data fashion-mnist)");
-    return 0;
-}
-
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-static karp_model *open_model(const EvalArgs *a, karp_error *err)
-{
-    if (ends_with(a->model, ".json")) {
-        karp_compile_options o;
-        karp_compile_options_init(&o);
-        o.max_batch = (int)a->batch;
-        return karp_compile(a->model, &o, err);
-    }
-    return karp_open(a->model, err);
-}
-
-static int argmax(const float *v, int64_t n)
-{
-    int best = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = (int)i;
-    return best;
+    const KpOption opts[] = {
+        {"--load", &a->load, NULL, 0, 0, NULL},
+        {"--batch", NULL, &a->batch, 1, 65536, NULL},
+        {"--threads", NULL, &a->threads, 1, 1024, NULL},
+        {"--show", NULL, &a->show, 0, 1000, NULL},
+    };
+    return kp_cli_options("eval", argc, argv, opts, sizeof opts / sizeof opts[0], &a->model,
+                          &a->data);
 }
 
 static int run(karp_model *m, const karp_info *info, const KpDataset *ds, const EvalArgs *a)
 {
     int64_t batch = a->batch && a->batch < info->max_batch ? a->batch : info->max_batch;
-    float *y = malloc((size_t)(ds->count * info->output_size) * sizeof(float));
-    if (!y)
+    KpTask task;
+    char msg[512];
+    if (kp_cli_task_init(&task, info, ds, msg, sizeof msg) != 0)
+        return kp_cli_fail("%s with --data %s: %s", a->model, a->data, msg);
+    int32_t *pred = malloc((size_t)ds->count * sizeof *pred);
+    if (!pred)
         return kp_cli_fail("out of memory");
-    double t0 = kp_cli_now();
-    for (int64_t i = 0; i < ds->count; i += batch) {
-        int64_t n = ds->count - i < batch ? ds->count - i : batch;
-        if (karp_infer(m, ds->x + i * ds->sample_size, n, y + i * info->output_size) != 0) {
-            free(y);
-            return kp_cli_fail("%s", karp_last_error());
-        }
+    KpTestResult r;
+    if (kp_cli_test(m, &task, ds, batch, pred, &r) != 0) {
+        free(pred);
+        return 1;
     }
-    double secs = kp_cli_now() - t0;
-
-    int64_t correct = 0;
     int named = info->output_size == 10 && strstr(a->data, "fashion") != NULL;
-    for (int64_t i = 0; i < ds->count; i++) {
-        int p = argmax(y + i * info->output_size, info->output_size);
-        correct += p == ds->labels[i];
-        if (i < a->show) {
-            if (named)
-                printf("image %lld: predicted %-11s (class %d), label %-11s (class %d)\n",
-                       (long long)i, fashion_classes[p], p, fashion_classes[ds->labels[i]],
-                       ds->labels[i]);
-            else
-                printf("image %lld: predicted class %d, label %d\n", (long long)i, p,
-                       ds->labels[i]);
-        }
+    for (int64_t i = 0; ds->labels && i < a->show && i < ds->count; i++) {
+        int p = pred[i];
+        if (named)
+            printf("image %lld: predicted %-11s (class %d), label %-11s (class %d)\n",
+                   (long long)i, fashion_classes[p], p, fashion_classes[ds->labels[i]],
+                   ds->labels[i]);
+        else
+            printf("image %lld: predicted class %d, label %d\n", (long long)i, p, ds->labels[i]);
     }
-    printf("%s: %lld test images, accuracy %.2f%%%s\n", info->name, (long long)ds->count,
-           100.0 * (double)correct / (double)ds->count,
+    char test[96];
+    kp_cli_format_test(test, sizeof test, &r);
+    printf("%s: %lld test samples, %s%s\n", info->name, (long long)ds->count, test,
            a->load ? "" : " (untrained weights from the model's seed)");
-    printf("inference: %.0f images/s at batch %lld (%.3f s)\n", (double)ds->count / secs,
-           (long long)batch, secs);
-    free(y);
+    printf("inference: %.0f samples/s at batch %lld (%.3f s)\n", (double)ds->count / r.seconds,
+           (long long)batch, r.seconds);
+    free(pred);
     return 0;
 }
 
@@ -136,26 +82,17 @@ int kp_cmd_eval(int argc, char **argv)
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc;
-    if (a.threads && karp_set_threads((int)a.threads) != 0)
-        return kp_cli_fail("%s", karp_last_error());
-
-    karp_error err = {0};
-    char images[4096], labels[4096];
-    if (kp_data_idx_paths(a.data, "t10k", images, labels, sizeof images, &err) != 0)
-        return kp_cli_fail("%s", err.message);
-    karp_model *m = open_model(&a, &err);
-    if (!m)
-        return kp_cli_fail("%s", err.message);
+    karp_model *m;
     karp_info info;
+    KpTrainDefaults d;
     KpDataset ds = {0};
-    rc = karp_model_info(m, &info);
+    /* csv:FILE without a test file: evaluate on FILE */
+    const char *split = kp_data_has_test(a.data) ? "test" : "train";
+    rc = kp_cli_model_start(a.model, a.batch, a.threads, &m, &info, &d) ? 1 : 0;
     if (rc == 0 && a.load && karp_load(m, a.load) != 0)
         rc = kp_cli_fail("%s", karp_last_error());
-    if (rc == 0 && kp_data_load_idx(images, labels, &ds, &err) != 0)
-        rc = kp_cli_fail("%s", err.message);
-    if (rc == 0 && ds.sample_size != info.input_size)
-        rc = kp_cli_fail("%s takes %lld floats per sample, %s has %lld", a.model,
-                         (long long)info.input_size, images, (long long)ds.sample_size);
+    if (rc == 0 && kp_cli_open_data(a.data, split, &d, &info, a.model, &ds) != 0)
+        rc = 1;
     if (rc == 0)
         rc = run(m, &info, &ds, &a);
     kp_data_free(&ds);

@@ -1,4 +1,4 @@
-/* karpc — compile a model file to native code, or evaluate a model. */
+/* karpc — compile a model file to native code, train it, or evaluate it. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,8 +13,12 @@ static const char usage[] =
     "usage: karpc model.json -o model.so [--header model.h] [-O0..3]\n"
     "             [--emit=ir|dot|llvm|asm|obj] [--dump-after=PASS] [--no-fuse] [--no-layout]\n"
     "             [--target-cpu=CPU] [--target-features=+f,-g] [--batch N] [--stats]\n"
-    "       karpc eval model.json|model.so --data fashion-mnist|fashion-mnist:DIR|mnist:DIR\n"
-    "             [--load ckpt.safetensors] [--batch N] [--threads N] [--show K]\n"
+    "       karpc train model.json|model.so --data SPEC [--epochs N] [--batch N] [--threads N]\n"
+    "             [--save ckpt.safetensors] [--load ckpt.safetensors] [--log log.csv]\n"
+    "             [--plot loss.svg] [--seed N]\n"
+    "       karpc eval model.json|model.so --data SPEC [--load ckpt.safetensors] [--batch N]\n"
+    "             [--threads N] [--show K]\n"
+    "       SPEC: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, csv:FILE\n"
     "       karpc --version\n";
 
 int kp_cli_fail(const char *fmt, ...)
@@ -42,6 +46,21 @@ int kp_cli_int(const char *opt, const char *s, long lo, long hi, long *out)
     return 0;
 }
 
+const char *kp_cli_take(int argc, char **argv, int *i, const char *name, int *missing)
+{
+    size_t n = strlen(name);
+    const char *arg = argv[*i];
+    if (strncmp(arg, name, n) == 0 && arg[n] == '=')
+        return arg + n + 1;
+    if (strcmp(arg, name) != 0)
+        return NULL;
+    if (*i + 1 < argc)
+        return argv[++*i];
+    *missing = 1;
+    kp_cli_fail("%s needs a value", name);
+    return NULL;
+}
+
 double kp_cli_now(void)
 {
     struct timespec ts;
@@ -65,5 +84,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "eval") == 0)
         return kp_cmd_eval(argc - 1, argv + 1);
+    if (strcmp(argv[1], "train") == 0)
+        return kp_cmd_train(argc - 1, argv + 1);
     return kp_cmd_compile(argc, argv);
 }

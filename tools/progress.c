@@ -3,7 +3,7 @@
  * place ("\r", then ESC[2K to clear it), cut to the terminal's width so it
  * never wraps:
  *
- *   epoch 2/5 [=========>          ] 469/938  loss 0.4123  acc 85.20%  52000 samples/s  eta 0:04
+ *   epoch 2/5 [=========>          ] 469/938  loss 0.4123  acc 85.20%  52000/s  eta 0:04
  *
  * Elsewhere (a pipe, a log file) a plain line about every tenth of the
  * epoch and at its end.
@@ -16,8 +16,6 @@
 #include <unistd.h>
 
 #include "cli.h"
-
-enum { BAR = 24 };
 
 void kp_cli_progress_init(KpProgress *p, int tty)
 {
@@ -45,28 +43,34 @@ static int term_width(void)
     return 80;
 }
 
-/* "loss 0.4123  acc 85.20%  52000 samples/s" */
-static int stats(char *buf, size_t cap, double loss, double acc, double rate)
+/* "loss 0.4123  acc 85.20%  52000/s" (samples per second) */
+static int stats(char *buf, size_t cap, double loss, double acc, double rate, const char *unit)
 {
     int n = snprintf(buf, cap, "loss %.4f", loss);
     if (acc >= 0)
         n += snprintf(buf + n, cap - (size_t)n, "  acc %.2f%%", acc);
-    n += snprintf(buf + n, cap - (size_t)n, "  %.0f samples/s", rate);
+    n += snprintf(buf + n, cap - (size_t)n, "  %.0f%s%s", rate, unit[0] == '/' ? "" : " ", unit);
     return n;
 }
 
+/* The bar takes the width the text leaves (8 to 30 cells). */
 static void draw_bar(KpProgress *p, int64_t step, const char *st, double eta)
 {
-    char bar[BAR + 1];
-    int fill = (int)(BAR * step / (p->steps ? p->steps : 1));
-    for (int i = 0; i < BAR; i++)
-        bar[i] = i < fill ? '=' : i == fill ? '>' : ' ';
-    bar[BAR] = '\0';
-    char line[512];
+    char head[64], tail[256];
     int secs = (int)(eta + 0.5);
-    snprintf(line, sizeof line, "epoch %d/%d [%s] %lld/%lld  %s  eta %d:%02d", p->epoch, p->epochs,
-             bar, (long long)step, (long long)p->steps, st, secs / 60, secs % 60);
+    snprintf(head, sizeof head, "epoch %d/%d ", p->epoch, p->epochs);
+    snprintf(tail, sizeof tail, " %lld/%lld  %s  eta %d:%02d", (long long)step,
+             (long long)p->steps, st, secs / 60, secs % 60);
     int w = term_width() - 1;
+    int cells = w - (int)strlen(head) - (int)strlen(tail) - 2;
+    cells = cells < 8 ? 8 : cells > 30 ? 30 : cells;
+    char bar[32];
+    int fill = (int)(cells * step / (p->steps ? p->steps : 1));
+    for (int i = 0; i < cells; i++)
+        bar[i] = i < fill ? '=' : i == fill ? '>' : ' ';
+    bar[cells] = '\0';
+    char line[512];
+    snprintf(line, sizeof line, "%s[%s]%s", head, bar, tail);
     if ((int)strlen(line) > w)
         line[w] = '\0';
     fprintf(stderr, "\r\033[2K%s", line);
@@ -84,7 +88,7 @@ void kp_cli_progress_step(KpProgress *p, int64_t step, double loss, double acc, 
     int64_t done = step - p->first;
     double eta = done > 0 ? elapsed / (double)done * (double)(p->steps - step) : 0;
     char st[128];
-    stats(st, sizeof st, loss, acc, rate);
+    stats(st, sizeof st, loss, acc, rate, p->tty ? "/s" : "samples/s");
     if (p->tty) {
         draw_bar(p, step, st, eta);
         p->last_draw = now;

@@ -5,6 +5,7 @@
 #include "train_log.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,10 +36,11 @@ void kp_cli_history_free(KpHistory *h)
     memset(h, 0, sizeof *h);
 }
 
-static void put_acc(FILE *f, double acc)
+/* A missing value (an accuracy < 0, no test loss: NAN) is an empty field. */
+static void put(FILE *f, double v, int decimals)
 {
-    if (acc >= 0)
-        fprintf(f, "%.2f", acc);
+    if (v >= 0)
+        fprintf(f, "%.*f", decimals, v);
 }
 
 int kp_cli_log_write(const char *path, const KpHistory *h)
@@ -50,20 +52,22 @@ int kp_cli_log_write(const char *path, const KpHistory *h)
     for (int i = 0; i < h->n; i++) {
         const KpEpochStats *s = &h->e[i];
         fprintf(af.f, "%d,%.4f,", s->epoch, s->train_loss);
-        put_acc(af.f, s->train_acc);
-        fprintf(af.f, ",%.4f,", s->test_loss);
-        put_acc(af.f, s->test_acc);
+        put(af.f, s->train_acc, 2);
+        fputc(',', af.f);
+        put(af.f, s->test_loss, 4);
+        fputc(',', af.f);
+        put(af.f, s->test_acc, 2);
         fprintf(af.f, ",%.0f,%.3f\n", s->samples_per_s, s->seconds);
     }
     return kp_cli_atomic_commit(&af);
 }
 
-/* One field of a row: a number, or empty (-1) for an accuracy. */
+/* One field of a row: a number, or empty (NAN) where a value may be missing. */
 static int field(char **p, double *v, int may_be_empty)
 {
     char *end;
     if (may_be_empty && (**p == ',' || **p == '\n' || **p == '\0')) {
-        *v = -1;
+        *v = NAN;
         end = *p;
     } else {
         errno = 0;
@@ -82,7 +86,7 @@ static int parse_row(char *line, KpEpochStats *s)
     char *p = line;
     double epoch;
     if (field(&p, &epoch, 0) || field(&p, &s->train_loss, 0) || field(&p, &s->train_acc, 1) ||
-        field(&p, &s->test_loss, 0) || field(&p, &s->test_acc, 1) ||
+        field(&p, &s->test_loss, 1) || field(&p, &s->test_acc, 1) ||
         field(&p, &s->samples_per_s, 0) || field(&p, &s->seconds, 0))
         return -1;
     if (epoch < 1 || epoch > 1e6 || *p != '\0')

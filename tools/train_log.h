@@ -9,7 +9,7 @@ typedef struct KpEpochStats {
     int epoch;                 /* 1-based */
     double train_loss;
     double train_acc;          /* percent; < 0: no accuracy for this model */
-    double test_loss;
+    double test_loss;          /* NAN: no test split */
     double test_acc;           /* percent; < 0: no accuracy */
     double samples_per_s;      /* training steps only, not the test pass */
     double seconds;            /* the whole epoch, test pass included */
@@ -29,7 +29,7 @@ void kp_cli_history_free(KpHistory *h);
  * "epoch,train_loss,train_acc,test_loss,test_acc,samples_per_s,seconds"
  * and one row per epoch, losses with 4 decimals and accuracies in percent
  * with 2 (the digits the epoch line prints), an empty field for a missing
- * accuracy.  0, or -1 reported. */
+ * value.  0, or -1 reported. */
 int kp_cli_log_write(const char *path, const KpHistory *h);
 
 /* For a resumed run: the rows of an earlier --log file with epoch <=
