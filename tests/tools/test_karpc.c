@@ -172,8 +172,9 @@ START_TEST(eval_on_idx)
     KpRun r = kp_test_run("%s eval %s --data mnist:%s --show 3 --batch 16", KARPC_EXE, MODEL, dir);
     ck_assert_msg(r.status == 0, "%s", r.err);
     ck_assert_ptr_nonnull(strstr(r.out, "image 2: predicted class"));
-    ck_assert_ptr_nonnull(strstr(r.out, "fashion_mlp: 100 test images, accuracy"));
-    ck_assert_ptr_nonnull(strstr(r.out, "images/s at batch 16"));
+    ck_assert_ptr_nonnull(strstr(r.out, "fashion_mlp: 100 test samples, test loss "));
+    ck_assert_ptr_nonnull(strstr(r.out, " acc "));
+    ck_assert_ptr_nonnull(strstr(r.out, "samples/s at batch 16"));
     kp_test_run_free(&r);
 
     /* Truncated labels: the file and the byte offset. */
@@ -211,7 +212,9 @@ START_TEST(eval_on_idx)
     r = kp_test_run("%s eval %s --data cifar:%s", KARPC_EXE, MODEL, dir);
     line = kp_test_first_line(r.err);
     snprintf(msg, sizeof msg,
-             "karpc: --data cifar:%s: expected fashion-mnist, fashion-mnist:DIR or mnist:DIR", dir);
+             "karpc: --data cifar:%s: expected fashion-mnist, fashion-mnist:DIR, mnist:DIR, "
+             "cifar10:DIR or csv:TRAIN.csv[:TEST.csv]",
+             dir);
     ck_assert_str_eq(line, msg);
     free(line);
     kp_test_run_free(&r);
