@@ -363,10 +363,14 @@ int kp_cmd_train(int argc, char **argv)
         printf("%s: %ld epochs done already (--epochs %ld counts them all)\n", a.load,
                t.start_epoch, t.epochs);
     } else if (rc == 0) {
-        fprintf(stderr, "training %s: %lld samples, %lld batches of %lld, epochs %ld to %ld, seed %llu; "
-                        "%lld test samples\n",
+        fprintf(stderr,
+                "training %s: %lld samples, %lld batches of %lld, epochs %ld to %ld, seed %llu; ",
                 t.info.name, (long long)t.train.count, (long long)t.steps, (long long)t.batch,
-                t.start_epoch + 1, t.epochs, (unsigned long long)t.seed, (long long)t.test.count);
+                t.start_epoch + 1, t.epochs, (unsigned long long)t.seed);
+        if (t.has_test)
+            fprintf(stderr, "%lld test samples\n", (long long)t.test.count);
+        else
+            fputs("no test split\n", stderr);
         rc = train(&t);
     }
     release(&t);
