@@ -23,7 +23,7 @@ int kp_cli_atomic_open(KpAtomicFile *af, const char *path)
     snprintf(af->tmp, n, "%s.tmp.%ld", path, (long)getpid());
     af->f = fopen(af->tmp, "w");
     if (!af->f) {
-        kp_cli_fail("%s: cannot write: %s", af->tmp, strerror(errno));
+        kp_cli_fail("%s: cannot write: %s", path, strerror(errno));
         free(af->tmp);
         af->tmp = NULL;
         return -1;

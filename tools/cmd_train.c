@@ -162,6 +162,16 @@ static int save(Trainer *t, long epochs_done, int64_t batches)
     return 0;
 }
 
+/* --log and --plot from the history. */
+static int write_history(const Trainer *t)
+{
+    if (t->a->log && kp_cli_log_write(t->a->log, &t->hist) != 0)
+        return 1;
+    if (t->a->plot && kp_cli_plot_write(t->a->plot, t->info.name, &t->hist) != 0)
+        return 1;
+    return 0;
+}
+
 static int epoch_end(Trainer *t, long e, const EpochSums *s, double t0, double train_secs)
 {
     KpTestResult r = {.loss = NAN, .acc = -1};
@@ -185,11 +195,7 @@ static int epoch_end(Trainer *t, long e, const EpochSums *s, double t0, double t
         printf(" acc %.2f%%", st.train_acc);
     printf(" | %s | %.0f samples/s, %.1f s\n", test, st.samples_per_s, st.seconds);
     fflush(stdout);
-    if (kp_cli_history_add(&t->hist, &st) != 0)
-        return 1;
-    if (t->a->log && kp_cli_log_write(t->a->log, &t->hist) != 0)
-        return 1;
-    if (t->a->plot && kp_cli_plot_write(t->a->plot, t->info.name, &t->hist) != 0)
+    if (kp_cli_history_add(&t->hist, &st) != 0 || write_history(t) != 0)
         return 1;
     return save(t, e + 1, 0);
 }
@@ -334,7 +340,8 @@ static int setup(Trainer *t)
         return kp_cli_fail("out of memory");
     if (a->log && t->start_epoch > 0 && kp_cli_log_read(a->log, (int)t->start_epoch, &t->hist) != 0)
         return 1;
-    return 0;
+    /* Written now, so that a path that cannot be written fails before training. */
+    return write_history(t);
 }
 
 static void release(Trainer *t)
