@@ -2,11 +2,18 @@
  * emit.h — the emitters' interface (internal to backend/).
  *
  * codegen.c makes one LLVM function per node,
- *     internal void <op>_<id>(ptr noalias in0, ..., ptr noalias out, i64 n)
+ *     internal void <graph>.node<id>.<op>(ptr noalias in0, ..., ptr noalias out, i64 n)
  * positions the builder in its entry block and calls the node's emitter
  * (the emit column of ir/ops.def).  The emitter appends the body; the core
  * closes it with `ret void`.  Pointers that may overlap (an in-place
  * planned value) are not marked noalias.
+ *
+ * Two kinds of node differ from that shape:
+ *   - a node whose output is a parameter gradient (KP_STORE_GRAD) must add
+ *     its result into the output (e->accumulate is set);
+ *   - a node without inputs (the optimizer updates) gets
+ *         (ptr params, ptr grads, ptr opt, i64 step)
+ *     as ptr_arg[0..2] and e->n = step (the slabs of karp_abi.h).
  *
  * Helpers build the usual shapes of code: counted loops, parallel loops
  * through krt_parallel_for, splat constants, masked vector loads, tree
@@ -36,7 +43,8 @@ typedef struct KpEmit {
     int nptr;                   /* inputs, then the output */
     LLVMValueRef ptr_arg[KP_MAX_IN + 1];
     int noalias[KP_MAX_IN + 1];
-    LLVMValueRef n;             /* the batch, i64 */
+    LLVMValueRef n;             /* the batch, i64 (the step for an update node) */
+    int accumulate;             /* the output is a gradient slot: add into it */
 } KpEmit;
 
 /* Types, krt_parallel_for's declaration and a builder for emitting into
@@ -44,7 +52,7 @@ typedef struct KpEmit {
 void kp_emit_init(KpEmit *e, LLVMContextRef ctx, LLVMModuleRef mod, const KpGraph *g, int vw);
 
 /* Emitters, one per row of ops.def (a name may serve several rows). */
-#define O(op, kind, nin, shape, interp, emit) int emit(KpEmit *e, const KpNode *n, KpDiag *d);
+#define O(op, kind, nin, shape, interp, emit, grad) int emit(KpEmit *e, const KpNode *n, KpDiag *d);
 #include "../ir/ops.def"
 #undef O
 
@@ -113,6 +121,22 @@ LLVMValueRef kp_reduce_max(KpEmit *e, LLVMValueRef v);
 LLVMValueRef kp_emit_exp(KpEmit *e, LLVMValueRef x);
 LLVMValueRef kp_emit_tanh(KpEmit *e, LLVMValueRef x);
 LLVMValueRef kp_emit_sigmoid(KpEmit *e, LLVMValueRef x);
+/* ln x and ln(1 + x), the same way: -inf at 0 (and ln(1+x) at -1), NaN
+ * below, +inf at +inf; subnormals handled; about 1-2 ulp. */
+LLVMValueRef kp_emit_log(KpEmit *e, LLVMValueRef x);
+LLVMValueRef kp_emit_log1p(KpEmit *e, LLVMValueRef x);
+
+/* --- elementwise maps (emit_map.c) ---------------------------------------- */
+/* out[i] = f(in0[i], ..., in<k-1>[i]) over the n * size floats of the
+ * node's output, k = n->nin, every input f32 shaped like the output; with
+ * e->accumulate, out[i] += f(...).  f gets the loaded inputs (all floats
+ * or all <vw x float>) and builds the result of the same type.  Chunks of
+ * elements in parallel; each element computed alone, so the result does
+ * not depend on the thread count. */
+typedef LLVMValueRef (*KpMapFn)(KpEmit *e, const LLVMValueRef *x, const KpNode *n);
+int kp_emit_map(KpEmit *e, const KpNode *n, KpMapFn f);
+/* The float (f32) value of an i64 count, splatted to ty if ty is a vector. */
+LLVMValueRef kp_count_f32(KpEmit *e, LLVMValueRef count, LLVMTypeRef ty);
 
 /* Elements of one sample of v, and of n samples (i64 IR value). */
 LLVMValueRef kp_numel(KpEmit *e, const KpValue *v);

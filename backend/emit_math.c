@@ -11,8 +11,15 @@
  * tanh: a = |x|; a < 0.625: a + a^3 P(a^2) (Cephes tanhf's odd polynomial),
  *       else 1 - 2/(e^{2a} + 1); then the sign of x.
  * sigmoid: 1 / (1 + e^{-x}).
+ * log:  x = m 2^k with m in [sqrt(1/2), sqrt(2)) from the exponent bits
+ *       (subnormals scaled by 2^23 first), ln m = f - f^2/2 + f^3 P(f),
+ *       f = m - 1 (Cephes logf), plus k ln2 in two parts.
+ * log1p: u = 1 + x; ln u * x / (u - 1), which cancels the rounding of
+ *       1 + x (Goldberg's trick); x itself when u rounds to 1.
  * All are about 1-2 ulp against libm over the whole float range.
  */
+#include <math.h>
+
 #include "emit.h"
 
 static LLVMValueRef fmul(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
@@ -96,4 +103,68 @@ LLVMValueRef kp_emit_sigmoid(KpEmit *e, LLVMValueRef x)
     LLVMTypeRef ty = LLVMTypeOf(x);
     LLVMValueRef em = kp_emit_exp(e, LLVMBuildFNeg(e->b, x, ""));
     return LLVMBuildFDiv(e->b, kp_fconst(ty, 1.0), fadd(e, kp_fconst(ty, 1.0), em), "");
+}
+
+static LLVMTypeRef int_like(KpEmit *e, LLVMTypeRef ty)
+{
+    return LLVMGetTypeKind(ty) == LLVMVectorTypeKind ? LLVMVectorType(e->i32, LLVMGetVectorSize(ty))
+                                                     : e->i32;
+}
+
+LLVMValueRef kp_emit_log(KpEmit *e, LLVMValueRef x)
+{
+    LLVMTypeRef ty = LLVMTypeOf(x), ity = int_like(e, ty);
+    /* subnormals: scale into the normals, 23 off the exponent */
+    LLVMValueRef tiny = LLVMBuildFCmp(e->b, LLVMRealOLT, x, kp_fconst(ty, 1.17549435e-38), "");
+    LLVMValueRef xs = LLVMBuildSelect(e->b, tiny, fmul(e, x, kp_fconst(ty, 8388608.0)), x, "");
+    LLVMValueRef kadj = LLVMBuildSelect(e->b, tiny, kp_iconst_like(e, ty, 23), kp_iconst_like(e, ty, 0), "");
+    LLVMValueRef bits = LLVMBuildBitCast(e->b, xs, ity, "");
+    /* m in [0.5, 1), x = m 2^k */
+    LLVMValueRef k = LLVMBuildSub(e->b, LLVMBuildLShr(e->b, bits, kp_iconst_like(e, ty, 23), ""),
+                                  kp_iconst_like(e, ty, 126), "");
+    k = LLVMBuildSub(e->b, k, kadj, "");
+    LLVMValueRef mbits = LLVMBuildOr(e->b, LLVMBuildAnd(e->b, bits, kp_iconst_like(e, ty, 0x007fffff), ""),
+                                     kp_iconst_like(e, ty, 0x3f000000), "");
+    LLVMValueRef m = LLVMBuildBitCast(e->b, mbits, ty, "");
+    /* m < sqrt(1/2): f = 2m - 1, k - 1; else f = m - 1 */
+    LLVMValueRef low = LLVMBuildFCmp(e->b, LLVMRealOLT, m, kp_fconst(ty, 0.707106781186547524), "");
+    LLVMValueRef f = LLVMBuildFSub(e->b, LLVMBuildSelect(e->b, low, fadd(e, m, m), m, ""),
+                                   kp_fconst(ty, 1.0), "");
+    k = LLVMBuildSub(e->b, k, LLVMBuildSelect(e->b, low, kp_iconst_like(e, ty, 1),
+                                              kp_iconst_like(e, ty, 0), ""), "");
+    LLVMValueRef kf = LLVMBuildSIToFP(e->b, k, ty, "");
+
+    static const double c[] = {7.0376836292E-2, -1.1514610310E-1, 1.1676998740E-1,
+                               -1.2420140846E-1, 1.4249322787E-1, -1.6668057665E-1,
+                               2.0000714765E-1, -2.4999993993E-1, 3.3333331174E-1};
+    LLVMValueRef p = kp_fconst(ty, c[0]);
+    for (int i = 1; i < 9; i++)
+        p = kp_fma(e, p, f, kp_fconst(ty, c[i]));
+    LLVMValueRef z = fmul(e, f, f);
+    LLVMValueRef y = fmul(e, fmul(e, p, f), z);
+    y = kp_fma(e, kf, kp_fconst(ty, -2.12194440e-4), y);
+    y = kp_fma(e, z, kp_fconst(ty, -0.5), y);
+    LLVMValueRef r = fadd(e, f, y);
+    r = kp_fma(e, kf, kp_fconst(ty, 0.693359375), r);
+
+    /* 0 -> -inf; below 0 or NaN -> NaN; +inf -> +inf */
+    LLVMValueRef zero = LLVMBuildFCmp(e->b, LLVMRealOEQ, x, kp_fconst(ty, 0.0), "");
+    LLVMValueRef bad = LLVMBuildFCmp(e->b, LLVMRealULT, x, kp_fconst(ty, 0.0), "");
+    LLVMValueRef inf = LLVMBuildFCmp(e->b, LLVMRealOEQ, x, kp_fconst(ty, INFINITY), "");
+    r = LLVMBuildSelect(e->b, inf, x, r, "");
+    r = LLVMBuildSelect(e->b, zero, kp_fconst(ty, -INFINITY), r, "");
+    return LLVMBuildSelect(e->b, bad, kp_fconst(ty, NAN), r, "");
+}
+
+LLVMValueRef kp_emit_log1p(KpEmit *e, LLVMValueRef x)
+{
+    LLVMTypeRef ty = LLVMTypeOf(x);
+    LLVMValueRef u = fadd(e, x, kp_fconst(ty, 1.0));
+    LLVMValueRef um1 = LLVMBuildFSub(e->b, u, kp_fconst(ty, 1.0), "");
+    LLVMValueRef lu = kp_emit_log(e, u);
+    LLVMValueRef r = LLVMBuildFDiv(e->b, fmul(e, lu, x), um1, "");
+    LLVMValueRef exact = LLVMBuildFCmp(e->b, LLVMRealOEQ, um1, kp_fconst(ty, 0.0), "");
+    LLVMValueRef inf = LLVMBuildFCmp(e->b, LLVMRealOEQ, u, kp_fconst(ty, INFINITY), "");
+    r = LLVMBuildSelect(e->b, exact, x, r, "");
+    return LLVMBuildSelect(e->b, inf, u, r, "");
 }

@@ -89,3 +89,64 @@ int emit_softmax(KpEmit *e, const KpNode *n, KpDiag *d)
     kp_emit_parallel(e, "softmax", kp_i64(e, 0), e->n, parallel, softmax_kernel, (void *)n->out);
     return 0;
 }
+
+/* softmax_grad: dy, y [rows, cols] -> dx, per row
+ *     dot = sum_k dy[k] y[k]   (vector lanes, then the fixed tree)
+ *     dx[k] = y[k] (dy[k] - dot) */
+static void softmax_grad_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const KpValue *v = user;
+    LLVMValueRef dy = a->p[0], y = a->p[1], dx = a->p[2];
+    int64_t cols = kp_value_sample_size(v);
+    int64_t kmain = cols - cols % e->vw;
+    int rem = (int)(cols % e->vw);
+    LLVMValueRef vdot = kp_alloca(e, e->vec, "vdot");
+    KpLoop lr, lk;
+    kp_loop_begin(e, &lr, a->begin, a->end, 1, "row");
+    Row row = {NULL, NULL, LLVMBuildNSWMul(e->b, lr.iv, kp_i64(e, cols), "base"), cols};
+
+    LLVMBuildStore(e->b, kp_fconst(e->vec, 0.0), vdot);
+    if (kmain > 0) {
+        kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, kmain), e->vw, "k");
+        LLVMValueRef i = at(e, &row, lk.iv);
+        LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, vdot, "");
+        LLVMBuildStore(e->b, kp_fma(e, kp_load_vec(e, dy, i), kp_load_vec(e, y, i), old), vdot);
+        kp_loop_end(e, &lk);
+    }
+    if (rem > 0) {
+        LLVMValueRef i = at(e, &row, kp_i64(e, kmain));
+        LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, vdot, "");
+        LLVMValueRef p = kp_fma(e, kp_load_vec_masked(e, dy, i, rem, 0.0),
+                                kp_load_vec_masked(e, y, i, rem, 0.0), old);
+        LLVMBuildStore(e->b, p, vdot);
+    }
+    LLVMValueRef dot = kp_splat(e, kp_reduce_add(e, LLVMBuildLoad2(e->b, e->vec, vdot, "")));
+
+    if (kmain > 0) {
+        kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, kmain), e->vw, "k");
+        LLVMValueRef i = at(e, &row, lk.iv);
+        LLVMValueRef r = LLVMBuildFMul(e->b, kp_load_vec(e, y, i),
+                                       LLVMBuildFSub(e->b, kp_load_vec(e, dy, i), dot, ""), "");
+        if (e->accumulate)
+            r = LLVMBuildFAdd(e->b, kp_load_vec(e, dx, i), r, "");
+        kp_store_vec(e, r, dx, i);
+        kp_loop_end(e, &lk);
+    }
+    if (rem > 0) {
+        LLVMValueRef i = at(e, &row, kp_i64(e, kmain));
+        LLVMValueRef r = LLVMBuildFMul(e->b, kp_load_vec_masked(e, y, i, rem, 0.0),
+                                       LLVMBuildFSub(e->b, kp_load_vec_masked(e, dy, i, rem, 0.0), dot, ""), "");
+        if (e->accumulate)
+            r = LLVMBuildFAdd(e->b, kp_load_vec_masked(e, dx, i, rem, 0.0), r, "");
+        kp_store_vec_masked(e, r, dx, i, rem);
+    }
+    kp_loop_end(e, &lr);
+}
+
+int emit_softmax_grad(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    int parallel = e->g->max_batch * kp_value_sample_size(n->out) > 4096;
+    kp_emit_parallel(e, "softmax_grad", kp_i64(e, 0), e->n, parallel, softmax_grad_kernel,
+                     (void *)n->out);
+    return 0;
+}

@@ -1,0 +1,78 @@
+/*
+ * emit_map.c — elementwise maps: out[i] = f(in0[i], ..., in<k-1>[i]) over
+ * the flat n*size elements (activations and their gradients, add, the
+ * elementwise loss gradients).
+ *
+ * Items are chunks of CHUNK elements (a multiple of every vector width);
+ * in a chunk, whole <VW x float> vectors, then a scalar loop for the few
+ * elements left at the very end.  f is written once, for a float or a
+ * vector of floats, so both loops share it.  A gradient slot (KP_STORE_GRAD)
+ * receives out[i] + f(...).
+ */
+#include "emit.h"
+
+enum { CHUNK = 4096 };
+
+typedef struct Map {
+    KpMapFn f;
+    const KpNode *node;
+} Map;
+
+/* f at element i (a vector of vw elements when vec, else one). */
+static void map_at(KpEmit *e, const KpKernelArgs *a, const Map *m, LLVMValueRef i, int vec)
+{
+    const KpNode *n = m->node;
+    LLVMValueRef x[KP_MAX_IN], y = a->p[n->nin];
+    for (int k = 0; k < n->nin; k++)
+        x[k] = vec ? kp_load_vec(e, a->p[k], i)
+                   : LLVMBuildLoad2(e->b, e->f32, kp_gep(e, a->p[k], i), "");
+    LLVMValueRef r = m->f(e, x, n);
+    if (e->accumulate) {
+        LLVMValueRef old = vec ? kp_load_vec(e, y, i) : LLVMBuildLoad2(e->b, e->f32, kp_gep(e, y, i), "");
+        r = LLVMBuildFAdd(e->b, old, r, "");
+    }
+    if (vec)
+        kp_store_vec(e, r, y, i);
+    else
+        LLVMBuildStore(e->b, r, kp_gep(e, y, i));
+}
+
+static void map_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const Map *m = user;
+    LLVMValueRef count = kp_numel(e, m->node->out);
+    KpLoop li, lv, ls;
+    kp_loop_begin(e, &li, a->begin, a->end, 1, "chunk");
+    LLVMValueRef lo = LLVMBuildNSWMul(e->b, li.iv, kp_i64(e, CHUNK), "lo");
+    LLVMValueRef hi = kp_min_i64(e, LLVMBuildNSWAdd(e->b, lo, kp_i64(e, CHUNK), ""), count);
+    LLVMValueRef len = LLVMBuildNSWSub(e->b, hi, lo, "");
+    LLVMValueRef vlen = LLVMBuildAnd(e->b, len, kp_i64(e, ~(int64_t)(e->vw - 1)), "");
+    LLVMValueRef vend = LLVMBuildNSWAdd(e->b, lo, vlen, "vend");
+
+    kp_loop_begin(e, &lv, lo, vend, e->vw, "v");
+    map_at(e, a, m, lv.iv, 1);
+    kp_loop_end(e, &lv);
+
+    kp_loop_begin(e, &ls, vend, hi, 1, "s");
+    map_at(e, a, m, ls.iv, 0);
+    kp_loop_end(e, &ls);
+
+    kp_loop_end(e, &li);
+}
+
+int kp_emit_map(KpEmit *e, const KpNode *n, KpMapFn f)
+{
+    Map m = {f, n};
+    LLVMValueRef count = kp_numel(e, n->out);
+    LLVMValueRef items = LLVMBuildSDiv(e->b, LLVMBuildNSWAdd(e->b, count, kp_i64(e, CHUNK - 1), ""),
+                                       kp_i64(e, CHUNK), "items");
+    int parallel = e->g->max_batch * kp_value_sample_size(n->out) > CHUNK;
+    kp_emit_parallel(e, kp_op_name(n->op), kp_i64(e, 0), items, parallel, map_kernel, &m);
+    return 0;
+}
+
+LLVMValueRef kp_count_f32(KpEmit *e, LLVMValueRef count, LLVMTypeRef ty)
+{
+    LLVMValueRef c = LLVMBuildSIToFP(e->b, count, e->f32, "count");
+    return LLVMGetTypeKind(ty) == LLVMVectorTypeKind ? kp_splat(e, c) : c;
+}
