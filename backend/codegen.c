@@ -1,11 +1,13 @@
 /*
- * codegen.c — the graph to one LLVM module.
+ * codegen.c — a program (inference and train graph) to one LLVM module.
  *
- *   node i  ->  internal void node<i>.<op>(ptr in0, ..., ptr out, i64 n)
+ *   node i  ->  internal void infer.node<i>.<op>(ptr in0, ..., ptr out, i64 n)
  *               body by the op's emitter (ops.def emit column)
  *   entry   ->  internal void <name>_infer(params, ws, x, y, n):
  *               each value's pointer from its storage, node calls in order
- *   karp_model_v1 (descriptor.c) points at <name>_infer
+ *   train   ->  train.node<i>.<op> and the training entry points
+ *               (codegen_train.c)
+ *   karp_model_v1 (descriptor.c) points at the entries
  *
  * The module is verified, then optimized with the new pass manager for the
  * target machine (vectorizers on).  A module that does not verify is a
@@ -18,13 +20,13 @@
 #include <llvm-c/Error.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
-#include "emit.h"
+#include "codegen.h"
 #include "llvm_internal.h"
 
 typedef int (*EmitFn)(KpEmit *e, const KpNode *n, KpDiag *d);
 
 static const EmitFn emitters[KP_OP_COUNT] = {
-#define O(op, kind, nin, shape, interp, emit) [KP_OP_##op] = emit,
+#define O(op, kind, nin, shape, interp, emit, grad) [KP_OP_##op] = emit,
 #include "../ir/ops.def"
 #undef O
 };
@@ -43,60 +45,92 @@ static int64_t value_bytes(const KpGraph *g, const KpValue *v)
     return kp_value_numel(v, n) * 4;
 }
 
-/* May writing `out` touch memory that `in` is read from? */
+/* May writing `out` touch memory that `in` is read from?  Values in one
+ * slab (workspace, parameters, gradients) overlap when their ranges do;
+ * the caller's buffers (x, y, target, dx) are each one value. */
 static int may_overlap(const KpGraph *g, const KpValue *in, const KpValue *out)
 {
     if (in->storage != out->storage)
         return 0;
-    if (in->storage != KP_STORE_WORKSPACE)
-        return 1;                       /* the same caller buffer or slab */
-    int64_t a0 = in->offset, a1 = a0 + value_bytes(g, in);
-    int64_t b0 = out->offset, b1 = b0 + value_bytes(g, out);
+    int64_t unit = in->storage == KP_STORE_WORKSPACE ? 1 : 4;   /* offsets in bytes or floats */
+    if (in->storage != KP_STORE_WORKSPACE && in->storage != KP_STORE_PARAM &&
+        in->storage != KP_STORE_GRAD)
+        return 1;
+    int64_t a0 = in->offset * unit, a1 = a0 + value_bytes(g, in);
+    int64_t b0 = out->offset * unit, b1 = b0 + value_bytes(g, out);
     return a0 < b1 && b0 < a1;
 }
 
-/* The pointer to v inside <name>_infer. */
-static LLVMValueRef value_ptr(KpEmit *e, LLVMValueRef infer, const KpValue *v, KpDiag *d)
+static LLVMValueRef need(LLVMValueRef arg, const KpValue *v, const char *what, KpDiag *d)
 {
-    LLVMValueRef params = LLVMGetParam(infer, 0), ws = LLVMGetParam(infer, 1);
-    LLVMValueRef off;
-    if (v->storage == KP_STORE_INPUT)
-        return LLVMGetParam(infer, 2);
-    if (v->storage == KP_STORE_OUTPUT)
-        return LLVMGetParam(infer, 3);
-    if (v->storage == KP_STORE_PARAM) {
-        off = kp_i64(e, v->offset);
-        return LLVMBuildInBoundsGEP2(e->b, e->f32, params, &off, 1, "");
-    }
-    if (v->storage == KP_STORE_WORKSPACE) {
-        off = kp_i64(e, v->offset);
-        return LLVMBuildInBoundsGEP2(e->b, LLVMInt8TypeInContext(e->ctx), ws, &off, 1, "");
+    if (!arg)
+        kp_error(d, "internal error: value %%%d lives in %s, which this entry point does not have",
+                 v->id, what);
+    return arg;
+}
+
+LLVMValueRef kp_cg_value_ptr(KpEmit *e, const KpEntryEnv *env, const KpValue *v, KpDiag *d)
+{
+    LLVMValueRef off = kp_i64(e, v->offset);
+    switch (v->storage) {
+    case KP_STORE_INPUT:
+        return need(env->x, v, "x", d);
+    case KP_STORE_OUTPUT:
+        return need(env->y, v, "y", d);
+    case KP_STORE_TARGET:
+        return need(env->target, v, "the target", d);
+    case KP_STORE_DX:
+        return need(env->dx, v, "dx", d);
+    case KP_STORE_PARAM:
+        if (!need(env->params, v, "the parameters", d))
+            return NULL;
+        return LLVMBuildInBoundsGEP2(e->b, e->f32, env->params, &off, 1, "");
+    case KP_STORE_GRAD:
+        if (!need(env->grads, v, "the gradients", d))
+            return NULL;
+        return LLVMBuildInBoundsGEP2(e->b, e->f32, env->grads, &off, 1, "");
+    case KP_STORE_WORKSPACE:
+        if (!need(env->ws, v, "the workspace", d))
+            return NULL;
+        return LLVMBuildInBoundsGEP2(e->b, LLVMInt8TypeInContext(e->ctx), env->ws, &off, 1, "");
+    case KP_STORE_NONE:
+        break;
     }
     kp_error(d, "internal error: value %%%d has no storage (memory plan not run?)", v->id);
     return NULL;
 }
 
-/* node<i>.<op>: the node's function, its body from the emitter. */
-static LLVMValueRef emit_node(KpEmit *e, const KpNode *n, KpDiag *d)
+/* <prefix>.node<i>.<op>: the node's function, its body from the emitter.
+ * (params, grads, opt, step) for a node without inputs (an update). */
+static LLVMValueRef emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpDiag *d)
 {
     LLVMTypeRef params[KP_MAX_IN + 2];
     e->node = n;
-    e->nptr = n->nin + 1;
+    e->nptr = n->nin == 0 ? 3 : n->nin + 1;
     for (int i = 0; i < e->nptr; i++)
         params[i] = e->ptr;
     params[e->nptr] = e->i64;
     LLVMTypeRef ty = LLVMFunctionType(e->void_t, params, (unsigned)e->nptr + 1, 0);
-    char name[96];
-    snprintf(name, sizeof name, "node%d.%s", n->id, kp_op_name(n->op));
+    char name[128];
+    snprintf(name, sizeof name, "%s.node%d.%s", prefix, n->id, kp_op_name(n->op));
     e->fn = LLVMAddFunction(e->mod, name, ty);
     LLVMSetLinkage(e->fn, LLVMInternalLinkage);
+    /* entries call a node each: inlining them would only copy the
+     * kernels into every entry that runs them (and slow down O3) */
+    unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
+    LLVMAddAttributeAtIndex(e->fn, LLVMAttributeFunctionIndex,
+                            LLVMCreateEnumAttribute(e->ctx, noinline, 0));
 
     int out_overlaps = 0;
+    for (int i = 0; i < e->nptr; i++)
+        e->noalias[i] = 1;
     for (int i = 0; i < n->nin; i++) {
         e->noalias[i] = !may_overlap(e->g, n->in[i], n->out);
         out_overlaps |= !e->noalias[i];
     }
-    e->noalias[n->nin] = !out_overlaps;
+    if (n->nin > 0)
+        e->noalias[n->nin] = !out_overlaps;
+    e->accumulate = n->out->storage == KP_STORE_GRAD;
     unsigned kind = LLVMGetEnumAttributeKindForName("noalias", 7);
     for (int i = 0; i < e->nptr; i++) {
         e->ptr_arg[i] = LLVMGetParam(e->fn, (unsigned)i);
@@ -107,14 +141,15 @@ static LLVMValueRef emit_node(KpEmit *e, const KpNode *n, KpDiag *d)
     e->n = LLVMGetParam(e->fn, (unsigned)e->nptr);
 
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
-    if (emitters[n->op](e, n, d) < 0)
+    int rc = emitters[n->op](e, n, d);
+    e->accumulate = 0;
+    if (rc < 0)
         return NULL;
     LLVMBuildRetVoid(e->b);
     return e->fn;
 }
 
-/* <name>_infer(params, ws, x, y, n): every node in order. */
-static LLVMValueRef emit_module_body(KpEmit *e, KpDiag *d)
+LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
 {
     const KpGraph *g = e->g;
     LLVMValueRef *fns = calloc((size_t)g->nnodes + 1, sizeof *fns);
@@ -123,32 +158,65 @@ static LLVMValueRef emit_module_body(KpEmit *e, KpDiag *d)
         return NULL;
     }
     for (int i = 0; i < g->nnodes; i++)
-        if (!(fns[i] = emit_node(e, g->nodes[i], d))) {
+        if (!(fns[i] = emit_node(e, prefix, g->nodes[i], d))) {
             free(fns);
             return NULL;
         }
+    return fns;
+}
 
-    LLVMTypeRef params[5] = {e->ptr, e->ptr, e->ptr, e->ptr, e->i64};
-    LLVMTypeRef ty = LLVMFunctionType(e->void_t, params, 5, 0);
-    char name[256];
-    snprintf(name, sizeof name, "%s_infer", g->name ? g->name : "model");
-    LLVMValueRef infer = LLVMAddFunction(e->mod, name, ty);
-    LLVMSetLinkage(infer, LLVMInternalLinkage);
-    LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, infer, "entry"));
-    for (int i = 0; i < g->nnodes && infer; i++) {
-        const KpNode *n = g->nodes[i];
-        LLVMValueRef args[KP_MAX_IN + 2];
-        for (int k = 0; k < n->nin && infer; k++)
-            if (!(args[k] = value_ptr(e, infer, n->in[k], d)))
-                infer = NULL;
-        if (!infer || !(args[n->nin] = value_ptr(e, infer, n->out, d))) {
-            infer = NULL;
-            break;
-        }
-        args[n->nin + 1] = LLVMGetParam(infer, 4);
-        LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fns[i]), fns[i], args,
-                       (unsigned)n->nin + 2, "");
+int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn, KpDiag *d)
+{
+    LLVMValueRef args[KP_MAX_IN + 2];
+    unsigned nargs;
+    if (n->nin == 0) {
+        LLVMValueRef out = kp_cg_value_ptr(e, env, n->out, d);
+        if (!out || !need(env->grads, n->out, "the gradients", d) ||
+            !need(env->opt, n->out, "the optimizer state", d) || !need(env->step, n->out, "step", d))
+            return -1;
+        args[0] = out, args[1] = env->grads, args[2] = env->opt, args[3] = env->step;
+        nargs = 4;
+    } else {
+        for (int k = 0; k < n->nin; k++)
+            if (!(args[k] = kp_cg_value_ptr(e, env, n->in[k], d)))
+                return -1;
+        if (!(args[n->nin] = kp_cg_value_ptr(e, env, n->out, d)))
+            return -1;
+        args[n->nin + 1] = env->n;
+        nargs = (unsigned)n->nin + 2;
     }
+    LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fn), fn, args, nargs, "");
+    return 0;
+}
+
+LLVMValueRef kp_cg_entry(KpEmit *e, const char *what, LLVMTypeRef ty)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%s_%s", e->g->name ? e->g->name : "model", what);
+    LLVMValueRef fn = LLVMAddFunction(e->mod, name, ty);
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, fn, "entry"));
+    return fn;
+}
+
+/* <name>_infer(params, ws, x, y, n): every node in order. */
+static LLVMValueRef emit_infer(KpEmit *e, KpDiag *d)
+{
+    const KpGraph *g = e->g;
+    LLVMValueRef *fns = kp_cg_emit_nodes(e, "infer", d);
+    if (!fns)
+        return NULL;
+    LLVMTypeRef params[5] = {e->ptr, e->ptr, e->ptr, e->ptr, e->i64};
+    LLVMValueRef infer = kp_cg_entry(e, "infer", LLVMFunctionType(e->void_t, params, 5, 0));
+    KpEntryEnv env = {.fn = infer};
+    env.params = LLVMGetParam(infer, 0);
+    env.ws = LLVMGetParam(infer, 1);
+    env.x = LLVMGetParam(infer, 2);
+    env.y = LLVMGetParam(infer, 3);
+    env.n = LLVMGetParam(infer, 4);
+    for (int i = 0; i < g->nnodes && infer; i++)
+        if (kp_cg_call_node(e, &env, g->nodes[i], fns[i], d) < 0)
+            infer = NULL;
     if (infer)
         LLVMBuildRetVoid(e->b);
     free(fns);
@@ -221,9 +289,12 @@ static int optimize(KpCodegen *cg, KpDiag *d)
     return 0;
 }
 
-int kp_llvm_codegen(const KpGraph *g, const KpTargetOpts *t, KpCodegen **out, KpDiag *d)
+int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, KpDiag *d)
 {
     *out = NULL;
+    const KpGraph *g = p->infer;
+    if (!g)
+        return kp_error(d, "internal error: a program without its inference graph");
     KpCodegen *cg = calloc(1, sizeof *cg);
     if (!cg)
         return kp_error(d, "out of memory");
@@ -245,10 +316,20 @@ int kp_llvm_codegen(const KpGraph *g, const KpTargetOpts *t, KpCodegen **out, Kp
 
     KpEmit e;
     kp_emit_init(&e, cg->ctx, cg->mod, g, cg->cfg.vector_width);
-    LLVMValueRef infer = emit_module_body(&e, d);
-    int rc = infer ? 0 : -1;
+    KpDescEntries entries = {.infer = emit_infer(&e, d)};
+    int rc = entries.infer ? 0 : -1;
+    if (rc == 0 && p->train) {
+        KpTrainEntries te;
+        e.g = p->train;
+        rc = kp_cg_train_entries(&e, &te, d);
+        entries.forward = te.forward;
+        entries.backward = te.backward;
+        entries.apply = te.apply;
+        entries.train_step = te.train_step;
+        e.g = g;
+    }
     if (rc == 0)
-        rc = kp_llvm_emit_descriptor(cg->mod, g, cg->cfg.cpu_features, infer, d);
+        rc = kp_llvm_emit_descriptor(cg->mod, g, p->train, cg->cfg.cpu_features, &entries, d);
     LLVMDisposeBuilder(e.b);
     if (rc == 0) {
         set_function_attrs(&e);

@@ -1,10 +1,11 @@
 /*
  * compile.c — the driver: model file to a running model, in-process.
  *
- *   kp_frontend_parse_file -> kp_frontend_lower -> kp_pipeline_infer   (kp_build_graph)
- *   -> kp_llvm_codegen -> kp_llvm_jit -> karp_model
+ *   kp_frontend_parse_file -+-> kp_frontend_lower -> kp_pipeline_infer    (infer graph)
+ *                           \-> kp_frontend_lower -> kp_pipeline_train    (train graph)
+ *   -> kp_llvm_codegen (both graphs, one module) -> kp_llvm_jit -> karp_model
  *
- * The graph and the codegen state are freed before returning; the model
+ * The graphs and the codegen state are freed before returning; the model
  * keeps only the JIT (its code) and the runtime's buffers.
  */
 #include <errno.h>
@@ -50,6 +51,77 @@ int kp_build_graph(const char *path, const KpPassOpts *po, int64_t max_batch_ove
     return 0;
 }
 
+/* A model file that asks for no training (no loss, no optimizer) but has
+ * an op without a gradient rule yet still compiles for inference: its
+ * train graph is dropped (forward/backward absent).  With a loss or an
+ * optimizer, the train graph's diagnostic is the build's. */
+static int wants_training(const KpModelSpec *spec)
+{
+    return spec->loss != KP_LOSS_NONE || spec->optimizer != KP_OPTIM_NONE;
+}
+
+int kp_build_program(const char *path, const KpPassOpts *po, int64_t max_batch_override,
+                     KpProgram *p, KpDiag *d)
+{
+    p->infer = p->train = NULL;
+    KpPassOpts defaults;
+    if (!po) {
+        kp_pass_opts_init(&defaults);
+        po = &defaults;
+    }
+    KpGraph *g = kp_graph_new();
+    if (!g)
+        return kp_error(d, "out of memory");
+    /* the spec lives in the inference graph's arena, which outlives the
+     * train graph in kp_program_free: both graphs may keep its strings */
+    KpModelSpec *spec = NULL;
+    if (kp_frontend_parse_file(path, &g->arena, &spec, d) < 0) {
+        kp_graph_free(g);
+        return -1;
+    }
+    if (max_batch_override > 0)
+        spec->batch = max_batch_override;
+    if (kp_frontend_lower(spec, g, d) < 0 || kp_pipeline_infer(g, po, d) < 0) {
+        kp_graph_free(g);
+        return -1;
+    }
+    p->infer = g;
+
+    KpGraph *t = kp_graph_new();
+    if (!t) {
+        kp_program_free(p);
+        return kp_error(d, "out of memory");
+    }
+    t->training = true;
+    KpDiag td;
+    kp_diag_init(&td);
+    if (kp_frontend_lower(spec, t, &td) < 0 || kp_pipeline_train(t, po, &td) < 0) {
+        kp_graph_free(t);
+        if (wants_training(spec)) {
+            kp_program_free(p);
+            return kp_error(d, "%s", td.msg);
+        }
+        return 0;
+    }
+    if (t->param_floats != g->param_floats) {
+        kp_graph_free(t);
+        kp_program_free(p);
+        return kp_error(d, "internal error: the train graph's parameter slab differs from "
+                           "inference's");
+    }
+    p->train = t;
+    return 0;
+}
+
+void kp_program_free(KpProgram *p)
+{
+    if (!p)
+        return;
+    kp_graph_free(p->train);    /* first: it may point into infer's arena */
+    kp_graph_free(p->infer);
+    p->train = p->infer = NULL;
+}
+
 karp_model *karp_compile(const char *model_path, const karp_compile_options *opts,
                          karp_error *err)
 {
@@ -75,16 +147,16 @@ karp_model *karp_compile(const char *model_path, const karp_compile_options *opt
 
     KpDiag d;
     kp_diag_init(&d);
-    KpGraph *g = NULL;
-    if (kp_build_graph(model_path, NULL, o.max_batch, &g, &d) < 0) {
+    KpProgram p;
+    if (kp_build_program(model_path, NULL, o.max_batch, &p, &d) < 0) {
         kp_rt_error(err, KARP_EMODEL, "%s", d.msg);
         return NULL;
     }
     KpTargetOpts t = {.opt_level = o.opt_level, .cpu = o.target_cpu, .features = o.target_features};
     KpCodegen *cg = NULL;
     karp_model *m = NULL;
-    int rc = kp_llvm_codegen(g, &t, &cg, &d);
-    kp_graph_free(g);
+    int rc = kp_llvm_codegen(&p, &t, &cg, &d);
+    kp_program_free(&p);
     if (rc == 0)
         rc = kp_llvm_jit(cg, &m, &d);
     kp_llvm_free(cg);

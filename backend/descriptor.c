@@ -44,6 +44,9 @@ LLVMTypeRef kp_llvm_model_desc_type(LLVMContextRef ctx)
         shape, shape,             /* input_shape, output_shape */
         i64, i64, i64, i64,       /* max_batch, param_floats, workspace_bytes, seed */
         ptr, ptr,                 /* params, infer */
+        i32, i32,                 /* target_kind, opt_slots */
+        i64, i64,                 /* trainable_floats, train_workspace_bytes */
+        ptr, ptr, ptr, ptr,       /* forward, backward, apply, train_step */
     };
     t = LLVMStructCreateNamed(ctx, "KarpModelDesc");
     LLVMStructSetBody(t, fields, sizeof fields / sizeof fields[0], 0);
@@ -100,8 +103,20 @@ static LLVMValueRef param_desc(LLVMModuleRef mod, const KpValue *v)
     return LLVMConstNamedStruct(kp_llvm_param_desc_type(ctx), f, sizeof f / sizeof f[0]);
 }
 
-int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const char *cpu_features,
-                            LLVMValueRef infer, KpDiag *d)
+int kp_llvm_target_kind(const KpGraph *tg)
+{
+    if (!tg || !tg->loss || strcmp(tg->loss, "none") == 0)
+        return KARP_TARGET_NONE;
+    return strcmp(tg->loss, "cross_entropy") == 0 ? KARP_TARGET_LABELS : KARP_TARGET_DENSE;
+}
+
+static LLVMValueRef fn_or_null(LLVMContextRef ctx, LLVMValueRef fn)
+{
+    return fn ? fn : LLVMConstPointerNull(LLVMPointerTypeInContext(ctx, 0));
+}
+
+int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *tg,
+                            const char *cpu_features, const KpDescEntries *entries, KpDiag *d)
 {
     LLVMContextRef ctx = LLVMGetModuleContext(mod);
     LLVMTypeRef ptr = LLVMPointerTypeInContext(ctx, 0);
@@ -144,7 +159,15 @@ int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const char *cpu
         i64c(ctx, g->workspace_bytes),
         i64c(ctx, (int64_t)g->seed),
         params,
-        infer,
+        fn_or_null(ctx, entries->infer),
+        i32c(ctx, kp_llvm_target_kind(tg)),
+        i32c(ctx, tg ? tg->opt_slots : 0),
+        i64c(ctx, tg ? tg->trainable_floats : 0),
+        i64c(ctx, tg ? tg->workspace_bytes : 0),
+        fn_or_null(ctx, entries->forward),
+        fn_or_null(ctx, entries->backward),
+        fn_or_null(ctx, entries->apply),
+        fn_or_null(ctx, entries->train_step),
     };
     LLVMTypeRef dty = kp_llvm_model_desc_type(ctx);
     LLVMValueRef desc = LLVMAddGlobal(mod, dty, KARP_DESCRIPTOR_SYMBOL);

@@ -23,6 +23,29 @@ static void shape_macro(FILE *f, const char *up, const char *what, const KpValue
     fprintf(f, "#define %s_%s_SIZE %lld\n", up, what, (long long)kp_value_sample_size(v));
 }
 
+static int named(const char *s)
+{
+    return s && strcmp(s, "none") != 0;
+}
+
+/* What karp_train_step's target is and which training entry points exist
+ * (the descriptor says the same: target_kind, apply, train_step). */
+static void training_macros(FILE *f, const KpGraph *g, const char *up)
+{
+    int loss = named(g->loss), optim = named(g->optimizer);
+    const char *kind = !loss                                ? "KARP_TARGET_NONE"
+                       : strcmp(g->loss, "cross_entropy") == 0 ? "KARP_TARGET_LABELS"
+                                                               : "KARP_TARGET_DENSE";
+    int slots = !optim ? 0 : strcmp(g->optimizer, "adam") == 0 ? 2
+                             : strcmp(g->optimizer, "momentum") == 0 ? 1 : 0;
+    fprintf(f, "#define %s_LOSS \"%s\"\n", up, loss ? g->loss : "none");
+    fprintf(f, "#define %s_OPTIMIZER \"%s\"\n", up, optim ? g->optimizer : "none");
+    fprintf(f, "#define %s_TARGET_KIND %s\n", up, kind);
+    fprintf(f, "#define %s_OPT_SLOTS %d\n", up, slots);
+    fprintf(f, "#define %s_HAS_TRAIN_STEP %d\n", up, loss && optim);
+    fprintf(f, "#define %s_HAS_APPLY %d\n", up, optim);
+}
+
 static void write_body(FILE *f, const KpGraph *g, const char *up)
 {
     int nparams = 0;
@@ -36,8 +59,14 @@ static void write_body(FILE *f, const KpGraph *g, const char *up)
                " *     float x[%s_INPUT_SIZE * n], y[%s_OUTPUT_SIZE * n];\n"
                " *     karp_infer(m, x, n, y);    (1 <= n <= %s_MAX_BATCH)\n"
                " *     karp_close(m);\n"
+               " * Training (training mode, a workspace of its own):\n"
+               " *     karp_train_step(m, x, target, n, &loss);   (%s_HAS_TRAIN_STEP; target: %s)\n"
+               " *     karp_forward(m, x, n, y); karp_backward(m, dy, dx); karp_apply_gradients(m);\n"
                " * Link with -lkarprt.  The .so's descriptor is karp_model_v1 below.\n */\n",
-            g->name, up, up, up);
+            g->name, up, up, up, up,
+            !named(g->loss) ? "none, no loss"
+            : strcmp(g->loss, "cross_entropy") == 0 ? "int32 labels [n]"
+                                                    : "floats shaped like the output");
     fprintf(f, "#ifndef %s_H\n#define %s_H\n\n", up, up);
     fprintf(f, "#include <karp.h>\n#include <karp_abi.h>\n\n");
     shape_macro(f, up, "INPUT", g->input);
@@ -45,7 +74,9 @@ static void write_body(FILE *f, const KpGraph *g, const char *up)
     fprintf(f, "#define %s_MAX_BATCH %lld\n", up, (long long)g->max_batch);
     fprintf(f, "#define %s_PARAM_COUNT %d\n", up, nparams);
     fprintf(f, "#define %s_PARAM_FLOATS %lld\n", up, (long long)g->param_floats);
-    fprintf(f, "#define %s_WORKSPACE_BYTES %lld\n\n", up, (long long)g->workspace_bytes);
+    fprintf(f, "#define %s_WORKSPACE_BYTES %lld\n", up, (long long)g->workspace_bytes);
+    training_macros(f, g, up);
+    fprintf(f, "\n");
     fprintf(f, "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
     fprintf(f, "extern const KarpModelDesc %s;\n\n", KARP_DESCRIPTOR_SYMBOL);
     fprintf(f, "#ifdef __cplusplus\n}\n#endif\n\n#endif\n");

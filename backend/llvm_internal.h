@@ -45,10 +45,16 @@ LLVMTargetMachineRef kp_llvm_target_machine(const KpTargetConfig *cfg, KpDiag *d
 /* Turn an LLVMErrorRef into a diagnostic "<what>: <message>" (consumes it). */
 int kp_llvm_error(KpDiag *d, LLVMErrorRef err, const char *what);
 
-/* The descriptor KARP_DESCRIPTOR_SYMBOL for g, infer pointing at the
- * given function. */
-int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const char *cpu_features,
-                            LLVMValueRef infer, KpDiag *d);
+/* The entry points a descriptor points at (NULL: absent). */
+typedef struct KpDescEntries {
+    LLVMValueRef infer, forward, backward, apply, train_step;
+} KpDescEntries;
+/* The descriptor KARP_DESCRIPTOR_SYMBOL for the inference graph g and the
+ * train graph tg (NULL: no training fields, no training entries). */
+int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *tg,
+                            const char *cpu_features, const KpDescEntries *entries, KpDiag *d);
+/* KARP_TARGET_* for a train graph (NONE for NULL). */
+int kp_llvm_target_kind(const KpGraph *tg);
 /* The named struct types mirroring KarpModelDesc / KarpParamDesc. */
 LLVMTypeRef kp_llvm_model_desc_type(LLVMContextRef ctx);
 LLVMTypeRef kp_llvm_param_desc_type(LLVMContextRef ctx);

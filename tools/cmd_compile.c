@@ -1,7 +1,8 @@
 /*
  * karpc model.json -o model.so — the compile command.
  *
- *   parse + lower + passes (kp_build_graph) -> --emit=ir|dot stops here
+ *   parse + lower + passes, both graphs (kp_build_program) -> --emit=ir|dot stops here
+ *                                          (the inference graph, then the train graph)
  *   LLVM codegen + optimization             -> --emit=llvm|asm|obj stops here
  *   object -> shared library linked with libkarprt.a, plus --header
  */
@@ -99,15 +100,20 @@ static int parse_args(int argc, char **argv, CompileArgs *a)
     return 0;
 }
 
-static int emit_graph_text(const KpGraph *g, const CompileArgs *a)
+static int emit_graph_text(const KpProgram *p, const CompileArgs *a)
 {
     FILE *f = stdout;
     if (a->out && strcmp(a->out, "-") != 0 && !(f = fopen(a->out, "w")))
         return kp_cli_fail("%s: cannot write: %m", a->out);
-    if (strcmp(a->emit, "ir") == 0)
-        kp_print_ir(f, g);
-    else
-        kp_print_dot(f, g);
+    const KpGraph *graphs[2] = {p->infer, p->train};
+    for (int i = 0; i < 2; i++) {
+        if (!graphs[i])
+            continue;
+        if (strcmp(a->emit, "ir") == 0)
+            kp_print_ir(f, graphs[i]);
+        else
+            kp_print_dot(f, graphs[i]);
+    }
     if (f != stdout && fclose(f) != 0)
         return kp_cli_fail("%s: cannot write: %m", a->out);
     return 0;
@@ -159,16 +165,17 @@ int kp_cmd_compile(int argc, char **argv)
 
     KpDiag d;
     kp_diag_init(&d);
-    KpGraph *g = NULL;
+    KpProgram p = {0};
     KpCodegen *cg = NULL;
     double t0 = kp_cli_now(), t_cg = 0, t_obj = 0, t_link = 0;
-    rc = kp_build_graph(a.model, &a.passes, a.batch, &g, &d);
+    rc = kp_build_program(a.model, &a.passes, a.batch, &p, &d);
+    const KpGraph *g = p.infer;
     double t_front = kp_cli_now() - t0;
     if (rc == 0 && a.emit && (strcmp(a.emit, "ir") == 0 || strcmp(a.emit, "dot") == 0)) {
-        rc = emit_graph_text(g, &a) ? -2 : 0;
+        rc = emit_graph_text(&p, &a) ? -2 : 0;
     } else if (rc == 0 && (a.emit || a.out)) {
         double t1 = kp_cli_now();
-        rc = kp_llvm_codegen(g, &a.target, &cg, &d);
+        rc = kp_llvm_codegen(&p, &a.target, &cg, &d);
         t_cg = kp_cli_now() - t1;
         if (rc == 0 && a.emit) {
             KpEmitKind k = strcmp(a.emit, "llvm") == 0  ? KP_EMIT_LLVM
@@ -189,6 +196,6 @@ int kp_cmd_compile(int argc, char **argv)
     if (rc == -1)
         fprintf(stderr, "%s\n", d.msg);
     kp_llvm_free(cg);
-    kp_graph_free(g);
+    kp_program_free(&p);
     return rc ? 1 : 0;
 }

@@ -1,0 +1,164 @@
+/*
+ * codegen_train.c — the training entry points of a train graph, in the
+ * same module as infer (node functions "train.node<i>.<op>"):
+ *
+ *   forward(params, tws, x, y, n)
+ *       FORWARD nodes; then, if y != NULL, the output copied to y
+ *   backward(params, grads, tws, x, dy, dx, n)
+ *       dy copied into d_output's slot; BACKWARD nodes; INPUT_GRAD nodes
+ *       only if dx != NULL
+ *   apply(params, grads, opt, step)                      (with an optimizer)
+ *       UPDATE nodes; grads[0, param_floats) zeroed
+ *   train_step(params, grads, opt, tws, x, target, n, step) -> loss
+ *       FORWARD, LOSS, BACKWARD, UPDATE; grads zeroed; the loss scalar
+ *       returned                                   (with a loss and an optimizer)
+ *
+ * Within an entry the phases run in that order, each phase's nodes in the
+ * graph's (topological) order.  Storage to argument: codegen.h.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen.h"
+
+/* Calls to every node of the given phase, in graph order. */
+static int run_phase(KpEmit *e, const KpEntryEnv *env, LLVMValueRef *fns, KpPhase phase, KpDiag *d)
+{
+    const KpGraph *g = e->g;
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i]->phase == phase && kp_cg_call_node(e, env, g->nodes[i], fns[i], d) < 0)
+            return -1;
+    return 0;
+}
+
+/* if (p != NULL) { ...the caller's code... }: returns the join block,
+ * the builder in the then-block. */
+static LLVMBasicBlockRef if_nonnull(KpEmit *e, LLVMValueRef fn, LLVMValueRef p, const char *name)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s.then", name);
+    LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(e->ctx, fn, buf);
+    snprintf(buf, sizeof buf, "%s.done", name);
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, fn, buf);
+    LLVMBuildCondBr(e->b, LLVMBuildIsNotNull(e->b, p, ""), then, done);
+    LLVMPositionBuilderAtEnd(e->b, then);
+    return done;
+}
+
+/* n * size(v) floats, in bytes. */
+static LLVMValueRef value_bytes(KpEmit *e, const KpValue *v, LLVMValueRef n)
+{
+    int64_t per = kp_value_sample_size(v) * 4;
+    if (v->rank > 0 && v->dims[0] == KP_DIM_N)
+        return LLVMBuildNSWMul(e->b, n, kp_i64(e, per), "bytes");
+    return kp_i64(e, per);
+}
+
+static void zero_grads(KpEmit *e, const KpEntryEnv *env)
+{
+    if (e->g->param_floats > 0)
+        LLVMBuildMemSet(e->b, env->grads, LLVMConstInt(LLVMInt8TypeInContext(e->ctx), 0, 0),
+                        kp_i64(e, e->g->param_floats * 4), 4);
+}
+
+static LLVMValueRef emit_forward(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
+{
+    LLVMTypeRef pt[5] = {e->ptr, e->ptr, e->ptr, e->ptr, e->i64};
+    LLVMValueRef fn = kp_cg_entry(e, "forward", LLVMFunctionType(e->void_t, pt, 5, 0));
+    KpEntryEnv env = {.fn = fn, .params = LLVMGetParam(fn, 0), .ws = LLVMGetParam(fn, 1),
+                      .x = LLVMGetParam(fn, 2), .n = LLVMGetParam(fn, 4)};
+    LLVMValueRef y = LLVMGetParam(fn, 3);
+    if (run_phase(e, &env, fns, KP_PHASE_FORWARD, d) < 0)
+        return NULL;
+    LLVMBasicBlockRef done = if_nonnull(e, fn, y, "y");
+    LLVMValueRef out = kp_cg_value_ptr(e, &env, e->g->output, d);
+    if (!out)
+        return NULL;
+    LLVMBuildMemCpy(e->b, y, 4, out, 4, value_bytes(e, e->g->output, env.n));
+    LLVMBuildBr(e->b, done);
+    LLVMPositionBuilderAtEnd(e->b, done);
+    LLVMBuildRetVoid(e->b);
+    return fn;
+}
+
+static LLVMValueRef emit_backward(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
+{
+    LLVMTypeRef pt[7] = {e->ptr, e->ptr, e->ptr, e->ptr, e->ptr, e->ptr, e->i64};
+    LLVMValueRef fn = kp_cg_entry(e, "backward", LLVMFunctionType(e->void_t, pt, 7, 0));
+    KpEntryEnv env = {.fn = fn, .params = LLVMGetParam(fn, 0), .grads = LLVMGetParam(fn, 1),
+                      .ws = LLVMGetParam(fn, 2), .x = LLVMGetParam(fn, 3), .n = LLVMGetParam(fn, 6)};
+    LLVMValueRef dy = LLVMGetParam(fn, 4), dx = LLVMGetParam(fn, 5);
+    const KpValue *dout = e->g->d_output;
+    if (dout) {
+        LLVMValueRef slot = kp_cg_value_ptr(e, &env, dout, d);
+        if (!slot)
+            return NULL;
+        LLVMBuildMemCpy(e->b, slot, 4, dy, 4, value_bytes(e, dout, env.n));
+    }
+    if (run_phase(e, &env, fns, KP_PHASE_BACKWARD, d) < 0)
+        return NULL;
+    LLVMBasicBlockRef done = if_nonnull(e, fn, dx, "dx");
+    env.dx = dx;
+    if (run_phase(e, &env, fns, KP_PHASE_INPUT_GRAD, d) < 0)
+        return NULL;
+    LLVMBuildBr(e->b, done);
+    LLVMPositionBuilderAtEnd(e->b, done);
+    LLVMBuildRetVoid(e->b);
+    return fn;
+}
+
+static LLVMValueRef emit_apply(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
+{
+    LLVMTypeRef pt[4] = {e->ptr, e->ptr, e->ptr, e->i64};
+    LLVMValueRef fn = kp_cg_entry(e, "apply", LLVMFunctionType(e->void_t, pt, 4, 0));
+    KpEntryEnv env = {.fn = fn, .params = LLVMGetParam(fn, 0), .grads = LLVMGetParam(fn, 1),
+                      .opt = LLVMGetParam(fn, 2), .step = LLVMGetParam(fn, 3)};
+    if (run_phase(e, &env, fns, KP_PHASE_UPDATE, d) < 0)
+        return NULL;
+    zero_grads(e, &env);
+    LLVMBuildRetVoid(e->b);
+    return fn;
+}
+
+static LLVMValueRef emit_train_step(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
+{
+    LLVMTypeRef pt[8] = {e->ptr, e->ptr, e->ptr, e->ptr, e->ptr, e->ptr, e->i64, e->i64};
+    LLVMValueRef fn = kp_cg_entry(e, "train_step", LLVMFunctionType(e->f32, pt, 8, 0));
+    KpEntryEnv env = {.fn = fn, .params = LLVMGetParam(fn, 0), .grads = LLVMGetParam(fn, 1),
+                      .opt = LLVMGetParam(fn, 2), .ws = LLVMGetParam(fn, 3),
+                      .x = LLVMGetParam(fn, 4), .target = LLVMGetParam(fn, 5),
+                      .n = LLVMGetParam(fn, 6), .step = LLVMGetParam(fn, 7)};
+    static const KpPhase order[] = {KP_PHASE_FORWARD, KP_PHASE_LOSS, KP_PHASE_BACKWARD,
+                                    KP_PHASE_UPDATE};
+    for (int k = 0; k < 4; k++)
+        if (run_phase(e, &env, fns, order[k], d) < 0)
+            return NULL;
+    zero_grads(e, &env);
+    LLVMValueRef loss = kp_cg_value_ptr(e, &env, e->g->loss_value, d);
+    if (!loss)
+        return NULL;
+    LLVMBuildRet(e->b, LLVMBuildLoad2(e->b, e->f32, loss, "loss"));
+    return fn;
+}
+
+int kp_cg_train_entries(KpEmit *e, KpTrainEntries *out, KpDiag *d)
+{
+    const KpGraph *g = e->g;
+    memset(out, 0, sizeof *out);
+    int has_optim = g->optimizer && strcmp(g->optimizer, "none") != 0;
+    int has_loss = g->loss_value != NULL;
+    LLVMValueRef *fns = kp_cg_emit_nodes(e, "train", d);
+    if (!fns)
+        return -1;
+    int rc = -1;
+    if (!(out->forward = emit_forward(e, fns, d)) || !(out->backward = emit_backward(e, fns, d)))
+        goto done;
+    if (has_optim && !(out->apply = emit_apply(e, fns, d)))
+        goto done;
+    if (has_optim && has_loss && !(out->train_step = emit_train_step(e, fns, d)))
+        goto done;
+    rc = 0;
+done:
+    free(fns);
+    return rc;
+}
