@@ -129,7 +129,7 @@ START_TEST(test_descriptor_layout)
     CHECK_FIELD(p, td, KarpParamDesc, 7, fan_out);
 
     LLVMTypeRef m = kp_llvm_model_desc_type(ctx);
-    ck_assert_int_eq(LLVMCountStructElementTypes(m), 16);
+    ck_assert_int_eq(LLVMCountStructElementTypes(m), 24);
     ck_assert_int_eq((long long)LLVMABISizeOfType(td, m), (long long)sizeof(KarpModelDesc));
     CHECK_FIELD(m, td, KarpModelDesc, 0, abi_version);
     CHECK_FIELD(m, td, KarpModelDesc, 1, nparams);
@@ -147,6 +147,14 @@ START_TEST(test_descriptor_layout)
     CHECK_FIELD(m, td, KarpModelDesc, 13, seed);
     CHECK_FIELD(m, td, KarpModelDesc, 14, params);
     CHECK_FIELD(m, td, KarpModelDesc, 15, infer);
+    CHECK_FIELD(m, td, KarpModelDesc, 16, target_kind);
+    CHECK_FIELD(m, td, KarpModelDesc, 17, opt_slots);
+    CHECK_FIELD(m, td, KarpModelDesc, 18, trainable_floats);
+    CHECK_FIELD(m, td, KarpModelDesc, 19, train_workspace_bytes);
+    CHECK_FIELD(m, td, KarpModelDesc, 20, forward);
+    CHECK_FIELD(m, td, KarpModelDesc, 21, backward);
+    CHECK_FIELD(m, td, KarpModelDesc, 22, apply);
+    CHECK_FIELD(m, td, KarpModelDesc, 23, train_step);
 
     LLVMContextDispose(ctx);
     LLVMDisposeTargetData(td);
@@ -289,6 +297,74 @@ START_TEST(test_math_accuracy)
 }
 END_TEST
 
+static double log_true(float x) { return log((double)x); }
+static double log1p_true(float x) { return log1p((double)x); }
+
+/* ln and ln(1+x), as the losses use them: within 2 ulp of the exact value,
+ * and the edges (0, negatives, infinity, subnormals, tiny x of log1p). */
+START_TEST(test_log_accuracy)
+{
+    KpTargetConfig cfg;
+    KpDiag d;
+    kp_diag_init(&d);
+    ck_assert_int_eq(kp_llvm_target_config(NULL, &cfg, &d), 0);
+    LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
+    LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(tsc);
+    LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("log", ctx);
+    KpEmit e;
+    kp_emit_init(&e, ctx, mod, NULL, cfg.vector_width);
+    add_math_fn(&e, "t_log", kp_emit_log);
+    add_math_fn(&e, "t_log1p", kp_emit_log1p);
+    LLVMDisposeBuilder(e.b);
+    LLVMTargetMachineRef tm = kp_llvm_target_machine(&cfg, &d);
+    LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
+    LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(
+        builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm));
+    LLVMOrcLLJITRef jit;
+    check_err(LLVMOrcCreateLLJIT(&jit, builder));
+    check_err(LLVMOrcLLJITAddLLVMIRModule(jit, LLVMOrcLLJITGetMainJITDylib(jit),
+                                          LLVMOrcCreateNewThreadSafeModule(mod, tsc)));
+    LLVMOrcDisposeThreadSafeContext(tsc);
+    LLVMOrcExecutorAddress a_log, a_log1p;
+    check_err(LLVMOrcLLJITLookup(jit, &a_log, "t_log"));
+    check_err(LLVMOrcLLJITLookup(jit, &a_log1p, "t_log1p"));
+    MathFn flog = (MathFn)(uintptr_t)a_log, flog1p = (MathFn)(uintptr_t)a_log1p;
+
+    const int64_t count = 16 * 25000;
+    double e_small = max_rel_err(flog, log_true, 1e-6f, 0.9f, count);
+    double e_near1 = max_rel_err(flog, log_true, 1.1f, 100.0f, count);
+    double e_big = max_rel_err(flog, log_true, 100.0f, 3e38f, count);
+    double e_l1p = max_rel_err(flog1p, log1p_true, -0.99f, 10.0f, count);
+    double e_l1p_tiny = max_rel_err(flog1p, log1p_true, -1e-4f, 1e-4f, count);
+    fprintf(stderr, "max relative error vs exact: log %.3g (0,0.9] %.3g [1.1,100] %.3g [100,3e38]; "
+                    "log1p %.3g [-0.99,10] %.3g [-1e-4,1e-4]\n",
+            e_small, e_near1, e_big, e_l1p, e_l1p_tiny);
+    ck_assert_double_le(e_small, 2.5e-7);
+    ck_assert_double_le(e_near1, 2.5e-7);
+    ck_assert_double_le(e_big, 2.5e-7);
+    ck_assert_double_le(e_l1p, 2.5e-7);
+    ck_assert_double_le(e_l1p_tiny, 2.5e-7);
+
+    float x[16] = {0, -0.0f, -1, NAN, INFINITY, 1e-40f, 1, 2, 0.5f, 1e-45f, 3e38f, 1e-30f,
+                   -INFINITY, 0.999999f, 1.000001f, 4};
+    float y[16];
+    flog(x, y, 16);
+    ck_assert(isinf(y[0]) && y[0] < 0 && isinf(y[1]) && y[1] < 0);
+    ck_assert(isnan(y[2]) && isnan(y[3]) && isnan(y[12]));
+    ck_assert(isinf(y[4]) && y[4] > 0);
+    ck_assert(fabs(y[5] - log((double)x[5])) < 1e-5 * 92.1);
+    ck_assert(fabs(y[9] - log((double)x[9])) < 1e-5 * 103.3);
+    ck_assert(y[6] == 0);
+    ck_assert(fabs(y[7] - log(2.0)) < 1e-7 && fabs(y[8] + log(2.0)) < 1e-7);
+    flog1p(x, y, 16);
+    ck_assert(y[0] == 0 && isinf(y[2]) && y[2] < 0 && isnan(y[3]) && isinf(y[4]) && y[4] > 0);
+    ck_assert(y[11] == 1e-30f && y[5] == 1e-40f);
+
+    check_err(LLVMOrcDisposeLLJIT(jit));
+    kp_llvm_target_config_free(&cfg);
+}
+END_TEST
+
 /* --- the driver's errors, code generation's errors, the header ------------- */
 
 static const char *conv_model =
@@ -306,7 +382,8 @@ START_TEST(test_unsupported_op)
     KpGraph *g = NULL;
     ck_assert_int_eq(kp_build_graph(path, NULL, 0, &g, &d), 0);
     KpCodegen *cg = NULL;
-    ck_assert_int_eq(kp_llvm_codegen(g, NULL, &cg, &d), -1);
+    KpProgram prog = {g, NULL};
+    ck_assert_int_eq(kp_llvm_codegen(&prog, NULL, &cg, &d), -1);
     ck_assert_ptr_null(cg);
     char want[700];
     snprintf(want, sizeof want, "%s: layers[0] (%s): code generation for conv2d is not "
@@ -374,8 +451,10 @@ START_TEST(test_header_and_emit)
     write_file("tiny.json", small_model, path, sizeof path);
     KpDiag d;
     kp_diag_init(&d);
-    KpGraph *g = NULL;
-    ck_assert_int_eq(kp_build_graph(path, NULL, 0, &g, &d), 0);
+    KpProgram prog;
+    ck_assert_msg(kp_build_program(path, NULL, 0, &prog, &d) == 0, "%s", d.msg);
+    ck_assert_ptr_nonnull(prog.train);
+    const KpGraph *g = prog.infer;
     snprintf(out, sizeof out, "%s/tiny.h", tmpdir);
     ck_assert_int_eq(kp_write_header(g, out, &d), 0);
 
@@ -397,7 +476,7 @@ START_TEST(test_header_and_emit)
     /* every output kind, to files and to stdout */
     KpCodegen *cg = NULL;
     KpTargetOpts t = {.opt_level = 1};
-    ck_assert_int_eq(kp_llvm_codegen(g, &t, &cg, &d), 0);
+    ck_assert_msg(kp_llvm_codegen(&prog, &t, &cg, &d) == 0, "%s", d.msg);
     const char *names[] = {"tiny.ll", "tiny.s", "tiny.o"};
     for (int k = 0; k < 3; k++) {
         snprintf(out, sizeof out, "%s/%s", tmpdir, names[k]);
@@ -423,7 +502,7 @@ START_TEST(test_header_and_emit)
     ck_assert_ptr_nonnull(strstr(d.msg, "/nonexistent/libkarprt.a: cannot read"));
 
     kp_llvm_free(cg);
-    kp_graph_free(g);
+    kp_program_free(&prog);
     remove_tmpdir();
 }
 END_TEST
@@ -437,6 +516,7 @@ static Suite *backend_suite(void)
     tcase_add_test(tc, test_target_explicit);
     tcase_add_test(tc, test_descriptor_layout);
     tcase_add_test(tc, test_math_accuracy);
+    tcase_add_test(tc, test_log_accuracy);
     tcase_add_test(tc, test_unsupported_op);
     tcase_add_test(tc, test_compile_errors);
     tcase_add_test(tc, test_header_and_emit);

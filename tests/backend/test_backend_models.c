@@ -125,11 +125,12 @@ static void check_model(const char *json, int opt_level, double *worst)
 
     KpDiag d;
     kp_diag_init(&d);
-    KpGraph *g = NULL;
-    ck_assert_msg(kp_build_graph(path, NULL, 0, &g, &d) == 0, "%s\n%s", d.msg, json);
+    KpProgram prog;
+    ck_assert_msg(kp_build_program(path, NULL, 0, &prog, &d) == 0, "%s\n%s", d.msg, json);
+    const KpGraph *g = prog.infer;
     KpTargetOpts t = {.opt_level = opt_level};
     KpCodegen *cg = NULL;
-    ck_assert_msg(kp_llvm_codegen(g, &t, &cg, &d) == 0, "%s\n%s", d.msg, json);
+    ck_assert_msg(kp_llvm_codegen(&prog, &t, &cg, &d) == 0, "%s\n%s", d.msg, json);
     ck_assert_msg(kp_llvm_emit_file(cg, KP_EMIT_OBJ, obj, &d) == 0, "%s", d.msg);
     ck_assert_msg(kp_link_shared(obj, so, NULL, &d) == 0, "%s", d.msg);
     karp_model *mj = NULL;
@@ -182,7 +183,7 @@ static void check_model(const char *json, int opt_level, double *worst)
     }
     karp_close(ms);
     karp_close(mj);
-    kp_graph_free(g);
+    kp_program_free(&prog);
 }
 
 static void setup(void)
