@@ -466,6 +466,9 @@ START_TEST(test_header_and_emit)
                         "_Static_assert(TINY_NET_MAX_BATCH == 16, \"batch\");\n"
                         "_Static_assert(TINY_NET_INPUT_RANK == 2, \"rank\");\n"
                         "_Static_assert(TINY_NET_PARAM_COUNT == 4, \"params\");\n"
+                        "_Static_assert(TINY_NET_TARGET_KIND == KARP_TARGET_NONE, \"target\");\n"
+                        "_Static_assert(TINY_NET_OPT_SLOTS == 0 && !TINY_NET_HAS_TRAIN_STEP, \"train\");\n"
+                        "_Static_assert(!TINY_NET_HAS_APPLY, \"apply\");\n"
                         "static const long long shape[] = TINY_NET_INPUT_SHAPE;\n"
                         "const KarpModelDesc *f(void) { (void)shape; return &karp_model_v1; }\n",
                src, sizeof src);
