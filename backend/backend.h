@@ -33,7 +33,8 @@ typedef struct KpCodegen KpCodegen;   /* LLVM context, module, target machine */
  * parameter layout. */
 typedef struct KpProgram {
     KpGraph *infer;
-    KpGraph *train;
+    KpGraph *train;             /* NULL when the model cannot be trained: */
+    char *no_train_reason;      /* then why (malloc'd), else NULL */
 } KpProgram;
 
 int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, KpDiag *d);

@@ -329,7 +329,8 @@ int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, 
         e.g = g;
     }
     if (rc == 0)
-        rc = kp_llvm_emit_descriptor(cg->mod, g, p->train, cg->cfg.cpu_features, &entries, d);
+        rc = kp_llvm_emit_descriptor(cg->mod, g, p->train, p->no_train_reason,
+                                     cg->cfg.cpu_features, &entries, d);
     LLVMDisposeBuilder(e.b);
     if (rc == 0) {
         set_function_attrs(&e);

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../frontend/spec.h"
@@ -51,19 +52,11 @@ int kp_build_graph(const char *path, const KpPassOpts *po, int64_t max_batch_ove
     return 0;
 }
 
-/* A model file that asks for no training (no loss, no optimizer) but has
- * an op without a gradient rule yet still compiles for inference: its
- * train graph is dropped (forward/backward absent).  With a loss or an
- * optimizer, the train graph's diagnostic is the build's. */
-static int wants_training(const KpModelSpec *spec)
-{
-    return spec->loss != KP_LOSS_NONE || spec->optimizer != KP_OPTIM_NONE;
-}
-
 int kp_build_program(const char *path, const KpPassOpts *po, int64_t max_batch_override,
                      KpProgram *p, KpDiag *d)
 {
     p->infer = p->train = NULL;
+    p->no_train_reason = NULL;
     KpPassOpts defaults;
     if (!po) {
         kp_pass_opts_init(&defaults);
@@ -95,11 +88,15 @@ int kp_build_program(const char *path, const KpPassOpts *po, int64_t max_batch_o
     t->training = true;
     KpDiag td;
     kp_diag_init(&td);
+    /* A model with an op that cannot be trained yet still compiles for
+     * inference; its descriptor says why it has no training code, and the
+     * training calls fail with that reason. */
     if (kp_frontend_lower(spec, t, &td) < 0 || kp_pipeline_train(t, po, &td) < 0) {
         kp_graph_free(t);
-        if (wants_training(spec)) {
+        p->no_train_reason = strdup(td.msg);
+        if (!p->no_train_reason) {
             kp_program_free(p);
-            return kp_error(d, "%s", td.msg);
+            return kp_error(d, "out of memory");
         }
         return 0;
     }
@@ -119,7 +116,9 @@ void kp_program_free(KpProgram *p)
         return;
     kp_graph_free(p->train);    /* first: it may point into infer's arena */
     kp_graph_free(p->infer);
+    free(p->no_train_reason);
     p->train = p->infer = NULL;
+    p->no_train_reason = NULL;
 }
 
 karp_model *karp_compile(const char *model_path, const karp_compile_options *opts,

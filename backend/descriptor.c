@@ -47,6 +47,7 @@ LLVMTypeRef kp_llvm_model_desc_type(LLVMContextRef ctx)
         i32, i32,                 /* target_kind, opt_slots */
         i64, i64,                 /* trainable_floats, train_workspace_bytes */
         ptr, ptr, ptr, ptr,       /* forward, backward, apply, train_step */
+        ptr,                      /* no_train_reason */
     };
     t = LLVMStructCreateNamed(ctx, "KarpModelDesc");
     LLVMStructSetBody(t, fields, sizeof fields / sizeof fields[0], 0);
@@ -116,7 +117,8 @@ static LLVMValueRef fn_or_null(LLVMContextRef ctx, LLVMValueRef fn)
 }
 
 int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *tg,
-                            const char *cpu_features, const KpDescEntries *entries, KpDiag *d)
+                            const char *no_train_reason, const char *cpu_features,
+                            const KpDescEntries *entries, KpDiag *d)
 {
     LLVMContextRef ctx = LLVMGetModuleContext(mod);
     LLVMTypeRef ptr = LLVMPointerTypeInContext(ctx, 0);
@@ -168,6 +170,7 @@ int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *
         fn_or_null(ctx, entries->backward),
         fn_or_null(ctx, entries->apply),
         fn_or_null(ctx, entries->train_step),
+        no_train_reason ? cstring(mod, no_train_reason) : LLVMConstPointerNull(ptr),
     };
     LLVMTypeRef dty = kp_llvm_model_desc_type(ctx);
     LLVMValueRef desc = LLVMAddGlobal(mod, dty, KARP_DESCRIPTOR_SYMBOL);

@@ -52,7 +52,8 @@ typedef struct KpDescEntries {
 /* The descriptor KARP_DESCRIPTOR_SYMBOL for the inference graph g and the
  * train graph tg (NULL: no training fields, no training entries). */
 int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *tg,
-                            const char *cpu_features, const KpDescEntries *entries, KpDiag *d);
+                            const char *no_train_reason, const char *cpu_features,
+                            const KpDescEntries *entries, KpDiag *d);
 /* KARP_TARGET_* for a train graph (NONE for NULL). */
 int kp_llvm_target_kind(const KpGraph *tg);
 /* The named struct types mirroring KarpModelDesc / KarpParamDesc. */

@@ -86,6 +86,8 @@ typedef struct karp_info {
     int target_labels;         /* 1: the target is int32 class labels [n];
                                   0: floats shaped like the output */
     int64_t step;              /* optimizer steps taken (saved in checkpoints) */
+    const char *no_train_reason; /* NULL, or why the model cannot be trained
+                                    (a layer without training support yet) */
 } karp_info;
 
 /* Load a shared library written by `karpc model.json -o model.so`.  Checks
@@ -104,7 +106,9 @@ int karp_infer(karp_model *m, const float *x, int64_t n, float *y);
 /*
  * Training.  A model with a loss and an optimizer has karp_train_step; every
  * model has karp_forward and karp_backward; a model with an optimizer has
- * karp_apply_gradients.  They share one training workspace, separate from
+ * karp_apply_gradients — unless one of its layers cannot be trained yet
+ * (karp_info.no_train_reason), when they all fail with KARP_EUNSUPPORTED
+ * and that reason.  They share one training workspace, separate from
  * karp_infer's.
  */
 

@@ -96,10 +96,13 @@ typedef struct KarpModelDesc {
     int32_t opt_slots;       /* 0 sgd or none, 1 momentum, 2 adam */
     int64_t trainable_floats;
     int64_t train_workspace_bytes;
-    KarpForwardFn forward;   /* always present */
-    KarpBackwardFn backward; /* always present */
+    KarpForwardFn forward;   /* present unless no_train_reason */
+    KarpBackwardFn backward; /* present unless no_train_reason */
     KarpApplyFn apply;       /* NULL without an optimizer */
     KarpTrainStepFn train_step; /* NULL without a loss or an optimizer */
+    const char *no_train_reason; /* NULL; or why the model has no training code (an
+                                    op without a gradient rule yet): then forward,
+                                    backward, apply and train_step are all NULL */
 } KarpModelDesc;
 
 #endif

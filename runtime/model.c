@@ -84,6 +84,14 @@ static int check_params(const KarpModelDesc *d, const char *what, karp_error *er
 /* The ABI 2 fields: which entry points go together, and sizes. */
 static int check_training(const KarpModelDesc *d, const char *what, karp_error *err)
 {
+    if (d->no_train_reason) {
+        if (d->forward || d->backward || d->apply || d->train_step)
+            return kp_rt_error(err, KARP_EFORMAT,
+                               "%s: invalid descriptor: training functions and a reason not "
+                               "to train",
+                               what);
+        return 0;
+    }
     if (!d->forward || !d->backward)
         return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: no %s function", what,
                            d->forward ? "backward" : "forward");
@@ -311,6 +319,7 @@ int karp_model_info(const karp_model *m, karp_info *info)
     info->cpu_features = d->cpu_features ? d->cpu_features : "";
     info->has_train = d->train_step != NULL;
     info->has_optimizer = d->apply != NULL;
+    info->no_train_reason = d->no_train_reason;
     info->target_labels = d->target_kind == KARP_TARGET_LABELS;
     info->step = m->step;
     return 0;

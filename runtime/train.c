@@ -21,11 +21,23 @@ static int check_n(const karp_model *m, const char *fn, int64_t n)
     return 0;
 }
 
+/* NULL model, or a model whose compiler could not build its training code. */
+static int check_model(const karp_model *m, const char *fn)
+{
+    if (!m)
+        return kp_rt_error(NULL, KARP_EINVAL, "%s: model is NULL", fn);
+    if (m->desc->no_train_reason)
+        return kp_rt_error(NULL, KARP_EUNSUPPORTED, "%s: model '%s' cannot be trained: %s", fn,
+                           m->desc->name, m->desc->no_train_reason);
+    return 0;
+}
+
 int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n, float *loss)
 {
     const char *fn = "karp_train_step";
-    if (!m)
-        return kp_rt_error(NULL, KARP_EINVAL, "%s: model is NULL", fn);
+    int rc = check_model(m, fn);
+    if (rc)
+        return rc;
     const KarpModelDesc *d = m->desc;
     if (d->target_kind == KARP_TARGET_NONE)
         return kp_rt_error(NULL, KARP_EUNSUPPORTED, "%s: model '%s' has no loss", fn, d->name);
@@ -36,7 +48,7 @@ int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n
         return kp_rt_error(NULL, KARP_EINVAL, "%s: x is NULL", fn);
     if (!target)
         return kp_rt_error(NULL, KARP_EINVAL, "%s: target is NULL", fn);
-    int rc = check_n(m, fn, n);
+    rc = check_n(m, fn, n);
     if (rc)
         return rc;
     kp_rt_apply_threads();
@@ -51,11 +63,12 @@ int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n
 int karp_forward(karp_model *m, const float *x, int64_t n, float *y)
 {
     const char *fn = "karp_forward";
-    if (!m)
-        return kp_rt_error(NULL, KARP_EINVAL, "%s: model is NULL", fn);
+    int rc = check_model(m, fn);
+    if (rc)
+        return rc;
     if (!x)
         return kp_rt_error(NULL, KARP_EINVAL, "%s: x is NULL", fn);
-    int rc = check_n(m, fn, n);
+    rc = check_n(m, fn, n);
     if (rc)
         return rc;
     /* memmove: x may be last_x itself (a caller replaying the stored input). */
@@ -69,8 +82,9 @@ int karp_forward(karp_model *m, const float *x, int64_t n, float *y)
 int karp_backward(karp_model *m, const float *dy, float *dx)
 {
     const char *fn = "karp_backward";
-    if (!m)
-        return kp_rt_error(NULL, KARP_EINVAL, "%s: model is NULL", fn);
+    int rc = check_model(m, fn);
+    if (rc)
+        return rc;
     if (!dy)
         return kp_rt_error(NULL, KARP_EINVAL, "%s: dy is NULL", fn);
     if (m->last_n == 0)
@@ -83,8 +97,9 @@ int karp_backward(karp_model *m, const float *dy, float *dx)
 int karp_apply_gradients(karp_model *m)
 {
     const char *fn = "karp_apply_gradients";
-    if (!m)
-        return kp_rt_error(NULL, KARP_EINVAL, "%s: model is NULL", fn);
+    int rc = check_model(m, fn);
+    if (rc)
+        return rc;
     if (!m->desc->apply)
         return kp_rt_error(NULL, KARP_EUNSUPPORTED, "%s: model '%s' has no optimizer", fn,
                            m->desc->name);

@@ -310,6 +310,8 @@ static int setup(Trainer *t)
     if (kp_cli_model_start(a->model, a->batch, a->threads, &t->m, &t->info, &t->defaults) != 0)
         return 1;
     const KpTrainDefaults *d = &t->defaults;
+    if (t->info.no_train_reason)
+        return kp_cli_fail("%s: cannot be trained: %s", a->model, t->info.no_train_reason);
     if (!t->info.has_train)
         return kp_cli_fail("%s: the model has no train_step: give it a \"loss\" and an "
                            "\"optimizer\"",

@@ -140,13 +140,17 @@ START_TEST(test_fashion_example)
     ck_assert_int_eq(layer(&r, 2)->activation, KP_ACT_NONE);
     ck_assert_int_eq(s->loss, KP_LOSS_CROSS_ENTROPY);
     ck_assert_int_eq(s->optimizer, KP_OPTIM_ADAM);
-    ck_assert_float_eq(s->lr, 0.001f);
+    ck_assert_float_eq(s->lr, 0.0005f);
     ck_assert_float_eq(s->beta1, 0.9f);
     ck_assert_float_eq(s->beta2, 0.999f);
     ck_assert_float_eq(s->eps, 1e-8f);
-    ck_assert_int_eq(s->batch, 64);
+    ck_assert_int_eq(s->batch, 16);
     ck_assert_uint_eq(s->seed, 1);
-    ck_assert(!s->train.present);
+    ck_assert(s->train.present);
+    ck_assert_int_eq(s->train.epochs, 5);
+    ck_assert_int_eq(s->train.nmean, 1);
+    ck_assert_float_eq(s->train.mean[0], 0.286f);
+    ck_assert_float_eq(s->train.std[0], 0.353f);
     ck_assert_str_eq(s->file, KARP_SOURCE_DIR "/examples/fashion_mlp.json");
     parsed_free(&r);
 }
