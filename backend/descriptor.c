@@ -48,6 +48,8 @@ LLVMTypeRef kp_llvm_model_desc_type(LLVMContextRef ctx)
         i64, i64,                 /* trainable_floats, train_workspace_bytes */
         ptr, ptr, ptr, ptr,       /* forward, backward, apply, train_step */
         ptr,                      /* no_train_reason */
+        i64, i32, i32,            /* train_epochs, norm_nmean, norm_nstd */
+        ptr, ptr,                 /* norm_mean, norm_std */
     };
     t = LLVMStructCreateNamed(ctx, "KarpModelDesc");
     LLVMStructSetBody(t, fields, sizeof fields / sizeof fields[0], 0);
@@ -116,6 +118,24 @@ static LLVMValueRef fn_or_null(LLVMContextRef ctx, LLVMValueRef fn)
     return fn ? fn : LLVMConstPointerNull(LLVMPointerTypeInContext(ctx, 0));
 }
 
+/* A private constant float[n], or a null pointer for n == 0. */
+static LLVMValueRef float_array(LLVMModuleRef mod, const char *name, const float *v, int n)
+{
+    LLVMContextRef ctx = LLVMGetModuleContext(mod);
+    if (n <= 0)
+        return LLVMConstPointerNull(LLVMPointerTypeInContext(ctx, 0));
+    LLVMTypeRef f32 = LLVMFloatTypeInContext(ctx);
+    LLVMValueRef elts[16];
+    for (int i = 0; i < n && i < 16; i++)
+        elts[i] = LLVMConstReal(f32, v[i]);
+    LLVMValueRef init = LLVMConstArray(f32, elts, (unsigned)(n < 16 ? n : 16));
+    LLVMValueRef gv = LLVMAddGlobal(mod, LLVMTypeOf(init), name);
+    LLVMSetInitializer(gv, init);
+    LLVMSetGlobalConstant(gv, 1);
+    LLVMSetLinkage(gv, LLVMPrivateLinkage);
+    return gv;
+}
+
 int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *tg,
                             const char *no_train_reason, const char *cpu_features,
                             const KpDescEntries *entries, KpDiag *d)
@@ -171,6 +191,11 @@ int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *
         fn_or_null(ctx, entries->apply),
         fn_or_null(ctx, entries->train_step),
         no_train_reason ? cstring(mod, no_train_reason) : LLVMConstPointerNull(ptr),
+        i64c(ctx, g->train_epochs),
+        i32c(ctx, g->norm_nmean),
+        i32c(ctx, g->norm_nstd),
+        float_array(mod, "karp_norm_mean", g->norm_mean, g->norm_nmean),
+        float_array(mod, "karp_norm_std", g->norm_std, g->norm_nstd),
     };
     LLVMTypeRef dty = kp_llvm_model_desc_type(ctx);
     LLVMValueRef desc = LLVMAddGlobal(mod, dty, KARP_DESCRIPTOR_SYMBOL);

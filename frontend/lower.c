@@ -329,6 +329,11 @@ int kp_frontend_lower(const KpModelSpec *s, KpGraph *g, KpDiag *d)
     g->optimizer = kp_optim_name(s->optimizer);
     g->optim = (KpOptimHyper){.lr = s->lr, .weight_decay = s->weight_decay, .beta = s->beta,
                               .beta1 = s->beta1, .beta2 = s->beta2, .eps = s->eps};
+    g->train_epochs = s->train.epochs;
+    g->norm_nmean = s->train.nmean;
+    g->norm_nstd = s->train.nstd;
+    memcpy(g->norm_mean, s->train.mean, sizeof g->norm_mean);
+    memcpy(g->norm_std, s->train.std, sizeof g->norm_std);
     assert(s->input_rank >= 1 && s->input_rank < KP_MAX_RANK);
     int64_t dims[KP_MAX_RANK] = {KP_DIM_N};
     for (int i = 0; i < s->input_rank; i++)

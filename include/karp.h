@@ -88,6 +88,14 @@ typedef struct karp_info {
     int64_t step;              /* optimizer steps taken (saved in checkpoints) */
     const char *no_train_reason; /* NULL, or why the model cannot be trained
                                     (a layer without training support yet) */
+    uint64_t seed;             /* the model file's seed */
+    /* the model file's "train" section, for tools such as karpc train;
+     * the library itself does not apply them */
+    int64_t train_epochs;      /* 0: not given */
+    int normalize_nmean;       /* train.normalize: 0 (none), 1, or one per channel */
+    int normalize_nstd;
+    const float *normalize_mean;
+    const float *normalize_std;
 } karp_info;
 
 /* Load a shared library written by `karpc model.json -o model.so`.  Checks

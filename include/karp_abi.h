@@ -103,6 +103,12 @@ typedef struct KarpModelDesc {
     const char *no_train_reason; /* NULL; or why the model has no training code (an
                                     op without a gradient rule yet): then forward,
                                     backward, apply and train_step are all NULL */
+    /* the model file's "train" defaults, for tools (the runtime does not apply them) */
+    int64_t train_epochs;    /* 0: not given */
+    int32_t norm_nmean;      /* train.normalize: 0 (none), 1, or one per channel */
+    int32_t norm_nstd;
+    const float *norm_mean;  /* norm_nmean floats */
+    const float *norm_std;   /* norm_nstd floats */
 } KarpModelDesc;
 
 #endif

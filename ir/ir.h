@@ -176,6 +176,10 @@ typedef struct KpGraph {
     const char *loss;           /* "none", "cross_entropy", ... */
     const char *optimizer;      /* "none", "sgd", "momentum", "adam" */
     KpOptimHyper optim;         /* from the model file */
+    /* the model file's "train" section, carried into the descriptor */
+    int64_t train_epochs;
+    int norm_nmean, norm_nstd;
+    float norm_mean[16], norm_std[16];
     bool training;              /* a train graph: lowered in training mode, then autodiff */
     /* train graphs, set by autodiff */
     KpValue *target;            /* the caller's target (NULL without a loss) */

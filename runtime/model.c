@@ -84,6 +84,9 @@ static int check_params(const KarpModelDesc *d, const char *what, karp_error *er
 /* The ABI 2 fields: which entry points go together, and sizes. */
 static int check_training(const KarpModelDesc *d, const char *what, karp_error *err)
 {
+    if (d->train_epochs < 0 || d->norm_nmean < 0 || d->norm_nmean > 16 || d->norm_nstd < 0 ||
+        d->norm_nstd > 16 || (d->norm_nmean && !d->norm_mean) || (d->norm_nstd && !d->norm_std))
+        return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: bad train defaults", what);
     if (d->no_train_reason) {
         if (d->forward || d->backward || d->apply || d->train_step)
             return kp_rt_error(err, KARP_EFORMAT,
@@ -320,6 +323,12 @@ int karp_model_info(const karp_model *m, karp_info *info)
     info->has_train = d->train_step != NULL;
     info->has_optimizer = d->apply != NULL;
     info->no_train_reason = d->no_train_reason;
+    info->seed = d->seed;
+    info->train_epochs = d->train_epochs;
+    info->normalize_nmean = d->norm_nmean;
+    info->normalize_nstd = d->norm_nstd;
+    info->normalize_mean = d->norm_mean;
+    info->normalize_std = d->norm_std;
     info->target_labels = d->target_kind == KARP_TARGET_LABELS;
     info->step = m->step;
     return 0;

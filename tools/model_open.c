@@ -8,8 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../frontend/spec.h"
-#include "../runtime/model.h"
 #include "cli.h"
 #include "karpc.h"
 
@@ -30,33 +28,17 @@ karp_model *kp_cli_open_model(const char *path, long max_batch, karp_error *err)
     return karp_open(path, err);
 }
 
-/* The seed is read from the descriptor, the one place both kinds of model
- * carry it (karp_info does not expose it). */
-int kp_cli_train_defaults(const char *path, const karp_model *m, KpTrainDefaults *d,
-                          karp_error *err)
+void kp_cli_train_defaults(const karp_info *info, KpTrainDefaults *d)
 {
     memset(d, 0, sizeof *d);
-    d->seed = m->desc->seed;
-    if (!is_model_file(path))
-        return 0;
-    KpArena a;
-    KpDiag diag;
-    KpModelSpec *spec = NULL;
-    kp_arena_init(&a);
-    kp_diag_init(&diag);
-    int rc = kp_frontend_parse_file(path, &a, &spec, &diag);
-    if (rc == 0) {
-        d->epochs = (long)spec->train.epochs;
-        d->nmean = spec->train.nmean;
-        d->nstd = spec->train.nstd;
-        memcpy(d->mean, spec->train.mean, sizeof d->mean);
-        memcpy(d->std, spec->train.std, sizeof d->std);
-    } else {
-        err->code = KARP_EMODEL;
-        snprintf(err->message, sizeof err->message, "%s", diag.msg);
-    }
-    kp_arena_free(&a);
-    return rc;
+    d->seed = info->seed;
+    d->epochs = (long)info->train_epochs;
+    d->nmean = info->normalize_nmean;
+    d->nstd = info->normalize_nstd;
+    if (d->nmean)
+        memcpy(d->mean, info->normalize_mean, (size_t)d->nmean * sizeof(float));
+    if (d->nstd)
+        memcpy(d->std, info->normalize_std, (size_t)d->nstd * sizeof(float));
 }
 
 int kp_cli_open_data(const char *spec, const char *split, const KpTrainDefaults *d,
@@ -97,9 +79,6 @@ int kp_cli_model_start(const char *path, long max_batch, long threads, karp_mode
         kp_cli_fail("%s", karp_last_error());
         return -1;
     }
-    if (kp_cli_train_defaults(path, *m, d, &err) != 0) {
-        kp_cli_fail("%s", err.message);
-        return -1;
-    }
+    kp_cli_train_defaults(info, d);
     return 0;
 }

@@ -15,9 +15,9 @@
  * the model's); anything else: karp_open.  NULL with the reason in *err. */
 karp_model *kp_cli_open_model(const char *path, long max_batch, karp_error *err);
 
-/* The defaults a model gives `karpc train`: its "train" section's epochs
- * (0 when absent, and always for a model.so, whose descriptor does not
- * carry it) and its seed. */
+/* The defaults a model gives `karpc train` and `karpc eval`: its seed and
+ * its "train" section's epochs (0 when absent) and normalization, which
+ * model.json and model.so carry alike. */
 typedef struct KpTrainDefaults {
     long epochs;
     uint64_t seed;
@@ -25,10 +25,8 @@ typedef struct KpTrainDefaults {
     float mean[16], std[16];
 } KpTrainDefaults;
 
-/* Fill *d for model m opened from path; 0, or -1 with the model file's
- * diagnostic in *err. */
-int kp_cli_train_defaults(const char *path, const karp_model *m, KpTrainDefaults *d,
-                          karp_error *err);
+/* Fill *d from a model's info. */
+void kp_cli_train_defaults(const karp_info *info, KpTrainDefaults *d);
 
 /* What both train and eval start with: threads (0: the default), the
  * model (kp_cli_open_model), its info and its train defaults.  0, or -1
