@@ -52,7 +52,8 @@ enum {
  * ws: the inference workspace (workspace_bytes); tws: the training
  * workspace (train_workspace_bytes), which keeps the activations of
  * forward for backward; step: optimizer steps taken, counting this one
- * (1 for the first).  All 64-byte aligned.
+ * (1 for the first); seed: the random stream of this call (dropout masks),
+ * chosen by the runtime (kp_rt_call_seed).  All 64-byte aligned.
  *
  *   infer       y = model(x), inference mode
  *   forward     training mode, activations kept in tws; y (may be NULL) the output
@@ -66,13 +67,13 @@ enum {
 typedef void (*KarpInferFn)(const float *params, float *ws, const float *x,
                             float *y, int64_t n);
 typedef void (*KarpForwardFn)(const float *params, float *tws, const float *x,
-                              float *y, int64_t n);
+                              float *y, int64_t n, uint64_t seed);
 typedef void (*KarpBackwardFn)(const float *params, float *grads, float *tws,
                                const float *x, const float *dy, float *dx, int64_t n);
 typedef void (*KarpApplyFn)(float *params, float *grads, float *opt, int64_t step);
 typedef float (*KarpTrainStepFn)(float *params, float *grads, float *opt, float *tws,
                                  const float *x, const void *target, int64_t n,
-                                 int64_t step);
+                                 int64_t step, uint64_t seed);
 
 typedef struct KarpModelDesc {
     uint32_t abi_version;    /* KARP_ABI_VERSION */

@@ -143,7 +143,9 @@ typedef struct KpAttrs {
     float eps, momentum;        /* batchnorm */
     float rate;                 /* dropout */
     float value;                /* masking */
-    int axis;                   /* concat: per-sample axis (0 = channels) */
+    int axis;                   /* concat, slice: per-sample axis (0 = channels) */
+    int64_t slice_offset;       /* slice: the part [offset, offset+size) along axis */
+    int64_t slice_size;
     int reshape_rank;           /* reshape: one sample's new shape */
     int64_t reshape_dims[KP_MAX_RANK];
     KpOptimHyper optim;         /* *_update */
@@ -264,6 +266,7 @@ typedef struct KpInterpTrain {
     float *dx, *y;
     float *loss;
     int64_t n, step;
+    uint64_t seed;             /* the call's random stream (dropout), as the entries get it */
 } KpInterpTrain;
 int kp_interp_train(const KpGraph *g, const KpInterpTrain *t, KpDiag *d);
 

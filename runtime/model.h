@@ -81,6 +81,13 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
  * (OpenMP keeps that setting per thread). */
 void kp_rt_apply_threads(void);
 
+/* The seed of a forward or train_step call (dropout masks): a function of
+ * the model's seed, the optimizer step the call belongs to (m->step + 1
+ * for karp_forward, the new step for karp_train_step) and how many
+ * forwards that step has had, so a run resumed from a checkpoint (which
+ * keeps the step) draws the same masks. */
+uint64_t kp_rt_call_seed(karp_model *m, int64_t step);
+
 /* Deterministic random numbers for initialization (and later dropout,
  * shuffling): a 64-bit generator seeded once. */
 typedef struct KpRng { uint64_t s[4]; } KpRng;

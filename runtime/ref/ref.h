@@ -31,6 +31,70 @@ void kp_ref_softmax_forward(float *y, const float *x, int64_t rows, int64_t cols
 /* y, dy (rows,cols) -> dx (rows,cols) */
 void kp_ref_softmax_backward(float *dx, const float *dy, const float *y, int64_t rows, int64_t cols);
 
+/* Convolution, NCHW.  Padding pt/pl is the top/left padding; the bottom/
+ * right padding is whatever the output size implies (uneven "same").
+ * conv2d: x (n,c,h,w), w (f,c,kh,kw), b (f) or NULL -> y (n,f,oh,ow) */
+typedef struct KpRefConv {
+    int64_t n, c, h, w;        /* input */
+    int64_t f, kh, kw;         /* filters, kernel */
+    int64_t oh, ow;            /* output */
+    int64_t sh, sw, pt, pl, dh, dw;  /* stride, top/left padding, dilation */
+} KpRefConv;
+void kp_ref_conv2d_forward(float *y, const float *x, const float *w, const float *b,
+                           const KpRefConv *s);
+/* dy (n,f,oh,ow) -> dx (n,c,h,w) (may be NULL), dw (f,c,kh,kw) +=, db (f) += (may be NULL) */
+void kp_ref_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, const KpRefConv *s);
+/* conv2d_transpose, PyTorch's ConvTranspose2d: x (n,c,h,w), w (c,f,kh,kw), b (f)
+ * -> y (n,f,oh,ow); the adjoint of conv2d with the same geometry (s->h,w the
+ * transposed conv's input, s->oh,ow its output) */
+void kp_ref_conv2d_transpose_forward(float *y, const float *x, const float *w, const float *b,
+                                     const KpRefConv *s);
+void kp_ref_conv2d_transpose_backward(float *dx, float *dw, float *db, const float *dy,
+                                      const float *x, const float *w, const KpRefConv *s);
+
+/* Pooling, window kh x kw (s->f unused, s->c channels): x (n,c,h,w) -> y (n,c,oh,ow).
+ * max: padding never wins; the gradient goes to the first maximum of each window.
+ * avg: the divisor counts the padding (PyTorch's count_include_pad=True). */
+void kp_ref_maxpool2d_forward(float *y, const float *x, const KpRefConv *s);
+void kp_ref_maxpool2d_backward(float *dx, const float *dy, const float *x, const KpRefConv *s);
+void kp_ref_avgpool2d_forward(float *y, const float *x, const KpRefConv *s);
+void kp_ref_avgpool2d_backward(float *dx, const float *dy, const KpRefConv *s);
+
+/* Batch normalization over x (n,c,hw) (hw = 1 for rank-1 samples).
+ * Inference: y = (x - rmean) / sqrt(rvar + eps) * gamma + beta.
+ * Training: stats = (mean, invstd = 1/sqrt(biased var + eps)) per channel;
+ * running r = (1-momentum) r + momentum b with the unbiased variance. */
+void kp_ref_batchnorm_infer(float *y, const float *x, const float *gamma, const float *beta,
+                            const float *rmean, const float *rvar, float eps, int64_t n,
+                            int64_t c, int64_t hw);
+void kp_ref_batchnorm_stats(float *mean, float *invstd, float *rmean, float *rvar, const float *x,
+                            float eps, float momentum, int64_t n, int64_t c, int64_t hw);
+void kp_ref_batchnorm_train(float *y, const float *x, const float *mean, const float *invstd,
+                            const float *gamma, const float *beta, int64_t n, int64_t c,
+                            int64_t hw);
+/* dx (may be NULL), dgamma +=, dbeta += (may be NULL) */
+void kp_ref_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                               const float *x, const float *mean, const float *invstd,
+                               const float *gamma, int64_t n, int64_t c, int64_t hw);
+
+/* Masking (Keras): x (n,d): a sample whose d features all equal value is zeroed. */
+void kp_ref_masking_forward(float *y, const float *x, float value, int64_t n, int64_t d);
+void kp_ref_masking_backward(float *dx, const float *dy, const float *x, float value, int64_t n,
+                             int64_t d);
+
+/* Dropout's mask: element i of count is 1/(1-rate) if
+ *   u = splitmix64(seed ^ (i * 0x9E3779B97F4A7C15)), (u >> 40) * 2^-24 >= rate
+ * else 0.  splitmix64(z): z += 0x9E3779B97F4A7C15; z = (z ^ z>>30) * 0xBF58476D1CE4E5B9;
+ * z = (z ^ z>>27) * 0x94D049BB133111EB; return z ^ z>>31.  The generated code computes
+ * exactly the same. */
+void kp_ref_dropout_mask(float *mask, int64_t count, uint64_t seed, float rate);
+/* The seed of the dropout node with id node_id within a call seeded with call_seed. */
+static inline uint64_t kp_ref_dropout_node_seed(uint64_t call_seed, int node_id)
+{
+    return call_seed ^ (0x632BE59BD9B4E019ull * (uint64_t)(node_id + 1));
+}
+
 /* Losses: the mean over the batch, with the gradient beside each.
  * cross_entropy: logits (n,c), labels (n) in [0,c) -> mean of
  *   -log softmax(logits)[label]; dlogits (n,c) = (softmax - onehot) / n */
