@@ -1,5 +1,6 @@
 /*
- * dense.c — the fully connected layer, y = x W^T + b (PyTorch's Linear).
+ * dense.c — the fully connected layer, y = x W^T + b (PyTorch's Linear), and the
+ * bias gradient every layer with a per-channel bias shares.
  */
 #include "ref.h"
 
@@ -48,4 +49,13 @@ void kp_ref_dense_backward(float *dx, float *dw, float *db, const float *dy, con
                 db[o] += dyi[o];
         }
     }
+}
+
+/* dy (n,c,hw) -> db (c) += sum over i and p of dy[i,c,p] */
+void kp_ref_bias_backward(float *db, const float *dy, int64_t n, int64_t c, int64_t hw)
+{
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t ch = 0; ch < c; ch++)
+            for (int64_t p = 0; p < hw; p++)
+                db[ch] += dy[(i * c + ch) * hw + p];
 }

@@ -15,6 +15,9 @@ void kp_ref_dense_forward(float *y, const float *x, const float *w, const float 
 /* dy (n,out) -> dx (n,in) (may be NULL), dw (out,in) +=, db (out) += (may be NULL) */
 void kp_ref_dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, int64_t n, int64_t in, int64_t out);
+/* The bias gradient of dense, conv2d, conv2d_transpose and batchnorm's beta:
+ * dy (n,c,hw) -> db (c) += the sum over n and hw */
+void kp_ref_bias_backward(float *db, const float *dy, int64_t n, int64_t c, int64_t hw);
 
 /* elementwise over count floats: y = f(x); backward dx = dy * f'(.) */
 void kp_ref_relu_forward(float *y, const float *x, int64_t count);
@@ -42,7 +45,8 @@ typedef struct KpRefConv {
 } KpRefConv;
 void kp_ref_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                            const KpRefConv *s);
-/* dy (n,f,oh,ow) -> dx (n,c,h,w) (may be NULL), dw (f,c,kh,kw) +=, db (f) += (may be NULL) */
+/* dy (n,f,oh,ow) -> dx (n,c,h,w) (may be NULL), dw (f,c,kh,kw) +=, db (f) += (each may be
+ * NULL; x is read only for dw, w only for dx) */
 void kp_ref_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                             const float *w, const KpRefConv *s);
 /* conv2d_transpose, PyTorch's ConvTranspose2d: x (n,c,h,w), w (c,f,kh,kw), b (f)
@@ -73,7 +77,7 @@ void kp_ref_batchnorm_stats(float *mean, float *invstd, float *rmean, float *rva
 void kp_ref_batchnorm_train(float *y, const float *x, const float *mean, const float *invstd,
                             const float *gamma, const float *beta, int64_t n, int64_t c,
                             int64_t hw);
-/* dx (may be NULL), dgamma +=, dbeta += (may be NULL) */
+/* dx (may be NULL), dgamma +=, dbeta += (each may be NULL) */
 void kp_ref_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                                const float *x, const float *mean, const float *invstd,
                                const float *gamma, int64_t n, int64_t c, int64_t hw);
