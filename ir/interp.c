@@ -1,8 +1,10 @@
 /*
  * interp.c — run a graph with the reference kernels: the oracle of the
  * tests.  This file holds the dispatch, the buffers, kp_interp_run and
- * the forward rules; interp_grad.c the rules of the ops autodiff appends,
- * interp_train.c kp_interp_train.
+ * the forward rules of dense and the elementwise ops; interp_layers.c the
+ * other layers (and the training forms of batchnorm and dropout),
+ * interp_grad.c and interp_layers_grad.c the rules of the ops autodiff
+ * appends, interp_train.c kp_interp_train.
  *
  * Every activation gets its own buffer of n * sample size floats (no
  * sharing, no views), freed before returning; parameters are read from the
@@ -113,13 +115,6 @@ int kp_interp_run(const KpGraph *g, const float *params, const float *x, int64_t
     memcpy(y, kp_interp_in(&it, g->output), (size_t)kp_value_numel(g->output, n) * sizeof(float));
     kp_interp_acts_free(g, act);
     return 0;
-}
-
-int interp_unsupported(const KpInterp *it, const KpNode *nd, KpDiag *d)
-{
-    return kp_error(d, "%s: %s (%s): no reference execution for %s yet",
-                    it->g->file ? it->g->file : "<model>", nd->where ? nd->where : "?",
-                    nd->name ? nd->name : "?", kp_op_name(nd->op));
 }
 
 /* x -> y, the same floats (flatten, reshape, dropout in inference) */

@@ -1,7 +1,8 @@
 /*
  * interp_grad.c — reference executions of the ops autodiff appends: the
- * gradients of the forward ops, the losses and their gradients, and the
- * optimizer steps.  Each calls the runtime/ref/ kernel of its op and
+ * gradients of dense and the activations, the losses and their gradients,
+ * and the optimizer steps (the other layers' gradients are in
+ * interp_layers_grad.c).  Each calls the runtime/ref/ kernel of its op and
  * overwrites its output (kp_interp_exec does the accumulate into the
  * gradient slab).
  */
@@ -30,18 +31,6 @@ int interp_dense_grad_w(const KpInterp *it, const KpNode *nd, KpDiag *d)
     memset(dw, 0, (size_t)(out * in) * sizeof(float));
     kp_ref_dense_backward(NULL, dw, NULL, kp_interp_in(it, nd->in[0]), kp_interp_in(it, nd->in[1]),
                           NULL, it->n, in, out);
-    return 0;
-}
-
-/* dy (n,out) -> dbias (out) = sum over the batch of dy */
-int interp_dense_grad_b(const KpInterp *it, const KpNode *nd, KpDiag *d)
-{
-    float *db = kp_interp_out(it, nd);
-    const float *dy = kp_interp_in(it, nd->in[0]);
-    int64_t out = nd->out->dims[0];
-    memset(db, 0, (size_t)out * sizeof(float));
-    /* x is read only for dweight, which is not asked for: pass dy (in = 1). */
-    kp_ref_dense_backward(NULL, NULL, db, dy, dy, NULL, it->n, 1, out);
     return 0;
 }
 

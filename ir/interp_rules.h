@@ -15,6 +15,7 @@
 #define KP_INTERP_RULES_H
 
 #include "ir.h"
+#include "../runtime/ref/ref.h"
 
 typedef struct KpInterp {
     const KpGraph *g;
@@ -28,6 +29,9 @@ typedef struct KpInterp {
     float *grads;           /* the gradient slab, param_floats */
     float *opt;             /* optimizer state, opt_slots * param_floats */
     int64_t step;           /* optimizer steps, counting this one */
+    uint64_t seed;          /* the call's random stream: dropout masks */
+    bool update_stats;      /* batchnorm_stats updates the running statistics
+                               in train_params (a call that asked for FORWARD) */
 } KpInterp;
 
 #define O(op, kind, nin, shape, interp, ...) \
@@ -42,6 +46,14 @@ const float *kp_interp_in(const KpInterp *it, const KpValue *v);
 const int32_t *kp_interp_labels(const KpInterp *it, const KpValue *v);
 /* The output buffer of node nd. */
 float *kp_interp_out(const KpInterp *it, const KpNode *nd);
+
+/* The geometry of a windowed op (conv, transposed conv, pool) for the
+ * reference kernels: x its forward input, y its forward output, n samples;
+ * dilated false for pools (dilation 1). */
+KpRefConv kp_interp_conv(const KpNode *nd, const KpValue *x, const KpValue *y, int64_t n,
+                         bool dilated);
+/* The elements per channel of x [N,C,...] (1 for [N,C]). */
+int64_t kp_interp_hw(const KpValue *x);
 
 /* Run node nd: give its output a buffer, run its rule, and for a gradient
  * slab output add the result into it->grads.  0, or -1 with a diagnostic

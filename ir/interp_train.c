@@ -13,7 +13,11 @@
  * nothing between calls, so a mask that needs activations (LOSS, BACKWARD,
  * INPUT_GRAD) without FORWARD recomputes them first from the same x and
  * params — the ABI requires backward to follow forward with both
- * unchanged, so the values are the same.
+ * unchanged, so the values are the same.  Two things make that exact:
+ * the caller passes the forward's seed again (the same dropout masks),
+ * and only a call that asks for FORWARD updates batchnorm's running
+ * statistics (the recomputation leaves them, as the generated backward
+ * never touches them).
  */
 #include "interp_rules.h"
 
@@ -65,7 +69,8 @@ int kp_interp_train(const KpGraph *g, const KpInterpTrain *t, KpDiag *d)
         return oom(g, d);
     KpInterp it = {.g = g, .params = t->params, .x = t->x, .n = t->n, .act = act,
                    .target = t->target, .train_params = t->params, .grads = t->grads,
-                   .opt = t->opt, .step = t->step};
+                   .opt = t->opt, .step = t->step, .seed = t->seed,
+                   .update_stats = (t->phases & BIT(KP_PHASE_FORWARD)) != 0};
     bool loss_runs = (run & BIT(KP_PHASE_LOSS)) && g->loss_value;
     if ((run & backward) && !loss_runs && seed_dy(&it, t->dy)) {
         kp_interp_acts_free(g, act);

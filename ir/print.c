@@ -126,6 +126,12 @@ static void attrs_concat(FILE *f, const KpAttrs *a)
     fprintf(f, "axis=%d", a->axis);
 }
 
+static void attrs_slice(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "axis=%d, offset=%" PRId64 ", size=%" PRId64, a->axis, a->slice_offset,
+            a->slice_size);
+}
+
 static void attrs_sgd(FILE *f, const KpAttrs *a)
 {
     fprintf(f, "lr=%g, weight_decay=%g", (double)a->optim.lr, (double)a->optim.weight_decay);
@@ -156,6 +162,16 @@ static void (*const attr_printers[KP_OP_COUNT])(FILE *, const KpAttrs *) = {
     [KP_OP_leaky_relu] = attrs_leaky_relu,
     [KP_OP_concat] = attrs_concat,
     [KP_OP_leaky_relu_grad] = attrs_leaky_relu,
+    [KP_OP_conv2d_grad_x] = attrs_conv,
+    [KP_OP_conv2d_grad_w] = attrs_conv,
+    [KP_OP_conv2d_transpose_grad_x] = attrs_conv_transpose,
+    [KP_OP_conv2d_transpose_grad_w] = attrs_conv_transpose,
+    [KP_OP_maxpool2d_grad] = attrs_pool,
+    [KP_OP_avgpool2d_grad] = attrs_pool,
+    [KP_OP_batchnorm_stats] = attrs_batchnorm,
+    [KP_OP_dropout_mask] = attrs_dropout,
+    [KP_OP_masking_grad] = attrs_masking,
+    [KP_OP_slice] = attrs_slice,
     [KP_OP_sgd_update] = attrs_sgd,
     [KP_OP_momentum_update] = attrs_momentum,
     [KP_OP_adam_update] = attrs_adam,

@@ -1,6 +1,8 @@
 /*
- * shape_train.c — shape rules of the ops autodiff appends: the gradient
- * ops, the losses and their gradients, and the optimizer updates.
+ * shape_train.c — shape rules of the ops autodiff appends for dense
+ * layers and the loss: dense's gradients, the losses and their gradients,
+ * and the optimizer updates (the other layers' gradients are in
+ * shape_grad.c).
  *
  * These nodes are built by karpc, not written by the user, so most
  * mismatches here are karpc bugs; they are still reported as diagnostics
@@ -52,16 +54,6 @@ int shape_dense_grad_w(KpGraph *g, KpNode *n, KpDiag *d)
     if (!is_batch_matrix(x))
         return kp_shape_error(g, n, d, x, "dense_grad_w: x must be [N,in]");
     kp_shape_set(n->out, 2, (int64_t[]){dy->dims[1], x->dims[1]});
-    return 0;
-}
-
-/* dy [N,out] -> dbias [out] */
-int shape_dense_grad_b(KpGraph *g, KpNode *n, KpDiag *d)
-{
-    const KpValue *dy = n->in[0];
-    if (!is_batch_matrix(dy))
-        return kp_shape_error(g, n, d, dy, "dense_grad_b: dy must be [N,out]");
-    kp_shape_set(n->out, 1, (int64_t[]){dy->dims[1]});
     return 0;
 }
 
