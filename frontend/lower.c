@@ -18,10 +18,17 @@
  * weight's initializer and zeroes the bias, as Keras does.  Batchnorm's
  * running statistics are frozen parameters: the optimizer leaves them.
  *
- * Training mode (g->training set by the caller) lowers to the same nodes
- * for now; autodiff then builds the train graph on them.  Issue 4 makes
- * the two modes differ: dropout masks (not a view) and batchnorm uses the
- * batch statistics and updates the running ones.
+ * Training mode (g->training set by the caller; autodiff then builds the
+ * train graph on it) lowers two layers differently, with the same
+ * parameters in the same order, so both graphs share one slab layout:
+ *
+ *   batchnorm  stats = batchnorm_stats(x, running_mean, running_var)
+ *                      (batch mean and 1/std; updates the running ones)
+ *              y = batchnorm_train(x, stats, weight, bias)
+ *   dropout    y = mul(x, dropout_mask(x))   (rate 0: y = x, no node)
+ *
+ * In inference batchnorm is one node on the running statistics and
+ * dropout an identity (a view).
  */
 #include "spec.h"
 
@@ -109,21 +116,70 @@ static int params_batchnorm(Lower *L, const KpLayerSpec *l, const KpValue *x, Kp
     return 4;
 }
 
-/* Each layer type: its op, its parameters, and whether it may take more
- * than one input (graph form). */
+/* A layer's training form: nodes reading args[0..nargs-1] (its inputs,
+ * then its parameters), its attributes from l; *out is its output.  0, or
+ * -1 with a diagnostic. */
+typedef int (*TrainFn)(Lower *L, const KpLayerSpec *l, KpValue *const *args, KpValue **out);
+
+static int oom(Lower *L)
+{
+    return kp_error(L->d, "%s: out of memory", L->s->file ? L->s->file : "<model>");
+}
+
+/* A node op(in...) of layer l, shape inferred; its output or NULL. */
+static KpValue *layer_node(Lower *L, const KpLayerSpec *l, KpOp op, int nin, KpValue *const *in)
+{
+    KpNode *n = kp_node_new(L->g, op, l->name, l->where, nin, in);
+    if (!n) {
+        oom(L);
+        return NULL;
+    }
+    n->attr = l->attr;
+    return kp_node_infer_shape(L->g, n, L->d) ? NULL : n->out;
+}
+
+/* args: x, weight, bias, running_mean, running_var */
+static int train_batchnorm(Lower *L, const KpLayerSpec *l, KpValue *const *args, KpValue **out)
+{
+    KpValue *stats = layer_node(L, l, KP_OP_batchnorm_stats, 3,
+                                (KpValue *[]){args[0], args[3], args[4]});
+    if (!stats)
+        return -1;
+    *out = layer_node(L, l, KP_OP_batchnorm_train, 4,
+                      (KpValue *[]){args[0], stats, args[1], args[2]});
+    return *out ? 0 : -1;
+}
+
+/* args: x */
+static int train_dropout(Lower *L, const KpLayerSpec *l, KpValue *const *args, KpValue **out)
+{
+    if (l->attr.rate == 0) {
+        *out = args[0];
+        return 0;
+    }
+    KpValue *mask = layer_node(L, l, KP_OP_dropout_mask, 1, args);
+    if (!mask)
+        return -1;
+    *out = layer_node(L, l, KP_OP_mul, 2, (KpValue *[]){args[0], mask});
+    return *out ? 0 : -1;
+}
+
+/* Each layer type: its op, its parameters, whether it may take more than
+ * one input (graph form), and its training form where that differs. */
 static const struct {
     bool present;
     KpOp op;
     ParamFn params;
     bool many_inputs;
+    TrainFn train;
 } layer_table[KP_LAYER_COUNT] = {
     [KP_LAYER_DENSE] = {true, KP_OP_dense, params_dense, false},
     [KP_LAYER_CONV2D] = {true, KP_OP_conv2d, params_conv2d, false},
     [KP_LAYER_CONV2D_TRANSPOSE] = {true, KP_OP_conv2d_transpose, params_conv2d_transpose, false},
     [KP_LAYER_MAXPOOL2D] = {true, KP_OP_maxpool2d, NULL, false},
     [KP_LAYER_AVGPOOL2D] = {true, KP_OP_avgpool2d, NULL, false},
-    [KP_LAYER_BATCHNORM] = {true, KP_OP_batchnorm, params_batchnorm, false},
-    [KP_LAYER_DROPOUT] = {true, KP_OP_dropout, NULL, false},
+    [KP_LAYER_BATCHNORM] = {true, KP_OP_batchnorm, params_batchnorm, false, train_batchnorm},
+    [KP_LAYER_DROPOUT] = {true, KP_OP_dropout, NULL, false, train_dropout},
     [KP_LAYER_RESHAPE] = {true, KP_OP_reshape, NULL, false},
     [KP_LAYER_MASKING] = {true, KP_OP_masking, NULL, false},
     [KP_LAYER_FLATTEN] = {true, KP_OP_flatten, NULL, false},
@@ -143,11 +199,6 @@ static const KpOp act_ops[] = {
     [KP_ACT_SOFTMAX] = KP_OP_softmax,
     [KP_ACT_LEAKY_RELU] = KP_OP_leaky_relu,
 };
-
-static int oom(Lower *L)
-{
-    return kp_error(L->d, "%s: out of memory", L->s->file ? L->s->file : "<model>");
-}
 
 /* Add l as a node reading in[0..nin-1] (and its fused activation);
  * *out is the value the next layer reads. */
@@ -170,6 +221,10 @@ static int lower_layer(Lower *L, const KpLayerSpec *l, int nin, KpValue *const *
         if (np < 0)
             return oom(L);
         nargs += np;
+    }
+    if (g->training && layer_table[l->type].train) {
+        assert(l->activation == KP_ACT_NONE);
+        return layer_table[l->type].train(L, l, args, out);
     }
     KpNode *n = kp_node_new(g, layer_table[l->type].op, l->name, l->where, nargs, args);
     if (!n)

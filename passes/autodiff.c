@@ -10,10 +10,10 @@
  *                                                │  labels (target)
  *                             loss ─ cross_entropy(%8, t)          LOSS
  *                                    cross_entropy_grad(%8, t) = dy8 (d_output)
- *        dW2 = dense_grad_w(dy8, %5)   db2 = dense_grad_b(dy8)     BACKWARD
+ *        dW2 = dense_grad_w(dy8, %5)   db2 = bias_grad(dy8)        BACKWARD
  *        dy5 = dense_grad_x(dy8, W2)
  *        dy4 = relu_grad(dy5, %4)
- *        dW1 = dense_grad_w(dy4, %1)   db1 = dense_grad_b(dy4)     BACKWARD
+ *        dW1 = dense_grad_w(dy4, %1)   db1 = bias_grad(dy4)        BACKWARD
  *        dy1 = dense_grad_x(dy4, W1)                               INPUT_GRAD
  *        dx  = reshape(dy1) to [N,1,28,28]  (d_input)              INPUT_GRAD
  *        adam_update                                               UPDATE

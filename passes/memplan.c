@@ -30,8 +30,12 @@
  * optimizer update over the parameter slab (@p+0).  The output stays in
  * the workspace, where the loss and the backward read it; the loss scalar
  * and a loss-less model's d_output (karp_backward's dy) are workspace
- * values like the others.  (Dropout will stop being a view in training
- * with issue 4.)
+ * values like the others.  Dropout is no view in a train graph: it is
+ * lowered to mul(x, dropout_mask(x)), and the mask, batchnorm's batch
+ * statistics [2,C] (which do not scale with the batch) and concat's
+ * gradients (slice, a copy) are workspace values like the others.
+ * batchnorm_stats also writes the running statistics, in place in the
+ * parameter slab; that is a side effect, not its output.
  */
 #include "passes.h"
 

@@ -384,16 +384,33 @@ START_TEST(interp_activations)
 }
 END_TEST
 
-START_TEST(interp_unsupported_op)
+/* maxpool 2x2 stride 2 and avgpool 3x3 stride 1 padding 1 on one 4x4
+ * channel, by hand: avg divides by 9 at the border too (padding counts). */
+START_TEST(interp_pools)
 {
     KpModelSpec *s = spec(3, 1, 4, 4);
     KpLayerSpec *p = layer(s, KP_LAYER_MAXPOOL2D, "pool1");
     p->attr.kernel[0] = p->attr.kernel[1] = p->attr.stride[0] = p->attr.stride[1] = 2;
     lower_ok(s);
     ck_assert_int_eq(kp_pipeline_infer(g, &opts, &d), 0);
-    float x[16] = {0}, y[4];
-    ck_assert_int_eq(kp_interp_run(g, NULL, x, 1, y, &d), -1);
-    ck_assert_str_eq(d.msg, "m.json: layers[0] (pool1): no reference execution for maxpool2d yet");
+    float x[16], y[16];
+    for (int i = 0; i < 16; i++)
+        x[i] = (float)((i * 7) % 16);   /* 0 7 14 5 / 12 3 10 1 / 8 15 6 13 / 4 11 2 9 */
+    ck_assert_int_eq(kp_interp_run(g, NULL, x, 1, y, &d), 0);
+    const float want[4] = {12, 14, 15, 13};
+    for (int i = 0; i < 4; i++)
+        ck_assert_float_eq(y[i], want[i]);
+    kp_graph_free(g);
+    g = kp_graph_new();
+    s = spec(3, 1, 4, 4);
+    p = layer(s, KP_LAYER_AVGPOOL2D, "pool1");
+    p->attr.kernel[0] = p->attr.kernel[1] = 3;
+    p->attr.padding[0] = p->attr.padding[1] = 1;
+    lower_ok(s);
+    ck_assert_int_eq(kp_pipeline_infer(g, &opts, &d), 0);
+    ck_assert_int_eq(kp_interp_run(g, NULL, x, 1, y, &d), 0);
+    ck_assert_float_eq_tol(y[0], (0 + 7 + 12 + 3) / 9.0f, 1e-6f);
+    ck_assert_float_eq_tol(y[5], (0 + 7 + 14 + 12 + 3 + 10 + 8 + 15 + 6) / 9.0f, 1e-6f);
 }
 END_TEST
 
@@ -437,7 +454,7 @@ END_TEST
 
 static const char *const golden[] = {"mlp", "cnn", "residual"};
 /* Train graphs: <name>.json through kp_pipeline_train, into <name>_train.ir. */
-static const char *const golden_train[] = {"mlp", "fashion_mlp", "noloss"};
+static const char *const golden_train[] = {"mlp", "fashion_mlp", "noloss", "cnn", "residual"};
 
 static char *read_all(const char *path)
 {
@@ -524,7 +541,7 @@ static Suite *passes_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, interp_dense_net);
     tcase_add_test(tc, interp_activations);
-    tcase_add_test(tc, interp_unsupported_op);
+    tcase_add_test(tc, interp_pools);
     suite_add_tcase(s, tc);
     tc = tcase_create("pipeline");
     tcase_add_checked_fixture(tc, setup, teardown);

@@ -555,8 +555,7 @@ START_TEST(train_memplan)
 }
 END_TEST
 
-/* Batchnorm's running statistics come after every trained parameter (in
- * the inference graph: batchnorm trains with issue 4). */
+/* Batchnorm's running statistics come after every trained parameter. */
 START_TEST(frozen_params_last)
 {
     const char *json = HEAD "\"input\": {\"shape\": [3]}, \"layers\": [{\"type\": \"dense\", "
@@ -579,15 +578,6 @@ START_TEST(frozen_params_last)
         ck_assert(stat ? v->offset >= g->trainable_floats
                        : v->offset + kp_value_numel(v, 1) <= g->trainable_floats);
     }
-}
-END_TEST
-
-START_TEST(messages)
-{
-    ck_assert_int_eq(build(HEAD "\"input\": {\"shape\": [3]}, \"layers\": [{\"type\": \"dense\", "
-                              "\"units\": 20}, {\"type\": \"batchnorm\"}], \"loss\": \"mse\"}"), -1);
-    ck_assert_str_eq(d.msg, "m.json: layers[1] (batchnorm1): training through batchnorm is not "
-                            "supported yet");
 }
 END_TEST
 
@@ -628,7 +618,6 @@ static Suite *autodiff_suite(void)
     tcase_add_loop_test(tc, optim_through_interp, 0, 3);
     tcase_add_test(tc, train_memplan);
     tcase_add_test(tc, frozen_params_last);
-    tcase_add_test(tc, messages);
     tcase_add_test(tc, message_loss_shape);
     tcase_add_test(tc, dead_branch_ignored);
     suite_add_tcase(s, tc);
