@@ -1,9 +1,19 @@
 """PyTorch oracle for karpc's training: rebuild a model file's network in
-PyTorch, load the initial weights karpc saved (safetensors, read by hand so
-that no extra package is needed), run the same batches through the same
-loss and optimizer, print one loss per line.
+PyTorch (karp_torch.py), load the initial weights karpc saved, run the same
+batches through the same loss and optimizer.
 
     torch_train.py MODEL.json INIT.safetensors BATCHES.bin STEPS
+        prints one loss per step, one per line
+    torch_train.py --trace MODEL.json INIT.safetensors BATCHES.bin STEPS OUT.bin
+        writes, for each step k (1-based), the records
+          s<k>.output        the forward output in training mode [n, output]
+          s<k>.loss          the mean loss [1]
+          s<k>.dx            the gradient of the loss with respect to the input
+          s<k>.grad.<param>  each trained parameter's gradient
+          s<k>.<stat>        each batchnorm running statistic after the forward
+        then final.<param> for every parameter after the last update.
+        A record is: u32 name length, the name, u64 count, count float32
+        (little-endian).
 
 BATCHES.bin holds, per step, n as int32, then n*input float32 samples,
 then the target: n int32 labels (cross_entropy) or n*output float32.
@@ -15,121 +25,60 @@ import sys
 import numpy as np
 import torch
 
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        blob = f.read()
-    (hlen,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + hlen])
-    data = blob[8 + hlen:]
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__" or info["dtype"] != "F32":
-            continue
-        b, e = info["data_offsets"]
-        arr = np.frombuffer(data[b:e], dtype="<f4").reshape(info["shape"])
-        tensors[name] = torch.from_numpy(arr.copy())
-    return tensors
+import karp_torch as kt
 
 
-ACTS = {
-    "relu": torch.nn.ReLU,
-    "sigmoid": torch.nn.Sigmoid,
-    "tanh": torch.nn.Tanh,
-    "softmax": lambda: torch.nn.Softmax(dim=1),
-}
-
-
-def activation(name, alpha=0.01):
-    if name == "leaky_relu":
-        return torch.nn.LeakyReLU(alpha)
-    return ACTS[name]()
-
-
-def build(model):
-    """A chain model as nn.Sequential, with modules named as karpc names
-    the parameters (<layer>.weight)."""
-    seq = torch.nn.Sequential()
-    numel = int(np.prod(model["input"]["shape"]))
-    for i, layer in enumerate(model["layers"]):
-        kind = layer["type"]
-        name = layer.get("name", f"{kind}{i}")
-        if kind == "flatten":
-            seq.add_module(name, torch.nn.Flatten())
-        elif kind == "dense":
-            seq.add_module(name, torch.nn.Linear(numel, layer["units"], bias=layer.get("bias", True)))
-            numel = layer["units"]
-            act = layer.get("activation", "none")
-            if act != "none":
-                seq.add_module(name + "_act", activation(act))
-        elif kind == "leaky_relu":
-            seq.add_module(name, activation(kind, layer.get("alpha", 0.01)))
-        elif kind in ACTS:
-            seq.add_module(name, activation(kind))
-        else:
-            raise SystemExit(f"torch_train.py: layer type {kind} not supported here")
-    return seq, numel
-
-
-def make_loss(name):
-    return {
-        "cross_entropy": torch.nn.CrossEntropyLoss(),
-        "mse": torch.nn.MSELoss(),
-        "bce": torch.nn.BCELoss(),
-        "bce_logits": torch.nn.BCEWithLogitsLoss(),
-    }[name]
-
-
-def make_optimizer(spec, params):
-    kind, lr = spec["type"], spec["lr"]
-    if kind == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=spec.get("weight_decay", 0.0))
-    if kind == "momentum":
-        beta = spec.get("beta", 0.9)
-        opt = torch.optim.SGD(params, lr=lr, momentum=beta, dampening=beta)
-        # karpc's v starts at zero (v = beta v + (1-beta) g from the first
-        # step); PyTorch starts the buffer at g unless it already exists.
-        for p in params:
-            opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
-        return opt
-    if kind == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(spec.get("beta1", 0.9), spec.get("beta2", 0.999)),
-                                eps=spec.get("eps", 1e-8))
-    raise SystemExit(f"torch_train.py: optimizer {kind} not supported")
+def record(f, name, t):
+    data = t.detach().reshape(-1).to(torch.float32).numpy().astype("<f4")
+    raw = name.encode()
+    f.write(struct.pack("<I", len(raw)))
+    f.write(raw)
+    f.write(struct.pack("<Q", data.size))
+    f.write(data.tobytes())
 
 
 def main():
-    model_path, init_path, batches_path, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    args = sys.argv[1:]
+    trace = args[:1] == ["--trace"]
+    if trace:
+        args = args[1:]
+    if len(args) != (5 if trace else 4):
+        raise SystemExit(__doc__)
+    model_path, init_path, batches_path, steps = args[0], args[1], args[2], int(args[3])
     with open(model_path) as f:
         model = json.load(f)
     torch.set_num_threads(1)
-    net, out_size = build(model)
-    state = read_safetensors(init_path)
-    net.load_state_dict({k: v for k, v in state.items() if not k.startswith("optimizer.")})
-    loss_name = model["loss"] if isinstance(model["loss"], str) else model["loss"]["type"]
-    loss_fn = make_loss(loss_name)
-    params = list(net.parameters())
-    opt = make_optimizer(model["optimizer"], params)
-    in_size = int(np.prod(model["input"]["shape"]))
-    with open(batches_path, "rb") as f:
-        blob = f.read()
-    pos = 0
-    for _ in range(steps):
-        (n,) = struct.unpack_from("<i", blob, pos)
-        pos += 4
-        x = np.frombuffer(blob, dtype="<f4", count=n * in_size, offset=pos).reshape([n] + model["input"]["shape"])
-        pos += 4 * n * in_size
-        if loss_name == "cross_entropy":
-            t = torch.from_numpy(np.frombuffer(blob, dtype="<i4", count=n, offset=pos).astype(np.int64))
-            pos += 4 * n
-        else:
-            t = torch.from_numpy(np.frombuffer(blob, dtype="<f4", count=n * out_size, offset=pos).reshape(n, out_size).copy())
-            pos += 4 * n * out_size
+    net = kt.KarpNet(model)
+    net.load_karp(kt.read_safetensors(init_path))
+    net.train()
+    loss_fn = kt.make_loss(kt.loss_name(model))
+    trained = net.trainable()
+    opt = kt.make_optimizer(model["optimizer"], [p for _, p in trained])
+    out_size = int(np.prod(net.out_shape))
+    batches = kt.read_batches(batches_path, model, out_size, steps)
+    out = open(args[4], "wb") if trace else None
+    for k, (x, t) in enumerate(batches, 1):
         opt.zero_grad()
-        loss = loss_fn(net(torch.from_numpy(x.copy())), t)
+        x.requires_grad_(trace)
+        y = net(x)
+        loss = loss_fn(y, t)
         loss.backward()
+        if out:
+            record(out, f"s{k}.output", y)
+            record(out, f"s{k}.loss", loss.reshape(1))
+            record(out, f"s{k}.dx", x.grad)
+            for name, p in trained:
+                record(out, f"s{k}.grad.{name}", p.grad)
+            for name, t in net.named.items():
+                if not isinstance(t, torch.nn.Parameter):
+                    record(out, f"s{k}.{name}", t)
+        else:
+            print(f"{loss.item():.9g}")
         opt.step()
-        print(f"{loss.item():.9g}")
+    if out:
+        for name, t in net.named.items():
+            record(out, f"final.{name}", t)
+        out.close()
 
 
 if __name__ == "__main__":
