@@ -108,7 +108,7 @@ void kp_ref_conv2d_transpose_forward(float *y, const float *x, const float *w, c
 }
 
 /* dy (n,f,oh,ow), x (n,c,h,w), w (c,f,kh,kw) ->
- *   dx (n,c,h,w)     overwritten: the conv2d of dy with w (skipped if NULL)
+ *   dx (n,c,h,w)     overwritten: the conv2d of dy with w (skipped if NULL; reads w)
  *   dw (c,f,kh,kw)   += (skipped if NULL; reads x)
  *   db (f)           += sum of dy over n, oh, ow (skipped if NULL) */
 void kp_ref_conv2d_transpose_backward(float *dx, float *dw, float *db, const float *dy,
@@ -135,7 +135,8 @@ void kp_ref_conv2d_transpose_backward(float *dx, float *dw, float *db, const flo
                                     continue;
                                 float g = dy[((i * s->f + f) * s->oh + oy) * s->ow + ox];
                                 int64_t wi = ((c * s->f + f) * s->kh + ky) * s->kw + kx;
-                                acc += g * w[wi];
+                                if (dx)
+                                    acc += g * w[wi];
                                 if (dw)
                                     dw[wi] += g * x[xi];
                             }
