@@ -256,7 +256,10 @@ int kp_interp_run(const KpGraph *g, const float *params, const float *x, int64_t
  * not run; dx (may be NULL) receives the input gradient; y (may be NULL)
  * the output; *loss (may be NULL) the loss; step counts optimizer steps
  * from 1.  Gradients accumulate into grads; the UPDATE phase zeroes them
- * after the step. */
+ * after the step.  seed is the call's random stream (dropout masks: each
+ * dropout_mask node draws from kp_ref_dropout_node_seed(seed, node id)); a
+ * backward must get its forward's seed.  Batchnorm's running statistics
+ * (in params) are updated only when phases include FORWARD. */
 typedef struct KpInterpTrain {
     unsigned phases;
     float *params, *grads, *opt;
