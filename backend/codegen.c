@@ -100,17 +100,23 @@ LLVMValueRef kp_cg_value_ptr(KpEmit *e, const KpEntryEnv *env, const KpValue *v,
     return NULL;
 }
 
+int kp_node_takes_seed(const KpNode *n)
+{
+    return n->op == KP_OP_dropout_mask;
+}
+
 /* <prefix>.node<i>.<op>: the node's function, its body from the emitter.
  * (params, grads, opt, step) for a node without inputs (an update). */
 static LLVMValueRef emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpDiag *d)
 {
-    LLVMTypeRef params[KP_MAX_IN + 2];
+    LLVMTypeRef params[KP_MAX_IN + 3];
     e->node = n;
     e->nptr = n->nin == 0 ? 3 : n->nin + 1;
+    int seeded = kp_node_takes_seed(n);
     for (int i = 0; i < e->nptr; i++)
         params[i] = e->ptr;
-    params[e->nptr] = e->i64;
-    LLVMTypeRef ty = LLVMFunctionType(e->void_t, params, (unsigned)e->nptr + 1, 0);
+    params[e->nptr] = params[e->nptr + 1] = e->i64;
+    LLVMTypeRef ty = LLVMFunctionType(e->void_t, params, (unsigned)(e->nptr + 1 + seeded), 0);
     char name[128];
     snprintf(name, sizeof name, "%s.node%d.%s", prefix, n->id, kp_op_name(n->op));
     e->fn = LLVMAddFunction(e->mod, name, ty);
@@ -139,10 +145,12 @@ static LLVMValueRef emit_node(KpEmit *e, const char *prefix, const KpNode *n, Kp
                                     LLVMCreateEnumAttribute(e->ctx, kind, 0));
     }
     e->n = LLVMGetParam(e->fn, (unsigned)e->nptr);
+    e->seed = seeded ? LLVMGetParam(e->fn, (unsigned)e->nptr + 1) : NULL;
 
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
     int rc = emitters[n->op](e, n, d);
     e->accumulate = 0;
+    e->seed = NULL;
     if (rc < 0)
         return NULL;
     LLVMBuildRetVoid(e->b);
@@ -167,7 +175,7 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
 
 int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn, KpDiag *d)
 {
-    LLVMValueRef args[KP_MAX_IN + 2];
+    LLVMValueRef args[KP_MAX_IN + 3];
     unsigned nargs;
     if (n->nin == 0) {
         LLVMValueRef out = kp_cg_value_ptr(e, env, n->out, d);
@@ -184,6 +192,12 @@ int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValue
             return -1;
         args[n->nin + 1] = env->n;
         nargs = (unsigned)n->nin + 2;
+        if (kp_node_takes_seed(n)) {
+            if (!env->seed)
+                return kp_error(d, "internal error: node %d needs the call's seed, which this "
+                                "entry point does not have", n->id);
+            args[nargs++] = env->seed;
+        }
     }
     LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fn), fn, args, nargs, "");
     return 0;

@@ -20,6 +20,7 @@ typedef struct KpEntryEnv {
     LLVMValueRef fn;            /* the entry being built */
     LLVMValueRef params, ws, x, y, grads, opt, target, dx;
     LLVMValueRef n, step;       /* i64 */
+    LLVMValueRef seed;          /* i64, forward and train_step only */
 } KpEntryEnv;
 
 /* One function per node of e->g, named "<prefix>.node<id>.<op>"; returns

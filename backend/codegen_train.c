@@ -2,14 +2,14 @@
  * codegen_train.c — the training entry points of a train graph, in the
  * same module as infer (node functions "train.node<i>.<op>"):
  *
- *   forward(params, tws, x, y, n)
- *       FORWARD nodes; then, if y != NULL, the output copied to y
+ *   forward(params, tws, x, y, n, seed)
+ *       FORWARD nodes (the seed for their dropout masks); then, if y != NULL, the output copied to y
  *   backward(params, grads, tws, x, dy, dx, n)
  *       dy copied into d_output's slot; BACKWARD nodes; INPUT_GRAD nodes
  *       only if dx != NULL
  *   apply(params, grads, opt, step)                      (with an optimizer)
  *       UPDATE nodes; grads[0, param_floats) zeroed
- *   train_step(params, grads, opt, tws, x, target, n, step) -> loss
+ *   train_step(params, grads, opt, tws, x, target, n, step, seed) -> loss
  *       FORWARD, LOSS, BACKWARD, UPDATE; grads zeroed; the loss scalar
  *       returned                                   (with a loss and an optimizer)
  *
@@ -63,10 +63,11 @@ static void zero_grads(KpEmit *e, const KpEntryEnv *env)
 
 static LLVMValueRef emit_forward(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
 {
-    LLVMTypeRef pt[5] = {e->ptr, e->ptr, e->ptr, e->ptr, e->i64};
-    LLVMValueRef fn = kp_cg_entry(e, "forward", LLVMFunctionType(e->void_t, pt, 5, 0));
+    LLVMTypeRef pt[6] = {e->ptr, e->ptr, e->ptr, e->ptr, e->i64, e->i64};
+    LLVMValueRef fn = kp_cg_entry(e, "forward", LLVMFunctionType(e->void_t, pt, 6, 0));
     KpEntryEnv env = {.fn = fn, .params = LLVMGetParam(fn, 0), .ws = LLVMGetParam(fn, 1),
-                      .x = LLVMGetParam(fn, 2), .n = LLVMGetParam(fn, 4)};
+                      .x = LLVMGetParam(fn, 2), .n = LLVMGetParam(fn, 4),
+                      .seed = LLVMGetParam(fn, 5)};
     LLVMValueRef y = LLVMGetParam(fn, 3);
     if (run_phase(e, &env, fns, KP_PHASE_FORWARD, d) < 0)
         return NULL;
@@ -122,12 +123,13 @@ static LLVMValueRef emit_apply(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
 
 static LLVMValueRef emit_train_step(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
 {
-    LLVMTypeRef pt[8] = {e->ptr, e->ptr, e->ptr, e->ptr, e->ptr, e->ptr, e->i64, e->i64};
-    LLVMValueRef fn = kp_cg_entry(e, "train_step", LLVMFunctionType(e->f32, pt, 8, 0));
+    LLVMTypeRef pt[9] = {e->ptr, e->ptr, e->ptr, e->ptr, e->ptr, e->ptr, e->i64, e->i64, e->i64};
+    LLVMValueRef fn = kp_cg_entry(e, "train_step", LLVMFunctionType(e->f32, pt, 9, 0));
     KpEntryEnv env = {.fn = fn, .params = LLVMGetParam(fn, 0), .grads = LLVMGetParam(fn, 1),
                       .opt = LLVMGetParam(fn, 2), .ws = LLVMGetParam(fn, 3),
                       .x = LLVMGetParam(fn, 4), .target = LLVMGetParam(fn, 5),
-                      .n = LLVMGetParam(fn, 6), .step = LLVMGetParam(fn, 7)};
+                      .n = LLVMGetParam(fn, 6), .step = LLVMGetParam(fn, 7),
+                      .seed = LLVMGetParam(fn, 8)};
     static const KpPhase order[] = {KP_PHASE_FORWARD, KP_PHASE_LOSS, KP_PHASE_BACKWARD,
                                     KP_PHASE_UPDATE};
     for (int k = 0; k < 4; k++)

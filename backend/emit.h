@@ -44,6 +44,8 @@ typedef struct KpEmit {
     LLVMValueRef ptr_arg[KP_MAX_IN + 1];
     int noalias[KP_MAX_IN + 1];
     LLVMValueRef n;             /* the batch, i64 (the step for an update node) */
+    LLVMValueRef seed;          /* i64: the call's seed, for a node that takes one
+                                   (kp_node_takes_seed), else NULL */
     int accumulate;             /* the output is a gradient slot: add into it */
 } KpEmit;
 
@@ -51,10 +53,17 @@ typedef struct KpEmit {
  * mod; g may be NULL outside a model (tests).  Dispose e->b when done. */
 void kp_emit_init(KpEmit *e, LLVMContextRef ctx, LLVMModuleRef mod, const KpGraph *g, int vw);
 
+/* Whether n's function takes the call's seed as a last i64 argument,
+ *     void <graph>.node<id>.<op>(ptr in0, ..., ptr out, i64 n, i64 seed)
+ * (dropout masks); only the forward and train_step entries have one. */
+int kp_node_takes_seed(const KpNode *n);
+
 /* Emitters, one per row of ops.def (a name may serve several rows). */
 #define O(op, kind, nin, shape, interp, emit, grad) int emit(KpEmit *e, const KpNode *n, KpDiag *d);
 #include "../ir/ops.def"
 #undef O
+/* For a row whose code generation a later issue brings: a diagnostic. */
+int emit_unsupported(KpEmit *e, const KpNode *n, KpDiag *d);
 
 /* --- constants and types --------------------------------------------- */
 LLVMValueRef kp_i64(KpEmit *e, int64_t v);
@@ -100,10 +109,12 @@ LLVMValueRef kp_min_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
  *     void kernel(ptr noalias p0, ..., i64 n, i64 begin, i64 end)
  * whose code gen() emits with the builder in the kernel's entry block
  * (a->p are the kernel's pointer parameters).  With parallel false the
- * kernel is called directly over the whole range. */
+ * kernel is called directly over the whole range.  A node with a seed
+ * (e->seed) passes it on as one more i64 after n (a->seed). */
 typedef struct KpKernelArgs {
     LLVMValueRef p[KP_MAX_IN + 1];
     LLVMValueRef n, begin, end;
+    LLVMValueRef seed;          /* NULL unless e->seed */
 } KpKernelArgs;
 typedef void (*KpKernelGen)(KpEmit *e, const KpKernelArgs *a, void *user);
 void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValueRef end,

@@ -3,7 +3,8 @@
  *
  *   dense_grad_x:  dx[i,k]  = sum_o dy[i,o] W[o,k]     dy [N,out], W [out,in] -> [N,in]
  *   dense_grad_w:  dW[o,k] += sum_i dy[i,o] x[i,k]     dy [N,out], x [N,in]   -> [out,in]
- *   dense_grad_b:  db[o]   += sum_i dy[i,o]            dy [N,out]             -> [out]
+ *   bias_grad:     db[o]   += sum_i dy[i,o]            dy [N,out]             -> [out]
+ *                  (and dy [N,C,H,W]: a vector sum over each channel's planes)
  *
  * The first two are one shape of GEMM, C[r,k] (+)= sum_j A[r,j] B[j,k],
  * with B and C rows contiguous along k and A read one scalar at a time:
@@ -245,10 +246,57 @@ static void bias_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     kp_loop_end(e, &lv);
 }
 
-/* dy [N,out] -> db [out] */
-int emit_dense_grad_b(KpEmit *e, const KpNode *n, KpDiag *d)
+/* db[c] (+)= the sum over n of dy[n,c,0..hw), vectors along hw (the last
+ * masked), lanes summed by a fixed tree at the end; items are channels. */
+typedef struct BiasPlanes {
+    int64_t c, hw;
+} BiasPlanes;
+
+static void bias_planes_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
-    int64_t out = n->in[0]->dims[1];
+    const BiasPlanes *s = user;
+    LLVMValueRef dy = a->p[0], db = a->p[1];
+    int64_t nwhole = s->hw / e->vw, rem = s->hw % e->vw;
+    LLVMValueRef acc = kp_alloca(e, e->vec, "acc");
+    KpLoop lc, li, lv;
+    kp_loop_begin(e, &lc, a->begin, a->end, 1, "c");
+    LLVMBuildStore(e->b, kp_fconst(e->vec, 0.0), acc);
+    kp_loop_begin(e, &li, kp_i64(e, 0), a->n, 1, "i");
+    LLVMValueRef plane = LLVMBuildNSWMul(
+        e->b, LLVMBuildNSWAdd(e->b, LLVMBuildNSWMul(e->b, li.iv, kp_i64(e, s->c), ""), lc.iv, ""),
+        kp_i64(e, s->hw), "");
+    if (nwhole > 0) {
+        kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, nwhole * e->vw), e->vw, "v");
+        LLVMValueRef x = kp_load_vec(e, dy, LLVMBuildNSWAdd(e->b, plane, lv.iv, ""));
+        LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->vec, acc, ""), x, ""), acc);
+        kp_loop_end(e, &lv);
+    }
+    if (rem > 0) {
+        LLVMValueRef at = LLVMBuildNSWAdd(e->b, plane, kp_i64(e, nwhole * e->vw), "");
+        LLVMValueRef x = kp_load_vec_masked(e, dy, at, (int)rem, 0.0);
+        LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->vec, acc, ""), x, ""), acc);
+    }
+    kp_loop_end(e, &li);
+    LLVMValueRef sum = kp_reduce_add(e, LLVMBuildLoad2(e->b, e->vec, acc, ""));
+    if (e->accumulate)
+        sum = LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, db, lc.iv), ""), sum, "");
+    LLVMBuildStore(e->b, sum, kp_gep(e, db, lc.iv));
+    kp_loop_end(e, &lc);
+}
+
+/* dy [N,C,...] -> db [C] */
+int emit_bias_grad(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    const KpValue *dy = n->in[0];
+    int64_t out = dy->dims[1], hw = 1;
+    for (int k = 2; k < dy->rank; k++)
+        hw *= dy->dims[k];
+    if (hw > 1) {
+        BiasPlanes s = {out, hw};
+        int parallel = e->g->max_batch * out * hw >= 65536 && out > 1;
+        kp_emit_parallel(e, "bias", kp_i64(e, 0), kp_i64(e, out), parallel, bias_planes_kernel, &s);
+        return 0;
+    }
     int64_t nvec = (out + e->vw - 1) / e->vw;
     int parallel = e->g->max_batch * out >= 65536;
     kp_emit_parallel(e, "bias", kp_i64(e, 0), kp_i64(e, nvec), parallel, bias_kernel, &out);

@@ -161,13 +161,17 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
 {
     LLVMBasicBlockRef caller = LLVMGetInsertBlock(e->b);
     char buf[128];
+    /* scalars after the pointers: n, then the seed if the node has one */
+    int nsc = e->seed ? 2 : 1;
 
-    /* kernel(p0..pk, n, begin, end) */
-    LLVMTypeRef kparams[KP_MAX_IN + 4];
+    /* kernel(p0..pk, n, [seed,] begin, end) */
+    LLVMTypeRef kparams[KP_MAX_IN + 5];
     for (int i = 0; i < e->nptr; i++)
         kparams[i] = e->ptr;
-    kparams[e->nptr] = kparams[e->nptr + 1] = kparams[e->nptr + 2] = e->i64;
-    LLVMTypeRef kty = LLVMFunctionType(e->void_t, kparams, (unsigned)e->nptr + 3, 0);
+    for (int i = 0; i < nsc + 2; i++)
+        kparams[e->nptr + i] = e->i64;
+    unsigned nk = (unsigned)(e->nptr + nsc + 2);
+    LLVMTypeRef kty = LLVMFunctionType(e->void_t, kparams, nk, 0);
     size_t fnlen;
     const char *fname = LLVMGetValueName2(LLVMGetBasicBlockParent(caller), &fnlen);
     char base[96];
@@ -180,54 +184,63 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
             add_noalias(e, kernel, (unsigned)i + 1);
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, kernel, "entry"));
     KpKernelArgs a;
+    memset(&a, 0, sizeof a);
     for (int i = 0; i < e->nptr; i++)
         a.p[i] = LLVMGetParam(kernel, (unsigned)i);
     a.n = LLVMGetParam(kernel, (unsigned)e->nptr);
-    a.begin = LLVMGetParam(kernel, (unsigned)e->nptr + 1);
-    a.end = LLVMGetParam(kernel, (unsigned)e->nptr + 2);
-    LLVMValueRef saved_n = e->n;
+    if (e->seed)
+        a.seed = LLVMGetParam(kernel, (unsigned)e->nptr + 1);
+    a.begin = LLVMGetParam(kernel, (unsigned)(e->nptr + nsc));
+    a.end = LLVMGetParam(kernel, (unsigned)(e->nptr + nsc + 1));
+    LLVMValueRef saved_n = e->n, saved_seed = e->seed;
     e->n = a.n;
+    e->seed = a.seed;
     gen(e, &a, user);
     e->n = saved_n;
+    e->seed = saved_seed;
     LLVMBuildRetVoid(e->b);
 
-    LLVMValueRef args[KP_MAX_IN + 4];
+    LLVMValueRef args[KP_MAX_IN + 5];
     for (int i = 0; i < e->nptr; i++)
         args[i] = e->ptr_arg[i];
     args[e->nptr] = e->n;
+    if (e->seed)
+        args[e->nptr + 1] = e->seed;
     if (!parallel) {
         LLVMPositionBuilderAtEnd(e->b, caller);
-        args[e->nptr + 1] = begin;
-        args[e->nptr + 2] = end;
-        LLVMBuildCall2(e->b, kty, kernel, args, (unsigned)e->nptr + 3, "");
+        args[e->nptr + nsc] = begin;
+        args[e->nptr + nsc + 1] = end;
+        LLVMBuildCall2(e->b, kty, kernel, args, nk, "");
         return;
     }
 
-    /* ctx = {p0..pk, n}; body(ctx, b, e) unpacks it and calls the kernel */
-    LLVMTypeRef fields[KP_MAX_IN + 2];
+    /* ctx = {p0..pk, n, [seed]}; body(ctx, b, e) unpacks it and calls the kernel */
+    LLVMTypeRef fields[KP_MAX_IN + 3];
     for (int i = 0; i < e->nptr; i++)
         fields[i] = e->ptr;
-    fields[e->nptr] = e->i64;
-    LLVMTypeRef ctx_ty = LLVMStructTypeInContext(e->ctx, fields, (unsigned)e->nptr + 1, 0);
+    for (int i = 0; i < nsc; i++)
+        fields[e->nptr + i] = e->i64;
+    unsigned nf = (unsigned)(e->nptr + nsc);
+    LLVMTypeRef ctx_ty = LLVMStructTypeInContext(e->ctx, fields, nf, 0);
     snprintf(buf, sizeof buf, "%s.body", base);
     LLVMValueRef body = LLVMAddFunction(e->mod, buf, e->body_ty);
     LLVMSetLinkage(body, LLVMInternalLinkage);
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, body, "entry"));
     LLVMValueRef ctx = LLVMGetParam(body, 0);
-    LLVMValueRef kargs[KP_MAX_IN + 4];
-    for (int i = 0; i <= e->nptr; i++) {
-        LLVMValueRef f = LLVMBuildStructGEP2(e->b, ctx_ty, ctx, (unsigned)i, "");
+    LLVMValueRef kargs[KP_MAX_IN + 5];
+    for (unsigned i = 0; i < nf; i++) {
+        LLVMValueRef f = LLVMBuildStructGEP2(e->b, ctx_ty, ctx, i, "");
         kargs[i] = LLVMBuildLoad2(e->b, fields[i], f, "");
     }
-    kargs[e->nptr + 1] = LLVMGetParam(body, 1);
-    kargs[e->nptr + 2] = LLVMGetParam(body, 2);
-    LLVMBuildCall2(e->b, kty, kernel, kargs, (unsigned)e->nptr + 3, "");
+    kargs[nf] = LLVMGetParam(body, 1);
+    kargs[nf + 1] = LLVMGetParam(body, 2);
+    LLVMBuildCall2(e->b, kty, kernel, kargs, nk, "");
     LLVMBuildRetVoid(e->b);
 
     LLVMPositionBuilderAtEnd(e->b, caller);
     LLVMValueRef slot = kp_alloca(e, ctx_ty, "ctx");
-    for (int i = 0; i <= e->nptr; i++)
-        LLVMBuildStore(e->b, args[i], LLVMBuildStructGEP2(e->b, ctx_ty, slot, (unsigned)i, ""));
+    for (unsigned i = 0; i < nf; i++)
+        LLVMBuildStore(e->b, args[i], LLVMBuildStructGEP2(e->b, ctx_ty, slot, i, ""));
     LLVMValueRef pargs[4] = {body, slot, begin, end};
     LLVMBuildCall2(e->b, e->pfor_ty, e->pfor, pargs, 4, "");
 }

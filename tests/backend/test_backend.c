@@ -373,39 +373,6 @@ END_TEST
 
 /* --- the driver's errors, code generation's errors, the header ------------- */
 
-static const char *conv_model =
-    "{\"karp\": 1, \"name\": \"convnet\", \"input\": {\"shape\": [1, 8, 8]},\n"
-    " \"layers\": [{\"type\": \"conv2d\", \"filters\": 2, \"kernel\": 3},\n"
-    "            {\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 3}]}\n";
-
-START_TEST(test_unsupported_op)
-{
-    make_tmpdir();
-    char path[512];
-    write_file("conv.json", conv_model, path, sizeof path);
-    KpDiag d;
-    kp_diag_init(&d);
-    KpGraph *g = NULL;
-    ck_assert_int_eq(kp_build_graph(path, NULL, 0, &g, &d), 0);
-    KpCodegen *cg = NULL;
-    KpProgram prog = {.infer = g};
-    ck_assert_int_eq(kp_llvm_codegen(&prog, NULL, &cg, &d), -1);
-    ck_assert_ptr_null(cg);
-    char want[700];
-    snprintf(want, sizeof want, "%s: layers[0] (%s): code generation for conv2d is not "
-             "implemented yet", path, g->nodes[0]->name);
-    ck_assert_str_eq(d.msg, want);
-    kp_graph_free(g);
-
-    karp_error err;
-    ck_assert_ptr_null(karp_compile(path, NULL, &err));
-    ck_assert_int_eq(err.code, KARP_ECOMPILE);
-    ck_assert_str_eq(err.message, want);
-    ck_assert_str_eq(karp_last_error(), want);
-    remove_tmpdir();
-}
-END_TEST
-
 START_TEST(test_compile_errors)
 {
     make_tmpdir();
@@ -526,7 +493,6 @@ static Suite *backend_suite(void)
     tcase_add_test(tc, test_descriptor_layout);
     tcase_add_test(tc, test_math_accuracy);
     tcase_add_test(tc, test_log_accuracy);
-    tcase_add_test(tc, test_unsupported_op);
     tcase_add_test(tc, test_compile_errors);
     tcase_add_test(tc, test_header_and_emit);
     suite_add_tcase(s, tc);

@@ -293,7 +293,7 @@ static void check_backward(const Model *m, const float *params, double *worst)
         memcpy(g.params, params, (size_t)d->param_floats * 4);
         state_copy(&r, &g, d), state_copy(&g2, &g, d);
 
-        d->forward(g.params, g.tws, x, y, n);
+        d->forward(g.params, g.tws, x, y, n, 0);
         d->backward(g.params, g.grads, g.tws, x, dy, dx, n);
         KpInterpTrain t = {.phases = PHASE(FORWARD) | PHASE(BACKWARD) | PHASE(INPUT_GRAD),
                            .params = r.params, .grads = r.grads, .opt = r.opt, .x = x, .dy = dy,
@@ -308,7 +308,7 @@ static void check_backward(const Model *m, const float *params, double *worst)
 
         /* one thread, and without dx: the same gradients to the bit */
         karp_set_threads(1);
-        d->forward(g2.params, g2.tws, x, NULL, n);
+        d->forward(g2.params, g2.tws, x, NULL, n, 0);
         d->backward(g2.params, g2.grads, g2.tws, x, dy, dx2, n);
         karp_set_threads(0);
         ck_assert_msg(state_same(&g, &g2, d) && memcmp(dx, dx2, (size_t)nin * 4) == 0,
@@ -320,7 +320,7 @@ static void check_backward(const Model *m, const float *params, double *worst)
             State s;
             state_new(&s, d);
             memcpy(s.params, params, (size_t)d->param_floats * 4);
-            m->ms->desc->forward(s.params, s.tws, x, NULL, n);
+            m->ms->desc->forward(s.params, s.tws, x, NULL, n, 0);
             m->ms->desc->backward(s.params, s.grads, s.tws, x, dy, dx2, n);
             ck_assert_msg(state_same(&g, &s, d) && memcmp(dx, dx2, (size_t)nin * 4) == 0,
                           "JIT and .so backward differ\n%s", m->json);
@@ -410,11 +410,11 @@ static void check_steps(const Model *m, const float *params, int compose, double
         run_interp(m, &t);
 
         if (compose) {
-            d->forward(g.params, g.tws, x, NULL, n);
+            d->forward(g.params, g.tws, x, NULL, n, 0);
             d->backward(g.params, g.grads, g.tws, x, dy, NULL, n);
             d->apply(g.params, g.grads, g.opt, step);
         } else {
-            lg = d->train_step(g.params, g.grads, g.opt, g.tws, x, target, n, step);
+            lg = d->train_step(g.params, g.grads, g.opt, g.tws, x, target, n, step, 0);
             double mean = 0;
             for (int64_t i = 0; i < nout; i++)
                 mean += fabs((double)yr[i]);
@@ -423,12 +423,12 @@ static void check_steps(const Model *m, const float *params, int compose, double
                           lg, lr, m->json);
             worst[0] = lr_ratio > worst[0] ? lr_ratio : worst[0];
             karp_set_threads(1);
-            float l1 = d->train_step(one.params, one.grads, one.opt, one.tws, x, target, n, step);
+            float l1 = d->train_step(one.params, one.grads, one.opt, one.tws, x, target, n, step, 0);
             karp_set_threads(0);
             ck_assert_msg(memcmp(&l1, &lg, 4) == 0 && state_same(&g, &one, d),
                           "train_step depends on the thread count\n%s", m->json);
             if (m->ms) {
-                float ls = m->ms->desc->train_step(so.params, so.grads, so.opt, so.tws, x, target, n, step);
+                float ls = m->ms->desc->train_step(so.params, so.grads, so.opt, so.tws, x, target, n, step, 0);
                 ck_assert_msg(memcmp(&ls, &lg, 4) == 0 && state_same(&g, &so, d),
                               "JIT and .so train_step differ\n%s", m->json);
             }

@@ -1,0 +1,312 @@
+/*
+ * emit_conv.c — direct convolution, vectorized along the output width
+ * (the gather form of emit_conv.h): conv2d, conv2d_transpose_grad_x, and
+ * at stride 1 conv2d_transpose and conv2d_grad_x with the kernel flipped.
+ *
+ * A work item is one output row oy of FB output channels of one sample;
+ * the row is cut into tiles of KV vectors (the last tile partial, its
+ * layout fixed at compile time).  Per tile, FB*KV accumulators:
+ *
+ *   for ci, ki (rows outside the input skipped), kj:
+ *       KV vectors  x = X[n, ci, iy, ix0 + lane*sw ...]
+ *       FB scalars  w = W[co0 + f, ci, ki, kj], splatted
+ *       acc[f][v] = fma(x[v], w[f], acc[f][v])
+ *
+ * A tile whose reads all fall inside the row loads whole vectors (stride
+ * 1) or gathers (stride > 1); an edge tile masks the lanes in the padding
+ * at run time.  Every output element is one lane of one accumulator,
+ * summed from the bias over (ci, ki, kj) in order by one thread: the
+ * result does not depend on the thread count.
+ */
+#include "emit_conv.h"
+
+typedef struct Direct {
+    KpConvMap m;
+    int64_t fb, kv;             /* output channels per item, vectors per tile */
+    int edges;                  /* some tile may read padding */
+} Direct;
+
+typedef struct Tile {
+    int nv, rem;                /* vectors; lanes of the last (0: whole) */
+} Tile;
+
+int64_t kp_divisor_upto(int64_t c, int64_t cap)
+{
+    for (int64_t d = cap < c ? cap : c; d > 1; d--)
+        if (c % d == 0)
+            return d;
+    return 1;
+}
+
+void kp_conv_geometry(const KpNode *n, int dilated, int64_t *kh, int64_t *kw, int64_t *sh,
+                      int64_t *sw, int64_t *pt, int64_t *pl, int64_t *dh, int64_t *dw)
+{
+    const KpAttrs *a = &n->attr;
+    *kh = a->kernel[0], *kw = a->kernel[1];
+    *sh = a->stride[0] > 0 ? a->stride[0] : 1, *sw = a->stride[1] > 0 ? a->stride[1] : 1;
+    *pt = a->padding[0], *pl = a->padding[1];
+    *dh = dilated && a->dilation[0] > 0 ? a->dilation[0] : 1;
+    *dw = dilated && a->dilation[1] > 0 ? a->dilation[1] : 1;
+}
+
+/* <vw x i1>: lane l < k. */
+static LLVMValueRef lanes_mask(KpEmit *e, int k)
+{
+    return kp_mask_first(e, k);
+}
+
+/* <vw x i64> {0, s, 2s, ...} + base */
+static LLVMValueRef lane_index(KpEmit *e, LLVMValueRef base, int64_t s)
+{
+    LLVMTypeRef vt = LLVMVectorType(e->i64, (unsigned)e->vw);
+    LLVMValueRef elts[64];
+    for (int l = 0; l < e->vw; l++)
+        elts[l] = LLVMConstInt(e->i64, (unsigned long long)(l * s), 1);
+    LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetPoison(vt), base, kp_i32(e, 0), "");
+    v = LLVMBuildShuffleVector(e->b, v, LLVMGetPoison(vt),
+                               LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw)), "");
+    return LLVMBuildAdd(e->b, v, LLVMConstVector(elts, (unsigned)e->vw), "");
+}
+
+LLVMValueRef kp_conv_load(KpEmit *e, LLVMValueRef X, LLVMValueRef row, LLVMValueRef ix0,
+                          int64_t sw, int64_t width, int lanes, int edge)
+{
+    LLVMValueRef zero = kp_fconst(e->vec, 0.0);
+    LLVMValueRef at = LLVMBuildAdd(e->b, row, ix0, "");
+    if (!edge && sw == 1)
+        return lanes == e->vw ? kp_load_vec(e, X, at) : kp_load_vec_masked(e, X, at, lanes, 0.0);
+    LLVMValueRef mask = lanes_mask(e, lanes);
+    if (edge) {
+        LLVMValueRef ix = lane_index(e, ix0, sw);
+        LLVMValueRef w = lane_index(e, kp_i64(e, width), 0);
+        LLVMValueRef in = LLVMBuildICmp(e->b, LLVMIntULT, ix, w, "in");
+        mask = LLVMBuildAnd(e->b, mask, in, "");
+    }
+    /* the address of a masked-off lane may lie outside the tensor: plain GEP */
+    if (sw == 1) {
+        LLVMValueRef p = LLVMBuildGEP2(e->b, e->f32, X, &at, 1, "");
+        LLVMTypeRef over[2] = {e->vec, e->ptr};
+        LLVMValueRef args[4] = {p, kp_i32(e, 4), mask, zero};
+        return kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+    }
+    LLVMValueRef idx = lane_index(e, at, sw);
+    LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, X, &idx, 1, "");
+    LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
+    LLVMValueRef args[4] = {ptrs, kp_i32(e, 4), mask, zero};
+    return kp_intrinsic(e, "llvm.masked.gather", over, 2, args, 4);
+}
+
+static LLVMValueRef mul(KpEmit *e, LLVMValueRef a, int64_t k)
+{
+    return LLVMBuildNSWMul(e->b, a, kp_i64(e, k), "");
+}
+
+static LLVMValueRef add(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
+{
+    return LLVMBuildNSWAdd(e->b, a, b, "");
+}
+
+static LLVMValueRef addc(KpEmit *e, LLVMValueRef a, int64_t k)
+{
+    return LLVMBuildNSWAdd(e->b, a, kp_i64(e, k), "");
+}
+
+/* One tile of output row oy, channels co0..co0+fb, from column ox0. */
+static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValueRef n,
+                 LLVMValueRef co0, LLVMValueRef oy, LLVMValueRef ox0, Tile t, int edge)
+{
+    const KpConvMap *m = &s->m;
+    LLVMValueRef X = a->p[m->ix], W = a->p[m->iw], Y = a->p[m->iy];
+    LLVMValueRef acc[16][4];
+    for (int f = 0; f < s->fb; f++) {
+        LLVMValueRef init = kp_fconst(e->vec, 0.0);
+        if (m->ib >= 0)
+            init = kp_splat(e, LLVMBuildLoad2(e->b, e->f32,
+                                              kp_gep(e, a->p[m->ib], addc(e, co0, f)), ""));
+        for (int v = 0; v < t.nv; v++) {
+            acc[f][v] = kp_alloca(e, e->vec, "acc");
+            LLVMBuildStore(e->b, init, acc[f][v]);
+        }
+    }
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
+    KpLoop lc, lk, lj;
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cin), 1, "ci");
+    LLVMValueRef plane = mul(e, add(e, mul(e, n, m->cin), lc.iv), m->h);
+    LLVMValueRef wci = add(e, addc(e, mul(e, co0, m->wco), m->w0), mul(e, lc.iv, m->wci));
+    kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, m->kh), 1, "ki");
+    LLVMValueRef iy = add(e, addc(e, mul(e, oy, m->sh), -m->pt), mul(e, lk.iv, m->dh));
+    LLVMBasicBlockRef row = LLVMAppendBasicBlockInContext(e->ctx, fn, "row");
+    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(e->ctx, fn, "row.next");
+    LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntULT, iy, kp_i64(e, m->h), ""), row, next);
+    LLVMPositionBuilderAtEnd(e->b, row);
+    LLVMValueRef xrow = mul(e, add(e, plane, iy), m->w);
+    LLVMValueRef wk = add(e, wci, mul(e, lk.iv, m->wki));
+    kp_loop_begin(e, &lj, kp_i64(e, 0), kp_i64(e, m->kw), 1, "kj");
+    LLVMValueRef ix0 = add(e, addc(e, mul(e, ox0, m->sw), -m->pl), mul(e, lj.iv, m->dw));
+    LLVMValueRef xv[4];
+    for (int v = 0; v < t.nv; v++) {
+        int lanes = v == t.nv - 1 && t.rem ? t.rem : e->vw;
+        xv[v] = kp_conv_load(e, X, xrow, addc(e, ix0, (int64_t)v * e->vw * m->sw), m->sw, m->w,
+                             lanes, edge);
+    }
+    LLVMValueRef wj = add(e, wk, mul(e, lj.iv, m->wkj));
+    for (int f = 0; f < s->fb; f++) {
+        LLVMValueRef wv = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, W, addc(e, wj, f * m->wco)), "");
+        wv = kp_splat(e, wv);
+        for (int v = 0; v < t.nv; v++) {
+            LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, acc[f][v], "");
+            LLVMBuildStore(e->b, kp_fma(e, xv[v], wv, old), acc[f][v]);
+        }
+    }
+    kp_loop_end(e, &lj);
+    LLVMBuildBr(e->b, next);
+    LLVMPositionBuilderAtEnd(e->b, next);
+    kp_loop_end(e, &lk);
+    kp_loop_end(e, &lc);
+    for (int f = 0; f < s->fb; f++) {
+        LLVMValueRef yrow = mul(e, add(e, mul(e, add(e, mul(e, n, m->cout), addc(e, co0, f)), m->oh), oy), m->ow);
+        for (int v = 0; v < t.nv; v++) {
+            LLVMValueRef r = LLVMBuildLoad2(e->b, e->vec, acc[f][v], "");
+            LLVMValueRef at = add(e, yrow, addc(e, ox0, (int64_t)v * e->vw));
+            if (v == t.nv - 1 && t.rem)
+                kp_store_vec_masked(e, r, Y, at, t.rem);
+            else
+                kp_store_vec(e, r, Y, at);
+        }
+    }
+}
+
+/* A tile at ox0: the inside variant when every read is in the row. */
+static void tile_at(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValueRef n,
+                    LLVMValueRef co0, LLVMValueRef oy, LLVMValueRef ox0, Tile t)
+{
+    const KpConvMap *m = &s->m;
+    if (!s->edges) {
+        tile(e, a, s, n, co0, oy, ox0, t, 0);
+        return;
+    }
+    int64_t active = (int64_t)t.nv * e->vw - (t.rem ? e->vw - t.rem : 0);
+    LLVMValueRef lo = addc(e, mul(e, ox0, m->sw), -m->pl);
+    LLVMValueRef hi = addc(e, lo, (active - 1) * m->sw + (m->kw - 1) * m->dw);
+    LLVMValueRef inside = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, lo, kp_i64(e, 0), ""),
+                                       LLVMBuildICmp(e->b, LLVMIntSLT, hi, kp_i64(e, m->w), ""), "");
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
+    LLVMBasicBlockRef bi = LLVMAppendBasicBlockInContext(e->ctx, fn, "inside");
+    LLVMBasicBlockRef be = LLVMAppendBasicBlockInContext(e->ctx, fn, "edge");
+    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "tile.done");
+    LLVMBuildCondBr(e->b, inside, bi, be);
+    LLVMPositionBuilderAtEnd(e->b, bi);
+    tile(e, a, s, n, co0, oy, ox0, t, 0);
+    LLVMBuildBr(e->b, join);
+    LLVMPositionBuilderAtEnd(e->b, be);
+    tile(e, a, s, n, co0, oy, ox0, t, 1);
+    LLVMBuildBr(e->b, join);
+    LLVMPositionBuilderAtEnd(e->b, join);
+}
+
+/* item = (n * (cout/fb) + block) * oh + oy */
+static void direct_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const Direct *s = user;
+    const KpConvMap *m = &s->m;
+    int64_t nfb = m->cout / s->fb, T = s->kv * e->vw;
+    int64_t nwhole = m->ow / T, last = m->ow - nwhole * T;
+    KpLoop li;
+    kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
+    LLVMValueRef oy = LLVMBuildSRem(e->b, li.iv, kp_i64(e, m->oh), "oy");
+    LLVMValueRef t = LLVMBuildSDiv(e->b, li.iv, kp_i64(e, m->oh), "");
+    LLVMValueRef co0 = mul(e, LLVMBuildSRem(e->b, t, kp_i64(e, nfb), ""), s->fb);
+    LLVMValueRef n = LLVMBuildSDiv(e->b, t, kp_i64(e, nfb), "n");
+    if (nwhole > 0) {
+        Tile whole = {(int)s->kv, 0};
+        KpLoop lt;
+        kp_loop_begin(e, &lt, kp_i64(e, 0), kp_i64(e, nwhole), 1, "tile");
+        tile_at(e, a, s, n, co0, oy, mul(e, lt.iv, T), whole);
+        kp_loop_end(e, &lt);
+    }
+    if (last > 0) {
+        Tile lt = {(int)((last + e->vw - 1) / e->vw), (int)(last % e->vw)};
+        tile_at(e, a, s, n, co0, oy, kp_i64(e, nwhole * T), lt);
+    }
+    kp_loop_end(e, &li);
+}
+
+void kp_emit_conv(KpEmit *e, const KpConvMap *map)
+{
+    KpConvMap m = *map;
+    if (m.transposed) {
+        if (m.sh != 1 || m.sw != 1) {
+            kp_emit_conv_scatter(e, &m);
+            return;
+        }
+        /* oy = iy - pt + ki*dh  <=>  iy = oy - ((kh-1)*dh - pt) + (kh-1-ki)*dh */
+        m.w0 += (m.kh - 1) * m.wki + (m.kw - 1) * m.wkj;
+        m.wki = -m.wki, m.wkj = -m.wkj;
+        m.pt = (m.kh - 1) * m.dh - m.pt;
+        m.pl = (m.kw - 1) * m.dw - m.pl;
+        m.transposed = 0;
+    }
+    Direct s = {.m = m};
+    int64_t nvec = (m.ow + e->vw - 1) / e->vw;
+    int64_t kvmax = e->vw >= 16 ? 4 : 2, budget = e->vw >= 16 ? 16 : 8;
+    s.kv = nvec < kvmax ? nvec : kvmax;
+    s.fb = kp_divisor_upto(m.cout, budget / s.kv);
+    /* every read inside the row: no left padding and the last output's window fits */
+    s.edges = !(m.pl <= 0 && (m.ow - 1) * m.sw - m.pl + (m.kw - 1) * m.dw <= m.w - 1);
+    LLVMValueRef items = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, m.cout / s.fb * m.oh), "items");
+    int64_t macs = e->g->max_batch * m.cout * m.oh * m.ow * m.cin * m.kh * m.kw;
+    kp_emit_parallel(e, "conv", kp_i64(e, 0), items, macs >= 65536, direct_kernel, &s);
+}
+
+/* x [N,C,H,W], weight [F,C,kh,kw], bias [F] -> y [N,F,OH,OW] */
+int emit_conv2d(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    const KpValue *x = n->in[0], *y = n->out;
+    KpConvMap m = {.cin = x->dims[1], .h = x->dims[2], .w = x->dims[3],
+                   .cout = y->dims[1], .oh = y->dims[2], .ow = y->dims[3],
+                   .ix = 0, .iw = 1, .ib = n->nin >= 3 && n->in[2] ? 2 : -1, .iy = n->nin};
+    kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
+    m.wco = m.cin * m.kh * m.kw, m.wci = m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
+    kp_emit_conv(e, &m);
+    return 0;
+}
+
+/* x [N,C,H,W], weight [C,F,kh,kw], bias [F] -> y [N,F,OH,OW] */
+int emit_conv2d_transpose(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    const KpValue *x = n->in[0], *y = n->out;
+    KpConvMap m = {.cin = x->dims[1], .h = x->dims[2], .w = x->dims[3],
+                   .cout = y->dims[1], .oh = y->dims[2], .ow = y->dims[3],
+                   .ix = 0, .iw = 1, .ib = n->nin >= 3 && n->in[2] ? 2 : -1, .iy = n->nin,
+                   .transposed = 1};
+    kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
+    m.wco = m.kh * m.kw, m.wci = m.cout * m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
+    kp_emit_conv(e, &m);
+    return 0;
+}
+
+/* dy [N,F,OH,OW], weight [F,C,kh,kw], x (shape) -> dx [N,C,H,W] */
+int emit_conv2d_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    const KpValue *dy = n->in[0], *dx = n->out;
+    KpConvMap m = {.cin = dy->dims[1], .h = dy->dims[2], .w = dy->dims[3],
+                   .cout = dx->dims[1], .oh = dx->dims[2], .ow = dx->dims[3],
+                   .ix = 0, .iw = 1, .ib = -1, .iy = 3, .transposed = 1};
+    kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
+    m.wco = m.kh * m.kw, m.wci = m.cout * m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
+    kp_emit_conv(e, &m);
+    return 0;
+}
+
+/* dy [N,F,OH,OW], weight [C,F,kh,kw], x (shape) -> dx [N,C,H,W] */
+int emit_conv2d_transpose_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    const KpValue *dy = n->in[0], *dx = n->out;
+    KpConvMap m = {.cin = dy->dims[1], .h = dy->dims[2], .w = dy->dims[3],
+                   .cout = dx->dims[1], .oh = dx->dims[2], .ow = dx->dims[3],
+                   .ix = 0, .iw = 1, .ib = -1, .iy = 3};
+    kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
+    m.wco = m.cin * m.kh * m.kw, m.wci = m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
+    kp_emit_conv(e, &m);
+    return 0;
+}

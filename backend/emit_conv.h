@@ -1,0 +1,52 @@
+/*
+ * emit_conv.h — what the convolution emitters share (internal to backend/).
+ *
+ * Every convolution-shaped op is one of two sums over a window, NCHW:
+ *
+ *   gather form (transposed = 0): conv2d, conv2d_transpose_grad_x
+ *       Y[n,co,oy,ox] = bias[co] + sum_{ci,ki,kj} X[n,ci,iy,ix] W[w(co,ci,ki,kj)]
+ *       iy = oy*sh - pt + ki*dh,  ix = ox*sw - pl + kj*dw
+ *   scatter form (transposed = 1): conv2d_transpose, conv2d_grad_x
+ *       the same sum over the (iy, ix) with oy = iy*sh - pt + ki*dh
+ *
+ * X positions outside [0,h) x [0,w) read as zero (padding).  The weight
+ * index is w0 + co*wco + ci*wci + ki*wki + kj*wkj, so one kernel serves
+ * [F,C,kh,kw] and [C,F,kh,kw] weights.  A scatter form at stride 1 is the
+ * gather form with the kernel flipped (kp_emit_conv); at other strides a
+ * scalar kernel (emit_conv_scatter.c).
+ */
+#ifndef KP_EMIT_CONV_H
+#define KP_EMIT_CONV_H
+
+#include "emit.h"
+
+typedef struct KpConvMap {
+    int64_t cin, h, w;          /* X, per sample */
+    int64_t cout, oh, ow;       /* Y, per sample */
+    int64_t kh, kw, sh, sw, pt, pl, dh, dw;
+    int64_t w0, wco, wci, wki, wkj;
+    int ix, iw, ib, iy;         /* kernel pointer indices of X, W, bias (-1: none), Y */
+    int transposed;
+} KpConvMap;
+
+/* Emit Y = the sum of m into the node function: the work split over
+ * threads with each Y element summed by one thread in a fixed order. */
+void kp_emit_conv(KpEmit *e, const KpConvMap *m);
+/* The scatter form at any stride, one element at a time (emit_conv_scatter.c). */
+void kp_emit_conv_scatter(KpEmit *e, const KpConvMap *m);
+
+/* The window geometry of a conv or pool node: kernel, stride, dilation
+ * (1 for pools) and top/left padding from n->attr. */
+void kp_conv_geometry(const KpNode *n, int dilated, int64_t *kh, int64_t *kw, int64_t *sh,
+                      int64_t *sw, int64_t *pt, int64_t *pl, int64_t *dh, int64_t *dw);
+
+/* Lanes l < lanes of X[row + ix0 + l*sw] as a <vw x float> (the others
+ * zero).  With edge set, lanes whose ix0 + l*sw falls outside [0, width)
+ * read zero too (a runtime mask); otherwise all the lanes must be inside. */
+LLVMValueRef kp_conv_load(KpEmit *e, LLVMValueRef X, LLVMValueRef row, LLVMValueRef ix0,
+                          int64_t sw, int64_t width, int lanes, int edge);
+
+/* The largest divisor of c that is at most cap (at least 1). */
+int64_t kp_divisor_upto(int64_t c, int64_t cap);
+
+#endif
