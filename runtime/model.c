@@ -387,6 +387,30 @@ void kp_rt_reset_training(karp_model *m)
     memset(m->opt, 0, (size_t)m->desc->opt_slots * pbytes);
     m->step = 0;
     m->last_n = 0;
+    m->seed_step = 0;
+    m->seed_calls = 0;
+}
+
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The model file's seed (kept by a checkpoint's model, unlike the seed
+ * karp_init_params was given), the step and the call's number within it,
+ * each mixed in turn. */
+uint64_t kp_rt_call_seed(karp_model *m, int64_t step)
+{
+    if (step != m->seed_step) {
+        m->seed_step = step;
+        m->seed_calls = 0;
+    }
+    uint64_t z = mix64(m->desc->seed ^ 0xD1B54A32D192ED03ull);
+    z = mix64(z ^ (uint64_t)step);
+    return mix64(z ^ (uint64_t)m->seed_calls++);
 }
 
 /* Also resets the training state: new parameters start a new run. */

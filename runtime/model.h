@@ -32,6 +32,8 @@ struct karp_model {
     float *last_x;                  /* max_batch * input floats: karp_forward's x */
     int64_t last_n;                 /* its n; 0: no forward to go back through */
     int64_t step;                   /* optimizer steps taken */
+    int64_t seed_step;              /* kp_rt_call_seed: the step of the last call */
+    int64_t seed_calls;             /*   and how many calls that step has had */
     KpMeta meta;                    /* from karp_load / karp_set_metadata */
 };
 

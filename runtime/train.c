@@ -54,7 +54,8 @@ int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n
     kp_rt_apply_threads();
     m->step++;
     m->last_n = 0; /* tws now holds this x's activations, last_x another's */
-    float l = d->train_step(m->params, m->grads, m->opt, m->tws, x, target, n, m->step);
+    float l = d->train_step(m->params, m->grads, m->opt, m->tws, x, target, n, m->step,
+                            kp_rt_call_seed(m, m->step));
     if (loss)
         *loss = l;
     return 0;
@@ -75,7 +76,7 @@ int karp_forward(karp_model *m, const float *x, int64_t n, float *y)
     memmove(m->last_x, x, (size_t)(n * kp_rt_input_size(m->desc)) * sizeof(float));
     m->last_n = n;
     kp_rt_apply_threads();
-    m->desc->forward(m->params, m->tws, m->last_x, y, n);
+    m->desc->forward(m->params, m->tws, m->last_x, y, n, kp_rt_call_seed(m, m->step + 1));
     return 0;
 }
 

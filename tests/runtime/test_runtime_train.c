@@ -77,7 +77,7 @@ START_TEST(test_train_step_counts_and_matches_by_hand)
     float loss = -1;
     for (int s = 1; s <= 3; s++) {
         ck_assert_int_eq(karp_train_step(m, X, T, 2, &loss), 0);
-        float want = tiny_step_adam(ref->params, ref->grads, ref->opt, ref->tws, X, T, 2, s);
+        float want = tiny_step_adam(ref->params, ref->grads, ref->opt, ref->tws, X, T, 2, s, 0);
         ck_assert_float_eq(loss, want);
         ck_assert_mem_eq(m->params, ref->params, TINY_TRAIN_FLOATS * sizeof(float));
         ck_assert_mem_eq(m->opt, ref->opt, 2 * TINY_TRAIN_FLOATS * sizeof(float));
@@ -98,6 +98,38 @@ START_TEST(test_train_step_counts_and_matches_by_hand)
     set_params(m);
     ck_assert_int_eq(karp_train_step(m, X, T, 2, &loss), 0);
     ck_assert_float_eq_tol(loss, (0.25 + 1 + 12.25 + 100) / 4.0, 1e-6);
+    karp_close(m);
+}
+END_TEST
+
+/* The seed of each call: a function of the model file's seed, the step
+ * and the call's number within the step; a reset run draws the same. */
+START_TEST(test_call_seeds)
+{
+    karp_model *m = open_trainee(0);
+    set_params(m);
+    uint64_t seen[6];
+    for (int round = 0; round < 2; round++) {
+        kp_rt_reset_training(m);
+        ck_assert_int_eq(karp_forward(m, X, 2, NULL), 0);        /* step 1, call 0 */
+        uint64_t s0 = tiny_last_seed;
+        ck_assert_int_eq(karp_forward(m, X, 2, NULL), 0);        /* step 1, call 1 */
+        uint64_t s1 = tiny_last_seed;
+        ck_assert_int_eq(karp_apply_gradients(m), 0);
+        ck_assert_int_eq(karp_forward(m, X, 2, NULL), 0);        /* step 2, call 0 */
+        uint64_t s2 = tiny_last_seed;
+        ck_assert_int_eq(karp_train_step(m, X, T, 2, NULL), 0);  /* step 2, call 1 */
+        uint64_t s3 = tiny_last_seed;
+        ck_assert_int_eq(karp_train_step(m, X, T, 2, NULL), 0);  /* step 3, call 0 */
+        uint64_t s4 = tiny_last_seed;
+        uint64_t now[6] = {s0, s1, s2, s3, s4, kp_rt_call_seed(m, 3)};
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < i; j++)
+                ck_assert_msg(now[i] != now[j], "calls %d and %d share a seed", j, i);
+        if (round == 1)
+            ck_assert_mem_eq(now, seen, sizeof seen);
+        memcpy(seen, now, sizeof seen);
+    }
     karp_close(m);
 }
 END_TEST
@@ -258,6 +290,7 @@ static Suite *train_suite(void)
     TCase *tc = tcase_create("train");
     tcase_add_test(tc, test_info_and_params);
     tcase_add_test(tc, test_train_step_counts_and_matches_by_hand);
+    tcase_add_test(tc, test_call_seeds);
     tcase_add_test(tc, test_forward_backward_apply);
     tcase_add_test(tc, test_refusals);
     suite_add_tcase(s, tc);

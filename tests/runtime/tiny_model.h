@@ -36,9 +36,14 @@ static void tiny_infer(const float *params, float *ws, const float *x, float *y,
         }
 }
 
+/* The seed the last forward or train_step was called with. */
+static uint64_t tiny_last_seed;
+
 /* Keeps y in tws (4 samples * 2 floats), as generated code keeps activations. */
-static void tiny_forward(const float *params, float *tws, const float *x, float *y, int64_t n)
+static void tiny_forward(const float *params, float *tws, const float *x, float *y, int64_t n,
+                         uint64_t seed)
 {
+    tiny_last_seed = seed;
     tiny_infer(params, NULL, x, tws, n);
     if (y)
         memcpy(y, tws, (size_t)n * 2 * sizeof(float));
@@ -98,12 +103,13 @@ static void tiny_apply_adam(float *params, float *grads, float *opt, int64_t ste
 
 /* forward, mse against target [n,2], backward, apply; the mean loss. */
 static float tiny_step(KarpApplyFn apply, float *params, float *grads, float *opt, float *tws,
-                       const float *x, const void *target, int64_t n, int64_t step)
+                       const float *x, const void *target, int64_t n, int64_t step,
+                       uint64_t seed)
 {
     const float *t = target;
     float dy[8];
     double loss = 0.0;
-    tiny_forward(params, tws, x, NULL, n);
+    tiny_forward(params, tws, x, NULL, n, seed);
     for (int64_t i = 0; i < 2 * n; i++) {
         float e = tws[i] - t[i];
         loss += (double)e * e;
@@ -115,21 +121,21 @@ static float tiny_step(KarpApplyFn apply, float *params, float *grads, float *op
 }
 
 static float tiny_step_sgd(float *p, float *g, float *o, float *tws, const float *x,
-                           const void *t, int64_t n, int64_t step)
+                           const void *t, int64_t n, int64_t step, uint64_t seed)
 {
-    return tiny_step(tiny_apply_sgd, p, g, o, tws, x, t, n, step);
+    return tiny_step(tiny_apply_sgd, p, g, o, tws, x, t, n, step, seed);
 }
 
 static float tiny_step_momentum(float *p, float *g, float *o, float *tws, const float *x,
-                                const void *t, int64_t n, int64_t step)
+                                const void *t, int64_t n, int64_t step, uint64_t seed)
 {
-    return tiny_step(tiny_apply_momentum, p, g, o, tws, x, t, n, step);
+    return tiny_step(tiny_apply_momentum, p, g, o, tws, x, t, n, step, seed);
 }
 
 static float tiny_step_adam(float *p, float *g, float *o, float *tws, const float *x,
-                            const void *t, int64_t n, int64_t step)
+                            const void *t, int64_t n, int64_t step, uint64_t seed)
 {
-    return tiny_step(tiny_apply_adam, p, g, o, tws, x, t, n, step);
+    return tiny_step(tiny_apply_adam, p, g, o, tws, x, t, n, step, seed);
 }
 
 static const KarpParamDesc tiny_params[3] = {
