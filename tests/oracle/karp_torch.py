@@ -92,6 +92,12 @@ class Masking(torch.nn.Module):
         return x * keep.to(x.dtype)
 
 
+def params(mod, *attrs):
+    """karpc suffix -> (module, attribute) for the attributes mod has
+    (looked up when used: Module.double() replaces buffers)."""
+    return {a: (mod, a) for a in attrs if getattr(mod, a) is not None}
+
+
 def conv2d(layer, shape):
     c, h, w = shape
     kh, kw = pair(layer["kernel"])
@@ -106,7 +112,7 @@ def conv2d(layer, shape):
                            padding=(pt, pl) if even else 0, dilation=(dh, dw),
                            bias=layer.get("bias", True))
     mod = conv if even else Padded(conv, (pl, pr, pt, pb))
-    return mod, {"weight": conv.weight, "bias": conv.bias}, [layer["filters"], oh, ow]
+    return mod, params(conv, "weight", "bias"), [layer["filters"], oh, ow]
 
 
 def transpose_padding(size, kernel, stride, dilation, padding, output_padding):
@@ -131,7 +137,7 @@ def conv2d_transpose(layer, shape):
     conv = torch.nn.ConvTranspose2d(c, layer["filters"], (kh, kw), stride=(sh, sw),
                                     padding=(ph, pw), output_padding=(oph, opw),
                                     bias=layer.get("bias", True))
-    return conv, {"weight": conv.weight, "bias": conv.bias}, [layer["filters"], oh, ow]
+    return conv, params(conv, "weight", "bias"), [layer["filters"], oh, ow]
 
 
 def pool2d(layer, shape):
@@ -153,16 +159,14 @@ def batchnorm(layer, shape):
     if len(shape) not in (1, 3):
         raise SystemExit("karp_torch.py: batchnorm needs rank-1 or rank-3 samples")
     bn = kind(shape[0], eps=layer.get("eps", 1e-5), momentum=layer.get("momentum", 0.1))
-    named = {"weight": bn.weight, "bias": bn.bias,
-             "running_mean": bn.running_mean, "running_var": bn.running_var}
-    return bn, named, list(shape)
+    return bn, params(bn, "weight", "bias", "running_mean", "running_var"), list(shape)
 
 
 def dense(layer, shape):
     if len(shape) != 1:
         raise SystemExit("karp_torch.py: dense needs rank-1 samples")
     lin = torch.nn.Linear(shape[0], layer["units"], bias=layer.get("bias", True))
-    return lin, {"weight": lin.weight, "bias": lin.bias}, [layer["units"]]
+    return lin, params(lin, "weight", "bias"), [layer["units"]]
 
 
 def reshape(layer, shape):
@@ -226,7 +230,8 @@ def node_list(model):
 
 class KarpNet(torch.nn.Module):
     """The model file's network.  self.named holds karpc's parameter and
-    running-statistic names -> the tensors of the modules."""
+    running-statistic names -> (module, attribute); tensor(name) is the
+    tensor now."""
 
     def __init__(self, model):
         super().__init__()
@@ -250,9 +255,8 @@ class KarpNet(torch.nn.Module):
                 if act != "none":
                     mod = torch.nn.Sequential(mod, activation(act))
                 self.mods[name] = mod
-                for suffix, t in params.items():
-                    if t is not None:
-                        self.named[f"{name}.{suffix}"] = t
+                for suffix, where in params.items():
+                    self.named[f"{name}.{suffix}"] = where
             self.order.append((name, kind, layer, inputs))
         self.out_shape = shapes[self.output]
 
@@ -271,10 +275,15 @@ class KarpNet(torch.nn.Module):
             vals[name] = y
         return vals[self.output]
 
+    def tensor(self, name):
+        mod, attr = self.named[name]
+        return getattr(mod, attr)
+
     def load_karp(self, state):
         """Copy karpc's saved tensors in; every name must be there."""
         with torch.no_grad():
-            for name, t in self.named.items():
+            for name in self.named:
+                t = self.tensor(name)
                 if name not in state:
                     raise SystemExit(f"karp_torch.py: {name} is not in the saved weights")
                 if tuple(state[name].shape) != tuple(t.shape):
@@ -284,7 +293,13 @@ class KarpNet(torch.nn.Module):
 
     def trainable(self):
         """(karpc name, parameter) of the trained tensors, in file order."""
-        return [(n, t) for n, t in self.named.items() if isinstance(t, torch.nn.Parameter)]
+        return [(n, self.tensor(n)) for n in self.named
+                if isinstance(self.tensor(n), torch.nn.Parameter)]
+
+    def statistics(self):
+        """(karpc name, tensor) of the running statistics."""
+        return [(n, self.tensor(n)) for n in self.named
+                if not isinstance(self.tensor(n), torch.nn.Parameter)]
 
 
 def loss_name(model):

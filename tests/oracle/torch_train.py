@@ -5,6 +5,8 @@ batches through the same loss and optimizer.
     torch_train.py MODEL.json INIT.safetensors BATCHES.bin STEPS
         prints one loss per step, one per line
     torch_train.py --trace MODEL.json INIT.safetensors BATCHES.bin STEPS OUT.bin
+        computes in float64 (from the same float32 weights and batches, so
+        that the reference carries no float32 rounding of its own) and
         writes, for each step k (1-based), the records
           s<k>.output        the forward output in training mode [n, output]
           s<k>.loss          the mean loss [1]
@@ -50,6 +52,8 @@ def main():
     torch.set_num_threads(1)
     net = kt.KarpNet(model)
     net.load_karp(kt.read_safetensors(init_path))
+    if trace:
+        net.double()  # the reference: float64 from the same float32 weights
     net.train()
     loss_fn = kt.make_loss(kt.loss_name(model))
     trained = net.trainable()
@@ -58,6 +62,10 @@ def main():
     batches = kt.read_batches(batches_path, model, out_size, steps)
     out = open(args[4], "wb") if trace else None
     for k, (x, t) in enumerate(batches, 1):
+        if trace:
+            x = x.double()
+            if t.dtype == torch.float32:
+                t = t.double()
         opt.zero_grad()
         x.requires_grad_(trace)
         y = net(x)
@@ -69,15 +77,14 @@ def main():
             record(out, f"s{k}.dx", x.grad)
             for name, p in trained:
                 record(out, f"s{k}.grad.{name}", p.grad)
-            for name, t in net.named.items():
-                if not isinstance(t, torch.nn.Parameter):
-                    record(out, f"s{k}.{name}", t)
+            for name, t in net.statistics():
+                record(out, f"s{k}.{name}", t)
         else:
             print(f"{loss.item():.9g}")
         opt.step()
     if out:
-        for name, t in net.named.items():
-            record(out, f"final.{name}", t)
+        for name in net.named:
+            record(out, f"final.{name}", net.tensor(name))
         out.close()
 
 
