@@ -213,6 +213,39 @@ static void expect(int rc, int code, const char *msg)
     ck_assert_str_eq(karp_last_error(), msg);
 }
 
+/* A model whose compiler could not build training code (a layer without a
+ * gradient rule) opens and infers; every training call reports the reason. */
+START_TEST(test_no_train_reason)
+{
+    KarpModelDesc d = tiny_desc();
+    d.forward = NULL;
+    d.backward = NULL;
+    d.no_train_reason = "m.json: layers[1] (odd1): training through odd is not supported yet";
+    karp_model *m = tiny_open(&d);
+    karp_info info;
+    ck_assert_int_eq(karp_model_info(m, &info), 0);
+    ck_assert_str_eq(info.no_train_reason, d.no_train_reason);
+    float x[3] = {1, 2, 3}, y[2], dy[2] = {1, 1};
+    int32_t label = 0;
+    ck_assert_int_eq(karp_infer(m, x, 1, y), 0);
+    const char *expect = "karp_forward: model 'tiny' cannot be trained: m.json: layers[1] (odd1): "
+                         "training through odd is not supported yet";
+    ck_assert_int_eq(karp_forward(m, x, 1, y), KARP_EUNSUPPORTED);
+    ck_assert_str_eq(karp_last_error(), expect);
+    ck_assert_int_eq(karp_backward(m, dy, NULL), KARP_EUNSUPPORTED);
+    ck_assert_int_eq(karp_train_step(m, x, &label, 1, NULL), KARP_EUNSUPPORTED);
+    ck_assert_int_eq(karp_apply_gradients(m), KARP_EUNSUPPORTED);
+    karp_close(m);
+
+    /* training code and a reason not to train contradict each other */
+    d = tiny_desc();
+    d.no_train_reason = "no";
+    karp_error err;
+    ck_assert_ptr_null(kp_rt_model_new(&d, NULL, NULL, &err));
+    ck_assert_int_eq(err.code, KARP_EFORMAT);
+}
+END_TEST
+
 START_TEST(test_refusals)
 {
     karp_model *m = open_trainee(0);
@@ -293,6 +326,7 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_call_seeds);
     tcase_add_test(tc, test_forward_backward_apply);
     tcase_add_test(tc, test_refusals);
+    tcase_add_test(tc, test_no_train_reason);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -259,38 +259,6 @@ START_TEST(target_cpu_and_features)
 }
 END_TEST
 
-/* A layer without training support yet (dropout, issue 4): the model still
- * compiles and runs inference; training says why it cannot. */
-START_TEST(untrainable_model)
-{
-    char *model = kp_test_path(dir, "drop.json");
-    kp_test_write_file(model,
-                       "{\"karp\": 1, \"input\": {\"shape\": [6]}, \"layers\": ["
-                       "{\"type\": \"dense\", \"units\": 4, \"activation\": \"relu\"},"
-                       "{\"type\": \"dropout\", \"rate\": 0.5},"
-                       "{\"type\": \"dense\", \"units\": 3}],"
-                       "\"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"sgd\", "
-                       "\"lr\": 0.1}}");
-    KpRun r = kp_test_run("%s/examples/host_jit %s 2", KARP_BINARY_DIR, model);
-    ck_assert_msg(r.status == 0, "%s", r.err);
-    ck_assert_ptr_nonnull(strstr(r.out, "y[1] ="));
-    kp_test_run_free(&r);
-
-    char expect[1024];
-    snprintf(expect, sizeof expect,
-             "karpc: %s: cannot be trained: %s: layers[1] (dropout1): training through dropout "
-             "is not supported yet",
-             model, model);
-    r = kp_test_run("%s train %s --data fashion-mnist", KARPC_EXE, model);
-    char *line = kp_test_first_line(r.err);
-    ck_assert_int_eq(r.status, 1);
-    ck_assert_str_eq(line, expect);
-    free(line);
-    kp_test_run_free(&r);
-    free(model);
-}
-END_TEST
-
 static Suite *suite(void)
 {
     Suite *s = suite_create("karpc");
@@ -302,7 +270,6 @@ static Suite *suite(void)
     tcase_add_test(tc, command_errors);
     tcase_add_test(tc, eval_on_idx);
     tcase_add_test(tc, target_cpu_and_features);
-    tcase_add_test(tc, untrainable_model);
     suite_add_tcase(s, tc);
     return s;
 }
