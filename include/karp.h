@@ -49,6 +49,19 @@ enum {
 
 typedef struct karp_model karp_model;
 
+/* One data-augmentation transform (a model file's train.augment, and
+ * karp_loader_new in karp_data.h), applied per sample. */
+enum {
+    KARP_AUG_HFLIP = 1,        /* mirror left-right with probability 1/2 */
+    KARP_AUG_RANDOM_CROP = 2,  /* value = padding: zero-pad, then crop back at a random offset */
+    KARP_AUG_ROTATE = 3,       /* value = degrees: rotate by a uniform angle in [-v, v] */
+    KARP_AUG_NOISE = 4         /* value = std: add N(0, std^2) to every element */
+};
+typedef struct karp_augment {
+    int32_t kind;              /* KARP_AUG_* */
+    float value;
+} karp_augment;
+
 typedef struct karp_error {
     int code;              /* 0 or a KARP_E* code */
     char message[1024];    /* one line, no trailing newline */
@@ -96,6 +109,8 @@ typedef struct karp_info {
     int normalize_nstd;
     const float *normalize_mean;
     const float *normalize_std;
+    int naugment;              /* train.augment, in order */
+    const karp_augment *augment;
 } karp_info;
 
 /* Load a shared library written by `karpc model.json -o model.so`.  Checks

@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 
+#include "karp.h"
+
 #define KARP_ABI_VERSION 2u
 #define KARP_DESCRIPTOR_SYMBOL "karp_model_v1"
 
@@ -110,6 +112,8 @@ typedef struct KarpModelDesc {
     int32_t norm_nstd;
     const float *norm_mean;  /* norm_nmean floats */
     const float *norm_std;   /* norm_nstd floats */
+    int64_t naugment;        /* train.augment: naugment transforms, in order */
+    const karp_augment *augment;
 } KarpModelDesc;
 
 #endif
