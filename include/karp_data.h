@@ -50,6 +50,15 @@ int karp_data_normalize(karp_dataset *d, const float *mean, int nmean, const flo
  * NULL/0 for none).  The dataset must outlive the loader. */
 karp_loader *karp_loader_new(const karp_dataset *d, int64_t batch, uint64_t seed,
                              const karp_augment *aug, int naug, karp_error *err);
+/* Normalize every batch after augmenting it: x = (x - mean[c]) / std[c]
+ * per channel c, as karp_data_normalize does to a whole dataset (which,
+ * done first, would have augmentation see normalized pixels: the zeros
+ * random_crop and rotate bring in would no longer be black).  nmean and
+ * nstd: 1 (every channel) or the number of channels, at most 16; 0 and 0
+ * turns it off.  Applies to every batch karp_loader_next returns after the
+ * call. */
+int karp_loader_normalize(karp_loader *l, const float *mean, int nmean, const float *std,
+                          int nstd);
 /* Start epoch (0-based): reshuffle and restart. */
 int karp_loader_epoch(karp_loader *l, int64_t epoch);
 /* The next batch: returns its n, 0 at the end of the epoch, or < 0.  *x gets

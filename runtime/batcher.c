@@ -39,31 +39,24 @@ int kp_batcher_init(KpBatcher *b, const KpDataset *ds, int64_t batch, uint64_t s
     return 0;
 }
 
-/* Uniform in [0, n), without modulo bias. */
-static uint64_t below(KpRng *r, uint64_t n)
+void kp_data_shuffle(int64_t *order, int64_t n, uint64_t seed, int64_t epoch)
 {
-    uint64_t threshold = (0 - n) % n; /* 2^64 mod n */
-    for (;;) {
-        uint64_t x = kp_rng_next(r);
-        if (x >= threshold)
-            return x % n;
+    KpRng r;
+    /* One odd multiplier keeps (seed, epoch) pairs apart; kp_rng_seed mixes. */
+    kp_rng_seed(&r, seed ^ ((uint64_t)epoch * 0x9e3779b97f4a7c15u + 0x632be59bd9b4e019u));
+    for (int64_t i = 0; i < n; i++)
+        order[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)kp_rng_below(&r, (uint64_t)i + 1);
+        int64_t t = order[i];
+        order[i] = order[j];
+        order[j] = t;
     }
 }
 
 void kp_batcher_epoch(KpBatcher *b, int64_t epoch)
 {
-    KpRng r;
-    /* One odd multiplier keeps (seed, epoch) pairs apart; kp_rng_seed mixes. */
-    kp_rng_seed(&r, b->seed ^ ((uint64_t)epoch * 0x9e3779b97f4a7c15u + 0x632be59bd9b4e019u));
-    int64_t n = b->ds->count;
-    for (int64_t i = 0; i < n; i++)
-        b->order[i] = i;
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)below(&r, (uint64_t)i + 1);
-        int64_t t = b->order[i];
-        b->order[i] = b->order[j];
-        b->order[j] = t;
-    }
+    kp_data_shuffle(b->order, b->ds->count, b->seed, epoch);
     b->pos = 0;
 }
 

@@ -14,6 +14,8 @@
 
 #include "../include/karp.h"
 
+struct KpRng; /* model.h */
+
 typedef struct KpDataset {
     int64_t count;          /* samples */
     int rank;               /* of one sample */
@@ -67,7 +69,19 @@ int kp_data_has_test(const char *spec);
  * 0, or KARP_EINVAL with karp_last_error() set and ds unchanged. */
 int kp_data_normalize(KpDataset *ds, const float *mean, int nmean, const float *std, int nstd);
 
+/* kp_data_normalize in two halves, for one sample at a time (the loader
+ * normalizes after augmenting): the checks (0 or KARP_EINVAL, message in
+ * karp_last_error()), then x = (x - mean[c]) / std[c] on one sample of ds. */
+int kp_data_normalize_check(const KpDataset *ds, const float *mean, int nmean, const float *std,
+                            int nstd);
+void kp_data_normalize_sample(const KpDataset *ds, float *x, const float *mean, int nmean,
+                              const float *std, int nstd);
+
 void kp_data_free(KpDataset *ds);
+
+/* order = a permutation of 0..n-1, Fisher-Yates from a generator seeded
+ * with (seed, epoch) alone: the order of the batcher and the loader. */
+void kp_data_shuffle(int64_t *order, int64_t n, uint64_t seed, int64_t epoch);
 
 /*
  * KpBatcher: mini-batches of a dataset in an order fixed by (seed, epoch)
@@ -111,5 +125,62 @@ int64_t kp_batcher_next(KpBatcher *b, const float **x, const int32_t **labels,
 int kp_batcher_skip(KpBatcher *b, int64_t k);
 
 void kp_batcher_free(KpBatcher *b);
+
+/*
+ * Augmentation (augment.c; the transforms are defined there).  Pixels in
+ * [0,1], CHW; each sample's randomness comes from kp_augment_rng(seed,
+ * epoch, index in the dataset) alone.
+ */
+#define KP_MAX_AUGMENT 64
+
+/* "hflip", "random_crop", "rotate", "noise", or NULL for an unknown kind. */
+const char *kp_augment_name(int kind);
+
+/* aug[0..naug): naug in [0, KP_MAX_AUGMENT], kinds known, values finite
+ * (random_crop: an integer padding >= 0; rotate: degrees in [0, 180];
+ * noise: std >= 0; hflip: unused).  rank >= 0: the samples' rank, 3 for
+ * every kind but noise, which takes any.  Messages start with what
+ * ("augment[2]: rotate: bad value 200 (degrees: 0 to 180)").  0 or
+ * KARP_EINVAL. */
+int kp_augment_check(const karp_augment *aug, int64_t naug, int rank, const char *what,
+                     karp_error *err);
+
+/* The generator of sample index in epoch. */
+void kp_augment_rng(struct KpRng *r, uint64_t seed, int64_t epoch, int64_t index);
+
+/* Apply the checked list to one sample x of size floats in place, drawing
+ * from r; tmp holds size floats.  Rank-3 shape is [C,H,W]. */
+void kp_augment_sample(float *x, float *tmp, int rank, const int64_t shape[3], int64_t size,
+                       const karp_augment *aug, int naug, struct KpRng *r);
+
+/* The transforms with their random choices given (x is [c,h,w]; tmp
+ * c*h*w floats): a flip; the crop at offset (dy, dx) in [0, 2 pad]^2 of the
+ * image zero-padded by pad; a rotation by radians, counter-clockwise. */
+void kp_aug_hflip(float *x, int64_t c, int64_t h, int64_t w);
+void kp_aug_crop(float *x, float *tmp, int64_t c, int64_t h, int64_t w, int64_t pad, int64_t dy,
+                 int64_t dx);
+void kp_aug_rotate(float *x, float *tmp, int64_t c, int64_t h, int64_t w, double radians);
+
+/*
+ * The loader (data_loader.c) is karp_data.h's karp_loader: the batcher's
+ * order, each sample gathered, augmented, then normalized, the next batch
+ * prepared by a background thread.  Internally also: float targets, and a
+ * synchronous mode (no thread: each batch prepared inside next) that gives
+ * the same batches.
+ */
+typedef struct karp_loader KpLoader;
+struct karp_dataset;
+
+/* The dataset inside a public karp_dataset (data_public.c). */
+const KpDataset *kp_dataset_of(const struct karp_dataset *d);
+
+/* As karp_loader_new; threaded 0: no background thread. */
+KpLoader *kp_loader_new(const KpDataset *ds, int64_t batch, uint64_t seed,
+                        const karp_augment *aug, int naug, int threaded, karp_error *err);
+/* As karp_loader_next, with the float targets too (each pointer may be NULL). */
+int64_t kp_loader_next(KpLoader *l, const float **x, const int32_t **labels,
+                       const float **targets);
+/* karp_loader_normalize, karp_loader_epoch, karp_loader_skip and
+ * karp_loader_free serve both. */
 
 #endif

@@ -4,6 +4,7 @@
  */
 #include "data.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,26 +79,53 @@ int kp_data_open(const char *spec, const char *split, KpDataset *ds, karp_error 
     return kp_rt_error(err, KARP_EINVAL, "--data %s: " EXPECTED, spec);
 }
 
-int kp_data_normalize(KpDataset *ds, const float *mean, int nmean, const float *std, int nstd)
+/* The channels of a sample: its first dimension (for a rank-1 sample, each
+ * feature is a channel). */
+static int64_t channels_of(const KpDataset *ds)
+{
+    return ds->rank > 0 && ds->shape[0] > 0 ? ds->shape[0] : 1;
+}
+
+int kp_data_normalize_check(const KpDataset *ds, const float *mean, int nmean, const float *std,
+                            int nstd)
 {
     if (!ds || !mean || !std)
         return kp_rt_error(NULL, KARP_EINVAL, "normalize: NULL argument");
-    int64_t channels = ds->rank > 0 ? ds->shape[0] : 1;
-    int64_t plane = channels > 0 ? ds->sample_size / channels : 0;
+    int64_t channels = channels_of(ds);
     if ((nmean != 1 && nmean != channels) || (nstd != 1 && nstd != channels))
         return kp_rt_error(NULL, KARP_EINVAL,
                            "normalize: %d means and %d stds for %lld channels (give 1 or %lld)",
                            nmean, nstd, (long long)channels, (long long)channels);
     for (int i = 0; i < nstd; i++)
-        if (!(std[i] > 0))
+        if (!(std[i] > 0) || !isfinite(std[i]))
             return kp_rt_error(NULL, KARP_EINVAL, "normalize: std[%d] is %g, must be > 0", i,
                                (double)std[i]);
+    for (int i = 0; i < nmean; i++)
+        if (!isfinite(mean[i]))
+            return kp_rt_error(NULL, KARP_EINVAL, "normalize: mean[%d] is %g, must be finite", i,
+                               (double)mean[i]);
+    return 0;
+}
+
+void kp_data_normalize_sample(const KpDataset *ds, float *x, const float *mean, int nmean,
+                              const float *std, int nstd)
+{
+    int64_t channels = channels_of(ds);
+    int64_t plane = ds->sample_size / channels;
+    for (int64_t c = 0; c < channels; c++) {
+        float mu = mean[nmean == 1 ? 0 : c], sd = std[nstd == 1 ? 0 : c];
+        float *p = x + c * plane;
+        for (int64_t i = 0; i < plane; i++)
+            p[i] = (p[i] - mu) / sd; /* as torchvision's Normalize */
+    }
+}
+
+int kp_data_normalize(KpDataset *ds, const float *mean, int nmean, const float *std, int nstd)
+{
+    int rc = kp_data_normalize_check(ds, mean, nmean, std, nstd);
+    if (rc)
+        return rc;
     for (int64_t s = 0; s < ds->count; s++)
-        for (int64_t c = 0; c < channels; c++) {
-            float mu = mean[nmean == 1 ? 0 : c], sd = std[nstd == 1 ? 0 : c];
-            float *p = ds->x + s * ds->sample_size + c * plane;
-            for (int64_t i = 0; i < plane; i++)
-                p[i] = (p[i] - mu) / sd; /* as torchvision's Normalize */
-        }
+        kp_data_normalize_sample(ds, ds->x + s * ds->sample_size, mean, nmean, std, nstd);
     return 0;
 }

@@ -95,6 +95,7 @@ uint64_t kp_rt_call_seed(karp_model *m, int64_t step);
 typedef struct KpRng { uint64_t s[4]; } KpRng;
 void kp_rng_seed(KpRng *r, uint64_t seed);
 uint64_t kp_rng_next(KpRng *r);
+uint64_t kp_rng_below(KpRng *r, uint64_t n); /* [0, n), n >= 1, unbiased */
 float kp_rng_uniform(KpRng *r);       /* [0,1) */
 float kp_rng_normal(KpRng *r);        /* N(0,1) */
 

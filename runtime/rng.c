@@ -40,6 +40,17 @@ uint64_t kp_rng_next(KpRng *r)
     return result;
 }
 
+/* Uniform in [0, n), n >= 1, without modulo bias. */
+uint64_t kp_rng_below(KpRng *r, uint64_t n)
+{
+    uint64_t threshold = (0 - n) % n; /* 2^64 mod n */
+    for (;;) {
+        uint64_t x = kp_rng_next(r);
+        if (x >= threshold)
+            return x % n;
+    }
+}
+
 /* The top 24 bits: every float in [0,1) a multiple of 2^-24, exactly. */
 float kp_rng_uniform(KpRng *r)
 {
