@@ -29,6 +29,20 @@ LLVMTypeRef kp_llvm_param_desc_type(LLVMContextRef ctx)
     return t;
 }
 
+static LLVMTypeRef augment_type(LLVMContextRef ctx)
+{
+    LLVMTypeRef t = LLVMGetTypeByName2(ctx, "karp_augment");
+    if (t)
+        return t;
+    LLVMTypeRef fields[] = {
+        LLVMInt32TypeInContext(ctx), /* kind */
+        LLVMFloatTypeInContext(ctx), /* value */
+    };
+    t = LLVMStructCreateNamed(ctx, "karp_augment");
+    LLVMStructSetBody(t, fields, sizeof fields / sizeof fields[0], 0);
+    return t;
+}
+
 LLVMTypeRef kp_llvm_model_desc_type(LLVMContextRef ctx)
 {
     LLVMTypeRef t = LLVMGetTypeByName2(ctx, "KarpModelDesc");
@@ -50,6 +64,7 @@ LLVMTypeRef kp_llvm_model_desc_type(LLVMContextRef ctx)
         ptr,                      /* no_train_reason */
         i64, i32, i32,            /* train_epochs, norm_nmean, norm_nstd */
         ptr, ptr,                 /* norm_mean, norm_std */
+        i64, ptr,                 /* naugment, augment */
     };
     t = LLVMStructCreateNamed(ctx, "KarpModelDesc");
     LLVMStructSetBody(t, fields, sizeof fields / sizeof fields[0], 0);
@@ -136,6 +151,29 @@ static LLVMValueRef float_array(LLVMModuleRef mod, const char *name, const float
     return gv;
 }
 
+/* train.augment as a private constant karp_augment[n], or a null pointer. */
+static LLVMValueRef augment_array(LLVMModuleRef mod, const KpGraph *g)
+{
+    LLVMContextRef ctx = LLVMGetModuleContext(mod);
+    if (g->naugment <= 0)
+        return LLVMConstPointerNull(LLVMPointerTypeInContext(ctx, 0));
+    LLVMTypeRef aty = augment_type(ctx);
+    LLVMValueRef elts[sizeof g->augment / sizeof g->augment[0]];
+    for (int i = 0; i < g->naugment; i++) {
+        LLVMValueRef f[] = {
+            i32c(ctx, g->augment[i].kind),
+            LLVMConstReal(LLVMFloatTypeInContext(ctx), g->augment[i].value),
+        };
+        elts[i] = LLVMConstNamedStruct(aty, f, 2);
+    }
+    LLVMValueRef init = LLVMConstArray(aty, elts, (unsigned)g->naugment);
+    LLVMValueRef gv = LLVMAddGlobal(mod, LLVMTypeOf(init), "karp_augment");
+    LLVMSetInitializer(gv, init);
+    LLVMSetGlobalConstant(gv, 1);
+    LLVMSetLinkage(gv, LLVMPrivateLinkage);
+    return gv;
+}
+
 int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *tg,
                             const char *no_train_reason, const char *cpu_features,
                             const KpDescEntries *entries, KpDiag *d)
@@ -196,6 +234,8 @@ int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *
         i32c(ctx, g->norm_nstd),
         float_array(mod, "karp_norm_mean", g->norm_mean, g->norm_nmean),
         float_array(mod, "karp_norm_std", g->norm_std, g->norm_nstd),
+        i64c(ctx, g->naugment),
+        augment_array(mod, g),
     };
     LLVMTypeRef dty = kp_llvm_model_desc_type(ctx);
     LLVMValueRef desc = LLVMAddGlobal(mod, dty, KARP_DESCRIPTOR_SYMBOL);

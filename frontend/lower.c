@@ -373,6 +373,35 @@ static int lower_graph_form(Lower *L)
     return 0;
 }
 
+/* train.augment as the descriptor carries it: a KARP_AUG_* kind and its
+ * one value (padding, degrees or std; 0 for hflip). */
+static int lower_augment(const KpTrainSpec *t, KpGraph *g)
+{
+    static const struct { const char *type; int kind; } kinds[] = {
+        {"hflip", KARP_AUG_HFLIP},
+        {"random_crop", KARP_AUG_RANDOM_CROP},
+        {"rotate", KARP_AUG_ROTATE},
+        {"noise", KARP_AUG_NOISE},
+    };
+    if (t->naugment > (int)(sizeof g->augment / sizeof g->augment[0]))
+        return -1;
+    g->naugment = t->naugment;
+    for (int i = 0; i < t->naugment; i++) {
+        const KpAugmentSpec *a = &t->augment[i];
+        karp_augment *out = &g->augment[i];
+        out->kind = 0;
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+            if (strcmp(a->type, kinds[k].type) == 0)
+                out->kind = kinds[k].kind;
+        assert(out->kind != 0); /* the parser knows the same names */
+        out->value = out->kind == KARP_AUG_RANDOM_CROP ? (float)a->padding
+                     : out->kind == KARP_AUG_ROTATE    ? a->degrees
+                     : out->kind == KARP_AUG_NOISE     ? a->std
+                                                       : 0.0f;
+    }
+    return 0;
+}
+
 int kp_frontend_lower(const KpModelSpec *s, KpGraph *g, KpDiag *d)
 {
     Lower L = {.s = s, .g = g, .d = d};
@@ -389,6 +418,9 @@ int kp_frontend_lower(const KpModelSpec *s, KpGraph *g, KpDiag *d)
     g->norm_nstd = s->train.nstd;
     memcpy(g->norm_mean, s->train.mean, sizeof g->norm_mean);
     memcpy(g->norm_std, s->train.std, sizeof g->norm_std);
+    if (lower_augment(&s->train, g) != 0)
+        return kp_error(d, "%s: train.augment: more than %d transforms", s->file,
+                        (int)(sizeof g->augment / sizeof g->augment[0]));
     assert(s->input_rank >= 1 && s->input_rank < KP_MAX_RANK);
     int64_t dims[KP_MAX_RANK] = {KP_DIM_N};
     for (int i = 0; i < s->input_rank; i++)

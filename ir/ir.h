@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "../include/karp.h"
 #include "arena.h"
 #include "diag.h"
 
@@ -182,6 +183,8 @@ typedef struct KpGraph {
     int64_t train_epochs;
     int norm_nmean, norm_nstd;
     float norm_mean[16], norm_std[16];
+    int naugment;               /* train.augment, in order (KARP_AUG_* and its value) */
+    karp_augment augment[64];
     bool training;              /* a train graph: lowered in training mode, then autodiff */
     /* train graphs, set by autodiff */
     KpValue *target;            /* the caller's target (NULL without a loss) */

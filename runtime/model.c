@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data.h"
 #include "model.h"
 
 /* Nothing in a model is anywhere near this many floats; it keeps every
@@ -87,6 +88,9 @@ static int check_training(const KarpModelDesc *d, const char *what, karp_error *
     if (d->train_epochs < 0 || d->norm_nmean < 0 || d->norm_nmean > 16 || d->norm_nstd < 0 ||
         d->norm_nstd > 16 || (d->norm_nmean && !d->norm_mean) || (d->norm_nstd && !d->norm_std))
         return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: bad train defaults", what);
+    karp_error aerr;
+    if (kp_augment_check(d->augment, d->naugment, -1, "augment", &aerr) != 0)
+        return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: %s", what, aerr.message);
     if (d->no_train_reason) {
         if (d->forward || d->backward || d->apply || d->train_step)
             return kp_rt_error(err, KARP_EFORMAT,
@@ -329,6 +333,8 @@ int karp_model_info(const karp_model *m, karp_info *info)
     info->normalize_nstd = d->norm_nstd;
     info->normalize_mean = d->norm_mean;
     info->normalize_std = d->norm_std;
+    info->naugment = (int)d->naugment;
+    info->augment = d->augment;
     info->target_labels = d->target_kind == KARP_TARGET_LABELS;
     info->step = m->step;
     return 0;

@@ -129,7 +129,7 @@ START_TEST(test_descriptor_layout)
     CHECK_FIELD(p, td, KarpParamDesc, 7, fan_out);
 
     LLVMTypeRef m = kp_llvm_model_desc_type(ctx);
-    ck_assert_int_eq(LLVMCountStructElementTypes(m), 30);
+    ck_assert_int_eq(LLVMCountStructElementTypes(m), 32);
     ck_assert_int_eq((long long)LLVMABISizeOfType(td, m), (long long)sizeof(KarpModelDesc));
     CHECK_FIELD(m, td, KarpModelDesc, 0, abi_version);
     CHECK_FIELD(m, td, KarpModelDesc, 1, nparams);
@@ -161,6 +161,8 @@ START_TEST(test_descriptor_layout)
     CHECK_FIELD(m, td, KarpModelDesc, 27, norm_nstd);
     CHECK_FIELD(m, td, KarpModelDesc, 28, norm_mean);
     CHECK_FIELD(m, td, KarpModelDesc, 29, norm_std);
+    CHECK_FIELD(m, td, KarpModelDesc, 30, naugment);
+    CHECK_FIELD(m, td, KarpModelDesc, 31, augment);
 
     LLVMContextDispose(ctx);
     LLVMDisposeTargetData(td);
