@@ -1,11 +1,16 @@
 /*
- * emit_conv.c — direct convolution, vectorized along the output width
- * (the gather form of emit_conv.h): conv2d, conv2d_transpose_grad_x, and
- * at stride 1 conv2d_transpose and conv2d_grad_x with the kernel flipped.
+ * emit_conv.c — direct convolution, vectorized along the output width:
+ * the gather form of emit_conv.h (conv2d, conv2d_transpose_grad_x), and
+ * the scatter form (conv2d_transpose, conv2d_grad_x) as sh x sw gather
+ * forms, one per output phase (emit_conv_phase.c).
  *
- * A work item is one output row oy of FB output channels of one sample;
- * the row is cut into tiles of KV vectors (the last tile partial, its
- * layout fixed at compile time).  Per tile, FB*KV accumulators:
+ * A work item is one output row oy of FB output channels of one sample.
+ * In the scatter form the row belongs to the phases (oy mod sh, px) for
+ * every px, as their row oy / sh: the item computes each phase's part of
+ * the row, whose columns px, px + sw, ... are stored as whole vectors
+ * scattered every sw floats.  A (phase's) row is cut into tiles of KV
+ * vectors (the last tile partial, its layout fixed at compile time).  Per
+ * tile, FB*KV accumulators:
  *
  *   for ci, ki (rows outside the input skipped), kj:
  *       KV vectors  x = X[n, ci, iy, ix0 + lane*sw ...]
@@ -20,10 +25,21 @@
  */
 #include "emit_conv.h"
 
-typedef struct Direct {
-    KpConvMap m;
-    int64_t fb, kv;             /* output channels per item, vectors per tile */
+#include <assert.h>
+#include <stdlib.h>
+
+typedef struct Phase {
+    KpConvMap m;                /* a gather form over the phase's (qy, qx) */
+    int64_t px;                 /* its first output column */
+    int64_t kv;                 /* vectors per tile */
     int edges;                  /* some tile may read padding */
+} Phase;
+
+typedef struct Direct {
+    int64_t cout, yh, yw;       /* Y, per sample */
+    int64_t sy, sx;             /* phases: output row oy is row oy / sy of phase oy mod sy */
+    int64_t fb;                 /* output channels per item */
+    Phase *ph;                  /* [sy * sx] */
 } Direct;
 
 typedef struct Tile {
@@ -111,12 +127,41 @@ static LLVMValueRef addc(KpEmit *e, LLVMValueRef a, int64_t k)
     return LLVMBuildNSWAdd(e->b, a, kp_i64(e, k), "");
 }
 
-/* One tile of output row oy, channels co0..co0+fb, from column ox0. */
-static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValueRef n,
-                 LLVMValueRef co0, LLVMValueRef oy, LLVMValueRef ox0, Tile t, int edge)
+/* The output placement: Y[n, co, oy, px + sx*(ox0 + lane)] for the
+ * lanes of a tile's vectors; ybase is the element (n, co0, oy, 0). */
+static void store(KpEmit *e, const Direct *s, const Phase *p, LLVMValueRef Y, LLVMValueRef ybase,
+                  LLVMValueRef ox0, LLVMValueRef acc[16][4], Tile t)
 {
-    const KpConvMap *m = &s->m;
-    LLVMValueRef X = a->p[m->ix], W = a->p[m->iw], Y = a->p[m->iy];
+    for (int f = 0; f < s->fb; f++) {
+        LLVMValueRef yrow = addc(e, ybase, f * s->yh * s->yw);
+        for (int v = 0; v < t.nv; v++) {
+            int lanes = v == t.nv - 1 && t.rem ? t.rem : e->vw;
+            LLVMValueRef r = LLVMBuildLoad2(e->b, e->vec, acc[f][v], "");
+            LLVMValueRef q = addc(e, ox0, (int64_t)v * e->vw);
+            if (s->sx == 1) {
+                if (lanes < e->vw)
+                    kp_store_vec_masked(e, r, Y, add(e, yrow, q), lanes);
+                else
+                    kp_store_vec(e, r, Y, add(e, yrow, q));
+                continue;
+            }
+            LLVMValueRef idx = lane_index(e, add(e, addc(e, yrow, p->px), mul(e, q, s->sx)), s->sx);
+            LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, Y, &idx, 1, "");
+            LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
+            LLVMValueRef args[4] = {r, ptrs, kp_i32(e, 4), lanes_mask(e, lanes)};
+            kp_intrinsic(e, "llvm.masked.scatter", over, 2, args, 4);
+        }
+    }
+}
+
+/* One tile of phase p: output row qy of it, channels co0..co0+fb, from its
+ * column ox0; ybase as in store(). */
+static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase *p,
+                 LLVMValueRef n, LLVMValueRef co0, LLVMValueRef oy, LLVMValueRef ybase,
+                 LLVMValueRef ox0, Tile t, int edge)
+{
+    const KpConvMap *m = &p->m;
+    LLVMValueRef X = a->p[m->ix], W = a->p[m->iw];
     LLVMValueRef acc[16][4];
     for (int f = 0; f < s->fb; f++) {
         LLVMValueRef init = kp_fconst(e->vec, 0.0);
@@ -163,26 +208,17 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValueRef
     LLVMPositionBuilderAtEnd(e->b, next);
     kp_loop_end(e, &lk);
     kp_loop_end(e, &lc);
-    for (int f = 0; f < s->fb; f++) {
-        LLVMValueRef yrow = mul(e, add(e, mul(e, add(e, mul(e, n, m->cout), addc(e, co0, f)), m->oh), oy), m->ow);
-        for (int v = 0; v < t.nv; v++) {
-            LLVMValueRef r = LLVMBuildLoad2(e->b, e->vec, acc[f][v], "");
-            LLVMValueRef at = add(e, yrow, addc(e, ox0, (int64_t)v * e->vw));
-            if (v == t.nv - 1 && t.rem)
-                kp_store_vec_masked(e, r, Y, at, t.rem);
-            else
-                kp_store_vec(e, r, Y, at);
-        }
-    }
+    store(e, s, p, a->p[m->iy], ybase, ox0, acc, t);
 }
 
 /* A tile at ox0: the inside variant when every read is in the row. */
-static void tile_at(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValueRef n,
-                    LLVMValueRef co0, LLVMValueRef oy, LLVMValueRef ox0, Tile t)
+static void tile_at(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase *p,
+                    LLVMValueRef n, LLVMValueRef co0, LLVMValueRef oy, LLVMValueRef ybase,
+                    LLVMValueRef ox0, Tile t)
 {
-    const KpConvMap *m = &s->m;
-    if (!s->edges) {
-        tile(e, a, s, n, co0, oy, ox0, t, 0);
+    const KpConvMap *m = &p->m;
+    if (!p->edges) {
+        tile(e, a, s, p, n, co0, oy, ybase, ox0, t, 0);
         return;
     }
     int64_t active = (int64_t)t.nv * e->vw - (t.rem ? e->vw - t.rem : 0);
@@ -196,66 +232,107 @@ static void tile_at(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValue
     LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "tile.done");
     LLVMBuildCondBr(e->b, inside, bi, be);
     LLVMPositionBuilderAtEnd(e->b, bi);
-    tile(e, a, s, n, co0, oy, ox0, t, 0);
+    tile(e, a, s, p, n, co0, oy, ybase, ox0, t, 0);
     LLVMBuildBr(e->b, join);
     LLVMPositionBuilderAtEnd(e->b, be);
-    tile(e, a, s, n, co0, oy, ox0, t, 1);
+    tile(e, a, s, p, n, co0, oy, ybase, ox0, t, 1);
     LLVMBuildBr(e->b, join);
     LLVMPositionBuilderAtEnd(e->b, join);
 }
 
-/* item = (n * (cout/fb) + block) * oh + oy */
+/* Row qy of the phases (py, 0..sx-1): their tiles along the row. */
+static void phase_row(KpEmit *e, const KpKernelArgs *a, const Direct *s, int64_t py,
+                      LLVMValueRef n, LLVMValueRef co0, LLVMValueRef qy, LLVMValueRef ybase)
+{
+    for (int64_t px = 0; px < s->sx; px++) {
+        const Phase *p = &s->ph[py * s->sx + px];
+        int64_t T = p->kv * e->vw, nwhole = p->kv ? p->m.ow / T : 0, last = p->m.ow - nwhole * T;
+        if (nwhole > 0) {
+            Tile whole = {(int)p->kv, 0};
+            KpLoop lt;
+            kp_loop_begin(e, &lt, kp_i64(e, 0), kp_i64(e, nwhole), 1, "tile");
+            tile_at(e, a, s, p, n, co0, qy, ybase, mul(e, lt.iv, T), whole);
+            kp_loop_end(e, &lt);
+        }
+        if (last > 0) {
+            Tile lt = {(int)((last + e->vw - 1) / e->vw), (int)(last % e->vw)};
+            tile_at(e, a, s, p, n, co0, qy, ybase, kp_i64(e, nwhole * T), lt);
+        }
+    }
+}
+
+/* item = (n * (cout/fb) + block) * yh + oy; row oy is row oy / sy of the
+ * phases (oy mod sy, *) */
 static void direct_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const Direct *s = user;
-    const KpConvMap *m = &s->m;
-    int64_t nfb = m->cout / s->fb, T = s->kv * e->vw;
-    int64_t nwhole = m->ow / T, last = m->ow - nwhole * T;
+    int64_t nfb = s->cout / s->fb;
     KpLoop li;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
-    LLVMValueRef oy = LLVMBuildSRem(e->b, li.iv, kp_i64(e, m->oh), "oy");
-    LLVMValueRef t = LLVMBuildSDiv(e->b, li.iv, kp_i64(e, m->oh), "");
+    LLVMValueRef oy = LLVMBuildSRem(e->b, li.iv, kp_i64(e, s->yh), "oy");
+    LLVMValueRef t = LLVMBuildSDiv(e->b, li.iv, kp_i64(e, s->yh), "");
     LLVMValueRef co0 = mul(e, LLVMBuildSRem(e->b, t, kp_i64(e, nfb), ""), s->fb);
     LLVMValueRef n = LLVMBuildSDiv(e->b, t, kp_i64(e, nfb), "n");
-    if (nwhole > 0) {
-        Tile whole = {(int)s->kv, 0};
-        KpLoop lt;
-        kp_loop_begin(e, &lt, kp_i64(e, 0), kp_i64(e, nwhole), 1, "tile");
-        tile_at(e, a, s, n, co0, oy, mul(e, lt.iv, T), whole);
-        kp_loop_end(e, &lt);
-    }
-    if (last > 0) {
-        Tile lt = {(int)((last + e->vw - 1) / e->vw), (int)(last % e->vw)};
-        tile_at(e, a, s, n, co0, oy, kp_i64(e, nwhole * T), lt);
+    LLVMValueRef ybase = mul(e, add(e, mul(e, add(e, mul(e, n, s->cout), co0), s->yh), oy), s->yw);
+    if (s->sy == 1) {
+        phase_row(e, a, s, 0, n, co0, oy, ybase);
+    } else {
+        LLVMValueRef qy = LLVMBuildUDiv(e->b, oy, kp_i64(e, s->sy), "qy");
+        LLVMValueRef py = LLVMBuildURem(e->b, oy, kp_i64(e, s->sy), "py");
+        LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
+        LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "phase.done");
+        /* py < sy: the last phase is the default */
+        LLVMBasicBlockRef last = LLVMAppendBasicBlockInContext(e->ctx, fn, "phase");
+        LLVMValueRef sw = LLVMBuildSwitch(e->b, py, last, (unsigned)(s->sy - 1));
+        for (int64_t r = 0; r < s->sy; r++) {
+            LLVMBasicBlockRef bb = last;
+            if (r < s->sy - 1) {
+                bb = LLVMAppendBasicBlockInContext(e->ctx, fn, "phase");
+                LLVMAddCase(sw, kp_i64(e, r), bb);
+            }
+            LLVMPositionBuilderAtEnd(e->b, bb);
+            phase_row(e, a, s, r, n, co0, qy, ybase);
+            LLVMBuildBr(e->b, join);
+        }
+        LLVMPositionBuilderAtEnd(e->b, join);
     }
     kp_loop_end(e, &li);
 }
 
 void kp_emit_conv(KpEmit *e, const KpConvMap *map)
 {
-    KpConvMap m = *map;
-    if (m.transposed) {
-        if (m.sh != 1 || m.sw != 1) {
-            kp_emit_conv_scatter(e, &m);
-            return;
-        }
-        /* oy = iy - pt + ki*dh  <=>  iy = oy - ((kh-1)*dh - pt) + (kh-1-ki)*dh */
-        m.w0 += (m.kh - 1) * m.wki + (m.kw - 1) * m.wkj;
-        m.wki = -m.wki, m.wkj = -m.wkj;
-        m.pt = (m.kh - 1) * m.dh - m.pt;
-        m.pl = (m.kw - 1) * m.dw - m.pl;
-        m.transposed = 0;
+    Direct s = {.cout = map->cout, .yh = map->oh, .yw = map->ow, .sy = 1, .sx = 1};
+    KpConvMap *maps = &(KpConvMap){0};
+    if (map->transposed) {
+        s.sy = map->sh, s.sx = map->sw;
+        maps = calloc((size_t)(s.sy * s.sx), sizeof *maps);
+        assert(maps);
+        kp_conv_phases(map, maps);
+    } else {
+        maps[0] = *map;
     }
-    Direct s = {.m = m};
-    int64_t nvec = (m.ow + e->vw - 1) / e->vw;
-    int64_t kvmax = e->vw >= 16 ? 4 : 2, budget = e->vw >= 16 ? 16 : 8;
-    s.kv = nvec < kvmax ? nvec : kvmax;
-    s.fb = kp_divisor_upto(m.cout, budget / s.kv);
-    /* every read inside the row: no left padding and the last output's window fits */
-    s.edges = !(m.pl <= 0 && (m.ow - 1) * m.sw - m.pl + (m.kw - 1) * m.dw <= m.w - 1);
-    LLVMValueRef items = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, m.cout / s.fb * m.oh), "items");
-    int64_t macs = e->g->max_batch * m.cout * m.oh * m.ow * m.cin * m.kh * m.kw;
+    s.ph = calloc((size_t)(s.sy * s.sx), sizeof *s.ph);
+    assert(s.ph);
+    int64_t kvmax = e->vw >= 16 ? 4 : 2, budget = e->vw >= 16 ? 16 : 8, kvtop = 1;
+    for (int64_t i = 0; i < s.sy * s.sx; i++) {
+        Phase *p = &s.ph[i];
+        const KpConvMap *m = &maps[i];
+        int64_t nvec = (m->ow + e->vw - 1) / e->vw;
+        p->m = *m;
+        p->px = i % s.sx;
+        p->kv = nvec < kvmax ? nvec : kvmax;
+        kvtop = p->kv > kvtop ? p->kv : kvtop;
+        /* every read inside the row: no left padding and the last output's window fits */
+        p->edges = !(m->pl <= 0 && (m->ow - 1) * m->sw - m->pl + (m->kw - 1) * m->dw <= m->w - 1);
+    }
+    s.fb = kp_divisor_upto(s.cout, budget / kvtop);
+    const KpConvMap *m = map;
+    LLVMValueRef items = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, m->cout / s.fb * m->oh), "items");
+    int64_t macs = e->g->max_batch * m->cout * m->oh * m->ow * m->cin * m->kh * m->kw;
     kp_emit_parallel(e, "conv", kp_i64(e, 0), items, macs >= 65536, direct_kernel, &s);
+    free(s.ph);
+    if (map->transposed)
+        free(maps);
 }
 
 /* x [N,C,H,W], weight [F,C,kh,kw], bias [F] -> y [N,F,OH,OW] */

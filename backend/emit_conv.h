@@ -11,9 +11,9 @@
  *
  * X positions outside [0,h) x [0,w) read as zero (padding).  The weight
  * index is w0 + co*wco + ci*wci + ki*wki + kj*wkj, so one kernel serves
- * [F,C,kh,kw] and [C,F,kh,kw] weights.  A scatter form at stride 1 is the
- * gather form with the kernel flipped (kp_emit_conv); at other strides a
- * scalar kernel (emit_conv_scatter.c).
+ * [F,C,kh,kw] and [C,F,kh,kw] weights.  A scatter form is sh x sw gather
+ * forms, one per output phase (oy mod sh, ox mod sw), each with stride 1
+ * and part of the kernel, flipped (emit_conv_phase.c).
  */
 #ifndef KP_EMIT_CONV_H
 #define KP_EMIT_CONV_H
@@ -32,8 +32,12 @@ typedef struct KpConvMap {
 /* Emit Y = the sum of m into the node function: the work split over
  * threads with each Y element summed by one thread in a fixed order. */
 void kp_emit_conv(KpEmit *e, const KpConvMap *m);
-/* The scatter form at any stride, one element at a time (emit_conv_scatter.c). */
-void kp_emit_conv_scatter(KpEmit *e, const KpConvMap *m);
+/* The scatter form m as m->sh * m->sw gather forms: ph[py * m->sw + px]
+ * computes the outputs (py + sh*qy, px + sw*qx) of m, with (qy, qx) its
+ * output positions (ph->oh, ph->ow of them, maybe 0), stride 1 and the
+ * taps of m that reach that phase (ph->kh, ph->kw, maybe 0).  The caller
+ * places the outputs. */
+void kp_conv_phases(const KpConvMap *m, KpConvMap *ph);
 
 /* The window geometry of a conv or pool node: kernel, stride, dilation
  * (1 for pools) and top/left padding from n->attr. */
