@@ -24,6 +24,7 @@
 #include "backend/backend.h"
 #include "include/karpc.h"
 #include "runtime/model.h"
+#include "testutil.h"
 
 static char tmpdir[256];
 
@@ -280,9 +281,5 @@ static Suite *models_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(models_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(models_suite(), CK_FORK_GETENV);
 }

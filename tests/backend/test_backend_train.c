@@ -34,6 +34,7 @@
 #include "backend/backend.h"
 #include "include/karpc.h"
 #include "runtime/model.h"
+#include "testutil.h"
 
 static char tmpdir[256];
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
@@ -559,9 +560,5 @@ static Suite *train_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(train_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(train_suite(), CK_FORK_GETENV);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "frontend/spec.h"
+#include "testutil.h"
 
 #define BAD_DIR KARP_SOURCE_DIR "/tests/frontend/bad"
 #define GOOD_DIR KARP_SOURCE_DIR "/tests/frontend/good"
@@ -448,9 +449,5 @@ static Suite *frontend_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(frontend_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(frontend_suite(), CK_FORK_GETENV);
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ir/ir.h"
+#include "testutil.h"
 
 static KpGraph *g;
 static KpDiag d;
@@ -420,9 +421,5 @@ static Suite *ir_suite(void)
 
 int main(void)
 {
-    SRunner *r = srunner_create(ir_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(ir_suite(), CK_FORK_GETENV);
 }

@@ -15,6 +15,7 @@
 #include "frontend/spec.h"
 #include "ir/ir.h"
 #include "passes/passes.h"
+#include "testutil.h"
 
 static KpArena A;       /* the specs */
 static KpGraph *g;
@@ -554,9 +555,5 @@ static Suite *passes_suite(void)
 
 int main(void)
 {
-    SRunner *r = srunner_create(passes_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(passes_suite(), CK_FORK_GETENV);
 }

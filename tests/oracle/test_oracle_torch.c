@@ -188,10 +188,5 @@ int main(void)
     tcase_add_test(tc, sgd_bce_sigmoid);
     tcase_add_test(tc, momentum_bce_logits);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(s, CK_NOFORK);
 }

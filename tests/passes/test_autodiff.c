@@ -23,6 +23,7 @@
 #include "ir/ir.h"
 #include "passes/passes.h"
 #include "runtime/ref/ref.h"
+#include "testutil.h"
 
 #define BIT(p) (1u << (p))
 #define TRAIN_MASK (BIT(KP_PHASE_FORWARD) | BIT(KP_PHASE_LOSS) | BIT(KP_PHASE_BACKWARD))
@@ -626,11 +627,7 @@ static Suite *autodiff_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(autodiff_suite());
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = kp_test_main(autodiff_suite(), CK_NOFORK);
     printf("gradcheck: largest relative error over all ops %.2e\n", worst_error);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc;
 }

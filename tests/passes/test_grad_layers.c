@@ -32,6 +32,7 @@
 #include "ir/ir.h"
 #include "passes/passes.h"
 #include "runtime/ref/ref.h"
+#include "testutil.h"
 
 #define BIT(p) (1u << (p))
 #define TRAIN_MASK (BIT(KP_PHASE_FORWARD) | BIT(KP_PHASE_LOSS) | BIT(KP_PHASE_BACKWARD))
@@ -570,11 +571,7 @@ static Suite *grad_layers_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(grad_layers_suite());
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = kp_test_main(grad_layers_suite(), CK_NOFORK);
     printf("gradcheck: largest relative error over all layers %.2e\n", worst_error);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc;
 }

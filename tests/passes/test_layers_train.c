@@ -16,6 +16,7 @@
 #include "ir/ir.h"
 #include "passes/passes.h"
 #include "runtime/ref/ref.h"
+#include "testutil.h"
 
 #define BIT(p) (1u << (p))
 
@@ -238,9 +239,5 @@ static Suite *layers_train_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(layers_train_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(layers_train_suite(), CK_FORK_GETENV);
 }

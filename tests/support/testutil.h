@@ -1,11 +1,13 @@
 /*
  * testutil.h — small helpers shared by the test programs: temporary
- * directories, running a command and capturing its output, files.
+ * directories, running a command and capturing its output, files, and
+ * the Check runner of every main().
  * Every returned string is malloc'd; the caller frees it.
  */
 #ifndef KP_TESTUTIL_H
 #define KP_TESTUTIL_H
 
+#include <check.h>
 #include <stddef.h>
 
 /* A fresh directory under $TMPDIR (or /tmp); the path is malloc'd. */
@@ -32,5 +34,10 @@ int kp_test_write_file(const char *path, const char *text);
 
 /* The first line of s, malloc'd, without the newline. */
 char *kp_test_first_line(const char *s);
+
+/* Run every test of s (fork as srunner_set_fork_status: CK_FORK_GETENV
+ * for Check's default) and free it; EXIT_SUCCESS or EXIT_FAILURE, the
+ * return value of a test program's main(). */
+int kp_test_main(Suite *s, enum fork_status fork);
 
 #endif
