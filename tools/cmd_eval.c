@@ -2,7 +2,8 @@
  * karpc eval model.json|model.so --data ... — run a model over the test
  * split of a dataset: a few predictions, the test loss and accuracy (the
  * same text as `karpc train`'s epoch line ends with), and inference
- * throughput.
+ * throughput.  The data is normalized as for `karpc train` (the model's
+ * train.normalize, or --normalize), never augmented.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@ typedef struct EvalArgs {
     const char *model;
     const char *data;
     const char *load;
+    const char *normalize;  /* override, or NULL */
     long batch, threads, show;
 } EvalArgs;
 
@@ -36,6 +38,7 @@ static int parse_args(int argc, char **argv, EvalArgs *a)
         {"--batch", NULL, &a->batch, 1, 65536, NULL},
         {"--threads", NULL, &a->threads, 1, 1024, NULL},
         {"--show", NULL, &a->show, 0, 1000, NULL},
+        {"--normalize", &a->normalize, NULL, 0, 0, NULL},
     };
     return kp_cli_options("eval", argc, argv, opts, sizeof opts / sizeof opts[0], &a->model,
                           &a->data);
@@ -89,6 +92,8 @@ int kp_cmd_eval(int argc, char **argv)
     /* csv:FILE without a test file: evaluate on FILE */
     const char *split = kp_data_has_test(a.data) ? "test" : "train";
     rc = kp_cli_model_start(a.model, a.batch, a.threads, &m, &info, &d) ? 1 : 0;
+    if (rc == 0 && a.normalize && kp_cli_parse_normalize(a.normalize, &d) != 0)
+        rc = 1;
     if (rc == 0 && a.load && karp_load(m, a.load) != 0)
         rc = kp_cli_fail("%s", karp_last_error());
     if (rc == 0 && kp_cli_open_data(a.data, split, &d, &info, a.model, &ds) != 0)

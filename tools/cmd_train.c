@@ -4,10 +4,10 @@
  * karp_apply_gradients, a test pass after each epoch, checkpoints, a CSV
  * log and an SVG plot.
  *
- *   open model, datasets, batcher  (--load: weights, optimizer state, and
+ *   open model, datasets, loader   (--load: weights, optimizer state, and
  *   |                                where the saved run stopped)
  *   for each epoch e from the checkpoint's to --epochs:
- *       batcher at (seed, e), skipping the batches already done
+ *       loader at (seed, e), skipping the batches already done
  *       for each batch: one step; progress on stderr; stop on a signal
  *       test pass; the epoch line on stdout; --log, --plot, --save
  *
@@ -17,6 +17,13 @@
  * way the step's own outputs give the train accuracy at no extra cost (an
  * extra karp_infer per batch would cost a third of a step).  A model
  * without accuracy (no labels) uses karp_train_step.
+ *
+ * The train split's batches come from the runtime's loader (karp_data.h):
+ * shuffled by (seed, epoch), each sample augmented as train.augment or
+ * --augment says (seeded by seed, epoch and the sample's index, so a
+ * resumed run sees the same pixels), then normalized; the next batch is
+ * prepared in the loader's thread while the current one trains.  The test
+ * split is normalized once and never augmented.
  *
  * A signal (SIGINT, SIGTERM) sets a flag; the loop stops after the step
  * running, saves that state with --save (metadata "epoch" = epochs
@@ -32,6 +39,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "karp_data.h"
 #include "metrics.h"
 #include "model_open.h"
 #include "plot_svg.h"
@@ -42,6 +50,7 @@
 typedef struct TrainArgs {
     const char *model, *data;
     const char *save, *load, *log, *plot;
+    const char *augment, *normalize;    /* overrides, or NULL */
     long epochs;            /* 0: the model's train.epochs, else 1 */
     long batch;             /* 0: the model's batch */
     long threads;           /* 0: the default */
@@ -61,6 +70,8 @@ static int parse_args(int argc, char **argv, TrainArgs *a)
         {"--load", &a->load, NULL, 0, 0, NULL},
         {"--log", &a->log, NULL, 0, 0, NULL},
         {"--plot", &a->plot, NULL, 0, 0, NULL},
+        {"--augment", &a->augment, NULL, 0, 0, NULL},
+        {"--normalize", &a->normalize, NULL, 0, 0, NULL},
     };
     return kp_cli_options("train", argc, argv, opts, sizeof opts / sizeof opts[0], &a->model,
                           &a->data);
@@ -93,7 +104,7 @@ typedef struct Trainer {
     KpTrainDefaults defaults;
     KpDataset train, test;
     int has_test;           /* the --data has a test split */
-    KpBatcher batcher;
+    KpLoader *loader;       /* the train split's batches */
     int64_t batch;          /* samples per step */
     int64_t steps;          /* steps per epoch */
     long epochs;            /* the total */
@@ -217,8 +228,7 @@ static int train(Trainer *t)
     catch_signals();
     for (long e = t->start_epoch; e < t->epochs; e++) {
         int64_t first = e == t->start_epoch ? t->start_batch : 0;
-        kp_batcher_epoch(&t->batcher, e);
-        if (kp_batcher_skip(&t->batcher, first) != 0)
+        if (karp_loader_epoch(t->loader, e) != 0 || karp_loader_skip(t->loader, first) != 0)
             return kp_cli_fail("%s", karp_last_error());
         kp_cli_progress_epoch(&t->prog, (int)e + 1, (int)t->epochs, t->steps, first);
         EpochSums sums = {0};
@@ -226,7 +236,9 @@ static int train(Trainer *t)
         int64_t done = first;
         Batch b;
         while (done < t->steps && !stop_signal) {
-            b.n = kp_batcher_next(&t->batcher, &b.x, &b.labels, &b.targets);
+            b.n = kp_loader_next(t->loader, &b.x, &b.labels, &b.targets);
+            if (b.n < 0)
+                return kp_cli_fail("%s", karp_last_error());
             assert(b.n > 0);
             if (step(t, &b, &sums) != 0)
                 return 1;
@@ -290,11 +302,27 @@ static int resume(Trainer *t)
     return 0;
 }
 
+/* The train split's loader: augmented, then normalized. */
+static int open_loader(Trainer *t)
+{
+    const KpTrainDefaults *d = &t->defaults;
+    karp_error err = {0};
+    t->loader = kp_loader_new(&t->train, t->batch, t->seed, d->aug, d->naug, 1, &err);
+    if (!t->loader)
+        return kp_cli_fail("%s of %s with --data %s: %s", d->aug_from, t->a->model, t->a->data,
+                           err.message);
+    if (d->nmean && karp_loader_normalize(t->loader, d->mean, d->nmean, d->std, d->nstd) != 0)
+        return kp_cli_fail("%s: %s: %s", t->a->model, d->norm_from, karp_last_error());
+    return 0;
+}
+
 static int open_data(Trainer *t)
 {
     const TrainArgs *a = t->a;
     t->has_test = kp_data_has_test(a->data);
-    if (kp_cli_open_data(a->data, "train", &t->defaults, &t->info, a->model, &t->train) != 0 ||
+    KpTrainDefaults raw = t->defaults;
+    raw.nmean = raw.nstd = 0;
+    if (kp_cli_open_data(a->data, "train", &raw, &t->info, a->model, &t->train) != 0 ||
         (t->has_test &&
          kp_cli_open_data(a->data, "test", &t->defaults, &t->info, a->model, &t->test) != 0))
         return 1;
@@ -309,7 +337,10 @@ static int setup(Trainer *t)
     const TrainArgs *a = t->a;
     if (kp_cli_model_start(a->model, a->batch, a->threads, &t->m, &t->info, &t->defaults) != 0)
         return 1;
-    const KpTrainDefaults *d = &t->defaults;
+    KpTrainDefaults *d = &t->defaults;
+    if ((a->augment && kp_cli_parse_augment(a->augment, d) != 0) ||
+        (a->normalize && kp_cli_parse_normalize(a->normalize, d) != 0))
+        return 1;
     if (t->info.no_train_reason)
         return kp_cli_fail("%s: cannot be trained: %s", a->model, t->info.no_train_reason);
     if (!t->info.has_train)
@@ -331,8 +362,8 @@ static int setup(Trainer *t)
         return 1;
     if (!a->load && a->has_seed && karp_init_params(t->m, t->seed) != 0)
         return kp_cli_fail("%s", karp_last_error());
-    if (kp_batcher_init(&t->batcher, &t->train, t->batch, t->seed) != 0)
-        return kp_cli_fail("%s", karp_last_error());
+    if (open_loader(t) != 0)
+        return 1;
     t->use_forward = t->task.acc != KP_ACC_NONE && t->task.loss != KP_HOST_NONE;
     size_t out = (size_t)(t->batch * t->info.output_size) * sizeof(float);
     t->y = malloc(out);
@@ -348,7 +379,7 @@ static int setup(Trainer *t)
 
 static void release(Trainer *t)
 {
-    kp_batcher_free(&t->batcher);
+    karp_loader_free(t->loader);
     kp_data_free(&t->train);
     kp_data_free(&t->test);
     karp_close(t->m);
@@ -380,6 +411,11 @@ int kp_cmd_train(int argc, char **argv)
             fprintf(stderr, "%lld test samples\n", (long long)t.test.count);
         else
             fputs("no test split\n", stderr);
+        if (t.defaults.naug) {
+            char aug[1024];
+            kp_cli_format_augment(aug, sizeof aug, t.defaults.aug, t.defaults.naug);
+            fprintf(stderr, "augment: %s (%s)\n", aug, t.defaults.aug_from);
+        }
         rc = train(&t);
     }
     release(&t);

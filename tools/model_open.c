@@ -39,6 +39,11 @@ void kp_cli_train_defaults(const karp_info *info, KpTrainDefaults *d)
         memcpy(d->mean, info->normalize_mean, (size_t)d->nmean * sizeof(float));
     if (d->nstd)
         memcpy(d->std, info->normalize_std, (size_t)d->nstd * sizeof(float));
+    d->norm_from = "train.normalize";
+    d->naug = info->naugment <= KP_MAX_AUGMENT ? info->naugment : 0;
+    if (d->naug)
+        memcpy(d->aug, info->augment, (size_t)d->naug * sizeof *d->aug);
+    d->aug_from = "train.augment";
 }
 
 int kp_cli_open_data(const char *spec, const char *split, const KpTrainDefaults *d,
@@ -55,7 +60,7 @@ int kp_cli_open_data(const char *spec, const char *split, const KpTrainDefaults 
         return -1;
     }
     if (d->nmean && kp_data_normalize(ds, d->mean, d->nmean, d->std, d->nstd) != 0) {
-        kp_cli_fail("%s: train.normalize: %s", model, karp_last_error());
+        kp_cli_fail("%s: %s: %s", model, d->norm_from, karp_last_error());
         return -1;
     }
     return 0;

@@ -16,14 +16,29 @@
 karp_model *kp_cli_open_model(const char *path, long max_batch, karp_error *err);
 
 /* The defaults a model gives `karpc train` and `karpc eval`: its seed and
- * its "train" section's epochs (0 when absent) and normalization, which
- * model.json and model.so carry alike. */
+ * its "train" section's epochs (0 when absent), normalization and
+ * augmentation, which model.json and model.so carry alike — or the
+ * command line's --normalize and --augment. */
 typedef struct KpTrainDefaults {
     long epochs;
     uint64_t seed;
     int nmean, nstd;        /* train.normalize (0: none) */
     float mean[16], std[16];
+    const char *norm_from;  /* "train.normalize" or "--normalize", for messages */
+    int naug;               /* train.augment, in order */
+    karp_augment aug[KP_MAX_AUGMENT];
+    const char *aug_from;   /* "train.augment" or "--augment" */
 } KpTrainDefaults;
+
+/* --augment LIST (data_opts.c): "hflip,random_crop=4,rotate=15,noise=0.1"
+ * in order of application, or "none"; replaces d's list.  0, or 1
+ * reported. */
+int kp_cli_parse_augment(const char *s, KpTrainDefaults *d);
+/* --normalize MEAN/STD, M1,M2,.../S1,S2,..., or "none"; replaces d's.  0,
+ * or 1 reported. */
+int kp_cli_parse_normalize(const char *s, KpTrainDefaults *d);
+/* "hflip,random_crop=4" into buf ("" for none). */
+void kp_cli_format_augment(char *buf, size_t cap, const karp_augment *aug, int naug);
 
 /* Fill *d from a model's info. */
 void kp_cli_train_defaults(const karp_info *info, KpTrainDefaults *d);
@@ -35,7 +50,9 @@ int kp_cli_model_start(const char *path, long max_batch, long threads, karp_mode
                        karp_info *info, KpTrainDefaults *d);
 
 /* Split "train" or "test" of the --data spec, normalized as d says, its
- * samples checked against the model's input size.  0, or -1 reported. */
+ * samples checked against the model's input size.  0, or -1 reported.
+ * (karpc train opens its train split with a d without normalization:
+ * its loader normalizes after augmenting.) */
 int kp_cli_open_data(const char *spec, const char *split, const KpTrainDefaults *d,
                      const karp_info *info, const char *model, KpDataset *ds);
 

@@ -4,7 +4,10 @@
  * small MLP model file: the loss falls and the test accuracy rises; the
  * --log and --plot files; save then eval gives the same test line; a run
  * resumed from a checkpoint repeats the uninterrupted run's numbers;
- * SIGINT stops with status 130 and a checkpoint that loads; the errors.
+ * SIGINT stops with status 130 and a checkpoint that loads; the model
+ * file's train.augment through a model.so (karp_info) to karpc train, the
+ * --augment and --normalize overrides, an augmented run resumed; the
+ * errors.
  */
 #include <check.h>
 #include <signal.h>
@@ -13,6 +16,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "karp.h"
 #include "testutil.h"
 
 enum { SIDE = 8, NTRAIN = 600, NTEST = 200 };
@@ -269,6 +273,109 @@ START_TEST(signal_saves_and_exits_130)
 }
 END_TEST
 
+static const char aug_json[] =
+    "{\"karp\": 1, \"name\": \"quadrants_aug\", \"input\": {\"shape\": [1, 8, 8]},\n"
+    " \"layers\": [{\"type\": \"flatten\"},\n"
+    "            {\"type\": \"dense\", \"units\": 16, \"activation\": \"relu\"},\n"
+    "            {\"type\": \"dense\", \"units\": 4}],\n"
+    " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"adam\", \"lr\": 0.01},\n"
+    " \"batch\": 32, \"seed\": 3, \"train\": {\"epochs\": 2,\n"
+    "   \"normalize\": {\"mean\": [0.5], \"std\": [0.5]},\n"
+    "   \"augment\": [{\"type\": \"random_crop\", \"padding\": 1},\n"
+    "               {\"type\": \"noise\", \"std\": 0.05}]}}\n";
+
+/* The "train loss X" of epoch e's line, malloc'd. */
+static char *train_part(const char *out, int e)
+{
+    char key[32];
+    snprintf(key, sizeof key, "epoch %d/", e);
+    const char *p = strstr(out, key);
+    ck_assert_ptr_nonnull(p);
+    p = strstr(p, "train loss ");
+    return strndup(p, strcspn(p, "|"));
+}
+
+START_TEST(train_augments_as_the_model_says)
+{
+    char *json = kp_test_path(dir, "aug.json"), *so = kp_test_path(dir, "aug.so");
+    ck_assert_int_eq(kp_test_write_file(json, aug_json), 0);
+    KpRun r = kp_test_run("%s %s -o %s", KARPC_EXE, json, so);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    kp_test_run_free(&r);
+
+    /* The descriptor carries the list. */
+    karp_error err;
+    karp_model *m = karp_open(so, &err);
+    ck_assert_msg(m != NULL, "%s", err.message);
+    karp_info info;
+    ck_assert_int_eq(karp_model_info(m, &info), 0);
+    ck_assert_int_eq(info.naugment, 2);
+    ck_assert_int_eq(info.augment[0].kind, KARP_AUG_RANDOM_CROP);
+    ck_assert_float_eq(info.augment[0].value, 1.0f);
+    ck_assert_int_eq(info.augment[1].kind, KARP_AUG_NOISE);
+    ck_assert_float_eq(info.augment[1].value, 0.05f);
+    ck_assert_int_eq(info.normalize_nmean, 1);
+    karp_close(m);
+
+    /* karpc train applies it, from the model.so as from the model file. */
+    r = kp_test_run("%s train %s --data mnist:%s --epochs 1", KARPC_EXE, so, dir);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.err, "augment: random_crop=1,noise=0.05 (train.augment)\n"));
+    char *with_so = train_part(r.out, 1);
+    kp_test_run_free(&r);
+    r = kp_test_run("%s train %s --data mnist:%s --epochs 1", KARPC_EXE, json, dir);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    char *with_json = train_part(r.out, 1);
+    ck_assert_str_eq(with_so, with_json);
+    kp_test_run_free(&r);
+
+    /* Overrides: another list; none (another loss: the augmentation mattered). */
+    r = kp_test_run("%s train %s --data mnist:%s --epochs 1 --augment hflip,rotate=10,noise=0.1 "
+                    "--normalize 0.4/0.3",
+                    KARPC_EXE, json, dir);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.err, "augment: hflip,rotate=10,noise=0.1 (--augment)\n"));
+    kp_test_run_free(&r);
+    r = kp_test_run("%s train %s --data mnist:%s --epochs 1 --augment none", KARPC_EXE, json, dir);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_null(strstr(r.err, "augment:"));
+    char *plain = train_part(r.out, 1);
+    ck_assert_str_ne(plain, with_json);
+    kp_test_run_free(&r);
+    r = kp_test_run("%s eval %s --data mnist:%s --normalize 0.5,/0.5", KARPC_EXE, json, dir);
+    ck_assert_int_eq(r.status, 1);
+    kp_test_run_free(&r);
+
+    /* Resumed, an augmented run repeats the uninterrupted one. */
+    char *ckpt = kp_test_path(dir, "aug.safetensors");
+    char *log_a = kp_test_path(dir, "aug_a.csv"), *log_b = kp_test_path(dir, "aug_b.csv");
+    r = kp_test_run("%s train %s --data mnist:%s --log %s", KARPC_EXE, json, dir, log_a);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    kp_test_run_free(&r);
+    r = kp_test_run("%s train %s --data mnist:%s --epochs 1 --save %s --log %s", KARPC_EXE, json,
+                    dir, ckpt, log_b);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    kp_test_run_free(&r);
+    r = kp_test_run("%s train %s --data mnist:%s --load %s --log %s", KARPC_EXE, json, dir, ckpt,
+                    log_b);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    kp_test_run_free(&r);
+    char a[2][96], b[2][96];
+    ck_assert_int_eq(log_rows(log_a, a, 2), 2);
+    ck_assert_int_eq(log_rows(log_b, b, 2), 2);
+    for (int e = 0; e < 2; e++)
+        ck_assert_str_eq(a[e], b[e]);
+    free(with_so);
+    free(with_json);
+    free(plain);
+    free(ckpt);
+    free(log_a);
+    free(log_b);
+    free(json);
+    free(so);
+}
+END_TEST
+
 static void expect_error(const char *args, const char *message)
 {
     KpRun r = kp_test_run("cd %s && %s %s", dir, KARPC_EXE, args);
@@ -331,6 +438,46 @@ START_TEST(train_errors)
     ck_assert_ptr_null(strchr(strchr(r.err, '\n') + 1, '\n'));   /* one line */
     kp_test_run_free(&r);
 
+    /* --augment and --normalize. */
+    expect_error("train quadrants.json --data mnist:. --augment flip",
+                 "karpc: --augment: unknown transform 'flip' (expected hflip, "
+                 "random_crop=PADDING, rotate=DEGREES, noise=STD)");
+    expect_error("train quadrants.json --data mnist:. --augment hflip,,noise=1",
+                 "karpc: --augment hflip,,noise=1: an empty transform (expected hflip, "
+                 "random_crop=PADDING, rotate=DEGREES, noise=STD, or none)");
+    expect_error("train quadrants.json --data mnist:. --augment random_crop",
+                 "karpc: --augment: 'random_crop' needs a value (expected hflip, "
+                 "random_crop=PADDING, rotate=DEGREES, noise=STD)");
+    expect_error("train quadrants.json --data mnist:. --augment rotate=200",
+                 "karpc: --augment: rotate: bad value 200 (degrees: 0 to 180)");
+    expect_error("train quadrants.json --data mnist:. --augment noise=x",
+                 "karpc: --augment: 'noise=x': the value is not a number");
+    expect_error("train quadrants.json --data mnist:. --augment hflip=1",
+                 "karpc: --augment: hflip takes no value, got 'hflip=1'");
+    expect_error("train quadrants.json --data mnist:. --normalize 0.5",
+                 "karpc: --normalize 0.5: expected MEAN/STD or M1,M2,.../S1,S2,... (at most 16 "
+                 "numbers each), or none");
+    expect_error("train quadrants.json --data mnist:. --normalize 0.5/0",
+                 "karpc: --normalize 0.5/0: std 0 must be > 0");
+    expect_error("train quadrants.json --data mnist:. --normalize 0.5,0.5/1",
+                 "karpc: quadrants.json: --normalize: normalize: 2 means and 1 stds for 1 "
+                 "channels (give 1 or 1)");
+    /* Rank-1 samples: only noise. */
+    char *csv = kp_test_path(dir, "flat.csv");
+    FILE *f = fopen(csv, "w");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < 4; i++) {
+        fprintf(f, "%d", i);
+        for (int j = 0; j < 64; j++)
+            fprintf(f, ",%d", (i + j) % 3);
+        fputc('\n', f);
+    }
+    ck_assert_int_eq(fclose(f), 0);
+    expect_error("train quadrants.json --data csv:flat.csv --augment noise=0.1,hflip",
+                 "karpc: --augment of quadrants.json with --data csv:flat.csv: augment[1]: hflip "
+                 "needs image samples [C,H,W], these have rank 1 (only noise applies to them)");
+    free(csv);
+
     /* An unwritable log: refused before training. */
     snprintf(args, sizeof args, "train quadrants.json --data mnist:. --log %s/nodir/log.csv", dir);
     snprintf(msg, sizeof msg, "karpc: %s/nodir/log.csv: cannot write: No such file or directory",
@@ -350,6 +497,7 @@ static Suite *suite(void)
     tcase_add_test(tc, resume_repeats_the_run);
     tcase_add_test(tc, signal_saves_and_exits_130);
     tcase_add_test(tc, train_errors);
+    tcase_add_test(tc, train_augments_as_the_model_says);
     suite_add_tcase(s, tc);
     return s;
 }
