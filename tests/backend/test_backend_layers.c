@@ -3,8 +3,10 @@
  * (conv2d, conv2d_transpose, pooling, batchnorm, dropout, masking, concat,
  * add with fan-out) against the reference interpreter, on small models
  * written as model files over a grid of geometries: strides, paddings
- * (explicit, "valid", uneven "same"), dilations, kernels larger than the
- * stride, odd sizes, 1x1 images, channels 1, 3 and 17, batches 1 and 5.
+ * (explicit, "valid", uneven "same"), dilations, kernels larger and
+ * smaller than the stride (strides 2 and 3, whose transposed direction is
+ * split into phases, some without taps), output_padding, odd sizes, rows
+ * wider than a tile, 1x1 images, channels 1, 3 and 17, batches 1 and 5.
  *
  * Per model:
  *   infer at n = 1, 3, 5 against kp_interp_run;
@@ -363,6 +365,12 @@ START_TEST(test_conv2d_grid)
         "\"kernel\": 4, \"stride\": 3, \"padding\": 2, \"bias\": false",
         "\"kernel\": 1",
         "\"kernel\": 3, \"dilation\": 2, \"padding\": \"same\"",
+        /* strided: dx is the phase-split transposed kernel */
+        "\"kernel\": 5, \"stride\": 2, \"padding\": \"same\"",          /* uneven */
+        "\"kernel\": 3, \"stride\": 3, \"dilation\": 2, \"padding\": 2",
+        "\"kernel\": [3, 5], \"stride\": 2, \"dilation\": 2, \"padding\": [1, 3]",
+        "\"kernel\": 1, \"stride\": 2",                                  /* dx: empty phases */
+        "\"kernel\": [2, 3], \"stride\": [3, 2], \"padding\": \"same\", \"bias\": false",
     };
     static const int chans[] = {1, 3, 17};
     char layers[512], json[2048];
@@ -377,9 +385,12 @@ START_TEST(test_conv2d_grid)
     check_model(seq(json, sizeof json, 3, 1, 1, "{\"type\": \"conv2d\", \"filters\": 5, \"kernel\": 1}"));
     check_model(seq(json, sizeof json, 2, 3, 3,
                     "{\"type\": \"conv2d\", \"filters\": 3, \"kernel\": 5, \"padding\": 2}"));
-    /* wide rows: several vector tiles and a partial one */
+    /* wide rows: several vector tiles and a partial one (dx: in each phase) */
     check_model(seq(json, sizeof json, 2, 4, 75,
                     "{\"type\": \"conv2d\", \"filters\": 8, \"kernel\": 3, \"padding\": 1}"));
+    check_model(seq(json, sizeof json, 3, 5, 151,
+                    "{\"type\": \"conv2d\", \"filters\": 6, \"kernel\": 5, \"stride\": 2, "
+                    "\"padding\": \"same\"}"));
 }
 END_TEST
 
@@ -392,6 +403,11 @@ START_TEST(test_conv2d_transpose_grid)
         "\"kernel\": [2, 4], \"stride\": [1, 3], \"padding\": [0, 1]",
         "\"kernel\": 3, \"padding\": \"same\"",
         "\"kernel\": 2, \"stride\": 2, \"padding\": \"same\", \"bias\": false",
+        "\"kernel\": 5, \"stride\": 2, \"padding\": \"same\"",          /* DCGAN's */
+        "\"kernel\": 3, \"stride\": 3, \"padding\": 1, \"output_padding\": 2",
+        "\"kernel\": [4, 5], \"stride\": [3, 2], \"padding\": [2, 1], \"output_padding\": [1, 0]",
+        "\"kernel\": 1, \"stride\": 2, \"output_padding\": 1",         /* phases of bias only */
+        "\"kernel\": 2, \"stride\": 3, \"padding\": [0, 1], \"bias\": false",
     };
     static const int chans[] = {1, 3, 17};
     char layers[512], json[2048];
@@ -401,6 +417,13 @@ START_TEST(test_conv2d_transpose_grid)
                      c == 1 ? 17 : 3, geo[g]);
             check_model(seq(json, sizeof json, chans[c], 3 + c, 5 + (int)g % 2, layers));
         }
+    /* wide rows: several tiles and a partial one in each phase */
+    check_model(seq(json, sizeof json, 3, 4, 71,
+                    "{\"type\": \"conv2d_transpose\", \"filters\": 5, \"kernel\": 5, \"stride\": 2, "
+                    "\"padding\": \"same\"}"));
+    check_model(seq(json, sizeof json, 2, 3, 45,
+                    "{\"type\": \"conv2d_transpose\", \"filters\": 4, \"kernel\": [3, 4], "
+                    "\"stride\": [2, 3], \"padding\": 1, \"output_padding\": [1, 2]}"));
 }
 END_TEST
 
