@@ -17,7 +17,7 @@
 
 #include "karp.h"
 
-#define KARP_ABI_VERSION 2u
+#define KARP_ABI_VERSION 3u
 #define KARP_DESCRIPTOR_SYMBOL "karp_model_v1"
 
 /* How a parameter is initialized (karp_init_params). */
@@ -112,7 +112,7 @@ typedef struct KarpModelDesc {
     int32_t norm_nstd;
     const float *norm_mean;  /* norm_nmean floats */
     const float *norm_std;   /* norm_nstd floats */
-    int64_t naugment;        /* train.augment: naugment transforms, in order */
+    int64_t naugment;        /* train.augment (ABI 3): naugment transforms, in order */
     const karp_augment *augment;
 } KarpModelDesc;
 

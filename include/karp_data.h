@@ -47,7 +47,13 @@ int karp_data_normalize(karp_dataset *d, const float *mean, int nmean, const flo
 /* Mini-batches of batch samples (the last one of an epoch may be smaller),
  * in an order that depends only on (seed, epoch), each sample augmented
  * (aug: naug transforms applied in order, seeded per sample and epoch;
- * NULL/0 for none).  The dataset must outlive the loader. */
+ * NULL/0 for none; at most 64; all but KARP_AUG_NOISE need [C,H,W]
+ * samples; the transforms are defined in docs/training.md).  A sample's
+ * pixels depend only on (seed, epoch, its index in the dataset).  The
+ * loader starts one thread, which prepares the next batch while the caller
+ * works on the current one, and karp_loader_free joins it; call a loader's
+ * functions from one thread at a time.  The dataset must outlive the
+ * loader and stay unchanged while it lives. */
 karp_loader *karp_loader_new(const karp_dataset *d, int64_t batch, uint64_t seed,
                              const karp_augment *aug, int naug, karp_error *err);
 /* Normalize every batch after augmenting it: x = (x - mean[c]) / std[c]
