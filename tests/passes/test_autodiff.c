@@ -23,6 +23,7 @@
 #include "ir/ir.h"
 #include "passes/passes.h"
 #include "runtime/ref/ref.h"
+#include "numcheck.h"
 #include "testutil.h"
 
 #define BIT(p) (1u << (p))
@@ -70,10 +71,7 @@ static uint64_t rng = 1;
 
 static double urand(double lo, double hi)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return lo + (hi - lo) * (double)(rng >> 11) / 9007199254740992.0;
+    return kp_test_urand(&rng, lo, hi);
 }
 
 /* --- the double-precision reference forward ------------------------------ */
@@ -189,8 +187,9 @@ static double ref_loss(Ref *r, const double *p)
     return strcmp(g->loss, "none") == 0 ? total : total / (double)count;
 }
 
-static double eval_loss(Ref *r)
+static double eval_loss(void *ctx)
 {
+    Ref *r = ctx;
     r->v = calloc((size_t)g->nvalues, sizeof *r->v);
     for (int k = 0; k < g->nnodes; k++)
         if (g->nodes[k]->phase == KP_PHASE_FORWARD)
@@ -205,32 +204,6 @@ static double eval_loss(Ref *r)
 /* --- gradient checks ----------------------------------------------------- */
 
 static double worst_error = 0;
-
-/* max|a - num| / max(max|num|, 1e-3) over count floats */
-static double rel_error(const float *a, const double *num, int64_t count)
-{
-    double diff = 0, scale = 1e-3;
-    for (int64_t i = 0; i < count; i++) {
-        diff = fmax(diff, fabs(a[i] - num[i]));
-        scale = fmax(scale, fabs(num[i]));
-    }
-    return diff / scale;
-}
-
-/* Central differences of eval_loss in every element of v (h = 1e-6). */
-static void numeric(Ref *r, double *data, int64_t count, double *out)
-{
-    const double h = 1e-6;
-    for (int64_t i = 0; i < count; i++) {
-        double keep = data[i];
-        data[i] = keep + h;
-        double up = eval_loss(r);
-        data[i] = keep - h;
-        double down = eval_loss(r);
-        data[i] = keep;
-        out[i] = (up - down) / (2 * h);
-    }
-}
 
 /* Build the model, draw parameters, input and target, and compare every
  * parameter gradient and the input gradient with central differences. */
@@ -280,24 +253,15 @@ static void gradcheck(const char *json, int64_t n, const char *what)
         const KpValue *gv = g->values[i];
         if (gv->role != KP_ROLE_GRAD)
             continue;
-        int64_t count = kp_value_numel(gv, 1);
-        double *num = malloc((size_t)count * sizeof *num);
-        numeric(&r, dparams + gv->grad_of->offset, count, num);
-        double e = rel_error(grads + gv->grad_of->offset, num, count);
-        ck_assert_msg(e < 1e-3, "%s: n=%ld %s: relative error %g", what, (long)n,
-                      gv->grad_of->name, e);
-        worst = fmax(worst, e);
-        free(num);
+        int64_t off = gv->grad_of->offset;
+        worst = fmax(worst, kp_test_check_grad(what, n, gv->grad_of->name, eval_loss, &r,
+                                               dparams + off, grads + off,
+                                               kp_value_numel(gv, 1), NULL));
     }
     ck_assert_ptr_nonnull(g->d_input);
-    double *num = malloc((size_t)nx * sizeof *num);
-    numeric(&r, dxs, nx, num);
-    double e = rel_error(dx, num, nx);
-    ck_assert_msg(e < 1e-3, "%s: n=%ld d_input: relative error %g", what, (long)n, e);
-    worst = fmax(worst, e);
+    worst = fmax(worst, kp_test_check_grad(what, n, "d_input", eval_loss, &r, dxs, dx, nx, NULL));
     worst_error = fmax(worst_error, worst);
     printf("gradcheck %-22s n=%ld  max relative error %.2e\n", what, (long)n, worst);
-    free(num);
     free(params), free(grads), free(x), free(dx), free(dy), free(target), free(labels);
     free(dparams), free(dxs), free(dys);
 }

@@ -32,6 +32,7 @@
 #include "ir/ir.h"
 #include "passes/passes.h"
 #include "runtime/ref/ref.h"
+#include "numcheck.h"
 #include "testutil.h"
 
 #define BIT(p) (1u << (p))
@@ -72,10 +73,7 @@ static uint64_t rng = 1;
 
 static double urand(double lo, double hi)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return lo + (hi - lo) * (double)(rng >> 11) / 9007199254740992.0;
+    return kp_test_urand(&rng, lo, hi);
 }
 
 /* --- the double-precision reference forward ------------------------------ */
@@ -317,8 +315,9 @@ static void ref_node(Ref *r, const KpNode *nd)
 }
 
 /* cross_entropy, or sum(dy * output) without a loss */
-static double eval_loss(Ref *r)
+static double eval_loss(void *ctx)
 {
+    Ref *r = ctx;
     r->v = calloc((size_t)g->nvalues, sizeof *r->v);
     for (int k = 0; k < g->nnodes; k++)
         if (g->nodes[k]->phase == KP_PHASE_FORWARD)
@@ -348,37 +347,6 @@ static double eval_loss(Ref *r)
 /* --- gradient checks ----------------------------------------------------- */
 
 static double worst_error = 0;
-
-/* max|a - num| / max(max|num|, 1e-3) over the elements where use[i] (all if NULL) */
-static double rel_error(const float *a, const double *num, int64_t count, const bool *use)
-{
-    double diff = 0, scale = 1e-3;
-    for (int64_t i = 0; i < count; i++) {
-        if (use && !use[i])
-            continue;
-        diff = fmax(diff, fabs(a[i] - num[i]));
-        scale = fmax(scale, fabs(num[i]));
-    }
-    return diff / scale;
-}
-
-/* Central differences of eval_loss in the elements of data where use[i]. */
-static void numeric(Ref *r, double *data, int64_t count, const bool *use, double *out)
-{
-    const double h = 1e-6;
-    for (int64_t i = 0; i < count; i++) {
-        out[i] = 0;
-        if (use && !use[i])
-            continue;
-        double keep = data[i];
-        data[i] = keep + h;
-        double up = eval_loss(r);
-        data[i] = keep - h;
-        double down = eval_loss(r);
-        data[i] = keep;
-        out[i] = (up - down) / (2 * h);
-    }
-}
 
 typedef struct Case {
     const char *what, *json;
@@ -425,30 +393,22 @@ static void gradcheck(const Case *c, int64_t n)
         const KpValue *gv = g->values[i];
         if (gv->role != KP_ROLE_GRAD)
             continue;
-        int64_t count = kp_value_numel(gv, 1);
-        double *num = malloc((size_t)count * sizeof *num);
-        numeric(&r, dparams + gv->grad_of->offset, count, NULL, num);
-        double e = rel_error(grads + gv->grad_of->offset, num, count, NULL);
-        ck_assert_msg(e < 1e-3, "%s: n=%ld %s: relative error %g", c->what, (long)n,
-                      gv->grad_of->name, e);
-        worst = fmax(worst, e);
+        int64_t off = gv->grad_of->offset;
+        worst = fmax(worst, kp_test_check_grad(c->what, n, gv->grad_of->name, eval_loss, &r,
+                                               dparams + off, grads + off,
+                                               kp_value_numel(gv, 1), NULL));
         ngrads++;
-        free(num);
     }
     ck_assert_ptr_nonnull(g->d_input);
-    double *num = malloc((size_t)nx * sizeof *num);
-    numeric(&r, dxs, nx, use_x, num);
-    double e = rel_error(dx, num, nx, use_x);
-    ck_assert_msg(e < 1e-3, "%s: n=%ld d_input: relative error %g", c->what, (long)n, e);
+    worst = fmax(worst, kp_test_check_grad(c->what, n, "d_input", eval_loss, &r, dxs, dx, nx,
+                                           use_x));
     for (int64_t i = 0; i < nx; i++)
         if (!use_x[i])
             ck_assert_msg(dx[i] == 0, "%s: a masked sample's input gradient is %g", c->what,
                           (double)dx[i]);
-    worst = fmax(worst, e);
     worst_error = fmax(worst_error, worst);
     printf("gradcheck %-28s n=%ld  %d param grads  max relative error %.2e\n", c->what, (long)n,
            ngrads, worst);
-    free(num);
     free(params), free(grads), free(x), free(dx), free(dy), free(dparams), free(dxs), free(dys);
     free(use_x);
 }
