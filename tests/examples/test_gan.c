@@ -205,9 +205,5 @@ int main(void)
     tcase_add_test(tc, dcgan_trains_on_a_small_dataset);
     tcase_add_test(tc, bad_options_are_one_line);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(s, CK_FORK_GETENV);
 }
