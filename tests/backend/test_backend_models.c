@@ -23,6 +23,8 @@
 
 #include "backend/backend.h"
 #include "include/karpc.h"
+#include "modelbuild.h"
+#include "numcheck.h"
 #include "runtime/model.h"
 #include "testutil.h"
 
@@ -30,22 +32,14 @@ static char tmpdir[256];
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 
-static uint64_t next_u64(void)
-{
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static int pick(int n)
 {
-    return (int)(next_u64() % (uint64_t)n);
+    return kp_test_pick(&rng_state, n);
 }
 
 static float uniform(float lo, float hi)
 {
-    return lo + (hi - lo) * (float)((next_u64() >> 40) * (1.0 / 16777216.0));
+    return kp_test_uniform(&rng_state, lo, hi);
 }
 
 /* A random chain of dense layers (depth 1-4, widths 1/3/17/129), every
@@ -89,57 +83,17 @@ static void random_model(int idx, char *json, size_t cap)
     snprintf(json + n, cap - n, "]}\n");
 }
 
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-/* The worst |got - ref| / (1e-5 (|ref| + mean|ref|)); <= 1 passes. */
-static double tolerance_ratio(const float *got, const float *ref, int64_t count)
-{
-    double mean = 0;
-    for (int64_t i = 0; i < count; i++)
-        mean += fabs((double)ref[i]);
-    mean = mean / (double)count + 1e-30;
-    double worst = 0;
-    for (int64_t i = 0; i < count; i++) {
-        double r = fabs((double)got[i] - ref[i]) / (1e-5 * (fabs((double)ref[i]) + mean));
-        if (!(r <= worst))
-            worst = isnan(r) ? INFINITY : r;
-    }
-    return worst;
-}
-
 /* One model file: codegen once; the object linked into a .so and the
  * module JIT-compiled; both against the interpreter at n = 1, 7, 64, and
  * against each other bit for bit, also with one thread. */
 static void check_model(const char *json, int opt_level, double *worst)
 {
-    char path[512], obj[512], so[512];
-    snprintf(path, sizeof path, "%s/model.json", tmpdir);
-    snprintf(obj, sizeof obj, "%s/model.o", tmpdir);
-    snprintf(so, sizeof so, "%s/model.so", tmpdir);
-    write_file(path, json);
-
+    KpProgram prog;
+    karp_model *mj = NULL, *ms = NULL;
+    kp_test_build_model(tmpdir, "model", json, opt_level, &prog, &mj, &ms);
+    const KpGraph *g = prog.infer;
     KpDiag d;
     kp_diag_init(&d);
-    KpProgram prog;
-    ck_assert_msg(kp_build_program(path, NULL, 0, &prog, &d) == 0, "%s\n%s", d.msg, json);
-    const KpGraph *g = prog.infer;
-    KpTargetOpts t = {.opt_level = opt_level};
-    KpCodegen *cg = NULL;
-    ck_assert_msg(kp_llvm_codegen(&prog, &t, &cg, &d) == 0, "%s\n%s", d.msg, json);
-    ck_assert_msg(kp_llvm_emit_file(cg, KP_EMIT_OBJ, obj, &d) == 0, "%s", d.msg);
-    ck_assert_msg(kp_link_shared(obj, so, NULL, &d) == 0, "%s", d.msg);
-    karp_model *mj = NULL;
-    ck_assert_msg(kp_llvm_jit(cg, &mj, &d) == 0, "%s", d.msg);
-    kp_llvm_free(cg);
-    karp_error err;
-    karp_model *ms = karp_open(so, &err);
-    ck_assert_msg(ms != NULL, "%s", err.message);
 
     karp_info info;
     ck_assert_int_eq(karp_model_info(mj, &info), 0);
@@ -172,7 +126,7 @@ static void check_model(const char *json, int opt_level, double *worst)
         karp_set_threads(1);
         ck_assert_int_eq(karp_infer(mj, x, n, y1), 0);
         karp_set_threads(0);
-        double r = tolerance_ratio(yj, yr, nout);
+        double r = kp_test_tolerance_ratio(yj, yr, nout);
         ck_assert_msg(r <= 1.0, "n=%lld: off by %.3g x tolerance\n%s", (long long)n, r, json);
         if (r > *worst)
             *worst = r;
@@ -238,10 +192,12 @@ START_TEST(test_karp_compile)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/mlp.json", tmpdir);
-    write_file(path, "{\"karp\": 1, \"name\": \"mlp\", \"input\": {\"shape\": [1, 4, 4]}, "
-                     "\"layers\": [{\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 8, "
-                     "\"activation\": \"relu\"}, {\"type\": \"dense\", \"units\": 3}], "
-                     "\"batch\": 64}");
+    ck_assert_int_eq(kp_test_write_file(path, "{\"karp\": 1, \"name\": \"mlp\", \"input\": "
+                                        "{\"shape\": [1, 4, 4]}, \"layers\": [{\"type\": "
+                                        "\"flatten\"}, {\"type\": \"dense\", \"units\": 8, "
+                                        "\"activation\": \"relu\"}, {\"type\": \"dense\", "
+                                        "\"units\": 3}], \"batch\": 64}"),
+                     0);
     karp_compile_options o;
     karp_compile_options_init(&o);
     o.max_batch = 5;

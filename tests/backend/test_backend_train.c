@@ -33,28 +33,22 @@
 
 #include "backend/backend.h"
 #include "include/karpc.h"
+#include "modelbuild.h"
+#include "numcheck.h"
 #include "runtime/model.h"
 #include "testutil.h"
 
 static char tmpdir[256];
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
 
-static uint64_t next_u64(void)
-{
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static int pick(int n)
 {
-    return (int)(next_u64() % (uint64_t)n);
+    return kp_test_pick(&rng_state, n);
 }
 
 static float uniform(float lo, float hi)
 {
-    return lo + (hi - lo) * (float)((next_u64() >> 40) * (1.0 / 16777216.0));
+    return kp_test_uniform(&rng_state, lo, hi);
 }
 
 static const char *losses[] = {"cross_entropy", "mse", "bce", "bce_logits"};
@@ -96,14 +90,6 @@ static void random_model(int idx, char *json, size_t cap)
                                                        : "\"lr\": 0.01";
     snprintf(json + n, cap - n, "], \"loss\": \"%s\", \"optimizer\": {\"type\": \"%s\", %s}}\n", loss,
              opt, hyper);
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
 }
 
 static void *slab(int64_t bytes)
@@ -148,27 +134,13 @@ static int state_same(const State *a, const State *b, const KarpModelDesc *d)
            memcmp(a->opt, b->opt, (size_t)d->opt_slots * pf) == 0;
 }
 
-/* The worst |got - ref| / (1e-5 (|ref| + mean |ref|)) over count floats. */
-static double ratio(const float *got, const float *ref, int64_t count)
-{
-    double mean = 0, worst = 0;
-    for (int64_t i = 0; i < count; i++)
-        mean += fabs((double)ref[i]);
-    mean = mean / (double)(count > 0 ? count : 1) + 1e-30;
-    for (int64_t i = 0; i < count; i++) {
-        double r = fabs((double)got[i] - ref[i]) / (1e-5 * (fabs((double)ref[i]) + mean));
-        if (!(r <= worst))
-            worst = isnan(r) ? INFINITY : r;
-    }
-    return worst;
-}
-
-/* The same per parameter tensor of a gradient slab. */
+/* kp_test_tolerance_ratio per parameter tensor of a gradient slab. */
 static double grad_ratio(const KarpModelDesc *d, const float *got, const float *ref)
 {
     double worst = 0;
     for (uint32_t p = 0; p < d->nparams; p++) {
-        double r = ratio(got + d->params[p].offset, ref + d->params[p].offset, d->params[p].size);
+        const KarpParamDesc *pd = &d->params[p];
+        double r = kp_test_tolerance_ratio(got + pd->offset, ref + pd->offset, pd->size);
         worst = r > worst ? r : worst;
     }
     return worst;
@@ -185,28 +157,9 @@ typedef struct Model {
 
 static void model_open(Model *m, int with_so)
 {
-    char path[512], obj[512], so[512];
-    snprintf(path, sizeof path, "%s/m.json", tmpdir);
-    snprintf(obj, sizeof obj, "%s/m.o", tmpdir);
-    snprintf(so, sizeof so, "%s/m.so", tmpdir);
-    write_file(path, m->json);
-    KpDiag dg;
-    kp_diag_init(&dg);
-    ck_assert_msg(kp_build_program(path, NULL, 0, &m->prog, &dg) == 0, "%s\n%s", dg.msg, m->json);
-    ck_assert_ptr_nonnull(m->prog.train);
-    KpTargetOpts t = {.opt_level = 3};
-    KpCodegen *cg = NULL;
-    ck_assert_msg(kp_llvm_codegen(&m->prog, &t, &cg, &dg) == 0, "%s\n%s", dg.msg, m->json);
     m->ms = NULL;
-    if (with_so) {
-        ck_assert_msg(kp_llvm_emit_file(cg, KP_EMIT_OBJ, obj, &dg) == 0, "%s", dg.msg);
-        ck_assert_msg(kp_link_shared(obj, so, NULL, &dg) == 0, "%s", dg.msg);
-        karp_error err;
-        m->ms = karp_open(so, &err);
-        ck_assert_msg(m->ms != NULL, "%s", err.message);
-    }
-    ck_assert_msg(kp_llvm_jit(cg, &m->mj, &dg) == 0, "%s", dg.msg);
-    kp_llvm_free(cg);
+    kp_test_build_model(tmpdir, "m", m->json, 3, &m->prog, &m->mj, with_so ? &m->ms : NULL);
+    ck_assert_ptr_nonnull(m->prog.train);
     m->d = m->mj->desc;
     m->in_size = kp_value_sample_size(m->prog.train->input);
     m->out_size = kp_value_sample_size(m->prog.train->output);
@@ -300,7 +253,8 @@ static void check_backward(const Model *m, const float *params, double *worst)
                            .params = r.params, .grads = r.grads, .opt = r.opt, .x = x, .dy = dy,
                            .dx = dxr, .y = yr, .n = n, .step = 1};
         run_interp(m, &t);
-        double rs[3] = {ratio(y, yr, nout), grad_ratio(d, g.grads, r.grads), ratio(dx, dxr, nin)};
+        double rs[3] = {kp_test_tolerance_ratio(y, yr, nout), grad_ratio(d, g.grads, r.grads),
+                        kp_test_tolerance_ratio(dx, dxr, nin)};
         for (int k = 0; k < 3; k++) {
             ck_assert_msg(rs[k] <= 1.0, "n=%lld: %s off by %.3g x tolerance\n%s", (long long)n,
                           k == 0 ? "y" : k == 1 ? "grads" : "dx", rs[k], m->json);

@@ -1,0 +1,51 @@
+/*
+ * modelbuild.h — for the backend tests: a model file compiled the way
+ * karpc does (frontend, passes, LLVM), then JIT-compiled and, if asked,
+ * linked into a model.so and opened.
+ *
+ * A header of static functions, not a support .c file: those are linked
+ * into every test program, and the runtime's tests link no compiler.
+ */
+#ifndef KP_MODELBUILD_H
+#define KP_MODELBUILD_H
+
+#include <check.h>
+#include <stdio.h>
+
+#include "backend/backend.h"
+#include "include/karpc.h"
+#include "testutil.h"
+
+/* Write json to dir/<name>.json and build it into *prog; the JIT'd model
+ * into *jit and, if so is not NULL, the model linked into dir/<name>.so
+ * into *so.  Every failure is a test failure.  The caller closes both
+ * models and frees *prog (kp_program_free). */
+static inline void kp_test_build_model(const char *dir, const char *name, const char *json,
+                                       int opt_level, KpProgram *prog, karp_model **jit,
+                                       karp_model **so)
+{
+    char path[512], obj[512], lib[512];
+    snprintf(path, sizeof path, "%s/%s.json", dir, name);
+    snprintf(obj, sizeof obj, "%s/%s.o", dir, name);
+    snprintf(lib, sizeof lib, "%s/%s.so", dir, name);
+    ck_assert_int_eq(kp_test_write_file(path, json), 0);
+    KpDiag d;
+    kp_diag_init(&d);
+    ck_assert_msg(kp_build_program(path, NULL, 0, prog, &d) == 0, "%s\n%s", d.msg, json);
+    KpTargetOpts t = {.opt_level = opt_level};
+    KpCodegen *cg = NULL;
+    ck_assert_msg(kp_llvm_codegen(prog, &t, &cg, &d) == 0, "%s\n%s", d.msg, json);
+    if (so) {
+        ck_assert_msg(kp_llvm_emit_file(cg, KP_EMIT_OBJ, obj, &d) == 0, "%s", d.msg);
+        ck_assert_msg(kp_link_shared(obj, lib, NULL, &d) == 0, "%s", d.msg);
+    }
+    ck_assert_msg(kp_llvm_jit(cg, jit, &d) == 0, "%s", d.msg);
+    kp_llvm_free(cg);
+    if (so) {
+        karp_error err;
+        *so = karp_open(lib, &err);
+        ck_assert_msg(*so != NULL, "%s", err.message);
+    }
+}
+
+#endif
