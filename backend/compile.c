@@ -24,32 +24,46 @@ void karp_compile_options_init(karp_compile_options *o)
     o->opt_level = 3;
 }
 
-int kp_build_graph(const char *path, const KpPassOpts *po, int64_t max_batch_override,
-                   KpGraph **out, KpDiag *d)
+/* Parse the model file, lower it and run the inference pipeline into
+ * *out; *spec, the parsed model, lives in (*out)'s arena: graphs built
+ * from it may keep its strings while *out lives.  0, or -1 with nothing
+ * left allocated. */
+static int build_infer(const char *path, const KpPassOpts *po, int64_t max_batch_override,
+                       KpGraph **out, KpModelSpec **spec, KpDiag *d)
 {
     *out = NULL;
-    KpPassOpts defaults;
-    if (!po) {
-        kp_pass_opts_init(&defaults);
-        po = &defaults;
-    }
     KpGraph *g = kp_graph_new();
     if (!g)
         return kp_error(d, "out of memory");
-    /* the spec lives in the graph's arena: the graph may keep its strings */
-    KpModelSpec *spec = NULL;
-    if (kp_frontend_parse_file(path, &g->arena, &spec, d) < 0) {
+    if (kp_frontend_parse_file(path, &g->arena, spec, d) < 0) {
         kp_graph_free(g);
         return -1;
     }
     if (max_batch_override > 0)
-        spec->batch = max_batch_override;
-    if (kp_frontend_lower(spec, g, d) < 0 || kp_pipeline_infer(g, po, d) < 0) {
+        (*spec)->batch = max_batch_override;
+    if (kp_frontend_lower(*spec, g, d) < 0 || kp_pipeline_infer(g, po, d) < 0) {
         kp_graph_free(g);
         return -1;
     }
     *out = g;
     return 0;
+}
+
+/* po, or the default options in *defaults */
+static const KpPassOpts *opts_or_default(const KpPassOpts *po, KpPassOpts *defaults)
+{
+    if (po)
+        return po;
+    kp_pass_opts_init(defaults);
+    return defaults;
+}
+
+int kp_build_graph(const char *path, const KpPassOpts *po, int64_t max_batch_override,
+                   KpGraph **out, KpDiag *d)
+{
+    KpPassOpts defaults;
+    KpModelSpec *spec = NULL;
+    return build_infer(path, opts_or_default(po, &defaults), max_batch_override, out, &spec, d);
 }
 
 int kp_build_program(const char *path, const KpPassOpts *po, int64_t max_batch_override,
@@ -58,26 +72,13 @@ int kp_build_program(const char *path, const KpPassOpts *po, int64_t max_batch_o
     p->infer = p->train = NULL;
     p->no_train_reason = NULL;
     KpPassOpts defaults;
-    if (!po) {
-        kp_pass_opts_init(&defaults);
-        po = &defaults;
-    }
-    KpGraph *g = kp_graph_new();
-    if (!g)
-        return kp_error(d, "out of memory");
+    po = opts_or_default(po, &defaults);
     /* the spec lives in the inference graph's arena, which outlives the
-     * train graph in kp_program_free: both graphs may keep its strings */
+     * train graph in kp_program_free */
     KpModelSpec *spec = NULL;
-    if (kp_frontend_parse_file(path, &g->arena, &spec, d) < 0) {
-        kp_graph_free(g);
+    KpGraph *g;
+    if (build_infer(path, po, max_batch_override, &g, &spec, d) < 0)
         return -1;
-    }
-    if (max_batch_override > 0)
-        spec->batch = max_batch_override;
-    if (kp_frontend_lower(spec, g, d) < 0 || kp_pipeline_infer(g, po, d) < 0) {
-        kp_graph_free(g);
-        return -1;
-    }
     p->infer = g;
 
     KpGraph *t = kp_graph_new();

@@ -56,19 +56,23 @@ static int check_dump_after(const KpPassOpts *o, KpDiag *d)
     return kp_error(d, "--dump-after: unknown pass '%s' (passes: %s)", o->dump_after, list);
 }
 
+/* run, then the verifier after it with o->verify */
+static int step(KpGraph *g, Run *r, const char *name, KpPassFn pass, KpDiag *d)
+{
+    if (run(g, r, name, pass, d))
+        return -1;
+    return r->o->verify ? run(g, r, "verify", kp_pass_verify, d) : 0;
+}
+
 int kp_pipeline_infer(KpGraph *g, const KpPassOpts *o, KpDiag *d)
 {
     if (check_dump_after(o, d))
         return -1;
     Run r = {.o = o};
     kp_fill_uses(g);
-    if (run(g, &r, "shapes", kp_pass_shapes, d))
+    if (step(g, &r, "shapes", kp_pass_shapes, d))
         return -1;
-    if (o->verify && run(g, &r, "verify", kp_pass_verify, d))
-        return -1;
-    if (run(g, &r, "memplan", kp_pass_memplan, d))
-        return -1;
-    if (o->verify && run(g, &r, "verify", kp_pass_verify, d))
+    if (step(g, &r, "memplan", kp_pass_memplan, d))
         return -1;
     return 0;
 }
@@ -79,17 +83,11 @@ int kp_pipeline_train(KpGraph *g, const KpPassOpts *o, KpDiag *d)
         return -1;
     Run r = {.o = o};
     kp_fill_uses(g);
-    if (run(g, &r, "shapes", kp_pass_shapes, d))
+    if (step(g, &r, "shapes", kp_pass_shapes, d))
         return -1;
-    if (o->verify && run(g, &r, "verify", kp_pass_verify, d))
+    if (step(g, &r, "autodiff", kp_pass_autodiff, d))
         return -1;
-    if (run(g, &r, "autodiff", kp_pass_autodiff, d))
-        return -1;
-    if (o->verify && run(g, &r, "verify", kp_pass_verify, d))
-        return -1;
-    if (run(g, &r, "memplan", kp_pass_memplan, d))
-        return -1;
-    if (o->verify && run(g, &r, "verify", kp_pass_verify, d))
+    if (step(g, &r, "memplan", kp_pass_memplan, d))
         return -1;
     return 0;
 }
