@@ -120,25 +120,36 @@ static bool has_dims(const KpValue *v, int64_t a, int64_t b, int64_t c, int64_t 
            v->dims[3] == e;
 }
 
-/* x [N,C,H,W], weight [F,C,kh,kw], bias [F] (optional) -> [N,F,OH,OW] */
-int shape_conv2d(KpGraph *g, KpNode *n, KpDiag *d)
+/* What conv2d and conv2d_transpose check alike: x [N,C,H,W], the window
+ * attributes into ax, the weight [F,C,kh,kw] ([C,F,kh,kw] if transpose),
+ * the bias [F].  0 or -1. */
+static int conv_operands(KpGraph *g, KpNode *n, KpDiag *d, Axis ax[2], bool transpose)
 {
     assert(n->nin == 2 || n->nin == 3);
     const KpValue *x = n->in[0], *w = n->in[1];
     KpAttrs *at = &n->attr;
     if (x->rank != 4)
         return kp_shape_error(g, n, d, x, "input must be rank 3 per sample [C,H,W]");
-    Axis ax[2];
     axes_init(ax, x, at, true);
     if (check_attrs(g, n, d, ax))
         return -1;
     int64_t f = at->filters, c = x->dims[1];
-    if (!has_dims(w, f, c, ax[0].k, ax[1].k))
+    int64_t w0 = transpose ? c : f, w1 = transpose ? f : c;
+    if (!has_dims(w, w0, w1, ax[0].k, ax[1].k))
         return kp_shape_error(g, n, d, w,
                               "weight must be [%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 "]",
-                              f, c, ax[0].k, ax[1].k);
-    if (check_bias(g, n, d, f))
+                              w0, w1, ax[0].k, ax[1].k);
+    return check_bias(g, n, d, f);
+}
+
+/* x [N,C,H,W], weight [F,C,kh,kw], bias [F] (optional) -> [N,F,OH,OW] */
+int shape_conv2d(KpGraph *g, KpNode *n, KpDiag *d)
+{
+    KpAttrs *at = &n->attr;
+    Axis ax[2];
+    if (conv_operands(g, n, d, ax, false))
         return -1;
+    int64_t f = at->filters;
     for (int i = 0; i < 2; i++)
         window_axis(&ax[i], at->pad_mode, at->padding[i]);
     if (window_fits(g, n, d, ax, "kernel"))
@@ -171,22 +182,12 @@ static int transpose_same(KpGraph *g, KpNode *n, KpDiag *d, const Axis *a, int64
  * OH = (H-1)*stride - 2*padding + dilation*(kh-1) + output_padding + 1 */
 int shape_conv2d_transpose(KpGraph *g, KpNode *n, KpDiag *d)
 {
-    assert(n->nin == 2 || n->nin == 3);
-    const KpValue *x = n->in[0], *w = n->in[1];
     KpAttrs *at = &n->attr;
-    if (x->rank != 4)
-        return kp_shape_error(g, n, d, x, "input must be rank 3 per sample [C,H,W]");
     Axis ax[2];
-    axes_init(ax, x, at, true);
-    if (check_attrs(g, n, d, ax))
+    if (conv_operands(g, n, d, ax, true))
         return -1;
-    int64_t f = at->filters, c = x->dims[1];
-    if (!has_dims(w, c, f, ax[0].k, ax[1].k))
-        return kp_shape_error(g, n, d, w,
-                              "weight must be [%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 "]",
-                              c, f, ax[0].k, ax[1].k);
-    if (check_bias(g, n, d, f))
-        return -1;
+    const KpValue *x = n->in[0];
+    int64_t f = at->filters;
     int64_t pad[2], outpad[2];
     for (int i = 0; i < 2; i++) {
         if (at->pad_mode == KP_PAD_SAME) {
