@@ -160,22 +160,21 @@ int shape_conv2d(KpGraph *g, KpNode *n, KpDiag *d)
 }
 
 /* "same" for a transposed conv: O = I*S, i.e. 2P - output_padding = E - S. */
-static int transpose_same(KpGraph *g, KpNode *n, KpDiag *d, const Axis *a, int64_t *pad,
-                          int64_t *outpad)
+/* "same" for a transposed conv, as TensorFlow: the output is I*S, and of
+ * the full transposed output ((I-1)*S + E rows) the top/left loses
+ * floor((E-S)/2) rows and the bottom/right the rest — the adjoint of the
+ * forward conv's "same", which pads floor(total/2) at the top.  The kernels
+ * read only the top/left padding and the output size.  An even crop is
+ * PyTorch's padding (and output_padding when E < S); an odd one has no
+ * PyTorch form: *uneven is set and the node keeps pad_mode SAME (printed
+ * pad=same[..]). */
+static void transpose_same(const Axis *a, int64_t *pad, int64_t *outpad, bool *uneven)
 {
     int64_t total = eff(a) - a->s;
-    if (total <= 0) {
-        *pad = 0;
-        *outpad = -total;
-    } else {
-        *pad = (total + 1) / 2;
-        *outpad = total % 2;
-    }
-    if (*outpad >= a->s && *outpad >= a->dil)
-        return kp_shape_error(g, n, d, NULL,
-                              "'same' padding at stride 1 needs an odd kernel, got kernel %" PRId64,
-                              a->k);
-    return 0;
+    *pad = total > 0 ? total / 2 : 0;
+    *outpad = total < 0 ? -total : 0;
+    if (total > 0 && total % 2 != 0)
+        *uneven = true;
 }
 
 /* x [N,C,H,W], weight [C,F,kh,kw], bias [F] (optional) -> [N,F,OH,OW],
@@ -189,10 +188,10 @@ int shape_conv2d_transpose(KpGraph *g, KpNode *n, KpDiag *d)
     const KpValue *x = n->in[0];
     int64_t f = at->filters;
     int64_t pad[2], outpad[2];
+    bool uneven = false;
     for (int i = 0; i < 2; i++) {
         if (at->pad_mode == KP_PAD_SAME) {
-            if (transpose_same(g, n, d, &ax[i], &pad[i], &outpad[i]))
-                return -1;
+            transpose_same(&ax[i], &pad[i], &outpad[i], &uneven);
         } else {
             pad[i] = at->pad_mode == KP_PAD_VALID ? 0 : at->padding[i];
             outpad[i] = at->output_padding[i];
@@ -202,13 +201,17 @@ int shape_conv2d_transpose(KpGraph *g, KpNode *n, KpDiag *d)
                                   "output_padding %" PRId64
                                   " must be smaller than the stride or the dilation",
                                   outpad[i]);
-        ax[i].out = (ax[i].in - 1) * ax[i].s - 2 * pad[i] + eff(&ax[i]) + outpad[i];
+        if (at->pad_mode == KP_PAD_SAME)
+            ax[i].out = ax[i].in * ax[i].s;
+        else
+            ax[i].out = (ax[i].in - 1) * ax[i].s - 2 * pad[i] + eff(&ax[i]) + outpad[i];
     }
     if (ax[0].out < 1 || ax[1].out < 1)
         return kp_shape_error(g, n, d, x,
                               "padding %" PRId64 "x%" PRId64 " leaves an empty output", pad[0],
                               pad[1]);
-    at->pad_mode = KP_PAD_EXPLICIT;
+    if (!uneven)
+        at->pad_mode = KP_PAD_EXPLICIT;
     for (int i = 0; i < 2; i++) {
         at->padding[i] = pad[i];
         at->output_padding[i] = outpad[i];

@@ -231,19 +231,33 @@ START_TEST(shape_conv2d_transpose)
     /* PyTorch: (5-1)*2 - 2*1 + 3 + 1 = 10 */
     expect_shape(convt(act(3, I(16), I(5), I(5)), 8, 3, 2, KP_PAD_EXPLICIT, 1, 1), "[N,8,10,10]");
     expect_shape(convt(act(3, I(16), I(7), I(7)), 8, 4, 2, KP_PAD_VALID, 0, 0), "[N,8,16,16]");
+    /* TensorFlow's "same": output I*S; of the (I-1)*S + K full rows the top
+     * loses floor((K-S)/2), the bottom the rest. K 3, S 2: top 0, bottom 1
+     * (uneven: pad_mode stays SAME). */
     KpNode *n = convt(act(3, I(16), I(4), I(4)), 8, 3, 2, KP_PAD_SAME, 0, 0);
     expect_shape(n, "[N,8,8,8]");
-    ck_assert_int_eq(n->attr.padding[0], 1);
-    ck_assert_int_eq(n->attr.output_padding[0], 1);
+    ck_assert_int_eq(n->attr.padding[0], 0);
+    ck_assert_int_eq(n->attr.pad_mode, KP_PAD_SAME);
     expect_shape(n, "[N,8,8,8]");
-    expect_shape(convt(act(3, I(16), I(4), I(4)), 8, 4, 2, KP_PAD_SAME, 0, 0), "[N,8,8,8]");
+    /* the DCGAN layer: K 5, S 2, 7 -> 14, input row i at output 2i - 1 + k */
+    n = convt(act(3, I(16), I(7), I(7)), 8, 5, 2, KP_PAD_SAME, 0, 0);
+    expect_shape(n, "[N,8,14,14]");
+    ck_assert_int_eq(n->attr.padding[0], 1);
+    ck_assert_int_eq(n->attr.pad_mode, KP_PAD_SAME);
+    /* K 4, S 2: an even crop, PyTorch's padding 1 */
+    n = convt(act(3, I(16), I(4), I(4)), 8, 4, 2, KP_PAD_SAME, 0, 0);
+    expect_shape(n, "[N,8,8,8]");
+    ck_assert_int_eq(n->attr.padding[0], 1);
+    ck_assert_int_eq(n->attr.pad_mode, KP_PAD_EXPLICIT);
+    /* K 1, S 2: nothing to crop, one row of output_padding */
+    n = convt(act(3, I(16), I(4), I(4)), 8, 1, 2, KP_PAD_SAME, 0, 0);
+    expect_shape(n, "[N,8,8,8]");
+    ck_assert_int_eq(n->attr.output_padding[0], 1);
     expect_shape(convt(act(3, I(16), I(4), I(4)), 8, 3, 1, KP_PAD_SAME, 0, 0), "[N,8,4,4]");
+    expect_shape(convt(act(3, I(16), I(4), I(4)), 8, 2, 1, KP_PAD_SAME, 0, 0), "[N,8,4,4]");
     expect_error(convt(act(3, I(16), I(4), I(4)), 8, 3, 2, KP_PAD_EXPLICIT, 0, 2),
                  "m.json: layers[1] (up): output_padding 2 must be smaller than the stride or "
                  "the dilation");
-    expect_error(convt(act(3, I(16), I(4), I(4)), 8, 2, 1, KP_PAD_SAME, 0, 0),
-                 "m.json: layers[1] (up): 'same' padding at stride 1 needs an odd kernel, got "
-                 "kernel 2");
 }
 END_TEST
 

@@ -116,13 +116,32 @@ def conv2d(layer, shape):
 
 
 def transpose_padding(size, kernel, stride, dilation, padding, output_padding):
+    """(padding, output_padding, rows to drop at the end, output size).
+    "same" is TensorFlow's: output size*stride, the full output losing
+    floor(T/2) rows at the top and the rest at the bottom, T = E - stride;
+    an odd T has no ConvTranspose2d form, so one more row is dropped after."""
     eff = dilation * (kernel - 1) + 1
     if padding == "same":
         total = eff - stride
-        p, op = (0, -total) if total <= 0 else ((total + 1) // 2, total % 2)
-    else:
-        p, op = (0 if padding == "valid" else padding), output_padding
-    return p, op, (size - 1) * stride - 2 * p + eff + op
+        if total <= 0:
+            return 0, -total, 0, size * stride
+        return total // 2, 0, total % 2, size * stride
+    p = 0 if padding == "valid" else padding
+    return p, output_padding, 0, (size - 1) * stride - 2 * p + eff + output_padding
+
+
+class Cropped(torch.nn.Module):
+    """Drop the last rows and columns of a module's output (TensorFlow's
+    uneven transposed "same")."""
+
+    def __init__(self, core, drop_h, drop_w):
+        super().__init__()
+        self.core = core
+        self.drop_h, self.drop_w = drop_h, drop_w
+
+    def forward(self, x):
+        y = self.core(x)
+        return y[:, :, :y.shape[2] - self.drop_h, :y.shape[3] - self.drop_w]
 
 
 def conv2d_transpose(layer, shape):
@@ -132,12 +151,13 @@ def conv2d_transpose(layer, shape):
     padding = layer.get("padding", 0)
     ph, pw = (padding, padding) if isinstance(padding, str) else pair(padding)
     oph, opw = pair(layer.get("output_padding", 0))
-    ph, oph, oh = transpose_padding(h, kh, sh, 1, ph, oph)
-    pw, opw, ow = transpose_padding(w, kw, sw, 1, pw, opw)
+    ph, oph, drop_h, oh = transpose_padding(h, kh, sh, 1, ph, oph)
+    pw, opw, drop_w, ow = transpose_padding(w, kw, sw, 1, pw, opw)
     conv = torch.nn.ConvTranspose2d(c, layer["filters"], (kh, kw), stride=(sh, sw),
                                     padding=(ph, pw), output_padding=(oph, opw),
                                     bias=layer.get("bias", True))
-    return conv, params(conv, "weight", "bias"), [layer["filters"], oh, ow]
+    mod = Cropped(conv, drop_h, drop_w) if drop_h or drop_w else conv
+    return mod, params(conv, "weight", "bias"), [layer["filters"], oh, ow]
 
 
 def pool2d(layer, shape):

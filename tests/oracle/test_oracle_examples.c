@@ -424,6 +424,23 @@ START_TEST(masking_input)
 }
 END_TEST
 
+/* TensorFlow's "same" for strided transposed convolutions, as the DCGAN
+ * uses it: 5x5 stride 2 (an odd crop, one row more at the bottom) and
+ * 4x4 stride 2 (an even one), against PyTorch with the crop spelled out. */
+static const char tsame_json[] =
+    "{\"karp\": 1, \"name\": \"tsame\", \"input\": {\"shape\": [3, 4, 4]}, \"layers\": ["
+    "{\"type\": \"conv2d_transpose\", \"filters\": 4, \"kernel\": 5, \"stride\": 2,"
+    " \"padding\": \"same\", \"activation\": \"tanh\"},"
+    "{\"type\": \"conv2d_transpose\", \"filters\": 2, \"kernel\": 4, \"stride\": 2,"
+    " \"padding\": \"same\"},"
+    "{\"type\": \"flatten\"},"
+    "{\"type\": \"dense\", \"units\": 3}],"
+    "\"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1},"
+    "\"batch\": 4, \"seed\": 4}";
+
+START_TEST(transpose_same) { inline_model("tsame", tsame_json, NULL); }
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("oracle_examples");
@@ -436,6 +453,7 @@ int main(void)
     tcase_add_test(tc, resnet_cifar);
     tcase_add_test(tc, zoo);
     tcase_add_test(tc, masking_input);
+    tcase_add_test(tc, transpose_same);
     suite_add_tcase(s, tc);
     return kp_test_main(s, CK_NOFORK);
 }
