@@ -31,13 +31,6 @@ static const EmitFn emitters[KP_OP_COUNT] = {
 #undef O
 };
 
-int emit_unsupported(KpEmit *e, const KpNode *n, KpDiag *d)
-{
-    return kp_error(d, "%s: %s (%s): code generation for %s is not implemented yet",
-                    e->g->file ? e->g->file : "<model>", n->where ? n->where : "?",
-                    n->name ? n->name : "?", kp_op_name(n->op));
-}
-
 /* Bytes a value may span at run time (the workspace is sized for max_batch). */
 static int64_t value_bytes(const KpGraph *g, const KpValue *v)
 {

@@ -63,7 +63,6 @@ int kp_node_takes_seed(const KpNode *n);
 #include "../ir/ops.def"
 #undef O
 /* For a row whose code generation a later issue brings: a diagnostic. */
-int emit_unsupported(KpEmit *e, const KpNode *n, KpDiag *d);
 
 /* --- constants and types --------------------------------------------- */
 LLVMValueRef kp_i64(KpEmit *e, int64_t v);

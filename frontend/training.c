@@ -179,7 +179,8 @@ static int parse_augment_one(KpFe *p, const char *at, const cJSON *v, KpAugmentS
         return -1;
     out->type = augment_types[idx];
     const KpModelSpec *s = p->s;
-    if (s->input_rank != 3)
+    /* noise applies to any sample; the others move pixels of an image */
+    if (s->input_rank != 3 && idx != 3)
         return kp_fe_fail(p, at, NULL, "'%s' needs an image input [C,H,W], the input has rank %d",
                           out->type, s->input_rank);
     if (!augment_param[idx])

@@ -219,16 +219,10 @@ int grad_add(KpGraph *g, KpNode *n, KpValue *dy, KpValue **dx, KpDiag *d)
     return 0;
 }
 
-int grad_unsupported(KpGraph *g, KpNode *n, KpValue *dy, KpValue **dx, KpDiag *d)
-{
-    return kp_error(d, "%s: %s (%s): training through %s is not supported yet",
-                    g->file ? g->file : "<model>", n->where ? n->where : "?",
-                    n->name ? n->name : "?", kp_op_name(n->op));
-}
-
-/* gradient, loss and update ops are never differentiated */
+/* gradient, loss and update ops, and the inference forms of batchnorm and
+ * dropout, are never differentiated */
 int grad_none(KpGraph *g, KpNode *n, KpValue *dy, KpValue **dx, KpDiag *d)
 {
-    assert(!"autodiff differentiates a gradient, loss or update node");
+    assert(!"autodiff reached an op that is never differentiated");
     return -1;
 }
