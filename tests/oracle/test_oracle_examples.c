@@ -40,37 +40,19 @@
 #include <string.h>
 
 #include "karpc.h"
+#include "oracle.h"
 #include "testutil.h"
 
-#define PYTHON "/usr/bin/python3"
 #define STEPS 5
 #define BATCH 4
 #define REL_TOL 1e-4
 #define TINY 1e-6
 #define MOVED_TOL 0.05
 
-static int have_torch = -1;
-
-static int torch_available(void)
-{
-    if (have_torch < 0) {
-        KpRun r = kp_test_run(PYTHON " -c 'import torch, numpy'");
-        have_torch = r.status == 0;
-        kp_test_run_free(&r);
-        if (!have_torch)
-            printf("skipped: PyTorch oracle tests need python3-torch (apt-get install "
-                   "python3-torch)\n");
-    }
-    return have_torch;
-}
-
 static uint64_t rng_state = 0x243f6a8885a308d3ull;
 static float urand(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)(rng_state >> 40) / (float)(1 << 24);
+    return kp_oracle_urand(&rng_state);
 }
 
 /* PyTorch's side: the records of torch_train.py --trace. */
@@ -229,7 +211,7 @@ static float *snapshot(karp_model *m)
 /* Run `path` 5 steps in karpc and PyTorch and compare everything. */
 static void oracle(const char *label, const char *path, const float *masked_value)
 {
-    if (!torch_available())
+    if (!kp_oracle_torch_available())
         return;
     char *dir = kp_test_tmpdir();
     char *init = kp_test_path(dir, "init.safetensors");
@@ -265,7 +247,7 @@ static void oracle(const char *label, const char *path, const float *masked_valu
     }
     fclose(bf);
 
-    KpRun r = kp_test_run("%s %s/tests/oracle/torch_train.py --trace %s %s %s %d %s", PYTHON,
+    KpRun r = kp_test_run("%s %s/tests/oracle/torch_train.py --trace %s %s %s %d %s", KP_ORACLE_PYTHON,
                           KARP_SOURCE_DIR, path, init, batches, STEPS, trace_path);
     ck_assert_msg(r.status == 0, "%s: torch_train.py failed: %s", label, r.err);
     kp_test_run_free(&r);
@@ -335,7 +317,7 @@ static void example(const char *name)
 /* A model given as text, written to a temporary file first. */
 static void inline_model(const char *label, const char *json, const float *masked_value)
 {
-    if (!torch_available())
+    if (!kp_oracle_torch_available())
         return;
     char *dir = kp_test_tmpdir();
     char *path = kp_test_path(dir, "model.json");

@@ -16,36 +16,18 @@
 #include <string.h>
 
 #include "karpc.h"
+#include "oracle.h"
 #include "testutil.h"
 
-#define PYTHON "/usr/bin/python3"
 #define STEPS 20
 #define REL_TOL 1e-4
-
-static int have_torch = -1;
-
-static int torch_available(void)
-{
-    if (have_torch < 0) {
-        KpRun r = kp_test_run(PYTHON " -c 'import torch, numpy'");
-        have_torch = r.status == 0;
-        kp_test_run_free(&r);
-        if (!have_torch)
-            printf("skipped: PyTorch oracle tests need python3-torch (apt-get install "
-                   "python3-torch)\n");
-    }
-    return have_torch;
-}
 
 /* A deterministic generator for the batches (the model's own seed makes
  * the weights). */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static float urand(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)(rng_state >> 40) / (float)(1 << 24);
+    return kp_oracle_urand(&rng_state);
 }
 
 /* Train model_json for STEPS steps with karpc, then with PyTorch, and
@@ -53,7 +35,7 @@ static float urand(void)
  * smaller ones (the last partial batch of an epoch). */
 static void compare(const char *name, const char *model_json, int labels, int64_t classes)
 {
-    if (!torch_available())
+    if (!kp_oracle_torch_available())
         return;
     char *dir = kp_test_tmpdir();
     char *model = kp_test_path(dir, "model.json");
@@ -95,7 +77,7 @@ static void compare(const char *name, const char *model_json, int labels, int64_
     fclose(bf);
     karp_close(m);
 
-    KpRun r = kp_test_run("%s %s/tests/oracle/torch_train.py %s %s %s %d", PYTHON,
+    KpRun r = kp_test_run("%s %s/tests/oracle/torch_train.py %s %s %s %d", KP_ORACLE_PYTHON,
                           KARP_SOURCE_DIR, model, init, batches, STEPS);
     ck_assert_msg(r.status == 0, "%s: torch_train.py failed: %s", name, r.err);
     const char *p = r.out;
