@@ -23,6 +23,7 @@
 #include "include/karp_abi.h"
 #include "include/karpc.h"
 #include "runtime/model.h"
+#include "testutil.h"
 
 static char tmpdir[256];
 
@@ -503,9 +504,5 @@ static Suite *backend_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(backend_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(backend_suite(), CK_FORK_GETENV);
 }

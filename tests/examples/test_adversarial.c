@@ -282,9 +282,5 @@ int main(void)
     tcase_add_test(tc, fgsm_follows_the_gradient_sign);
     tcase_add_test(tc, adversarial_training_is_more_robust);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(s, CK_FORK_GETENV);
 }

@@ -210,16 +210,6 @@ static void cifar_file(const char *dir, const char *name, int records)
     free(path);
 }
 
-/* The columns of a --log row: epoch,train_loss,train_acc,test_loss,test_acc,... */
-static void log_row(const char *csv, int epoch, double v[5])
-{
-    char prefix[32];
-    snprintf(prefix, sizeof prefix, "\n%d,", epoch);
-    const char *row = strstr(csv, prefix);
-    ck_assert_msg(row != NULL, "no row for epoch %d in:\n%s", epoch, csv);
-    ck_assert_int_eq(sscanf(row + 1, "%lf,%lf,%lf,%lf,%lf", &v[0], &v[1], &v[2], &v[3], &v[4]), 5);
-}
-
 START_TEST(resnet_cifar_learns_generated_cifar10)
 {
     char *dir = kp_test_tmpdir();
@@ -238,8 +228,8 @@ START_TEST(resnet_cifar_learns_generated_cifar10)
     char *csv = kp_test_read_file(log, NULL);
     ck_assert_ptr_nonnull(csv);
     double first[5], last[5];
-    log_row(csv, 1, first);
-    log_row(csv, CIFAR_EPOCHS, last);
+    kp_test_log_row(csv, 1, first);
+    kp_test_log_row(csv, CIFAR_EPOCHS, last);
     ck_assert_msg(last[1] < first[1], "train loss did not fall: epoch 1 %.4f, epoch %d %.4f",
                   first[1], CIFAR_EPOCHS, last[1]);
     ck_assert_msg(last[4] >= 30.0, "test accuracy %.2f%% after %d epochs (chance is 10%%)",
@@ -260,9 +250,5 @@ int main(void)
     tcase_add_test(tc, every_example_compiles_infers_and_trains);
     tcase_add_test(tc, resnet_cifar_learns_generated_cifar10);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(s, CK_FORK_GETENV);
 }

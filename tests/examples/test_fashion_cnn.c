@@ -30,10 +30,8 @@ START_TEST(fashion_cnn_reaches_90_percent)
     printf("%s", r.out);
     char *csv = kp_test_read_file(log, NULL);
     ck_assert_ptr_nonnull(csv);
-    const char *row = strstr(csv, "\n2,");
-    ck_assert_msg(row != NULL, "no row for epoch 2 in:\n%s", csv);
     double v[5];
-    ck_assert_int_eq(sscanf(row + 1, "%lf,%lf,%lf,%lf,%lf", &v[0], &v[1], &v[2], &v[3], &v[4]), 5);
+    kp_test_log_row(csv, 2, v);
     ck_assert_msg(v[4] >= 90.0, "2 epochs: test accuracy %.2f%% < 90%%", v[4]);
     kp_test_run_free(&r);
     free(csv);
@@ -50,9 +48,5 @@ int main(void)
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, fashion_cnn_reaches_90_percent);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(s, CK_FORK_GETENV);
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "runtime/ref/ref.h"
+#include "testutil.h"
 
 /* 1x1x3x3 input 1..9, kernel [[1,0],[0,-1]], bias 10, stride 1, no padding:
  * y[i,j] = x[i,j] - x[i+1,j+1] + 10 = 10 - 4 = 6 everywhere. */
@@ -177,9 +178,5 @@ static Suite *ref_layers_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(ref_layers_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(ref_layers_suite(), CK_FORK_GETENV);
 }

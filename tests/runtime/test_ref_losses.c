@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "runtime/ref/ref.h"
+#include "testutil.h"
 
 START_TEST(cross_entropy_forward)
 {
@@ -113,9 +114,5 @@ int main(void)
     tcase_add_test(tc, mse_bce_forward);
     tcase_add_test(tc, backward_vs_finite_differences);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(s, CK_FORK_GETENV);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "tiny_model.h"
+#include "testutil.h"
 
 static const KarpModelDesc *static_tiny(void)
 {
@@ -487,9 +488,5 @@ static Suite *runtime_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(runtime_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(runtime_suite(), CK_FORK_GETENV);
 }

@@ -14,6 +14,7 @@
 
 #include "runtime/data.h"
 #include "runtime/model.h"
+#include "testutil.h"
 
 static const double PI = 3.14159265358979323846;
 
@@ -321,9 +322,5 @@ static Suite *augment_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(augment_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(augment_suite(), CK_FORK_GETENV);
 }

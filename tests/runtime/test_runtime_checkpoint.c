@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "tiny_model.h"
+#include "testutil.h"
 
 static char tmpdir[64];
 static KarpModelDesc descs[3];
@@ -421,9 +422,5 @@ static Suite *checkpoint_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(checkpoint_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(checkpoint_suite(), CK_FORK_GETENV);
 }

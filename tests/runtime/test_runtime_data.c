@@ -13,6 +13,7 @@
 
 #include "runtime/data.h"
 #include "runtime/model.h"
+#include "testutil.h"
 
 static char tmpdir[64];
 
@@ -387,9 +388,5 @@ static Suite *data_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(data_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(data_suite(), CK_FORK_GETENV);
 }

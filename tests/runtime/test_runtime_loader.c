@@ -12,6 +12,7 @@
 
 #include "karp.h"
 #include "karp_abi.h"
+#include "testutil.h"
 
 static char tmpdir[64];
 
@@ -234,9 +235,5 @@ static Suite *loader_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(loader_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(loader_suite(), CK_FORK_GETENV);
 }

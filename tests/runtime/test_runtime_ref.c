@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "runtime/ref/ref.h"
+#include "testutil.h"
 
 START_TEST(test_dense_forward)
 {
@@ -247,9 +248,5 @@ static Suite *ref_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(ref_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(ref_suite(), CK_FORK_GETENV);
 }

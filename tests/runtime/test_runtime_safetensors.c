@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "tiny_model.h"
+#include "testutil.h"
 
 static char tmpdir[64];
 static KarpModelDesc desc;
@@ -342,9 +343,5 @@ static Suite *safetensors_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(safetensors_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(safetensors_suite(), CK_FORK_GETENV);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "tiny_model.h"
+#include "testutil.h"
 
 static KarpModelDesc descs[3]; /* sgd, momentum, adam */
 static KarpModelDesc infer_only;
@@ -333,9 +334,5 @@ static Suite *train_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(train_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(train_suite(), CK_FORK_GETENV);
 }

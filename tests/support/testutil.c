@@ -124,3 +124,12 @@ int kp_test_main(Suite *s, enum fork_status fork)
     srunner_free(sr);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
+
+void kp_test_log_row(const char *csv, int epoch, double v[5])
+{
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "\n%d,", epoch);
+    const char *row = strstr(csv, prefix);
+    ck_assert_msg(row != NULL, "no row for epoch %d in:\n%s", epoch, csv);
+    ck_assert_int_eq(sscanf(row + 1, "%lf,%lf,%lf,%lf,%lf", &v[0], &v[1], &v[2], &v[3], &v[4]), 5);
+}

@@ -40,4 +40,9 @@ char *kp_test_first_line(const char *s);
  * return value of a test program's main(). */
 int kp_test_main(Suite *s, enum fork_status fork);
 
+/* The first five columns of `karpc train --log`'s row for epoch (epoch,
+ * train_loss, train_acc, test_loss, test_acc) into v; a Check failure if
+ * the row is missing or malformed. */
+void kp_test_log_row(const char *csv, int epoch, double v[5]);
+
 #endif

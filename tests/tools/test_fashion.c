@@ -19,12 +19,8 @@
  * test_loss,test_acc,...). */
 static double test_acc(const char *csv, int epoch)
 {
-    char prefix[32];
-    snprintf(prefix, sizeof prefix, "\n%d,", epoch);
-    const char *row = strstr(csv, prefix);
-    ck_assert_msg(row != NULL, "no row for epoch %d in:\n%s", epoch, csv);
     double v[5];
-    ck_assert_int_eq(sscanf(row + 1, "%lf,%lf,%lf,%lf,%lf", &v[0], &v[1], &v[2], &v[3], &v[4]), 5);
+    kp_test_log_row(csv, epoch, v);
     return v[4];
 }
 
@@ -81,9 +77,5 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, fashion_mlp_reaches_targets);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kp_test_main(s, CK_FORK_GETENV);
 }
