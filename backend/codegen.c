@@ -3,8 +3,10 @@
  *
  *   node i  ->  internal void infer.node<i>.<op>(ptr in0, ..., ptr out, i64 n)
  *               body by the op's emitter (ops.def emit column)
- *   entry   ->  internal void <name>_infer(params, ws, x, y, n):
- *               each value's pointer from its storage, node calls in order
+ *   entry   ->  internal void <name>_infer(params, prep, ws, x, y, n):
+ *               each value's pointer from its storage, FORWARD node calls
+ *               in order; <name>_prepare(params, prep): the PREPARE nodes
+ *               (only when the graph has some)
  *   train   ->  train.node<i>.<op> and the training entry points
  *               (codegen_train.c)
  *   karp_model_v1 (descriptor.c) points at the entries
@@ -74,6 +76,10 @@ LLVMValueRef kp_cg_value_ptr(KpEmit *e, const KpEntryEnv *env, const KpValue *v,
         return need(env->target, v, "the target", d);
     case KP_STORE_DX:
         return need(env->dx, v, "dx", d);
+    case KP_STORE_PREP:
+        if (!need(env->prep, v, "the prepared slab", d))
+            return NULL;
+        return LLVMBuildInBoundsGEP2(e->b, e->f32, env->prep, &off, 1, "");
     case KP_STORE_PARAM:
         if (!need(env->params, v, "the parameters", d))
             return NULL;
@@ -206,26 +212,47 @@ LLVMValueRef kp_cg_entry(KpEmit *e, const char *what, LLVMTypeRef ty)
     return fn;
 }
 
-/* <name>_infer(params, ws, x, y, n): every node in order. */
-static LLVMValueRef emit_infer(KpEmit *e, KpDiag *d)
+/* <name>_infer(params, prep, ws, x, y, n): the FORWARD nodes in order;
+ * <name>_prepare(params, prep): the PREPARE nodes (*prepare NULL if none). */
+static LLVMValueRef emit_infer(KpEmit *e, LLVMValueRef *prepare, KpDiag *d)
 {
     const KpGraph *g = e->g;
+    *prepare = NULL;
     LLVMValueRef *fns = kp_cg_emit_nodes(e, "infer", d);
     if (!fns)
         return NULL;
-    LLVMTypeRef params[5] = {e->ptr, e->ptr, e->ptr, e->ptr, e->i64};
-    LLVMValueRef infer = kp_cg_entry(e, "infer", LLVMFunctionType(e->void_t, params, 5, 0));
+    LLVMTypeRef params[6] = {e->ptr, e->ptr, e->ptr, e->ptr, e->ptr, e->i64};
+    LLVMValueRef infer = kp_cg_entry(e, "infer", LLVMFunctionType(e->void_t, params, 6, 0));
     KpEntryEnv env = {.fn = infer};
     env.params = LLVMGetParam(infer, 0);
-    env.ws = LLVMGetParam(infer, 1);
-    env.x = LLVMGetParam(infer, 2);
-    env.y = LLVMGetParam(infer, 3);
-    env.n = LLVMGetParam(infer, 4);
-    for (int i = 0; i < g->nnodes && infer; i++)
-        if (kp_cg_call_node(e, &env, g->nodes[i], fns[i], d) < 0)
+    env.prep = LLVMGetParam(infer, 1);
+    env.ws = LLVMGetParam(infer, 2);
+    env.x = LLVMGetParam(infer, 3);
+    env.y = LLVMGetParam(infer, 4);
+    env.n = LLVMGetParam(infer, 5);
+    int nprep = 0;
+    for (int i = 0; i < g->nnodes && infer; i++) {
+        nprep += g->nodes[i]->phase == KP_PHASE_PREPARE;
+        if (g->nodes[i]->phase == KP_PHASE_FORWARD && kp_cg_call_node(e, &env, g->nodes[i], fns[i], d) < 0)
             infer = NULL;
+    }
     if (infer)
         LLVMBuildRetVoid(e->b);
+    if (infer && nprep > 0) {
+        LLVMValueRef prep = kp_cg_entry(e, "prepare", LLVMFunctionType(e->void_t, params, 2, 0));
+        KpEntryEnv penv = {.fn = prep, .n = kp_i64(e, 1)};
+        penv.params = LLVMGetParam(prep, 0);
+        penv.prep = LLVMGetParam(prep, 1);
+        for (int i = 0; i < g->nnodes && prep; i++)
+            if (g->nodes[i]->phase == KP_PHASE_PREPARE &&
+                kp_cg_call_node(e, &penv, g->nodes[i], fns[i], d) < 0)
+                prep = NULL;
+        if (prep)
+            LLVMBuildRetVoid(e->b);
+        else
+            infer = NULL;
+        *prepare = prep;
+    }
     free(fns);
     return infer;
 }
@@ -323,7 +350,8 @@ int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, 
 
     KpEmit e;
     kp_emit_init(&e, cg->ctx, cg->mod, g, cg->cfg.vector_width);
-    KpDescEntries entries = {.infer = emit_infer(&e, d)};
+    KpDescEntries entries = {0};
+    entries.infer = emit_infer(&e, &entries.prepare, d);
     int rc = entries.infer ? 0 : -1;
     if (rc == 0 && p->train) {
         KpTrainEntries te;

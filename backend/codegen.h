@@ -7,6 +7,7 @@
  *   INPUT  -> x        OUTPUT -> y        PARAM     -> params + offset floats
  *   TARGET -> target   DX     -> dx       WORKSPACE -> ws (tws) + offset bytes
  *   GRAD   -> grads + offset floats
+ *   PREP   -> prep + offset floats
  *
  * An argument the entry does not have is NULL in KpEntryEnv; a node that
  * needs it there is a karpc bug (an internal error).
@@ -18,7 +19,7 @@
 
 typedef struct KpEntryEnv {
     LLVMValueRef fn;            /* the entry being built */
-    LLVMValueRef params, ws, x, y, grads, opt, target, dx;
+    LLVMValueRef params, ws, x, y, grads, opt, target, dx, prep;
     LLVMValueRef n, step;       /* i64 */
     LLVMValueRef seed;          /* i64, forward and train_step only */
 } KpEntryEnv;

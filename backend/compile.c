@@ -133,9 +133,10 @@ karp_model *karp_compile(const char *model_path, const karp_compile_options *opt
         kp_rt_error(err, KARP_EINVAL, "karp_compile: model_path is NULL");
         return NULL;
     }
-    if (o.opt_level < 0 || o.opt_level > 3 || o.max_batch < 0) {
-        kp_rt_error(err, KARP_EINVAL, "karp_compile: bad options (opt_level %d, max_batch %d)",
-                    o.opt_level, o.max_batch);
+    if (o.opt_level < 0 || o.opt_level > 3 || o.max_batch < 0 || (o.disable_passes & ~0xfu)) {
+        kp_rt_error(err, KARP_EINVAL,
+                    "karp_compile: bad options (opt_level %d, max_batch %d, disable_passes 0x%x)",
+                    o.opt_level, o.max_batch, o.disable_passes);
         return NULL;
     }
     FILE *probe = fopen(model_path, "r");
@@ -148,7 +149,13 @@ karp_model *karp_compile(const char *model_path, const karp_compile_options *opt
     KpDiag d;
     kp_diag_init(&d);
     KpProgram p;
-    if (kp_build_program(model_path, NULL, o.max_batch, &p, &d) < 0) {
+    KpPassOpts po;
+    kp_pass_opts_init(&po);
+    po.fuse = !(o.disable_passes & KARPC_NO_FUSE);
+    po.layout = !(o.disable_passes & KARPC_NO_LAYOUT);
+    po.memplan = !(o.disable_passes & KARPC_NO_MEMPLAN);
+    po.fold = !(o.disable_passes & KARPC_NO_FOLD);
+    if (kp_build_program(model_path, &po, o.max_batch, &p, &d) < 0) {
         kp_rt_error(err, KARP_EMODEL, "%s", d.msg);
         return NULL;
     }

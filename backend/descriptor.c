@@ -65,6 +65,8 @@ LLVMTypeRef kp_llvm_model_desc_type(LLVMContextRef ctx)
         i64, i32, i32,            /* train_epochs, norm_nmean, norm_nstd */
         ptr, ptr,                 /* norm_mean, norm_std */
         i64, ptr,                 /* naugment, augment */
+        i64, ptr,                 /* prep_floats, prepare (ABI 4) */
+        i64, ptr,                 /* nvalues, values */
     };
     t = LLVMStructCreateNamed(ctx, "KarpModelDesc");
     LLVMStructSetBody(t, fields, sizeof fields / sizeof fields[0], 0);
@@ -236,6 +238,10 @@ int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *
         float_array(mod, "karp_norm_std", g->norm_std, g->norm_nstd),
         i64c(ctx, g->naugment),
         augment_array(mod, g),
+        i64c(ctx, g->prep_floats),
+        fn_or_null(ctx, entries->prepare),
+        i64c(ctx, 0),
+        LLVMConstPointerNull(ptr),
     };
     LLVMTypeRef dty = kp_llvm_model_desc_type(ctx);
     LLVMValueRef desc = LLVMAddGlobal(mod, dty, KARP_DESCRIPTOR_SYMBOL);

@@ -47,7 +47,7 @@ int kp_llvm_error(KpDiag *d, LLVMErrorRef err, const char *what);
 
 /* The entry points a descriptor points at (NULL: absent). */
 typedef struct KpDescEntries {
-    LLVMValueRef infer, forward, backward, apply, train_step;
+    LLVMValueRef infer, forward, backward, apply, train_step, prepare;
 } KpDescEntries;
 /* The descriptor KARP_DESCRIPTOR_SYMBOL for the inference graph g and the
  * train graph tg (NULL: no training fields, no training entries). */

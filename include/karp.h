@@ -165,6 +165,13 @@ int karp_param_count(const karp_model *m);
 int karp_param_get(const karp_model *m, int index, karp_param *p);
 int karp_param_find(const karp_model *m, const char *name, karp_param *p);
 
+/* Tell the model its parameters were written through a karp_param.data
+ * pointer kept from before its last karp_infer: inference keeps internal
+ * copies of some weights (folded batchnorm, packed panels) made once when
+ * the parameters change.  karp_param_get/find, karp_init_params, karp_load
+ * and the training calls already say so themselves. */
+int karp_params_changed(karp_model *m);
+
 /* Re-initialize every parameter as PyTorch does by default, from seed. */
 int karp_init_params(karp_model *m, uint64_t seed);
 

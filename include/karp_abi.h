@@ -17,7 +17,7 @@
 
 #include "karp.h"
 
-#define KARP_ABI_VERSION 3u
+#define KARP_ABI_VERSION 4u
 #define KARP_DESCRIPTOR_SYMBOL "karp_model_v1"
 
 /* How a parameter is initialized (karp_init_params). */
@@ -57,7 +57,7 @@ enum {
  * (1 for the first); seed: the random stream of this call (dropout masks),
  * chosen by the runtime (kp_rt_call_seed).  All 64-byte aligned.
  *
- *   infer       y = model(x), inference mode
+ *   infer       y = model(x), inference mode; prep as the last prepare left it
  *   forward     training mode, activations kept in tws; y (may be NULL) the output
  *   backward    after forward with the same x and n: dy is the gradient of
  *               the output; parameter gradients are accumulated into grads;
@@ -66,8 +66,12 @@ enum {
  *               [0, trainable_floats) from grads, then grads zeroed
  *   train_step  forward, loss, backward, apply; returns the mean loss
  */
-typedef void (*KarpInferFn)(const float *params, float *ws, const float *x,
-                            float *y, int64_t n);
+typedef void (*KarpInferFn)(const float *params, const float *prep, float *ws,
+                            const float *x, float *y, int64_t n);
+/* prepare (ABI 4): prep (prep_floats) computed from params — folded
+ * batchnorm, packed weights; run by the runtime whenever the parameters
+ * changed before the next infer, never per call. */
+typedef void (*KarpPrepareFn)(const float *params, float *prep);
 typedef void (*KarpForwardFn)(const float *params, float *tws, const float *x,
                               float *y, int64_t n, uint64_t seed);
 typedef void (*KarpBackwardFn)(const float *params, float *grads, float *tws,
@@ -76,6 +80,23 @@ typedef void (*KarpApplyFn)(float *params, float *grads, float *opt, int64_t ste
 typedef float (*KarpTrainStepFn)(float *params, float *grads, float *opt, float *tws,
                                  const float *x, const void *target, int64_t n,
                                  int64_t step, uint64_t seed);
+
+/* Where a value of the train graph lives after a train step (ABI 4), for
+ * the numerics check: it reads each value in schedule order. */
+enum {
+    KARP_VAL_TWS = 0,        /* offset in bytes into the training workspace */
+    KARP_VAL_GRADS = 1,      /* offset in floats into the gradient slab */
+    KARP_VAL_PARAMS = 2      /* offset in floats into the parameter slab */
+};
+typedef struct KarpValueDesc {
+    const char *layer;       /* the layer it belongs to ("conv2d0"), "loss", "optimizer" */
+    const char *op;          /* the op producing it ("relu", "dense_grad_x") */
+    int32_t where;           /* KARP_VAL_* */
+    int32_t phase;           /* 0 forward, 1 loss, 2 backward, 3 input gradient, 4 update */
+    int64_t offset;
+    int64_t sample_floats;   /* floats per sample (times n), or 0 */
+    int64_t fixed_floats;    /* floats independent of n (parameters, statistics), or 0 */
+} KarpValueDesc;
 
 typedef struct KarpModelDesc {
     uint32_t abi_version;    /* KARP_ABI_VERSION */
@@ -114,6 +135,11 @@ typedef struct KarpModelDesc {
     const float *norm_std;   /* norm_nstd floats */
     int64_t naugment;        /* train.augment (ABI 3): naugment transforms, in order */
     const karp_augment *augment;
+    /* ABI 4 */
+    int64_t prep_floats;     /* the prepared slab, 0 if the model has none */
+    KarpPrepareFn prepare;   /* NULL when prep_floats is 0 */
+    int64_t nvalues;         /* the train graph's node outputs, in schedule order */
+    const KarpValueDesc *values; /* (for --check-numerics), NULL when nvalues is 0 */
 } KarpModelDesc;
 
 #endif

@@ -17,7 +17,19 @@ typedef struct karp_compile_options {
     const char *target_cpu;     /* NULL = the host CPU */
     const char *target_features;/* NULL = the host CPU's features */
     int max_batch;              /* 0 = the model file's "batch" (default 64) */
+    unsigned disable_passes;    /* KARPC_NO_* flags: the optimizing passes to skip */
+    int check_numerics;         /* 1: compile so that karp_train_step can report the
+                                   first NaN or Inf and the layer it appeared in */
 } karp_compile_options;
+
+/* Passes karp_compile_options.disable_passes can switch off (karpc's
+ * --no-fuse, --no-layout, --no-memplan, --no-fold). */
+enum {
+    KARPC_NO_FUSE = 1u << 0,
+    KARPC_NO_LAYOUT = 1u << 1,
+    KARPC_NO_MEMPLAN = 1u << 2,
+    KARPC_NO_FOLD = 1u << 3
+};
 
 /* Default options: opt_level 3, host CPU, the model's batch. */
 void karp_compile_options_init(karp_compile_options *o);

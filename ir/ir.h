@@ -71,7 +71,9 @@ typedef enum KpStorage {
     KP_STORE_GRAD,      /* offset floats into the gradient slab: the same
                            offset as the parameter (grad_of); kernels
                            writing it accumulate (+=) */
-    KP_STORE_DX         /* the caller's input gradient (karp_backward) */
+    KP_STORE_DX,        /* the caller's input gradient (karp_backward) */
+    KP_STORE_PREP       /* offset floats into the prepared slab (g->prep_floats):
+                           values of PREPARE nodes, kept by the model between calls */
 } KpStorage;
 
 /* When a node of a train graph runs (the entry points of DESIGN's ABI):
@@ -85,7 +87,10 @@ typedef enum KpPhase {
     KP_PHASE_LOSS,        /* the loss and its gradient d_output */
     KP_PHASE_BACKWARD,    /* gradients that some parameter gradient needs */
     KP_PHASE_INPUT_GRAD,  /* gradients only the input gradient needs */
-    KP_PHASE_UPDATE       /* the optimizer step */
+    KP_PHASE_UPDATE,      /* the optimizer step */
+    KP_PHASE_PREPARE      /* inference graphs: computed from the parameters once,
+                             when they change (folded batchnorm, packed weights),
+                             by the prepare entry; FORWARD nodes read the result */
 } KpPhase;
 
 /* Optimizer hyperparameters (DESIGN.md's formulas). */
@@ -105,6 +110,22 @@ typedef enum KpInit {
 } KpInit;
 
 typedef struct KpNode KpNode;
+
+/* An elementwise op applied to a node's result before it is stored (the
+ * fusion pass): the running value is the op's first operand, the others
+ * are the node's inputs in[arg[0..nargs)], each shaped like the node's
+ * output.  op is a KP_FUSE_ELEMWISE op of ops.def: relu, leaky_relu,
+ * sigmoid, tanh, add, mul, relu_grad, leaky_relu_grad, sigmoid_grad,
+ * tanh_grad.  alpha is leaky_relu's slope.  A node with epilogues
+ * computes out = epi[nepi-1](... epi[0](op(in...)) ...), and a node
+ * whose output accumulates (a gradient slot) adds that final result. */
+#define KP_MAX_EPI 6
+typedef struct KpEpilogue {
+    KpOp op;
+    int nargs;
+    int arg[KP_MAX_IN - 1];
+    float alpha;
+} KpEpilogue;
 
 typedef struct KpValue {
     int id;                     /* index in g->values */
@@ -162,6 +183,8 @@ struct KpNode {
     KpValue *out;
     KpAttrs attr;
     KpPhase phase;              /* FORWARD unless autodiff says otherwise */
+    int nepi;                   /* fused elementwise epilogues, in order */
+    KpEpilogue epi[KP_MAX_EPI];
 };
 
 typedef struct KpGraph {
@@ -198,6 +221,7 @@ typedef struct KpGraph {
     int64_t trainable_floats;   /* parameters [0, trainable_floats) are trained;
                                    running statistics come after */
     int64_t workspace_bytes;
+    int64_t prep_floats;        /* the prepared slab (KP_STORE_PREP), 0 if none */
 } KpGraph;
 
 /* A new empty graph (NULL when out of memory).  Free with kp_graph_free. */

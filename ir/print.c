@@ -183,6 +183,7 @@ static const char *const phase_tags[] = {
     [KP_PHASE_BACKWARD] = " [backward]",
     [KP_PHASE_INPUT_GRAD] = " [input_grad]",
     [KP_PHASE_UPDATE] = " [update]",
+    [KP_PHASE_PREPARE] = " [prepare]",
 };
 
 static void pr_type(FILE *f, const KpValue *v)
@@ -217,6 +218,24 @@ static void pr_storage(FILE *f, const KpValue *v)
     case KP_STORE_DX:
         fputs(" @dx", f);
         break;
+    case KP_STORE_PREP:
+        fprintf(f, " @prep+%" PRId64, v->offset);
+        break;
+    }
+}
+
+/* Fused epilogues: " -> relu -> add(%7)". */
+static void pr_epilogues(FILE *f, const KpNode *n)
+{
+    for (int k = 0; k < n->nepi; k++) {
+        const KpEpilogue *ep = &n->epi[k];
+        fprintf(f, " -> %s", kp_op_name(ep->op));
+        if (ep->op == KP_OP_leaky_relu || ep->op == KP_OP_leaky_relu_grad)
+            fprintf(f, "{alpha=%g}", ep->alpha);
+        for (int a = 0; a < ep->nargs; a++)
+            fprintf(f, "%s%%%d", a ? "," : "(", n->in[ep->arg[a]]->id);
+        if (ep->nargs)
+            fputc(')', f);
     }
 }
 
@@ -239,6 +258,7 @@ static void pr_node(FILE *f, const KpNode *n)
         attr_printers[n->op](f, &n->attr);
         fputs("}", f);
     }
+    pr_epilogues(f, n);
     fputs(" : ", f);
     pr_type(f, n->out);
     pr_storage(f, n->out);

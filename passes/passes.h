@@ -13,16 +13,36 @@
 
 #include "../ir/ir.h"
 
+/* What the pass manager records per pass run, for --stats. */
+#define KP_PASS_LOG_MAX 32
+typedef struct KpPassLog {
+    int n;
+    struct {
+        char pass[24];          /* "fusion" */
+        char graph[8];          /* "infer" or "train" */
+        double ms;              /* wall time of the pass */
+        char what[240];         /* what it did, one line ("fused 5 epilogues into 3 nodes") */
+    } e[KP_PASS_LOG_MAX];
+} KpPassLog;
+
 typedef struct KpPassOpts {
     bool verify;            /* run kp_pass_verify after every pass */
     bool fuse;              /* --no-fuse clears it */
     bool layout;            /* --no-layout clears it */
+    bool memplan;           /* --no-memplan clears it: every value its own range, no reuse */
+    bool fold;              /* --no-fold clears it: no constant or batchnorm folding */
     const char *dump_after; /* print the IR after this pass (NULL: none) */
     FILE *dump_to;          /* where (stdout if NULL) */
     bool dump_dot;          /* dump as Graphviz rather than text */
+    KpPassLog *log;         /* per-pass time and summary (NULL: not kept) */
 } KpPassOpts;
 
 void kp_pass_opts_init(KpPassOpts *o);
+
+/* A pass says what it did (printf-style, one line, no newline): kept in
+ * o->log for the pass being run; a no-op without a log. */
+void kp_pass_report(const KpPassOpts *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 typedef int (*KpPassFn)(KpGraph *g, const KpPassOpts *o, KpDiag *d);
 
@@ -52,6 +72,32 @@ int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d);
  * parameters).  Sets each node's phase and g->target, loss, d_output,
  * d_input, opt_slots. */
 int kp_pass_autodiff(KpGraph *g, const KpPassOpts *o, KpDiag *d);
+
+/* simplify (simplify.c): dead-code elimination (nodes whose output
+ * nothing reads and that have no side effect), common subexpressions
+ * (same op, inputs and attributes), and identities that need no data
+ * (a reshape of a reshape, a reshape to the same shape, add of one
+ * input).  Always on. */
+int kp_pass_simplify(KpGraph *g, const KpPassOpts *o, KpDiag *d);
+/* fold (fold.c), inference graphs: batchnorm after conv2d or dense folded
+ * into PREPARE nodes that compute the scaled weights and bias once from
+ * the parameters; constant folding of values known at compile time.
+ * Off with --no-fold. */
+int kp_pass_fold(KpGraph *g, const KpPassOpts *o, KpDiag *d);
+/* fusion (fusion.c): elementwise consumers become epilogues (KpEpilogue)
+ * of their producer when the intermediate value has no other user and
+ * both run in the same phase.  Off with --no-fuse. */
+int kp_pass_fusion(KpGraph *g, const KpPassOpts *o, KpDiag *d);
+/* layout (layout.c), inference graphs: constant weights repacked once by
+ * PREPARE nodes into the layout their kernel reads (packed gemm panels);
+ * reorders only where layouts meet.  Off with --no-layout. */
+int kp_pass_layout(KpGraph *g, const KpPassOpts *o, KpDiag *d);
+
+/* Kernels (nodes that become a function with a body, views excluded) and
+ * the bytes all transient values would take unplanned (each its own
+ * range at max_batch): the --stats figures. */
+int kp_graph_kernel_count(const KpGraph *g);
+int64_t kp_graph_transient_bytes(const KpGraph *g);
 
 /* The inference pipeline, after kp_frontend_lower(). */
 int kp_pipeline_infer(KpGraph *g, const KpPassOpts *o, KpDiag *d);

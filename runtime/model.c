@@ -172,6 +172,13 @@ static int check_desc(const KarpModelDesc *d, const char *what, karp_error *err)
                            d->nparams);
     if (!d->infer)
         return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: no infer function", what);
+    if (d->prep_floats < 0 || d->prep_floats > MAX_FLOATS || (d->prep_floats > 0) != (d->prepare != NULL))
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: prep_floats %lld with%s a prepare function", what,
+                           (long long)d->prep_floats, d->prepare ? "" : "out");
+    if (d->nvalues < 0 || d->nvalues > 10000000 || (d->nvalues > 0 && !d->values))
+        return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: %lld values without a table",
+                           what, (long long)d->nvalues);
     int rc = check_params(d, what, err);
     return rc ? rc : check_training(d, what, err);
 }
@@ -193,6 +200,7 @@ static void free_blocks(karp_model *m)
         return;
     free(m->params);
     free(m->ws);
+    free(m->prep);
     free(m->grads);
     free(m->opt);
     free(m->tws);
@@ -244,6 +252,8 @@ karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, v
     m->opt = alloc_slab(desc->opt_slots * pbytes);
     m->tws = alloc_slab(desc->train_workspace_bytes);
     m->last_x = alloc_slab(desc->max_batch * kp_rt_input_size(desc) * (int64_t)sizeof(float));
+    if (desc->prep_floats > 0 && !(m->prep = alloc_slab(desc->prep_floats * (int64_t)sizeof(float))))
+        goto nomem;
     if (!m->params || !m->ws || !m->grads || !m->opt || !m->tws || !m->last_x)
         goto nomem;
     m->owner = owner;
@@ -298,7 +308,25 @@ int karp_infer(karp_model *m, const float *x, int64_t n, float *y)
         return kp_rt_error(NULL, KARP_EINVAL, "karp_infer: n must be between 1 and %lld, got %lld",
                            (long long)m->desc->max_batch, (long long)n);
     kp_rt_apply_threads();
-    m->desc->infer(m->params, m->ws, x, y, n);
+    if (m->prep && m->prep_stale) {
+        m->desc->prepare(m->params, m->prep);
+        m->prep_stale = 0;
+    }
+    m->desc->infer(m->params, m->prep, m->ws, x, y, n);
+    return 0;
+}
+
+void kp_rt_params_changed(const karp_model *m)
+{
+    /* models are never defined const: the handle is only lent as const */
+    ((karp_model *)m)->prep_stale = 1;
+}
+
+int karp_params_changed(karp_model *m)
+{
+    if (!m)
+        return kp_rt_error(NULL, KARP_EINVAL, "karp_params_changed: model is NULL");
+    kp_rt_params_changed(m);
     return 0;
 }
 
@@ -357,6 +385,7 @@ static void fill_param(const karp_model *m, int i, karp_param *p)
     p->size = d->size;
     p->data = m->params + d->offset;
     p->grad = m->grads + d->offset;
+    kp_rt_params_changed(m);    /* the caller may write through data */
     p->trainable = d->offset < m->desc->trainable_floats;
 }
 
@@ -425,6 +454,7 @@ int karp_init_params(karp_model *m, uint64_t seed)
     if (!m)
         return kp_rt_error(NULL, KARP_EINVAL, "karp_init_params: model is NULL");
     kp_rt_reset_training(m);
+    kp_rt_params_changed(m);
     KpRng rng;
     kp_rng_seed(&rng, seed);
     for (uint32_t i = 0; i < m->desc->nparams; i++) {

@@ -25,6 +25,8 @@ struct karp_model {
     void (*release)(void *owner);   /* called by karp_close */
     float *params;                  /* the parameter slab, 64-byte aligned */
     void *ws;                       /* the workspace, 64-byte aligned */
+    float *prep;                    /* the prepared slab (prep_floats), or NULL */
+    int prep_stale;                 /* the parameters changed since prepare last ran */
     /* training (every block 64-byte aligned and owned by the model) */
     float *grads;                   /* param_floats, same layout, zero at rest */
     float *opt;                     /* opt_slots * param_floats, zero when fresh */
@@ -46,6 +48,9 @@ karp_model *kp_rt_model_new(const KarpModelDesc *desc, void *owner, void (*relea
  * model.so path) starting every message; NULL means "model '<name>'". */
 karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, void *owner,
                                   void (*release)(void *owner), karp_error *err);
+
+/* The parameters changed: the next infer re-runs prepare first. */
+void kp_rt_params_changed(const karp_model *m);
 
 /* Zero the gradients and the optimizer state, step 0, and forget the last
  * forward (karp_init_params, a karp_load without optimizer state). */

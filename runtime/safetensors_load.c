@@ -281,6 +281,7 @@ static int load_tensors(karp_model *m, const char *path, int fd, const cJSON *ro
         goto out;
 
     kp_rt_reset_training(m);
+    kp_rt_params_changed(m);
     for (uint32_t k = 0; k < d->nparams; k++) {
         const KarpParamDesc *p = &d->params[k];
         memcpy(m->params + p->offset, sp + p->offset, (size_t)p->size * sizeof(float));

@@ -53,6 +53,7 @@ int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n
         return rc;
     kp_rt_apply_threads();
     m->step++;
+    kp_rt_params_changed(m);
     m->last_n = 0; /* tws now holds this x's activations, last_x another's */
     float l = d->train_step(m->params, m->grads, m->opt, m->tws, x, target, n, m->step,
                             kp_rt_call_seed(m, m->step));
@@ -75,6 +76,7 @@ int karp_forward(karp_model *m, const float *x, int64_t n, float *y)
     /* memmove: x may be last_x itself (a caller replaying the stored input). */
     memmove(m->last_x, x, (size_t)(n * kp_rt_input_size(m->desc)) * sizeof(float));
     m->last_n = n;
+    kp_rt_params_changed(m);    /* batchnorm's running statistics */
     kp_rt_apply_threads();
     m->desc->forward(m->params, m->tws, m->last_x, y, n, kp_rt_call_seed(m, m->step + 1));
     return 0;
@@ -106,6 +108,7 @@ int karp_apply_gradients(karp_model *m)
                            m->desc->name);
     kp_rt_apply_threads();
     m->step++;
+    kp_rt_params_changed(m);
     m->desc->apply(m->params, m->grads, m->opt, m->step);
     return 0;
 }

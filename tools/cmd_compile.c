@@ -81,6 +81,10 @@ static int parse_args(int argc, char **argv, CompileArgs *a)
             a->passes.fuse = false;
         } else if (strcmp(s, "--no-layout") == 0) {
             a->passes.layout = false;
+        } else if (strcmp(s, "--no-memplan") == 0) {
+            a->passes.memplan = false;
+        } else if (strcmp(s, "--no-fold") == 0) {
+            a->passes.fold = false;
         } else if (strcmp(s, "--stats") == 0) {
             a->stats = 1;
         } else if (s[0] == '-' && s[1] != '\0') {

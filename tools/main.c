@@ -11,7 +11,7 @@
 
 static const char usage[] =
     "usage: karpc model.json -o model.so [--header model.h] [-O0..3]\n"
-    "             [--emit=ir|dot|llvm|asm|obj] [--dump-after=PASS] [--no-fuse] [--no-layout]\n"
+    "             [--emit=ir|dot|llvm|asm|obj] [--dump-after=PASS] [--no-fuse] [--no-layout]\n             [--no-memplan] [--no-fold]\n"
     "             [--target-cpu=CPU] [--target-features=+f,-g] [--batch N] [--stats]\n"
     "       karpc train model.json|model.so --data SPEC [--epochs N] [--batch N] [--threads N]\n"
     "             [--save ckpt.safetensors] [--load ckpt.safetensors] [--log log.csv]\n"

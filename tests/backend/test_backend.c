@@ -130,7 +130,7 @@ START_TEST(test_descriptor_layout)
     CHECK_FIELD(p, td, KarpParamDesc, 7, fan_out);
 
     LLVMTypeRef m = kp_llvm_model_desc_type(ctx);
-    ck_assert_int_eq(LLVMCountStructElementTypes(m), 32);
+    ck_assert_int_eq(LLVMCountStructElementTypes(m), 36);
     ck_assert_int_eq((long long)LLVMABISizeOfType(td, m), (long long)sizeof(KarpModelDesc));
     CHECK_FIELD(m, td, KarpModelDesc, 0, abi_version);
     CHECK_FIELD(m, td, KarpModelDesc, 1, nparams);
@@ -164,6 +164,10 @@ START_TEST(test_descriptor_layout)
     CHECK_FIELD(m, td, KarpModelDesc, 29, norm_std);
     CHECK_FIELD(m, td, KarpModelDesc, 30, naugment);
     CHECK_FIELD(m, td, KarpModelDesc, 31, augment);
+    CHECK_FIELD(m, td, KarpModelDesc, 32, prep_floats);
+    CHECK_FIELD(m, td, KarpModelDesc, 33, prepare);
+    CHECK_FIELD(m, td, KarpModelDesc, 34, nvalues);
+    CHECK_FIELD(m, td, KarpModelDesc, 35, values);
 
     LLVMContextDispose(ctx);
     LLVMDisposeTargetData(td);

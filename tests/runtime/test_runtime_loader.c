@@ -52,10 +52,10 @@ static void build_model(const char *name, unsigned abi, const char *features, in
     char src[2048];
     snprintf(src, sizeof src,
              "#include \"karp_abi.h\"\n"
-             "static void infer(const float *p, float *ws, const float *x, float *y, int64_t n)\n"
+             "static void infer(const float *p, const float *prep, float *ws, const float *x, float *y, int64_t n)\n"
              "{ for (int64_t i = 0; i < 4 * n; i++) y[i] = 2 * x[i] + p[i %% 4]; }\n"
-             "static void fwd(const float *p, float *tws, const float *x, float *y, int64_t n)\n"
-             "{ infer(p, tws, x, y, n); }\n"
+             "static void fwd(const float *p, float *tws, const float *x, float *y, int64_t n, uint64_t s)\n"
+             "{ (void)s; infer(p, 0, tws, x, y, n); }\n"
              "static void bwd(const float *p, float *g, float *tws, const float *x,\n"
              "                const float *dy, float *dx, int64_t n)\n"
              "{ (void)p; (void)tws; (void)x;\n"
@@ -136,7 +136,7 @@ START_TEST(test_abi_mismatch)
     char so[256], msg[512];
     build_model("future", 999, "", 8, so, sizeof so);
     snprintf(msg, sizeof msg,
-             "%s: built for karpc ABI version 999, this runtime is version 3 — rebuild it with "
+             "%s: built for karpc ABI version 999, this runtime is version 4 — rebuild it with "
              "this karpc",
              so);
     expect_refused(so, KARP_EABI, msg);

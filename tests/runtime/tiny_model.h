@@ -23,9 +23,10 @@
 #define TINY_LR 0.1f
 
 /* params: W at float 0, b at float 16 (offsets are 64-byte aligned). */
-static void tiny_infer(const float *params, float *ws, const float *x, float *y, int64_t n)
+static void tiny_infer(const float *params, const float *prep, float *ws, const float *x, float *y,
+                       int64_t n)
 {
-    (void)ws;
+    (void)prep, (void)ws;
     const float *w = params, *b = params + 16;
     for (int64_t i = 0; i < n; i++)
         for (int o = 0; o < 2; o++) {
@@ -44,7 +45,7 @@ static void tiny_forward(const float *params, float *tws, const float *x, float 
                          uint64_t seed)
 {
     tiny_last_seed = seed;
-    tiny_infer(params, NULL, x, tws, n);
+    tiny_infer(params, NULL, NULL, x, tws, n);
     if (y)
         memcpy(y, tws, (size_t)n * 2 * sizeof(float));
 }

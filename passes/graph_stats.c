@@ -1,0 +1,41 @@
+/*
+ * graph_stats.c — the figures --stats prints for a graph: how many
+ * kernels it runs and how many bytes its transient values would take if
+ * each had its own range (what the memory plan is measured against).
+ */
+#include "passes.h"
+
+/* flatten, reshape and inference dropout only reinterpret their input */
+static bool is_view(const KpNode *n)
+{
+    return n->op == KP_OP_flatten || n->op == KP_OP_reshape || n->op == KP_OP_dropout;
+}
+
+int kp_graph_kernel_count(const KpGraph *g)
+{
+    int k = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        const KpNode *n = g->nodes[i];
+        /* a view costs nothing unless the plan put it elsewhere (a copy) */
+        bool copies = n->out->storage != KP_STORE_NONE &&
+                      (n->out->storage != n->in[0]->storage || n->out->offset != n->in[0]->offset);
+        k += !is_view(n) || copies;
+    }
+    return k;
+}
+
+int64_t kp_graph_transient_bytes(const KpGraph *g)
+{
+    int64_t bytes = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        const KpNode *n = g->nodes[i];
+        const KpValue *v = n->out;
+        if (is_view(n) || v->role != KP_ROLE_ACT || (v == g->output && !g->training) || v == g->d_input ||
+            n->phase == KP_PHASE_UPDATE || n->phase == KP_PHASE_PREPARE)
+            continue;
+        bytes += (kp_value_numel(v, g->max_batch) * 4 + 63) / 64 * 64;
+    }
+    if (g->d_output && !g->d_output->producer)
+        bytes += (kp_value_numel(g->d_output, g->max_batch) * 4 + 63) / 64 * 64;
+    return bytes;
+}
