@@ -145,6 +145,22 @@ LLVMValueRef kp_emit_log1p(KpEmit *e, LLVMValueRef x);
  * not depend on the thread count. */
 typedef LLVMValueRef (*KpMapFn)(KpEmit *e, const LLVMValueRef *x, const KpNode *n);
 int kp_emit_map(KpEmit *e, const KpNode *n, KpMapFn f);
+/* The map function of an elementwise op that can be an epilogue
+ * (KpEpilogue in ir.h), NULL for any other op; the lookups of
+ * emit_eltwise.c, emit_eltwise_grad.c and emit_misc.c behind it. */
+KpMapFn kp_epilogue_fn(KpOp op);
+KpMapFn kp_map_eltwise(KpOp op);
+KpMapFn kp_map_eltwise_grad(KpOp op);
+KpMapFn kp_map_mul(void);
+/* Apply node n's fused epilogues (n->epi, in order) to v, the node's
+ * result for output elements idx, idx+1, ... (v a float, or a <vw x
+ * float> of consecutive elements).  p are the pointers the kernel got for
+ * n's inputs (p[i] is n->in[i]): each epilogue argument is read at the
+ * same flat index; with lanes > 0 only the first `lanes` lanes are read
+ * (masked, for a partial vector).  Returns v itself when n->nepi is 0. */
+LLVMValueRef kp_emit_epilogue(KpEmit *e, const KpNode *n, const LLVMValueRef *p, LLVMValueRef v,
+                              LLVMValueRef idx, int lanes);
+
 /* The float (f32) value of an i64 count, splatted to ty if ty is a vector. */
 LLVMValueRef kp_count_f32(KpEmit *e, LLVMValueRef count, LLVMTypeRef ty);
 

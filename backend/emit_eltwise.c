@@ -62,3 +62,15 @@ int emit_add(KpEmit *e, const KpNode *n, KpDiag *d)
 {
     return kp_emit_map(e, n, f_add);
 }
+
+KpMapFn kp_map_eltwise(KpOp op)
+{
+    switch (op) {
+    case KP_OP_relu: return f_relu;
+    case KP_OP_leaky_relu: return f_leaky_relu;
+    case KP_OP_sigmoid: return f_sigmoid;
+    case KP_OP_tanh: return f_tanh;
+    case KP_OP_add: return f_add;
+    default: return NULL;
+    }
+}

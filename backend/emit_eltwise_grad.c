@@ -56,3 +56,14 @@ int emit_tanh_grad(KpEmit *e, const KpNode *n, KpDiag *d)
 {
     return kp_emit_map(e, n, f_tanh_grad);
 }
+
+KpMapFn kp_map_eltwise_grad(KpOp op)
+{
+    switch (op) {
+    case KP_OP_relu_grad: return f_relu_grad;
+    case KP_OP_leaky_relu_grad: return f_leaky_relu_grad;
+    case KP_OP_sigmoid_grad: return f_sigmoid_grad;
+    case KP_OP_tanh_grad: return f_tanh_grad;
+    default: return NULL;
+    }
+}

@@ -222,3 +222,8 @@ int emit_slice(KpEmit *e, const KpNode *n, KpDiag *d)
                      e->g->max_batch * kp_value_sample_size(n->out) >= 65536, slice_kernel, &s);
     return 0;
 }
+
+KpMapFn kp_map_mul(void)
+{
+    return f_mul;
+}

@@ -74,6 +74,41 @@ static int oom(const KpGraph *g, KpDiag *d)
     return kp_error(d, "%s: out of memory in the interpreter", g->file ? g->file : "<model>");
 }
 
+/* Fused epilogues (ir.h's KpEpilogue), in place on the node's output,
+ * with the same reference kernels the unfused nodes would have run. */
+static void apply_epilogues(const KpInterp *it, const KpNode *nd)
+{
+    float *y = it->act[nd->out->id];
+    int64_t count = kp_value_numel(nd->out, it->n);
+    for (int k = 0; k < nd->nepi; k++) {
+        const KpEpilogue *ep = &nd->epi[k];
+        const float *a = ep->nargs > 0 ? kp_interp_in(it, nd->in[ep->arg[0]]) : NULL;
+        switch (ep->op) {
+        case KP_OP_relu: kp_ref_relu_forward(y, y, count); break;
+        case KP_OP_leaky_relu: kp_ref_leaky_relu_forward(y, y, ep->alpha, count); break;
+        case KP_OP_sigmoid: kp_ref_sigmoid_forward(y, y, count); break;
+        case KP_OP_tanh: kp_ref_tanh_forward(y, y, count); break;
+        case KP_OP_relu_grad: kp_ref_relu_backward(y, y, a, count); break;
+        case KP_OP_leaky_relu_grad: kp_ref_leaky_relu_backward(y, y, a, ep->alpha, count); break;
+        case KP_OP_sigmoid_grad: kp_ref_sigmoid_backward(y, y, a, count); break;
+        case KP_OP_tanh_grad: kp_ref_tanh_backward(y, y, a, count); break;
+        case KP_OP_add:
+            for (int j = 0; j < ep->nargs; j++) {
+                const float *b = kp_interp_in(it, nd->in[ep->arg[j]]);
+                for (int64_t i = 0; i < count; i++)
+                    y[i] += b[i];
+            }
+            break;
+        case KP_OP_mul:
+            for (int64_t i = 0; i < count; i++)
+                y[i] *= a[i];
+            break;
+        default:
+            assert(!"an op the verifier does not allow as an epilogue");
+        }
+    }
+}
+
 int kp_interp_exec(const KpInterp *it, const KpNode *nd, KpDiag *d)
 {
     const KpValue *v = nd->out;
@@ -86,6 +121,8 @@ int kp_interp_exec(const KpInterp *it, const KpNode *nd, KpDiag *d)
     }
     if (interp_rules[nd->op](it, nd, d))
         return -1;
+    if (nd->nepi > 0)
+        apply_epilogues(it, nd);
     if (v->storage == KP_STORE_GRAD) {
         assert(it->grads && v->grad_of);
         float *slab = it->grads + v->grad_of->offset;
@@ -104,10 +141,12 @@ int kp_interp_run(const KpGraph *g, const float *params, const float *x, int64_t
     if (!act)
         return oom(g, d);
     KpInterp it = {.g = g, .params = params, .x = x, .n = n, .act = act};
-    for (int k = 0; k < g->nnodes; k++) {
-        if (g->nodes[k]->phase != KP_PHASE_FORWARD)
+    /* the PREPARE nodes (folded and packed weights) first, as karp_infer does */
+    for (int k = 0; k < 2 * g->nnodes; k++) {
+        KpPhase want = k < g->nnodes ? KP_PHASE_PREPARE : KP_PHASE_FORWARD;
+        if (g->nodes[k % g->nnodes]->phase != want)
             continue;
-        if (kp_interp_exec(&it, g->nodes[k], d)) {
+        if (kp_interp_exec(&it, g->nodes[k % g->nnodes], d)) {
             kp_interp_acts_free(g, act);
             return -1;
         }
