@@ -143,6 +143,7 @@ KpNode *kp_node_new(KpGraph *g, KpOp op, const char *name, const char *where, in
         return NULL;
     n->out->producer = n;
     n->id = g->nnodes;
+    n->key = g->next_key++;
     g->nodes[g->nnodes++] = n;
     return n;
 }

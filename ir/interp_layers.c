@@ -126,7 +126,7 @@ int interp_masking(const KpInterp *it, const KpNode *nd, KpDiag *d)
 int interp_dropout_mask(const KpInterp *it, const KpNode *nd, KpDiag *d)
 {
     kp_ref_dropout_mask(kp_interp_out(it, nd), kp_value_numel(nd->out, it->n),
-                        kp_ref_dropout_node_seed(it->seed, nd->id), nd->attr.rate);
+                        kp_ref_dropout_node_seed(it->seed, nd->key), nd->attr.rate);
     return 0;
 }
 

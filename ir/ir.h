@@ -175,6 +175,9 @@ typedef struct KpAttrs {
 
 struct KpNode {
     int id;                     /* position in g->nodes */
+    int key;                    /* stable identity: numbered at creation, kept when passes
+                                   remove or renumber nodes; keys the random streams
+                                   (dropout masks), so they do not depend on the passes */
     KpOp op;
     const char *name;           /* the layer's name ("dense1") */
     const char *where;          /* JSON path for diagnostics ("layers[2]") */
@@ -195,6 +198,7 @@ typedef struct KpGraph {
     KpNode **nodes;             /* topological order */
     int nvalues, cap_values;
     KpValue **values;
+    int next_key;               /* the key the next new node gets */
     KpValue *input;
     KpValue *output;
     int64_t max_batch;
@@ -284,7 +288,7 @@ int kp_interp_run(const KpGraph *g, const float *params, const float *x, int64_t
  * the output; *loss (may be NULL) the loss; step counts optimizer steps
  * from 1.  Gradients accumulate into grads; the UPDATE phase zeroes them
  * after the step.  seed is the call's random stream (dropout masks: each
- * dropout_mask node draws from kp_ref_dropout_node_seed(seed, node id)); a
+ * dropout_mask node draws from kp_ref_dropout_node_seed(seed, node key)); a
  * backward must get its forward's seed.  Batchnorm's running statistics
  * (in params) are updated only when phases include FORWARD. */
 typedef struct KpInterpTrain {

@@ -93,7 +93,8 @@ void kp_ref_masking_backward(float *dx, const float *dy, const float *x, float v
  * z = (z ^ z>>27) * 0x94D049BB133111EB; return z ^ z>>31.  The generated code computes
  * exactly the same. */
 void kp_ref_dropout_mask(float *mask, int64_t count, uint64_t seed, float rate);
-/* The seed of the dropout node with id node_id within a call seeded with call_seed. */
+/* The seed of the dropout node with key node_id (KpNode.key: numbered at creation,
+ * independent of the optimizing passes) within a call seeded with call_seed. */
 static inline uint64_t kp_ref_dropout_node_seed(uint64_t call_seed, int node_id)
 {
     return call_seed ^ (0x632BE59BD9B4E019ull * (uint64_t)(node_id + 1));

@@ -269,7 +269,7 @@ static void ref_node(Ref *r, const KpNode *nd)
     case KP_OP_dense: dense(r, nd, y); break;
     case KP_OP_dropout_mask: {
         float *mask = malloc((size_t)count * sizeof *mask);
-        kp_ref_dropout_mask(mask, count, kp_ref_dropout_node_seed(SEED, nd->id), nd->attr.rate);
+        kp_ref_dropout_mask(mask, count, kp_ref_dropout_node_seed(SEED, nd->key), nd->attr.rate);
         for (int64_t i = 0; i < count; i++)
             y[i] = mask[i];
         free(mask);
