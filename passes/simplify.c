@@ -20,16 +20,18 @@
  * they read:
  *
  *   roots = the output, loss, d_output, d_input, every parameter-gradient
- *           writer (role GRAD), the optimizer update (phase UPDATE), and
- *           every node with a side effect
+ *           writer (role GRAD) and the optimizer update (phase UPDATE)
  *
- * The only side effect is batchnorm_stats, which updates the running
- * statistics in the parameter slab: they are observable (karp_save, the
- * parameter API, later inference), so it is kept even when its batch
- * statistics are read by nobody.  dropout_mask draws random numbers but
- * has no effect beyond its output: it may die, never merge (two masks are
- * two draws).  Parameters are never removed, read or not: both graphs of a
- * model must keep one parameter layout.
+ * Side effects: batchnorm_stats also updates the running statistics in
+ * the parameter slab.  It is kept while its batch statistics are read
+ * (always, on a live path: batchnorm_train reads them); a batchnorm on a
+ * dead branch goes, statistics update and all, as in PyTorch, where a
+ * module the forward never calls keeps its buffers, and in Keras, where a
+ * layer off the path from input to output is not part of the model.
+ * dropout_mask draws random numbers but has no effect beyond its output:
+ * it may die, never merge (two masks are two draws).  Neither merges with
+ * anything, nor does the update.  Parameters are never removed, read or
+ * not: both graphs of a model must keep one parameter layout.
  *
  * Unreachable nodes and their output values are dropped, nodes and values
  * renumbered in order, and the users refilled (kp_fill_uses).
@@ -43,6 +45,7 @@ typedef struct Counts {
     int dead, merged, chains, identities, values;
 } Counts;
 
+/* ops that write more than their output (never merged) */
 static bool has_side_effect(KpOp op)
 {
     return op == KP_OP_batchnorm_stats || op == KP_OP_sgd_update ||
@@ -177,7 +180,7 @@ static bool is_root(const KpGraph *g, const KpNode *n)
 {
     const KpValue *v = n->out;
     return v == g->output || v == g->loss_value || v == g->d_output || v == g->d_input ||
-           v->role == KP_ROLE_GRAD || n->phase == KP_PHASE_UPDATE || has_side_effect(n->op);
+           v->role == KP_ROLE_GRAD || n->phase == KP_PHASE_UPDATE;
 }
 
 /* Mark the live nodes, then keep only them and the values they produce. */
