@@ -129,8 +129,10 @@ static KpValue *resolve(KpValue **repl, KpValue *v)
 /* B = reshape|flatten(A), A = reshape|flatten(x): B = reshape(x) */
 static bool collapse_chain(KpNode *n)
 {
+    if (!is_reshape(n))
+        return false;
     KpNode *a = n->in[0]->producer;
-    if (!is_reshape(n) || !a || !is_reshape(a) || n->out->rank < 2 ||
+    if (!a || !is_reshape(a) || n->out->rank < 2 ||
         n->out->dims[0] != KP_DIM_N || n->out->rank - 1 > KP_MAX_RANK - 1)
         return false;
     n->in[0] = a->in[0];
