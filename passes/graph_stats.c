@@ -16,10 +16,13 @@ int kp_graph_kernel_count(const KpGraph *g)
     int k = 0;
     for (int i = 0; i < g->nnodes; i++) {
         const KpNode *n = g->nodes[i];
+        if (!is_view(n)) {
+            k++;
+            continue;
+        }
         /* a view costs nothing unless the plan put it elsewhere (a copy) */
-        bool copies = n->out->storage != KP_STORE_NONE &&
-                      (n->out->storage != n->in[0]->storage || n->out->offset != n->in[0]->offset);
-        k += !is_view(n) || copies;
+        k += n->out->storage != KP_STORE_NONE &&
+             (n->out->storage != n->in[0]->storage || n->out->offset != n->in[0]->offset);
     }
     return k;
 }

@@ -2,7 +2,9 @@
  * karpc model.json -o model.so — the compile command.
  *
  *   parse + lower + passes, both graphs (kp_build_program) -> --emit=ir|dot stops here
- *                                          (the inference graph, then the train graph)
+ *                                          (the inference graph, then the train graph;
+ *                                          with --dump-after=PASS, the graphs after PASS
+ *                                          instead, as IR text or with --emit=dot as DOT)
  *   LLVM codegen + optimization             -> --emit=llvm|asm|obj stops here
  *   object -> shared library linked with libkarprt.a, plus --header
  */
@@ -99,6 +101,9 @@ static int parse_args(int argc, char **argv, CompileArgs *a)
     }
     if (!a->model)
         return kp_cli_fail("no model file given (karpc --help)");
+    /* --dump-after with --emit=ir|dot: the dump, in that form, is the output */
+    if (a->passes.dump_after && a->emit && strcmp(a->emit, "dot") == 0)
+        a->passes.dump_dot = true;
     if (!a->emit && !a->out && !a->passes.dump_after && !a->stats)
         return kp_cli_fail("no output: give -o model.so, or --emit=ir|dot|llvm|asm|obj");
     return 0;
@@ -144,7 +149,7 @@ static int build_shared(KpCodegen *cg, const CompileArgs *a, KpDiag *d, double *
     return rc;
 }
 
-static void print_stats(const KpGraph *g, double t_front, double t_cg, double t_obj, double t_link)
+static void print_params(const KpGraph *g)
 {
     int64_t ntensors = 0, nfloats = 0;
     for (int i = 0; i < g->nvalues; i++)
@@ -156,8 +161,55 @@ static void print_stats(const KpGraph *g, double t_front, double t_cg, double t_
            "workspace %lld bytes at batch %lld\n",
            g->name, g->nnodes, (long long)nfloats, (long long)ntensors,
            (long long)g->param_floats * 4, (long long)g->workspace_bytes, (long long)g->max_batch);
+}
+
+/* One line per pass run, in the order they ran: graph, pass, ms, report. */
+static void print_pass_log(const KpPassLog *log)
+{
+    for (int i = 0; i < log->n; i++)
+        printf("pass %s %-8s %8.3f ms  %s\n", log->e[i].graph, log->e[i].pass, log->e[i].ms,
+               log->e[i].what[0] ? log->e[i].what : "-");
+}
+
+/* kernels and workspace with the passes as given and without the optimizing
+ * ones; "unplanned": every transient value its own range */
+static void print_graph_figures(const char *which, const KpGraph *with, const KpGraph *without)
+{
+    printf("%s: kernels %d (without passes %d), workspace %lld bytes (without passes %lld), "
+           "unplanned %lld bytes\n",
+           which, kp_graph_kernel_count(with), kp_graph_kernel_count(without),
+           (long long)with->workspace_bytes, (long long)without->workspace_bytes,
+           (long long)kp_graph_transient_bytes(without));
+}
+
+/* --stats: the parameters, each pass run with its time and report, then
+ * kernels and workspace with the passes as given and with the optimizing
+ * passes (fuse, fold, layout, memplan) off, from a second build. */
+static int print_stats(const KpProgram *p, const CompileArgs *a, const KpPassLog *log,
+                       double t_front, double t_cg, double t_obj, double t_link)
+{
+    KpPassOpts off = a->passes;
+    off.fuse = off.layout = off.memplan = off.fold = false;
+    off.dump_after = NULL;
+    off.log = NULL;
+    KpProgram base = {0};
+    KpDiag d;
+    kp_diag_init(&d);
+    if (kp_build_program(a->model, &off, a->batch, &base, &d) < 0) {
+        fprintf(stderr, "%s\n", d.msg);
+        return -2;
+    }
+    print_params(p->infer);
+    print_pass_log(log);
+    print_graph_figures("infer", p->infer, base.infer);
+    if (p->train && base.train)
+        print_graph_figures("train", p->train, base.train);
+    else
+        printf("train: none (%s)\n", p->no_train_reason ? p->no_train_reason : "no train graph");
     printf("time: frontend+passes %.1f ms, codegen+optimize %.1f ms, object %.1f ms, link %.1f ms\n",
            t_front * 1e3, t_cg * 1e3, t_obj * 1e3, t_link * 1e3);
+    kp_program_free(&base);
+    return 0;
 }
 
 int kp_cmd_compile(int argc, char **argv)
@@ -171,12 +223,16 @@ int kp_cmd_compile(int argc, char **argv)
     kp_diag_init(&d);
     KpProgram p = {0};
     KpCodegen *cg = NULL;
+    KpPassLog log = {0};
+    if (a.stats)
+        a.passes.log = &log;
     double t0 = kp_cli_now(), t_cg = 0, t_obj = 0, t_link = 0;
     rc = kp_build_program(a.model, &a.passes, a.batch, &p, &d);
     const KpGraph *g = p.infer;
     double t_front = kp_cli_now() - t0;
     if (rc == 0 && a.emit && (strcmp(a.emit, "ir") == 0 || strcmp(a.emit, "dot") == 0)) {
-        rc = emit_graph_text(&p, &a) ? -2 : 0;
+        if (!a.passes.dump_after)
+            rc = emit_graph_text(&p, &a) ? -2 : 0;
     } else if (rc == 0 && (a.emit || a.out)) {
         double t1 = kp_cli_now();
         rc = kp_llvm_codegen(&p, &a.target, &cg, &d);
@@ -196,7 +252,7 @@ int kp_cmd_compile(int argc, char **argv)
     if (rc == 0 && a.header)
         rc = kp_write_header(g, a.header, &d);
     if (rc == 0 && a.stats)
-        print_stats(g, t_front, t_cg, t_obj, t_link);
+        rc = print_stats(&p, &a, &log, t_front, t_cg, t_obj, t_link);
     if (rc == -1)
         fprintf(stderr, "%s\n", d.msg);
     kp_llvm_free(cg);

@@ -11,8 +11,11 @@
 
 static const char usage[] =
     "usage: karpc model.json -o model.so [--header model.h] [-O0..3]\n"
-    "             [--emit=ir|dot|llvm|asm|obj] [--dump-after=PASS] [--no-fuse] [--no-layout]\n             [--no-memplan] [--no-fold]\n"
-    "             [--target-cpu=CPU] [--target-features=+f,-g] [--batch N] [--stats]\n"
+    "             [--emit=ir|dot|llvm|asm|obj] [--dump-after=PASS] [--no-fuse] [--no-layout]\n"
+    "             [--no-memplan] [--no-fold] [--target-cpu=CPU] [--target-features=+f,-g]\n"
+    "             [--batch N] [--stats]\n"
+    "       PASS: shapes, verify, autodiff, simplify, fold, fusion, layout, memplan\n"
+    "             (--emit=dot with --dump-after prints Graphviz)\n"
     "       karpc train model.json|model.so --data SPEC [--epochs N] [--batch N] [--threads N]\n"
     "             [--save ckpt.safetensors] [--load ckpt.safetensors] [--log log.csv]\n"
     "             [--plot loss.svg] [--seed N] [--augment hflip,random_crop=P,rotate=D,noise=S]\n"
