@@ -4,7 +4,7 @@
  *   mul           y = a * b, elementwise (kp_emit_map)
  *   dropout_mask  mask[i] = 1/(1-rate) or 0 over the flat n*size elements,
  *                 bit for bit kp_ref_dropout_mask with the node's seed
- *                 kp_ref_dropout_node_seed(call seed, node id)
+ *                 kp_ref_dropout_node_seed(call seed, kp_dropout_key)
  *   masking       a sample whose features all equal attr.value is zeroed
  *   masking_grad  dx = dy where the sample (of x) is kept, else 0
  *   concat        inputs joined along per-sample axis attr.axis
@@ -14,6 +14,7 @@
  * before the axis, one contiguous run per input.
  */
 #include "emit.h"
+#include "../ir/epilogue.h"
 
 static LLVMValueRef f_mul(KpEmit *e, const LLVMValueRef *x, const KpNode *n)
 {
@@ -48,7 +49,7 @@ static void drop_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const Drop *s = user;
     LLVMValueRef count = kp_numel(e, s->node->out), out = a->p[1];
-    uint64_t salt = 0x632BE59BD9B4E019ull * (uint64_t)(s->node->id + 1);
+    uint64_t salt = 0x632BE59BD9B4E019ull * (uint64_t)(kp_dropout_key(e->g, s->node) + 1);
     LLVMValueRef seed = LLVMBuildXor(e->b, a->seed, u64c(e, salt), "seed");
     KpLoop lc, li;
     kp_loop_begin(e, &lc, a->begin, a->end, 1, "chunk");

@@ -17,7 +17,7 @@ int kp_graph_kernel_count(const KpGraph *g)
     for (int i = 0; i < g->nnodes; i++) {
         const KpNode *n = g->nodes[i];
         /* a view costs nothing unless the plan put it elsewhere (a copy) */
-        bool copies = n->out->storage != KP_STORE_NONE &&
+        bool copies = is_view(n) && n->out->storage != KP_STORE_NONE &&
                       (n->out->storage != n->in[0]->storage || n->out->offset != n->in[0]->offset);
         k += !is_view(n) || copies;
     }

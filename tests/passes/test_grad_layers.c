@@ -30,6 +30,7 @@
 
 #include "frontend/spec.h"
 #include "ir/ir.h"
+#include "ir/epilogue.h"
 #include "passes/passes.h"
 #include "runtime/ref/ref.h"
 #include "numcheck.h"
@@ -62,6 +63,8 @@ static void build_ok(const char *json)
     KpModelSpec *s;
     KpPassOpts o;
     kp_pass_opts_init(&o);
+    o.fuse = false;   /* the double reference below runs nodes without epilogues;
+                         test_fusion checks fused against unfused */
     if (kp_frontend_parse_text("m.json", json, strlen(json), &A, &s, &d))
         ck_abort_msg("parse: %s", d.msg);
     g->training = true;
@@ -269,7 +272,7 @@ static void ref_node(Ref *r, const KpNode *nd)
     case KP_OP_dense: dense(r, nd, y); break;
     case KP_OP_dropout_mask: {
         float *mask = malloc((size_t)count * sizeof *mask);
-        kp_ref_dropout_mask(mask, count, kp_ref_dropout_node_seed(SEED, nd->id), nd->attr.rate);
+        kp_ref_dropout_mask(mask, count, kp_ref_dropout_node_seed(SEED, kp_dropout_key(g, nd)), nd->attr.rate);
         for (int64_t i = 0; i < count; i++)
             y[i] = mask[i];
         free(mask);
