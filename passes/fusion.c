@@ -4,7 +4,8 @@
  * A consumer C (relu, leaky_relu, sigmoid, tanh, add, mul and the four
  * activation gradients) that reads a value v made by a producer P whose
  * emitter applies epilogues (kp_op_takes_epilogue: the elementwise maps,
- * dense, dense_grad_x, conv2d) is folded into P:
+ * dense, dense_grad_x, conv2d, batchnorm and batchnorm_train) is folded
+ * into P:
  *
  *     %4 = dense %0, %1, %2            %5 = dense %0, %1, %2, %3 -> relu -> add(%3)
  *     %5 = relu %4               =>
