@@ -71,6 +71,7 @@ static void plane_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef v = LLVMBuildFSub(e->b, ld(e, x, at), mean, "");
     v = infer ? LLVMBuildFDiv(e->b, v, den, "") : LLVMBuildFMul(e->b, v, den, "");
     v = LLVMBuildFAdd(e->b, LLVMBuildFMul(e->b, v, gamma, ""), beta, "");
+    v = kp_emit_epilogue(e, s->node, a->p, v, at, 0);
     LLVMBuildStore(e->b, v, kp_gep(e, y, at));
     kp_loop_end(e, &li);
     kp_loop_end(e, &lp);

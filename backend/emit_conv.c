@@ -24,6 +24,7 @@
  * result does not depend on the thread count.
  */
 #include "emit_conv.h"
+#include "../ir/epilogue.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -129,8 +130,8 @@ static LLVMValueRef addc(KpEmit *e, LLVMValueRef a, int64_t k)
 
 /* The output placement: Y[n, co, oy, px + sx*(ox0 + lane)] for the
  * lanes of a tile's vectors; ybase is the element (n, co0, oy, 0). */
-static void store(KpEmit *e, const Direct *s, const Phase *p, LLVMValueRef Y, LLVMValueRef ybase,
-                  LLVMValueRef ox0, LLVMValueRef acc[16][4], Tile t)
+static void store(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase *p, LLVMValueRef Y,
+                  LLVMValueRef ybase, LLVMValueRef ox0, LLVMValueRef acc[16][4], Tile t)
 {
     for (int f = 0; f < s->fb; f++) {
         LLVMValueRef yrow = addc(e, ybase, f * s->yh * s->yw);
@@ -139,12 +140,15 @@ static void store(KpEmit *e, const Direct *s, const Phase *p, LLVMValueRef Y, LL
             LLVMValueRef r = LLVMBuildLoad2(e->b, e->vec, acc[f][v], "");
             LLVMValueRef q = addc(e, ox0, (int64_t)v * e->vw);
             if (s->sx == 1) {
+                r = kp_emit_epilogue(e, e->node, a->p, r, add(e, yrow, q), lanes < e->vw ? lanes : 0);
                 if (lanes < e->vw)
                     kp_store_vec_masked(e, r, Y, add(e, yrow, q), lanes);
                 else
                     kp_store_vec(e, r, Y, add(e, yrow, q));
                 continue;
             }
+            /* strided phases scatter: no epilogues here (kp_op_takes_epilogue) */
+            assert(e->node->nepi == 0);
             LLVMValueRef idx = lane_index(e, add(e, addc(e, yrow, p->px), mul(e, q, s->sx)), s->sx);
             LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, Y, &idx, 1, "");
             LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
@@ -208,7 +212,7 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase 
     LLVMPositionBuilderAtEnd(e->b, next);
     kp_loop_end(e, &lk);
     kp_loop_end(e, &lc);
-    store(e, s, p, a->p[m->iy], ybase, ox0, acc, t);
+    store(e, a, s, p, a->p[m->iy], ybase, ox0, acc, t);
 }
 
 /* A tile at ox0: the inside variant when every read is in the row. */
@@ -341,7 +345,7 @@ int emit_conv2d(KpEmit *e, const KpNode *n, KpDiag *d)
     const KpValue *x = n->in[0], *y = n->out;
     KpConvMap m = {.cin = x->dims[1], .h = x->dims[2], .w = x->dims[3],
                    .cout = y->dims[1], .oh = y->dims[2], .ow = y->dims[3],
-                   .ix = 0, .iw = 1, .ib = n->nin >= 3 && n->in[2] ? 2 : -1, .iy = n->nin};
+                   .ix = 0, .iw = 1, .ib = kp_node_op_nin(n) >= 3 && n->in[2] ? 2 : -1, .iy = n->nin};
     kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
     m.wco = m.cin * m.kh * m.kw, m.wci = m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
     kp_emit_conv(e, &m);
@@ -354,7 +358,7 @@ int emit_conv2d_transpose(KpEmit *e, const KpNode *n, KpDiag *d)
     const KpValue *x = n->in[0], *y = n->out;
     KpConvMap m = {.cin = x->dims[1], .h = x->dims[2], .w = x->dims[3],
                    .cout = y->dims[1], .oh = y->dims[2], .ow = y->dims[3],
-                   .ix = 0, .iw = 1, .ib = n->nin >= 3 && n->in[2] ? 2 : -1, .iy = n->nin,
+                   .ix = 0, .iw = 1, .ib = kp_node_op_nin(n) >= 3 && n->in[2] ? 2 : -1, .iy = n->nin,
                    .transposed = 1};
     kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
     m.wco = m.kh * m.kw, m.wci = m.cout * m.kh * m.kw, m.wki = m.kw, m.wkj = 1;

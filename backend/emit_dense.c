@@ -16,6 +16,7 @@
  * depends on how items are split across threads.
  */
 #include "emit.h"
+#include "../ir/epilogue.h"
 
 enum { TJ = 4, RB = 4 };
 
@@ -28,7 +29,7 @@ typedef struct DenseShape {
 static void tile(KpEmit *e, const KpKernelArgs *a, const DenseShape *s, LLVMValueRef r,
                  LLVMValueRef j0, int t)
 {
-    LLVMValueRef x = a->p[0], w = a->p[1], y = a->p[s->has_bias ? 3 : 2];
+    LLVMValueRef x = a->p[0], w = a->p[1], y = a->p[e->node->nin];
     LLVMValueRef acc[TJ], wrow[TJ];
     LLVMValueRef xrow = LLVMBuildNSWMul(e->b, r, kp_i64(e, s->in), "xrow");
     for (int c = 0; c < t; c++) {
@@ -68,7 +69,9 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const DenseShape *s, LLVMValu
             LLVMValueRef bj = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, a->p[2], j), "");
             sum = LLVMBuildFAdd(e->b, sum, bj, "");
         }
-        LLVMBuildStore(e->b, sum, kp_gep(e, y, LLVMBuildNSWAdd(e->b, yrow, j, "")));
+        LLVMValueRef at = LLVMBuildNSWAdd(e->b, yrow, j, "");
+        sum = kp_emit_epilogue(e, e->node, a->p, sum, at, 0);
+        LLVMBuildStore(e->b, sum, kp_gep(e, y, at));
     }
 }
 
@@ -121,7 +124,7 @@ int emit_dense(KpEmit *e, const KpNode *n, KpDiag *d)
     DenseShape s = {
         .in = n->in[1]->dims[1],
         .out = n->in[1]->dims[0],
-        .has_bias = n->nin >= 3 && n->in[2] != NULL,
+        .has_bias = kp_node_op_nin(n) >= 3 && n->in[2] != NULL,
     };
     int64_t ncol = (s.out + TJ - 1) / TJ;
     LLVMValueRef nrb = LLVMBuildSDiv(e->b, LLVMBuildNSWAdd(e->b, e->n, kp_i64(e, RB - 1), ""),

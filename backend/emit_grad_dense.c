@@ -55,7 +55,7 @@ static LLVMValueRef load_lanes(KpEmit *e, LLVMValueRef p, LLVMValueRef i, int ma
 static void gemm_tile(KpEmit *e, const KpKernelArgs *a, const Gemm *s, LLVMValueRef r0, int nr,
                       LLVMValueRef k0, Tile t)
 {
-    LLVMValueRef A = a->p[s->ia], B = a->p[s->ib], C = a->p[2];
+    LLVMValueRef A = a->p[s->ia], B = a->p[s->ib], C = a->p[e->node->nin];
     LLVMValueRef acc[RB][KV], crow[RB];
     for (int r = 0; r < nr; r++) {
         LLVMValueRef row = LLVMBuildNSWAdd(e->b, r0, kp_i64(e, r), "");
@@ -92,6 +92,7 @@ static void gemm_tile(KpEmit *e, const KpKernelArgs *a, const Gemm *s, LLVMValue
         for (int v = 0; v < t.nv; v++) {
             LLVMValueRef sum = LLVMBuildLoad2(e->b, e->vec, acc[r][v], "");
             LLVMValueRef i = LLVMBuildNSWAdd(e->b, crow[r], kp_i64(e, v * e->vw), "");
+            sum = kp_emit_epilogue(e, e->node, a->p, sum, i, v == t.nv - 1 && t.rem ? t.rem : 0);
             if (v == t.nv - 1 && t.rem)
                 kp_store_vec_masked(e, sum, C, i, t.rem);
             else

@@ -7,15 +7,19 @@
  * in a chunk, whole <VW x float> vectors, then a scalar loop for the few
  * elements left at the very end.  f is written once, for a float or a
  * vector of floats, so both loops share it.  A gradient slot (KP_STORE_GRAD)
- * receives out[i] + f(...).
+ * receives out[i] + f(...).  Fused epilogues apply to f's result, before
+ * the store (or the add into a gradient slot).
  */
 #include "emit.h"
+#include "../ir/epilogue.h"
 
 enum { CHUNK = 4096 };
 
 typedef struct Map {
     KpMapFn f;
     const KpNode *node;
+    KpNode own;                 /* the node as f sees it: its own operands only,
+                                   without the ones its epilogues added */
 } Map;
 
 /* f at element i (a vector of vw elements when vec, else one). */
@@ -23,10 +27,11 @@ static void map_at(KpEmit *e, const KpKernelArgs *a, const Map *m, LLVMValueRef 
 {
     const KpNode *n = m->node;
     LLVMValueRef x[KP_MAX_IN], y = a->p[n->nin];
-    for (int k = 0; k < n->nin; k++)
+    for (int k = 0; k < m->own.nin; k++)
         x[k] = vec ? kp_load_vec(e, a->p[k], i)
                    : LLVMBuildLoad2(e->b, e->f32, kp_gep(e, a->p[k], i), "");
-    LLVMValueRef r = m->f(e, x, n);
+    LLVMValueRef r = m->f(e, x, &m->own);
+    r = kp_emit_epilogue(e, n, a->p, r, i, 0);
     if (e->accumulate) {
         LLVMValueRef old = vec ? kp_load_vec(e, y, i) : LLVMBuildLoad2(e->b, e->f32, kp_gep(e, y, i), "");
         r = LLVMBuildFAdd(e->b, old, r, "");
@@ -62,7 +67,8 @@ static void map_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 
 int kp_emit_map(KpEmit *e, const KpNode *n, KpMapFn f)
 {
-    Map m = {f, n};
+    Map m = {f, n, *n};
+    m.own.nin = kp_node_op_nin(n);
     LLVMValueRef count = kp_numel(e, n->out);
     LLVMValueRef items = LLVMBuildSDiv(e->b, LLVMBuildNSWAdd(e->b, count, kp_i64(e, CHUNK - 1), ""),
                                        kp_i64(e, CHUNK), "items");

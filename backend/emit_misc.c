@@ -14,6 +14,7 @@
  * before the axis, one contiguous run per input.
  */
 #include "emit.h"
+#include "../ir/epilogue.h"
 
 static LLVMValueRef f_mul(KpEmit *e, const LLVMValueRef *x, const KpNode *n)
 {

@@ -12,6 +12,7 @@
  * output is copied into the caller's y.
  */
 #include "interp_rules.h"
+#include "epilogue.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -167,7 +168,7 @@ int interp_identity(const KpInterp *it, const KpNode *nd, KpDiag *d)
 /* x (n,in), weight (out,in), bias (out) or none -> y (n,out) */
 int interp_dense(const KpInterp *it, const KpNode *nd, KpDiag *d)
 {
-    const float *b = nd->nin == 3 ? kp_interp_in(it, nd->in[2]) : NULL;
+    const float *b = kp_node_op_nin(nd) == 3 ? kp_interp_in(it, nd->in[2]) : NULL;
     kp_ref_dense_forward(kp_interp_out(it, nd), kp_interp_in(it, nd->in[0]),
                          kp_interp_in(it, nd->in[1]), b, it->n, nd->in[0]->dims[1],
                          nd->out->dims[1]);
@@ -219,7 +220,7 @@ int interp_add(const KpInterp *it, const KpNode *nd, KpDiag *d)
     float *y = kp_interp_out(it, nd);
     int64_t count = kp_value_numel(nd->out, it->n);
     memcpy(y, kp_interp_in(it, nd->in[0]), (size_t)count * sizeof(float));
-    for (int k = 1; k < nd->nin; k++) {
+    for (int k = 1; k < kp_node_op_nin(nd); k++) {
         const float *xk = kp_interp_in(it, nd->in[k]);
         for (int64_t i = 0; i < count; i++)
             y[i] += xk[i];

@@ -6,6 +6,7 @@
  * and the mul).  Each calls the runtime/ref/ kernel of its op.
  */
 #include "interp_rules.h"
+#include "epilogue.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,7 @@ int64_t kp_interp_hw(const KpValue *x)
 int interp_conv2d(const KpInterp *it, const KpNode *nd, KpDiag *d)
 {
     KpRefConv s = kp_interp_conv(nd, nd->in[0], nd->out, it->n, true);
-    const float *b = nd->nin == 3 ? kp_interp_in(it, nd->in[2]) : NULL;
+    const float *b = kp_node_op_nin(nd) == 3 ? kp_interp_in(it, nd->in[2]) : NULL;
     kp_ref_conv2d_forward(kp_interp_out(it, nd), kp_interp_in(it, nd->in[0]),
                           kp_interp_in(it, nd->in[1]), b, &s);
     return 0;
@@ -43,7 +44,7 @@ int interp_conv2d(const KpInterp *it, const KpNode *nd, KpDiag *d)
 int interp_conv2d_transpose(const KpInterp *it, const KpNode *nd, KpDiag *d)
 {
     KpRefConv s = kp_interp_conv(nd, nd->in[0], nd->out, it->n, true);
-    const float *b = nd->nin == 3 ? kp_interp_in(it, nd->in[2]) : NULL;
+    const float *b = kp_node_op_nin(nd) == 3 ? kp_interp_in(it, nd->in[2]) : NULL;
     kp_ref_conv2d_transpose_forward(kp_interp_out(it, nd), kp_interp_in(it, nd->in[0]),
                                     kp_interp_in(it, nd->in[1]), b, &s);
     return 0;

@@ -19,7 +19,9 @@
  *   mul      y = a b            da = mul(dy, b)            db = mul(dy, a)
  *   dropout_mask                none (a constant of the call's seed)
  *   masking                     dx = masking_grad(dy, x)
- *   relu, leaky_relu            dx = *_grad(dy, x)         (f' from the input)
+ *   relu, leaky_relu            dx = *_grad(dy, y)         (f' from the output: y > 0
+ *                                                          iff x > 0; leaky_relu with
+ *                                                          alpha < 0 reads x instead)
  *   sigmoid, tanh, softmax      dx = *_grad(dy, y)         (f' from the output)
  *   flatten, reshape            dx = reshape(dy) to x's per-sample shape
  *   add      y = x1 + x2 + ...  dxi = dy for every i
@@ -169,13 +171,20 @@ int grad_masking(KpGraph *g, KpNode *n, KpValue *dy, KpValue **dx, KpDiag *d)
     return from_input(g, n, KP_OP_masking_grad, dy, dx, d);
 }
 
+/* relu_grad reads y, not x: the sign test gives the same answer (y > 0
+ * iff x > 0), and then x's only user is the relu, which the fusion pass
+ * can make an epilogue of the dense or conv producing x even in training. */
 int grad_relu(KpGraph *g, KpNode *n, KpValue *dy, KpValue **dx, KpDiag *d)
 {
-    return from_input(g, n, KP_OP_relu_grad, dy, dx, d);
+    return from_output(g, n, KP_OP_relu_grad, dy, dx, d);
 }
 
+/* The same for alpha >= 0 (y > 0 iff x > 0); a negative slope flips the
+ * sign of y for x < 0, so then the gradient reads x. */
 int grad_leaky_relu(KpGraph *g, KpNode *n, KpValue *dy, KpValue **dx, KpDiag *d)
 {
+    if (n->attr.alpha >= 0.0f)
+        return from_output(g, n, KP_OP_leaky_relu_grad, dy, dx, d);
     return from_input(g, n, KP_OP_leaky_relu_grad, dy, dx, d);
 }
 

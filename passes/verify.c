@@ -12,6 +12,7 @@
  * failure is a karpc bug, so the message starts "internal error:".
  */
 #include "passes.h"
+#include "../ir/epilogue.h"
 
 #include <string.h>
 
@@ -41,15 +42,57 @@ static bool value_in_graph(const KpGraph *g, const KpValue *v)
     return v && v->id >= 0 && v->id < g->nvalues && g->values[v->id] == v;
 }
 
+/* Fused epilogues (ir.h's KpEpilogue): a producer that applies them, ops
+ * that can be one, arguments that are inputs shaped like the output. */
+static int check_epilogues(const KpNode *n, int k, KpDiag *d)
+{
+    if (n->nepi < 0 || n->nepi > KP_MAX_EPI)
+        return kp_error(d, "internal error: node %d (%s): %d epilogues, at most %d", k,
+                        node_label(n), n->nepi, KP_MAX_EPI);
+    if (n->nepi > 0 && !kp_op_takes_epilogue(n->op))
+        return kp_error(d, "internal error: node %d (%s): %s does not apply epilogues", k,
+                        node_label(n), kp_op_name(n->op));
+    for (int j = 0; j < n->nepi; j++) {
+        const KpEpilogue *ep = &n->epi[j];
+        if ((unsigned)ep->op >= KP_OP_COUNT || !kp_op_is_epilogue(ep->op))
+            return kp_error(d, "internal error: node %d (%s): epilogue %d is not an elementwise "
+                            "op that can be fused (op %d)", k, node_label(n), j, (int)ep->op);
+        int want = kp_op_nin(ep->op);
+        if (ep->nargs < 0 || ep->nargs > KP_MAX_IN - 1 || (want >= 0 && ep->nargs != want - 1) ||
+            (want < 0 && ep->nargs < 1))
+            return kp_error(d, "internal error: node %d (%s): epilogue %d (%s) has %d operands "
+                            "besides the running value", k, node_label(n), j,
+                            kp_op_name(ep->op), ep->nargs);
+        for (int a = 0; a < ep->nargs; a++) {
+            int i = ep->arg[a];
+            if (i < 0 || i >= n->nin)
+                return kp_error(d, "internal error: node %d (%s): epilogue %d (%s) reads input "
+                                "%d, the node has %d", k, node_label(n), j,
+                                kp_op_name(ep->op), i, n->nin);
+            if (n->in[i] && n->out && (kp_value_numel(n->in[i], 1) != kp_value_numel(n->out, 1) ||
+                                       n->in[i]->dims[0] != n->out->dims[0]))
+                return kp_error(d, "internal error: node %d (%s): epilogue %d (%s) reads %%%d, "
+                                "whose element count differs from the output %%%d", k,
+                                node_label(n), j, kp_op_name(ep->op), n->in[i]->id, n->out->id);
+        }
+    }
+    return 0;
+}
+
 static int check_node(const KpGraph *g, const KpNode *n, int k, KpDiag *d)
 {
     const char *op = kp_op_name(n->op);
     if (n->id != k)
         return kp_error(d, "internal error: node %d (%s) has id %d", k, node_label(n), n->id);
     int want = kp_op_nin(n->op);
-    if ((want >= 0 && n->nin != want) || (want < 0 && n->nin < 1) || n->nin > KP_MAX_IN)
+    /* inputs past the op's own are its epilogues' operands (epilogue.h) */
+    int own = n->nepi > 0 ? kp_node_op_nin(n) : n->nin;
+    if ((want >= 0 && own != want) || (want < 0 && own < 1) || n->nin > KP_MAX_IN ||
+        (n->nepi == 0 && want >= 0 && n->nin != want))
         return kp_error(d, "internal error: node %d (%s): %s has %d inputs, the op table says %d",
                         k, node_label(n), op, n->nin, want);
+    if (check_epilogues(n, k, d))
+        return -1;
     for (int i = 0; i < n->nin; i++) {
         const KpValue *v = n->in[i];
         if (!value_in_graph(g, v))

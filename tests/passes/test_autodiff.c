@@ -53,6 +53,8 @@ static int build(const char *json)
     KpModelSpec *s;
     KpPassOpts o;
     kp_pass_opts_init(&o);
+    o.fuse = false;   /* the double reference below runs nodes without epilogues;
+                         test_fusion checks fused against unfused */
     if (kp_frontend_parse_text("m.json", json, strlen(json), &A, &s, &d))
         return -1;
     g->training = true;

@@ -30,6 +30,7 @@
 
 #include "frontend/spec.h"
 #include "ir/ir.h"
+#include "ir/epilogue.h"
 #include "passes/passes.h"
 #include "runtime/ref/ref.h"
 #include "numcheck.h"
@@ -62,6 +63,8 @@ static void build_ok(const char *json)
     KpModelSpec *s;
     KpPassOpts o;
     kp_pass_opts_init(&o);
+    o.fuse = false;   /* the double reference below runs nodes without epilogues;
+                         test_fusion checks fused against unfused */
     if (kp_frontend_parse_text("m.json", json, strlen(json), &A, &s, &d))
         ck_abort_msg("parse: %s", d.msg);
     g->training = true;

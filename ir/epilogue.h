@@ -1,0 +1,69 @@
+/*
+ * epilogue.h — the facts about fused epilogues (ir.h's KpEpilogue) that
+ * the fusion pass, the verifier, the interpreter and the emitters share.
+ *
+ * Input slots: a node's own operands come first, in[0 .. kp_node_op_nin),
+ * then the operands its epilogues added.  An epilogue argument either
+ * names one of those added slots or, for an op with a fixed input count,
+ * one of the node's own operands (the same value read twice).  So the
+ * node's own operand count is the op table's count, or for a variadic op
+ * (dense, conv2d with an optional bias, add) the first added slot.
+ */
+#ifndef KP_EPILOGUE_H
+#define KP_EPILOGUE_H
+
+#include <stdbool.h>
+
+#include "ir.h"
+
+/* Ops whose emitter applies epilogues at every store of its output (and
+ * whose interpreter rule is followed by them): the one list the fusion
+ * pass and the verifier use. */
+static inline bool kp_op_takes_epilogue(KpOp op)
+{
+    switch (op) {
+    /* kp_emit_map ops (emit_map.c) */
+    case KP_OP_relu: case KP_OP_leaky_relu: case KP_OP_sigmoid: case KP_OP_tanh:
+    case KP_OP_add: case KP_OP_mul:
+    case KP_OP_relu_grad: case KP_OP_leaky_relu_grad: case KP_OP_sigmoid_grad:
+    case KP_OP_tanh_grad:
+    case KP_OP_mse_grad: case KP_OP_bce_grad: case KP_OP_bce_logits_grad:
+    /* gemm and convolution */
+    case KP_OP_dense: case KP_OP_dense_grad_x: case KP_OP_conv2d:
+    /* normalization */
+    case KP_OP_batchnorm: case KP_OP_batchnorm_train:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Ops that can become an epilogue (ir.h's list). */
+static inline bool kp_op_is_epilogue(KpOp op)
+{
+    switch (op) {
+    case KP_OP_relu: case KP_OP_leaky_relu: case KP_OP_sigmoid: case KP_OP_tanh:
+    case KP_OP_add: case KP_OP_mul:
+    case KP_OP_relu_grad: case KP_OP_leaky_relu_grad: case KP_OP_sigmoid_grad:
+    case KP_OP_tanh_grad:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* The node's own operand count (see above). */
+static inline int kp_node_op_nin(const KpNode *n)
+{
+    int fixed = kp_op_nin(n->op);
+    if (fixed >= 0 || n->nepi == 0)
+        return fixed >= 0 ? fixed : n->nin;
+    int first = n->nin;
+    for (int k = 0; k < n->nepi; k++)
+        for (int a = 0; a < n->epi[k].nargs; a++)
+            if (n->epi[k].arg[a] < first)
+                first = n->epi[k].arg[a];
+    return first;
+}
+
+#endif

@@ -1,0 +1,379 @@
+/*
+ * The fusion pass: golden IR after it, fused and unfused builds computing
+ * the same numbers (every example model through the JIT; random dense
+ * graphs through the interpreter and the JIT), and the kernel counts it
+ * saves.  "Equal" is within 1e-5 relative: a fused build runs the same
+ * float operations in the same order, so in practice it is bit for bit.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "frontend/spec.h"
+#include "include/karpc.h"
+#include "ir/ir.h"
+#include "numcheck.h"
+#include "passes/passes.h"
+#include "testutil.h"
+
+#define TOL 1e-5
+#define N 3
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+
+/* |a - b| <= TOL relative (an absolute floor for values near 0). */
+static void expect_close(const float *a, const float *b, int64_t count, const char *what)
+{
+    for (int64_t i = 0; i < count; i++) {
+        double tol = TOL * fmax(fmax(fabs(a[i]), fabs(b[i])), 1e-3);
+        ck_assert_msg(fabs((double)a[i] - b[i]) <= tol || (isnan(a[i]) && isnan(b[i])),
+                      "%s [%lld]: fused %.9g, unfused %.9g", what, (long long)i, (double)a[i],
+                      (double)b[i]);
+    }
+}
+
+static void fill(float *p, int64_t count, float lo, float hi)
+{
+    for (int64_t i = 0; i < count; i++)
+        p[i] = kp_test_uniform(&rng, lo, hi);
+}
+
+static char *src_path(const char *rel)
+{
+    char *p = malloc(strlen(KARP_SOURCE_DIR) + strlen(rel) + 2);
+    sprintf(p, "%s/%s", KARP_SOURCE_DIR, rel);
+    return p;
+}
+
+/* --- golden IR after the pass ---------------------------------------------- */
+
+static char *dump_after_fusion(const char *json_path, bool train)
+{
+    KpArena a;
+    kp_arena_init(&a);
+    KpModelSpec *s;
+    KpDiag d;
+    kp_diag_init(&d);
+    ck_assert_msg(kp_frontend_parse_file(json_path, &a, &s, &d) == 0, "%s", d.msg);
+    KpGraph *g = kp_graph_new();
+    g->training = train;
+    ck_assert_msg(kp_frontend_lower(s, g, &d) == 0, "%s", d.msg);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    KpPassOpts o;
+    kp_pass_opts_init(&o);
+    o.dump_after = "fusion";
+    o.dump_to = f;
+    int rc = train ? kp_pipeline_train(g, &o, &d) : kp_pipeline_infer(g, &o, &d);
+    fclose(f);
+    ck_assert_msg(rc == 0, "%s", d.msg);
+    kp_graph_free(g);
+    kp_arena_free(&a);
+    return buf;
+}
+
+static const char *const golden[] = {"fashion_mlp", "residual", "cnn"};
+
+START_TEST(golden_after_fusion)
+{
+    for (int train = 0; train < 2; train++) {
+        char rel[128], json[64];
+        snprintf(json, sizeof json, "tests/ir/golden/%s.json", golden[_i]);
+        snprintf(rel, sizeof rel, "tests/ir/golden/%s_fusion%s.ir", golden[_i],
+                 train ? "_train" : "");
+        char *jp = src_path(json), *ip = src_path(rel);
+        char *got = dump_after_fusion(jp, train);
+        if (getenv("KARP_UPDATE_GOLDEN")) {
+            ck_assert_int_eq(kp_test_write_file(ip, got), 0);
+        } else {
+            char *want = kp_test_read_file(ip, NULL);
+            ck_assert_msg(want != NULL, "missing %s (run with KARP_UPDATE_GOLDEN=1)", ip);
+            ck_assert_msg(strcmp(want, got) == 0, "%s differs from the IR printed:\n%s", ip, got);
+            free(want);
+        }
+        /* the dump is after fusion: epilogues are there */
+        ck_assert_ptr_nonnull(strstr(got, " -> "));
+        free(got);
+        free(jp);
+        free(ip);
+    }
+}
+END_TEST
+
+/* --- fused against unfused through the JIT ---------------------------------- */
+
+typedef struct Pair {
+    karp_model *m[2];           /* [0] fused (default), [1] --no-fuse */
+    karp_info info;
+} Pair;
+
+static void compile_pair(const char *path, int max_batch, Pair *p)
+{
+    for (int k = 0; k < 2; k++) {
+        karp_compile_options o;
+        karp_compile_options_init(&o);
+        o.max_batch = max_batch;
+        o.opt_level = 1;
+        o.disable_passes = k ? KARPC_NO_FUSE : 0;
+        karp_error err;
+        p->m[k] = karp_compile(path, &o, &err);
+        ck_assert_msg(p->m[k] != NULL, "%s: %s", path, err.message);
+    }
+    ck_assert_int_eq(karp_model_info(p->m[0], &p->info), 0);
+}
+
+static void close_pair(Pair *p)
+{
+    karp_close(p->m[0]);
+    karp_close(p->m[1]);
+}
+
+/* Outputs, parameter gradients after forward+backward, and the losses of
+ * 5 train steps of a fused and an unfused build. */
+static void check_pair(Pair *p, const char *what)
+{
+    const karp_info *in = &p->info;
+    int64_t nx = N * in->input_size, ny = N * in->output_size;
+    float *x = malloc((size_t)nx * sizeof(float)), *dy = malloc((size_t)ny * sizeof(float));
+    float *y[2] = {malloc((size_t)ny * sizeof(float)), malloc((size_t)ny * sizeof(float))};
+    float *dx[2] = {malloc((size_t)nx * sizeof(float)), malloc((size_t)nx * sizeof(float))};
+    float *target = malloc((size_t)ny * sizeof(float));
+    int32_t labels[N];
+    fill(x, nx, -1, 1);
+    fill(dy, ny, -1, 1);
+    fill(target, ny, 0, 1);
+    for (int i = 0; i < N; i++)
+        labels[i] = (int32_t)(kp_test_pick(&rng, (int)in->output_size));
+    char msg[256];
+
+    for (int k = 0; k < 2; k++)
+        ck_assert_int_eq(karp_infer(p->m[k], x, N, y[k]), 0);
+    snprintf(msg, sizeof msg, "%s: infer", what);
+    expect_close(y[0], y[1], ny, msg);
+
+    if (!in->has_train)
+        goto done;
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(karp_zero_gradients(p->m[k]), 0);
+        ck_assert_int_eq(karp_forward(p->m[k], x, N, y[k]), 0);
+        ck_assert_int_eq(karp_backward(p->m[k], dy, dx[k]), 0);
+    }
+    snprintf(msg, sizeof msg, "%s: forward", what);
+    expect_close(y[0], y[1], ny, msg);
+    snprintf(msg, sizeof msg, "%s: input gradient", what);
+    expect_close(dx[0], dx[1], nx, msg);
+    int np = karp_param_count(p->m[0]);
+    ck_assert_int_eq(np, karp_param_count(p->m[1]));
+    for (int i = 0; i < np; i++) {
+        karp_param a, b;
+        ck_assert_int_eq(karp_param_get(p->m[0], i, &a), 0);
+        ck_assert_int_eq(karp_param_get(p->m[1], i, &b), 0);
+        ck_assert_str_eq(a.name, b.name);
+        if (!a.trainable)
+            continue;
+        snprintf(msg, sizeof msg, "%s: gradient of %s", what, a.name);
+        expect_close(a.grad, b.grad, a.size, msg);
+    }
+    if (!in->has_optimizer)
+        goto done;
+    const void *t = in->target_labels ? (const void *)labels : (const void *)target;
+    for (int k = 0; k < 2; k++)
+        ck_assert_int_eq(karp_zero_gradients(p->m[k]), 0);
+    for (int step = 0; step < 5; step++) {
+        float loss[2];
+        for (int k = 0; k < 2; k++)
+            ck_assert_int_eq(karp_train_step(p->m[k], x, t, N, &loss[k]), 0);
+        snprintf(msg, sizeof msg, "%s: loss of step %d", what, step + 1);
+        expect_close(&loss[0], &loss[1], 1, msg);
+    }
+done:
+    free(x), free(dy), free(target);
+    for (int k = 0; k < 2; k++)
+        free(y[k]), free(dx[k]);
+}
+
+static const char *const examples[] = {
+    "examples/fashion_mlp.json",      "examples/fashion_cnn.json",
+    "examples/keras_cnn.json",        "examples/masked_mlp.json",
+    "examples/resnet_cifar.json",     "examples/dcgan/discriminator.json",
+    "examples/dcgan/generator.json",  "examples/gan/discriminator.json",
+    "examples/gan/generator.json",
+};
+
+START_TEST(examples_fused_equal_unfused)
+{
+    char *path = src_path(examples[_i]);
+    Pair p;
+    compile_pair(path, 4, &p);
+    check_pair(&p, examples[_i]);
+    close_pair(&p);
+    free(path);
+}
+END_TEST
+
+/* --- random graphs ----------------------------------------------------------- */
+
+static const char *const acts[] = {"relu", "sigmoid", "tanh", "leaky_relu", "none"};
+
+/* A nodes-form model: a chain of dense layers with random activations, a
+ * residual add of two branches now and then, an explicit activation node
+ * after some adds, mse loss and sgd. */
+static char *random_model(int seed)
+{
+    uint64_t r = 0x9E3779B97F4A7C15ull * (uint64_t)(seed + 1);
+    int width = 4 + kp_test_pick(&r, 13), depth = 2 + kp_test_pick(&r, 4);
+    size_t cap = 8192, len = 0;
+    char *j = malloc(cap);
+    len += (size_t)snprintf(j + len, cap - len,
+                            "{\"karp\": 1, \"name\": \"rand%d\", \"input\": {\"shape\": [%d]},\n"
+                            " \"nodes\": [\n",
+                            seed, width);
+    char prev[16] = "input";
+    for (int k = 0; k < depth; k++) {
+        const char *act = acts[kp_test_pick(&r, 5)];
+        len += (size_t)snprintf(j + len, cap - len,
+                                "  {\"name\": \"d%d\", \"type\": \"dense\", \"input\": \"%s\", "
+                                "\"units\": %d, \"activation\": \"%s\"},\n",
+                                k, prev, width, act);
+        if (kp_test_pick(&r, 2)) {
+            len += (size_t)snprintf(j + len, cap - len,
+                                    "  {\"name\": \"b%d\", \"type\": \"dense\", \"input\": \"%s\", "
+                                    "\"units\": %d},\n"
+                                    "  {\"name\": \"r%d\", \"type\": \"add\", \"inputs\": "
+                                    "[\"d%d\", \"b%d\"]},\n"
+                                    "  {\"name\": \"a%d\", \"type\": \"%s\", \"input\": \"r%d\"},\n",
+                                    k, prev, width, k, k, k, k,
+                                    kp_test_pick(&r, 2) ? "relu" : "tanh", k);
+            snprintf(prev, sizeof prev, "a%d", k);
+        } else {
+            snprintf(prev, sizeof prev, "d%d", k);
+        }
+    }
+    len += (size_t)snprintf(j + len, cap - len,
+                            "  {\"name\": \"out\", \"type\": \"dense\", \"input\": \"%s\", "
+                            "\"units\": 3}\n ],\n \"output\": \"out\", \"loss\": \"mse\",\n"
+                            " \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.05}, \"batch\": 4, "
+                            "\"seed\": %d}\n",
+                            prev, seed);
+    ck_assert(len < cap);
+    return j;
+}
+
+static KpGraph *build_infer(const char *path, bool fuse, int *fused_nodes)
+{
+    KpPassOpts o;
+    kp_pass_opts_init(&o);
+    o.fuse = fuse;
+    KpDiag d;
+    kp_diag_init(&d);
+    KpGraph *g = NULL;
+    ck_assert_msg(kp_build_graph(path, &o, 4, &g, &d) == 0, "%s", d.msg);
+    *fused_nodes = 0;
+    for (int i = 0; i < g->nnodes; i++)
+        *fused_nodes += g->nodes[i]->nepi > 0;
+    return g;
+}
+
+START_TEST(random_graphs_fused_equal_unfused)
+{
+    char *dir = kp_test_tmpdir();
+    char *json = random_model(_i);
+    char name[32];
+    snprintf(name, sizeof name, "rand%d.json", _i);
+    char *path = kp_test_path(dir, name);
+    ck_assert_int_eq(kp_test_write_file(path, json), 0);
+
+    /* the interpreter */
+    int hosts[2];
+    KpGraph *g[2] = {build_infer(path, true, &hosts[0]), build_infer(path, false, &hosts[1])};
+    ck_assert_int_gt(hosts[0], 0);   /* every model has a dense with an activation or an add */
+    ck_assert_int_eq(hosts[1], 0);
+    ck_assert_int_lt(g[0]->nnodes, g[1]->nnodes);
+    int64_t nx = N * kp_value_sample_size(g[0]->input), ny = N * kp_value_sample_size(g[0]->output);
+    float *params = malloc((size_t)g[0]->param_floats * sizeof(float));
+    float *x = malloc((size_t)nx * sizeof(float)), y[2][N * 3];
+    ck_assert_int_eq(g[0]->param_floats, g[1]->param_floats);
+    fill(params, g[0]->param_floats, -0.5f, 0.5f);
+    fill(x, nx, -1, 1);
+    KpDiag d;
+    kp_diag_init(&d);
+    for (int k = 0; k < 2; k++)
+        ck_assert_msg(kp_interp_run(g[k], params, x, N, y[k], &d) == 0, "%s", d.msg);
+    char msg[64];
+    snprintf(msg, sizeof msg, "rand%d interp", _i);
+    expect_close(y[0], y[1], ny, msg);
+
+    /* the JIT */
+    Pair p;
+    compile_pair(path, 4, &p);
+    snprintf(msg, sizeof msg, "rand%d jit", _i);
+    check_pair(&p, msg);
+    close_pair(&p);
+
+    for (int k = 0; k < 2; k++)
+        kp_graph_free(g[k]);
+    free(params), free(x), free(json), free(path);
+    kp_test_rmdir(dir);
+    free(dir);
+}
+END_TEST
+
+/* --- kernel counts ---------------------------------------------------------------- */
+
+static void counts(const char *rel, int out[4])
+{
+    char *path = src_path(rel);
+    for (int fuse = 0; fuse < 2; fuse++) {
+        KpPassOpts o;
+        kp_pass_opts_init(&o);
+        o.fuse = fuse;
+        KpDiag d;
+        kp_diag_init(&d);
+        KpProgram p = {0};
+        ck_assert_msg(kp_build_program(path, &o, 0, &p, &d) == 0, "%s", d.msg);
+        ck_assert_ptr_nonnull(p.train);
+        out[fuse * 2] = kp_graph_kernel_count(p.infer);
+        out[fuse * 2 + 1] = kp_graph_kernel_count(p.train);
+        kp_program_free(&p);
+    }
+    printf("%s: kernels infer %d unfused -> %d fused, train %d unfused -> %d fused\n", rel, out[0],
+           out[2], out[1], out[3]);
+    free(path);
+}
+
+START_TEST(kernel_counts)
+{
+    static const char *const models[] = {"examples/fashion_mlp.json", "examples/fashion_cnn.json",
+                                         "examples/resnet_cifar.json"};
+    for (int i = 0; i < 3; i++) {
+        int c[4];
+        counts(models[i], c);
+        ck_assert_int_lt(c[2], c[0]);
+        ck_assert_int_lt(c[3], c[1]);
+    }
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("fusion");
+    TCase *tc = tcase_create("fusion");
+    tcase_set_timeout(tc, 900);
+    tcase_add_loop_test(tc, golden_after_fusion, 0, (int)(sizeof golden / sizeof golden[0]));
+    tcase_add_test(tc, kernel_counts);
+    tcase_add_loop_test(tc, random_graphs_fused_equal_unfused, 0, 8);
+    tcase_add_loop_test(tc, examples_fused_equal_unfused, 0,
+                        (int)(sizeof examples / sizeof examples[0]));
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return kp_test_main(suite(), CK_FORK_GETENV);
+}
