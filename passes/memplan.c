@@ -3,7 +3,7 @@
  *
  *   parameter slab (floats)                         workspace (bytes)
  *   +-------------+--+-----+-- ... --+------------+  +--------+----+--------+--
- *   |dense1.weight|  |bias |         |running_mean|  | %4     |    | %6     |...
+ *   |dense1.weight|  |bias |         |running_mean|  | %4, %9 |    | %6     |...
  *   +-------------+--+-----+-- ... --+------------+  +--------+----+--------+--
  *   trained parameters    trainable_floats | running statistics
  *   each start 16-float aligned                      each start 64-byte aligned,
@@ -12,10 +12,7 @@
  * Parameters are laid out in value order, the trained ones first and the
  * frozen ones (running statistics) after them, so the optimizer walks one
  * range [0, trainable_floats).  Both graphs of a model are lowered from
- * one spec, so they get the same layout.  Every activation gets its own
- * workspace range: no reuse yet.  Liveness-based reuse comes later: walk
- * the schedule, free a range after its value's last user, and hand out
- * ranges first-fit; views must then keep their input's range alive.
+ * one spec, so they get the same layout.
  *
  * Views (flatten, reshape, dropout in inference) are the same floats as
  * their input, so they share its storage and offset.  The model input is
@@ -35,7 +32,52 @@
  * statistics [2,C] (which do not scale with the batch) and concat's
  * gradients (slice, a copy) are workspace values like the others.
  * batchnorm_stats also writes the running statistics, in place in the
- * parameter slab; that is a side effect, not its output.
+ * parameter slab; that is a side effect, not its output.  PREPARE nodes
+ * (values computed once from the parameters) are not placed here: their
+ * outputs live in the prepared slab (KP_STORE_PREP) and count as
+ * parameters for the workspace.
+ *
+ * Workspace reuse (o->memplan; --no-memplan gives every value its own
+ * range).  A view and its input are one buffer: the root of a workspace
+ * value is the value that owns the bytes (a view's root is its input's).
+ * Each root is live over [def, last] in node order (PREPARE nodes
+ * skipped): def is its producer's index, last the largest index of a node
+ * reading it or any view of it.  Every entry point runs a subsequence of
+ * the node list in list order, and the workspace persists between calls,
+ * so list-order liveness holds for each entry once these values are
+ * widened for what the entries do outside the nodes:
+ *
+ *   the loss scalar   train_step reads it after the UPDATE: last = nnodes
+ *   the output        karp_forward copies it after the last FORWARD node:
+ *                     last >= that node's index
+ *   d_output          karp_backward copies dy into it before the BACKWARD
+ *                     nodes, while the workspace holds what the FORWARD
+ *                     nodes (of the matching karp_forward) left; no FORWARD
+ *                     value the backward reads may share its bytes, so
+ *                     def = the index of the first node after the FORWARD
+ *                     ones (the first LOSS node, or the first BACKWARD one
+ *                     without a loss), even when the loss gradient writes
+ *                     it later; 0 if FORWARD nodes do not come first
+ *   forward values    karp_backward may be called again after one
+ *   read backward     karp_forward (the second call accumulates the same
+ *                     gradients again), so a value a FORWARD node makes and
+ *                     a BACKWARD or INPUT_GRAD node reads lives until the
+ *                     last BACKWARD or INPUT_GRAD node
+ *
+ * A root's range is freed after its last node, and ranges are handed out
+ * best-fit from the gaps between live ranges (else after the last one):
+ *
+ *   node k:  free roots with last < k;  place the output of node k
+ *
+ * In place: a node whose op is a map (kp_emit_map: relu, leaky_relu,
+ * sigmoid, tanh, add, mul, relu_grad, leaky_relu_grad, sigmoid_grad,
+ * tanh_grad, mse_grad, bce_grad, bce_logits_grad) reads element i of each
+ * input only to write element i of its output, so it may write over an
+ * input whose root dies at this node (last == k: no view of it is read
+ * later) and spans the same bytes; the output takes the input's range.
+ * Not d_output (karp_backward writes it outside the node order), nor
+ * anything else: gemm, conv, pool, softmax read other elements than the
+ * one they write.  The backend drops noalias for overlapping pointers.
  */
 #include "passes.h"
 
@@ -48,6 +90,16 @@ static const bool is_view[KP_OP_COUNT] = {
     [KP_OP_flatten] = true,
     [KP_OP_reshape] = true,
     [KP_OP_dropout] = true,
+};
+
+/* Ops emitted through kp_emit_map: element i of the output from element
+ * i of each input only, so the output may overwrite a dying input. */
+static const bool in_place_ok[KP_OP_COUNT] = {
+    [KP_OP_relu] = true,         [KP_OP_leaky_relu] = true,   [KP_OP_sigmoid] = true,
+    [KP_OP_tanh] = true,         [KP_OP_add] = true,          [KP_OP_mul] = true,
+    [KP_OP_relu_grad] = true,    [KP_OP_leaky_relu_grad] = true,
+    [KP_OP_sigmoid_grad] = true, [KP_OP_tanh_grad] = true,    [KP_OP_mse_grad] = true,
+    [KP_OP_bce_grad] = true,     [KP_OP_bce_logits_grad] = true,
 };
 
 static int64_t align_up(int64_t x, int64_t a)
@@ -70,53 +122,292 @@ static int64_t place_params(KpGraph *g, bool trained, int64_t floats)
     return align_up(floats, PARAM_ALIGN_FLOATS);
 }
 
-static int64_t place_in_workspace(KpGraph *g, KpValue *v, int64_t bytes)
+/* Bytes v takes in the workspace at max_batch, rounded to the alignment. */
+static int64_t ws_bytes(const KpGraph *g, const KpValue *v)
 {
-    bytes = align_up(bytes, ACT_ALIGN_BYTES);
+    return align_up(kp_value_numel(v, g->max_batch) * (int64_t)sizeof(float), ACT_ALIGN_BYTES);
+}
+
+/* Where a node's output goes when it is not a workspace value of its
+ * own; false for a workspace value (or a view of one). */
+static bool place_fixed(KpGraph *g, KpNode *n, KpDiag *d, int *rc)
+{
+    KpValue *v = n->out;
+    *rc = 0;
+    if (n->phase == KP_PHASE_UPDATE) {
+        v->storage = KP_STORE_PARAM;
+        *rc = kp_node_infer_shape(g, n, d);   /* now [trainable_floats] */
+    } else if (v->role == KP_ROLE_GRAD) {
+        assert(v->grad_of && v->grad_of->storage == KP_STORE_PARAM);
+        v->storage = KP_STORE_GRAD;
+        v->offset = v->grad_of->offset;
+    } else if (v == g->d_input) {
+        v->storage = KP_STORE_DX;
+    } else if (v == g->output && !g->training) {
+        v->storage = KP_STORE_OUTPUT;
+    } else if (is_view[n->op] && n->in[0]->storage != KP_STORE_WORKSPACE) {
+        assert(n->in[0]->storage != KP_STORE_NONE);
+        v->storage = n->in[0]->storage;
+        v->offset = n->in[0]->offset;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* --no-memplan: every workspace value its own range, in node order. */
+static int plan_unshared(KpGraph *g, KpDiag *d)
+{
+    int64_t bytes = 0;
+    if (g->d_output && !g->d_output->producer) {
+        g->d_output->storage = KP_STORE_WORKSPACE;
+        g->d_output->offset = 0;
+        bytes = ws_bytes(g, g->d_output);
+    }
+    for (int k = 0; k < g->nnodes; k++) {
+        KpNode *n = g->nodes[k];
+        KpValue *v = n->out;
+        int rc;
+        if (n->phase == KP_PHASE_PREPARE)
+            continue;
+        if (place_fixed(g, n, d, &rc)) {
+            if (rc)
+                return -1;
+        } else if (is_view[n->op]) {
+            v->storage = KP_STORE_WORKSPACE;
+            v->offset = n->in[0]->offset;
+        } else {
+            v->storage = KP_STORE_WORKSPACE;
+            v->offset = bytes;
+            bytes += ws_bytes(g, v);
+        }
+    }
+    g->workspace_bytes = bytes;
+    return 0;
+}
+
+/* --- the planned workspace ------------------------------------------------ */
+
+typedef struct Block {
+    int64_t off, size;
+    int owner;              /* the root value whose range it is */
+} Block;
+
+typedef struct Plan {
+    KpGraph *g;
+    int *root;              /* value id -> the value owning its bytes; -1: not workspace */
+    int *def, *last;        /* by root id */
+    Block *live;            /* live ranges, sorted by offset */
+    int nlive;
+    int64_t peak;
+    int shared, in_place;
+} Plan;
+
+static void mark_workspace(Plan *p, KpValue *v, int root)
+{
     v->storage = KP_STORE_WORKSPACE;
-    v->offset = bytes;
-    return bytes + kp_value_numel(v, g->max_batch) * (int64_t)sizeof(float);
+    p->root[v->id] = root;
+}
+
+/* Node k reads v: extend its root's live range. */
+static void use(Plan *p, const KpValue *v, int k)
+{
+    int r = p->root[v->id];
+    if (r >= 0 && p->last[r] < k)
+        p->last[r] = k;
+}
+
+/* Drop the ranges of roots dead before node k. */
+static void free_dead(Plan *p, int k)
+{
+    int j = 0;
+    for (int i = 0; i < p->nlive; i++)
+        if (p->last[p->live[i].owner] >= k)
+            p->live[j++] = p->live[i];
+    p->nlive = j;
+}
+
+static void insert_block(Plan *p, Block b)
+{
+    int i = p->nlive;
+    while (i > 0 && p->live[i - 1].off > b.off) {
+        p->live[i] = p->live[i - 1];
+        i--;
+    }
+    p->live[i] = b;
+    p->nlive++;
+}
+
+/* A range for root v: the smallest gap between live ranges that holds
+ * it, else after the last live range. */
+static void place(Plan *p, KpValue *v)
+{
+    int64_t size = ws_bytes(p->g, v), best = -1, best_gap = 0, at = 0;
+    for (int i = 0; i <= p->nlive; i++) {
+        int64_t end = i < p->nlive ? p->live[i].off : INT64_MAX;
+        int64_t gap = end - at;
+        if (gap >= size && (best < 0 || gap < best_gap)) {
+            best = at;
+            best_gap = gap;
+        }
+        if (i < p->nlive)
+            at = p->live[i].off + p->live[i].size;
+    }
+    v->offset = best;
+    p->shared += size > 0 && best < p->peak;
+    if (best + size > p->peak)
+        p->peak = best + size;
+    insert_block(p, (Block){best, size, v->id});
+}
+
+/* Node k's output over one of its inputs that dies here: true if done. */
+static bool place_in_place(Plan *p, KpNode *n, int k)
+{
+    KpGraph *g = p->g;
+    if (!in_place_ok[n->op] || n->out == g->d_output)
+        return false;
+    for (int i = 0; i < n->nin; i++) {
+        int r = p->root[n->in[i]->id];
+        if (r < 0 || p->last[r] != k || ws_bytes(g, g->values[r]) != ws_bytes(g, n->out) ||
+            kp_value_numel(n->in[i], g->max_batch) != kp_value_numel(n->out, g->max_batch))
+            continue;
+        for (int b = 0; b < p->nlive; b++) {
+            if (p->live[b].owner != r)
+                continue;
+            p->live[b].owner = n->out->id;
+            n->out->offset = p->live[b].off;
+            p->in_place++;
+            return true;
+        }
+    }
+    return false;
+}
+
+static int plan_shared(KpGraph *g, Plan *p, KpDiag *d)
+{
+    /* a loss-less model's d_output has no producer: karp_backward's dy */
+    KpValue *dout = g->d_output;
+    if (dout && !dout->producer)
+        mark_workspace(p, dout, dout->id);
+    /* storage of the values that are not workspace, roots of those that are */
+    int first_other = -1, last_fwd = -1;
+    for (int k = 0; k < g->nnodes; k++) {
+        KpNode *n = g->nodes[k];
+        int rc;
+        if (n->phase == KP_PHASE_PREPARE)
+            continue;
+        if (n->phase == KP_PHASE_FORWARD)
+            last_fwd = k;
+        else if (first_other < 0)
+            first_other = k;
+        if (place_fixed(g, n, d, &rc)) {
+            if (rc)
+                return -1;
+        } else if (is_view[n->op]) {
+            mark_workspace(p, n->out, p->root[n->in[0]->id]);
+        } else {
+            mark_workspace(p, n->out, n->out->id);
+            p->def[n->out->id] = p->last[n->out->id] = k;
+        }
+    }
+    /* live ranges: [def, last] over the node order, views extend their root */
+    for (int k = 0; k < g->nnodes; k++) {
+        KpNode *n = g->nodes[k];
+        if (n->phase != KP_PHASE_PREPARE)
+            for (int i = 0; i < n->nin; i++)
+                use(p, n->in[i], k);
+    }
+    int dout_def = -1;
+    if (dout && p->root[dout->id] == dout->id) {
+        /* dy is copied in after the FORWARD nodes (the essay above) */
+        dout_def = first_other > last_fwd ? first_other : 0;
+        if (!dout->producer || p->def[dout->id] > dout_def)
+            p->def[dout->id] = dout_def;
+        use(p, dout, dout_def);
+    }
+    /* karp_backward may run again after one karp_forward (a second call
+     * accumulates): what the backward reads from the forward outlives it */
+    int last_bwd = -1;
+    for (int k = 0; k < g->nnodes; k++)
+        if (g->nodes[k]->phase == KP_PHASE_BACKWARD || g->nodes[k]->phase == KP_PHASE_INPUT_GRAD)
+            last_bwd = k;
+    for (int k = 0; k < g->nnodes; k++) {
+        KpNode *n = g->nodes[k];
+        if (n->phase != KP_PHASE_BACKWARD && n->phase != KP_PHASE_INPUT_GRAD)
+            continue;
+        for (int i = 0; i < n->nin; i++) {
+            int r = p->root[n->in[i]->id];
+            KpNode *def = r >= 0 ? g->values[r]->producer : NULL;
+            if (def && def->phase == KP_PHASE_FORWARD)
+                use(p, n->in[i], last_bwd);
+        }
+    }
+    if (g->training && p->root[g->output->id] >= 0)
+        use(p, g->output, last_fwd);        /* karp_forward copies it to y */
+    if (g->loss_value && p->root[g->loss_value->id] >= 0)
+        use(p, g->loss_value, g->nnodes);   /* train_step returns it */
+
+    /* placement, in node order */
+    for (int k = 0; k < g->nnodes; k++) {
+        KpNode *n = g->nodes[k];
+        free_dead(p, k);
+        if (k == dout_def)
+            place(p, dout);
+        if (n->phase == KP_PHASE_PREPARE || n->out == dout || p->root[n->out->id] != n->out->id)
+            continue;
+        if (!place_in_place(p, n, k))
+            place(p, n->out);
+    }
+    /* views take their root's offset */
+    for (int i = 0; i < g->nvalues; i++)
+        if (p->root[i] >= 0 && p->root[i] != i)
+            g->values[i]->offset = g->values[p->root[i]]->offset;
+    g->workspace_bytes = align_up(p->peak, ACT_ALIGN_BYTES);
+    return 0;
 }
 
 int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d)
 {
     assert(g->max_batch >= 1);
     for (int i = 0; i < g->nvalues; i++) {
+        if (g->values[i]->storage == KP_STORE_PREP)
+            continue;       /* the prepared slab's, placed with it */
         g->values[i]->storage = KP_STORE_NONE;
         g->values[i]->offset = 0;
     }
     g->trainable_floats = place_params(g, true, 0);
     g->param_floats = place_params(g, false, g->trainable_floats);
-
     g->input->storage = KP_STORE_INPUT;
     if (g->target)
         g->target->storage = KP_STORE_TARGET;
-    int64_t bytes = 0;
-    if (g->d_output && !g->d_output->producer)
-        bytes = place_in_workspace(g, g->d_output, bytes);
-    for (int k = 0; k < g->nnodes; k++) {
-        KpNode *n = g->nodes[k];
-        KpValue *v = n->out;
-        if (n->phase == KP_PHASE_UPDATE) {
-            v->storage = KP_STORE_PARAM;
-            if (kp_node_infer_shape(g, n, d))   /* now [trainable_floats] */
-                return -1;
-        } else if (v->role == KP_ROLE_GRAD) {
-            assert(v->grad_of && v->grad_of->storage == KP_STORE_PARAM);
-            v->storage = KP_STORE_GRAD;
-            v->offset = v->grad_of->offset;
-        } else if (v == g->d_input) {
-            v->storage = KP_STORE_DX;
-        } else if (v == g->output && !g->training) {
-            v->storage = KP_STORE_OUTPUT;
-        } else if (is_view[n->op]) {
-            assert(n->in[0]->storage != KP_STORE_NONE);
-            v->storage = n->in[0]->storage;
-            v->offset = n->in[0]->offset;
-        } else {
-            bytes = place_in_workspace(g, v, bytes);
-        }
+
+    int64_t unplanned = kp_graph_transient_bytes(g);
+    if (!o->memplan) {
+        if (plan_unshared(g, d))
+            return -1;
+        kp_pass_report(o, "workspace %lld bytes (unplanned %lld), 0 values share ranges, 0 in place",
+                       (long long)g->workspace_bytes, (long long)unplanned);
+        return 0;
     }
-    g->workspace_bytes = align_up(bytes, ACT_ALIGN_BYTES);
+    KpArena scratch;
+    kp_arena_init(&scratch);
+    size_t nv = (size_t)g->nvalues;
+    Plan p = {.g = g};
+    p.root = kp_arena_alloc(&scratch, nv * sizeof *p.root + 1);
+    p.def = kp_arena_alloc(&scratch, nv * sizeof *p.def + 1);
+    p.last = kp_arena_alloc(&scratch, nv * sizeof *p.last + 1);
+    p.live = kp_arena_alloc(&scratch, nv * sizeof *p.live + 1);
+    if (scratch.failed) {
+        kp_arena_free(&scratch);
+        return kp_error(d, "out of memory");
+    }
+    for (int i = 0; i < g->nvalues; i++)
+        p.root[i] = -1;
+    int rc = plan_shared(g, &p, d);
+    kp_arena_free(&scratch);
+    if (rc)
+        return -1;
+    kp_pass_report(o, "workspace %lld bytes (unplanned %lld), %d values share ranges, %d in place",
+                   (long long)g->workspace_bytes, (long long)unplanned, p.shared, p.in_place);
     return 0;
 }

@@ -440,7 +440,7 @@ START_TEST(pipeline_dump_after)
     free(ir);
     ir = run_dump("memplan", false);
     ck_assert_ptr_nonnull(strstr(ir, " : f32[N,3] @ws+0   # d1 (layers[0])\n"));
-    ck_assert_ptr_nonnull(strstr(ir, "memory params=64 floats, workspace=128 bytes\n"));
+    ck_assert_ptr_nonnull(strstr(ir, "memory params=64 floats, workspace=64 bytes\n"));
     free(ir);
     ir = run_dump("verify", true);
     ck_assert_ptr_nonnull(strstr(ir, "digraph \"m\" {"));
