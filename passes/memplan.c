@@ -188,17 +188,23 @@ static int plan_unshared(KpGraph *g, KpDiag *d)
 
 /* --- the planned workspace ------------------------------------------------ */
 
-typedef struct Block {
-    int64_t off, size;
-    int owner;              /* the root value whose range it is */
-} Block;
+/* A buffer: one workspace range, held by a root and the map outputs
+ * written in place over it, one after the other. */
+typedef struct Buffer {
+    int def, last;          /* the union of its roots' live ranges */
+    int64_t size, off;
+    bool placed;
+} Buffer;
 
 typedef struct Plan {
     KpGraph *g;
     int *root;              /* value id -> the value owning its bytes; -1: not workspace */
     int *def, *last;        /* by root id */
-    Block *live;            /* live ranges, sorted by offset */
-    int nlive;
+    int *buf;               /* root id -> its buffer */
+    Buffer *bufs;
+    int nbufs;
+    int *order;             /* buffers, largest first */
+    int64_t *lo, *hi;       /* scratch: the ranges a buffer must avoid */
     int64_t peak;
     int shared, in_place;
 } Plan;
@@ -217,70 +223,86 @@ static void use(Plan *p, const KpValue *v, int k)
         p->last[r] = k;
 }
 
-/* Drop the ranges of roots dead before node k. */
-static void free_dead(Plan *p, int k)
+static int new_buffer(Plan *p, const KpValue *v)
 {
-    int j = 0;
-    for (int i = 0; i < p->nlive; i++)
-        if (p->last[p->live[i].owner] >= k)
-            p->live[j++] = p->live[i];
-    p->nlive = j;
-}
-
-static void insert_block(Plan *p, Block b)
-{
-    int i = p->nlive;
-    while (i > 0 && p->live[i - 1].off > b.off) {
-        p->live[i] = p->live[i - 1];
-        i--;
-    }
-    p->live[i] = b;
-    p->nlive++;
-}
-
-/* A range for root v: the smallest gap between live ranges that holds
- * it, else after the last live range. */
-static void place(Plan *p, KpValue *v)
-{
-    int64_t size = ws_bytes(p->g, v), best = -1, best_gap = 0, at = 0;
-    for (int i = 0; i <= p->nlive; i++) {
-        int64_t end = i < p->nlive ? p->live[i].off : INT64_MAX;
-        int64_t gap = end - at;
-        if (gap >= size && (best < 0 || gap < best_gap)) {
-            best = at;
-            best_gap = gap;
-        }
-        if (i < p->nlive)
-            at = p->live[i].off + p->live[i].size;
-    }
-    v->offset = best;
-    p->shared += size > 0 && best < p->peak;
-    if (best + size > p->peak)
-        p->peak = best + size;
-    insert_block(p, (Block){best, size, v->id});
+    int b = p->nbufs++;
+    p->bufs[b] = (Buffer){p->def[v->id], p->last[v->id], ws_bytes(p->g, v), 0, false};
+    p->buf[v->id] = b;
+    return b;
 }
 
 /* Node k's output over one of its inputs that dies here: true if done. */
-static bool place_in_place(Plan *p, KpNode *n, int k)
+static bool join_in_place(Plan *p, KpNode *n, int k)
 {
     KpGraph *g = p->g;
     if (!in_place_ok[n->op] || n->out == g->d_output)
         return false;
     for (int i = 0; i < n->nin; i++) {
         int r = p->root[n->in[i]->id];
-        if (r < 0 || p->last[r] != k || ws_bytes(g, g->values[r]) != ws_bytes(g, n->out) ||
-            kp_value_numel(n->in[i], g->max_batch) != kp_value_numel(n->out, g->max_batch))
+        if (r < 0 || p->last[r] != k || p->buf[r] < 0 ||
+            ws_bytes(g, g->values[r]) != ws_bytes(g, n->out) ||
+            kp_value_numel(g->values[r], g->max_batch) != kp_value_numel(n->out, g->max_batch))
             continue;
-        for (int b = 0; b < p->nlive; b++) {
-            if (p->live[b].owner != r)
-                continue;
-            p->live[b].owner = n->out->id;
-            n->out->offset = p->live[b].off;
-            p->in_place++;
-            return true;
-        }
+        Buffer *b = &p->bufs[p->buf[r]];
+        if (b->last != k)
+            continue;       /* another root of the buffer lives on */
+        b->last = p->last[n->out->id];
+        p->buf[n->out->id] = p->buf[r];
+        p->in_place++;
+        return true;
     }
     return false;
+}
+
+/* Is buffer x placed before y: larger first, then earlier. */
+static bool before(const Buffer *bufs, int x, int y)
+{
+    if (bufs[x].size != bufs[y].size)
+        return bufs[x].size > bufs[y].size;
+    return bufs[x].def != bufs[y].def ? bufs[x].def < bufs[y].def : x < y;
+}
+
+/* The ranges, largest buffer first: each in the smallest gap left by the
+ * placed buffers it is live with, else after the highest of them. */
+static void place_buffers(Plan *p, int64_t *lo, int64_t *hi)
+{
+    for (int i = 0; i < p->nbufs; i++) {
+        int at = i;
+        while (at > 0 && before(p->bufs, i, p->order[at - 1])) {
+            p->order[at] = p->order[at - 1];
+            at--;
+        }
+        p->order[at] = i;
+    }
+    for (int i = 0; i < p->nbufs; i++) {
+        Buffer *b = &p->bufs[p->order[i]];
+        int n = 0;
+        for (int j = 0; j < i; j++) {
+            const Buffer *o = &p->bufs[p->order[j]];
+            if (o->def <= b->last && b->def <= o->last) {
+                /* insertion by offset */
+                int at = n++;
+                while (at > 0 && lo[at - 1] > o->off) {
+                    lo[at] = lo[at - 1], hi[at] = hi[at - 1];
+                    at--;
+                }
+                lo[at] = o->off, hi[at] = o->off + o->size;
+            }
+        }
+        int64_t best = -1, best_gap = 0, at = 0;
+        for (int j = 0; j <= n; j++) {
+            int64_t end = j < n ? lo[j] : INT64_MAX, gap = end - at;
+            if (gap >= b->size && (best < 0 || gap < best_gap))
+                best = at, best_gap = gap;
+            if (j < n && hi[j] > at)
+                at = hi[j];
+        }
+        b->off = best;
+        b->placed = true;
+        p->shared += b->size > 0 && best < p->peak;
+        if (best + b->size > p->peak)
+            p->peak = best + b->size;
+    }
 }
 
 static int plan_shared(KpGraph *g, Plan *p, KpDiag *d)
@@ -347,17 +369,23 @@ static int plan_shared(KpGraph *g, Plan *p, KpDiag *d)
     if (g->loss_value && p->root[g->loss_value->id] >= 0)
         use(p, g->loss_value, g->nnodes);   /* train_step returns it */
 
-    /* placement, in node order */
+    /* buffers, in node order: a map output joins the buffer of an input
+     * dying at its node, other roots get one of their own */
+    for (int i = 0; i < g->nvalues; i++)
+        p->buf[i] = -1;
+    if (dout && dout_def >= 0)
+        new_buffer(p, dout);
     for (int k = 0; k < g->nnodes; k++) {
         KpNode *n = g->nodes[k];
-        free_dead(p, k);
-        if (k == dout_def)
-            place(p, dout);
         if (n->phase == KP_PHASE_PREPARE || n->out == dout || p->root[n->out->id] != n->out->id)
             continue;
-        if (!place_in_place(p, n, k))
-            place(p, n->out);
+        if (!join_in_place(p, n, k))
+            new_buffer(p, n->out);
     }
+    place_buffers(p, p->lo, p->hi);
+    for (int i = 0; i < g->nvalues; i++)
+        if (p->root[i] == i)
+            g->values[i]->offset = p->bufs[p->buf[i]].off;
     /* views take their root's offset */
     for (int i = 0; i < g->nvalues; i++)
         if (p->root[i] >= 0 && p->root[i] != i)
@@ -396,7 +424,11 @@ int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d)
     p.root = kp_arena_alloc(&scratch, nv * sizeof *p.root + 1);
     p.def = kp_arena_alloc(&scratch, nv * sizeof *p.def + 1);
     p.last = kp_arena_alloc(&scratch, nv * sizeof *p.last + 1);
-    p.live = kp_arena_alloc(&scratch, nv * sizeof *p.live + 1);
+    p.buf = kp_arena_alloc(&scratch, nv * sizeof *p.buf + 1);
+    p.bufs = kp_arena_alloc(&scratch, nv * sizeof *p.bufs + 1);
+    p.order = kp_arena_alloc(&scratch, nv * sizeof *p.order + 1);
+    p.lo = kp_arena_alloc(&scratch, nv * sizeof *p.lo + 1);
+    p.hi = kp_arena_alloc(&scratch, nv * sizeof *p.hi + 1);
     if (scratch.failed) {
         kp_arena_free(&scratch);
         return kp_error(d, "out of memory");
