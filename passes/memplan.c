@@ -40,42 +40,42 @@
  * Workspace reuse (o->memplan; --no-memplan gives every value its own
  * range).  A view and its input are one buffer: the root of a workspace
  * value is the value that owns the bytes (a view's root is its input's).
- * Each root is live over [def, last] in node order (PREPARE nodes
- * skipped): def is its producer's index, last the largest index of a node
- * reading it or any view of it.  Every entry point runs a subsequence of
- * the node list in list order, and the workspace persists between calls,
- * so list-order liveness holds for each entry once these values are
+ * The schedule is the order every entry point runs nodes in: the FORWARD,
+ * LOSS, BACKWARD, INPUT_GRAD and UPDATE nodes, each phase in node order
+ * (PREPARE nodes skipped; an INPUT_GRAD node listed between two BACKWARD
+ * ones runs after all of them in karp_backward).  Each root is live over
+ * [def, last] in the schedule: def is its producer's position, last the
+ * largest position of a node reading it or any view of it.  Every entry
+ * runs a subsequence of the schedule, and the workspace persists between
+ * calls, so this liveness holds for each entry once these values are
  * widened for what the entries do outside the nodes:
  *
- *   the loss scalar   train_step reads it after the UPDATE: last = nnodes
+ *   the loss scalar   train_step reads it after the UPDATE: last = end
  *   the output        karp_forward copies it after the last FORWARD node:
- *                     last >= that node's index
+ *                     last >= that node's position
  *   d_output          karp_backward copies dy into it before the BACKWARD
  *                     nodes, while the workspace holds what the FORWARD
  *                     nodes (of the matching karp_forward) left; no FORWARD
  *                     value the backward reads may share its bytes, so
- *                     def = the index of the first node after the FORWARD
- *                     ones (the first LOSS node, or the first BACKWARD one
- *                     without a loss), even when the loss gradient writes
- *                     it later; 0 if FORWARD nodes do not come first
+ *                     def = the position after the FORWARD nodes, even
+ *                     when the loss gradient writes it later
  *   forward values    karp_backward may be called again after one
  *   read backward     karp_forward (the second call accumulates the same
  *                     gradients again), so a value a FORWARD node makes and
  *                     a BACKWARD or INPUT_GRAD node reads lives until the
  *                     last BACKWARD or INPUT_GRAD node
  *
- * A root's range is freed after its last node, and ranges are handed out
- * best-fit from the gaps between live ranges (else after the last one):
- *
- *   node k:  free roots with last < k;  place the output of node k
+ * Buffers (a root, and the map outputs written in place over it) are
+ * placed offline, largest first, each in the smallest gap left by the
+ * placed buffers whose live ranges meet its own, else above them.
  *
  * In place: a node whose op is a map (kp_emit_map: relu, leaky_relu,
  * sigmoid, tanh, add, mul, relu_grad, leaky_relu_grad, sigmoid_grad,
  * tanh_grad, mse_grad, bce_grad, bce_logits_grad) reads element i of each
  * input only to write element i of its output, so it may write over an
- * input whose root dies at this node (last == k: no view of it is read
- * later) and spans the same bytes; the output takes the input's range.
- * Not d_output (karp_backward writes it outside the node order), nor
+ * input whose root dies at this node (no view of it is read later) and
+ * spans the same bytes; the output joins the input's buffer.
+ * Not d_output (karp_backward writes it outside the schedule), nor
  * anything else: gemm, conv, pool, softmax read other elements than the
  * one they write.  The backend drops noalias for overlapping pointers.
  */
@@ -193,7 +193,6 @@ static int plan_unshared(KpGraph *g, KpDiag *d)
 typedef struct Buffer {
     int def, last;          /* the union of its roots' live ranges */
     int64_t size, off;
-    bool placed;
 } Buffer;
 
 typedef struct Plan {
@@ -226,12 +225,13 @@ static void use(Plan *p, const KpValue *v, int k)
 static int new_buffer(Plan *p, const KpValue *v)
 {
     int b = p->nbufs++;
-    p->bufs[b] = (Buffer){p->def[v->id], p->last[v->id], ws_bytes(p->g, v), 0, false};
+    p->bufs[b] = (Buffer){p->def[v->id], p->last[v->id], ws_bytes(p->g, v), 0};
     p->buf[v->id] = b;
     return b;
 }
 
-/* Node k's output over one of its inputs that dies here: true if done. */
+/* The output of n (at schedule position k) over one of its inputs that
+ * dies there: true if done. */
 static bool join_in_place(Plan *p, KpNode *n, int k)
 {
     KpGraph *g = p->g;
@@ -298,30 +298,48 @@ static void place_buffers(Plan *p, int64_t *lo, int64_t *hi)
                 at = hi[j];
         }
         b->off = best;
-        b->placed = true;
         p->shared += b->size > 0 && best < p->peak;
         if (best + b->size > p->peak)
             p->peak = best + b->size;
     }
 }
 
-static int plan_shared(KpGraph *g, Plan *p, KpDiag *d)
+/* Where a phase runs in the schedule every entry point follows. */
+static int phase_rank(KpPhase ph)
 {
+    switch (ph) {
+    case KP_PHASE_FORWARD: return 0;
+    case KP_PHASE_LOSS: return 1;
+    case KP_PHASE_BACKWARD: return 2;
+    case KP_PHASE_INPUT_GRAD: return 3;
+    case KP_PHASE_UPDATE: return 4;
+    case KP_PHASE_PREPARE: break;
+    }
+    return -1;
+}
+
+static int plan_shared(KpGraph *g, Plan *p, KpNode **sched, KpDiag *d)
+{
+    /* the schedule: FORWARD, LOSS, BACKWARD, INPUT_GRAD, UPDATE nodes, each
+     * phase in node order (the entries run phases in that order, so an
+     * INPUT_GRAD node runs after every BACKWARD node); PREPARE nodes out */
+    int ns = 0;
+    for (int r = 0; r <= 4; r++)
+        for (int k = 0; k < g->nnodes; k++)
+            if (phase_rank(g->nodes[k]->phase) == r)
+                sched[ns++] = g->nodes[k];
     /* a loss-less model's d_output has no producer: karp_backward's dy */
     KpValue *dout = g->d_output;
     if (dout && !dout->producer)
         mark_workspace(p, dout, dout->id);
     /* storage of the values that are not workspace, roots of those that are */
-    int first_other = -1, last_fwd = -1;
-    for (int k = 0; k < g->nnodes; k++) {
-        KpNode *n = g->nodes[k];
+    int nfwd = 0, last_bwd = -1;
+    for (int k = 0; k < ns; k++) {
+        KpNode *n = sched[k];
         int rc;
-        if (n->phase == KP_PHASE_PREPARE)
-            continue;
-        if (n->phase == KP_PHASE_FORWARD)
-            last_fwd = k;
-        else if (first_other < 0)
-            first_other = k;
+        nfwd += n->phase == KP_PHASE_FORWARD;
+        if (n->phase == KP_PHASE_BACKWARD || n->phase == KP_PHASE_INPUT_GRAD)
+            last_bwd = k;
         if (place_fixed(g, n, d, &rc)) {
             if (rc)
                 return -1;
@@ -332,29 +350,22 @@ static int plan_shared(KpGraph *g, Plan *p, KpDiag *d)
             p->def[n->out->id] = p->last[n->out->id] = k;
         }
     }
-    /* live ranges: [def, last] over the node order, views extend their root */
-    for (int k = 0; k < g->nnodes; k++) {
-        KpNode *n = g->nodes[k];
-        if (n->phase != KP_PHASE_PREPARE)
-            for (int i = 0; i < n->nin; i++)
-                use(p, n->in[i], k);
-    }
+    /* live ranges: [def, last] over the schedule, views extend their root */
+    for (int k = 0; k < ns; k++)
+        for (int i = 0; i < sched[k]->nin; i++)
+            use(p, sched[k]->in[i], k);
     int dout_def = -1;
     if (dout && p->root[dout->id] == dout->id) {
         /* dy is copied in after the FORWARD nodes (the essay above) */
-        dout_def = first_other > last_fwd ? first_other : 0;
+        dout_def = nfwd;
         if (!dout->producer || p->def[dout->id] > dout_def)
             p->def[dout->id] = dout_def;
         use(p, dout, dout_def);
     }
     /* karp_backward may run again after one karp_forward (a second call
      * accumulates): what the backward reads from the forward outlives it */
-    int last_bwd = -1;
-    for (int k = 0; k < g->nnodes; k++)
-        if (g->nodes[k]->phase == KP_PHASE_BACKWARD || g->nodes[k]->phase == KP_PHASE_INPUT_GRAD)
-            last_bwd = k;
-    for (int k = 0; k < g->nnodes; k++) {
-        KpNode *n = g->nodes[k];
+    for (int k = 0; k < ns; k++) {
+        KpNode *n = sched[k];
         if (n->phase != KP_PHASE_BACKWARD && n->phase != KP_PHASE_INPUT_GRAD)
             continue;
         for (int i = 0; i < n->nin; i++) {
@@ -365,19 +376,19 @@ static int plan_shared(KpGraph *g, Plan *p, KpDiag *d)
         }
     }
     if (g->training && p->root[g->output->id] >= 0)
-        use(p, g->output, last_fwd);        /* karp_forward copies it to y */
+        use(p, g->output, nfwd - 1);        /* karp_forward copies it to y */
     if (g->loss_value && p->root[g->loss_value->id] >= 0)
-        use(p, g->loss_value, g->nnodes);   /* train_step returns it */
+        use(p, g->loss_value, ns);          /* train_step returns it */
 
-    /* buffers, in node order: a map output joins the buffer of an input
-     * dying at its node, other roots get one of their own */
+    /* buffers, in schedule order: a map output joins the buffer of an
+     * input dying at its node, other roots get one of their own */
     for (int i = 0; i < g->nvalues; i++)
         p->buf[i] = -1;
     if (dout && dout_def >= 0)
         new_buffer(p, dout);
-    for (int k = 0; k < g->nnodes; k++) {
-        KpNode *n = g->nodes[k];
-        if (n->phase == KP_PHASE_PREPARE || n->out == dout || p->root[n->out->id] != n->out->id)
+    for (int k = 0; k < ns; k++) {
+        KpNode *n = sched[k];
+        if ((n->out == dout && dout_def >= 0) || p->root[n->out->id] != n->out->id)
             continue;
         if (!join_in_place(p, n, k))
             new_buffer(p, n->out);
@@ -435,7 +446,8 @@ int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d)
     }
     for (int i = 0; i < g->nvalues; i++)
         p.root[i] = -1;
-    int rc = plan_shared(g, &p, d);
+    KpNode **sched = kp_arena_alloc(&scratch, (size_t)g->nnodes * sizeof *sched + 1);
+    int rc = sched ? plan_shared(g, &p, sched, d) : kp_error(d, "out of memory");
     kp_arena_free(&scratch);
     if (rc)
         return -1;

@@ -66,21 +66,43 @@ typedef struct Live {
     int def, last;
 } Live;
 
-/* Live ranges of the bases, by value id, from the documented rules. */
-static Live *live_ranges(const KpGraph *g)
+/* The schedule position of every node: FORWARD, LOSS, BACKWARD,
+ * INPUT_GRAD, UPDATE, each in node order; -1 for PREPARE nodes. */
+static int *schedule(const KpGraph *g, int *count)
 {
+    static const KpPhase order[] = {KP_PHASE_FORWARD, KP_PHASE_LOSS, KP_PHASE_BACKWARD,
+                                    KP_PHASE_INPUT_GRAD, KP_PHASE_UPDATE};
+    int *pos = malloc((size_t)g->nnodes * sizeof *pos + 1), n = 0;
+    for (int k = 0; k < g->nnodes; k++)
+        pos[k] = -1;
+    for (int r = 0; r < 5; r++)
+        for (int k = 0; k < g->nnodes; k++)
+            if (g->nodes[k]->phase == order[r])
+                pos[k] = n++;
+    *count = n;
+    return pos;
+}
+
+/* Live ranges of the bases, by value id, over the schedule, from the
+ * documented rules; pos (may be NULL) receives the schedule. */
+static Live *live_ranges(const KpGraph *g, int **pos_out)
+{
+    int ns;
+    int *pos = schedule(g, &ns);
     Live *lv = calloc((size_t)g->nvalues, sizeof *lv);
     for (int i = 0; i < g->nvalues; i++)
         lv[i] = (Live){INT32_MAX, -1};
-    int last_fwd = -1, first_other = -1, last_bwd = -1;
+    int last_fwd = -1, first_other = ns, last_bwd = -1;
     for (int k = 0; k < g->nnodes; k++) {
         KpPhase ph = g->nodes[k]->phase;
+        if (pos[k] < 0)
+            continue;
         if (ph == KP_PHASE_FORWARD)
-            last_fwd = k;
-        else if (ph != KP_PHASE_PREPARE && first_other < 0)
-            first_other = k;
-        if (ph == KP_PHASE_BACKWARD || ph == KP_PHASE_INPUT_GRAD)
-            last_bwd = k;
+            last_fwd = pos[k] > last_fwd ? pos[k] : last_fwd;
+        else
+            first_other = pos[k] < first_other ? pos[k] : first_other;
+        if ((ph == KP_PHASE_BACKWARD || ph == KP_PHASE_INPUT_GRAD) && pos[k] > last_bwd)
+            last_bwd = pos[k];
     }
 #define TOUCH(v, k)                                                  \
     do {                                                             \
@@ -93,11 +115,11 @@ static Live *live_ranges(const KpGraph *g)
     } while (0)
     for (int k = 0; k < g->nnodes; k++) {
         const KpNode *n = g->nodes[k];
-        if (n->phase == KP_PHASE_PREPARE)
+        if (pos[k] < 0)
             continue;
-        TOUCH(n->out, k);
+        TOUCH(n->out, pos[k]);
         for (int i = 0; i < n->nin; i++) {
-            TOUCH(n->in[i], k);
+            TOUCH(n->in[i], pos[k]);
             const KpValue *b = base_of(n->in[i]);
             bool bwd = n->phase == KP_PHASE_BACKWARD || n->phase == KP_PHASE_INPUT_GRAD;
             if (bwd && b->producer && b->producer->phase == KP_PHASE_FORWARD)
@@ -107,20 +129,25 @@ static Live *live_ranges(const KpGraph *g)
     if (g->training) {
         TOUCH(g->output, last_fwd);
         if (g->loss_value)
-            TOUCH(g->loss_value, g->nnodes);
+            TOUCH(g->loss_value, ns);
         if (g->d_output)
-            TOUCH(g->d_output, first_other > last_fwd ? first_other : 0);
+            TOUCH(g->d_output, first_other);
     }
 #undef TOUCH
+    if (pos_out)
+        *pos_out = pos;
+    else
+        free(pos);
     return lv;
 }
 
-/* May a (dying at node k) and b (made by node k over it) share bytes? */
-static bool in_place_pair(const KpGraph *g, const KpValue *a, const KpValue *b, const Live *lv)
+/* May a (dying at node n) and b (made by n over it) share bytes? */
+static bool in_place_pair(const KpGraph *g, const KpValue *a, const KpValue *b, const Live *lv,
+                          const int *pos)
 {
     const KpNode *n = b->producer;
-    if (!n || !map_op(n->op) || b == g->d_output || lv[a->id].last != n->id ||
-        lv[b->id].def != n->id || a->offset != b->offset || nbytes(g, a) != nbytes(g, b))
+    if (!n || !map_op(n->op) || b == g->d_output || lv[a->id].last != pos[n->id] ||
+        lv[b->id].def != pos[n->id] || a->offset != b->offset || nbytes(g, a) != nbytes(g, b))
         return false;
     for (int i = 0; i < n->nin; i++)
         if (base_of(n->in[i]) == a)
@@ -131,7 +158,8 @@ static bool in_place_pair(const KpGraph *g, const KpValue *a, const KpValue *b, 
 /* Every check of one planned graph; returns how many workspace bases share bytes. */
 static int check_plan(const KpGraph *g, const char *what)
 {
-    Live *lv = live_ranges(g);
+    int *pos;
+    Live *lv = live_ranges(g, &pos);
     int shared = 0;
     for (int i = 0; i < g->nvalues; i++) {
         const KpValue *v = g->values[i];
@@ -154,7 +182,7 @@ static int check_plan(const KpGraph *g, const char *what)
                 continue;
             shared++;
             bool live = lv[i].def <= lv[j].last && lv[j].def <= lv[i].last;
-            ck_assert_msg(!live || in_place_pair(g, w, v, lv) || in_place_pair(g, v, w, lv),
+            ck_assert_msg(!live || in_place_pair(g, w, v, lv, pos) || in_place_pair(g, v, w, lv, pos),
                           "%s: %%%d [%d,%d] and %%%d [%d,%d] are live at once and share bytes "
                           "(@ws+%lld, @ws+%lld)",
                           what, v->id, lv[i].def, lv[i].last, w->id, lv[j].def, lv[j].last,
@@ -162,13 +190,15 @@ static int check_plan(const KpGraph *g, const char *what)
         }
     }
     free(lv);
+    free(pos);
     return shared;
 }
 
 /* The most bytes live at once: no plan of these live ranges needs less. */
 static int64_t max_live_bytes(const KpGraph *g)
 {
-    Live *lv = live_ranges(g);
+    int *pos;
+    Live *lv = live_ranges(g, &pos);
     int64_t most = 0;
     for (int k = 0; k <= g->nnodes; k++) {
         int64_t sum = 0;
@@ -183,12 +213,14 @@ static int64_t max_live_bytes(const KpGraph *g)
             if (v->storage != KP_STORE_WORKSPACE || base_of(v) != v || lv[i].def != k)
                 continue;
             for (int j = 0; j < g->nvalues; j++)
-                if (j != i && g->values[j]->storage == KP_STORE_WORKSPACE && in_place_pair(g, g->values[j], v, lv))
+                if (j != i && g->values[j]->storage == KP_STORE_WORKSPACE &&
+                    in_place_pair(g, g->values[j], v, lv, pos))
                     sum -= (nbytes(g, v) + 63) / 64 * 64;
         }
         most = sum > most ? sum : most;
     }
     free(lv);
+    free(pos);
     return most;
 }
 
