@@ -57,9 +57,15 @@ int kp_pass_verify(KpGraph *g, const KpPassOpts *o, KpDiag *d);
  * share their input's storage, the output is the caller's y.  In a train
  * graph: parameter gradients KP_STORE_GRAD at their parameter's offset,
  * the target KP_STORE_TARGET, the input gradient KP_STORE_DX, the output
- * stays in the workspace (loss and backward read it).  Sets
- * g->param_floats, g->trainable_floats and g->workspace_bytes.  The two
- * graphs of one model get the same parameter layout. */
+ * stays in the workspace (loss and backward read it).  With o->memplan,
+ * workspace values whose live ranges (node order, widened for what the
+ * entry points do between nodes: docs/passes-memplan.md) do not meet
+ * share bytes, and elementwise maps write over an input that dies at
+ * them; without it every value has its own range.  PREPARE nodes are not
+ * placed here.  Sets g->param_floats, g->trainable_floats and
+ * g->workspace_bytes; reports "workspace X bytes (unplanned Y), Z values
+ * share ranges, W in place".  The two graphs of one model get the same
+ * parameter layout. */
 int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d);
 
 /* Reverse-mode autodiff, graph to graph: on a train graph (g->training,
