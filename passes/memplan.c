@@ -78,6 +78,24 @@ static int64_t place_in_workspace(KpGraph *g, KpValue *v, int64_t bytes)
     return bytes + kp_value_numel(v, g->max_batch) * (int64_t)sizeof(float);
 }
 
+/* The outputs of PREPARE nodes (folded and packed weights), computed once
+ * per parameter change and kept between calls: each its own range of the
+ * prepared slab, 16-float aligned, in node order. */
+static void place_prep(KpGraph *g)
+{
+    int64_t floats = 0;
+    for (int k = 0; k < g->nnodes; k++) {
+        KpNode *n = g->nodes[k];
+        if (n->phase != KP_PHASE_PREPARE)
+            continue;
+        floats = align_up(floats, PARAM_ALIGN_FLOATS);
+        n->out->storage = KP_STORE_PREP;
+        n->out->offset = floats;
+        floats += kp_value_numel(n->out, 1);
+    }
+    g->prep_floats = align_up(floats, PARAM_ALIGN_FLOATS);
+}
+
 int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d)
 {
     assert(g->max_batch >= 1);
@@ -88,6 +106,8 @@ int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d)
     g->trainable_floats = place_params(g, true, 0);
     g->param_floats = place_params(g, false, g->trainable_floats);
 
+    place_prep(g);
+
     g->input->storage = KP_STORE_INPUT;
     if (g->target)
         g->target->storage = KP_STORE_TARGET;
@@ -97,6 +117,8 @@ int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d)
     for (int k = 0; k < g->nnodes; k++) {
         KpNode *n = g->nodes[k];
         KpValue *v = n->out;
+        if (n->phase == KP_PHASE_PREPARE)
+            continue;
         if (n->phase == KP_PHASE_UPDATE) {
             v->storage = KP_STORE_PARAM;
             if (kp_node_infer_shape(g, n, d))   /* now [trainable_floats] */
