@@ -171,6 +171,7 @@ typedef struct KpAttrs {
     int reshape_rank;           /* reshape: one sample's new shape */
     int64_t reshape_dims[KP_MAX_RANK];
     KpOptimHyper optim;         /* *_update */
+    int64_t panel;              /* pack_panels, dense_packed: floats per panel */
 } KpAttrs;
 
 struct KpNode {

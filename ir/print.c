@@ -98,6 +98,17 @@ static void attrs_batchnorm(FILE *f, const KpAttrs *a)
     fprintf(f, "eps=%g, momentum=%g", (double)a->eps, (double)a->momentum);
 }
 
+static void attrs_bn_fold(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "eps=%g", (double)a->eps);
+}
+
+static void attrs_packed(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "units=%" PRId64 ", panel=%" PRId64 "%s", a->units, a->panel,
+            a->has_bias ? ", bias" : "");
+}
+
 static void attrs_dropout(FILE *f, const KpAttrs *a)
 {
     fprintf(f, "rate=%g", (double)a->rate);
@@ -156,6 +167,10 @@ static void (*const attr_printers[KP_OP_COUNT])(FILE *, const KpAttrs *) = {
     [KP_OP_maxpool2d] = attrs_pool,
     [KP_OP_avgpool2d] = attrs_pool,
     [KP_OP_batchnorm] = attrs_batchnorm,
+    [KP_OP_bn_fold_weight] = attrs_bn_fold,
+    [KP_OP_bn_fold_bias] = attrs_bn_fold,
+    [KP_OP_pack_panels] = attrs_packed,
+    [KP_OP_dense_packed] = attrs_packed,
     [KP_OP_dropout] = attrs_dropout,
     [KP_OP_masking] = attrs_masking,
     [KP_OP_reshape] = attrs_reshape,
@@ -312,6 +327,9 @@ void kp_print_ir(FILE *f, const KpGraph *g)
                 "memory params=%" PRId64 " floats, trainable=%" PRId64
                 " floats, opt_slots=%d, workspace=%" PRId64 " bytes\n",
                 g->param_floats, g->trainable_floats, g->opt_slots, g->workspace_bytes);
+    else if (g->prep_floats)
+        fprintf(f, "memory params=%" PRId64 " floats, prep=%" PRId64 " floats, workspace=%" PRId64
+                " bytes\n", g->param_floats, g->prep_floats, g->workspace_bytes);
     else if (g->param_floats || g->workspace_bytes)
         fprintf(f, "memory params=%" PRId64 " floats, workspace=%" PRId64 " bytes\n",
                 g->param_floats, g->workspace_bytes);

@@ -405,6 +405,24 @@ static int plan_shared(KpGraph *g, Plan *p, KpNode **sched, KpDiag *d)
     return 0;
 }
 
+/* The outputs of PREPARE nodes (folded and packed weights), computed once
+ * from the parameters: each its own range of the prepared slab, never
+ * reused. */
+static void place_prep(KpGraph *g)
+{
+    int64_t floats = 0;
+    for (int k = 0; k < g->nnodes; k++) {
+        KpNode *n = g->nodes[k];
+        if (n->phase != KP_PHASE_PREPARE)
+            continue;
+        floats = align_up(floats, PARAM_ALIGN_FLOATS);
+        n->out->storage = KP_STORE_PREP;
+        n->out->offset = floats;
+        floats += kp_value_numel(n->out, 1);
+    }
+    g->prep_floats = align_up(floats, PARAM_ALIGN_FLOATS);
+}
+
 int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d)
 {
     assert(g->max_batch >= 1);
@@ -416,6 +434,7 @@ int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d)
     }
     g->trainable_floats = place_params(g, true, 0);
     g->param_floats = place_params(g, false, g->trainable_floats);
+    place_prep(g);
     g->input->storage = KP_STORE_INPUT;
     if (g->target)
         g->target->storage = KP_STORE_TARGET;

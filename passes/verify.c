@@ -37,6 +37,12 @@ static bool reads(const KpNode *n, const KpValue *v)
     return false;
 }
 
+/* The order phases run in: PREPARE (the prepare entry) before everything. */
+static int phase_rank(KpPhase p)
+{
+    return p == KP_PHASE_PREPARE ? -1 : (int)p;
+}
+
 static bool value_in_graph(const KpGraph *g, const KpValue *v)
 {
     return v && v->id >= 0 && v->id < g->nvalues && g->values[v->id] == v;
@@ -111,7 +117,7 @@ static int check_node(const KpGraph *g, const KpNode *n, int k, KpDiag *d)
         if (!lists_user(v, n))
             return kp_error(d, "internal error: node %d (%s): missing from the users of %%%d",
                             k, node_label(n), v->id);
-        if (v->producer && v->producer->phase > n->phase)
+        if (v->producer && phase_rank(v->producer->phase) > phase_rank(n->phase))
             return kp_error(d, "internal error: node %d (%s): reads %%%d of a later phase", k,
                             node_label(n), v->id);
     }

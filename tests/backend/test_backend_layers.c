@@ -174,19 +174,25 @@ static void check_infer(const Model *m, const float *params)
         float *x = malloc((size_t)(n * m->in_size) * 4), *y = malloc((size_t)(n * m->out_size) * 4);
         float *yr = malloc((size_t)(n * m->out_size) * 4), *y1 = malloc((size_t)(n * m->out_size) * 4);
         void *ws = slab(d->workspace_bytes);
+        /* ABI 4: the folded and packed weights, prepared once from the parameters */
+        float *prep = d->prep_floats ? slab(d->prep_floats * 4) : NULL, *prep_so = NULL;
+        if (prep)
+            d->prepare(params, prep);
+        if (prep && (prep_so = slab(m->ms->desc->prep_floats * 4)))
+            m->ms->desc->prepare(params, prep_so);
         random_x(m, x, n);
-        d->infer(params, NULL, ws, x, y, n);
+        d->infer(params, prep, ws, x, y, n);
         KpDiag dg;
         kp_diag_init(&dg);
         ck_assert_msg(kp_interp_run(m->prog.infer, params, x, n, yr, &dg) == 0, "%s", dg.msg);
         note(0, ratio(y, yr, n * m->out_size), "infer y", m->json);
         karp_set_threads(1);
-        d->infer(params, NULL, ws, x, y1, n);
+        d->infer(params, prep, ws, x, y1, n);
         karp_set_threads(0);
         ck_assert_msg(memcmp(y, y1, (size_t)(n * m->out_size) * 4) == 0, "infer: threads\n%s", m->json);
-        m->ms->desc->infer(params, NULL, ws, x, y1, n);
+        m->ms->desc->infer(params, prep_so, ws, x, y1, n);
         ck_assert_msg(memcmp(y, y1, (size_t)(n * m->out_size) * 4) == 0, "infer: .so\n%s", m->json);
-        free(x), free(y), free(yr), free(y1), free(ws);
+        free(x), free(y), free(yr), free(y1), free(ws), free(prep), free(prep_so);
     }
 }
 

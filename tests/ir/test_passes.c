@@ -293,6 +293,7 @@ START_TEST(memplan_layout)
     dense(s, "d1", 3, KP_ACT_NONE);
     layer(s, KP_LAYER_DROPOUT, "drop")->attr.rate = 0.5f;
     lower_ok(s);
+    opts.layout = false;     /* the plan of the plain graph; packed weights: test_fold_layout */
     ck_assert_int_eq(kp_pipeline_infer(g, &opts, &d), 0);
     ck_assert_int_eq(param_named("c1.weight")->offset, 0);   /* 18 floats */
     ck_assert_int_eq(param_named("c1.bias")->offset, 32);    /* 16-float aligned */
@@ -434,6 +435,7 @@ static char *run_dump(const char *after, bool dot)
 START_TEST(pipeline_dump_after)
 {
     lower_small_mlp();
+    opts.layout = false;     /* dense stays dense: the packed form is test_fold_layout's */
     char *ir = run_dump("shapes", false);
     ck_assert_ptr_nonnull(strstr(ir, "%3 = dense %0, %1, %2 {units=3} : f32[N,3]   # d1"));
     ck_assert_ptr_null(strstr(ir, "@"));
