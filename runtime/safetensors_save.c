@@ -10,8 +10,12 @@
  * its order.  The names are PyTorch's (state_dict, optimizer state), so
  * the files load with safetensors.torch.load_file().
  *
- * The file is written to "<path>.tmp.<pid>" and renamed over path: the
- * old file is replaced whole or not at all.
+ * "__metadata__" also carries the integrity keys of checkpoint.h
+ * ("karp.signature", "karp.crc32c.<tensor>"): plain string pairs, so any
+ * safetensors reader still reads the file.
+ *
+ * The file is written to "<path>.tmp.<pid>", fsync'ed and renamed over
+ * path: the old file is replaced whole or not at all.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -35,7 +39,11 @@ static cJSON *shape_json(const int64_t *shape, int rank)
     return a;
 }
 
-static int add_metadata(cJSON *root, const karp_model *m)
+static const void *tensor_data(const karp_model *m, const KpCkptTensor *t);
+
+/* The caller's pairs, then karpc's own: the format, the model's name, its
+ * signature and a CRC-32C per tensor (checkpoint.h). */
+static int add_metadata(cJSON *root, const karp_model *m, const KpCkpt *c)
 {
     cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
     if (!meta || !cJSON_AddStringToObject(meta, "format", "pt") ||
@@ -44,9 +52,24 @@ static int add_metadata(cJSON *root, const karp_model *m)
     for (int i = 0; i < m->meta.count; i++) {
         const char *k = m->meta.keys[i];
         /* A loaded file's own pairs are rewritten above. */
-        if (strcmp(k, "format") == 0 || strcmp(k, "karp_model") == 0)
+        if (strcmp(k, "format") == 0 || strcmp(k, "karp_model") == 0 ||
+            strncmp(k, KP_CKPT_RESERVED_PREFIX, strlen(KP_CKPT_RESERVED_PREFIX)) == 0)
             continue;
         if (!cJSON_AddStringToObject(meta, k, m->meta.values[i]))
+            return -1;
+    }
+    char sig[17];
+    kp_rt_ckpt_signature(m->desc, sig);
+    if (!cJSON_AddStringToObject(meta, KP_CKPT_SIGNATURE_KEY, sig))
+        return -1;
+    for (int i = 0; i < c->count; i++) {
+        const KpCkptTensor *t = &c->t[i];
+        char key[512], val[16];
+        if ((size_t)snprintf(key, sizeof key, "%s%s", KP_CKPT_CRC_PREFIX, t->name) >= sizeof key)
+            return -1;
+        snprintf(val, sizeof val, "%08x",
+                 (unsigned)kp_rt_crc32c(0, tensor_data(m, t), (size_t)t->bytes));
+        if (!cJSON_AddStringToObject(meta, key, val))
             return -1;
     }
     return 0;
@@ -72,7 +95,7 @@ static char *make_header(const karp_model *m, const KpCkpt *c, size_t *len)
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)pos));
         cJSON_AddItemToObject(t, "data_offsets", offs);
     }
-    if (!root || add_metadata(root, m) != 0)
+    if (!root || add_metadata(root, m, c) != 0)
         goto fail;
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
