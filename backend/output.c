@@ -1,6 +1,7 @@
 /*
  * output.c — the module written out: LLVM IR text, assembly or an object,
- * to a file or, for the path "-", to stdout.
+ * to a file (written whole or not at all: runtime/atomic_file.h) or, for
+ * the path "-", to stdout.
  *
  * Assembly and objects are emitted from a copy of the module: LLVM's code
  * generation passes rewrite the IR they run on, and the module may still
@@ -9,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "../runtime/atomic_file.h"
 #include "llvm_internal.h"
 
 static int write_stdout(const char *data, size_t len, KpDiag *d)
@@ -17,6 +20,18 @@ static int write_stdout(const char *data, size_t len, KpDiag *d)
     if (fwrite(data, 1, len, stdout) != len || fflush(stdout) != 0)
         return kp_error(d, "<stdout>: write failed");
     return 0;
+}
+
+/* A temporary file for LLVM to write by name (runtime/atomic_file.h):
+ * the output is renamed into place whole, or not at all. */
+static int begin_named(KpAtomic *af, const char *path)
+{
+    int err = kp_atomic_begin(af, path);
+    if (!err) {
+        close(af->fd);
+        af->fd = -1;
+    }
+    return err;
 }
 
 static int emit_llvm(KpCodegen *cg, const char *path, KpDiag *d)
@@ -27,12 +42,20 @@ static int emit_llvm(KpCodegen *cg, const char *path, KpDiag *d)
         LLVMDisposeMessage(text);
         return rc;
     }
+    KpAtomic af;
+    int err = begin_named(&af, path);
+    if (err)
+        return kp_error(d, "%s: cannot write: %s", path, strerror(err));
     char *msg = NULL;
-    if (LLVMPrintModuleToFile(cg->mod, path, &msg)) {
+    if (LLVMPrintModuleToFile(cg->mod, af.tmp, &msg)) {
+        kp_atomic_abort(&af);
         kp_error(d, "%s: cannot write: %s", path, msg ? msg : "?");
         LLVMDisposeMessage(msg);
         return -1;
     }
+    err = kp_atomic_commit(&af, 0);
+    if (err)
+        return kp_error(d, "%s: cannot write: %s", path, strerror(err));
     return 0;
 }
 
@@ -50,12 +73,16 @@ static int emit_machine(KpCodegen *cg, LLVMCodeGenFileType type, const char *pat
             LLVMDisposeMemoryBuffer(buf);
         }
     } else {
-        char *p = strdup(path);   /* the C API takes a non-const path */
-        if (!p)
-            rc = kp_error(d, "out of memory");
-        else if (LLVMTargetMachineEmitToFile(cg->tm, copy, p, type, &msg))
+        KpAtomic af;
+        int err = begin_named(&af, path);
+        if (err) {
+            rc = kp_error(d, "%s: cannot write: %s", path, strerror(err));
+        } else if (LLVMTargetMachineEmitToFile(cg->tm, copy, af.tmp, type, &msg)) {
+            kp_atomic_abort(&af);
             rc = kp_error(d, "%s: cannot write: %s", path, msg ? msg : "?");
-        free(p);
+        } else if ((err = kp_atomic_commit(&af, 0)) != 0) {
+            rc = kp_error(d, "%s: cannot write: %s", path, strerror(err));
+        }
     }
     LLVMDisposeMessage(msg);
     LLVMDisposeModule(copy);

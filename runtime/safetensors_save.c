@@ -14,8 +14,8 @@
  * ("karp.signature", "karp.crc32c.<tensor>"): plain string pairs, so any
  * safetensors reader still reads the file.
  *
- * The file is written to "<path>.tmp.<pid>", fsync'ed and renamed over
- * path: the old file is replaced whole or not at all.
+ * The file is written through atomic_file.h ("<path>.tmp.<pid>", fsync,
+ * rename): the old file is replaced whole or not at all.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -25,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "checkpoint.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -131,26 +132,6 @@ static int write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
-/* Make the rename durable; best effort, the file itself is already safe. */
-static void sync_parent_dir(const char *path)
-{
-    char *dir = strdup(path);
-    if (!dir)
-        return;
-    char *slash = strrchr(dir, '/');
-    const char *name = ".";
-    if (slash) {
-        slash[slash == dir ? 1 : 0] = '\0';
-        name = dir;
-    }
-    int fd = open(name, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 static const void *tensor_data(const karp_model *m, const KpCkptTensor *t)
 {
     switch (t->group) {
@@ -183,51 +164,24 @@ int karp_save(const karp_model *m, const char *path)
         return kp_rt_error(NULL, KARP_ENOMEM, "%s: out of memory building the header", path);
     size_t hlen = 0;
     char *header = make_header(m, &c, &hlen);
-    size_t tmplen = strlen(path) + 32;
-    char *tmp = header ? malloc(tmplen) : NULL;
-    if (!tmp) {
-        free(header);
+    if (!header) {
         kp_rt_ckpt_free(&c);
         return kp_rt_error(NULL, KARP_ENOMEM, "%s: out of memory building the header", path);
     }
-    snprintf(tmp, tmplen, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        int rc = kp_rt_error(NULL, KARP_EIO, "%s: cannot create temporary file '%s': %s", path, tmp,
-                             strerror(errno));
-        free(header);
-        free(tmp);
-        kp_rt_ckpt_free(&c);
-        return rc;
-    }
-
-    const char *step = "write";
-    int bad = write_file(fd, m, &c, header, hlen);
-    if (!bad && fsync(fd) != 0) {
-        step = "fsync";
-        bad = 1;
-    }
-    int saved_errno = errno;
-    if (close(fd) != 0 && !bad) {
-        step = "close";
-        bad = 1;
-        saved_errno = errno;
-    }
-    if (!bad && rename(tmp, path) != 0) {
-        step = "rename";
-        bad = 1;
-        saved_errno = errno;
-    }
-    int rc = 0;
-    if (bad) {
-        unlink(tmp);
-        rc = kp_rt_error(NULL, KARP_EIO, "%s: %s failed: %s (the old file, if any, is unchanged)",
-                         path, step, strerror(saved_errno));
+    KpAtomic af;
+    int rc = 0, err = kp_atomic_begin(&af, path);
+    if (err) {
+        rc = kp_rt_error(NULL, KARP_EIO, "%s: cannot create temporary file '%s.tmp.%ld': %s",
+                         path, path, (long)getpid(), strerror(err));
     } else {
-        sync_parent_dir(path);
+        int bad = write_file(af.fd, m, &c, header, hlen) != 0 ? (errno ? errno : EIO) : 0;
+        err = kp_atomic_commit(&af, bad);
+        if (err)
+            rc = kp_rt_error(NULL, KARP_EIO,
+                             "%s: %s failed: %s (the old file, if any, is unchanged)", path,
+                             af.step, strerror(err));
     }
     free(header);
-    free(tmp);
     kp_rt_ckpt_free(&c);
     return rc;
 }
