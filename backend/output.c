@@ -7,6 +7,7 @@
  * generation passes rewrite the IR they run on, and the module may still
  * go to the JIT afterwards.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,41 +23,38 @@ static int write_stdout(const char *data, size_t len, KpDiag *d)
     return 0;
 }
 
-/* A temporary file for LLVM to write by name (runtime/atomic_file.h):
- * the output is renamed into place whole, or not at all. */
-static int begin_named(KpAtomic *af, const char *path)
+/* data to path, whole or not at all (runtime/atomic_file.h).  LLVM's own
+ * file streams are not used: on a failed write they abort the process
+ * ("LLVM ERROR: IO failure") and leave the file behind. */
+static int write_file(const char *path, const char *data, size_t len, KpDiag *d)
 {
-    int err = kp_atomic_begin(af, path);
-    if (!err) {
-        close(af->fd);
-        af->fd = -1;
+    if (strcmp(path, "-") == 0)
+        return write_stdout(data, len, d);
+    KpAtomic af;
+    int err = kp_atomic_begin(&af, path);
+    while (!err && len > 0) {
+        ssize_t w = write(af.fd, data, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            err = w < 0 ? errno : EIO;
+            kp_atomic_abort(&af);
+            break;
+        }
+        data += w;
+        len -= (size_t)w;
     }
-    return err;
+    if (!err)
+        err = kp_atomic_commit(&af, 0);
+    return err ? kp_error(d, "%s: cannot write: %s", path, strerror(err)) : 0;
 }
 
 static int emit_llvm(KpCodegen *cg, const char *path, KpDiag *d)
 {
-    if (strcmp(path, "-") == 0) {
-        char *text = LLVMPrintModuleToString(cg->mod);
-        int rc = write_stdout(text, strlen(text), d);
-        LLVMDisposeMessage(text);
-        return rc;
-    }
-    KpAtomic af;
-    int err = begin_named(&af, path);
-    if (err)
-        return kp_error(d, "%s: cannot write: %s", path, strerror(err));
-    char *msg = NULL;
-    if (LLVMPrintModuleToFile(cg->mod, af.tmp, &msg)) {
-        kp_atomic_abort(&af);
-        kp_error(d, "%s: cannot write: %s", path, msg ? msg : "?");
-        LLVMDisposeMessage(msg);
-        return -1;
-    }
-    err = kp_atomic_commit(&af, 0);
-    if (err)
-        return kp_error(d, "%s: cannot write: %s", path, strerror(err));
-    return 0;
+    char *text = LLVMPrintModuleToString(cg->mod);
+    int rc = write_file(path, text, strlen(text), d);
+    LLVMDisposeMessage(text);
+    return rc;
 }
 
 static int emit_machine(KpCodegen *cg, LLVMCodeGenFileType type, const char *path, KpDiag *d)
@@ -64,25 +62,12 @@ static int emit_machine(KpCodegen *cg, LLVMCodeGenFileType type, const char *pat
     LLVMModuleRef copy = LLVMCloneModule(cg->mod);
     char *msg = NULL;
     int rc = 0;
-    if (strcmp(path, "-") == 0) {
-        LLVMMemoryBufferRef buf = NULL;
-        if (LLVMTargetMachineEmitToMemoryBuffer(cg->tm, copy, type, &msg, &buf)) {
-            rc = kp_error(d, "code generation failed: %s", msg ? msg : "?");
-        } else {
-            rc = write_stdout(LLVMGetBufferStart(buf), LLVMGetBufferSize(buf), d);
-            LLVMDisposeMemoryBuffer(buf);
-        }
+    LLVMMemoryBufferRef buf = NULL;
+    if (LLVMTargetMachineEmitToMemoryBuffer(cg->tm, copy, type, &msg, &buf)) {
+        rc = kp_error(d, "code generation failed: %s", msg ? msg : "?");
     } else {
-        KpAtomic af;
-        int err = begin_named(&af, path);
-        if (err) {
-            rc = kp_error(d, "%s: cannot write: %s", path, strerror(err));
-        } else if (LLVMTargetMachineEmitToFile(cg->tm, copy, af.tmp, type, &msg)) {
-            kp_atomic_abort(&af);
-            rc = kp_error(d, "%s: cannot write: %s", path, msg ? msg : "?");
-        } else if ((err = kp_atomic_commit(&af, 0)) != 0) {
-            rc = kp_error(d, "%s: cannot write: %s", path, strerror(err));
-        }
+        rc = write_file(path, LLVMGetBufferStart(buf), LLVMGetBufferSize(buf), d);
+        LLVMDisposeMemoryBuffer(buf);
     }
     LLVMDisposeMessage(msg);
     LLVMDisposeModule(copy);
