@@ -5,7 +5,8 @@
  * times, `karpc train model.so --data mnist:DIR --save ck --save-every 1`
  * (resuming with --load ck once the file exists) is killed with SIGKILL
  * after a delay drawn from a fixed seed, spread from before the first
- * save to well into the run; every step writes the checkpoint, so the
+ * save to well into the run (scaled by how long the first run took to its
+ * first save, so a slow build is killed as evenly); every step writes the checkpoint, so the
  * kills land in the middle of writes too.  After each kill: ck does not
  * exist yet, or karp_load reads it (checksums and all) into the model and
  * karp_infer gives finite outputs; the position it records (epoch, batch)
@@ -90,6 +91,19 @@ static int tmp_files(void)
     return n;
 }
 
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
 static long long meta_ll(karp_model *m, const char *key)
 {
     const char *s = karp_get_metadata(m, key);
@@ -118,8 +132,9 @@ START_TEST(kill_loop_never_breaks_the_checkpoint)
     snprintf(data, sizeof data, "mnist:%s", dir);
 
     unsigned seed = 20261123;
+    long start_ms = 0;
     long long last_pos = -1;
-    int loaded = 0, absent = 0, mid_write = 0;
+    int loaded = 0, absent = 0, mid_write = 0, unchanged = 0;
     for (int it = 0; it < ITERS; it++) {
         int have = access(ck, F_OK) == 0;
         char *argv[16] = {(char *)KARPC_EXE, "train", so, "--data", data, "--epochs", "1000",
@@ -137,10 +152,18 @@ START_TEST(kill_loop_never_breaks_the_checkpoint)
         pid_t pid;
         ck_assert_int_eq(posix_spawn(&pid, KARPC_EXE, &fa, NULL, argv, environ), 0);
         posix_spawn_file_actions_destroy(&fa);
-        /* 5 to 800 ms: some before the first save, most amid the saves. */
-        long ms = it == 0 ? 1 : 5 + (long)(rand_r(&seed) % 796);
-        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
+        /* The first run: wait for its first checkpoint, which tells how
+         * long a start takes here (an ASan build is slower); later runs
+         * are killed 1 ms to start + 800 ms in, so some die before their
+         * first save, most amid the saves. */
+        if (it == 0) {
+            double t0 = now_ms();
+            while (access(ck, F_OK) != 0 && now_ms() - t0 < 120000)
+                sleep_ms(2);
+            ck_assert_msg(access(ck, F_OK) == 0, "no checkpoint after 120 s");
+            start_ms = (long)(now_ms() - t0);
+        }
+        sleep_ms(1 + (long)(rand_r(&seed) % (unsigned)(start_ms + 800)));
         kill(pid, SIGKILL);
         int st;
         ck_assert_int_eq(waitpid(pid, &st, 0), pid);
@@ -161,15 +184,17 @@ START_TEST(kill_loop_never_breaks_the_checkpoint)
         for (int i = 0; i < 16 * 10; i++)
             ck_assert_msg(isfinite(y[i]), "iteration %d: output %d is %g", it, i, y[i]);
         long long pos = meta_ll(m, "epoch") * 100000 + meta_ll(m, "batches");
+        unchanged += pos == last_pos;
         ck_assert_msg(pos >= last_pos, "iteration %d: the run went back from %lld to %lld", it,
                       last_pos, pos);
         last_pos = pos;
         loaded++;
     }
     fprintf(stderr,
-            "kill loop: %d kills, %d before the first checkpoint, %d in the middle of a write, "
-            "%d checkpoints loaded, last at epoch %lld batch %lld\n",
-            ITERS, absent, mid_write, loaded, last_pos / 100000, last_pos % 100000);
+            "kill loop: %d kills, %d before any checkpoint, %d before the run's first save, %d in "
+            "the middle of a write, "
+            "%d checkpoints loaded, last at epoch %lld batch %lld (start to first save %ld ms)\n",
+            ITERS, absent, unchanged, mid_write, loaded, last_pos / 100000, last_pos % 100000, start_ms);
     /* Not vacuous: the run did get to write checkpoints. */
     ck_assert_int_gt(loaded, 0);
 
