@@ -19,7 +19,9 @@
 #include "karpc.h"
 #include "testutil.h"
 
-enum { STEPS = 12, BATCH = 32, MAXIN = 3 * 12 * 12 };
+/* Sizes such that every kernel runs in parallel: kernels below about
+ * 65536 multiply-adds (or elements) at the batch run on one thread. */
+enum { STEPS = 12, BATCH = 32, MAXIN = 3 * 16 * 16 };
 
 static const char *const models[3] = {
     "{\"karp\": 1, \"name\": \"mlp\", \"input\": {\"shape\": [100]},"
@@ -27,21 +29,21 @@ static const char *const models[3] = {
     " {\"type\": \"dense\", \"units\": 10}],"
     " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"adam\", \"lr\": 0.01},"
     " \"batch\": 32, \"seed\": 1}",
-    "{\"karp\": 1, \"name\": \"cnn\", \"input\": {\"shape\": [3, 12, 12]},"
-    " \"layers\": [{\"type\": \"conv2d\", \"filters\": 8, \"kernel\": 3},"
+    "{\"karp\": 1, \"name\": \"cnn\", \"input\": {\"shape\": [3, 16, 16]},"
+    " \"layers\": [{\"type\": \"conv2d\", \"filters\": 16, \"kernel\": 3},"
     " {\"type\": \"batchnorm\"}, {\"type\": \"relu\"}, {\"type\": \"maxpool2d\", \"size\": 2},"
     " {\"type\": \"flatten\"}, {\"type\": \"dropout\", \"rate\": 0.3},"
     " {\"type\": \"dense\", \"units\": 10}],"
     " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"momentum\", \"lr\": 0.05},"
     " \"batch\": 32, \"seed\": 1}",
     "{\"karp\": 1, \"name\": \"bnmlp\", \"input\": {\"shape\": [100]},"
-    " \"layers\": [{\"type\": \"dense\", \"units\": 48}, {\"type\": \"batchnorm\"},"
+    " \"layers\": [{\"type\": \"dense\", \"units\": 2048}, {\"type\": \"batchnorm\"},"
     " {\"type\": \"tanh\"}, {\"type\": \"dropout\", \"rate\": 0.5},"
     " {\"type\": \"dense\", \"units\": 10}],"
     " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1},"
     " \"batch\": 32, \"seed\": 1}",
 };
-static const int inputs[3] = {100, 3 * 12 * 12, 100};
+static const int inputs[3] = {100, 3 * 16 * 16, 100};
 static const char *const names[3] = {"mlp", "cnn with batchnorm and dropout",
                                      "mlp with batchnorm and dropout"};
 
