@@ -150,18 +150,19 @@ START_TEST(compile_and_free_100_models)
     }
     malloc_trim(0);
     long rss1 = rss_kb(), heap1 = heap_kb();
-    fprintf(stderr, "leak: after %d models heap %ld kB rss %ld kB; after %d heap %ld kB rss %ld kB\n",
-            WARMUP, heap0, rss0, MODELS, heap1, rss1);
+    fprintf(stderr,
+            "leak: after %d models heap %ld kB rss %ld kB; after %d heap %ld kB rss %ld kB\n", WARMUP,
+            heap0, rss0, MODELS, heap1, rss1);
 #ifndef KP_ASAN
     if (MODELS > WARMUP) {
-    /* 80 models more; a compiled model's code and buffers alone are
-     * tens to hundreds of kB, so a per-model leak of them (or of 7 kB
-     * of anything) would not pass these bounds.  Measured: +2 kB heap,
-     * +0 kB resident. */
-    ck_assert_msg(heap1 - heap0 < 512, "the heap grew by %ld kB over %d models", heap1 - heap0,
-                  MODELS - WARMUP);
-    ck_assert_msg(rss1 - rss0 < 4096, "the resident set grew by %ld kB over %d models",
-                  rss1 - rss0, MODELS - WARMUP);
+        /* 80 models more; a compiled model's code and buffers alone are
+         * tens to hundreds of kB, so a per-model leak of them (or of 7 kB
+         * of anything) would not pass these bounds.  Measured: +2 kB
+         * heap, +0 kB resident. */
+        ck_assert_msg(heap1 - heap0 < 512, "the heap grew by %ld kB over %d models",
+                      heap1 - heap0, MODELS - WARMUP);
+        ck_assert_msg(rss1 - rss0 < 4096, "the resident set grew by %ld kB over %d models",
+                      rss1 - rss0, MODELS - WARMUP);
     }
 #endif
     kp_test_rmdir(dir);

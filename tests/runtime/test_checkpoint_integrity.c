@@ -179,8 +179,8 @@ START_TEST(test_truncated_anywhere_refused)
     }
     /* Inside the bias, the last tensor: named. */
     write_whole(cut, buf, (size_t)size - 3);
-    snprintf(msg, sizeof msg, "%s: truncated: tensor 'dense.bias' ends at byte %llu, file has %ld bytes",
-             cut, (unsigned long long)(8 + hlen + 32), size - 3);
+    snprintf(msg, sizeof msg,
+             "%s: truncated: tensor 'dense.bias' ends at byte %llu, file has %ld bytes", cut, (unsigned long long)(8 + hlen + 32), size - 3);
     expect_refused(cut, msg);
     /* Inside the weight: the first tensor cut is named. */
     write_whole(cut, buf, (size_t)(8 + hlen + 10));
@@ -212,8 +212,8 @@ START_TEST(test_corrupted_byte_refused)
         buf[i] ^= (unsigned char)(1u << (i % 8));
         uint32_t want = ref_crc32c(buf + b, (size_t)n);
         snprintf(msg, sizeof msg,
-                 "%s: tensor '%s' is corrupted: its data have CRC-32C %08x, the file says %08x", bad,
-                 name, got, want);
+                 "%s: tensor '%s' is corrupted: its data have CRC-32C %08x, the file says %08x",
+                 bad, name, got, want);
         expect_refused(bad, msg);
     }
     free(buf);

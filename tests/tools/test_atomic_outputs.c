@@ -4,7 +4,8 @@
  * it was and no "<name>.tmp.<pid>" is left behind.  Per writer: model.so,
  * --header, --emit=ir/llvm -o, train --log, --plot, --save; failures made
  * by a directory where the file should go, and by a file size limit
- * (`ulimit -f 0`, SIGXFSZ ignored) so that the first write fails.  Plus the
+ * (`ulimit -f 0`, SIGXFSZ ignored) so that the first write fails, or
+ * `ulimit -f 1` so that the plot stops half-way.  Plus the
  * helper's own rules: a dead writer's temp file is removed by the next
  * write, a live one's is not.
  */
@@ -100,13 +101,15 @@ static void expect_fail(const char *limit, const char *args, const char *msg)
     if (tail)
         memmove(want, want + 3, (w -= 3) + 1);
     int line_start = n == w || (n > w && r.err[n - w - 1] == '\n');
-    ck_assert_msg(n >= w && strcmp(r.err + n - w, want) == 0 && (tail || line_start), "karpc %s: got\n%s\nwanted\n%s",
+    ck_assert_msg(n >= w && strcmp(r.err + n - w, want) == 0 && (tail || line_start),
+                  "karpc %s: got\n%s\nwanted\n%s",
                   args, r.err, want);
     kp_test_run_free(&r);
     ck_assert_int_eq(tmp_files(), 0);
 }
 
 #define NOWRITE "trap '' XFSZ; ulimit -f 0;"
+#define HALFWAY "trap '' XFSZ; ulimit -f 1;"
 
 START_TEST(compile_outputs_in_the_way)
 {
@@ -178,6 +181,10 @@ START_TEST(train_outputs)
                 "karpc: old.safetensors: write failed: File too large (the old file, if any, is "
                 "unchanged)");
     expect_content("old.csv", "OLD LOG");
+    expect_content("old.svg", "OLD SVG");
+    /* Half-way: the plot (several kB) stops at the shell's 1-block limit. */
+    expect_fail(HALFWAY, "train m.json --data csv:d.csv --plot old.svg",
+                "karpc: old.svg: cannot write: File too large");
     expect_content("old.svg", "OLD SVG");
     expect_content("old.safetensors", "OLD CKPT");
 

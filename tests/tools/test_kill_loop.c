@@ -60,9 +60,10 @@ static void write_split(const char *split, int n, unsigned seed, unsigned char *
     for (int i = 0; i < n; i++) {
         int q = (int)(rand_r(&seed) % 10);
         lab[i] = (unsigned char)q;
-        for (int p = 0; p < SIDE * SIDE; p++)
-            pix[(size_t)i * SIDE * SIDE + p] =
-                (unsigned char)((int)(rand_r(&seed) % 120) + ((p / SIDE) * 10 / SIDE == q ? 120 : 0));
+        for (int p = 0; p < SIDE * SIDE; p++) {
+            int bright = (p / SIDE) * 10 / SIDE == q ? 120 : 0;
+            pix[(size_t)i * SIDE * SIDE + p] = (unsigned char)((int)(rand_r(&seed) % 120) + bright);
+        }
     }
     char name[64];
     snprintf(name, sizeof name, "%s-images-idx3-ubyte.gz", split);
@@ -194,7 +195,8 @@ START_TEST(kill_loop_never_breaks_the_checkpoint)
             "kill loop: %d kills, %d before any checkpoint, %d before the run's first save, %d in "
             "the middle of a write, "
             "%d checkpoints loaded, last at epoch %lld batch %lld (start to first save %ld ms)\n",
-            ITERS, absent, unchanged, mid_write, loaded, last_pos / 100000, last_pos % 100000, start_ms);
+            ITERS, absent, unchanged, mid_write, loaded, last_pos / 100000, last_pos % 100000,
+            start_ms);
     /* Not vacuous: the run did get to write checkpoints. */
     ck_assert_int_gt(loaded, 0);
 
