@@ -1,7 +1,7 @@
 /*
  * header.c — model.h beside model.so: sizes and shapes as macros, the
  * descriptor's declaration, and how to open the model.  Written to a
- * temporary name and renamed, like the .so.
+ * temporary name, fsync'ed and renamed (runtime/atomic_file.h), like the .so.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../include/karp_abi.h"
+#include "../runtime/atomic_file.h"
 #include "backend.h"
 
 static void shape_macro(FILE *f, const char *up, const char *what, const KpValue *v)
@@ -91,22 +92,13 @@ int kp_write_header(const KpGraph *g, const char *path, KpDiag *d)
         up[i] = (char)toupper((unsigned char)name[i]);
     up[i] = '\0';
 
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return kp_error(d, "%s: path too long", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return kp_error(d, "%s: cannot write: %s", path, strerror(errno));
-    write_body(f, g, up);
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad) {
-        unlink(tmp);
-        return kp_error(d, "%s: cannot write: %s", path, strerror(errno));
-    }
-    if (rename(tmp, path) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return kp_error(d, "%s: cannot write: %s", path, strerror(e));
-    }
+    KpAtomic af;
+    int err = kp_atomic_begin_stdio(&af, path);
+    if (err)
+        return kp_error(d, "%s: cannot write: %s", path, strerror(err));
+    write_body(af.f, g, up);
+    err = kp_atomic_commit(&af, 0);
+    if (err)
+        return kp_error(d, "%s: cannot write: %s", path, strerror(err));
     return 0;
 }

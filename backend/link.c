@@ -4,7 +4,8 @@
  *     cc -shared -o <so>.tmp.<pid> <obj> libkarprt.a -fopenmp -lm -lcjson -ldl
  *        -Wl,--exclude-libs,ALL
  * spawned without a shell, its output captured for the diagnostic, then
- * renamed over <so>: a model.so is replaced whole or not at all.
+ * fsync'ed and renamed over <so> (runtime/atomic_file.h): a model.so is
+ * replaced whole or not at all.
  * --exclude-libs keeps the runtime's symbols out of the .so's exports, so
  * a host linking libkarprt.so and loading several models sees one
  * karp_model_v1 per .so and no clashes.
@@ -18,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../runtime/atomic_file.h"
 #include "backend.h"
 
 extern char **environ;
@@ -132,24 +134,29 @@ int kp_link_shared(const char *obj_path, const char *so_path, const char *runtim
     char lib[PATH_MAX];
     if (find_runtime(runtime_lib, lib, sizeof lib, d) < 0)
         return -1;
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", so_path, (long)getpid()) >= (int)sizeof tmp)
-        return kp_error(d, "%s: path too long", so_path);
-    char *argv[] = {"cc", "-shared", "-o", tmp, (char *)obj_path, lib, "-fopenmp", "-lm",
+    KpAtomic af;
+    int err = kp_atomic_begin(&af, so_path);
+    if (err)
+        return kp_error(d, "%s: cannot write: %s", so_path, strerror(err));
+    /* cc writes the file itself: only its name is ours. */
+    close(af.fd);
+    af.fd = -1;
+    char *argv[] = {"cc", "-shared", "-o", af.tmp, (char *)obj_path, lib, "-fopenmp", "-lm",
                     "-lcjson", "-ldl", "-Wl,--exclude-libs,ALL", NULL};
     char log[768];
     int status = 0;
-    if (run(argv, log, sizeof log, &status) < 0)
-        return kp_error(d, "cannot run cc: %s", strerror(errno));
+    if (run(argv, log, sizeof log, &status) < 0) {
+        int e = errno;
+        kp_atomic_abort(&af);
+        return kp_error(d, "cannot run cc: %s", strerror(e));
+    }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        unlink(tmp);
+        kp_atomic_abort(&af);
         one_line(log);
         return kp_error(d, "%s: linking failed: %s", so_path, log[0] ? log : "cc failed");
     }
-    if (rename(tmp, so_path) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return kp_error(d, "%s: cannot write: %s", so_path, strerror(e));
-    }
+    err = kp_atomic_commit(&af, 0);
+    if (err)
+        return kp_error(d, "%s: cannot write: %s", so_path, strerror(err));
     return 0;
 }

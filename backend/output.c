@@ -1,15 +1,19 @@
 /*
  * output.c — the module written out: LLVM IR text, assembly or an object,
- * to a file or, for the path "-", to stdout.
+ * to a file (written whole or not at all: runtime/atomic_file.h) or, for
+ * the path "-", to stdout.
  *
  * Assembly and objects are emitted from a copy of the module: LLVM's code
  * generation passes rewrite the IR they run on, and the module may still
  * go to the JIT afterwards.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "../runtime/atomic_file.h"
 #include "llvm_internal.h"
 
 static int write_stdout(const char *data, size_t len, KpDiag *d)
@@ -19,21 +23,38 @@ static int write_stdout(const char *data, size_t len, KpDiag *d)
     return 0;
 }
 
+/* data to path, whole or not at all (runtime/atomic_file.h).  LLVM's own
+ * file streams are not used: on a failed write they abort the process
+ * ("LLVM ERROR: IO failure") and leave the file behind. */
+static int write_file(const char *path, const char *data, size_t len, KpDiag *d)
+{
+    if (strcmp(path, "-") == 0)
+        return write_stdout(data, len, d);
+    KpAtomic af;
+    int err = kp_atomic_begin(&af, path);
+    while (!err && len > 0) {
+        ssize_t w = write(af.fd, data, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            err = w < 0 ? errno : EIO;
+            kp_atomic_abort(&af);
+            break;
+        }
+        data += w;
+        len -= (size_t)w;
+    }
+    if (!err)
+        err = kp_atomic_commit(&af, 0);
+    return err ? kp_error(d, "%s: cannot write: %s", path, strerror(err)) : 0;
+}
+
 static int emit_llvm(KpCodegen *cg, const char *path, KpDiag *d)
 {
-    if (strcmp(path, "-") == 0) {
-        char *text = LLVMPrintModuleToString(cg->mod);
-        int rc = write_stdout(text, strlen(text), d);
-        LLVMDisposeMessage(text);
-        return rc;
-    }
-    char *msg = NULL;
-    if (LLVMPrintModuleToFile(cg->mod, path, &msg)) {
-        kp_error(d, "%s: cannot write: %s", path, msg ? msg : "?");
-        LLVMDisposeMessage(msg);
-        return -1;
-    }
-    return 0;
+    char *text = LLVMPrintModuleToString(cg->mod);
+    int rc = write_file(path, text, strlen(text), d);
+    LLVMDisposeMessage(text);
+    return rc;
 }
 
 static int emit_machine(KpCodegen *cg, LLVMCodeGenFileType type, const char *path, KpDiag *d)
@@ -41,21 +62,12 @@ static int emit_machine(KpCodegen *cg, LLVMCodeGenFileType type, const char *pat
     LLVMModuleRef copy = LLVMCloneModule(cg->mod);
     char *msg = NULL;
     int rc = 0;
-    if (strcmp(path, "-") == 0) {
-        LLVMMemoryBufferRef buf = NULL;
-        if (LLVMTargetMachineEmitToMemoryBuffer(cg->tm, copy, type, &msg, &buf)) {
-            rc = kp_error(d, "code generation failed: %s", msg ? msg : "?");
-        } else {
-            rc = write_stdout(LLVMGetBufferStart(buf), LLVMGetBufferSize(buf), d);
-            LLVMDisposeMemoryBuffer(buf);
-        }
+    LLVMMemoryBufferRef buf = NULL;
+    if (LLVMTargetMachineEmitToMemoryBuffer(cg->tm, copy, type, &msg, &buf)) {
+        rc = kp_error(d, "code generation failed: %s", msg ? msg : "?");
     } else {
-        char *p = strdup(path);   /* the C API takes a non-const path */
-        if (!p)
-            rc = kp_error(d, "out of memory");
-        else if (LLVMTargetMachineEmitToFile(cg->tm, copy, p, type, &msg))
-            rc = kp_error(d, "%s: cannot write: %s", path, msg ? msg : "?");
-        free(p);
+        rc = write_file(path, LLVMGetBufferStart(buf), LLVMGetBufferSize(buf), d);
+        LLVMDisposeMemoryBuffer(buf);
     }
     LLVMDisposeMessage(msg);
     LLVMDisposeModule(copy);

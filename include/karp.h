@@ -181,19 +181,24 @@ int karp_init_params(karp_model *m, uint64_t seed);
  * an existing file is replaced whole or not at all.  Names: the parameters'
  * PyTorch names; optimizer state "optimizer.<param>.exp_avg" and
  * ".exp_avg_sq" (adam), ".momentum_buffer" (momentum); the step
- * "optimizer.step" (I64, shape []). */
+ * "optimizer.step" (I64, shape []).  Integrity metadata: "karp.signature"
+ * (FNV-1a 64 of every parameter's "name:F32:[shape]"), "karp.crc32c.<tensor>"
+ * (CRC-32C of each tensor's bytes); docs/reliability.md. */
 int karp_save(const karp_model *m, const char *path);
 
 /* Read parameters from a safetensors file.  Every parameter of the model
  * must be present with the same shape and dtype F32.  Optimizer state is
  * all there or all absent: absent (a PyTorch state_dict, say) leaves the
  * optimizer fresh (zero state, step 0).  On any mismatch nothing changes.
- * The file's metadata becomes readable through karp_get_metadata. */
+ * A file carrying karp_save's checksums and signature is verified against
+ * them (a corrupted tensor is refused by name); files without them load.
+ * The file's metadata (less the "karp." keys) becomes readable through
+ * karp_get_metadata. */
 int karp_load(karp_model *m, const char *path);
 
 /* String metadata written into the next karp_save's "__metadata__"
- * (key and value copied; value NULL removes the key).  Keys "format" and
- * "karp_model" are karpc's own. */
+ * (key and value copied; value NULL removes the key).  Keys "format",
+ * "karp_model" and "karp.*" are karpc's own. */
 int karp_set_metadata(karp_model *m, const char *key, const char *value);
 /* A metadata value from the last karp_load (or karp_set_metadata), NULL if
  * absent.  Valid until the next karp_load or karp_set_metadata. */

@@ -78,7 +78,8 @@ int karp_set_metadata(karp_model *m, const char *key, const char *value)
     if (!m || !key)
         return kp_rt_error(NULL, KARP_EINVAL, "karp_set_metadata: %s is NULL",
                            m ? "key" : "model");
-    if (strcmp(key, "format") == 0 || strcmp(key, "karp_model") == 0)
+    if (strcmp(key, "format") == 0 || strcmp(key, "karp_model") == 0 ||
+        strncmp(key, "karp.", 5) == 0)
         return kp_rt_error(NULL, KARP_EINVAL,
                            "karp_set_metadata: key '%s' is reserved (karp_save writes it)", key);
     if (kp_rt_meta_set(&m->meta, key, value) != 0)

@@ -9,6 +9,11 @@
  * Any other tensor is an error.  The whole header and the metadata are
  * checked and every tensor read into scratch buffers before the model is
  * touched: on any error, nothing changes.
+ *
+ * A file with karpc's integrity keys (checkpoint.h) is also checked
+ * against them: each tensor's bytes against its CRC-32C (a corrupted byte
+ * is named by its tensor), then the parameters' signature.  Files without
+ * them (PyTorch's safetensors) load as before.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -108,8 +113,8 @@ static int parse_entry(const char *path, const cJSON *t, uint64_t data_start, ui
     }
     if ((uint64_t)end > data_len)
         return kp_rt_error(NULL, KARP_EFORMAT,
-                           "%s: truncated: data ends at byte %llu, file has %llu bytes", path,
-                           (unsigned long long)(data_start + (uint64_t)end),
+                           "%s: truncated: tensor '%s' ends at byte %llu, file has %llu bytes",
+                           path, e->name, (unsigned long long)(data_start + (uint64_t)end),
                            (unsigned long long)file_size);
     e->begin = (uint64_t)b;
     e->end = (uint64_t)end;
@@ -221,10 +226,61 @@ static int parse_metadata(const char *path, const cJSON *root, KpMeta *meta)
         if (!cJSON_IsString(v))
             return kp_rt_error(NULL, KARP_EFORMAT, "%s: metadata '%s' is not a string", path,
                                v->string);
+        /* The integrity keys are checked by verify_*, not passed on. */
+        if (strncmp(v->string, KP_CKPT_RESERVED_PREFIX, strlen(KP_CKPT_RESERVED_PREFIX)) == 0)
+            continue;
         if (kp_rt_meta_set(meta, v->string, v->valuestring) != 0)
             return kp_rt_error(NULL, KARP_ENOMEM, "%s: out of memory", path);
     }
     return 0;
+}
+
+static const char *meta_string(const cJSON *root, const char *key)
+{
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(root, "__metadata__");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(md, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* The tensor's bytes against its "karp.crc32c.<name>", when the file has
+ * one; a file with a signature must have one for every tensor. */
+static int verify_crc(const char *path, const cJSON *root, const char *name, const void *data,
+                      size_t n)
+{
+    char key[512];
+    if ((size_t)snprintf(key, sizeof key, "%s%s", KP_CKPT_CRC_PREFIX, name) >= sizeof key)
+        return kp_rt_error(NULL, KARP_EFORMAT, "%s: tensor name '%s' is too long", path, name);
+    const char *want = meta_string(root, key);
+    if (!want) {
+        if (meta_string(root, KP_CKPT_SIGNATURE_KEY))
+            return kp_rt_error(NULL, KARP_EFORMAT,
+                               "%s: tensor '%s' has no checksum (metadata '%s')", path, name, key);
+        return 0;
+    }
+    char got[16];
+    snprintf(got, sizeof got, "%08x", (unsigned)kp_rt_crc32c(0, data, n));
+    if (strcmp(got, want) != 0)
+        return kp_rt_error(NULL, KARP_EFORMAT,
+                           "%s: tensor '%s' is corrupted: its data have CRC-32C %s, the file "
+                           "says %s",
+                           path, name, got, want);
+    return 0;
+}
+
+/* The file's "karp.signature", when it has one, against the model's. */
+static int verify_signature(const char *path, const cJSON *root, const karp_model *m)
+{
+    const char *want = meta_string(root, KP_CKPT_SIGNATURE_KEY);
+    if (!want)
+        return 0;
+    char sig[17];
+    kp_rt_ckpt_signature(m->desc, sig);
+    if (strcmp(sig, want) == 0)
+        return 0;
+    const char *from = meta_string(root, "karp_model");
+    return kp_rt_error(NULL, KARP_EFORMAT,
+                       "%s: signature %s (model '%s') does not match model '%s' (signature %s)",
+                       path, want, from ? from : "?", m->desc->name, sig);
 }
 
 /* Where the tensor's data go: scratch for params and optimizer state,
@@ -271,9 +327,14 @@ static int load_tensors(karp_model *m, const char *path, int fd, const cJSON *ro
         rc = parse_metadata(path, root, &meta);
     for (int i = 0; rc == 0 && i < n; i++) {
         void *dst = scratch_for(&c.t[es[i].tensor], sp, so, &step);
-        if (read_at(fd, dst, (size_t)(es[i].end - es[i].begin), data_start + es[i].begin) != 0)
+        size_t bytes = (size_t)(es[i].end - es[i].begin);
+        if (read_at(fd, dst, bytes, data_start + es[i].begin) != 0)
             rc = io_error(path, "read failed");
+        else
+            rc = verify_crc(path, root, es[i].name, dst, bytes);
     }
+    if (rc == 0)
+        rc = verify_signature(path, root, m);
     if (rc == 0 && step < 0)
         rc = kp_rt_error(NULL, KARP_EFORMAT, "%s: %s is %lld, not a count of steps", path,
                          KP_CKPT_STEP_NAME, (long long)step);

@@ -10,8 +10,12 @@
  * its order.  The names are PyTorch's (state_dict, optimizer state), so
  * the files load with safetensors.torch.load_file().
  *
- * The file is written to "<path>.tmp.<pid>" and renamed over path: the
- * old file is replaced whole or not at all.
+ * "__metadata__" also carries the integrity keys of checkpoint.h
+ * ("karp.signature", "karp.crc32c.<tensor>"): plain string pairs, so any
+ * safetensors reader still reads the file.
+ *
+ * The file is written through atomic_file.h ("<path>.tmp.<pid>", fsync,
+ * rename): the old file is replaced whole or not at all.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -21,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "checkpoint.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -35,7 +40,11 @@ static cJSON *shape_json(const int64_t *shape, int rank)
     return a;
 }
 
-static int add_metadata(cJSON *root, const karp_model *m)
+static const void *tensor_data(const karp_model *m, const KpCkptTensor *t);
+
+/* The caller's pairs, then karpc's own: the format, the model's name, its
+ * signature and a CRC-32C per tensor (checkpoint.h). */
+static int add_metadata(cJSON *root, const karp_model *m, const KpCkpt *c)
 {
     cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
     if (!meta || !cJSON_AddStringToObject(meta, "format", "pt") ||
@@ -44,9 +53,24 @@ static int add_metadata(cJSON *root, const karp_model *m)
     for (int i = 0; i < m->meta.count; i++) {
         const char *k = m->meta.keys[i];
         /* A loaded file's own pairs are rewritten above. */
-        if (strcmp(k, "format") == 0 || strcmp(k, "karp_model") == 0)
+        if (strcmp(k, "format") == 0 || strcmp(k, "karp_model") == 0 ||
+            strncmp(k, KP_CKPT_RESERVED_PREFIX, strlen(KP_CKPT_RESERVED_PREFIX)) == 0)
             continue;
         if (!cJSON_AddStringToObject(meta, k, m->meta.values[i]))
+            return -1;
+    }
+    char sig[17];
+    kp_rt_ckpt_signature(m->desc, sig);
+    if (!cJSON_AddStringToObject(meta, KP_CKPT_SIGNATURE_KEY, sig))
+        return -1;
+    for (int i = 0; i < c->count; i++) {
+        const KpCkptTensor *t = &c->t[i];
+        char key[512], val[16];
+        if ((size_t)snprintf(key, sizeof key, "%s%s", KP_CKPT_CRC_PREFIX, t->name) >= sizeof key)
+            return -1;
+        snprintf(val, sizeof val, "%08x",
+                 (unsigned)kp_rt_crc32c(0, tensor_data(m, t), (size_t)t->bytes));
+        if (!cJSON_AddStringToObject(meta, key, val))
             return -1;
     }
     return 0;
@@ -72,7 +96,7 @@ static char *make_header(const karp_model *m, const KpCkpt *c, size_t *len)
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)pos));
         cJSON_AddItemToObject(t, "data_offsets", offs);
     }
-    if (!root || add_metadata(root, m) != 0)
+    if (!root || add_metadata(root, m, c) != 0)
         goto fail;
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
@@ -108,26 +132,6 @@ static int write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
-/* Make the rename durable; best effort, the file itself is already safe. */
-static void sync_parent_dir(const char *path)
-{
-    char *dir = strdup(path);
-    if (!dir)
-        return;
-    char *slash = strrchr(dir, '/');
-    const char *name = ".";
-    if (slash) {
-        slash[slash == dir ? 1 : 0] = '\0';
-        name = dir;
-    }
-    int fd = open(name, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 static const void *tensor_data(const karp_model *m, const KpCkptTensor *t)
 {
     switch (t->group) {
@@ -160,51 +164,24 @@ int karp_save(const karp_model *m, const char *path)
         return kp_rt_error(NULL, KARP_ENOMEM, "%s: out of memory building the header", path);
     size_t hlen = 0;
     char *header = make_header(m, &c, &hlen);
-    size_t tmplen = strlen(path) + 32;
-    char *tmp = header ? malloc(tmplen) : NULL;
-    if (!tmp) {
-        free(header);
+    if (!header) {
         kp_rt_ckpt_free(&c);
         return kp_rt_error(NULL, KARP_ENOMEM, "%s: out of memory building the header", path);
     }
-    snprintf(tmp, tmplen, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        int rc = kp_rt_error(NULL, KARP_EIO, "%s: cannot create temporary file '%s': %s", path, tmp,
-                             strerror(errno));
-        free(header);
-        free(tmp);
-        kp_rt_ckpt_free(&c);
-        return rc;
-    }
-
-    const char *step = "write";
-    int bad = write_file(fd, m, &c, header, hlen);
-    if (!bad && fsync(fd) != 0) {
-        step = "fsync";
-        bad = 1;
-    }
-    int saved_errno = errno;
-    if (close(fd) != 0 && !bad) {
-        step = "close";
-        bad = 1;
-        saved_errno = errno;
-    }
-    if (!bad && rename(tmp, path) != 0) {
-        step = "rename";
-        bad = 1;
-        saved_errno = errno;
-    }
-    int rc = 0;
-    if (bad) {
-        unlink(tmp);
-        rc = kp_rt_error(NULL, KARP_EIO, "%s: %s failed: %s (the old file, if any, is unchanged)",
-                         path, step, strerror(saved_errno));
+    KpAtomic af;
+    int rc = 0, err = kp_atomic_begin(&af, path);
+    if (err) {
+        rc = kp_rt_error(NULL, KARP_EIO, "%s: cannot create temporary file '%s.tmp.%ld': %s",
+                         path, path, (long)getpid(), strerror(err));
     } else {
-        sync_parent_dir(path);
+        int bad = write_file(af.fd, m, &c, header, hlen) != 0 ? (errno ? errno : EIO) : 0;
+        err = kp_atomic_commit(&af, bad);
+        if (err)
+            rc = kp_rt_error(NULL, KARP_EIO,
+                             "%s: %s failed: %s (the old file, if any, is unchanged)", path,
+                             af.step, strerror(err));
     }
     free(header);
-    free(tmp);
     kp_rt_ckpt_free(&c);
     return rc;
 }

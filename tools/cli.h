@@ -8,6 +8,8 @@
 
 #include <stdio.h>
 
+#include "../runtime/atomic_file.h"
+
 int kp_cmd_compile(int argc, char **argv);
 int kp_cmd_eval(int argc, char **argv);
 int kp_cmd_train(int argc, char **argv);
@@ -25,14 +27,13 @@ const char *kp_cli_take(int argc, char **argv, int *i, const char *name, int *mi
 /* Seconds on a monotonic clock. */
 double kp_cli_now(void);
 
-/* A file replaced whole or not at all: kp_cli_atomic_open creates
- * "<path>.tmp.<pid>" (f writes to it), kp_cli_atomic_commit closes it and
- * renames it over path (or removes it on a write error).  Both return 0,
- * or -1 with the error reported. */
+/* A file replaced whole or not at all, through runtime/atomic_file.h:
+ * kp_cli_atomic_open creates "<path>.tmp.<pid>" (f writes to it),
+ * kp_cli_atomic_commit flushes, fsyncs and renames it over path (or removes
+ * it on a write error).  Both return 0, or -1 with the error reported. */
 typedef struct KpAtomicFile {
     FILE *f;
-    char *tmp;
-    const char *path;
+    KpAtomic a;
 } KpAtomicFile;
 int kp_cli_atomic_open(KpAtomicFile *af, const char *path);
 int kp_cli_atomic_commit(KpAtomicFile *af);

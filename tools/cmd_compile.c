@@ -112,8 +112,12 @@ static int parse_args(int argc, char **argv, CompileArgs *a)
 static int emit_graph_text(const KpProgram *p, const CompileArgs *a)
 {
     FILE *f = stdout;
-    if (a->out && strcmp(a->out, "-") != 0 && !(f = fopen(a->out, "w")))
-        return kp_cli_fail("%s: cannot write: %m", a->out);
+    KpAtomicFile af = {0};
+    if (a->out && strcmp(a->out, "-") != 0) {
+        if (kp_cli_atomic_open(&af, a->out) != 0)
+            return 1;
+        f = af.f;
+    }
     const KpGraph *graphs[2] = {p->infer, p->train};
     for (int i = 0; i < 2; i++) {
         if (!graphs[i])
@@ -123,8 +127,8 @@ static int emit_graph_text(const KpProgram *p, const CompileArgs *a)
         else
             kp_print_dot(f, graphs[i]);
     }
-    if (f != stdout && fclose(f) != 0)
-        return kp_cli_fail("%s: cannot write: %m", a->out);
+    if (f != stdout && kp_cli_atomic_commit(&af) != 0)
+        return 1;
     return 0;
 }
 

@@ -9,6 +9,7 @@
  *   for each epoch e from the checkpoint's to --epochs:
  *       loader at (seed, e), skipping the batches already done
  *       for each batch: one step; progress on stderr; stop on a signal
+ *           (--save-every N: --save after every N steps, too)
  *       test pass; the epoch line on stdout; --log, --plot, --save
  *
  * The step is karp_forward, the loss gradient on the host (the reference
@@ -56,6 +57,7 @@ typedef struct TrainArgs {
     long threads;           /* 0: the default */
     long seed;
     int has_seed;
+    long save_every;        /* --save every this many steps too (0: per epoch) */
 } TrainArgs;
 
 static int parse_args(int argc, char **argv, TrainArgs *a)
@@ -67,14 +69,19 @@ static int parse_args(int argc, char **argv, TrainArgs *a)
         {"--threads", NULL, &a->threads, 1, 1024, NULL},
         {"--seed", NULL, &a->seed, 0, 2147483647, &a->has_seed},
         {"--save", &a->save, NULL, 0, 0, NULL},
+        {"--save-every", NULL, &a->save_every, 1, 1000000000, NULL},
         {"--load", &a->load, NULL, 0, 0, NULL},
         {"--log", &a->log, NULL, 0, 0, NULL},
         {"--plot", &a->plot, NULL, 0, 0, NULL},
         {"--augment", &a->augment, NULL, 0, 0, NULL},
         {"--normalize", &a->normalize, NULL, 0, 0, NULL},
     };
-    return kp_cli_options("train", argc, argv, opts, sizeof opts / sizeof opts[0], &a->model,
-                          &a->data);
+    if (kp_cli_options("train", argc, argv, opts, sizeof opts / sizeof opts[0], &a->model,
+                       &a->data) != 0)
+        return 1;
+    if (a->save_every && !a->save)
+        return kp_cli_fail("--save-every needs --save FILE");
+    return 0;
 }
 
 static volatile sig_atomic_t stop_signal;
@@ -243,6 +250,10 @@ static int train(Trainer *t)
             if (step(t, &b, &sums) != 0)
                 return 1;
             done++;
+            /* Mid-epoch, as a stop would save it: --load resumes there. */
+            if (t->a->save_every && done % t->a->save_every == 0 && done < t->steps &&
+                save(t, e, done) != 0)
+                return 1;
             kp_cli_progress_step(&t->prog, done, sums.loss / (double)sums.seen,
                                  t->use_forward ? 100.0 * (double)sums.right / (double)sums.seen
                                                 : -1,

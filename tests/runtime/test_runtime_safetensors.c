@@ -190,7 +190,7 @@ START_TEST(test_load_refusals)
     in_tmp(path, sizeof path, "bad.safetensors");
 
     write_st(path, "{" W("[0,24]") "," B("[24,32]") "}", data, 20);
-    snprintf(msg, sizeof msg, "%s: truncated: data ends at byte 168, file has 164 bytes", path);
+    snprintf(msg, sizeof msg, "%s: truncated: tensor 'dense.weight' ends at byte 168, file has 164 bytes", path);
     expect_load_refused(path, KARP_EFORMAT, msg);
 
     const unsigned char huge[12] = {0x00, 0xc2, 0xeb, 0x0b, 0, 0, 0, 0, '{', '}', ' ', ' '};
