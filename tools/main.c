@@ -16,7 +16,7 @@ static const char usage[] =
     "       karpc train model.json|model.so --data SPEC [--epochs N] [--batch N] [--threads N]\n"
     "             [--save ckpt.safetensors] [--load ckpt.safetensors] [--log log.csv]\n"
     "             [--plot loss.svg] [--seed N] [--augment hflip,random_crop=P,rotate=D,noise=S]\n"
-    "             [--normalize MEAN/STD|M1,M2,../S1,S2,..]\n"
+    "             [--normalize MEAN/STD|M1,M2,../S1,S2,..] [--check-numerics]\n"
     "       karpc eval model.json|model.so --data SPEC [--load ckpt.safetensors] [--batch N]\n"
     "             [--threads N] [--show K] [--normalize MEAN/STD]\n"
     "       SPEC: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, csv:FILE\n"
