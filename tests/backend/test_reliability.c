@@ -285,6 +285,22 @@ START_TEST(limits_model_file)
 }
 END_TEST
 
+/* 10,000 layers: refused in the front end (no code generated), bounded. */
+START_TEST(limits_many_layers)
+{
+    const char *layer = "{\"type\": \"dense\", \"units\": 8, \"activation\": \"relu\"},";
+    size_t ll = strlen(layer), cap = 10000 * ll + 256, n = 0;
+    char *json = malloc(cap);
+    n += (size_t)snprintf(json, cap, "{\"karp\": 1, \"name\": \"deep\", \"input\": {\"shape\": [8]}, \"layers\": [");
+    for (int i = 0; i < 10000; i++, n += ll)
+        memcpy(json + n, layer, ll);
+    json[n - 1] = ']';
+    snprintf(json + n, cap - n, "}");
+    expect_compile_error(json, "bad.json: layers: has 10000 layers; karpc compiles at most 1000");
+    free(json);
+}
+END_TEST
+
 START_TEST(limits_too_large_for_memory)
 {
     /* 2^36 weights: 256 GiB of parameters, refused before any allocation. */
@@ -330,6 +346,7 @@ static Suite *suite(void)
     tcase_add_test(tc, threads_infer_one_model);
     tcase_add_test(tc, limits_model_file);
     tcase_add_test(tc, limits_too_large_for_memory);
+    tcase_add_test(tc, limits_many_layers);
     tcase_add_test(tc, limits_batch_zero);
     suite_add_tcase(s, tc);
     return s;
