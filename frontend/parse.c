@@ -124,7 +124,7 @@ static int parse_layer_list(KpFe *p, const cJSON *list, const char *key, bool gr
     if (n == 0)
         return kp_fe_fail(p, key, NULL, "must be a non-empty list of layer objects, got %s",
                           kp_fe_show(p, list));
-    if (n > MAX_LAYERS)
+    if (!graph_form && n > MAX_LAYERS) /* "nodes" unlimited: see docs (reliability) */
         return kp_fe_fail(p, key, NULL, "has %d layers; karpc compiles at most %d", n, MAX_LAYERS);
     s->layers = kp_arena_alloc(p->a, (size_t)n * sizeof *s->layers);
     bool *named = kp_arena_alloc(p->a, (size_t)n * sizeof *named);

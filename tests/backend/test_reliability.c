@@ -301,6 +301,27 @@ START_TEST(limits_many_layers)
 }
 END_TEST
 
+/* A model file over 64 MiB: refused while reading, in bounded memory. */
+START_TEST(limits_huge_file)
+{
+    char *path = kp_test_path(dir, "bad.json");
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    static char spaces[1 << 20];
+    memset(spaces, ' ', sizeof spaces);
+    fputs("{\"karp\": 1,", f);
+    for (int i = 0; i < 65; i++)
+        ck_assert_uint_eq(fwrite(spaces, 1, sizeof spaces, f), sizeof spaces);
+    fputs("}", f);
+    ck_assert_int_eq(fclose(f), 0);
+    karp_error err;
+    ck_assert_ptr_null(karp_compile(path, NULL, &err));
+    size_t dl = strlen(dir);
+    ck_assert_str_eq(err.message + dl + 1, "bad.json: cannot read: File too large");
+    free(path);
+}
+END_TEST
+
 START_TEST(limits_too_large_for_memory)
 {
     /* 2^36 weights: 256 GiB of parameters, refused before any allocation. */
@@ -347,6 +368,7 @@ static Suite *suite(void)
     tcase_add_test(tc, limits_model_file);
     tcase_add_test(tc, limits_too_large_for_memory);
     tcase_add_test(tc, limits_many_layers);
+    tcase_add_test(tc, limits_huge_file);
     tcase_add_test(tc, limits_batch_zero);
     suite_add_tcase(s, tc);
     return s;
