@@ -43,6 +43,7 @@ int kp_llvm_emit_file(KpCodegen *cg, KpEmitKind kind, const char *path, KpDiag *
 /* JIT-compile the module (ORC LLJIT) and wrap it in a karp_model.  The
  * module is consumed; cg must still be freed.  The JIT lives as long as
  * the model and is released by karp_close(). */
+/* -1 on failure, -2 when the runtime refused the model for memory (KARP_ENOMEM). */
 int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d);
 void kp_llvm_free(KpCodegen *cg);
 

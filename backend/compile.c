@@ -168,7 +168,7 @@ karp_model *karp_compile(const char *model_path, const karp_compile_options *opt
         rc = kp_llvm_jit(cg, &m, &d);
     kp_llvm_free(cg);
     if (rc < 0) {
-        kp_rt_error(err, KARP_ECOMPILE, "%s", d.msg);
+        kp_rt_error(err, rc == -2 ? KARP_ENOMEM : KARP_ECOMPILE, "%s", d.msg);
         return NULL;
     }
     return m;

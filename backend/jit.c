@@ -97,8 +97,10 @@ int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d)
     }
     karp_error kerr = {0};
     karp_model *m = kp_rt_model_new((const KarpModelDesc *)(uintptr_t)addr, jit, release_jit, &kerr);
-    if (!m)   /* kp_rt_model_new released the JIT */
-        return kp_error(d, "%s", kerr.message);
+    if (!m) { /* kp_rt_model_new released the JIT */
+        kp_error(d, "%s", kerr.message);
+        return kerr.code == KARP_ENOMEM ? -2 : -1; /* karp_compile keeps KARP_ENOMEM */
+    }
     *out = m;
     return 0;
 }

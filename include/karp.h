@@ -16,6 +16,13 @@
  *   - Ownership: a karp_model owns its parameters and workspace; pointers
  *     returned by karp_param_*() and karp_model_info() stay valid until
  *     karp_close().  Buffers passed in (x, y, target) stay the caller's.
+ *   - Threads: karp_infer may run on one model from several threads at
+ *     once.  Every other call that takes a model reads or changes its
+ *     state: one thread at a time per model, and not while karp_infer runs
+ *     on it.  Different models are independent (each thread may compile,
+ *     open, train and infer its own).  karp_last_error is per thread;
+ *     karp_set_threads is one setting for the whole process.  karp_compile
+ *     (karpc.h) may run on several threads at once.
  *   - Tensors are dense row-major float32, batch first: x holds n samples
  *     of the input shape, y receives n samples of the output shape.
  */
@@ -44,7 +51,8 @@ enum {
     KARP_ENOMEM = -6,     /* out of memory */
     KARP_EMODEL = -7,     /* the model file is invalid (see the message) */
     KARP_ECOMPILE = -8,   /* code generation failed */
-    KARP_EUNSUPPORTED = -9 /* valid, but not available for this model */
+    KARP_EUNSUPPORTED = -9, /* valid, but not available for this model */
+    KARP_ENUMERIC = -10   /* a NaN or Inf found by karp_set_check_numerics */
 };
 
 typedef struct karp_model karp_model;
@@ -122,8 +130,10 @@ karp_model *karp_open(const char *path, karp_error *err);
 void karp_close(karp_model *m);
 
 /* y[n, output] = model(x[n, input]), inference mode.  1 <= n <= max_batch.
- * A model has one workspace: do not call this on the same model from two
- * threads at once (two models are independent). */
+ * Thread-safe: several threads may call it on one model at once (each
+ * call gets its own workspace from a pool the model grows on demand; the
+ * results are those of one thread), as long as no training call,
+ * karp_load, karp_init_params or karp_close runs on that model then. */
 int karp_infer(karp_model *m, const float *x, int64_t n, float *y);
 
 /*
@@ -156,6 +166,16 @@ int karp_apply_gradients(karp_model *m);
 
 /* Zero the accumulated gradients (drop a karp_backward's contribution). */
 int karp_zero_gradients(karp_model *m);
+
+/* on = 1: from now on karp_train_step, karp_forward, karp_backward and
+ * karp_apply_gradients check for NaN and Inf — the input batch before the
+ * call; after it the loss, karp_forward's output, then each parameter and
+ * gradient in the model's order — and return KARP_ENUMERIC at the first
+ * one, with a message naming the step and the layer, e.g.
+ * "karp_train_step: step 37: NaN in layer 'dense4' (parameter
+ * dense4.weight, element 12)".  The call's work is done (the step is
+ * counted); the caller should stop.  on = 0: no checks (the default). */
+int karp_set_check_numerics(karp_model *m, int on);
 
 /* Fill *info.  The strings belong to the model. */
 int karp_model_info(const karp_model *m, karp_info *info);

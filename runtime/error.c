@@ -52,6 +52,7 @@ const char *karp_strerror(int code)
     case KARP_EMODEL: return "KARP_EMODEL";
     case KARP_ECOMPILE: return "KARP_ECOMPILE";
     case KARP_EUNSUPPORTED: return "KARP_EUNSUPPORTED";
+    case KARP_ENUMERIC: return "KARP_ENUMERIC";
     default: return "KARP_E(unknown)";
     }
 }

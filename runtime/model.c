@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "data.h"
 #include "model.h"
@@ -183,6 +184,36 @@ static int check_desc(const KarpModelDesc *d, const char *what, karp_error *err)
     return rc ? rc : check_training(d, what, err);
 }
 
+/* The bytes a new model allocates: parameters, gradients, optimizer
+ * state, prepared slab, both workspaces and the copy of the last input. */
+static int64_t model_bytes(const KarpModelDesc *d)
+{
+    int64_t pbytes = d->param_floats * (int64_t)sizeof(float);
+    return pbytes * (2 + d->opt_slots) + d->prep_floats * (int64_t)sizeof(float) +
+           d->workspace_bytes + d->train_workspace_bytes +
+           d->max_batch * kp_rt_input_size(d) * (int64_t)sizeof(float);
+}
+
+/* Policy for a model too large for memory: refuse it before allocating
+ * when it needs more than the machine's physical memory (with overcommit
+ * an allocation that large may "succeed" and the process be killed when
+ * it is touched); smaller allocations that fail give KARP_ENOMEM. */
+static int check_memory(const KarpModelDesc *d, const char *what, karp_error *err)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || psize <= 0)
+        return 0;
+    int64_t phys = (int64_t)pages * psize, need = model_bytes(d);
+    if (need <= phys)
+        return 0;
+    return kp_rt_error(err, KARP_ENOMEM,
+                       "%s: needs %.1f GiB of memory (%lld parameter floats, %lld workspace "
+                       "bytes, batch %lld), more than this machine's %.1f GiB",
+                       what, (double)need / (1 << 30), (long long)d->param_floats,
+                       (long long)(d->workspace_bytes + d->train_workspace_bytes),
+                       (long long)d->max_batch, (double)phys / (1 << 30));
+}
+
 /* 64-byte aligned, at least 64 bytes, zeroed. */
 static void *alloc_slab(int64_t bytes)
 {
@@ -193,13 +224,40 @@ static void *alloc_slab(int64_t bytes)
     return p;
 }
 
+/* One idle inference workspace on the model's free list. */
+typedef struct KpWsNode {
+    struct KpWsNode *next;
+    void *mem;
+} KpWsNode;
+
+static int push_ws(karp_model *m, void *mem)
+{
+    KpWsNode *node = malloc(sizeof *node);
+    if (!node)
+        return -1;
+    node->mem = mem;
+    node->next = m->ws_free;
+    m->ws_free = node;
+    return 0;
+}
+
 /* Free the blocks the model owns (m NULL accepted), not m, not release. */
 static void free_blocks(karp_model *m)
 {
     if (!m)
         return;
     free(m->params);
-    free(m->ws);
+    /* every workspace is idle now (karp_close must not race karp_infer) */
+    int own_ws = 0;
+    while (m->ws_free) {
+        KpWsNode *node = m->ws_free;
+        m->ws_free = node->next;
+        own_ws |= node->mem == m->ws;
+        free(node->mem);
+        free(node);
+    }
+    if (!own_ws)
+        free(m->ws);
     free(m->prep);
     free(m->grads);
     free(m->opt);
@@ -239,12 +297,13 @@ karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, v
         kp_rt_error(err, KARP_ECPU, "%s: needs CPU features this machine lacks: %s", what, missing);
         goto fail;
     }
-    if (check_desc(desc, what, err) != 0)
+    if (check_desc(desc, what, err) != 0 || check_memory(desc, what, err) != 0)
         goto fail;
     m = calloc(1, sizeof *m);
     if (!m)
         goto nomem;
     m->desc = desc;
+    pthread_mutex_init(&m->infer_lock, NULL);
     int64_t pbytes = desc->param_floats * (int64_t)sizeof(float);
     m->params = alloc_slab(pbytes);
     m->ws = alloc_slab(desc->workspace_bytes);
@@ -256,6 +315,9 @@ karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, v
         goto nomem;
     if (!m->params || !m->ws || !m->grads || !m->opt || !m->tws || !m->last_x)
         goto nomem;
+    if (push_ws(m, m->ws) != 0)
+        goto nomem;
+    m->ws_count = 1;
     m->owner = owner;
     m->release = release;
     karp_init_params(m, desc->seed);
@@ -270,6 +332,8 @@ nomem:
                 "workspace bytes", what, (long long)desc->param_floats,
                 (long long)(desc->workspace_bytes + desc->train_workspace_bytes));
     free_blocks(m);
+    if (m)
+        pthread_mutex_destroy(&m->infer_lock);
     free(m);
 fail:
     if (release)
@@ -288,6 +352,7 @@ void karp_close(karp_model *m)
     if (!m)
         return;
     free_blocks(m);
+    pthread_mutex_destroy(&m->infer_lock);
     /* Last: release may unmap the code and the descriptor. */
     void (*release)(void *) = m->release;
     void *owner = m->owner;
@@ -308,11 +373,37 @@ int karp_infer(karp_model *m, const float *x, int64_t n, float *y)
         return kp_rt_error(NULL, KARP_EINVAL, "karp_infer: n must be between 1 and %lld, got %lld",
                            (long long)m->desc->max_batch, (long long)n);
     kp_rt_apply_threads();
+    /* Under the lock: prepare if the parameters changed (once, the other
+     * callers waiting for it), then take an idle workspace or make one. */
+    pthread_mutex_lock(&m->infer_lock);
     if (m->prep && m->prep_stale) {
         m->desc->prepare(m->params, m->prep);
         m->prep_stale = 0;
     }
-    m->desc->infer(m->params, m->prep, m->ws, x, y, n);
+    KpWsNode *node = m->ws_free;
+    if (node)
+        m->ws_free = node->next;
+    pthread_mutex_unlock(&m->infer_lock);
+    if (!node) {
+        node = malloc(sizeof *node);
+        void *mem = node ? alloc_slab(m->desc->workspace_bytes) : NULL;
+        if (!mem) {
+            free(node);
+            return kp_rt_error(NULL, KARP_ENOMEM,
+                               "karp_infer: out of memory allocating a workspace of %lld bytes "
+                               "for a concurrent call",
+                               (long long)m->desc->workspace_bytes);
+        }
+        node->mem = mem;
+        pthread_mutex_lock(&m->infer_lock);
+        m->ws_count++;
+        pthread_mutex_unlock(&m->infer_lock);
+    }
+    m->desc->infer(m->params, m->prep, node->mem, x, y, n);
+    pthread_mutex_lock(&m->infer_lock);
+    node->next = m->ws_free;
+    m->ws_free = node;
+    pthread_mutex_unlock(&m->infer_lock);
     return 0;
 }
 

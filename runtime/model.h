@@ -5,6 +5,7 @@
 #ifndef KP_RT_MODEL_H
 #define KP_RT_MODEL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 
@@ -24,9 +25,16 @@ struct karp_model {
     void *owner;                    /* what keeps the code alive (the JIT) */
     void (*release)(void *owner);   /* called by karp_close */
     float *params;                  /* the parameter slab, 64-byte aligned */
-    void *ws;                       /* the workspace, 64-byte aligned */
+    void *ws;                       /* the first inference workspace, 64-byte aligned */
     float *prep;                    /* the prepared slab (prep_floats), or NULL */
-    int prep_stale;                 /* the parameters changed since prepare last ran */
+    _Atomic int prep_stale;         /* the parameters changed since prepare last ran */
+    /* karp_infer may run on several threads at once: each call takes a
+     * workspace from this free list (growing it when empty) and gives it
+     * back; prepare runs under the lock, the other callers waiting. */
+    pthread_mutex_t infer_lock;
+    struct KpWsNode *ws_free;       /* idle workspaces, m->ws among them */
+    int64_t ws_count;               /* workspaces allocated, m->ws included */
+    int check_numerics;             /* karp_set_check_numerics */
     /* training (every block 64-byte aligned and owned by the model) */
     float *grads;                   /* param_floats, same layout, zero at rest */
     float *opt;                     /* opt_slots * param_floats, zero when fresh */
@@ -65,6 +73,14 @@ int64_t kp_rt_input_size(const KarpModelDesc *d);
 int kp_rt_meta_set(KpMeta *meta, const char *key, const char *value);
 const char *kp_rt_meta_get(const KpMeta *meta, const char *key);
 void kp_rt_meta_free(KpMeta *meta);
+
+/* karp_set_check_numerics (numerics.c): 0, or KARP_ENUMERIC with the
+ * message, when the model checks numerics and finds a NaN or Inf in the
+ * input x[n] (before a call of optimizer step `step`), or after it in *loss, y[n] (each may be NULL),
+ * the parameters or the gradients. */
+int kp_rt_check_input(const karp_model *m, const char *fn, int64_t step, const float *x, int64_t n);
+int kp_rt_check_after(const karp_model *m, const char *fn, int64_t step, const float *loss,
+                      const float *y, int64_t n);
 
 /* Record an error: sets err (may be NULL) and the thread's last error;
  * returns code. */

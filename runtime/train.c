@@ -49,6 +49,8 @@ int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n
     if (!target)
         return kp_rt_error(NULL, KARP_EINVAL, "%s: target is NULL", fn);
     rc = check_n(m, fn, n);
+    if (rc == 0)
+        rc = kp_rt_check_input(m, fn, m->step + 1, x, n);
     if (rc)
         return rc;
     kp_rt_apply_threads();
@@ -59,7 +61,7 @@ int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n
                             kp_rt_call_seed(m, m->step));
     if (loss)
         *loss = l;
-    return 0;
+    return kp_rt_check_after(m, fn, m->step, &l, NULL, 0);
 }
 
 int karp_forward(karp_model *m, const float *x, int64_t n, float *y)
@@ -71,6 +73,8 @@ int karp_forward(karp_model *m, const float *x, int64_t n, float *y)
     if (!x)
         return kp_rt_error(NULL, KARP_EINVAL, "%s: x is NULL", fn);
     rc = check_n(m, fn, n);
+    if (rc == 0)
+        rc = kp_rt_check_input(m, fn, m->step + 1, x, n);
     if (rc)
         return rc;
     /* memmove: x may be last_x itself (a caller replaying the stored input). */
@@ -79,7 +83,7 @@ int karp_forward(karp_model *m, const float *x, int64_t n, float *y)
     kp_rt_params_changed(m);    /* batchnorm's running statistics */
     kp_rt_apply_threads();
     m->desc->forward(m->params, m->tws, m->last_x, y, n, kp_rt_call_seed(m, m->step + 1));
-    return 0;
+    return kp_rt_check_after(m, fn, m->step + 1, NULL, y, n);
 }
 
 int karp_backward(karp_model *m, const float *dy, float *dx)
@@ -94,7 +98,7 @@ int karp_backward(karp_model *m, const float *dy, float *dx)
         return kp_rt_error(NULL, KARP_EINVAL, "%s: call karp_forward first", fn);
     kp_rt_apply_threads();
     m->desc->backward(m->params, m->grads, m->tws, m->last_x, dy, dx, m->last_n);
-    return 0;
+    return kp_rt_check_after(m, fn, m->step + 1, NULL, NULL, 0);
 }
 
 int karp_apply_gradients(karp_model *m)
@@ -110,7 +114,7 @@ int karp_apply_gradients(karp_model *m)
     m->step++;
     kp_rt_params_changed(m);
     m->desc->apply(m->params, m->grads, m->opt, m->step);
-    return 0;
+    return kp_rt_check_after(m, fn, m->step, NULL, NULL, 0);
 }
 
 int karp_zero_gradients(karp_model *m)

@@ -58,11 +58,21 @@ typedef struct TrainArgs {
     long seed;
     int has_seed;
     long save_every;        /* --save every this many steps too (0: per epoch) */
+    int check_numerics;     /* --check-numerics */
 } TrainArgs;
 
 static int parse_args(int argc, char **argv, TrainArgs *a)
 {
     memset(a, 0, sizeof *a);
+    /* --check-numerics is a flag without a value: taken out here */
+    int kept = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--check-numerics") == 0)
+            a->check_numerics = 1;
+        else
+            argv[kept++] = argv[i];
+    }
+    argc = kept;
     const KpOption opts[] = {
         {"--epochs", NULL, &a->epochs, 1, 1000000, NULL},
         {"--batch", NULL, &a->batch, 1, 65536, NULL},
@@ -190,6 +200,23 @@ static int write_history(const Trainer *t)
     return 0;
 }
 
+/* Without --check-numerics a NaN is found here, at the end of the epoch:
+ * the mean loss, then the parameters; the run stops instead of going on. */
+static int diverged(Trainer *t, int epoch, double loss)
+{
+    const char *hint = "the run diverged; try a lower learning rate or --check-numerics";
+    if (!isfinite(loss))
+        return kp_cli_fail("epoch %d: the loss is %s — %s", epoch,
+                           isnan(loss) ? "NaN" : "infinite", hint);
+    karp_param p;
+    for (int i = 0, np = karp_param_count(t->m); i < np && karp_param_get(t->m, i, &p) == 0; i++)
+        for (int64_t k = 0; k < p.size; k++)
+            if (!isfinite(p.data[k]))
+                return kp_cli_fail("epoch %d: parameter %s has %s at element %lld — %s", epoch,
+                                   p.name, isnan(p.data[k]) ? "NaN" : "Inf", (long long)k, hint);
+    return 0;
+}
+
 static int epoch_end(Trainer *t, long e, const EpochSums *s, double t0, double train_secs)
 {
     KpTestResult r = {.loss = NAN, .acc = -1};
@@ -214,6 +241,8 @@ static int epoch_end(Trainer *t, long e, const EpochSums *s, double t0, double t
     printf(" | %s | %.0f samples/s, %.1f s\n", test, st.samples_per_s, st.seconds);
     fflush(stdout);
     if (kp_cli_history_add(&t->hist, &st) != 0 || write_history(t) != 0)
+        return 1;
+    if (diverged(t, st.epoch, st.train_loss) != 0)
         return 1;
     return save(t, e + 1, 0);
 }
@@ -354,6 +383,8 @@ static int setup(Trainer *t)
         return 1;
     if (t->info.no_train_reason)
         return kp_cli_fail("%s: cannot be trained: %s", a->model, t->info.no_train_reason);
+    if (a->check_numerics && karp_set_check_numerics(t->m, 1) != 0)
+        return kp_cli_fail("%s", karp_last_error());
     if (!t->info.has_train)
         return kp_cli_fail("%s: the model has no train_step: give it a \"loss\" and an "
                            "\"optimizer\"",

@@ -20,7 +20,7 @@ static const char usage[] =
     "             [--save ckpt.safetensors [--save-every STEPS]] [--load ckpt.safetensors]\n"
     "             [--log log.csv]"
     " [--plot loss.svg] [--seed N] [--augment hflip,random_crop=P,rotate=D,noise=S]\n"
-    "             [--normalize MEAN/STD|M1,M2,../S1,S2,..]\n"
+    "             [--normalize MEAN/STD|M1,M2,../S1,S2,..] [--check-numerics]\n"
     "       karpc eval model.json|model.so --data SPEC [--load ckpt.safetensors] [--batch N]\n"
     "             [--threads N] [--show K] [--normalize MEAN/STD]\n"
     "       SPEC: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, csv:FILE\n"

@@ -376,6 +376,7 @@ START_TEST(train_augments_as_the_model_says)
 }
 END_TEST
 
+#define DIV_CHECKED "karp_forward: step 2: NaN in the model output (element 0 of sample 0)"
 static void expect_error(const char *args, const char *message)
 {
     KpRun r = kp_test_run("cd %s && %s %s", dir, KARPC_EXE, args);
@@ -486,12 +487,52 @@ START_TEST(train_errors)
 }
 END_TEST
 
+/* A learning rate of 1e30 diverges: without --check-numerics the run stops
+ * at the end of epoch 1, with it at the step and the layer. */
+START_TEST(train_divergence)
+{
+    char *csv = kp_test_path(dir, "div.csv"), *json = kp_test_path(dir, "div.json");
+    char rows[64 * 48] = "";
+    for (int i = 0; i < 64; i++) {
+        char row[48];
+        snprintf(row, sizeof row, "%d,%.3f,%.3f,%.3f,%.3f\n", i % 2, (i % 7) / 7.0 - 0.5,
+                 (i % 5) / 5.0, (i % 3) / 3.0 - 0.3, (i % 2) * 0.8);
+        strcat(rows, row);
+    }
+    ck_assert_int_eq(kp_test_write_file(csv, rows), 0);
+    ck_assert_int_eq(
+        kp_test_write_file(json,
+                           "{\"karp\": 1, \"name\": \"div\", \"input\": {\"shape\": [4]},\n"
+                           " \"layers\": [{\"type\": \"dense\", \"name\": \"dense1\", \"units\": 8,"
+                           " \"activation\": \"relu\"},\n"
+                           "  {\"type\": \"dense\", \"name\": \"dense2\", \"units\": 2}],\n"
+                           " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 1e30},\n"
+                           " \"batch\": 16, \"seed\": 1, \"train\": {\"epochs\": 3}}\n"),
+        0);
+    KpRun r = kp_test_run("cd %s && %s train div.json --data csv:div.csv 2>&1", dir, KARPC_EXE);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.out, "karpc: epoch 1: the loss is NaN — the run diverged; try a lower "
+                                "learning rate or --check-numerics\n"),
+                  "%s", r.out);
+    ck_assert_ptr_null(strstr(r.out, "epoch 2/3"));
+    kp_test_run_free(&r);
+    r = kp_test_run("cd %s && %s train div.json --data csv:div.csv --check-numerics 2>&1", dir,
+                    KARPC_EXE);
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_msg(strstr(r.out, "karpc: " DIV_CHECKED "\n"), "%s", r.out);
+    kp_test_run_free(&r);
+    free(csv);
+    free(json);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("karpc_train");
     TCase *tc = tcase_create("train");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, train_divergence);
     tcase_add_test(tc, train_learns_logs_and_plots);
     tcase_add_test(tc, save_then_eval_same_test_line);
     tcase_add_test(tc, resume_repeats_the_run);
