@@ -59,15 +59,23 @@ run_one() {
 status=0
 jobs="${FUZZ_JOBS:-1}"
 if [ "$jobs" -gt 1 ]; then
-    for h in $harnesses; do
-        (run_one "$h" >"$bdir/fuzz-out.$h.summary" 2>&1; echo $? >"$bdir/fuzz-out.$h.rc") &
-        while [ "$(jobs -p | wc -l)" -ge "$jobs" ]; do sleep 1; done
-    done
-    wait
-    for h in $harnesses; do
-        cat "$bdir/fuzz-out.$h.summary"
-        [ "$(cat "$bdir/fuzz-out.$h.rc")" = 0 ] || status=1
-        rm -f "$bdir/fuzz-out.$h.summary" "$bdir/fuzz-out.$h.rc"
+    # batches of $jobs harnesses at once
+    set -- $harnesses
+    while [ $# -gt 0 ]; do
+        batch=""
+        i=0
+        while [ $# -gt 0 ] && [ $i -lt "$jobs" ]; do
+            batch="$batch $1"
+            (run_one "$1" >"$bdir/fuzz-out.$1.summary" 2>&1; echo $? >"$bdir/fuzz-out.$1.rc") &
+            shift
+            i=$((i + 1))
+        done
+        wait
+        for h in $batch; do
+            cat "$bdir/fuzz-out.$h.summary"
+            [ "$(cat "$bdir/fuzz-out.$h.rc")" = 0 ] || status=1
+            rm -f "$bdir/fuzz-out.$h.summary" "$bdir/fuzz-out.$h.rc"
+        done
     done
 else
     for h in $harnesses; do
