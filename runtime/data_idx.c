@@ -22,7 +22,11 @@ typedef struct IdxFile {
     int64_t pos;            /* bytes consumed, uncompressed */
 } IdxFile;
 
-static int read_exact(IdxFile *f, void *buf, int64_t len, const char *what, karp_error *err)
+/* len bytes into buf; a short file is "truncated at byte B: expected
+ * WHOLE bytes of WHAT" (whole: the size of the field, of which this read
+ * may be a part). */
+static int read_part(IdxFile *f, void *buf, int64_t len, int64_t whole, const char *what,
+                     karp_error *err)
 {
     unsigned char *p = buf;
     int64_t done = 0;
@@ -38,11 +42,16 @@ static int read_exact(IdxFile *f, void *buf, int64_t len, const char *what, karp
         if (got == 0)
             return kp_rt_error(err, KARP_EFORMAT,
                                "%s: truncated at byte %lld: expected %lld bytes of %s", f->path,
-                               (long long)(f->pos + done), (long long)len, what);
+                               (long long)(f->pos + done), (long long)whole, what);
         done += got;
     }
     f->pos += len;
     return 0;
+}
+
+static int read_exact(IdxFile *f, void *buf, int64_t len, const char *what, karp_error *err)
+{
+    return read_part(f, buf, len, len, what, err);
 }
 
 /* Open path and read its header; dims[] receives the dimensions. */
@@ -93,19 +102,33 @@ static int load_images(const char *path, KpDataset *ds, karp_error *err)
     if (rc == 0 && dims[1] * dims[2] > (1 << 24))
         rc = kp_rt_error(err, KARP_EFORMAT, "%s: images of %lldx%lld are too large", path,
                          (long long)dims[1], (long long)dims[2]);
-    unsigned char *raw = NULL;
     if (rc == 0) {
-        int64_t bytes = dims[0] * dims[1] * dims[2];
-        raw = malloc((size_t)bytes);
-        ds->x = malloc((size_t)bytes * sizeof(float));
-        if (!raw || !ds->x)
-            rc = kp_rt_error(err, KARP_ENOMEM, "%s: out of memory for %lld images", path,
-                             (long long)dims[0]);
-        else
-            rc = read_exact(&f, raw, bytes, "pixels", err);
+        /* The header's count is not trusted with memory: the pixels are
+         * read in chunks and the array grows with what the file really
+         * holds, so a 16-byte file claiming a billion images fails with
+         * "truncated" instead of allocating gigabytes first. */
+        int64_t bytes = dims[0] * dims[1] * dims[2], cap = 0, done = 0;
+        unsigned char chunk[1 << 16];
+        while (rc == 0 && done < bytes) {
+            int64_t n = bytes - done < (int64_t)sizeof chunk ? bytes - done : (int64_t)sizeof chunk;
+            if (done + n > cap) {
+                int64_t want = cap ? 2 * cap : (int64_t)sizeof chunk;
+                want = want > bytes ? bytes : want;
+                float *bigger = realloc(ds->x, (size_t)want * sizeof(float));
+                if (!bigger) {
+                    rc = kp_rt_error(err, KARP_ENOMEM, "%s: out of memory for %lld images", path,
+                                     (long long)dims[0]);
+                    break;
+                }
+                ds->x = bigger;
+                cap = want;
+            }
+            rc = read_part(&f, chunk, n, bytes, "pixels", err);
+            for (int64_t i = 0; rc == 0 && i < n; i++)
+                ds->x[done + i] = chunk[i] / 255.0f;
+            done += n;
+        }
         if (rc == 0) {
-            for (int64_t i = 0; i < bytes; i++)
-                ds->x[i] = raw[i] / 255.0f;
             ds->count = dims[0];
             ds->rank = 3;
             ds->shape[0] = 1;
@@ -114,7 +137,6 @@ static int load_images(const char *path, KpDataset *ds, karp_error *err)
             ds->sample_size = dims[1] * dims[2];
         }
     }
-    free(raw);
     idx_close(&f);
     return rc;
 }

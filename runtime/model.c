@@ -92,6 +92,26 @@ static int check_training(const KarpModelDesc *d, const char *what, karp_error *
     karp_error aerr;
     if (kp_augment_check(d->augment, d->naugment, -1, "augment", &aerr) != 0)
         return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: %s", what, aerr.message);
+    /* The sizes and kinds first: the runtime allocates and clears by them
+     * even for a model that cannot be trained (found by fuzzing: a
+     * negative opt_slots with a reason not to train made
+     * karp_init_params clear a negative length). */
+    if (d->target_kind < KARP_TARGET_NONE || d->target_kind > KARP_TARGET_DENSE)
+        return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: unknown target kind %d",
+                           what, (int)d->target_kind);
+    if (d->opt_slots < 0 || d->opt_slots > 2)
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: %d optimizer slots (0 to 2 allowed)", what,
+                           (int)d->opt_slots);
+    if (d->trainable_floats < 0 || d->trainable_floats > d->param_floats)
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: trainable_floats %lld outside the %lld "
+                           "parameter floats",
+                           what, (long long)d->trainable_floats, (long long)d->param_floats);
+    if (d->train_workspace_bytes < 0 || d->train_workspace_bytes > 4 * MAX_FLOATS)
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: train_workspace_bytes %lld", what,
+                           (long long)d->train_workspace_bytes);
     if (d->no_train_reason) {
         if (d->forward || d->backward || d->apply || d->train_step)
             return kp_rt_error(err, KARP_EFORMAT,
@@ -103,13 +123,6 @@ static int check_training(const KarpModelDesc *d, const char *what, karp_error *
     if (!d->forward || !d->backward)
         return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: no %s function", what,
                            d->forward ? "backward" : "forward");
-    if (d->target_kind < KARP_TARGET_NONE || d->target_kind > KARP_TARGET_DENSE)
-        return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: unknown target kind %d",
-                           what, (int)d->target_kind);
-    if (d->opt_slots < 0 || d->opt_slots > 2)
-        return kp_rt_error(err, KARP_EFORMAT,
-                           "%s: invalid descriptor: %d optimizer slots (0 to 2 allowed)", what,
-                           (int)d->opt_slots);
     if (!d->apply && d->opt_slots != 0)
         return kp_rt_error(err, KARP_EFORMAT,
                            "%s: invalid descriptor: optimizer state but no apply function", what);
@@ -121,15 +134,6 @@ static int check_training(const KarpModelDesc *d, const char *what, karp_error *
         return kp_rt_error(err, KARP_EFORMAT,
                            "%s: invalid descriptor: a train_step function but no target kind",
                            what);
-    if (d->trainable_floats < 0 || d->trainable_floats > d->param_floats)
-        return kp_rt_error(err, KARP_EFORMAT,
-                           "%s: invalid descriptor: trainable_floats %lld outside the %lld "
-                           "parameter floats",
-                           what, (long long)d->trainable_floats, (long long)d->param_floats);
-    if (d->train_workspace_bytes < 0 || d->train_workspace_bytes > 4 * MAX_FLOATS)
-        return kp_rt_error(err, KARP_EFORMAT,
-                           "%s: invalid descriptor: train_workspace_bytes %lld", what,
-                           (long long)d->train_workspace_bytes);
     for (uint32_t i = 0; d->params && i < d->nparams; i++) {
         const KarpParamDesc *p = &d->params[i];
         if (p->offset < d->trainable_floats && p->offset + p->size > d->trainable_floats)

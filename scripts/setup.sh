@@ -14,6 +14,9 @@ for v in 19 18 17; do
 done
 [ -n "$LLVM" ] || LLVM="llvm-19-dev"
 PKGS="$PKGS $LLVM"
+# The fuzz build (tests/fuzz/run.sh): clang 19 with libFuzzer and the
+# sanitizer runtimes, and its OpenMP (the runtime uses OpenMP).
+PKGS="$PKGS clang-19 libclang-rt-19-dev libomp-19-dev"
 
 missing=""
 for p in $PKGS; do

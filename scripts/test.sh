@@ -21,4 +21,8 @@ export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 (cd build-asan && ctest --output-on-failure -j2 -LE slow) || status=1
 
+# A smoke run of every libFuzzer harness (docs/fuzzing.md): 10 s each.
+echo "== fuzz smoke run (clang-19, libFuzzer + ASan + UBSan, build-fuzz/)"
+tests/fuzz/run.sh 10 || status=1
+
 exit $status

@@ -66,6 +66,65 @@ static void expect_error(int rc, int code, karp_error *err, const char *msg)
     ck_assert_str_eq(err->message, msg);
 }
 
+/* An IDX header: magic for rank dims, then the dimensions (big-endian). */
+static size_t idx_header(unsigned char *b, int rank, const uint32_t *dims)
+{
+    b[0] = b[1] = 0;
+    b[2] = 0x08;
+    b[3] = (unsigned char)rank;
+    for (int i = 0; i < rank; i++)
+        for (int k = 0; k < 4; k++)
+            b[4 + 4 * i + k] = (unsigned char)(dims[i] >> (24 - 8 * k));
+    return 4 + 4 * (size_t)rank;
+}
+
+START_TEST(test_idx)
+{
+    char img[256], lbl[256];
+    in_tmp(img, sizeof img, "img");
+    in_tmp(lbl, sizeof lbl, "lbl");
+    static unsigned char b[200000];
+    uint32_t two[3] = {2, 2, 3}, n2[1] = {2};
+    size_t h = idx_header(b, 3, two);
+    for (int i = 0; i < 12; i++)
+        b[h + i] = (unsigned char)(i * 20);
+    write_file("img", b, h + 12);
+    h = idx_header(b, 1, n2);
+    b[h] = 4;
+    b[h + 1] = 1;
+    write_file("lbl", b, h + 2);
+    KpDataset ds;
+    karp_error err;
+    ck_assert_int_eq(kp_data_load_idx(img, lbl, &ds, &err), 0);
+    ck_assert_int_eq(ds.count, 2);
+    ck_assert_int_eq(ds.sample_size, 6);
+    ck_assert_int_eq(ds.nclasses, 5);
+    ck_assert_int_eq(ds.labels[1], 1);
+    ck_assert_float_eq_tol(ds.x[11], 220.0f / 255.0f, 1e-7f);
+    kp_data_free(&ds);
+
+    /* Found by fuzzing: a header claiming 2^28 images of 4096x4096 made
+     * the reader allocate 2^52 bytes before reading any pixel (and a
+     * smaller claim gigabytes); now memory follows the file's contents. */
+    uint32_t huge[3] = {1u << 28, 4096, 4096};
+    h = idx_header(b, 3, huge);
+    write_file("img", b, h + 4);
+    char msg[512];
+    snprintf(msg, sizeof msg,
+             "%s: truncated at byte 20: expected 4503599627370496 bytes of pixels", img);
+    expect_error(kp_data_load_idx(img, lbl, &ds, &err), KARP_EFORMAT, &err, msg);
+    ck_assert_ptr_null(ds.x);
+
+    /* truncated past the first 64 KB chunk: the offset is in the file */
+    uint32_t big[3] = {2, 256, 256};
+    h = idx_header(b, 3, big);
+    write_file("img", b, h + 100000);
+    snprintf(msg, sizeof msg, "%s: truncated at byte 100016: expected 131072 bytes of pixels",
+             img);
+    expect_error(kp_data_load_idx(img, lbl, &ds, &err), KARP_EFORMAT, &err, msg);
+}
+END_TEST
+
 START_TEST(test_cifar10)
 {
     for (int i = 1; i <= 5; i++) {
@@ -377,6 +436,7 @@ static Suite *data_suite(void)
     Suite *s = suite_create("runtime_data");
     TCase *tc = tcase_create("data");
     tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_idx);
     tcase_add_test(tc, test_cifar10);
     tcase_add_test(tc, test_csv);
     tcase_add_test(tc, test_open_dispatch);

@@ -244,6 +244,23 @@ START_TEST(test_no_train_reason)
     karp_error err;
     ck_assert_ptr_null(kp_rt_model_new(&d, NULL, NULL, &err));
     ck_assert_int_eq(err.code, KARP_EFORMAT);
+
+    /* Found by fuzzing: with a reason not to train, the sizes were not
+     * checked, and opt_slots -1 made karp_init_params clear a negative
+     * length of optimizer state. */
+    d = tiny_desc();
+    d.forward = NULL;
+    d.backward = NULL;
+    d.no_train_reason = "no";
+    d.opt_slots = -1;
+    ck_assert_ptr_null(kp_rt_model_new(&d, NULL, NULL, &err));
+    ck_assert_int_eq(err.code, KARP_EFORMAT);
+    ck_assert_str_eq(err.message,
+                     "model 'tiny': invalid descriptor: -1 optimizer slots (0 to 2 allowed)");
+    d.opt_slots = 0;
+    d.train_workspace_bytes = -64;
+    ck_assert_ptr_null(kp_rt_model_new(&d, NULL, NULL, &err));
+    ck_assert_str_eq(err.message, "model 'tiny': invalid descriptor: train_workspace_bytes -64");
 }
 END_TEST
 
