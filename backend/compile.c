@@ -155,6 +155,8 @@ karp_model *karp_compile(const char *model_path, const karp_compile_options *opt
     po.layout = !(o.disable_passes & KARPC_NO_LAYOUT);
     po.memplan = !(o.disable_passes & KARPC_NO_MEMPLAN);
     po.fold = !(o.disable_passes & KARPC_NO_FOLD);
+    if (o.check_numerics)
+        po.memplan = false;     /* every value's bytes kept: the check scans them all */
     if (kp_build_program(model_path, &po, o.max_batch, &p, &d) < 0) {
         kp_rt_error(err, KARP_EMODEL, "%s", d.msg);
         return NULL;

@@ -29,6 +29,23 @@ LLVMTypeRef kp_llvm_param_desc_type(LLVMContextRef ctx)
     return t;
 }
 
+static LLVMTypeRef value_desc_type(LLVMContextRef ctx)
+{
+    LLVMTypeRef t = LLVMGetTypeByName2(ctx, "KarpValueDesc");
+    if (t)
+        return t;
+    LLVMTypeRef i32 = LLVMInt32TypeInContext(ctx), i64 = LLVMInt64TypeInContext(ctx);
+    LLVMTypeRef ptr = LLVMPointerTypeInContext(ctx, 0);
+    LLVMTypeRef fields[] = {
+        ptr, ptr,                 /* layer, op */
+        i32, i32,                 /* where, phase */
+        i64, i64, i64,            /* offset, sample_floats, fixed_floats */
+    };
+    t = LLVMStructCreateNamed(ctx, "KarpValueDesc");
+    LLVMStructSetBody(t, fields, sizeof fields / sizeof fields[0], 0);
+    return t;
+}
+
 static LLVMTypeRef augment_type(LLVMContextRef ctx)
 {
     LLVMTypeRef t = LLVMGetTypeByName2(ctx, "karp_augment");
@@ -153,6 +170,63 @@ static LLVMValueRef float_array(LLVMModuleRef mod, const char *name, const float
     return gv;
 }
 
+/* Where a train-graph node's output lies after a call, for the numerics
+ * check: 0 and *where set, or -1 for one it does not scan. */
+static int value_where(const KpValue *v, int32_t *where)
+{
+    switch (v->storage) {
+    case KP_STORE_WORKSPACE: *where = KARP_VAL_TWS; return 0;
+    case KP_STORE_GRAD: *where = KARP_VAL_GRADS; return 0;
+    default: return -1;     /* the caller's buffers, the whole slab of the update */
+    }
+}
+
+/* The train graph's node outputs in schedule order (KarpValueDesc[]), only
+ * when its workspace is not shared (tg->ws_reuse false): then every
+ * value's bytes still hold it after the call.  *n is the count. */
+static LLVMValueRef value_table(LLVMModuleRef mod, const KpGraph *tg, int64_t *n, KpDiag *d)
+{
+    LLVMContextRef ctx = LLVMGetModuleContext(mod);
+    *n = 0;
+    if (!tg || tg->ws_reuse)
+        return LLVMConstPointerNull(LLVMPointerTypeInContext(ctx, 0));
+    LLVMValueRef *elts = calloc((size_t)tg->nnodes + 1, sizeof *elts);
+    if (!elts) {
+        kp_error(d, "out of memory");
+        return NULL;
+    }
+    for (int k = 0; k < tg->nnodes; k++) {
+        const KpNode *nd = tg->nodes[k];
+        const KpValue *v = nd->out;
+        int32_t where;
+        if (nd->phase == KP_PHASE_UPDATE || v->dtype != KP_F32 || value_where(v, &where) < 0)
+            continue;
+        int batched = v->rank > 0 && v->dims[0] == KP_DIM_N;
+        int64_t size = kp_value_sample_size(v);
+        LLVMValueRef f[] = {
+            cstring(mod, nd->name ? nd->name : "?"),
+            cstring(mod, kp_op_name(nd->op)),
+            i32c(ctx, where),
+            i32c(ctx, nd->phase),
+            i64c(ctx, v->offset),
+            i64c(ctx, batched ? size : 0),
+            i64c(ctx, batched ? 0 : size),
+        };
+        elts[(*n)++] = LLVMConstNamedStruct(value_desc_type(ctx), f, sizeof f / sizeof f[0]);
+    }
+    if (*n == 0) {
+        free(elts);
+        return LLVMConstPointerNull(LLVMPointerTypeInContext(ctx, 0));
+    }
+    LLVMValueRef init = LLVMConstArray(value_desc_type(ctx), elts, (unsigned)*n);
+    free(elts);
+    LLVMValueRef gv = LLVMAddGlobal(mod, LLVMTypeOf(init), "karp_values");
+    LLVMSetInitializer(gv, init);
+    LLVMSetGlobalConstant(gv, 1);
+    LLVMSetLinkage(gv, LLVMPrivateLinkage);
+    return gv;
+}
+
 /* train.augment as a private constant karp_augment[n], or a null pointer. */
 static LLVMValueRef augment_array(LLVMModuleRef mod, const KpGraph *g)
 {
@@ -204,6 +278,10 @@ int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *
         LLVMSetLinkage(params, LLVMPrivateLinkage);
     }
 
+    int64_t nvalues = 0;
+    LLVMValueRef values = value_table(mod, tg, &nvalues, d);
+    if (!values)
+        return -1;
     const KpValue *in = g->input, *out = g->output;
     LLVMValueRef f[] = {
         i32c(ctx, KARP_ABI_VERSION),
@@ -240,8 +318,8 @@ int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *
         augment_array(mod, g),
         i64c(ctx, g->prep_floats),
         fn_or_null(ctx, entries->prepare),
-        i64c(ctx, 0),
-        LLVMConstPointerNull(ptr),
+        i64c(ctx, nvalues),
+        values,
     };
     LLVMTypeRef dty = kp_llvm_model_desc_type(ctx);
     LLVMValueRef desc = LLVMAddGlobal(mod, dty, KARP_DESCRIPTOR_SYMBOL);

@@ -169,11 +169,14 @@ int karp_zero_gradients(karp_model *m);
 
 /* on = 1: from now on karp_train_step, karp_forward, karp_backward and
  * karp_apply_gradients check for NaN and Inf — the input batch before the
- * call; after it the loss, karp_forward's output, then each parameter and
- * gradient in the model's order — and return KARP_ENUMERIC at the first
- * one, with a message naming the step and the layer, e.g.
- * "karp_train_step: step 37: NaN in layer 'dense4' (parameter
- * dense4.weight, element 12)".  The call's work is done (the step is
+ * call; after it, for a model compiled with check_numerics
+ * (karp_compile_options, karpc train --check-numerics), every value the
+ * call computed in schedule order, then the loss, karp_forward's output,
+ * then each parameter and gradient in the model's order — and return
+ * KARP_ENUMERIC at the first one, with a message naming the step and the
+ * layer, e.g. "karp_train_step: step 37: +Inf in layer 'dense4' (dense
+ * output, element 3 of sample 12)" or, without the value list, "...: NaN
+ * in layer 'dense4' (parameter dense4.weight, element 12)".  The call's work is done (the step is
  * counted); the caller should stop.  on = 0: no checks (the default). */
 int karp_set_check_numerics(karp_model *m, int on);
 

@@ -18,8 +18,10 @@ typedef struct karp_compile_options {
     const char *target_features;/* NULL = the host CPU's features */
     int max_batch;              /* 0 = the model file's "batch" (default 64) */
     unsigned disable_passes;    /* KARPC_NO_* flags: the optimizing passes to skip */
-    int check_numerics;         /* 1: compile so that karp_train_step can report the
-                                   first NaN or Inf and the layer it appeared in */
+    int check_numerics;         /* 1: compile for karp_set_check_numerics: no shared
+                                   workspace ranges, and the list of every value of
+                                   the train graph, so the check finds the layer where
+                                   a NaN or Inf first appears (slower, more memory) */
 } karp_compile_options;
 
 /* Passes karp_compile_options.disable_passes can switch off (karpc's

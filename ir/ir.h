@@ -226,6 +226,9 @@ typedef struct KpGraph {
     int64_t trainable_floats;   /* parameters [0, trainable_floats) are trained;
                                    running statistics come after */
     int64_t workspace_bytes;
+    bool ws_reuse;              /* workspace ranges shared by values whose lives do not
+                                   meet (false with --no-memplan: every value's bytes
+                                   survive the call, which the numerics check needs) */
     int64_t prep_floats;        /* the prepared slab (KP_STORE_PREP), 0 if none */
 } KpGraph;
 

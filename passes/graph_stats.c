@@ -16,6 +16,8 @@ int kp_graph_kernel_count(const KpGraph *g)
     int k = 0;
     for (int i = 0; i < g->nnodes; i++) {
         const KpNode *n = g->nodes[i];
+        if (n->phase == KP_PHASE_PREPARE)
+            continue;   /* run once when the parameters change, not per call */
         if (!is_view(n)) {
             k++;
             continue;

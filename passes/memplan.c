@@ -440,6 +440,7 @@ int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d)
         g->target->storage = KP_STORE_TARGET;
 
     int64_t unplanned = kp_graph_transient_bytes(g);
+    g->ws_reuse = o->memplan;
     if (!o->memplan) {
         if (plan_unshared(g, d))
             return -1;

@@ -99,7 +99,8 @@ int kp_pass_fusion(KpGraph *g, const KpPassOpts *o, KpDiag *d);
  * reorders only where layouts meet.  Off with --no-layout. */
 int kp_pass_layout(KpGraph *g, const KpPassOpts *o, KpDiag *d);
 
-/* Kernels (nodes that become a function with a body, views excluded) and
+/* Kernels (nodes that become a function with a body and run on every call:
+ * views and PREPARE nodes excluded) and
  * the bytes all transient values would take unplanned (each its own
  * range at max_batch): the --stats figures. */
 int kp_graph_kernel_count(const KpGraph *g);

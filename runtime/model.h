@@ -76,11 +76,19 @@ void kp_rt_meta_free(KpMeta *meta);
 
 /* karp_set_check_numerics (numerics.c): 0, or KARP_ENUMERIC with the
  * message, when the model checks numerics and finds a NaN or Inf in the
- * input x[n] (before a call of optimizer step `step`), or after it in *loss, y[n] (each may be NULL),
- * the parameters or the gradients. */
+ * input x[n] (before a call of optimizer step `step`), or after it: in
+ * the values of the phases the call ran (`ran`, KP_RT_RAN_* bits; only a
+ * model compiled with check_numerics lists them, KarpModelDesc.values),
+ * then *loss, y[n] (each may be NULL), the parameters and the gradients. */
+enum {
+    KP_RT_RAN_FORWARD = 1u << 0,    /* the bit of each KarpValueDesc.phase */
+    KP_RT_RAN_LOSS = 1u << 1,
+    KP_RT_RAN_BACKWARD = 1u << 2,
+    KP_RT_RAN_INPUT_GRAD = 1u << 3
+};
 int kp_rt_check_input(const karp_model *m, const char *fn, int64_t step, const float *x, int64_t n);
 int kp_rt_check_after(const karp_model *m, const char *fn, int64_t step, const float *loss,
-                      const float *y, int64_t n);
+                      const float *y, int64_t n, unsigned ran);
 
 /* Record an error: sets err (may be NULL) and the thread's last error;
  * returns code. */

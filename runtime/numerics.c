@@ -7,8 +7,14 @@
  * (karp_train_step), the output (karp_forward's y), then the parameters
  * and their gradients in the model's parameter order, which is the
  * layers' order.  The layer is the parameter name up to its last '.'
- * ("dense4.weight" -> dense4).  The activations inside the workspace are
- * not scanned (the descriptor's value table is not filled yet).
+ * ("dense4.weight" -> dense4).
+ *
+ * A model compiled with check_numerics (karp_compile_options, karpc train
+ * --check-numerics) has no shared workspace ranges and lists every value
+ * of its train graph in schedule order (KarpModelDesc.values); those the
+ * call computed are scanned first, so the first non-finite value is the
+ * one where the NaN or Inf appeared: "NaN in layer 'conv2' (relu output,
+ * element 5 of sample 0)".
  */
 #include <math.h>
 #include <string.h>
@@ -70,13 +76,42 @@ static int check_slab(const karp_model *m, const char *fn, int64_t step, const f
     return 0;
 }
 
+/* The values of the phases in ran, in schedule order. */
+static int check_values(const karp_model *m, const char *fn, int64_t step, int64_t n, unsigned ran)
+{
+    const KarpModelDesc *d = m->desc;
+    for (int64_t k = 0; k < d->nvalues; k++) {
+        const KarpValueDesc *v = &d->values[k];
+        if (v->phase < 0 || v->phase > 3 || !(ran & (1u << v->phase)))
+            continue;
+        const float *base = v->where == KARP_VAL_TWS ? (const float *)((const char *)m->tws + v->offset)
+                            : v->where == KARP_VAL_GRADS ? m->grads + v->offset
+                                                         : m->params + v->offset;
+        int64_t count = v->sample_floats ? v->sample_floats * n : v->fixed_floats;
+        int64_t i = first_bad(base, count);
+        if (i < 0)
+            continue;
+        if (v->sample_floats)
+            return kp_rt_error(NULL, KARP_ENUMERIC,
+                               "%s: step %lld: %s in layer '%s' (%s output, element %lld of sample %lld)",
+                               fn, (long long)step, bad_name(base[i]), v->layer, v->op,
+                               (long long)(i % v->sample_floats), (long long)(i / v->sample_floats));
+        return kp_rt_error(NULL, KARP_ENUMERIC, "%s: step %lld: %s in layer '%s' (%s output, element %lld)",
+                           fn, (long long)step, bad_name(base[i]), v->layer, v->op, (long long)i);
+    }
+    return 0;
+}
+
 int kp_rt_check_after(const karp_model *m, const char *fn, int64_t step, const float *loss,
-                      const float *y, int64_t n)
+                      const float *y, int64_t n, unsigned ran)
 {
     if (!m->check_numerics)
         return 0;
     const KarpModelDesc *d = m->desc;
-    int rc = check_slab(m, fn, step, m->params, "parameter");
+    int rc = check_values(m, fn, step, n, ran);
+    if (rc)
+        return rc;
+    rc = check_slab(m, fn, step, m->params, "parameter");
     if (rc == 0)
         rc = check_slab(m, fn, step, m->grads, "gradient of");
     if (rc)

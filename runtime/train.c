@@ -61,7 +61,7 @@ int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n
                             kp_rt_call_seed(m, m->step));
     if (loss)
         *loss = l;
-    return kp_rt_check_after(m, fn, m->step, &l, NULL, 0);
+    return kp_rt_check_after(m, fn, m->step, &l, NULL, n, KP_RT_RAN_FORWARD | KP_RT_RAN_LOSS | KP_RT_RAN_BACKWARD);
 }
 
 int karp_forward(karp_model *m, const float *x, int64_t n, float *y)
@@ -83,7 +83,7 @@ int karp_forward(karp_model *m, const float *x, int64_t n, float *y)
     kp_rt_params_changed(m);    /* batchnorm's running statistics */
     kp_rt_apply_threads();
     m->desc->forward(m->params, m->tws, m->last_x, y, n, kp_rt_call_seed(m, m->step + 1));
-    return kp_rt_check_after(m, fn, m->step + 1, NULL, y, n);
+    return kp_rt_check_after(m, fn, m->step + 1, NULL, y, n, KP_RT_RAN_FORWARD);
 }
 
 int karp_backward(karp_model *m, const float *dy, float *dx)
@@ -98,7 +98,8 @@ int karp_backward(karp_model *m, const float *dy, float *dx)
         return kp_rt_error(NULL, KARP_EINVAL, "%s: call karp_forward first", fn);
     kp_rt_apply_threads();
     m->desc->backward(m->params, m->grads, m->tws, m->last_x, dy, dx, m->last_n);
-    return kp_rt_check_after(m, fn, m->step + 1, NULL, NULL, 0);
+    return kp_rt_check_after(m, fn, m->step + 1, NULL, NULL, m->last_n,
+                             KP_RT_RAN_BACKWARD | (dx ? KP_RT_RAN_INPUT_GRAD : 0));
 }
 
 int karp_apply_gradients(karp_model *m)
@@ -114,7 +115,7 @@ int karp_apply_gradients(karp_model *m)
     m->step++;
     kp_rt_params_changed(m);
     m->desc->apply(m->params, m->grads, m->opt, m->step);
-    return kp_rt_check_after(m, fn, m->step, NULL, NULL, 0);
+    return kp_rt_check_after(m, fn, m->step, NULL, NULL, 0, 0);
 }
 
 int karp_zero_gradients(karp_model *m)

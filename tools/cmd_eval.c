@@ -91,7 +91,7 @@ int kp_cmd_eval(int argc, char **argv)
     KpDataset ds = {0};
     /* csv:FILE without a test file: evaluate on FILE */
     const char *split = kp_data_has_test(a.data) ? "test" : "train";
-    rc = kp_cli_model_start(a.model, a.batch, a.threads, &m, &info, &d) ? 1 : 0;
+    rc = kp_cli_model_start(a.model, a.batch, a.threads, 0, &m, &info, &d) ? 1 : 0;
     if (rc == 0 && a.normalize && kp_cli_parse_normalize(a.normalize, &d) != 0)
         rc = 1;
     if (rc == 0 && a.load && karp_load(m, a.load) != 0)

@@ -375,7 +375,8 @@ static int open_data(Trainer *t)
 static int setup(Trainer *t)
 {
     const TrainArgs *a = t->a;
-    if (kp_cli_model_start(a->model, a->batch, a->threads, &t->m, &t->info, &t->defaults) != 0)
+    if (kp_cli_model_start(a->model, a->batch, a->threads, a->check_numerics, &t->m, &t->info,
+                           &t->defaults) != 0)
         return 1;
     KpTrainDefaults *d = &t->defaults;
     if ((a->augment && kp_cli_parse_augment(a->augment, d) != 0) ||

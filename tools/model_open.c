@@ -17,12 +17,14 @@ static int is_model_file(const char *path)
     return n >= 5 && strcmp(path + n - 5, ".json") == 0;
 }
 
-karp_model *kp_cli_open_model(const char *path, long max_batch, karp_error *err)
+karp_model *kp_cli_open_model(const char *path, long max_batch, int check_numerics,
+                              karp_error *err)
 {
     if (is_model_file(path)) {
         karp_compile_options o;
         karp_compile_options_init(&o);
         o.max_batch = (int)max_batch;
+        o.check_numerics = check_numerics;
         return karp_compile(path, &o, err);
     }
     return karp_open(path, err);
@@ -66,8 +68,8 @@ int kp_cli_open_data(const char *spec, const char *split, const KpTrainDefaults 
     return 0;
 }
 
-int kp_cli_model_start(const char *path, long max_batch, long threads, karp_model **m,
-                       karp_info *info, KpTrainDefaults *d)
+int kp_cli_model_start(const char *path, long max_batch, long threads, int check_numerics,
+                       karp_model **m, karp_info *info, KpTrainDefaults *d)
 {
     karp_error err = {0};
     *m = NULL;
@@ -75,7 +77,7 @@ int kp_cli_model_start(const char *path, long max_batch, long threads, karp_mode
         kp_cli_fail("%s", karp_last_error());
         return -1;
     }
-    *m = kp_cli_open_model(path, max_batch, &err);
+    *m = kp_cli_open_model(path, max_batch, check_numerics, &err);
     if (!*m) {
         kp_cli_fail("%s", err.message);
         return -1;

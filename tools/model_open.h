@@ -13,7 +13,8 @@
 
 /* model.json (any path ending in .json): karp_compile with max_batch (0:
  * the model's); anything else: karp_open.  NULL with the reason in *err. */
-karp_model *kp_cli_open_model(const char *path, long max_batch, karp_error *err);
+karp_model *kp_cli_open_model(const char *path, long max_batch, int check_numerics,
+                              karp_error *err);
 
 /* The defaults a model gives `karpc train` and `karpc eval`: its seed and
  * its "train" section's epochs (0 when absent), normalization and
@@ -44,10 +45,11 @@ void kp_cli_format_augment(char *buf, size_t cap, const karp_augment *aug, int n
 void kp_cli_train_defaults(const karp_info *info, KpTrainDefaults *d);
 
 /* What both train and eval start with: threads (0: the default), the
- * model (kp_cli_open_model), its info and its train defaults.  0, or -1
+ * model (kp_cli_open_model; a model file compiled for the numerics check
+ * with check_numerics), its info and its train defaults.  0, or -1
  * reported; *m (the caller's to close) may be set even then. */
-int kp_cli_model_start(const char *path, long max_batch, long threads, karp_model **m,
-                       karp_info *info, KpTrainDefaults *d);
+int kp_cli_model_start(const char *path, long max_batch, long threads, int check_numerics,
+                       karp_model **m, karp_info *info, KpTrainDefaults *d);
 
 /* Split "train" or "test" of the --data spec, normalized as d says, its
  * samples checked against the model's input size.  0, or -1 reported.

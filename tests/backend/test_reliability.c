@@ -147,6 +147,37 @@ START_TEST(numerics_layer_and_step)
 }
 END_TEST
 
+/* Compiled with check_numerics, the check scans every value the call
+ * computed: an overflow inside the first dense is found there, at its
+ * output, before it reaches any parameter. */
+START_TEST(numerics_activation)
+{
+    char json[1024];
+    snprintf(json, sizeof json, mlp_json, "sgd", "0.1", 1);
+    char *path = put("mlp_checked.json", json);
+    karp_compile_options o;
+    karp_compile_options_init(&o);
+    o.check_numerics = 1;
+    karp_error err;
+    karp_model *m = karp_compile(path, &o, &err);
+    ck_assert_msg(m != NULL, "%s", err.message);
+    free(path);
+    ck_assert_int_eq(karp_set_check_numerics(m, 1), 0);
+    float x[64];
+    int32_t labels[16];
+    batch(0, x, labels);
+    ck_assert_int_eq(karp_train_step(m, x, labels, 16, NULL), 0);
+    for (int k = 0; k < 4; k++)
+        x[5 * 4 + k] = 3e38f;   /* finite, but the weighted sum overflows */
+    ck_assert_int_eq(karp_train_step(m, x, labels, 16, NULL), KARP_ENUMERIC);
+    const char *msg = karp_last_error();
+    ck_assert_msg(strncmp(msg, "karp_train_step: step 2: ", 25) == 0 && strstr(msg, "in layer 'dense1' (dense output, element ") &&
+                      strstr(msg, " of sample 5)"),
+                  "got: %s", msg);
+    karp_close(m);
+}
+END_TEST
+
 /* ---- threads ---- */
 
 typedef struct TrainJob {
@@ -331,7 +362,7 @@ START_TEST(limits_too_large_for_memory)
     karp_model *m = karp_compile(path, NULL, &err);
     ck_assert_ptr_null(m);
     ck_assert_msg(err.code == KARP_ENOMEM, "%d %s", err.code, err.message);
-    ck_assert_msg(strstr(err.message, "model 'huge': needs 512.5 GiB of memory (68720525312 "
+    ck_assert_msg(strstr(err.message, "model 'huge': needs 768.3 GiB of memory (68720525312 "
                                       "parameter floats") == err.message,
                   "%s", err.message);
     ck_assert_msg(strstr(err.message, "more than this machine's"), "%s", err.message);
@@ -363,6 +394,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, numerics_input_nan);
     tcase_add_test(tc, numerics_layer_and_step);
+    tcase_add_test(tc, numerics_activation);
     tcase_add_test(tc, threads_compile_and_train);
     tcase_add_test(tc, threads_infer_one_model);
     tcase_add_test(tc, limits_model_file);

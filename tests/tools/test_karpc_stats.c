@@ -47,8 +47,8 @@ START_TEST(stats_per_pass_and_figures)
     KpRun r = kp_test_run("%s %sdead_branch.json --stats", KARPC_EXE, GOLDEN);
     ck_assert_msg(r.status == 0, "%s", r.err);
     char *l = line_starting(r.out, "dead_branch: ");
-    ck_assert_str_eq(l, "dead_branch: 3 nodes, 148 parameters in 10 tensors (slab 960 bytes), "
-                        "workspace 256 bytes at batch 4");
+    ck_assert_str_eq(l, "dead_branch: 4 nodes, 148 parameters in 10 tensors (slab 960 bytes), "
+                        "workspace 128 bytes at batch 4");
     free(l);
     /* one line per pass run, in pipeline order, with its report */
     const char *order[] = {"pass infer shapes ", "pass infer simplify ", "pass infer memplan ",

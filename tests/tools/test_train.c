@@ -376,7 +376,7 @@ START_TEST(train_augments_as_the_model_says)
 }
 END_TEST
 
-#define DIV_CHECKED "karp_forward: step 2: NaN in the model output (element 0 of sample 0)"
+#define DIV_CHECKED "karp_forward: step 2: NaN in layer 'dense2' (dense output, element 0 of sample 0)"
 static void expect_error(const char *args, const char *message)
 {
     KpRun r = kp_test_run("cd %s && %s %s", dir, KARPC_EXE, args);
