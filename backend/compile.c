@@ -41,6 +41,12 @@ static int build_infer(const char *path, const KpPassOpts *po, int64_t max_batch
     }
     if (max_batch_override > 0)
         (*spec)->batch = max_batch_override;
+    if ((*spec)->graph_form && (*spec)->nlayers > KP_MAX_LAYERS) {
+        kp_error(d, "%s: nodes: has %d nodes; karpc compiles at most %d", path, (*spec)->nlayers,
+                 KP_MAX_LAYERS);
+        kp_graph_free(g);
+        return -1;
+    }
     if (kp_frontend_lower(*spec, g, d) < 0 || kp_pipeline_infer(g, po, d) < 0) {
         kp_graph_free(g);
         return -1;

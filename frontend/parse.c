@@ -18,7 +18,7 @@
  * reference machine (100 layers: 34 s, 300: 152 s; 10,000 did not finish
  * in 15 minutes), so a larger model is refused with a clear error instead
  * of compiling for hours. */
-enum { MAX_FILE_BYTES = 64 << 20, MAX_BATCH = 65536, MAX_LAYERS = 1000 };
+enum { MAX_FILE_BYTES = 64 << 20, MAX_BATCH = 65536, MAX_LAYERS = KP_MAX_LAYERS };
 #define MAX_SEED ((int64_t)1 << 53)     /* every integer up to here is exact in a double */
 
 static const char *const top_keys[] = {"karp", "name", "input", "layers", "nodes", "output",
@@ -124,7 +124,7 @@ static int parse_layer_list(KpFe *p, const cJSON *list, const char *key, bool gr
     if (n == 0)
         return kp_fe_fail(p, key, NULL, "must be a non-empty list of layer objects, got %s",
                           kp_fe_show(p, list));
-    if (!graph_form && n > MAX_LAYERS) /* "nodes" unlimited: see docs (reliability) */
+    if (!graph_form && n > MAX_LAYERS) /* "nodes": refused after parsing (kp_build_program) */
         return kp_fe_fail(p, key, NULL, "has %d layers; karpc compiles at most %d", n, MAX_LAYERS);
     s->layers = kp_arena_alloc(p->a, (size_t)n * sizeof *s->layers);
     bool *named = kp_arena_alloc(p->a, (size_t)n * sizeof *named);

@@ -10,6 +10,10 @@
 #ifndef KP_SPEC_H
 #define KP_SPEC_H
 
+/* The most layers (or graph nodes) karpc compiles: code generation time
+ * grows with the count (docs/reliability.md, Limits). */
+#define KP_MAX_LAYERS 1000
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -87,7 +91,8 @@ typedef struct KpModelSpec {
     int input_rank;
     int64_t input_shape[KP_MAX_RANK];
     bool graph_form;         /* "nodes" + "output" rather than "layers" */
-    int nlayers;
+    int nlayers;             /* at most KP_MAX_LAYERS in the "layers" form; the parser takes
+                                more nodes, which kp_build_program then refuses */
     KpLayerSpec *layers;
     const char *output;      /* graph form: the output node's name */
     KpLoss loss;

@@ -329,6 +329,21 @@ START_TEST(limits_many_layers)
     snprintf(json + n, cap - n, "}");
     expect_compile_error(json, "bad.json: layers: has 10000 layers; karpc compiles at most 1000");
     free(json);
+    /* the graph form: parsed (the parser takes big graphs), refused before lowering */
+    cap = 10000 * 96 + 256;
+    json = malloc(cap);
+    n = (size_t)snprintf(json, cap, "{\"karp\": 1, \"input\": {\"shape\": [4]}, \"nodes\": [");
+    for (int i = 0; i < 10000; i++) {
+        char in[16] = "input";
+        if (i)
+            snprintf(in, sizeof in, "n%d", i - 1);
+        n += (size_t)snprintf(json + n, cap - n,
+                              "%s{\"name\": \"n%d\", \"type\": \"relu\", \"input\": \"%s\"}",
+                              i ? ", " : "", i, in);
+    }
+    snprintf(json + n, cap - n, "], \"output\": \"n9999\"}");
+    expect_compile_error(json, "bad.json: nodes: has 10000 nodes; karpc compiles at most 1000");
+    free(json);
 }
 END_TEST
 
