@@ -14,7 +14,10 @@
  * terminated, or whether the functions do what the sizes promise.  So
  * the harness builds every table from the bytes with exactly the length
  * its count field gives (capped small, with the count then set to match)
- * and points every function at a harmless stub; everything else is raw.
+ * and points every entry at a function that does nothing (noop_*), so an
+ * accepted model can be run: the runtime's own work around the entries
+ * (workspace pool, prepare, the numerics scan over the value table) is
+ * what runs; everything else is raw.
  *
  * Descriptors that would pass and make the runtime allocate more than
  * 256 MB are skipped (a real model that size allocates it; it is not a
@@ -28,30 +31,30 @@
 #include "fuzzutil.h"
 #include "runtime/model.h"
 
-static void stub_infer(const float *params, const float *prep, float *ws, const float *x, float *y,
+static void noop_infer(const float *params, const float *prep, float *ws, const float *x, float *y,
                        int64_t n)
 {
     (void)params, (void)prep, (void)ws, (void)x, (void)y, (void)n;
 }
-static void stub_prepare(const float *params, float *prep)
+static void noop_prepare(const float *params, float *prep)
 {
     (void)params, (void)prep;
 }
-static void stub_forward(const float *params, float *tws, const float *x, float *y, int64_t n,
+static void noop_forward(const float *params, float *tws, const float *x, float *y, int64_t n,
                          uint64_t seed)
 {
     (void)params, (void)tws, (void)x, (void)y, (void)n, (void)seed;
 }
-static void stub_backward(const float *params, float *grads, float *tws, const float *x,
+static void noop_backward(const float *params, float *grads, float *tws, const float *x,
                           const float *dy, float *dx, int64_t n)
 {
     (void)params, (void)grads, (void)tws, (void)x, (void)dy, (void)dx, (void)n;
 }
-static void stub_apply(float *params, float *grads, float *opt, int64_t step)
+static void noop_apply(float *params, float *grads, float *opt, int64_t step)
 {
     (void)params, (void)grads, (void)opt, (void)step;
 }
-static float stub_step(float *params, float *grads, float *opt, float *tws, const float *x,
+static float noop_step(float *params, float *grads, float *opt, float *tws, const float *x,
                        const void *target, int64_t n, int64_t step, uint64_t seed)
 {
     (void)params, (void)grads, (void)opt, (void)tws, (void)x, (void)target, (void)n, (void)step;
@@ -132,15 +135,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (d.nparams != np)
         d.params = NULL;
-    d.infer = flags & 0x1000 ? NULL : stub_infer;
+    d.infer = flags & 0x1000 ? NULL : noop_infer;
     d.target_kind = (int32_t)fz_u64(&b, 1) - 1;
     d.opt_slots = (int32_t)fz_u64(&b, 1) - 1;
     d.trainable_floats = size_field(&b);
     d.train_workspace_bytes = size_field(&b);
-    d.forward = flags & 0x2000 ? stub_forward : NULL;
-    d.backward = flags & 0x4000 ? stub_backward : NULL;
-    d.apply = flags & 0x8000 ? stub_apply : NULL;
-    d.train_step = flags & 0x10000 ? stub_step : NULL;
+    d.forward = flags & 0x2000 ? noop_forward : NULL;
+    d.backward = flags & 0x4000 ? noop_backward : NULL;
+    d.apply = flags & 0x8000 ? noop_apply : NULL;
+    d.train_step = flags & 0x10000 ? noop_step : NULL;
     d.no_train_reason = flags & 0x20000 ? fz_str(&b, strs[4], 40) : NULL;
     d.train_epochs = size_field(&b);
     d.norm_nmean = (int32_t)fz_u64(&b, 1) - 1;
@@ -159,7 +162,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     d.augment = d.naugment ? aug : NULL;
     d.prep_floats = size_field(&b);
-    d.prepare = flags & 0x100000 ? stub_prepare : NULL;
+    d.prepare = flags & 0x100000 ? noop_prepare : NULL;
     d.nvalues = (int64_t)(fz_u64(&b, 1) % (MAX_TABLE + 1));
     for (int64_t i = 0; i < d.nvalues; i++) {
         values[i].layer = "layer";
@@ -204,6 +207,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int64_t k = 0; k < p.size; k++)
             sum += p.data[k] + p.grad[k];
     }
+    /* run it: prepare and a pooled workspace, then (with training entries)
+     * a forward whose numerics check reads every FORWARD value the table
+     * lists — inside its slab, or the check above let a bad table through */
+    if (info.input_size > BIG / 4 || info.output_size > BIG / 4) {
+        karp_close(m);      /* the caller's buffers would be too large to run it */
+        return 0;
+    }
+    float *x = calloc((size_t)info.input_size + 1, sizeof *x);
+    float *y = calloc((size_t)info.output_size + 1, sizeof *y);
+    if (!x || !y)
+        abort();
+    if (karp_infer(m, x, 1, y) != 0) {
+        fprintf(stderr, "fuzz_desc: karp_infer on an accepted model: %s\n", karp_last_error());
+        abort();
+    }
+    if (d.forward && d.backward && karp_set_check_numerics(m, 1) == 0)
+        (void)karp_forward(m, x, 1, y);
+    free(x);
+    free(y);
     karp_close(m);
     return 0;
 }
