@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "karpc.h"
 #include "testutil.h"
@@ -71,22 +70,6 @@ static void draw(unsigned char *img, int k)
             img[r * SIDE + c] = (unsigned char)(LIFT + rnd() % (256 - LIFT));
 }
 
-static void write_idx(const char *path, int rank, const int *dims, const unsigned char *data,
-                      long len)
-{
-    gzFile gz = gzopen(path, "wb");
-    ck_assert_ptr_nonnull(gz);
-    unsigned char hdr[4] = {0, 0, 8, (unsigned char)rank};
-    gzwrite(gz, hdr, 4);
-    for (int i = 0; i < rank; i++) {
-        unsigned char b[4] = {(unsigned char)(dims[i] >> 24), (unsigned char)(dims[i] >> 16),
-                              (unsigned char)(dims[i] >> 8), (unsigned char)dims[i]};
-        gzwrite(gz, b, 4);
-    }
-    gzwrite(gz, data, (unsigned)len);
-    gzclose(gz);
-}
-
 /* A split as the IDX pair mnist:DIR reads ("train" or "t10k"). */
 static void write_split(const char *dir, const char *prefix, int n)
 {
@@ -99,11 +82,11 @@ static void write_split(const char *dir, const char *prefix, int n)
     int idims[3] = {n, SIDE, SIDE}, ldims[1] = {n};
     snprintf(name, sizeof name, "%s-images-idx3-ubyte.gz", prefix);
     char *p = kp_test_path(dir, name);
-    write_idx(p, 3, idims, pix, (long)n * PIXELS);
+    ck_assert_int_eq(kp_test_write_idx(p, 3, idims, pix, (long)n * PIXELS), 0);
     free(p);
     snprintf(name, sizeof name, "%s-labels-idx1-ubyte.gz", prefix);
     p = kp_test_path(dir, name);
-    write_idx(p, 1, ldims, lab, n);
+    ck_assert_int_eq(kp_test_write_idx(p, 1, ldims, lab, n), 0);
     free(p);
     free(pix);
     free(lab);

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "karp_data.h"
 #include "runtime/data.h"
@@ -20,21 +19,11 @@ enum { N = 10, SIDE = 4, SIZE = SIDE * SIDE };
 
 static char *dir, spec[512];
 
-static void write_idx(const char *name, int rank, const int *dims, const unsigned char *data,
-                      long len)
+static void put_idx(const char *name, int rank, const int *dims, const unsigned char *data,
+                    long len)
 {
     char *path = kp_test_path(dir, name);
-    gzFile gz = gzopen(path, "wb");
-    ck_assert_ptr_nonnull(gz);
-    unsigned char hdr[4] = {0, 0, 8, (unsigned char)rank};
-    gzwrite(gz, hdr, 4);
-    for (int i = 0; i < rank; i++) {
-        unsigned char b[4] = {(unsigned char)(dims[i] >> 24), (unsigned char)(dims[i] >> 16),
-                              (unsigned char)(dims[i] >> 8), (unsigned char)dims[i]};
-        gzwrite(gz, b, 4);
-    }
-    gzwrite(gz, data, (unsigned)len);
-    gzclose(gz);
+    ck_assert_int_eq(kp_test_write_idx(path, rank, dims, data, len), 0);
     free(path);
 }
 
@@ -49,8 +38,8 @@ static void setup(void)
     for (int i = 0; i < N; i++)
         lab[i] = (unsigned char)i;
     int idims[3] = {N, SIDE, SIDE}, ldims[1] = {N};
-    write_idx("train-images-idx3-ubyte.gz", 3, idims, pix, sizeof pix);
-    write_idx("train-labels-idx1-ubyte.gz", 1, ldims, lab, sizeof lab);
+    put_idx("train-images-idx3-ubyte.gz", 3, idims, pix, sizeof pix);
+    put_idx("train-labels-idx1-ubyte.gz", 1, ldims, lab, sizeof lab);
     snprintf(spec, sizeof spec, "mnist:%s", dir);
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <zlib.h>
 
 char *kp_test_tmpdir(void)
 {
@@ -132,4 +133,21 @@ void kp_test_log_row(const char *csv, int epoch, double v[5])
     const char *row = strstr(csv, prefix);
     ck_assert_msg(row != NULL, "no row for epoch %d in:\n%s", epoch, csv);
     ck_assert_int_eq(sscanf(row + 1, "%lf,%lf,%lf,%lf,%lf", &v[0], &v[1], &v[2], &v[3], &v[4]), 5);
+}
+
+int kp_test_write_idx(const char *path, int rank, const int *dims, const unsigned char *data,
+                      long len)
+{
+    gzFile gz = gzopen(path, "wb");
+    if (!gz)
+        return -1;
+    unsigned char hdr[4] = {0, 0, 8, (unsigned char)rank};
+    int ok = gzwrite(gz, hdr, 4) == 4;
+    for (int i = 0; i < rank; i++) {
+        unsigned char b[4] = {(unsigned char)(dims[i] >> 24), (unsigned char)(dims[i] >> 16),
+                              (unsigned char)(dims[i] >> 8), (unsigned char)dims[i]};
+        ok &= gzwrite(gz, b, 4) == 4;
+    }
+    ok &= len == 0 || gzwrite(gz, data, (unsigned)len) == (int)len;
+    return gzclose(gz) == Z_OK && ok ? 0 : -1;
 }

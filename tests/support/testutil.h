@@ -32,6 +32,12 @@ char *kp_test_read_file(const char *path, size_t *len);
 /* Write text to path; 0 or -1. */
 int kp_test_write_file(const char *path, const char *text);
 
+/* A gzip'ed IDX file at path: the header for dims[0..rank) (unsigned
+ * bytes), then len bytes of data (fewer than the dims promise for a
+ * truncated file).  0 or -1. */
+int kp_test_write_idx(const char *path, int rank, const int *dims, const unsigned char *data,
+                      long len);
+
 /* The first line of s, malloc'd, without the newline. */
 char *kp_test_first_line(const char *s);
 

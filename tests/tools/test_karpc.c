@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "testutil.h"
 
@@ -139,22 +138,6 @@ START_TEST(command_errors)
 }
 END_TEST
 
-/* A gzip'ed IDX file: header dims then bytes. */
-static void write_idx(const char *path, int rank, const int *dims, const unsigned char *data,
-                      long len, long cut)
-{
-    gzFile gz = gzopen(path, "wb");
-    unsigned char hdr[4] = {0, 0, 8, (unsigned char)rank};
-    gzwrite(gz, hdr, 4);
-    for (int i = 0; i < rank; i++) {
-        unsigned char b[4] = {(unsigned char)(dims[i] >> 24), (unsigned char)(dims[i] >> 16),
-                              (unsigned char)(dims[i] >> 8), (unsigned char)dims[i]};
-        gzwrite(gz, b, 4);
-    }
-    gzwrite(gz, data, (unsigned)(cut >= 0 ? cut : len));
-    gzclose(gz);
-}
-
 START_TEST(eval_on_idx)
 {
     enum { N = 100 };
@@ -166,8 +149,8 @@ START_TEST(eval_on_idx)
     char *img = kp_test_path(dir, "t10k-images-idx3-ubyte.gz");
     char *lbl = kp_test_path(dir, "t10k-labels-idx1-ubyte.gz");
     int idims[3] = {N, 28, 28}, ldims[1] = {N};
-    write_idx(img, 3, idims, pix, sizeof pix, -1);
-    write_idx(lbl, 1, ldims, lab, sizeof lab, -1);
+    ck_assert_int_eq(kp_test_write_idx(img, 3, idims, pix, sizeof pix), 0);
+    ck_assert_int_eq(kp_test_write_idx(lbl, 1, ldims, lab, sizeof lab), 0);
 
     KpRun r = kp_test_run("%s eval %s --data mnist:%s --show 3 --batch 16", KARPC_EXE, MODEL, dir);
     ck_assert_msg(r.status == 0, "%s", r.err);
@@ -178,7 +161,7 @@ START_TEST(eval_on_idx)
     kp_test_run_free(&r);
 
     /* Truncated labels: the file and the byte offset. */
-    write_idx(lbl, 1, ldims, lab, sizeof lab, 40);
+    ck_assert_int_eq(kp_test_write_idx(lbl, 1, ldims, lab, 40), 0);   /* cut short */
     char msg[512];
     snprintf(msg, sizeof msg,
              "karpc: %s: truncated at byte 48: expected 100 bytes of labels", lbl);
@@ -191,7 +174,7 @@ START_TEST(eval_on_idx)
 
     /* Label count differing from the image count. */
     int short_dims[1] = {N - 1};
-    write_idx(lbl, 1, short_dims, lab, N - 1, -1);
+    ck_assert_int_eq(kp_test_write_idx(lbl, 1, short_dims, lab, N - 1), 0);
     snprintf(msg, sizeof msg, "karpc: %s: byte 4: 99 labels for 100 images", lbl);
     r = kp_test_run("%s eval %s --data mnist:%s", KARPC_EXE, MODEL, dir);
     line = kp_test_first_line(r.err);

@@ -26,7 +26,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "karp.h"
 #include "testutil.h"
@@ -36,22 +35,6 @@ extern char **environ;
 enum { SIDE = 28, NTRAIN = 2000, NTEST = 64, ITERS = 24 };
 
 static char *dir;
-
-static void write_idx(const char *path, int rank, const int *dims, const unsigned char *data,
-                      long len)
-{
-    gzFile gz = gzopen(path, "wb");
-    ck_assert_ptr_nonnull(gz);
-    unsigned char hdr[4] = {0, 0, 8, (unsigned char)rank};
-    gzwrite(gz, hdr, 4);
-    for (int i = 0; i < rank; i++) {
-        unsigned char b[4] = {(unsigned char)(dims[i] >> 24), (unsigned char)(dims[i] >> 16),
-                              (unsigned char)(dims[i] >> 8), (unsigned char)dims[i]};
-        gzwrite(gz, b, 4);
-    }
-    gzwrite(gz, data, (unsigned)len);
-    gzclose(gz);
-}
 
 /* Noise images, label = which of 10 bands across the image is brighter. */
 static void write_split(const char *split, int n, unsigned seed, unsigned char **pix_out)
@@ -71,8 +54,8 @@ static void write_split(const char *split, int n, unsigned seed, unsigned char *
     snprintf(name, sizeof name, "%s-labels-idx1-ubyte.gz", split);
     char *lbl = kp_test_path(dir, name);
     int idims[3] = {n, SIDE, SIDE}, ldims[1] = {n};
-    write_idx(img, 3, idims, pix, (long)n * SIDE * SIDE);
-    write_idx(lbl, 1, ldims, lab, n);
+    ck_assert_int_eq(kp_test_write_idx(img, 3, idims, pix, (long)n * SIDE * SIDE), 0);
+    ck_assert_int_eq(kp_test_write_idx(lbl, 1, ldims, lab, n), 0);
     free(img);
     free(lbl);
     free(lab);

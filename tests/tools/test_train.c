@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "karp.h"
 #include "testutil.h"
@@ -30,22 +29,6 @@ static const char model_json[] =
     "            {\"type\": \"dense\", \"units\": 4}],\n"
     " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"adam\", \"lr\": 0.01},\n"
     " \"batch\": 32, \"seed\": 3, \"train\": {\"epochs\": 2}}\n";
-
-static void write_idx(const char *path, int rank, const int *dims, const unsigned char *data,
-                      long len)
-{
-    gzFile gz = gzopen(path, "wb");
-    ck_assert_ptr_nonnull(gz);
-    unsigned char hdr[4] = {0, 0, 8, (unsigned char)rank};
-    gzwrite(gz, hdr, 4);
-    for (int i = 0; i < rank; i++) {
-        unsigned char b[4] = {(unsigned char)(dims[i] >> 24), (unsigned char)(dims[i] >> 16),
-                              (unsigned char)(dims[i] >> 8), (unsigned char)dims[i]};
-        gzwrite(gz, b, 4);
-    }
-    gzwrite(gz, data, (unsigned)len);
-    gzclose(gz);
-}
 
 /* n images of noise, one quadrant (the label) brighter. */
 static void write_split(const char *split, int n, unsigned seed)
@@ -67,8 +50,8 @@ static void write_split(const char *split, int n, unsigned seed)
     snprintf(name, sizeof name, "%s-labels-idx1-ubyte.gz", split);
     char *lbl = kp_test_path(dir, name);
     int idims[3] = {n, SIDE, SIDE}, ldims[1] = {n};
-    write_idx(img, 3, idims, pix, (long)n * SIDE * SIDE);
-    write_idx(lbl, 1, ldims, lab, n);
+    ck_assert_int_eq(kp_test_write_idx(img, 3, idims, pix, (long)n * SIDE * SIDE), 0);
+    ck_assert_int_eq(kp_test_write_idx(lbl, 1, ldims, lab, n), 0);
     free(img);
     free(lbl);
     free(pix);
