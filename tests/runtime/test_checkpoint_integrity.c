@@ -63,14 +63,10 @@ static uint64_t ref_fnv1a(const char *s)
 
 static unsigned char *read_whole(const char *path, long *size)
 {
-    FILE *f = fopen(path, "rb");
-    ck_assert_ptr_nonnull(f);
-    fseek(f, 0, SEEK_END);
-    *size = ftell(f);
-    rewind(f);
-    unsigned char *buf = malloc((size_t)*size + 1);
-    ck_assert_uint_eq(fread(buf, 1, (size_t)*size, f), (size_t)*size);
-    fclose(f);
+    size_t n = 0;
+    unsigned char *buf = (unsigned char *)kp_test_read_file(path, &n);
+    ck_assert_msg(buf != NULL, "cannot read %s", path);
+    *size = (long)n;
     return buf;
 }
 
