@@ -427,8 +427,6 @@ int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d)
 {
     assert(g->max_batch >= 1);
     for (int i = 0; i < g->nvalues; i++) {
-        if (g->values[i]->storage == KP_STORE_PREP)
-            continue;       /* the prepared slab's, placed with it */
         g->values[i]->storage = KP_STORE_NONE;
         g->values[i]->offset = 0;
     }
