@@ -37,6 +37,11 @@ const char *kp_op_name(KpOp op)
     return op_names[op];
 }
 
+bool kp_op_is_view(KpOp op)
+{
+    return op == KP_OP_flatten || op == KP_OP_reshape || op == KP_OP_dropout;
+}
+
 KpFuseKind kp_op_kind(KpOp op)
 {
     assert(op >= 0 && op < KP_OP_COUNT);

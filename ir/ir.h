@@ -255,6 +255,9 @@ void kp_fill_uses(KpGraph *g);
 /* Op table look-ups. */
 const char *kp_op_name(KpOp op);
 KpFuseKind kp_op_kind(KpOp op);
+/* Ops whose output is their input's floats reinterpreted (flatten, reshape,
+ * inference dropout): the memory plan gives them their input's storage. */
+bool kp_op_is_view(KpOp op);
 int kp_op_nin(KpOp op);        /* -1: variadic */
 
 /* Elements of one sample of v (the product of dims[1..]) for values whose

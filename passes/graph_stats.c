@@ -5,12 +5,6 @@
  */
 #include "passes.h"
 
-/* flatten, reshape and inference dropout only reinterpret their input */
-static bool is_view(const KpNode *n)
-{
-    return n->op == KP_OP_flatten || n->op == KP_OP_reshape || n->op == KP_OP_dropout;
-}
-
 int kp_graph_kernel_count(const KpGraph *g)
 {
     int k = 0;
@@ -18,7 +12,7 @@ int kp_graph_kernel_count(const KpGraph *g)
         const KpNode *n = g->nodes[i];
         if (n->phase == KP_PHASE_PREPARE)
             continue;   /* run once when the parameters change, not per call */
-        if (!is_view(n)) {
+        if (!kp_op_is_view(n->op)) {
             k++;
             continue;
         }
@@ -35,7 +29,7 @@ int64_t kp_graph_transient_bytes(const KpGraph *g)
     for (int i = 0; i < g->nnodes; i++) {
         const KpNode *n = g->nodes[i];
         const KpValue *v = n->out;
-        if (is_view(n) || v->role != KP_ROLE_ACT || (v == g->output && !g->training) || v == g->d_input ||
+        if (kp_op_is_view(n->op) || v->role != KP_ROLE_ACT || (v == g->output && !g->training) || v == g->d_input ||
             n->phase == KP_PHASE_UPDATE || n->phase == KP_PHASE_PREPARE)
             continue;
         bytes += (kp_value_numel(v, g->max_batch) * 4 + 63) / 64 * 64;

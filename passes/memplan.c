@@ -85,13 +85,6 @@
 
 enum { PARAM_ALIGN_FLOATS = 16, ACT_ALIGN_BYTES = 64 };
 
-/* Ops whose output is their input reinterpreted (in inference). */
-static const bool is_view[KP_OP_COUNT] = {
-    [KP_OP_flatten] = true,
-    [KP_OP_reshape] = true,
-    [KP_OP_dropout] = true,
-};
-
 /* Ops emitted through kp_emit_map: element i of the output from element
  * i of each input only, so the output may overwrite a dying input. */
 static const bool in_place_ok[KP_OP_COUNT] = {
@@ -145,7 +138,7 @@ static bool place_fixed(KpGraph *g, KpNode *n, KpDiag *d, int *rc)
         v->storage = KP_STORE_DX;
     } else if (v == g->output && !g->training) {
         v->storage = KP_STORE_OUTPUT;
-    } else if (is_view[n->op] && n->in[0]->storage != KP_STORE_WORKSPACE) {
+    } else if (kp_op_is_view(n->op) && n->in[0]->storage != KP_STORE_WORKSPACE) {
         assert(n->in[0]->storage != KP_STORE_NONE);
         v->storage = n->in[0]->storage;
         v->offset = n->in[0]->offset;
@@ -173,7 +166,7 @@ static int plan_unshared(KpGraph *g, KpDiag *d)
         if (place_fixed(g, n, d, &rc)) {
             if (rc)
                 return -1;
-        } else if (is_view[n->op]) {
+        } else if (kp_op_is_view(n->op)) {
             v->storage = KP_STORE_WORKSPACE;
             v->offset = n->in[0]->offset;
         } else {
@@ -343,7 +336,7 @@ static int plan_shared(KpGraph *g, Plan *p, KpNode **sched, KpDiag *d)
         if (place_fixed(g, n, d, &rc)) {
             if (rc)
                 return -1;
-        } else if (is_view[n->op]) {
+        } else if (kp_op_is_view(n->op)) {
             mark_workspace(p, n->out, p->root[n->in[0]->id]);
         } else {
             mark_workspace(p, n->out, n->out->id);
