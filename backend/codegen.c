@@ -109,9 +109,9 @@ int kp_node_takes_seed(const KpNode *n)
  * member of a group takes two more i64s, its share t of nt (emit.h). */
 static LLVMValueRef emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpDiag *d)
 {
-    LLVMTypeRef params[KP_MAX_IN + 5];
+    LLVMTypeRef params[KP_MAX_ARGS];
     e->node = n;
-    e->nptr = n->nin == 0 ? 3 : n->nin + 1;
+    e->nptr = n->nin == 0 ? 3 : n->nin + 1 + n->naux;
     int seeded = kp_node_takes_seed(n), share = n->group > 0 ? 2 : 0;
     for (int i = 0; i < e->nptr; i++)
         params[i] = e->ptr;
@@ -129,15 +129,13 @@ static LLVMValueRef emit_node(KpEmit *e, const char *prefix, const KpNode *n, Kp
     LLVMAddAttributeAtIndex(e->fn, LLVMAttributeFunctionIndex,
                             LLVMCreateEnumAttribute(e->ctx, noinline, 0));
 
-    int out_overlaps = 0;
+    /* an input and an output sharing bytes (in place) drop noalias */
     for (int i = 0; i < e->nptr; i++)
         e->noalias[i] = 1;
-    for (int i = 0; i < n->nin; i++) {
-        e->noalias[i] = !may_overlap(e->g, n->in[i], n->out);
-        out_overlaps |= !e->noalias[i];
-    }
-    if (n->nin > 0)
-        e->noalias[n->nin] = !out_overlaps;
+    for (int i = 0; i < n->nin; i++)
+        for (int o = 0; o < kp_node_nout(n); o++)
+            if (may_overlap(e->g, n->in[i], kp_node_output(n, o)))
+                e->noalias[i] = e->noalias[n->nin + o] = 0;
     e->accumulate = n->out->storage == KP_STORE_GRAD;
     unsigned kind = LLVMGetEnumAttributeKindForName("noalias", 7);
     for (int i = 0; i < e->nptr; i++) {
@@ -218,10 +216,11 @@ static int node_args(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValu
     for (int k = 0; k < n->nin; k++)
         if (!(args[k] = kp_cg_value_ptr(e, env, n->in[k], d)))
             return -1;
-    if (!(args[n->nin] = kp_cg_value_ptr(e, env, n->out, d)))
-        return -1;
-    args[n->nin + 1] = env->n;
-    int nargs = n->nin + 2;
+    for (int o = 0; o < kp_node_nout(n); o++)
+        if (!(args[n->nin + o] = kp_cg_value_ptr(e, env, kp_node_output(n, o), d)))
+            return -1;
+    int nargs = n->nin + kp_node_nout(n);
+    args[nargs++] = env->n;
     if (kp_node_takes_seed(n)) {
         if (!env->seed)
             return kp_error(d, "internal error: node %d needs the call's seed, which this "
@@ -242,7 +241,7 @@ int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValue
     LLVMValueRef args[KP_CG_GROUP_ARGS];
     int nargs = 0;
     for (int k = n->id; k < end; k++) {
-        if (nargs + KP_MAX_IN + 3 > KP_CG_GROUP_ARGS)
+        if (nargs + KP_MAX_ARGS > KP_CG_GROUP_ARGS)
             return kp_error(d, "internal error: group %d has too many arguments", n->group);
         int c = node_args(e, env, g->nodes[k], args + nargs, d);
         if (c < 0)

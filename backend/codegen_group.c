@@ -29,8 +29,8 @@ LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *prefix, int grp, const LLVM
     for (int m = 0; m < count; m++) {
         LLVMTypeRef ty = LLVMGlobalGetValueType(members[m]);
         unsigned np = LLVMCountParamTypes(ty);
-        LLVMTypeRef ps[KP_MAX_IN + 5];
-        if (np < 2 || np > KP_MAX_IN + 5 || total + (int)np > KP_CG_GROUP_ARGS) {
+        LLVMTypeRef ps[KP_MAX_ARGS];
+        if (np < 2 || np > KP_MAX_ARGS || total + (int)np > KP_CG_GROUP_ARGS) {
             kp_error(d, "internal error: group %d: member %d has %u parameters", grp, m, np);
             return NULL;
         }
@@ -57,7 +57,7 @@ LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *prefix, int grp, const LLVM
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, body, "entry"));
     LLVMValueRef ctx = LLVMGetParam(body, 0);
     for (int m = 0; m < count; m++) {
-        LLVMValueRef args[KP_MAX_IN + 5];
+        LLVMValueRef args[KP_MAX_ARGS];
         for (int i = 0; i < nargs[m]; i++) {
             unsigned field = (unsigned)(first[m] + i);
             LLVMValueRef at = LLVMBuildStructGEP2(e->b, ctx_ty, ctx, field, "");

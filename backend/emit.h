@@ -27,6 +27,11 @@
 
 #include "../ir/ir.h"
 
+/* Pointer arguments of a node function at most: inputs, outputs. */
+#define KP_MAX_PTR (KP_MAX_IN + 1 + KP_MAX_AUX)
+/* All its arguments at most: the pointers, n, the seed, a share's t and nt. */
+#define KP_MAX_ARGS (KP_MAX_PTR + 4)
+
 typedef struct KpEmit {
     LLVMContextRef ctx;
     LLVMModuleRef mod;
@@ -40,9 +45,9 @@ typedef struct KpEmit {
     /* the node function being emitted */
     const KpNode *node;
     LLVMValueRef fn;
-    int nptr;                   /* inputs, then the output */
-    LLVMValueRef ptr_arg[KP_MAX_IN + 1];
-    int noalias[KP_MAX_IN + 1];
+    int nptr;                   /* inputs, then the output, then the aux outputs */
+    LLVMValueRef ptr_arg[KP_MAX_PTR];
+    int noalias[KP_MAX_PTR];
     LLVMValueRef n;             /* the batch, i64 (the step for an update node) */
     LLVMValueRef seed;          /* i64: the call's seed, for a node that takes one
                                    (kp_node_takes_seed), else NULL */
@@ -120,7 +125,7 @@ LLVMValueRef kp_min_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
  * cuts it (with parallel false: all of it in share 0).  A node that can
  * join a group makes exactly one such call and has no other effect. */
 typedef struct KpKernelArgs {
-    LLVMValueRef p[KP_MAX_IN + 1];
+    LLVMValueRef p[KP_MAX_PTR];
     LLVMValueRef n, begin, end;
     LLVMValueRef seed;          /* NULL unless e->seed */
 } KpKernelArgs;

@@ -201,7 +201,7 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
     int nsc = e->seed ? 2 : 1;
 
     /* kernel(p0..pk, n, [seed,] begin, end) */
-    LLVMTypeRef kparams[KP_MAX_IN + 5];
+    LLVMTypeRef kparams[KP_MAX_ARGS];
     for (int i = 0; i < e->nptr; i++)
         kparams[i] = e->ptr;
     for (int i = 0; i < nsc + 2; i++)
@@ -236,7 +236,7 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
     e->seed = saved_seed;
     LLVMBuildRetVoid(e->b);
 
-    LLVMValueRef args[KP_MAX_IN + 5];
+    LLVMValueRef args[KP_MAX_ARGS];
     for (int i = 0; i < e->nptr; i++)
         args[i] = e->ptr_arg[i];
     args[e->nptr] = e->n;
@@ -257,7 +257,7 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
     }
 
     /* ctx = {p0..pk, n, [seed]}; body(ctx, b, e) unpacks it and calls the kernel */
-    LLVMTypeRef fields[KP_MAX_IN + 3];
+    LLVMTypeRef fields[KP_MAX_PTR + 2];
     for (int i = 0; i < e->nptr; i++)
         fields[i] = e->ptr;
     for (int i = 0; i < nsc; i++)
@@ -269,7 +269,7 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
     LLVMSetLinkage(body, LLVMInternalLinkage);
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, body, "entry"));
     LLVMValueRef ctx = LLVMGetParam(body, 0);
-    LLVMValueRef kargs[KP_MAX_IN + 5];
+    LLVMValueRef kargs[KP_MAX_ARGS];
     for (unsigned i = 0; i < nf; i++) {
         LLVMValueRef f = LLVMBuildStructGEP2(e->b, ctx_ty, ctx, i, "");
         kargs[i] = LLVMBuildLoad2(e->b, fields[i], f, "");

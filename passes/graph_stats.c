@@ -32,11 +32,14 @@ int64_t kp_graph_transient_bytes(const KpGraph *g)
     int64_t bytes = 0;
     for (int i = 0; i < g->nnodes; i++) {
         const KpNode *n = g->nodes[i];
-        const KpValue *v = n->out;
-        if (kp_op_is_view(n->op) || v->role != KP_ROLE_ACT || (v == g->output && !g->training) || v == g->d_input ||
-            n->phase == KP_PHASE_UPDATE || n->phase == KP_PHASE_PREPARE)
+        if (kp_op_is_view(n->op) || n->phase == KP_PHASE_UPDATE || n->phase == KP_PHASE_PREPARE)
             continue;
-        bytes += (kp_value_numel(v, g->max_batch) * 4 + 63) / 64 * 64;
+        for (int o = 0; o < kp_node_nout(n); o++) {
+            const KpValue *v = kp_node_output(n, o);
+            if (v->role != KP_ROLE_ACT || (v == g->output && !g->training) || v == g->d_input)
+                continue;
+            bytes += (kp_value_numel(v, g->max_batch) * 4 + 63) / 64 * 64;
+        }
     }
     if (g->d_output && !g->d_output->producer)
         bytes += (kp_value_numel(g->d_output, g->max_batch) * 4 + 63) / 64 * 64;

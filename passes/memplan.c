@@ -154,6 +154,18 @@ static bool place_fixed(KpGraph *g, KpNode *n, KpDiag *d, int *rc)
     return true;
 }
 
+/* An aux output (fusion.c's merges): a parameter gradient in the
+ * gradient slab, else a workspace value (false). */
+static bool place_aux_grad(KpValue *v)
+{
+    if (v->role != KP_ROLE_GRAD)
+        return false;
+    assert(v->grad_of && v->grad_of->storage == KP_STORE_PARAM);
+    v->storage = KP_STORE_GRAD;
+    v->offset = v->grad_of->offset;
+    return true;
+}
+
 /* --no-memplan: every workspace value its own range, in node order. */
 static int plan_unshared(KpGraph *g, KpDiag *d)
 {
@@ -180,6 +192,12 @@ static int plan_unshared(KpGraph *g, KpDiag *d)
             v->offset = bytes;
             bytes += ws_bytes(g, v);
         }
+        for (int a = 0; a < n->naux; a++)
+            if (!place_aux_grad(n->aux[a])) {
+                n->aux[a]->storage = KP_STORE_WORKSPACE;
+                n->aux[a]->offset = bytes;
+                bytes += ws_bytes(g, n->aux[a]);
+            }
     }
     g->workspace_bytes = bytes;
     return 0;
@@ -353,6 +371,11 @@ static int plan_shared(KpGraph *g, Plan *p, KpNode **sched, int *pos, KpDiag *d)
             mark_workspace(p, n->out, n->out->id);
             p->def[n->out->id] = p->last[n->out->id] = pos[k];
         }
+        for (int a = 0; a < n->naux; a++)
+            if (!place_aux_grad(n->aux[a])) {
+                mark_workspace(p, n->aux[a], n->aux[a]->id);
+                p->def[n->aux[a]->id] = p->last[n->aux[a]->id] = pos[k];
+            }
     }
     /* live ranges: [def, last] over the schedule, views extend their root */
     for (int k = 0; k < ns; k++)
@@ -392,6 +415,9 @@ static int plan_shared(KpGraph *g, Plan *p, KpNode **sched, int *pos, KpDiag *d)
         new_buffer(p, dout);
     for (int k = 0; k < ns; k++) {
         KpNode *n = sched[k];
+        for (int a = 0; a < n->naux; a++)
+            if (p->root[n->aux[a]->id] == n->aux[a]->id)
+                new_buffer(p, n->aux[a]);
         if ((n->out == dout && dout_def >= 0) || p->root[n->out->id] != n->out->id)
             continue;
         /* a group's other members may still read the input: no in place */

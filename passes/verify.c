@@ -123,13 +123,27 @@ static int check_node(const KpGraph *g, const KpNode *n, int k, KpDiag *d)
             return kp_error(d, "internal error: node %d (%s): reads %%%d of a later phase", k,
                             node_label(n), v->id);
     }
-    if (!value_in_graph(g, n->out) || n->out->producer != n)
-        return kp_error(d, "internal error: node %d (%s): its output does not name it as producer",
-                        k, node_label(n));
-    if (n->out->rank < 1 && n->out != g->loss_value)
-        return kp_error(d, "internal error: node %d (%s): output %%%d has no shape", k,
-                        node_label(n), n->out->id);
+    if (n->naux < 0 || n->naux > KP_MAX_AUX)
+        return kp_error(d, "internal error: node %d (%s): %d aux outputs", k, node_label(n),
+                        n->naux);
+    for (int o = 0; o < kp_node_nout(n); o++) {
+        const KpValue *v = kp_node_output(n, o);
+        if (!value_in_graph(g, v) || v->producer != n)
+            return kp_error(d, "internal error: node %d (%s): its output %d does not name it as "
+                            "producer", k, node_label(n), o);
+        if (v->rank < 1 && v != g->loss_value)
+            return kp_error(d, "internal error: node %d (%s): output %%%d has no shape", k,
+                            node_label(n), v->id);
+    }
     return 0;
+}
+
+static bool is_output_of(const KpNode *n, const KpValue *v)
+{
+    for (int o = 0; o < kp_node_nout(n); o++)
+        if (kp_node_output(n, o) == v)
+            return true;
+    return false;
 }
 
 static int check_value(const KpGraph *g, const KpValue *v, KpDiag *d)
@@ -139,7 +153,7 @@ static int check_value(const KpGraph *g, const KpValue *v, KpDiag *d)
             return kp_error(d, "internal error: %%%d lists node %d (%s) as a user, which does not "
                             "read it", v->id, v->users[i]->id, node_label(v->users[i]));
     if (v->producer && (v->producer->id < 0 || v->producer->id >= g->nnodes ||
-                        g->nodes[v->producer->id] != v->producer || v->producer->out != v))
+                        g->nodes[v->producer->id] != v->producer || !is_output_of(v->producer, v)))
         return kp_error(d, "internal error: %%%d names a producer that is not its node", v->id);
     if (v->role == KP_ROLE_GRAD && (!v->grad_of || !value_in_graph(g, v->grad_of) ||
                                     v->grad_of->role != KP_ROLE_PARAM || !v->producer))
