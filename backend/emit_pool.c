@@ -10,10 +10,14 @@
  *   avgpool2d_grad  dx = 0; dx[each inside position] += dy[oy,ox] / (kh*kw)
  *
  * Items are (n, c) planes; a plane is done by one thread in (oy, ox, ki,
- * kj) order, so overlapping windows add up the same way every time.
+ * kj) order, so overlapping windows add up the same way every time.  The
+ * node's fused epilogues (a relu_grad after a pooling gradient, say) apply
+ * at the store of a pooled value, and for a gradient once its plane is
+ * complete, in a second sweep over the plane.
  */
 #include <math.h>
 
+#include "../ir/epilogue.h"
 #include "emit_conv.h"
 
 typedef struct Pool {
@@ -103,6 +107,7 @@ static void pool_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
         LLVMValueRef r = LLVMBuildLoad2(e->b, e->f32, acc, "");
         if (!s->max)
             r = LLVMBuildFDiv(e->b, r, div, "");
+        r = kp_emit_epilogue(e, e->node, a->p, r, o, 0);
         LLVMBuildStore(e->b, r, kp_gep(e, out, o));
     } else if (s->max) {
         LLVMValueRef best = LLVMBuildLoad2(e->b, e->i64, arg, "");
@@ -113,6 +118,13 @@ static void pool_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     }
     kp_loop_end(e, &lx);
     kp_loop_end(e, &ly);
+    if (s->grad && e->node->nepi > 0) {
+        kp_loop_begin(e, &lz, kp_i64(e, 0), kp_i64(e, s->h * s->w), 1, "epi");
+        LLVMValueRef i = add(e, dx0, lz.iv);
+        LLVMValueRef v = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, out, i), "");
+        LLVMBuildStore(e->b, kp_emit_epilogue(e, e->node, a->p, v, i, 0), kp_gep(e, out, i));
+        kp_loop_end(e, &lz);
+    }
     kp_loop_end(e, &lp);
 }
 
