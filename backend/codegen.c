@@ -360,8 +360,10 @@ static int optimize(KpCodegen *cg, KpDiag *d)
         return -1;
     }
     LLVMDisposeMessage(msg);
+    /* mergefunc first: layers of one shape get identical kernels (resnet's
+     * twin blocks), and each is then optimized and compiled once */
     char pipeline[32];
-    snprintf(pipeline, sizeof pipeline, "default<O%d>", cg->cfg.opt_level);
+    snprintf(pipeline, sizeof pipeline, "mergefunc,default<O%d>", cg->cfg.opt_level);
     LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
     LLVMPassBuilderOptionsSetLoopVectorization(po, cg->cfg.opt_level >= 2);
     LLVMPassBuilderOptionsSetSLPVectorization(po, cg->cfg.opt_level >= 2);
