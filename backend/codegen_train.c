@@ -8,7 +8,8 @@
  *       dy copied into d_output's slot; BACKWARD nodes; INPUT_GRAD nodes
  *       only if dx != NULL
  *   apply(params, grads, opt, step)                      (with an optimizer)
- *       UPDATE nodes; grads[0, param_floats) zeroed
+ *       UPDATE nodes (which zero the trained gradients as they read them);
+ *       grads[trainable_floats, param_floats) zeroed
  *   train_step(params, grads, opt, tws, x, target, n, step, seed) -> loss
  *       FORWARD, LOSS, BACKWARD, UPDATE; grads zeroed; the loss scalar
  *       returned                                   (with a loss and an optimizer)
@@ -54,11 +55,18 @@ static LLVMValueRef value_bytes(KpEmit *e, const KpValue *v, LLVMValueRef n)
     return kp_i64(e, per);
 }
 
+/* After an update: the gradients of the parameters it does not train
+ * (running statistics, after trainable_floats) zeroed; the update zeroed
+ * the others as it read them (emit_optim.c). */
 static void zero_grads(KpEmit *e, const KpEntryEnv *env)
 {
-    if (e->g->param_floats > 0)
-        LLVMBuildMemSet(e->b, env->grads, LLVMConstInt(LLVMInt8TypeInContext(e->ctx), 0, 0),
-                        kp_i64(e, e->g->param_floats * 4), 4);
+    int64_t from = e->g->trainable_floats, count = e->g->param_floats - from;
+    if (count <= 0)
+        return;
+    LLVMValueRef at = LLVMBuildInBoundsGEP2(e->b, e->f32, env->grads, (LLVMValueRef[]){kp_i64(e, from)},
+                                            1, "");
+    LLVMBuildMemSet(e->b, at, LLVMConstInt(LLVMInt8TypeInContext(e->ctx), 0, 0),
+                    kp_i64(e, count * 4), 4);
 }
 
 static LLVMValueRef emit_forward(KpEmit *e, LLVMValueRef *fns, KpDiag *d)

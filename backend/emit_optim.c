@@ -14,7 +14,9 @@
  * P = param_floats.  The node function is (params, grads, opt, step):
  * see emit.h.  Chunks of CHUNK floats in parallel, whole vectors then a
  * scalar tail; every float is updated alone, so the thread count does not
- * matter.
+ * matter.  Each gradient is zeroed right after the step reads it (the
+ * entries' contract: gradients are zero after an update), which saves the
+ * entry a second pass over the gradient slab.
  */
 #include "emit.h"
 
@@ -130,9 +132,11 @@ static void optim_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef vend = LLVMBuildNSWAdd(e->b, lo, LLVMBuildAnd(e->b, len, kp_i64(e, ~(int64_t)(e->vw - 1)), ""), "vend");
     kp_loop_begin(e, &lv, lo, vend, e->vw, "v");
     o->step(e, a, o, lv.iv, 1);
+    st(e, c(e, 0.0, 1), a->p[1], lv.iv, 1);
     kp_loop_end(e, &lv);
     kp_loop_begin(e, &ls, vend, hi, 1, "s");
     o->step(e, a, o, ls.iv, 0);
+    st(e, c(e, 0.0, 0), a->p[1], ls.iv, 0);
     kp_loop_end(e, &ls);
     kp_loop_end(e, &li);
 }
