@@ -28,7 +28,7 @@
 typedef int (*EmitFn)(KpEmit *e, const KpNode *n, KpDiag *d);
 
 static const EmitFn emitters[KP_OP_COUNT] = {
-#define O(op, kind, nin, shape, interp, emit, grad) [KP_OP_##op] = emit,
+#define O(op, kind, nin, shape, interp, emit, ...) [KP_OP_##op] = emit,
 #include "../ir/ops.def"
 #undef O
 };

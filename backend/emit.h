@@ -59,7 +59,7 @@ void kp_emit_init(KpEmit *e, LLVMContextRef ctx, LLVMModuleRef mod, const KpGrap
 int kp_node_takes_seed(const KpNode *n);
 
 /* Emitters, one per row of ops.def (a name may serve several rows). */
-#define O(op, kind, nin, shape, interp, emit, grad) int emit(KpEmit *e, const KpNode *n, KpDiag *d);
+#define O(op, kind, nin, shape, interp, emit, ...) int emit(KpEmit *e, const KpNode *n, KpDiag *d);
 #include "../ir/ops.def"
 #undef O
 /* For a row whose code generation a later issue brings: a diagnostic. */
