@@ -119,7 +119,7 @@ static LLVMValueRef emit_node(KpEmit *e, const char *prefix, const KpNode *n, Kp
     char name[128];
     snprintf(name, sizeof name, "%s.node%d.%s", prefix, n->id, kp_op_name(n->op));
     e->fn = LLVMAddFunction(e->mod, name, ty);
-    LLVMSetLinkage(e->fn, LLVMInternalLinkage);
+    LLVMSetLinkage(e->fn, e->kernels ? LLVMExternalLinkage : LLVMInternalLinkage);
     /* entries call a node each: inlining them would only copy the
      * kernels into every entry that runs them (and slow down O3) */
     unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
@@ -175,6 +175,7 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
 int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn, KpDiag *d)
 {
     LLVMValueRef args[KP_MAX_IN + 3];
+    KpKernelArg what[KP_MAX_IN + 3];    /* the same arguments, for e->kernels */
     unsigned nargs;
     if (n->nin == 0) {
         LLVMValueRef out = kp_cg_value_ptr(e, env, n->out, d);
@@ -182,24 +183,31 @@ int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValue
             !need(env->opt, n->out, "the optimizer state", d) || !need(env->step, n->out, "step", d))
             return -1;
         args[0] = out, args[1] = env->grads, args[2] = env->opt, args[3] = env->step;
+        what[0] = kp_karg_value(n->out), what[1] = kp_karg(KP_KARG_GRADS);
+        what[2] = kp_karg(KP_KARG_OPT), what[3] = kp_karg(KP_KARG_STEP);
         nargs = 4;
     } else {
-        for (int k = 0; k < n->nin; k++)
+        for (int k = 0; k < n->nin; k++) {
             if (!(args[k] = kp_cg_value_ptr(e, env, n->in[k], d)))
                 return -1;
+            what[k] = kp_karg_value(n->in[k]);
+        }
         if (!(args[n->nin] = kp_cg_value_ptr(e, env, n->out, d)))
             return -1;
+        what[n->nin] = kp_karg_value(n->out);
         args[n->nin + 1] = env->n;
+        what[n->nin + 1] = kp_karg(KP_KARG_N);
         nargs = (unsigned)n->nin + 2;
         if (kp_node_takes_seed(n)) {
             if (!env->seed)
                 return kp_error(d, "internal error: node %d needs the call's seed, which this "
                                 "entry point does not have", n->id);
+            what[nargs] = kp_karg(KP_KARG_SEED);
             args[nargs++] = env->seed;
         }
     }
     LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fn), fn, args, nargs, "");
-    return 0;
+    return e->kernels ? kp_cg_note_call(e, env, fn, &n, 1, what, (int)nargs, d) : 0;
 }
 
 LLVMValueRef kp_cg_entry(KpEmit *e, const char *what, LLVMTypeRef ty)
@@ -350,6 +358,11 @@ int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, 
 
     KpEmit e;
     kp_emit_init(&e, cg->ctx, cg->mod, g, cg->cfg.vector_width);
+    if (t->keep_kernels && !(e.kernels = cg->kernels = calloc(1, sizeof *cg->kernels))) {
+        LLVMDisposeBuilder(e.b);
+        kp_llvm_free(cg);
+        return kp_error(d, "out of memory");
+    }
     KpDescEntries entries = {0};
     entries.infer = emit_infer(&e, &entries.prepare, d);
     int rc = entries.infer ? 0 : -1;
@@ -390,5 +403,6 @@ void kp_llvm_free(KpCodegen *cg)
     if (cg->tm)
         LLVMDisposeTargetMachine(cg->tm);
     kp_llvm_target_config_free(&cg->cfg);
+    kp_kernel_list_free(cg->kernels);
     free(cg);
 }

@@ -47,6 +47,7 @@ typedef struct KpEmit {
     LLVMValueRef seed;          /* i64: the call's seed, for a node that takes one
                                    (kp_node_takes_seed), else NULL */
     int accumulate;             /* the output is a gradient slot: add into it */
+    struct KpKernelList *kernels;   /* non-NULL: kernels exported, calls listed (kernels.h) */
 } KpEmit;
 
 /* Types, krt_parallel_for's declaration and a builder for emitting into
