@@ -104,6 +104,10 @@ void kp_bench_peers_open(BenchRun *run, int threads);
  * kernels only). */
 void kp_bench_peers_run(const BenchRun *run, BenchKernel *bk, int64_t n, long repeats);
 
+/* v[0, count) seeded uniform [0,1) (the runtime's generator); returns v
+ * (NULL accepted: nothing done). */
+float *kp_bench_uniform(float *v, int64_t count, uint64_t seed);
+
 /* The report: text on stdout, or one JSON document. */
 void kp_bench_print_text(const BenchRun *run);
 int kp_bench_print_json(const BenchRun *run);

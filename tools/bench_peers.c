@@ -227,16 +227,6 @@ static bool plan_job(const BenchKernel *bk, int64_t n, PeerJob *j, int64_t sizes
     return true;
 }
 
-static float *uniform(int64_t count, uint64_t *state)
-{
-    float *p = malloc((size_t)(count > 0 ? count : 1) * sizeof *p);
-    for (int64_t i = 0; p && i < count; i++) {
-        *state = *state * 6364136223846793005ull + 1442695040888963407ull;
-        p[i] = (float)((*state >> 40) * (1.0 / 16777216.0));
-    }
-    return p;
-}
-
 void kp_bench_peers_run(const BenchRun *run, BenchKernel *bk, int64_t n, long repeats)
 {
     PeerJob plan = {0};
@@ -244,10 +234,10 @@ void kp_bench_peers_run(const BenchRun *run, BenchKernel *bk, int64_t n, long re
     if (!plan_job(bk, n, &plan, sizes))
         return;
     static const char *const kinds[] = {"sgemm", "im2col+sgemm", "im2col+sgemm", "sgemm+col2im"};
-    uint64_t state = 7;
     float *buf[4];
     for (int i = 0; i < 4; i++)
-        buf[i] = uniform(sizes[i], &state);
+        buf[i] = kp_bench_uniform(malloc((size_t)(sizes[i] > 0 ? sizes[i] : 1) * sizeof(float)),
+                                  sizes[i], 7 + (uint64_t)i);
     for (int p = 0; p < BENCH_NPEERS; p++) {
         if (!run->peer_lib[p] || !buf[0] || !buf[1] || !buf[2] || !buf[3])
             continue;
