@@ -105,21 +105,24 @@ int kp_node_takes_seed(const KpNode *n)
 }
 
 /* <prefix>.node<i>.<op>: the node's function, its body from the emitter.
- * (params, grads, opt, step) for a node without inputs (an update). */
+ * (params, grads, opt, step) for a node without inputs (an update).  A
+ * member of a group takes two more i64s, its share t of nt (emit.h). */
 static LLVMValueRef emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpDiag *d)
 {
-    LLVMTypeRef params[KP_MAX_IN + 3];
+    LLVMTypeRef params[KP_MAX_IN + 5];
     e->node = n;
     e->nptr = n->nin == 0 ? 3 : n->nin + 1;
-    int seeded = kp_node_takes_seed(n);
+    int seeded = kp_node_takes_seed(n), share = n->group > 0 ? 2 : 0;
     for (int i = 0; i < e->nptr; i++)
         params[i] = e->ptr;
-    params[e->nptr] = params[e->nptr + 1] = e->i64;
-    LLVMTypeRef ty = LLVMFunctionType(e->void_t, params, (unsigned)(e->nptr + 1 + seeded), 0);
+    for (int i = 0; i < 1 + seeded + share; i++)
+        params[e->nptr + i] = e->i64;
+    LLVMTypeRef ty =
+        LLVMFunctionType(e->void_t, params, (unsigned)(e->nptr + 1 + seeded + share), 0);
     char name[128];
     snprintf(name, sizeof name, "%s.node%d.%s", prefix, n->id, kp_op_name(n->op));
     e->fn = LLVMAddFunction(e->mod, name, ty);
-    LLVMSetLinkage(e->fn, e->kernels ? LLVMExternalLinkage : LLVMInternalLinkage);
+    LLVMSetLinkage(e->fn, LLVMInternalLinkage);
     /* entries call a node each: inlining them would only copy the
      * kernels into every entry that runs them (and slow down O3) */
     unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
@@ -145,13 +148,23 @@ static LLVMValueRef emit_node(KpEmit *e, const char *prefix, const KpNode *n, Kp
     }
     e->n = LLVMGetParam(e->fn, (unsigned)e->nptr);
     e->seed = seeded ? LLVMGetParam(e->fn, (unsigned)e->nptr + 1) : NULL;
+    if (share) {
+        e->share_t = LLVMGetParam(e->fn, (unsigned)(e->nptr + 1 + seeded));
+        e->share_nt = LLVMGetParam(e->fn, (unsigned)(e->nptr + 2 + seeded));
+    }
+    e->regions = 0;
 
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
     int rc = emitters[n->op](e, n, d);
     e->accumulate = 0;
-    e->seed = NULL;
+    e->seed = e->share_t = e->share_nt = NULL;
     if (rc < 0)
         return NULL;
+    if (share && e->regions != 1) {
+        kp_error(d, "internal error: node %d (%s) is in group %d, but its emitter made %d "
+                 "parallel regions, not one", n->id, kp_op_name(n->op), n->group, e->regions);
+        return NULL;
+    }
     LLVMBuildRetVoid(e->b);
     return e->fn;
 }
@@ -169,14 +182,32 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
             free(fns);
             return NULL;
         }
+    /* a group's first member: the group's function; the others: NULL */
+    for (int i = 0; i < g->nnodes;) {
+        int end = i + 1;
+        int grp = g->nodes[i]->group;
+        while (grp > 0 && end < g->nnodes && g->nodes[end]->group == grp)
+            end++;
+        if (grp > 0) {
+            LLVMValueRef fn = kp_cg_emit_group(e, prefix, grp, fns + i, end - i, d);
+            if (!fn) {
+                free(fns);
+                return NULL;
+            }
+            fns[i] = fn;
+            for (int j = i + 1; j < end; j++)
+                fns[j] = NULL;
+        }
+        i = end;
+    }
     return fns;
 }
 
-int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn, KpDiag *d)
+/* The arguments of n's node function in the entry, and in what[] the
+ * same arguments described for e->kernels; their count, or -1. */
+static int node_args(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef *args,
+                     KpKernelArg *what, KpDiag *d)
 {
-    LLVMValueRef args[KP_MAX_IN + 3];
-    KpKernelArg what[KP_MAX_IN + 3];    /* the same arguments, for e->kernels */
-    unsigned nargs;
     if (n->nin == 0) {
         LLVMValueRef out = kp_cg_value_ptr(e, env, n->out, d);
         if (!out || !need(env->grads, n->out, "the gradients", d) ||
@@ -185,29 +216,53 @@ int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValue
         args[0] = out, args[1] = env->grads, args[2] = env->opt, args[3] = env->step;
         what[0] = kp_karg_value(n->out), what[1] = kp_karg(KP_KARG_GRADS);
         what[2] = kp_karg(KP_KARG_OPT), what[3] = kp_karg(KP_KARG_STEP);
-        nargs = 4;
-    } else {
-        for (int k = 0; k < n->nin; k++) {
-            if (!(args[k] = kp_cg_value_ptr(e, env, n->in[k], d)))
-                return -1;
-            what[k] = kp_karg_value(n->in[k]);
-        }
-        if (!(args[n->nin] = kp_cg_value_ptr(e, env, n->out, d)))
-            return -1;
-        what[n->nin] = kp_karg_value(n->out);
-        args[n->nin + 1] = env->n;
-        what[n->nin + 1] = kp_karg(KP_KARG_N);
-        nargs = (unsigned)n->nin + 2;
-        if (kp_node_takes_seed(n)) {
-            if (!env->seed)
-                return kp_error(d, "internal error: node %d needs the call's seed, which this "
-                                "entry point does not have", n->id);
-            what[nargs] = kp_karg(KP_KARG_SEED);
-            args[nargs++] = env->seed;
-        }
+        return 4;
     }
-    LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fn), fn, args, nargs, "");
-    return e->kernels ? kp_cg_note_call(e, env, fn, &n, 1, what, (int)nargs, d) : 0;
+    for (int k = 0; k < n->nin; k++) {
+        if (!(args[k] = kp_cg_value_ptr(e, env, n->in[k], d)))
+            return -1;
+        what[k] = kp_karg_value(n->in[k]);
+    }
+    if (!(args[n->nin] = kp_cg_value_ptr(e, env, n->out, d)))
+        return -1;
+    what[n->nin] = kp_karg_value(n->out);
+    args[n->nin + 1] = env->n;
+    what[n->nin + 1] = kp_karg(KP_KARG_N);
+    int nargs = n->nin + 2;
+    if (kp_node_takes_seed(n)) {
+        if (!env->seed)
+            return kp_error(d, "internal error: node %d needs the call's seed, which this "
+                            "entry point does not have", n->id);
+        what[nargs] = kp_karg(KP_KARG_SEED);
+        args[nargs++] = env->seed;
+    }
+    return nargs;
+}
+
+int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn, KpDiag *d)
+{
+    if (!fn)
+        return 0;   /* a group member: its group's function runs it */
+    const KpGraph *g = e->g;
+    int end = n->id + 1;
+    while (n->group > 0 && end < g->nnodes && g->nodes[end]->group == n->group)
+        end++;
+    LLVMValueRef args[KP_CG_GROUP_ARGS];
+    KpKernelArg what[KP_CG_GROUP_ARGS];     /* the same arguments, for e->kernels */
+    int nargs = 0;
+    for (int k = n->id; k < end; k++) {
+        if (nargs + KP_MAX_IN + 3 > KP_CG_GROUP_ARGS)
+            return kp_error(d, "internal error: group %d has too many arguments", n->group);
+        int c = node_args(e, env, g->nodes[k], args + nargs, what + nargs, d);
+        if (c < 0)
+            return -1;
+        nargs += c;
+    }
+    LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fn), fn, args, (unsigned)nargs, "");
+    if (!e->kernels)
+        return 0;
+    return kp_cg_note_call(e, env, fn, (const KpNode *const *)(g->nodes + n->id), end - n->id,
+                           what, nargs, d);
 }
 
 LLVMValueRef kp_cg_entry(KpEmit *e, const char *what, LLVMTypeRef ty)

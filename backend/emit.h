@@ -47,6 +47,11 @@ typedef struct KpEmit {
     LLVMValueRef seed;          /* i64: the call's seed, for a node that takes one
                                    (kp_node_takes_seed), else NULL */
     int accumulate;             /* the output is a gradient slot: add into it */
+    /* a member of a group (codegen_group.c): the node function takes its
+     * share t of nt of the work, i64s after its other arguments; NULL
+     * otherwise */
+    LLVMValueRef share_t, share_nt;
+    int regions;                /* kp_emit_parallel calls of the node being emitted */
     struct KpKernelList *kernels;   /* non-NULL: kernels exported, calls listed (kernels.h) */
 } KpEmit;
 
@@ -110,7 +115,11 @@ LLVMValueRef kp_min_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
  * whose code gen() emits with the builder in the kernel's entry block
  * (a->p are the kernel's pointer parameters).  With parallel false the
  * kernel is called directly over the whole range.  A node with a seed
- * (e->seed) passes it on as one more i64 after n (a->seed). */
+ * (e->seed) passes it on as one more i64 after n (a->seed).
+ * In a group member (e->share_t set) the node function calls the kernel
+ * itself over share t of nt of [begin, end), cut as krt_parallel_for
+ * cuts it (with parallel false: all of it in share 0).  A node that can
+ * join a group makes exactly one such call and has no other effect. */
 typedef struct KpKernelArgs {
     LLVMValueRef p[KP_MAX_IN + 1];
     LLVMValueRef n, begin, end;

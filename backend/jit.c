@@ -3,7 +3,8 @@
  * like the AOT one (so the JIT and model.so run the same machine code).
  *
  *   LLJIT ── main JITDylib ── the model module (karp_model_v1, <name>_infer, ...)
- *                          ├─ krt_parallel_for: an absolute symbol, this process's
+ *                          ├─ krt_parallel_for, krt_parallel_run: absolute symbols,
+ *                          │  this process's runtime
  *                          └─ process symbols (libm, libc) by dlsym
  *
  * The LLJIT is the model's owner: karp_close() disposes it.  Every error
@@ -24,16 +25,27 @@ static void release_jit(void *owner)
         LLVMConsumeError(err);   /* nothing to report to at karp_close */
 }
 
+/* The runtime functions generated code calls, by address. */
 static LLVMErrorRef define_runtime_symbols(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd)
 {
-    LLVMOrcCSymbolMapPair sym = {
-        .Name = LLVMOrcLLJITMangleAndIntern(jit, "krt_parallel_for"),
-        .Sym = {.Address = (LLVMOrcExecutorAddress)(uintptr_t)&krt_parallel_for,
-                .Flags = {.GenericFlags = LLVMJITSymbolGenericFlagsExported |
-                                          LLVMJITSymbolGenericFlagsCallable,
-                          .TargetFlags = 0}},
+    static const struct {
+        const char *name;
+        void (*fn)(void);
+    } runtime[] = {
+        {"krt_parallel_for", (void (*)(void))krt_parallel_for},
+        {"krt_parallel_run", (void (*)(void))krt_parallel_run},
     };
-    LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(&sym, 1);
+    enum { NSYM = sizeof runtime / sizeof runtime[0] };
+    LLVMOrcCSymbolMapPair syms[NSYM];
+    for (int i = 0; i < NSYM; i++)
+        syms[i] = (LLVMOrcCSymbolMapPair){
+            .Name = LLVMOrcLLJITMangleAndIntern(jit, runtime[i].name),
+            .Sym = {.Address = (LLVMOrcExecutorAddress)(uintptr_t)runtime[i].fn,
+                    .Flags = {.GenericFlags = LLVMJITSymbolGenericFlagsExported |
+                                              LLVMJITSymbolGenericFlagsCallable,
+                              .TargetFlags = 0}},
+        };
+    LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(syms, NSYM);
     LLVMErrorRef err = LLVMOrcJITDylibDefine(jd, mu);
     if (err)
         LLVMOrcDisposeMaterializationUnit(mu);
@@ -66,7 +78,7 @@ int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d)
     LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(jit);
     LLVMErrorRef err = define_runtime_symbols(jit, jd);
     if (err) {
-        kp_llvm_error(d, err, "JIT: cannot define krt_parallel_for");
+        kp_llvm_error(d, err, "JIT: cannot define the runtime's symbols");
         release_jit(jit);
         return -1;
     }

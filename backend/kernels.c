@@ -29,11 +29,35 @@ KpKernelArg kp_karg(KpKargKind kind)
     return (KpKernelArg){.kind = kind, .value = -1};
 }
 
+/* bench.<kernel>(ptr args): the kernel called with args[i] loaded as its
+ * i-th parameter's type (once per kernel, however many calls). */
+static void emit_trampoline(KpEmit *e, LLVMValueRef fn, const char *name)
+{
+    if (LLVMGetNamedFunction(e->mod, name))
+        return;
+    LLVMTypeRef fty = LLVMGlobalGetValueType(fn);
+    unsigned np = LLVMCountParamTypes(fty);
+    LLVMTypeRef types[KP_CG_GROUP_ARGS];
+    LLVMValueRef args[KP_CG_GROUP_ARGS];
+    assert(np <= KP_CG_GROUP_ARGS);
+    LLVMGetParamTypes(fty, types);
+    LLVMValueRef t = LLVMAddFunction(e->mod, name, LLVMFunctionType(e->void_t, &e->ptr, 1, 0));
+    LLVMBuilderRef b = LLVMCreateBuilderInContext(e->ctx);
+    LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(e->ctx, t, "entry"));
+    for (unsigned i = 0; i < np; i++) {
+        LLVMValueRef at = LLVMBuildInBoundsGEP2(b, e->i64, LLVMGetParam(t, 0),
+                                                &(LLVMValueRef){kp_i64(e, i)}, 1, "");
+        args[i] = LLVMBuildLoad2(b, types[i], at, "");
+    }
+    LLVMBuildCall2(b, fty, fn, args, np, "");
+    LLVMBuildRetVoid(b);
+    LLVMDisposeBuilder(b);
+}
+
 int kp_cg_note_call(KpEmit *e, const KpEntryEnv *env, LLVMValueRef fn, const KpNode *const *nodes,
                     int nnodes, const KpKernelArg *args, int nargs, KpDiag *d)
 {
     KpKernelList *l = e->kernels;
-    assert(nnodes >= 1 && nnodes <= KP_KERNEL_MAX_NODES && nargs <= KP_KERNEL_MAX_ARGS);
     if (l->n == l->cap) {
         int cap = l->cap ? 2 * l->cap : 64;
         KpKernel *k = realloc(l->k, (size_t)cap * sizeof *k);
@@ -42,14 +66,24 @@ int kp_cg_note_call(KpEmit *e, const KpEntryEnv *env, LLVMValueRef fn, const KpN
         l->k = k;
         l->cap = cap;
     }
-    KpKernel *k = &l->k[l->n++];
+    KpKernel *k = &l->k[l->n];
     memset(k, 0, sizeof *k);
+    k->node = malloc((size_t)nnodes * sizeof *k->node);
+    k->arg = malloc((size_t)(nargs > 0 ? nargs : 1) * sizeof *k->arg);
+    if (!k->node || !k->arg) {
+        free(k->node);
+        free(k->arg);
+        return kp_error(d, "out of memory");
+    }
+    l->n++;
     /* the entry is "<model>_<what>" (kp_cg_entry) */
     size_t len = 0;
     const char *entry = LLVMGetValueName2(env->fn, &len);
     size_t skip = strlen(e->g->name ? e->g->name : "model") + 1;
     snprintf(k->entry, sizeof k->entry, "%s", len > skip ? entry + skip : entry);
     snprintf(k->symbol, sizeof k->symbol, "%s", LLVMGetValueName2(fn, &len));
+    snprintf(k->trampoline, sizeof k->trampoline, "bench.%s", k->symbol);
+    emit_trampoline(e, fn, k->trampoline);
     k->train = e->g->training;
     k->nnodes = nnodes;
     for (int i = 0; i < nnodes; i++)
@@ -63,6 +97,10 @@ void kp_kernel_list_free(KpKernelList *l)
 {
     if (!l)
         return;
+    for (int i = 0; i < l->n; i++) {
+        free(l->k[i].node);
+        free(l->k[i].arg);
+    }
     free(l->k);
     free(l);
 }
@@ -142,32 +180,7 @@ int64_t kp_kernel_arg_bytes(const KpKernelArg *a, const KpEntryBufs *b)
     }
 }
 
-typedef uint64_t W;
-
-void kp_kernel_call(void *fn, int nargs, const uint64_t *w)
+void kp_kernel_call(void *trampoline, const uint64_t *w)
 {
-    switch (nargs) {
-    case 3: ((void (*)(W, W, W))fn)(w[0], w[1], w[2]); break;
-    case 4: ((void (*)(W, W, W, W))fn)(w[0], w[1], w[2], w[3]); break;
-    case 5: ((void (*)(W, W, W, W, W))fn)(w[0], w[1], w[2], w[3], w[4]); break;
-    case 6: ((void (*)(W, W, W, W, W, W))fn)(w[0], w[1], w[2], w[3], w[4], w[5]); break;
-    case 7: ((void (*)(W, W, W, W, W, W, W))fn)(w[0], w[1], w[2], w[3], w[4], w[5], w[6]); break;
-    case 8:
-        ((void (*)(W, W, W, W, W, W, W, W))fn)(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]);
-        break;
-    case 9:
-        ((void (*)(W, W, W, W, W, W, W, W, W))fn)(w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
-                                                  w[8]);
-        break;
-    case 10:
-        ((void (*)(W, W, W, W, W, W, W, W, W, W))fn)(w[0], w[1], w[2], w[3], w[4], w[5], w[6],
-                                                     w[7], w[8], w[9]);
-        break;
-    case 11:
-        ((void (*)(W, W, W, W, W, W, W, W, W, W, W))fn)(w[0], w[1], w[2], w[3], w[4], w[5], w[6],
-                                                        w[7], w[8], w[9], w[10]);
-        break;
-    default:
-        assert(!"a kernel with an argument count no node function has");
-    }
+    ((void (*)(const uint64_t *))trampoline)(w);
 }

@@ -2,19 +2,22 @@
  * kernels.h — the kernels an entry point calls, callable one at a time:
  * karpc bench times each in place (tools/bench_kernels.c).
  *
- * kp_llvm_codegen with KpTargetOpts.keep_kernels gives every kernel (the
- * function of one or more nodes, backend/codegen.c) external linkage, so
- * the JIT exports it, and records every call an entry makes, in the
- * entry's order: the function, the nodes it computes and its arguments as
- * the entry passes them (kp_cg_call_node writes the call and the record
- * from the same argument list).  Pointer arguments are recorded as the
- * value's storage and offset from the memory plan (codegen.h's table), and
- * resolved at run time against the buffers of a call (KpEntryBufs) the way
- * kp_cg_value_ptr resolves them inside the entry.
+ * kp_llvm_codegen with KpTargetOpts.keep_kernels records every call an
+ * entry makes, in the entry's order: the kernel (a node's function, or a
+ * group's, codegen_group.c: one or more nodes), the nodes it computes and
+ * its arguments as the entry passes them (kp_cg_call_node writes the call
+ * and the record from the same argument list).  Pointer arguments are
+ * recorded as the value's storage and offset from the memory plan
+ * (codegen.h's table), and resolved at run time against the buffers of a
+ * call (KpEntryBufs) the way kp_cg_value_ptr resolves them inside the
+ * entry.
  *
- * A kernel is called through kp_kernel_call: its arguments are pointers
- * and i64s, all passed in integer registers on x86-64, so one uint64_t
- * word per argument calls it exactly as the entry does.
+ * Each kernel also gets a trampoline, the only functions keep_kernels
+ * exports from the JIT:
+ *     void bench.<kernel>(ptr args)     loads its arguments from args[i]
+ *                                       (8 bytes each) and calls the kernel
+ * so a kernel of any argument count is called with its own types; the
+ * kernels themselves keep their internal linkage.
  */
 #ifndef KP_KERNELS_H
 #define KP_KERNELS_H
@@ -42,17 +45,15 @@ typedef struct KpKernelArg {
     int64_t fixed_bytes;    /*   bytes independent of n */
 } KpKernelArg;
 
-#define KP_KERNEL_MAX_NODES 8
-#define KP_KERNEL_MAX_ARGS (KP_MAX_IN + 3)
-
 typedef struct KpKernel {
     char entry[24];         /* the entry calling it: "infer", "train_step", ... */
-    char symbol[96];        /* its function: "train.node12.dense_grad_w" */
+    char symbol[96];        /* its function: "train.node12.dense_grad_w", "train.group3" */
+    char trampoline[112];   /* "bench.<symbol>", exported */
     bool train;             /* its nodes are the train graph's (else inference's) */
     int nnodes;
-    int node[KP_KERNEL_MAX_NODES];  /* the nodes it computes: ids in that graph */
+    int *node;              /* the nodes it computes: ids in that graph (malloc'd) */
     int nargs;
-    KpKernelArg arg[KP_KERNEL_MAX_ARGS];
+    KpKernelArg *arg;       /* its arguments in order (malloc'd) */
 } KpKernel;
 
 /* Every call of every entry, entries in the order they were emitted. */
@@ -93,7 +94,8 @@ void kp_entry_bufs(karp_model *m, bool train, KpEntryBufs *b);
 uint64_t kp_kernel_arg_word(const KpKernelArg *a, const KpEntryBufs *b);
 /* The bytes a pointer argument spans at b->n (0 for the integers). */
 int64_t kp_kernel_arg_bytes(const KpKernelArg *a, const KpEntryBufs *b);
-/* Call the kernel at fn with its nargs argument words. */
-void kp_kernel_call(void *fn, int nargs, const uint64_t *w);
+/* Call a kernel through its trampoline (the address of k->trampoline) with
+ * its argument words w[0, k->nargs). */
+void kp_kernel_call(void *trampoline, const uint64_t *w);
 
 #endif

@@ -189,6 +189,9 @@ struct KpNode {
     KpPhase phase;              /* FORWARD unless autodiff says otherwise */
     int nepi;                   /* fused elementwise epilogues, in order */
     KpEpilogue epi[KP_MAX_EPI];
+    int group;                  /* horizontal fusion (passes/group.c): the nodes of one
+                                   group > 0 are adjacent, independent, of one phase, and
+                                   run as one kernel; 0: a kernel of its own */
 };
 
 typedef struct KpGraph {

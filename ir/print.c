@@ -33,7 +33,8 @@
  *   memory params=... floats, trainable=... floats, opt_slots=2, workspace=... bytes
  *
  * Forward nodes carry no phase tag; @grad+<floats> is the gradient slab
- * (accumulated), @target and @dx the caller's buffers.
+ * (accumulated), @target and @dx the caller's buffers.  A node of a group
+ * (horizontal fusion, passes/group.c) ends in " [group K]".
  */
 #include "ir.h"
 
@@ -278,6 +279,8 @@ static void pr_node(FILE *f, const KpNode *n)
     pr_type(f, n->out);
     pr_storage(f, n->out);
     fputs(phase_tags[n->phase], f);
+    if (n->group > 0)
+        fprintf(f, " [group %d]", n->group);
     fprintf(f, "   # %s (%s)\n", n->name ? n->name : "?", n->where ? n->where : "?");
 }
 

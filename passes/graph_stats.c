@@ -2,6 +2,8 @@
  * graph_stats.c — the figures --stats prints for a graph: how many
  * kernels it runs and how many bytes its transient values would take if
  * each had its own range (what the memory plan is measured against).
+ * A kernel is one parallel region an entry runs: a node, or a group of
+ * nodes (passes/group.c) counted once.
  */
 #include "passes.h"
 
@@ -12,6 +14,8 @@ int kp_graph_kernel_count(const KpGraph *g)
         const KpNode *n = g->nodes[i];
         if (n->phase == KP_PHASE_PREPARE)
             continue;   /* run once when the parameters change, not per call */
+        if (n->group > 0 && i > 0 && g->nodes[i - 1]->group == n->group)
+            continue;   /* the group was counted at its first member */
         if (!kp_op_is_view(n->op)) {
             k++;
             continue;

@@ -8,7 +8,9 @@
  * produced has a shape; producer and users links agree with the nodes;
  * parameter names are unique; the graph has an input and an output; in a
  * train graph, no node reads a value of a later phase (KpPhase order) and
- * every gradient names its parameter; only the loss is a scalar.  A
+ * every gradient names its parameter; only the loss is a scalar; the
+ * members of a group (group.c) are adjacent, of one phase, and do not
+ * read each other's outputs.  A
  * failure is a karpc bug, so the message starts "internal error:".
  */
 #include "passes.h"
@@ -155,6 +157,37 @@ static int check_value(const KpGraph *g, const KpValue *v, KpDiag *d)
     return 0;
 }
 
+/* The group of n, if any, starting at node k: adjacent members of one
+ * phase, none reading another's output (they run at the same time). */
+static int check_group(const KpGraph *g, int k, KpDiag *d)
+{
+    const KpNode *n = g->nodes[k];
+    if (n->group <= 0 || (k > 0 && g->nodes[k - 1]->group == n->group))
+        return 0;
+    int end = k;
+    while (end < g->nnodes && g->nodes[end]->group == n->group)
+        end++;
+    for (int j = end; j < g->nnodes; j++)
+        if (g->nodes[j]->group == n->group)
+            return kp_error(d, "internal error: node %d (%s) of group %d is not next to the "
+                            "group's other members", j, node_label(g->nodes[j]), n->group);
+    for (int j = k; j < end; j++) {
+        const KpNode *m = g->nodes[j];
+        if (m->phase != n->phase || kp_op_is_view(m->op))
+            return kp_error(d, "internal error: node %d (%s) cannot run in group %d", j,
+                            node_label(m), n->group);
+        for (int i = 0; i < m->nin; i++) {
+            const KpNode *p = m->in[i]->producer;
+            while (p && kp_op_is_view(p->op) && p->in[0]->producer)
+                p = p->in[0]->producer;
+            if (p && p->group == n->group)
+                return kp_error(d, "internal error: node %d (%s) reads %%%d of its own group %d",
+                                j, node_label(m), m->in[i]->id, n->group);
+        }
+    }
+    return 0;
+}
+
 int kp_pass_verify(KpGraph *g, const KpPassOpts *o, KpDiag *d)
 {
     if (!value_in_graph(g, g->input) || g->input->role != KP_ROLE_INPUT)
@@ -162,7 +195,7 @@ int kp_pass_verify(KpGraph *g, const KpPassOpts *o, KpDiag *d)
     if (!value_in_graph(g, g->output) || g->output->rank < 1)
         return kp_error(d, "internal error: the graph has no shaped output value");
     for (int k = 0; k < g->nnodes; k++)
-        if (check_node(g, g->nodes[k], k, d))
+        if (check_node(g, g->nodes[k], k, d) || check_group(g, k, d))
             return -1;
     for (int i = 0; i < g->nvalues; i++) {
         if (g->values[i]->id != i)

@@ -4,6 +4,8 @@
  * [begin, end) is cut into nthreads contiguous chunks, the first
  * (count % nthreads) of them one item longer; the cut depends only on
  * count and nthreads, so a run is reproducible for a given thread count.
+ * krt_parallel_run hands each thread its index and the count instead, for
+ * a group of nodes whose body cuts every member's range the same way.
  */
 #include <omp.h>
 
@@ -61,5 +63,21 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
         int got = omp_get_num_threads();
         for (int c = omp_get_thread_num(); c < nt; c += got)
             body(ctx, chunk_start(begin, q, r, c), chunk_start(begin, q, r, c + 1));
+    }
+}
+
+void krt_parallel_run(void (*body)(void *ctx, int64_t t, int64_t nt), void *ctx)
+{
+    int nt = omp_get_max_threads();
+    if (nt <= 1 || omp_in_parallel()) {
+        body(ctx, 0, 1);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        /* as above: fewer threads than asked take every got-th share */
+        int got = omp_get_num_threads();
+        for (int t = omp_get_thread_num(); t < nt; t += got)
+            body(ctx, t, nt);
     }
 }

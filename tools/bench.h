@@ -40,12 +40,13 @@ enum { BENCH_OPENBLAS, BENCH_ONEDNN, BENCH_NPEERS };
 typedef struct BenchPeer {
     bool ran;               /* this kernel has a peer of that library, and it ran */
     BenchTimes t;
-    char how[48];           /* "sgemm NT 64x128x784", "im2col+sgemm", "conv fwd" */
+    char how[96];           /* "sgemm NT 64x128x784", "im2col+sgemm"; members of a group
+                               joined by '+', those without a peer named after "without" */
 } BenchPeer;
 
 typedef struct BenchKernel {
     const KpKernel *k;
-    const KpNode *node[KP_KERNEL_MAX_NODES];
+    const KpNode **node;    /* its k->nnodes nodes (malloc'd) */
     char ops[96];           /* "dense_packed+relu": ops, fused epilogues after '+' */
     char shape[48];         /* the (first) node's output at n: "64x128" */
     KpCost cost;
@@ -91,6 +92,8 @@ typedef struct BenchRun {
  * reported. */
 int kp_bench_kernels(karp_model *m, const KpKernelList *l, const KpGraph *g, KpEntryBufs *b,
                      const BenchPlan *plan, BenchGraph *bg);
+/* Free what kp_bench_kernels allocated in bg. */
+void kp_bench_graph_free(BenchGraph *bg);
 /* Call fn(arg), which returns the seconds of the part it timed (< 0: stop),
  * repeats times; or, for repeats 0, until at least min_calls calls have
  * added up to budget_s, or max_calls calls. */
@@ -100,8 +103,9 @@ BenchTimes kp_bench_time(double (*fn)(void *arg), void *arg, long repeats, doubl
 /* Load the peers (BENCH_OPENBLAS, BENCH_ONEDNN) that are installed;
  * run->peer_lib[i] NULL for the others.  Set their thread counts. */
 void kp_bench_peers_open(BenchRun *run, int threads);
-/* Time kernel bk's shape through each loaded peer (gemm-like and conv
- * kernels only). */
+/* Time kernel bk's shapes through each loaded peer: its gemm-like and
+ * convolution nodes, one after the other (a group's other members are
+ * named in how, untimed); nothing for a kernel without such a node. */
 void kp_bench_peers_run(const BenchRun *run, BenchKernel *bk, int64_t n, long repeats);
 
 /* v[0, count) seeded uniform [0,1) (the runtime's generator); returns v

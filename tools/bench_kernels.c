@@ -65,16 +65,18 @@ BenchTimes kp_bench_time(double (*fn)(void *arg), void *arg, long repeats, doubl
     return r;
 }
 
-/* A generated kernel, its arguments and the buffers it may write. */
+/* A generated kernel (its trampoline), its argument words and the
+ * buffers it may write, saved. */
+typedef struct Saved {
+    void *at, *copy;
+    size_t bytes;
+} Saved;
+
 typedef struct GenCall {
     void *fn;
-    int nargs;
-    uint64_t w[KP_KERNEL_MAX_ARGS];
+    uint64_t *w;
     int nsaved;
-    struct {
-        void *at, *copy;
-        size_t bytes;
-    } saved[KP_KERNEL_MAX_ARGS];
+    Saved *saved;
 } GenCall;
 
 static double timed_gen(void *arg)
@@ -83,7 +85,7 @@ static double timed_gen(void *arg)
     for (int i = 0; i < c->nsaved; i++)
         memcpy(c->saved[i].at, c->saved[i].copy, c->saved[i].bytes);
     double t0 = kp_cli_now();
-    kp_kernel_call(c->fn, c->nargs, c->w);
+    kp_kernel_call(c->fn, c->w);
     return kp_cli_now() - t0;
 }
 
@@ -207,11 +209,12 @@ static int save_buffers(const KpKernel *k, const KpEntryBufs *b, GenCall *gc)
     return 0;
 }
 
-static void free_saved(GenCall *gc)
+static void free_call(GenCall *gc)
 {
     for (int i = 0; i < gc->nsaved; i++)
         free(gc->saved[i].copy);
-    gc->nsaved = 0;
+    free(gc->saved);
+    free(gc->w);
 }
 
 /* Time one kernel (bk->k set); the state after is one call's. */
@@ -219,31 +222,48 @@ static int time_kernel(karp_model *m, const KpGraph *g, const KpEntryBufs *b, co
                        BenchKernel *bk, float *slabs[3])
 {
     const KpKernel *k = bk->k;
-    GenCall gc = {.nargs = k->nargs};
+    GenCall gc = {.w = calloc((size_t)k->nargs + 1, sizeof *gc.w),
+                  .saved = calloc((size_t)k->nargs + 1, sizeof *gc.saved)};
     KpDiag d;
     kp_diag_init(&d);
-    if (kp_llvm_jit_lookup(m, k->symbol, &gc.fn, &d) < 0)
+    if (!gc.w || !gc.saved) {
+        free_call(&gc);
+        return kp_cli_fail("bench: out of memory");
+    }
+    if (kp_llvm_jit_lookup(m, k->trampoline, &gc.fn, &d) < 0) {
+        free_call(&gc);
         return kp_cli_fail("bench: %s", d.msg);
+    }
     for (int a = 0; a < k->nargs; a++)
         gc.w[a] = kp_kernel_arg_word(&k->arg[a], b);
     if (no_code(bk)) {
-        kp_kernel_call(gc.fn, gc.nargs, gc.w);
+        kp_kernel_call(gc.fn, gc.w);
+        free_call(&gc);
         return 0;
     }
     describe(bk, b->n);
     RefCall rc = {.bk = bk};
     kp_diag_init(&rc.d);
     if (save_buffers(k, b, &gc) < 0 || !(rc.s = ref_setup(bk, g, b, &gc, slabs))) {
-        free_saved(&gc);
+        free_call(&gc);
         return kp_cli_fail("bench: out of memory");
     }
     bk->gen = kp_bench_time(timed_gen, &gc, plan->repeats, 0.2, 5, 2000);
     bk->ref = kp_bench_time(timed_ref, &rc, plan->repeats, 0.3, 3, 200);
-    free_saved(&gc);
+    free_call(&gc);
     kp_interp_node_free(rc.s);
     if (rc.d.msg[0])
         return kp_cli_fail("bench: reference kernel: %s", rc.d.msg);
     return 0;
+}
+
+void kp_bench_graph_free(BenchGraph *bg)
+{
+    for (int i = 0; i < bg->nk; i++)
+        free(bg->k[i].node);
+    free(bg->k);
+    bg->k = NULL;
+    bg->nk = 0;
 }
 
 int kp_bench_kernels(karp_model *m, const KpKernelList *l, const KpGraph *g, KpEntryBufs *b,
@@ -262,11 +282,17 @@ int kp_bench_kernels(karp_model *m, const KpKernelList *l, const KpGraph *g, KpE
         BenchKernel *bk = &bg->k[bg->nk];
         memset(bk, 0, sizeof *bk);
         bk->k = k;
+        if (!(bk->node = malloc((size_t)k->nnodes * sizeof *bk->node))) {
+            rc = kp_cli_fail("bench: out of memory");
+            break;
+        }
         for (int j = 0; j < k->nnodes; j++)
             bk->node[j] = g->nodes[k->node[j]];
         rc = time_kernel(m, g, b, plan, bk, slabs);
         if (rc == 0 && bk->gen.calls > 0)
             bg->nk++;
+        else
+            free(bk->node);
     }
     for (int i = 0; i < 3; i++)
         free(slabs[i]);

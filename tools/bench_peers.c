@@ -180,10 +180,10 @@ static void set_gemm(PeerJob *j, bool ta, bool tb, int64_t m, int64_t n, int64_t
     j->beta = beta;
 }
 
-/* The job for kernel bk's first node, or false when it has no peer. */
-static bool plan_job(const BenchKernel *bk, int64_t n, PeerJob *j, int64_t sizes[4])
+/* The job for node nd at n samples and its buffers' sizes in floats, or
+ * false when it has no peer. */
+static bool plan_job(const KpNode *nd, int64_t n, PeerJob *j, int64_t sizes[4])
 {
-    const KpNode *nd = bk->node[0];
     switch (nd->op) {
     case KP_OP_dense:
     case KP_OP_dense_packed:
@@ -227,33 +227,74 @@ static bool plan_job(const BenchKernel *bk, int64_t n, PeerJob *j, int64_t sizes
     return true;
 }
 
-void kp_bench_peers_run(const BenchRun *run, BenchKernel *bk, int64_t n, long repeats)
+/* "sgemm NT 64x128x784" or the convolution's method */
+static void describe_job(const PeerJob *j, char *buf, size_t cap)
 {
-    PeerJob plan = {0};
-    int64_t sizes[4];
-    if (!plan_job(bk, n, &plan, sizes))
-        return;
     static const char *const kinds[] = {"sgemm", "im2col+sgemm", "im2col+sgemm", "sgemm+col2im"};
+    if (j->kind == GEMM)
+        snprintf(buf, cap, "sgemm %c%c %lldx%lldx%lld", j->ta ? 'T' : 'N', j->tb ? 'T' : 'N',
+                 (long long)j->m, (long long)j->n, (long long)j->k);
+    else
+        snprintf(buf, cap, "%s", kinds[j->kind]);
+}
+
+static void append(char *buf, size_t cap, const char *sep, const char *s)
+{
+    size_t len = strlen(buf);
+    if (len < cap)
+        snprintf(buf + len, cap - len, "%s%s", len ? sep : "", s);
+}
+
+/* Node nd's job through peer p on fresh seeded buffers; false if none. */
+static bool time_node(int p, const KpNode *nd, int64_t n, long repeats, BenchTimes *t, char *how,
+                      size_t cap)
+{
+    PeerJob j = {0};
+    int64_t sizes[4];
+    if (!plan_job(nd, n, &j, sizes))
+        return false;
     float *buf[4];
-    for (int i = 0; i < 4; i++)
+    bool ok = true;
+    for (int i = 0; i < 4; i++) {
         buf[i] = kp_bench_uniform(malloc((size_t)(sizes[i] > 0 ? sizes[i] : 1) * sizeof(float)),
                                   sizes[i], 7 + (uint64_t)i);
-    for (int p = 0; p < BENCH_NPEERS; p++) {
-        if (!run->peer_lib[p] || !buf[0] || !buf[1] || !buf[2] || !buf[3])
-            continue;
-        PeerJob j = plan;
+        ok &= buf[i] != NULL;
+    }
+    if (ok) {
         j.which = p;
         j.a = buf[0], j.b = buf[1], j.c = buf[2], j.col = buf[3];
         timed_peer(&j);     /* warm-up: the library's threads and buffers */
-        bk->peer[p].t = kp_bench_time(timed_peer, &j, repeats, 0.2, 5, 500);
-        bk->peer[p].ran = bk->peer[p].t.calls > 0;
-        if (plan.kind == GEMM)
-            snprintf(bk->peer[p].how, sizeof bk->peer[p].how, "sgemm %c%c %lldx%lldx%lld",
-                     plan.ta ? 'T' : 'N', plan.tb ? 'T' : 'N', (long long)plan.m,
-                     (long long)plan.n, (long long)plan.k);
-        else
-            snprintf(bk->peer[p].how, sizeof bk->peer[p].how, "%s", kinds[plan.kind]);
+        *t = kp_bench_time(timed_peer, &j, repeats, 0.2, 5, 500);
+        describe_job(&j, how, cap);
     }
     for (int i = 0; i < 4; i++)
         free(buf[i]);
+    return ok && t->calls > 0;
+}
+
+void kp_bench_peers_run(const BenchRun *run, BenchKernel *bk, int64_t n, long repeats)
+{
+    for (int p = 0; p < BENCH_NPEERS; p++) {
+        if (!run->peer_lib[p])
+            continue;
+        BenchPeer *pe = &bk->peer[p];
+        char without[96] = "";
+        for (int i = 0; i < bk->k->nnodes; i++) {
+            BenchTimes t;
+            char how[48];
+            if (!time_node(p, bk->node[i], n, repeats, &t, how, sizeof how)) {
+                append(without, sizeof without, ",", kp_op_name(bk->node[i]->op));
+                continue;
+            }
+            pe->t.median += t.median;
+            pe->t.best += t.best;
+            pe->t.calls = pe->ran && pe->t.calls < t.calls ? pe->t.calls : t.calls;
+            pe->ran = true;
+            append(pe->how, sizeof pe->how, "+", how);
+        }
+        if (pe->ran && without[0]) {
+            append(pe->how, sizeof pe->how, " ", "without");
+            append(pe->how, sizeof pe->how, " ", without);
+        }
+    }
 }

@@ -66,7 +66,7 @@ static void print_kernels(const BenchRun *run, const BenchGraph *bg)
     printf("\n%s (n = %lld): %d kernels, each timed in place (median of its calls, warm cache); "
            "ref: the reference kernel (plain C, one thread)\n",
            bg->entry, (long long)bg->n, bg->nk);
-    printf("%3s %-14s %-28s %-14s %10s %10s %8s %8s %8s %5s %6s", "#", "layer", "op(s)", "shape",
+    printf("%3s %-14s %-36s %-14s %10s %10s %8s %8s %8s %5s %6s", "#", "layer", "op(s)", "shape",
            "gen us", "ref us", "speed-up", "GFLOP/s", "GB/s", "bound", "% peak");
     if (run->plan.peers)
         for (int p = 0; p < BENCH_NPEERS; p++)
@@ -78,7 +78,7 @@ static void print_kernels(const BenchRun *run, const BenchGraph *bg)
         Rate r = rate(run, bk);
         gen += bk->gen.median;
         ref += bk->ref.median;
-        printf("%3d %-14.14s %-28.28s %-14.14s %10.2f %10.2f %7.1fx %8.2f %8.2f %5s %6.1f", i + 1,
+        printf("%3d %-14.14s %-36.36s %-14.14s %10.2f %10.2f %7.1fx %8.2f %8.2f %5s %6.1f", i + 1,
                layer_of(bk), bk->ops, bk->shape, bk->gen.median * 1e6, bk->ref.median * 1e6,
                bk->ref.median / bk->gen.median, r.gflops, r.gbs, r.compute_bound ? "flop" : "mem",
                r.pct);
@@ -91,7 +91,7 @@ static void print_kernels(const BenchRun *run, const BenchGraph *bg)
         }
         printf("\n");
     }
-    printf("%3s %-14s %-28s %-14s %10.2f %10.2f %7.1fx\n", "", "all kernels", "", "", gen * 1e6,
+    printf("%3s %-14s %-36s %-14s %10.2f %10.2f %7.1fx\n", "", "all kernels", "", "", gen * 1e6,
            ref * 1e6, gen > 0 ? ref / gen : 0);
 }
 

@@ -279,7 +279,7 @@ int kp_cmd_bench(int argc, char **argv)
             kp_bench_print_text(&run);
     }
     for (int g = 0; g < run.ngraphs; g++)
-        free(run.graph[g].k);
+        kp_bench_graph_free(&run.graph[g]);
     karp_close(m);
     kp_kernel_list_free(l);
     kp_program_free(&p);

@@ -83,6 +83,8 @@ static int parse_args(int argc, char **argv, CompileArgs *a)
             a->target.opt_level = s[2] - '0';
         } else if (strcmp(s, "--no-fuse") == 0) {
             a->passes.fuse = false;
+        } else if (strcmp(s, "--no-group") == 0) {
+            a->passes.group = false;
         } else if (strcmp(s, "--no-layout") == 0) {
             a->passes.layout = false;
         } else if (strcmp(s, "--no-memplan") == 0) {
@@ -200,7 +202,7 @@ static int print_stats(const KpProgram *p, const CompileArgs *a, const KpPassLog
                        const PhaseTimes *t)
 {
     KpPassOpts off = a->passes;
-    off.fuse = off.layout = off.memplan = off.fold = false;
+    off.fuse = off.group = off.layout = off.memplan = off.fold = false;
     off.dump_after = NULL;
     off.log = NULL;
     KpProgram base = {0};

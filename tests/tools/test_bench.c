@@ -41,8 +41,10 @@ static void teardown(void)
     free(model);
 }
 
-/* The names of the kernels entry calls: "<prefix>.node<id>.<op>" for its
- * nodes (in the phases given) that have code, in order, one per line. */
+/* The names of the kernels entry calls, in order, one per line:
+ * "<prefix>.group<k>" for a group of nodes (passes/group.c), else
+ * "<prefix>.node<id>.<op>" for its nodes (in the phases given) that have
+ * code. */
 static void expected_kernels(const KpGraph *g, const char *prefix, unsigned phases, char *buf,
                              size_t cap)
 {
@@ -55,7 +57,12 @@ static void expected_kernels(const KpGraph *g, const char *prefix, unsigned phas
             nd->out->offset == nd->in[0]->offset)
             continue;
         size_t len = strlen(buf);
-        snprintf(buf + len, cap - len, "%s.node%d.%s\n", prefix, nd->id, kp_op_name(nd->op));
+        if (nd->group > 0 && i > 0 && g->nodes[i - 1]->group == nd->group)
+            continue;
+        if (nd->group > 0)
+            snprintf(buf + len, cap - len, "%s.group%d\n", prefix, nd->group);
+        else
+            snprintf(buf + len, cap - len, "%s.node%d.%s\n", prefix, nd->id, kp_op_name(nd->op));
     }
 }
 
@@ -139,6 +146,7 @@ START_TEST(json_lists_every_kernel)
                          1u << KP_PHASE_UPDATE,
                      want, sizeof want);
     ck_assert_ptr_nonnull(strstr(want, "adam_update"));
+    ck_assert_ptr_nonnull(strstr(want, "train.group"));     /* a kernel of several nodes */
     check_graph(cJSON_GetArrayItem(graphs, 1), "train_step", want);
     kp_program_free(&p);
     cJSON_Delete(doc);
