@@ -150,11 +150,12 @@ def write_report(a, rows, machine, torch_info, compiles, models, batches, thread
               f"- rounds: {a.rounds}; a figure is the median over the rounds of each round's "
               "median per call", "",
               "## train_step", "",
-              "load: the 1-minute load average after each round's pair of runs (the pair's own "
-              "threads count in it; well above the core count, the 2-thread figures are noise: "
-              "an OpenMP team waits for its descheduled threads).", "",
-              "| model | batch | threads | karpc | PyTorch | PyTorch / karpc | target | met | load |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "per round: PyTorch / karpc in each round; load: the 1-minute load average after "
+              "each round's pair of runs (the pair's own threads count in it; well above the core "
+              "count, the 2-thread figures are noise: an OpenMP team waits for its descheduled "
+              "threads).", "",
+              "| model | batch | threads | karpc | PyTorch | PyTorch / karpc | target | met | per round | load |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         for b in batches:
             for t in threads:
@@ -163,17 +164,20 @@ def write_report(a, rows, machine, torch_info, compiles, models, batches, thread
                 target = TRAIN_TARGET.get(b) if t == 2 else None
                 met = "-" if target is None else ("yes" if p / k >= target else "**no**")
                 load = ", ".join(x.split()[0] for x in row["load"])
+                each = ", ".join(f"{pp / kk:.2f}" for kk, pp in zip(row["k"], row["p"]))
                 lines.append(f"| {m} | {b} | {t} | {fmt_time(k)} | {fmt_time(p)} | {p / k:.2f} | "
-                             f"{'>= %gx' % target if target else '-'} | {met} | {load} |")
+                             f"{'>= %gx' % target if target else '-'} | {met} | {each} | {load} |")
     lines += ["", "## infer, fashion_mlp, batch 1", "",
-              "| threads | karpc | PyTorch | PyTorch / karpc | target | met |", "|---|---|---|---|---|---|"]
+              "| threads | karpc | PyTorch | PyTorch / karpc | target | met | karpc per round |",
+              "|---|---|---|---|---|---|---|"]
     for t in threads:
         row = rows.get(("fashion_mlp", 1, t))
         if not row or not row["ki"]:
             continue
         k, p = med(row["ki"]), med(row["pi"])
+        each = ", ".join(fmt_time(x) for x in row["ki"])
         lines.append(f"| {t} | {fmt_time(k)} | {fmt_time(p)} | {p / k:.1f} | < {INFER_TARGET_US:g} us | "
-                     f"{'yes' if k * 1e6 < INFER_TARGET_US else '**no**'} |")
+                     f"{'yes' if k * 1e6 < INFER_TARGET_US else '**no**'} | {each} |")
     lines += ["", "## compile time (JIT, -O2, `karpc MODEL --stats -O2`, median of 3)", "",
               "| model | seconds | target | met |", "|---|---|---|---|"]
     for m in models:
