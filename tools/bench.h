@@ -15,6 +15,7 @@
 #define KP_BENCH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../backend/bandwidth.h"
@@ -108,6 +109,8 @@ void kp_bench_peers_open(BenchRun *run, int threads);
  * named in how, untimed); nothing for a kernel without such a node. */
 void kp_bench_peers_run(const BenchRun *run, BenchKernel *bk, int64_t n, long repeats);
 
+/* Append s to the string buf (capacity cap), after sep unless buf is empty. */
+void kp_bench_append(char *buf, size_t cap, const char *sep, const char *s);
 /* v[0, count) seeded uniform [0,1) (the runtime's generator); returns v
  * (NULL accepted: nothing done). */
 float *kp_bench_uniform(float *v, int64_t count, uint64_t seed);

@@ -105,7 +105,7 @@ static double timed_ref(void *arg)
     return kp_cli_now() - t0;
 }
 
-static void append(char *buf, size_t cap, const char *sep, const char *s)
+void kp_bench_append(char *buf, size_t cap, const char *sep, const char *s)
 {
     size_t len = strlen(buf);
     if (len < cap)
@@ -119,9 +119,9 @@ static void describe(BenchKernel *bk, int64_t n)
     bk->cost = (KpCost){0, 0};
     for (int i = 0; i < bk->k->nnodes; i++) {
         const KpNode *nd = bk->node[i];
-        append(bk->ops, sizeof bk->ops, ",", kp_op_name(nd->op));
+        kp_bench_append(bk->ops, sizeof bk->ops, ",", kp_op_name(nd->op));
         for (int e = 0; e < nd->nepi; e++)
-            append(bk->ops, sizeof bk->ops, "+", kp_op_name(nd->epi[e].op));
+            kp_bench_append(bk->ops, sizeof bk->ops, "+", kp_op_name(nd->epi[e].op));
         KpCost c = kp_node_cost(nd, n);
         bk->cost.flops += c.flops;
         bk->cost.bytes += c.bytes;
@@ -130,7 +130,7 @@ static void describe(BenchKernel *bk, int64_t n)
     for (int r = 0; r < v->rank; r++) {
         char dim[24];
         snprintf(dim, sizeof dim, "%lld", (long long)(v->dims[r] == KP_DIM_N ? n : v->dims[r]));
-        append(bk->shape, sizeof bk->shape, "x", dim);
+        kp_bench_append(bk->shape, sizeof bk->shape, "x", dim);
     }
     if (v->rank == 0)
         snprintf(bk->shape, sizeof bk->shape, "scalar");

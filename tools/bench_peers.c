@@ -238,13 +238,6 @@ static void describe_job(const PeerJob *j, char *buf, size_t cap)
         snprintf(buf, cap, "%s", kinds[j->kind]);
 }
 
-static void append(char *buf, size_t cap, const char *sep, const char *s)
-{
-    size_t len = strlen(buf);
-    if (len < cap)
-        snprintf(buf + len, cap - len, "%s%s", len ? sep : "", s);
-}
-
 /* Node nd's job through peer p on fresh seeded buffers; false if none. */
 static bool time_node(int p, const KpNode *nd, int64_t n, long repeats, BenchTimes *t, char *how,
                       size_t cap)
@@ -283,18 +276,18 @@ void kp_bench_peers_run(const BenchRun *run, BenchKernel *bk, int64_t n, long re
             BenchTimes t;
             char how[48];
             if (!time_node(p, bk->node[i], n, repeats, &t, how, sizeof how)) {
-                append(without, sizeof without, ",", kp_op_name(bk->node[i]->op));
+                kp_bench_append(without, sizeof without, ",", kp_op_name(bk->node[i]->op));
                 continue;
             }
             pe->t.median += t.median;
             pe->t.best += t.best;
             pe->t.calls = pe->ran && pe->t.calls < t.calls ? pe->t.calls : t.calls;
             pe->ran = true;
-            append(pe->how, sizeof pe->how, "+", how);
+            kp_bench_append(pe->how, sizeof pe->how, "+", how);
         }
         if (pe->ran && without[0]) {
-            append(pe->how, sizeof pe->how, " ", "without");
-            append(pe->how, sizeof pe->how, " ", without);
+            kp_bench_append(pe->how, sizeof pe->how, " ", "without");
+            kp_bench_append(pe->how, sizeof pe->how, " ", without);
         }
     }
 }

@@ -6,7 +6,7 @@
  *   compile with the kernels kept callable (kernels.h), JIT
  *   measure the FP32 peak (FMA loop, the generated code's vector width)
  *   and the memory bandwidth (copy, triad), at the chosen thread count,
- *   the best of five tries (one with --repeats)
+ *   the best of five tries (of N with --repeats N < 5)
  *   infer:      3 calls; each kernel of the entry timed in place; the entry whole
  *   train_step: 3 steps; each kernel timed in place; the entry whole
  *   --peers:    the gemm and convolution shapes through OpenBLAS, oneDNN
@@ -262,7 +262,8 @@ int kp_cmd_bench(int argc, char **argv)
     if (rc == 0) {
         run.name = p.infer->name;
         run.batch = a.batch ? a.batch : p.infer->max_batch;
-        measure_machine(&run.machine, (int)a.threads, vw, a.plan.repeats ? 1 : 5);
+        int tries = a.plan.repeats > 0 && a.plan.repeats < 5 ? (int)a.plan.repeats : 5;
+        measure_machine(&run.machine, (int)a.threads, vw, tries);
         rc = run_graphs(&run, m, &p, l);
     }
     if (rc == 0 && a.plan.peers) {
