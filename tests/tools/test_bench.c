@@ -195,6 +195,7 @@ static void expect_error(const char *args, const char *message)
     ck_assert_msg(r.status == 1, "karpc bench %s: status %d, stderr: %s", args, r.status, r.err);
     ck_assert_msg(strcmp(line, message) == 0, "karpc bench %s:\n  expected: %s\n  got:      %s",
                   args, message, line);
+    free(line);
     kp_test_run_free(&r);
 }
 
