@@ -21,6 +21,8 @@ typedef struct KpTargetOpts {
     int opt_level;              /* 0..3 */
     const char *cpu;            /* NULL: host */
     const char *features;       /* NULL: host features */
+    bool keep_kernels;          /* kernels exported and their calls listed (kernels.h):
+                                   karpc bench */
 } KpTargetOpts;
 
 typedef enum KpEmitKind { KP_EMIT_LLVM, KP_EMIT_ASM, KP_EMIT_OBJ } KpEmitKind;

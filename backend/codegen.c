@@ -28,7 +28,7 @@
 typedef int (*EmitFn)(KpEmit *e, const KpNode *n, KpDiag *d);
 
 static const EmitFn emitters[KP_OP_COUNT] = {
-#define O(op, kind, nin, shape, interp, emit, grad) [KP_OP_##op] = emit,
+#define O(op, kind, nin, shape, interp, emit, ...) [KP_OP_##op] = emit,
 #include "../ir/ops.def"
 #undef O
 };
@@ -201,9 +201,10 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
     return fns;
 }
 
-/* The arguments of n's node function in the entry; their count, or -1. */
+/* The arguments of n's node function in the entry, and in what[] the
+ * same arguments described for e->kernels; their count, or -1. */
 static int node_args(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef *args,
-                     KpDiag *d)
+                     KpKernelArg *what, KpDiag *d)
 {
     if (n->nin == 0) {
         LLVMValueRef out = kp_cg_value_ptr(e, env, n->out, d);
@@ -211,20 +212,28 @@ static int node_args(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValu
             !need(env->opt, n->out, "the optimizer state", d) || !need(env->step, n->out, "step", d))
             return -1;
         args[0] = out, args[1] = env->grads, args[2] = env->opt, args[3] = env->step;
+        what[0] = kp_karg_value(n->out), what[1] = kp_karg(KP_KARG_GRADS);
+        what[2] = kp_karg(KP_KARG_OPT), what[3] = kp_karg(KP_KARG_STEP);
         return 4;
     }
-    for (int k = 0; k < n->nin; k++)
+    for (int k = 0; k < n->nin; k++) {
         if (!(args[k] = kp_cg_value_ptr(e, env, n->in[k], d)))
             return -1;
-    for (int o = 0; o < kp_node_nout(n); o++)
+        what[k] = kp_karg_value(n->in[k]);
+    }
+    for (int o = 0; o < kp_node_nout(n); o++) {
         if (!(args[n->nin + o] = kp_cg_value_ptr(e, env, kp_node_output(n, o), d)))
             return -1;
+        what[n->nin + o] = kp_karg_value(kp_node_output(n, o));
+    }
     int nargs = n->nin + kp_node_nout(n);
+    what[nargs] = kp_karg(KP_KARG_N);
     args[nargs++] = env->n;
     if (kp_node_takes_seed(n)) {
         if (!env->seed)
             return kp_error(d, "internal error: node %d needs the call's seed, which this "
                             "entry point does not have", n->id);
+        what[nargs] = kp_karg(KP_KARG_SEED);
         args[nargs++] = env->seed;
     }
     return nargs;
@@ -239,17 +248,21 @@ int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValue
     while (n->group > 0 && end < g->nnodes && g->nodes[end]->group == n->group)
         end++;
     LLVMValueRef args[KP_CG_GROUP_ARGS];
+    KpKernelArg what[KP_CG_GROUP_ARGS];     /* the same arguments, for e->kernels */
     int nargs = 0;
     for (int k = n->id; k < end; k++) {
         if (nargs + KP_MAX_ARGS > KP_CG_GROUP_ARGS)
             return kp_error(d, "internal error: group %d has too many arguments", n->group);
-        int c = node_args(e, env, g->nodes[k], args + nargs, d);
+        int c = node_args(e, env, g->nodes[k], args + nargs, what + nargs, d);
         if (c < 0)
             return -1;
         nargs += c;
     }
     LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fn), fn, args, (unsigned)nargs, "");
-    return 0;
+    if (!e->kernels)
+        return 0;
+    return kp_cg_note_call(e, env, fn, (const KpNode *const *)(g->nodes + n->id), end - n->id,
+                           what, nargs, d);
 }
 
 LLVMValueRef kp_cg_entry(KpEmit *e, const char *what, LLVMTypeRef ty)
@@ -402,6 +415,11 @@ int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, 
 
     KpEmit e;
     kp_emit_init(&e, cg->ctx, cg->mod, g, cg->cfg.vector_width);
+    if (t->keep_kernels && !(e.kernels = cg->kernels = calloc(1, sizeof *cg->kernels))) {
+        LLVMDisposeBuilder(e.b);
+        kp_llvm_free(cg);
+        return kp_error(d, "out of memory");
+    }
     KpDescEntries entries = {0};
     entries.infer = emit_infer(&e, &entries.prepare, d);
     int rc = entries.infer ? 0 : -1;
@@ -442,5 +460,6 @@ void kp_llvm_free(KpCodegen *cg)
     if (cg->tm)
         LLVMDisposeTargetMachine(cg->tm);
     kp_llvm_target_config_free(&cg->cfg);
+    kp_kernel_list_free(cg->kernels);
     free(cg);
 }

@@ -16,6 +16,7 @@
 #define KP_CODEGEN_H
 
 #include "emit.h"
+#include "kernels.h"
 
 typedef struct KpEntryEnv {
     LLVMValueRef fn;            /* the entry being built */
@@ -44,6 +45,13 @@ LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *prefix, int grp, const LLVM
                               int count, KpDiag *d);
 /* The pointer to v's first element inside the entry. */
 LLVMValueRef kp_cg_value_ptr(KpEmit *e, const KpEntryEnv *env, const KpValue *v, KpDiag *d);
+/* For e->kernels (kernels.c): the record of a call the entry env->fn makes
+ * to fn, computing nodes[0..nnodes), with the arguments args[0..nargs), and
+ * the descriptions of those arguments.  0, or -1 with a diagnostic. */
+int kp_cg_note_call(KpEmit *e, const KpEntryEnv *env, LLVMValueRef fn, const KpNode *const *nodes,
+                    int nnodes, const KpKernelArg *args, int nargs, KpDiag *d);
+KpKernelArg kp_karg_value(const KpValue *v);
+KpKernelArg kp_karg(KpKargKind kind);
 /* An internal function "<model>_<what>" of type ty, the builder at its entry. */
 LLVMValueRef kp_cg_entry(KpEmit *e, const char *what, LLVMTypeRef ty);
 

@@ -57,6 +57,7 @@ typedef struct KpEmit {
      * otherwise */
     LLVMValueRef share_t, share_nt;
     int regions;                /* kp_emit_parallel calls of the node being emitted */
+    struct KpKernelList *kernels;   /* non-NULL: kernels exported, calls listed (kernels.h) */
 } KpEmit;
 
 /* Types, krt_parallel_for's declaration and a builder for emitting into
@@ -69,7 +70,7 @@ void kp_emit_init(KpEmit *e, LLVMContextRef ctx, LLVMModuleRef mod, const KpGrap
 int kp_node_takes_seed(const KpNode *n);
 
 /* Emitters, one per row of ops.def (a name may serve several rows). */
-#define O(op, kind, nin, shape, interp, emit, grad) int emit(KpEmit *e, const KpNode *n, KpDiag *d);
+#define O(op, kind, nin, shape, interp, emit, ...) int emit(KpEmit *e, const KpNode *n, KpDiag *d);
 #include "../ir/ops.def"
 #undef O
 /* For a row whose code generation a later issue brings: a diagnostic. */

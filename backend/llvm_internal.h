@@ -33,6 +33,7 @@ struct KpCodegen {
     LLVMContextRef ctx;         /* owned by tsc */
     LLVMModuleRef mod;          /* NULL once the JIT took it */
     LLVMTargetMachineRef tm;
+    struct KpKernelList *kernels;   /* with keep_kernels: every call of every entry */
 };
 
 /* Fill cfg from t (NULL: host, O3): CPU, features, vector width and the

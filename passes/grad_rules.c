@@ -37,7 +37,7 @@
 typedef int (*GradFn)(KpGraph *g, KpNode *n, KpValue *dy, KpValue **dx, KpDiag *d);
 
 static const GradFn grad_rules[KP_OP_COUNT] = {
-#define O(op, kind, nin, shape, interp, emit, grad) grad,
+#define O(op, kind, nin, shape, interp, emit, grad, ...) grad,
 #include "../ir/ops.def"
 #undef O
 };

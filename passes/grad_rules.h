@@ -16,7 +16,7 @@
 
 #include "passes.h"
 
-#define O(op, kind, nin, shape, interp, emit, grad) \
+#define O(op, kind, nin, shape, interp, emit, grad, ...) \
     int grad(KpGraph *g, KpNode *n, KpValue *dy, KpValue **dx, KpDiag *d);
 #include "../ir/ops.def"
 #undef O

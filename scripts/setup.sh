@@ -1,6 +1,9 @@
 #!/bin/sh
 # Install what karpc needs on Debian/Ubuntu; installs only what is missing,
 # so running it again is quick and changes nothing.
+#   scripts/setup.sh --peers   also the peers of the benchmarks, never needed to
+#                              build or test: PyTorch (bench/compare.sh), the OpenMP
+#                              OpenBLAS and oneDNN (karpc bench --peers)
 set -eu
 
 PKGS="gcc make cmake pkg-config libcjson-dev check zlib1g-dev dataset-fashion-mnist"
@@ -17,6 +20,9 @@ PKGS="$PKGS $LLVM"
 # The fuzz build (tests/fuzz/run.sh): clang 19 with libFuzzer and the
 # sanitizer runtimes, and its OpenMP (the runtime uses OpenMP).
 PKGS="$PKGS clang-19 libclang-rt-19-dev libomp-19-dev"
+if [ "${1:-}" = "--peers" ]; then
+    PKGS="$PKGS python3-torch python3-numpy libopenblas0-openmp libdnnl2"
+fi
 
 missing=""
 for p in $PKGS; do

@@ -13,6 +13,7 @@
 int kp_cmd_compile(int argc, char **argv);
 int kp_cmd_eval(int argc, char **argv);
 int kp_cmd_train(int argc, char **argv);
+int kp_cmd_bench(int argc, char **argv);
 
 /* "karpc: " + message on stderr; returns 1. */
 int kp_cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

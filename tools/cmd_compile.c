@@ -7,6 +7,8 @@
  *                                          instead, as IR text or with --emit=dot as DOT)
  *   LLVM codegen + optimization             -> --emit=llvm|asm|obj stops here
  *   object -> shared library linked with libkarprt.a, plus --header
+ *   (--stats alone: JIT-compiled in-process as karp_compile does, for the
+ *   compile time a host program sees)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,11 +190,16 @@ static void print_graph_figures(const char *which, const KpGraph *with, const Kp
            (long long)kp_graph_transient_bytes(without));
 }
 
+/* Compile times by phase, in seconds; jit >= 0 when the code went to the JIT. */
+typedef struct PhaseTimes {
+    double front, cg, obj, link, jit;
+} PhaseTimes;
+
 /* --stats: the parameters, each pass run with its time and report, then
  * kernels and workspace with the passes as given and with the optimizing
  * passes (fuse, fold, layout, memplan) off, from a second build. */
 static int print_stats(const KpProgram *p, const CompileArgs *a, const KpPassLog *log,
-                       double t_front, double t_cg, double t_obj, double t_link)
+                       const PhaseTimes *t)
 {
     KpPassOpts off = a->passes;
     off.fuse = off.group = off.layout = off.memplan = off.fold = false;
@@ -212,10 +219,34 @@ static int print_stats(const KpProgram *p, const CompileArgs *a, const KpPassLog
         print_graph_figures("train", p->train, base.train);
     else
         printf("train: none (%s)\n", p->no_train_reason ? p->no_train_reason : "no train graph");
-    printf("time: frontend+passes %.1f ms, codegen+optimize %.1f ms, object %.1f ms, link %.1f ms\n",
-           t_front * 1e3, t_cg * 1e3, t_obj * 1e3, t_link * 1e3);
+    if (t->jit >= 0)
+        printf("time: frontend+passes %.1f ms, codegen+optimize %.1f ms, jit %.1f ms "
+               "(total %.1f ms, -O%d)\n",
+               t->front * 1e3, t->cg * 1e3, t->jit * 1e3, (t->front + t->cg + t->jit) * 1e3,
+               a->target.opt_level);
+    else
+        printf("time: frontend+passes %.1f ms, codegen+optimize %.1f ms, object %.1f ms, "
+               "link %.1f ms\n",
+               t->front * 1e3, t->cg * 1e3, t->obj * 1e3, t->link * 1e3);
     kp_program_free(&base);
     return 0;
+}
+
+/* Code generation and the JIT, timed, the model then closed. */
+static int jit_compile(const KpProgram *p, const CompileArgs *a, PhaseTimes *t, KpDiag *d)
+{
+    KpCodegen *cg = NULL;
+    karp_model *m = NULL;
+    double t0 = kp_cli_now();
+    int rc = kp_llvm_codegen(p, &a->target, &cg, d);
+    double t1 = kp_cli_now();
+    if (rc == 0)
+        rc = kp_llvm_jit(cg, &m, d) < 0 ? -1 : 0;
+    t->cg = t1 - t0;
+    t->jit = kp_cli_now() - t1;
+    kp_llvm_free(cg);
+    karp_close(m);
+    return rc;
 }
 
 int kp_cmd_compile(int argc, char **argv)
@@ -232,17 +263,18 @@ int kp_cmd_compile(int argc, char **argv)
     KpPassLog log = {0};
     if (a.stats)
         a.passes.log = &log;
-    double t0 = kp_cli_now(), t_cg = 0, t_obj = 0, t_link = 0;
+    PhaseTimes t = {.jit = -1};
+    double t0 = kp_cli_now();
     rc = kp_build_program(a.model, &a.passes, a.batch, &p, &d);
     const KpGraph *g = p.infer;
-    double t_front = kp_cli_now() - t0;
+    t.front = kp_cli_now() - t0;
     if (rc == 0 && a.emit && (strcmp(a.emit, "ir") == 0 || strcmp(a.emit, "dot") == 0)) {
         if (!a.passes.dump_after)
             rc = emit_graph_text(&p, &a) ? -2 : 0;
     } else if (rc == 0 && (a.emit || a.out)) {
         double t1 = kp_cli_now();
         rc = kp_llvm_codegen(&p, &a.target, &cg, &d);
-        t_cg = kp_cli_now() - t1;
+        t.cg = kp_cli_now() - t1;
         if (rc == 0 && a.emit) {
             KpEmitKind k = strcmp(a.emit, "llvm") == 0  ? KP_EMIT_LLVM
                            : strcmp(a.emit, "asm") == 0 ? KP_EMIT_ASM
@@ -252,13 +284,15 @@ int kp_cmd_compile(int argc, char **argv)
             else
                 rc = kp_llvm_emit_file(cg, k, a.out ? a.out : "-", &d);
         } else if (rc == 0) {
-            rc = build_shared(cg, &a, &d, &t_obj, &t_link);
+            rc = build_shared(cg, &a, &d, &t.obj, &t.link);
         }
+    } else if (rc == 0 && a.stats && !a.passes.dump_after) {
+        rc = jit_compile(&p, &a, &t, &d);
     }
     if (rc == 0 && a.header)
         rc = kp_write_header(g, a.header, &d);
     if (rc == 0 && a.stats)
-        rc = print_stats(&p, &a, &log, t_front, t_cg, t_obj, t_link);
+        rc = print_stats(&p, &a, &log, &t);
     if (rc == -1)
         fprintf(stderr, "%s\n", d.msg);
     kp_llvm_free(cg);

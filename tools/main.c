@@ -23,6 +23,8 @@ static const char usage[] =
     "             [--normalize MEAN/STD|M1,M2,../S1,S2,..] [--check-numerics]\n"
     "       karpc eval model.json|model.so --data SPEC [--load ckpt.safetensors] [--batch N]\n"
     "             [--threads N] [--show K] [--normalize MEAN/STD]\n"
+    "       karpc bench model.json [--batch N] [--threads N] [--json] [--peers] [--repeats N]\n"
+    "             [--no-kernels]\n"
     "       SPEC: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, csv:FILE\n"
     "       karpc --version\n";
 
@@ -91,5 +93,7 @@ int main(int argc, char **argv)
         return kp_cmd_eval(argc - 1, argv + 1);
     if (strcmp(argv[1], "train") == 0)
         return kp_cmd_train(argc - 1, argv + 1);
+    if (strcmp(argv[1], "bench") == 0)
+        return kp_cmd_bench(argc - 1, argv + 1);
     return kp_cmd_compile(argc, argv);
 }

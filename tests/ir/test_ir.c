@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ir/cost.h"
 #include "ir/ir.h"
 #include "testutil.h"
 
@@ -379,6 +380,30 @@ static char *print_to_string(void (*pr)(FILE *, const KpGraph *))
     return buf;
 }
 
+/* The cost column: 2 flops per multiply-add, bytes of every operand once. */
+START_TEST(cost_rules)
+{
+    KpValue *x = act(1, I(784));
+    KpNode *dn = node(KP_OP_dense, "dense1", 3, x, par("w", 2, I(128), I(784)), par("b", 1, I(128)));
+    dn->attr.units = 128;
+    expect_shape(dn, "[N,128]");
+    KpCost c = kp_node_cost(dn, 64);
+    ck_assert(c.flops == 2.0 * 64 * 784 * 128);
+    ck_assert(c.bytes == 4.0 * (64 * 784 + 128 * 784 + 128 + 64 * 128));
+    dn->nepi = 1;   /* a fused relu: one more flop per output element */
+    ck_assert(kp_node_cost(dn, 64).flops == 2.0 * 64 * 784 * 128 + 64 * 128);
+
+    KpNode *cv = conv(act(3, I(3), I(32), I(32)), 16, 3, 1, KP_PAD_EXPLICIT, 1, 1);
+    expect_shape(cv, "[N,16,32,32]");
+    ck_assert(kp_node_cost(cv, 2).flops == 2.0 * 2 * 16 * 32 * 32 * 3 * 3 * 3);
+
+    KpNode *r = node(KP_OP_relu, "relu", 1, x);
+    expect_shape(r, "[N,784]");
+    c = kp_node_cost(r, 10);
+    ck_assert(c.flops == 7840 && c.bytes == 2 * 4 * 7840.0);
+}
+END_TEST
+
 START_TEST(printers)
 {
     g->max_batch = 8;
@@ -417,6 +442,7 @@ static Suite *ir_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, op_table);
     tcase_add_test(tc, graph_build);
+    tcase_add_test(tc, cost_rules);
     tcase_add_test(tc, printers);
     suite_add_tcase(s, tc);
     tc = tcase_create("shape_rules");

@@ -1,0 +1,232 @@
+/*
+ * karpc bench end to end on a tiny model, with two timed calls per kernel
+ * (--repeats 2): the command succeeds, its JSON parses and lists every
+ * kernel the infer and train_step entries call, with positive times and
+ * the documented fields; text output; --peers with or without the peers
+ * installed; the exact error messages.  No assertion on the times
+ * themselves: the machine is shared.
+ */
+#include <check.h>
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "testutil.h"
+
+static const char tiny[] =
+    "{\"karp\": 1, \"name\": \"tiny\", \"input\": {\"shape\": [1, 8, 8]},\n"
+    " \"layers\": [{\"type\": \"conv2d\", \"filters\": 4, \"kernel\": 3, \"activation\": \"relu\"},\n"
+    "            {\"type\": \"maxpool2d\", \"size\": 2}, {\"type\": \"flatten\"},\n"
+    "            {\"type\": \"dense\", \"units\": 16, \"activation\": \"relu\"},\n"
+    "            {\"type\": \"dropout\", \"rate\": 0.5}, {\"type\": \"dense\", \"units\": 5}],\n"
+    " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"adam\", \"lr\": 0.001},\n"
+    " \"batch\": 4, \"seed\": 1}\n";
+
+static char *dir, *model;
+
+static void setup(void)
+{
+    dir = kp_test_tmpdir();
+    ck_assert_ptr_nonnull(dir);
+    model = kp_test_path(dir, "tiny.json");
+    ck_assert_int_eq(kp_test_write_file(model, tiny), 0);
+}
+
+static void teardown(void)
+{
+    kp_test_rmdir(dir);
+    free(dir);
+    free(model);
+}
+
+/* The names of the kernels entry calls, in order, one per line:
+ * "<prefix>.group<k>" for a group of nodes (passes/group.c), else
+ * "<prefix>.node<id>.<op>" for its nodes (in the phases given) that have
+ * code. */
+static void expected_kernels(const KpGraph *g, const char *prefix, unsigned phases, char *buf,
+                             size_t cap)
+{
+    buf[0] = '\0';
+    for (int i = 0; i < g->nnodes; i++) {
+        const KpNode *nd = g->nodes[i];
+        if (!(phases & (1u << nd->phase)))
+            continue;
+        if (kp_op_is_view(nd->op) && nd->out->storage == nd->in[0]->storage &&
+            nd->out->offset == nd->in[0]->offset)
+            continue;
+        size_t len = strlen(buf);
+        if (nd->group > 0 && i > 0 && g->nodes[i - 1]->group == nd->group)
+            continue;
+        if (nd->group > 0)
+            snprintf(buf + len, cap - len, "%s.group%d\n", prefix, nd->group);
+        else
+            snprintf(buf + len, cap - len, "%s.node%d.%s\n", prefix, nd->id, kp_op_name(nd->op));
+    }
+}
+
+static double number(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    ck_assert_msg(cJSON_IsNumber(v), "no number '%s'", key);
+    return v->valuedouble;
+}
+
+static const char *string(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    ck_assert_msg(cJSON_IsString(v), "no string '%s'", key);
+    return v->valuestring;
+}
+
+static void check_times(const cJSON *o, const char *key, int calls)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, key);
+    ck_assert_msg(cJSON_IsObject(t), "no '%s'", key);
+    ck_assert(number(t, "median_s") > 0);
+    ck_assert(number(t, "best_s") > 0 && number(t, "best_s") <= number(t, "median_s"));
+    ck_assert_int_eq((int)number(t, "calls"), calls);
+}
+
+/* Every kernel of graph entry, in the entry's order, with its fields. */
+static void check_graph(const cJSON *graph, const char *entry, const char *want)
+{
+    ck_assert_str_eq(string(graph, "entry"), entry);
+    ck_assert_int_eq((int)number(graph, "n"), 4);
+    char got[8192] = "";
+    const cJSON *k;
+    cJSON_ArrayForEach(k, cJSON_GetObjectItemCaseSensitive(graph, "kernels"))
+    {
+        size_t len = strlen(got);
+        snprintf(got + len, sizeof got - len, "%s\n", string(k, "kernel"));
+        string(k, "layer");
+        string(k, "ops");
+        string(k, "shape");
+        ck_assert(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(k, "nodes")));
+        ck_assert(number(k, "flops") >= 0 && number(k, "bytes") > 0);
+        check_times(k, "gen", 2);
+        check_times(k, "ref", 2);
+        ck_assert(number(k, "speedup") > 0 && number(k, "gbs") > 0 && number(k, "pct_peak") > 0);
+        const char *bound = string(k, "bound");
+        ck_assert(strcmp(bound, "flop") == 0 || strcmp(bound, "mem") == 0);
+    }
+    ck_assert_str_eq(got, want);
+    const cJSON *whole = cJSON_GetObjectItemCaseSensitive(graph, "whole");
+    check_times(graph, "whole", 2);
+    ck_assert(number(whole, "samples_per_s") > 0);
+}
+
+START_TEST(json_lists_every_kernel)
+{
+    KpRun r = kp_test_run("%s bench %s --repeats 2 --threads 2 --json", KARPC_EXE, model);
+    ck_assert_msg(r.status == 0, "karpc bench: %s", r.err);
+    cJSON *doc = cJSON_Parse(r.out);
+    ck_assert_msg(doc != NULL, "not JSON:\n%s", r.out);
+    ck_assert_str_eq(string(doc, "name"), "tiny");
+    ck_assert_int_eq((int)number(doc, "batch"), 4);
+    ck_assert(number(doc, "compile_s") > 0);
+    const cJSON *mc = cJSON_GetObjectItemCaseSensitive(doc, "machine");
+    ck_assert(number(mc, "peak_gflops") > 0 && number(mc, "triad_gbs") > 0);
+    ck_assert(number(mc, "copy_gbs") > 0 && number(mc, "cores") >= 1);
+    ck_assert_int_eq((int)number(mc, "threads"), 2);
+    string(mc, "cpu");
+
+    KpProgram p;
+    KpDiag d;
+    kp_diag_init(&d);
+    ck_assert_msg(kp_build_program(model, NULL, 0, &p, &d) == 0, "%s", d.msg);
+    char want[8192];
+    const cJSON *graphs = cJSON_GetObjectItemCaseSensitive(doc, "graphs");
+    ck_assert_int_eq(cJSON_GetArraySize(graphs), 2);
+    expected_kernels(p.infer, "infer", 1u << KP_PHASE_FORWARD, want, sizeof want);
+    check_graph(cJSON_GetArrayItem(graphs, 0), "infer", want);
+    expected_kernels(p.train, "train",
+                     1u << KP_PHASE_FORWARD | 1u << KP_PHASE_LOSS | 1u << KP_PHASE_BACKWARD |
+                         1u << KP_PHASE_UPDATE,
+                     want, sizeof want);
+    ck_assert_ptr_nonnull(strstr(want, "adam_update"));
+    ck_assert_ptr_nonnull(strstr(want, "train.group"));     /* a kernel of several nodes */
+    check_graph(cJSON_GetArrayItem(graphs, 1), "train_step", want);
+    kp_program_free(&p);
+    cJSON_Delete(doc);
+    kp_test_run_free(&r);
+}
+END_TEST
+
+START_TEST(text_and_peers)
+{
+    KpRun r = kp_test_run("%s bench %s --repeats 1 --batch 2", KARPC_EXE, model);
+    ck_assert_msg(r.status == 0, "karpc bench: %s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "batch 2,"));
+    ck_assert_ptr_nonnull(strstr(r.out, "train_step (n = 2)"));
+    ck_assert_ptr_nonnull(strstr(r.out, "whole entries"));
+    ck_assert_ptr_nonnull(strstr(r.out, "dense+relu"));
+    kp_test_run_free(&r);
+
+    /* with or without OpenBLAS and oneDNN on the machine */
+    r = kp_test_run("%s bench %s --repeats 1 --peers --json", KARPC_EXE, model);
+    ck_assert_msg(r.status == 0, "karpc bench --peers: %s", r.err);
+    cJSON *doc = cJSON_Parse(r.out);
+    ck_assert_ptr_nonnull(doc);
+    const cJSON *libs = cJSON_GetObjectItemCaseSensitive(doc, "peer_libs");
+    ck_assert(cJSON_IsObject(libs));
+    ck_assert_ptr_nonnull(cJSON_GetObjectItemCaseSensitive(libs, "openblas"));
+    ck_assert_ptr_nonnull(cJSON_GetObjectItemCaseSensitive(libs, "onednn"));
+    cJSON_Delete(doc);
+    kp_test_run_free(&r);
+
+    r = kp_test_run("%s bench %s --repeats 1 --no-kernels --json", KARPC_EXE, model);
+    ck_assert_msg(r.status == 0, "karpc bench --no-kernels: %s", r.err);
+    doc = cJSON_Parse(r.out);
+    ck_assert_ptr_nonnull(doc);
+    const cJSON *g = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "graphs"), 1);
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(g, "kernels")), 0);
+    check_times(g, "whole", 1);
+    cJSON_Delete(doc);
+    kp_test_run_free(&r);
+}
+END_TEST
+
+static void expect_error(const char *args, const char *message)
+{
+    KpRun r = kp_test_run("cd %s && %s bench %s", dir, KARPC_EXE, args);
+    char *line = kp_test_first_line(r.err);
+    ck_assert_msg(r.status == 1, "karpc bench %s: status %d, stderr: %s", args, r.status, r.err);
+    ck_assert_msg(strcmp(line, message) == 0, "karpc bench %s:\n  expected: %s\n  got:      %s",
+                  args, message, line);
+    free(line);
+    kp_test_run_free(&r);
+}
+
+START_TEST(errors)
+{
+    expect_error("", "karpc: bench: no model given (model.json)");
+    expect_error("tiny.json --frob", "karpc: bench: unknown option '--frob' (karpc --help lists them)");
+    expect_error("tiny.json --batch 0", "karpc: --batch expects an integer between 1 and 65536, got '0'");
+    expect_error("tiny.json --threads x", "karpc: --threads expects an integer between 1 and 1024, got 'x'");
+    expect_error("tiny.json --repeats", "karpc: --repeats needs a value");
+    expect_error("tiny.json other.json", "karpc: bench: one model at a time: 'tiny.json' and 'other.json'");
+    expect_error("missing.json", "karpc: missing.json: cannot open: No such file or directory");
+    expect_error("tiny.so", "karpc: bench: 'tiny.so' is not a model file: karpc bench compiles "
+                            "model.json itself, to reach each kernel");
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("bench");
+    TCase *tc = tcase_create("bench");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, json_lists_every_kernel);
+    tcase_add_test(tc, text_and_peers);
+    tcase_add_test(tc, errors);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return kp_test_main(suite(), CK_FORK_GETENV);
+}
