@@ -47,6 +47,8 @@ typedef struct KpEmit {
     LLVMValueRef seed;          /* i64: the call's seed, for a node that takes one
                                    (kp_node_takes_seed), else NULL */
     int accumulate;             /* the output is a gradient slot: add into it */
+    int64_t scratch_bytes;      /* the most any work item of the module takes from
+                                   krt_scratch (the descriptor's scratch_bytes) */
 } KpEmit;
 
 /* Types, krt_parallel_for's declaration and a builder for emitting into

@@ -3,7 +3,8 @@
  * like the AOT one (so the JIT and model.so run the same machine code).
  *
  *   LLJIT ── main JITDylib ── the model module (karp_model_v1, <name>_infer, ...)
- *                          ├─ krt_parallel_for: an absolute symbol, this process's
+ *                          ├─ krt_parallel_for, krt_scratch, krt_scratch_bind:
+ *                          │    absolute symbols, this process's runtime
  *                          └─ process symbols (libm, libc) by dlsym
  *
  * The LLJIT is the model's owner: karp_close() disposes it.  Every error
@@ -26,14 +27,22 @@ static void release_jit(void *owner)
 
 static LLVMErrorRef define_runtime_symbols(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd)
 {
-    LLVMOrcCSymbolMapPair sym = {
-        .Name = LLVMOrcLLJITMangleAndIntern(jit, "krt_parallel_for"),
-        .Sym = {.Address = (LLVMOrcExecutorAddress)(uintptr_t)&krt_parallel_for,
-                .Flags = {.GenericFlags = LLVMJITSymbolGenericFlagsExported |
-                                          LLVMJITSymbolGenericFlagsCallable,
-                          .TargetFlags = 0}},
+    const struct { const char *name; void *fn; } rt[] = {
+        {"krt_parallel_for", (void *)(uintptr_t)&krt_parallel_for},
+        {"krt_scratch", (void *)(uintptr_t)&krt_scratch},
+        {"krt_scratch_bind", (void *)(uintptr_t)&krt_scratch_bind},
     };
-    LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(&sym, 1);
+    enum { NRT = sizeof rt / sizeof rt[0] };
+    LLVMOrcCSymbolMapPair syms[NRT];
+    for (int i = 0; i < NRT; i++)
+        syms[i] = (LLVMOrcCSymbolMapPair){
+            .Name = LLVMOrcLLJITMangleAndIntern(jit, rt[i].name),
+            .Sym = {.Address = (LLVMOrcExecutorAddress)(uintptr_t)rt[i].fn,
+                    .Flags = {.GenericFlags = LLVMJITSymbolGenericFlagsExported |
+                                              LLVMJITSymbolGenericFlagsCallable,
+                              .TargetFlags = 0}},
+        };
+    LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(syms, NRT);
     LLVMErrorRef err = LLVMOrcJITDylibDefine(jd, mu);
     if (err)
         LLVMOrcDisposeMaterializationUnit(mu);
@@ -66,7 +75,7 @@ int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d)
     LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(jit);
     LLVMErrorRef err = define_runtime_symbols(jit, jd);
     if (err) {
-        kp_llvm_error(d, err, "JIT: cannot define krt_parallel_for");
+        kp_llvm_error(d, err, "JIT: cannot define the runtime's symbols");
         release_jit(jit);
         return -1;
     }

@@ -45,9 +45,11 @@ LLVMTargetMachineRef kp_llvm_target_machine(const KpTargetConfig *cfg, KpDiag *d
 /* Turn an LLVMErrorRef into a diagnostic "<what>: <message>" (consumes it). */
 int kp_llvm_error(KpDiag *d, LLVMErrorRef err, const char *what);
 
-/* The entry points a descriptor points at (NULL: absent). */
+/* The entry points a descriptor points at (NULL: absent), and the
+ * scratch per thread their kernels take (krt_scratch; 0: none). */
 typedef struct KpDescEntries {
     LLVMValueRef infer, forward, backward, apply, train_step, prepare;
+    int64_t scratch_bytes;
 } KpDescEntries;
 /* The descriptor KARP_DESCRIPTOR_SYMBOL for the inference graph g and the
  * train graph tg (NULL: no training fields, no training entries). */

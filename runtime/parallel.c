@@ -4,6 +4,8 @@
  * [begin, end) is cut into nthreads contiguous chunks, the first
  * (count % nthreads) of them one item longer; the cut depends only on
  * count and nthreads, so a run is reproducible for a given thread count.
+ * Chunk c runs with scratch slot c of the calling thread's pool
+ * (scratch.c), so at most as many chunks as the pool has slots.
  */
 #include <omp.h>
 
@@ -49,6 +51,9 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
     int nt = omp_get_max_threads();
     if ((int64_t)nt > count)
         nt = (int)count;
+    KpScratchPool pool = kp_rt_scratch_bound();
+    if (pool.base && pool.nslots < nt)
+        nt = (int)pool.nslots;
     if (nt <= 1 || omp_in_parallel()) {
         body(ctx, begin, end);
         return;
@@ -59,7 +64,10 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
         /* OpenMP may grant fewer threads than asked: each one takes every
          * got-th chunk, so every chunk still runs exactly once. */
         int got = omp_get_num_threads();
-        for (int c = omp_get_thread_num(); c < nt; c += got)
+        for (int c = omp_get_thread_num(); c < nt; c += got) {
+            kp_rt_scratch_use(&pool, c);
             body(ctx, chunk_start(begin, q, r, c), chunk_start(begin, q, r, c + 1));
+        }
     }
+    kp_rt_scratch_use(&pool, 0);
 }

@@ -1,0 +1,87 @@
+/*
+ * scratch.c — scratch memory for generated kernels (the GEMM's packed
+ * blocks), reserved before the code runs, so that generated code never
+ * allocates and never fails.
+ *
+ *   karp_infer / training call            generated code
+ *   --------------------------            --------------
+ *   kp_rt_scratch_reserve: a pool of      krt_parallel_for: chunk c runs
+ *     nslots x stride bytes, nslots =       with slot c current on its
+ *     the threads krt_parallel_for may      thread
+ *     use (KARP_ENOMEM if it fails);      krt_scratch(): the current slot,
+ *   desc->bind_scratch(pool, ...) on        KarpModelDesc.scratch_bytes
+ *     the calling thread                    bytes, 64-byte aligned
+ *
+ * A pool belongs to one call at a time (karp_infer's comes with the
+ * workspace it took from the model's free list; the training calls', one
+ * per model), so concurrent karp_infer calls never share a slot.  A
+ * model.so carries its own copy of this file with the rest of the runtime
+ * (linked in, hidden): the host reaches the copy its generated code calls
+ * through the descriptor's bind_scratch, never by a direct call.
+ */
+#include <omp.h>
+#include <stdlib.h>
+
+#include "model.h"
+
+/* The calling thread's pool, and the slot of the chunk it runs now. */
+static _Thread_local KpScratchPool bound;
+static _Thread_local char *current;
+
+void krt_scratch_bind(void *pool, int64_t stride, int64_t nslots)
+{
+    bound.base = pool;
+    bound.stride = stride;
+    bound.nslots = nslots;
+    current = pool;
+}
+
+void *krt_scratch(void)
+{
+    return current;
+}
+
+KpScratchPool kp_rt_scratch_bound(void)
+{
+    return bound;
+}
+
+void kp_rt_scratch_use(const KpScratchPool *pool, int64_t slot)
+{
+    if (pool->base)
+        current = pool->base + slot * pool->stride;
+}
+
+int64_t kp_rt_scratch_stride(const KarpModelDesc *d)
+{
+    return (d->scratch_bytes + 63) / 64 * 64;
+}
+
+int kp_rt_scratch_reserve(const KarpModelDesc *d, KpScratchMem *s, const char *fn)
+{
+    int64_t stride = kp_rt_scratch_stride(d);
+    if (stride == 0) {
+        if (d->bind_scratch)
+            d->bind_scratch(NULL, 0, 0);
+        return 0;
+    }
+    int64_t want = omp_get_max_threads();
+    if (s->nslots < want) {
+        free(s->mem);
+        s->mem = aligned_alloc(64, (size_t)(want * stride));
+        s->nslots = s->mem ? want : 0;
+        if (!s->mem)
+            return kp_rt_error(NULL, KARP_ENOMEM,
+                               "%s: out of memory reserving %lld bytes of scratch for %lld threads",
+                               fn, (long long)(want * stride), (long long)want);
+    }
+    d->bind_scratch(s->mem, stride, s->nslots);
+    return 0;
+}
+
+void kp_rt_scratch_free(KpScratchMem *s)
+{
+    free(s->mem);
+    s->mem = NULL;
+    s->nslots = 0;
+}
