@@ -64,9 +64,8 @@ static int create_jit(KpCodegen *cg, LLVMOrcLLJITRef *out, KpDiag *d)
     return 0;
 }
 
-int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d)
+int kp_llvm_jit_new(KpCodegen *cg, LLVMOrcLLJITRef *out, KpDiag *d)
 {
-    *out = NULL;
     if (!cg || !cg->mod)
         return kp_error(d, "internal error: no module to JIT-compile");
     LLVMOrcLLJITRef jit;
@@ -97,8 +96,18 @@ int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d)
         release_jit(jit);
         return -1;
     }
+    *out = jit;
+    return 0;
+}
+
+int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d)
+{
+    *out = NULL;
+    LLVMOrcLLJITRef jit;
+    if (kp_llvm_jit_new(cg, &jit, d) < 0)
+        return -1;
     LLVMOrcExecutorAddress addr = 0;
-    err = LLVMOrcLLJITLookup(jit, &addr, KARP_DESCRIPTOR_SYMBOL);
+    LLVMErrorRef err = LLVMOrcLLJITLookup(jit, &addr, KARP_DESCRIPTOR_SYMBOL);
     if (err) {
         kp_llvm_error(d, err, "JIT: cannot compile the model");
         release_jit(jit);

@@ -12,6 +12,7 @@
 #define KP_LLVM_INTERNAL_H
 
 #include <llvm-c/Core.h>
+#include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
 #include <llvm-c/TargetMachine.h>
 
@@ -34,6 +35,18 @@ struct KpCodegen {
     LLVMModuleRef mod;          /* NULL once the JIT took it */
     LLVMTargetMachineRef tm;
 };
+
+/* A codegen with an empty module named name for the target t (NULL:
+ * host, O3); free with kp_llvm_free. */
+int kp_llvm_module_new(const KpTargetOpts *t, const char *name, KpCodegen **out, KpDiag *d);
+/* The module e emitted into, finished as every model's is: function
+ * attributes for the vector width, verified, optimized. */
+struct KpEmit;
+int kp_llvm_module_finish(KpCodegen *cg, struct KpEmit *e, KpDiag *d);
+/* An LLJIT on cg's target with the runtime's symbols (krt_parallel_for,
+ * krt_scratch, krt_scratch_bind) and the process's, holding cg's module
+ * (which it takes).  Dispose with LLVMOrcDisposeLLJIT. */
+int kp_llvm_jit_new(KpCodegen *cg, LLVMOrcLLJITRef *out, KpDiag *d);
 
 /* Fill cfg from t (NULL: host, O3): CPU, features, vector width and the
  * descriptor's feature list.  Free with kp_llvm_target_config_free. */

@@ -21,6 +21,7 @@
  */
 #include <omp.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "model.h"
 
@@ -67,13 +68,20 @@ int kp_rt_scratch_reserve(const KarpModelDesc *d, KpScratchMem *s, const char *f
     }
     int64_t want = omp_get_max_threads();
     if (s->nslots < want) {
-        free(s->mem);
-        s->mem = aligned_alloc(64, (size_t)(want * stride));
-        s->nslots = s->mem ? want : 0;
+        kp_rt_scratch_free(s);
+        /* more than the machine has is refused before asking (with
+         * overcommit it could be granted, then fail when touched) */
+        long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+        int64_t phys = pages > 0 && psize > 0 ? (int64_t)pages * psize : INT64_MAX;
+        if (want <= phys / stride)
+            s->mem = aligned_alloc(64, (size_t)(want * stride));
         if (!s->mem)
             return kp_rt_error(NULL, KARP_ENOMEM,
-                               "%s: out of memory reserving %lld bytes of scratch for %lld threads",
-                               fn, (long long)(want * stride), (long long)want);
+                               "%s: out of memory reserving %.1f MiB of scratch for %lld threads "
+                               "(%lld bytes each)",
+                               fn, (double)want * (double)stride / (1 << 20), (long long)want,
+                               (long long)stride);
+        s->nslots = want;
     }
     d->bind_scratch(s->mem, stride, s->nslots);
     return 0;

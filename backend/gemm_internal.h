@@ -1,0 +1,50 @@
+/*
+ * gemm_internal.h — what the GEMM generator's files share: the plan
+ * (gemm_plan.c) that the kernel emitter (gemm_kernel.c) follows.
+ */
+#ifndef KP_GEMM_INTERNAL_H
+#define KP_GEMM_INTERNAL_H
+
+#include "gemm.h"
+
+typedef struct KpGemmPlan {
+    int vw;
+    int mr, nv;                 /* the main micro-tile: mr rows x nv vectors */
+    int row_nv;                 /* vectors of the one-row tiles that finish a
+                                   row chunk of fewer than mr rows left (0:
+                                   none ever does) */
+    int64_t kc;                 /* k block, at most */
+    int64_t nc;                 /* columns per block, a multiple of every
+                                   tile width; the last block of C may be short */
+    bool one_block;             /* an item's columns are one block: the last */
+    int64_t mci, nci;           /* a work item's rows (multiple of mr) and
+                                   columns (multiple of nc) */
+    int64_t nrow_chunks;        /* at the largest batch */
+    int64_t ncol_chunks;
+    bool pack_a, pack_b;
+    int64_t a_floats, b_floats; /* packed blocks in the scratch buffer */
+    int64_t scratch_bytes;      /* per thread, 0 if none */
+    bool parallel;              /* worth a thread team */
+} KpGemmPlan;
+
+/* The plan for g on vectors of vw floats, sized for the host's caches and
+ * cores and for a batch of at most max_batch. */
+int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDiag *d);
+
+/* kp_loop_end for a loop whose body is already explicit vector code (a
+ * micro-tile step, a packing step): LLVM is told not to unroll or
+ * vectorize it again, which would only multiply the code. */
+void kp_gemm_loop_end(KpEmit *e, KpLoop *l);
+
+/* A strided view's element (r, c) of group g: p[arg] + g*gs + r*rs + c*cs. */
+LLVMValueRef kp_gemm_view_at(KpEmit *e, const KpKernelArgs *ka, const KpGemmView *v,
+                             LLVMValueRef g, LLVMValueRef r, LLVMValueRef c);
+
+/* The body of one work item (gemm_kernel.c): rows [i0, i0 + mi) and
+ * columns [j0, jend) of group grp of C, k over [0, kfull); scratch holds
+ * the packed blocks (NULL when nothing is packed). */
+void kp_gemm_item(KpEmit *e, const KpGemm *g, const KpGemmPlan *p, const KpKernelArgs *ka,
+                  LLVMValueRef scratch, LLVMValueRef grp, LLVMValueRef i0, LLVMValueRef mi,
+                  LLVMValueRef j0, LLVMValueRef jend, LLVMValueRef kfull);
+
+#endif
