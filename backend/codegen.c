@@ -106,14 +106,16 @@ int kp_node_takes_seed(const KpNode *n)
 
 LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpDiag *d)
 {
-    LLVMTypeRef params[KP_MAX_IN + 3];
+    LLVMTypeRef params[KP_MAX_ARGS];
     e->node = n;
-    e->nptr = n->nin == 0 ? 3 : n->nin + 1;
-    int seeded = kp_node_takes_seed(n);
+    e->nptr = n->nin == 0 ? 3 : n->nin + 1 + n->naux;
+    int seeded = kp_node_takes_seed(n), share = n->group > 0 ? 2 : 0;
     for (int i = 0; i < e->nptr; i++)
         params[i] = e->ptr;
-    params[e->nptr] = params[e->nptr + 1] = e->i64;
-    LLVMTypeRef ty = LLVMFunctionType(e->void_t, params, (unsigned)(e->nptr + 1 + seeded), 0);
+    for (int i = 0; i < 1 + seeded + share; i++)
+        params[e->nptr + i] = e->i64;
+    LLVMTypeRef ty =
+        LLVMFunctionType(e->void_t, params, (unsigned)(e->nptr + 1 + seeded + share), 0);
     char name[128];
     snprintf(name, sizeof name, "%s.node%d.%s", prefix, n->id, kp_op_name(n->op));
     e->fn = LLVMAddFunction(e->mod, name, ty);
@@ -124,15 +126,13 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpD
     LLVMAddAttributeAtIndex(e->fn, LLVMAttributeFunctionIndex,
                             LLVMCreateEnumAttribute(e->ctx, noinline, 0));
 
-    int out_overlaps = 0;
+    /* an input and an output sharing bytes (in place) drop noalias */
     for (int i = 0; i < e->nptr; i++)
         e->noalias[i] = 1;
-    for (int i = 0; i < n->nin; i++) {
-        e->noalias[i] = !may_overlap(e->g, n->in[i], n->out);
-        out_overlaps |= !e->noalias[i];
-    }
-    if (n->nin > 0)
-        e->noalias[n->nin] = !out_overlaps;
+    for (int i = 0; i < n->nin; i++)
+        for (int o = 0; o < kp_node_nout(n); o++)
+            if (may_overlap(e->g, n->in[i], kp_node_output(n, o)))
+                e->noalias[i] = e->noalias[n->nin + o] = 0;
     e->accumulate = n->out->storage == KP_STORE_GRAD;
     unsigned kind = LLVMGetEnumAttributeKindForName("noalias", 7);
     for (int i = 0; i < e->nptr; i++) {
@@ -143,13 +143,23 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpD
     }
     e->n = LLVMGetParam(e->fn, (unsigned)e->nptr);
     e->seed = seeded ? LLVMGetParam(e->fn, (unsigned)e->nptr + 1) : NULL;
+    if (share) {
+        e->share_t = LLVMGetParam(e->fn, (unsigned)(e->nptr + 1 + seeded));
+        e->share_nt = LLVMGetParam(e->fn, (unsigned)(e->nptr + 2 + seeded));
+    }
+    e->regions = 0;
 
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
     int rc = emitters[n->op](e, n, d);
     e->accumulate = 0;
-    e->seed = NULL;
+    e->seed = e->share_t = e->share_nt = NULL;
     if (rc < 0)
         return NULL;
+    if (share && e->regions != 1) {
+        kp_error(d, "internal error: node %d (%s) is in group %d, but its emitter made %d "
+                 "parallel regions, not one", n->id, kp_op_name(n->op), n->group, e->regions);
+        return NULL;
+    }
     LLVMBuildRetVoid(e->b);
     return e->fn;
 }
@@ -167,36 +177,75 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
             free(fns);
             return NULL;
         }
+    /* a group's first member: the group's function; the others: NULL */
+    for (int i = 0; i < g->nnodes;) {
+        int end = i + 1;
+        int grp = g->nodes[i]->group;
+        while (grp > 0 && end < g->nnodes && g->nodes[end]->group == grp)
+            end++;
+        if (grp > 0) {
+            LLVMValueRef fn = kp_cg_emit_group(e, prefix, grp, fns + i, end - i, d);
+            if (!fn) {
+                free(fns);
+                return NULL;
+            }
+            fns[i] = fn;
+            for (int j = i + 1; j < end; j++)
+                fns[j] = NULL;
+        }
+        i = end;
+    }
     return fns;
 }
 
-int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn, KpDiag *d)
+/* The arguments of n's node function in the entry; their count, or -1. */
+static int node_args(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef *args,
+                     KpDiag *d)
 {
-    LLVMValueRef args[KP_MAX_IN + 3];
-    unsigned nargs;
     if (n->nin == 0) {
         LLVMValueRef out = kp_cg_value_ptr(e, env, n->out, d);
         if (!out || !need(env->grads, n->out, "the gradients", d) ||
             !need(env->opt, n->out, "the optimizer state", d) || !need(env->step, n->out, "step", d))
             return -1;
         args[0] = out, args[1] = env->grads, args[2] = env->opt, args[3] = env->step;
-        nargs = 4;
-    } else {
-        for (int k = 0; k < n->nin; k++)
-            if (!(args[k] = kp_cg_value_ptr(e, env, n->in[k], d)))
-                return -1;
-        if (!(args[n->nin] = kp_cg_value_ptr(e, env, n->out, d)))
-            return -1;
-        args[n->nin + 1] = env->n;
-        nargs = (unsigned)n->nin + 2;
-        if (kp_node_takes_seed(n)) {
-            if (!env->seed)
-                return kp_error(d, "internal error: node %d needs the call's seed, which this "
-                                "entry point does not have", n->id);
-            args[nargs++] = env->seed;
-        }
+        return 4;
     }
-    LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fn), fn, args, nargs, "");
+    for (int k = 0; k < n->nin; k++)
+        if (!(args[k] = kp_cg_value_ptr(e, env, n->in[k], d)))
+            return -1;
+    for (int o = 0; o < kp_node_nout(n); o++)
+        if (!(args[n->nin + o] = kp_cg_value_ptr(e, env, kp_node_output(n, o), d)))
+            return -1;
+    int nargs = n->nin + kp_node_nout(n);
+    args[nargs++] = env->n;
+    if (kp_node_takes_seed(n)) {
+        if (!env->seed)
+            return kp_error(d, "internal error: node %d needs the call's seed, which this "
+                            "entry point does not have", n->id);
+        args[nargs++] = env->seed;
+    }
+    return nargs;
+}
+
+int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn, KpDiag *d)
+{
+    if (!fn)
+        return 0;   /* a group member: its group's function runs it */
+    const KpGraph *g = e->g;
+    int end = n->id + 1;
+    while (n->group > 0 && end < g->nnodes && g->nodes[end]->group == n->group)
+        end++;
+    LLVMValueRef args[KP_CG_GROUP_ARGS];
+    int nargs = 0;
+    for (int k = n->id; k < end; k++) {
+        if (nargs + KP_MAX_ARGS > KP_CG_GROUP_ARGS)
+            return kp_error(d, "internal error: group %d has too many arguments", n->group);
+        int c = node_args(e, env, g->nodes[k], args + nargs, d);
+        if (c < 0)
+            return -1;
+        nargs += c;
+    }
+    LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fn), fn, args, (unsigned)nargs, "");
     return 0;
 }
 

@@ -26,13 +26,27 @@ typedef struct KpEntryEnv {
 
 /* <prefix>.node<id>.<op>: node n's function, internal, its body from the
  * op's emitter; (params, grads, opt, step) for a node without inputs (an
- * update).  NULL with a diagnostic. */
+ * update); a member of a group takes two more i64s, its share t of nt
+ * (emit.h).  NULL with a diagnostic. */
 LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpDiag *d);
-/* One function per node of e->g, named "<prefix>.node<id>.<op>"; returns
- * an array of g->nnodes functions (free() it), NULL with a diagnostic. */
+/* One function per node of e->g, named "<prefix>.node<id>.<op>", and one
+ * per group, "<prefix>.group<k>"; returns an array of g->nnodes functions
+ * (free() it), NULL with a diagnostic: what the entries call for node i,
+ * its node function, or for the first member of a group the group's
+ * function, NULL for the group's other members. */
 LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d);
-/* A call to node n's function fn from the entry (builder positioned in it). */
+/* A call to fn, what kp_cg_emit_nodes gave for node n, from the entry
+ * (builder positioned in it): n's arguments, or the arguments of every
+ * member of n's group one after the other; nothing for fn NULL. */
 int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn, KpDiag *d);
+/* The most arguments a group's function takes. */
+#define KP_CG_GROUP_ARGS 256
+/* The function of the group grp whose members' node functions (emitted
+ * with a share of the work, emit.h) are members[0..count) (codegen_group.c):
+ *     <prefix>.group<grp>(the members' arguments, one after the other)
+ * runs every member on every thread, each on its share. */
+LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *prefix, int grp, const LLVMValueRef *members,
+                              int count, KpDiag *d);
 /* The pointer to v's first element inside the entry. */
 LLVMValueRef kp_cg_value_ptr(KpEmit *e, const KpEntryEnv *env, const KpValue *v, KpDiag *d);
 /* An internal function "<model>_<what>" of type ty, the builder at its entry. */

@@ -139,7 +139,7 @@ karp_model *karp_compile(const char *model_path, const karp_compile_options *opt
         kp_rt_error(err, KARP_EINVAL, "karp_compile: model_path is NULL");
         return NULL;
     }
-    if (o.opt_level < 0 || o.opt_level > 3 || o.max_batch < 0 || (o.disable_passes & ~0xfu)) {
+    if (o.opt_level < 0 || o.opt_level > 3 || o.max_batch < 0 || (o.disable_passes & ~KARPC_NO_ALL)) {
         kp_rt_error(err, KARP_EINVAL,
                     "karp_compile: bad options (opt_level %d, max_batch %d, disable_passes 0x%x)",
                     o.opt_level, o.max_batch, o.disable_passes);
@@ -158,6 +158,7 @@ karp_model *karp_compile(const char *model_path, const karp_compile_options *opt
     KpPassOpts po;
     kp_pass_opts_init(&po);
     po.fuse = !(o.disable_passes & KARPC_NO_FUSE);
+    po.group = !(o.disable_passes & KARPC_NO_GROUP);
     po.layout = !(o.disable_passes & KARPC_NO_LAYOUT);
     po.memplan = !(o.disable_passes & KARPC_NO_MEMPLAN);
     po.fold = !(o.disable_passes & KARPC_NO_FOLD);

@@ -191,14 +191,17 @@ static LLVMValueRef value_table(LLVMModuleRef mod, const KpGraph *tg, int64_t *n
     *n = 0;
     if (!tg || tg->ws_reuse)
         return LLVMConstPointerNull(LLVMPointerTypeInContext(ctx, 0));
-    LLVMValueRef *elts = calloc((size_t)tg->nnodes + 1, sizeof *elts);
+    LLVMValueRef *elts = calloc((size_t)tg->nnodes * (1 + KP_MAX_AUX) + 1, sizeof *elts);
     if (!elts) {
         kp_error(d, "out of memory");
         return NULL;
     }
-    for (int k = 0; k < tg->nnodes; k++) {
-        const KpNode *nd = tg->nodes[k];
-        const KpValue *v = nd->out;
+    for (int i = 0; i < tg->nnodes * (1 + KP_MAX_AUX); i++) {
+        const KpNode *nd = tg->nodes[i / (1 + KP_MAX_AUX)];
+        int o = i % (1 + KP_MAX_AUX);
+        if (o >= kp_node_nout(nd))
+            continue;
+        const KpValue *v = kp_node_output(nd, o);
         int32_t where;
         if (nd->phase == KP_PHASE_UPDATE || v->dtype != KP_F32 || value_where(v, &where) < 0)
             continue;

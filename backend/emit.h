@@ -27,6 +27,11 @@
 
 #include "../ir/ir.h"
 
+/* Pointer arguments of a node function at most: inputs, outputs. */
+#define KP_MAX_PTR (KP_MAX_IN + 1 + KP_MAX_AUX)
+/* All its arguments at most: the pointers, n, the seed, a share's t and nt. */
+#define KP_MAX_ARGS (KP_MAX_PTR + 4)
+
 typedef struct KpEmit {
     LLVMContextRef ctx;
     LLVMModuleRef mod;
@@ -40,15 +45,20 @@ typedef struct KpEmit {
     /* the node function being emitted */
     const KpNode *node;
     LLVMValueRef fn;
-    int nptr;                   /* inputs, then the output */
-    LLVMValueRef ptr_arg[KP_MAX_IN + 1];
-    int noalias[KP_MAX_IN + 1];
+    int nptr;                   /* inputs, then the output, then the aux outputs */
+    LLVMValueRef ptr_arg[KP_MAX_PTR];
+    int noalias[KP_MAX_PTR];
     LLVMValueRef n;             /* the batch, i64 (the step for an update node) */
     LLVMValueRef seed;          /* i64: the call's seed, for a node that takes one
                                    (kp_node_takes_seed), else NULL */
     int accumulate;             /* the output is a gradient slot: add into it */
     int64_t scratch_bytes;      /* the most any work item of the module takes from
                                    krt_scratch (the descriptor's scratch_bytes) */
+    /* a member of a group (codegen_group.c): the node function takes its
+     * share t of nt of the work, i64s after its other arguments; NULL
+     * otherwise */
+    LLVMValueRef share_t, share_nt;
+    int regions;                /* kp_emit_parallel calls of the node being emitted */
 } KpEmit;
 
 /* Types, krt_parallel_for's declaration and a builder for emitting into
@@ -111,9 +121,13 @@ LLVMValueRef kp_min_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
  * whose code gen() emits with the builder in the kernel's entry block
  * (a->p are the kernel's pointer parameters).  With parallel false the
  * kernel is called directly over the whole range.  A node with a seed
- * (e->seed) passes it on as one more i64 after n (a->seed). */
+ * (e->seed) passes it on as one more i64 after n (a->seed).
+ * In a group member (e->share_t set) the node function calls the kernel
+ * itself over share t of nt of [begin, end), cut as krt_parallel_for
+ * cuts it (with parallel false: all of it in share 0).  A node that can
+ * join a group makes exactly one such call and has no other effect. */
 typedef struct KpKernelArgs {
-    LLVMValueRef p[KP_MAX_IN + 1];
+    LLVMValueRef p[KP_MAX_PTR];
     LLVMValueRef n, begin, end;
     LLVMValueRef seed;          /* NULL unless e->seed */
 } KpKernelArgs;

@@ -10,11 +10,16 @@
  *   batchnorm_grad_x  dx = gamma invstd / cnt (cnt dy - sum dy - xhat sum(dy xhat)),
  *                     xhat = (x - mean) invstd
  *   batchnorm_grad_w  dgamma[c] += sum dy xhat
+ *   batchnorm_fwd     stats, then y, channel by channel (aux stats)
+ *   batchnorm_bwd     dgamma[c] += sum dy xhat, dbeta[c] += sum dy, then dx,
+ *                     channel by channel (aux dgamma, dbeta)
  *
  * Elementwise ops take (n, c) planes as items; the per-channel sums take
  * channels, each summed by one thread in double-precision vectors (lanes
  * along hw, the last vector masked, lanes added by a fixed tree), so the
- * results do not depend on the thread count.
+ * results do not depend on the thread count.  The merged ops take
+ * channels too: a channel's n * hw floats are summed and then rewritten
+ * while they are in cache.
  */
 #include "emit.h"
 
@@ -55,25 +60,34 @@ static void affine(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c
     }
 }
 
-static void plane_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+/* y[plane] = ((x[plane] - mean) / or * den) * gamma + beta, then the
+ * node's epilogues: the hw floats of one (n, c) plane from base on */
+static void normalize_plane(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef base,
+                            LLVMValueRef mean, LLVMValueRef den, int divide, LLVMValueRef gamma,
+                            LLVMValueRef beta)
 {
-    const Bn *s = user;
-    int infer = s->node->op == KP_OP_batchnorm;
     LLVMValueRef x = a->p[0], y = a->p[s->node->nin];
-    KpLoop lp, li;
-    kp_loop_begin(e, &lp, a->begin, a->end, 1, "plane");
-    LLVMValueRef c = LLVMBuildSRem(e->b, lp.iv, kp_i64(e, s->c), "c");
-    LLVMValueRef mean, den, gamma, beta;
-    affine(e, a, s, c, &mean, &den, &gamma, &beta);
-    LLVMValueRef base = mul(e, lp.iv, s->hw);
+    KpLoop li;
     kp_loop_begin(e, &li, kp_i64(e, 0), kp_i64(e, s->hw), 1, "i");
     LLVMValueRef at = LLVMBuildNSWAdd(e->b, base, li.iv, "");
     LLVMValueRef v = LLVMBuildFSub(e->b, ld(e, x, at), mean, "");
-    v = infer ? LLVMBuildFDiv(e->b, v, den, "") : LLVMBuildFMul(e->b, v, den, "");
+    v = divide ? LLVMBuildFDiv(e->b, v, den, "") : LLVMBuildFMul(e->b, v, den, "");
     v = LLVMBuildFAdd(e->b, LLVMBuildFMul(e->b, v, gamma, ""), beta, "");
     v = kp_emit_epilogue(e, s->node, a->p, v, at, 0);
     LLVMBuildStore(e->b, v, kp_gep(e, y, at));
     kp_loop_end(e, &li);
+}
+
+static void plane_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const Bn *s = user;
+    KpLoop lp;
+    kp_loop_begin(e, &lp, a->begin, a->end, 1, "plane");
+    LLVMValueRef c = LLVMBuildSRem(e->b, lp.iv, kp_i64(e, s->c), "c");
+    LLVMValueRef mean, den, gamma, beta;
+    affine(e, a, s, c, &mean, &den, &gamma, &beta);
+    normalize_plane(e, a, s, mul(e, lp.iv, s->hw), mean, den, s->node->op == KP_OP_batchnorm,
+                    gamma, beta);
     kp_loop_end(e, &lp);
 }
 
@@ -183,23 +197,24 @@ static LLVMValueRef dconst(KpEmit *e, double v)
     return LLVMConstReal(LLVMDoubleTypeInContext(e->ctx), v);
 }
 
-/* x, rmean, rvar -> stats [2,C] */
-static void stats_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+/* Channel c's statistics of x (input 0) into st [2,C], the running ones
+ * (inputs 1, 2) updated in place; *mean and *invstd get them as stored
+ * (floats). */
+static void channel_stats(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c,
+                          LLVMValueRef st, LLVMValueRef *mean_f, LLVMValueRef *invstd_f)
 {
-    const Bn *s = user;
-    LLVMValueRef st = a->p[3];
-    KpLoop lc;
-    kp_loop_begin(e, &lc, a->begin, a->end, 1, "c");
     LLVMValueRef cnt = LLVMBuildSIToFP(e->b, mul(e, a->n, s->hw), LLVMDoubleTypeInContext(e->ctx), "cnt");
     static const int in_x[1] = {0};
-    LLVMValueRef mean = LLVMBuildFDiv(e->b, chan_sum(e, a, s, lc.iv, 1, in_x, t_x, NULL), cnt, "mean");
+    LLVMValueRef mean = LLVMBuildFDiv(e->b, chan_sum(e, a, s, c, 1, in_x, t_x, NULL), cnt, "mean");
     LLVMValueRef k[1] = {dsplat(e, mean)};
-    LLVMValueRef ss = chan_sum(e, a, s, lc.iv, 1, in_x, t_dev2, k);
+    LLVMValueRef ss = chan_sum(e, a, s, c, 1, in_x, t_dev2, k);
     LLVMValueRef var = LLVMBuildFDiv(e->b, ss, cnt, "var");
     LLVMValueRef invstd = LLVMBuildFDiv(e->b, dconst(e, 1.0),
                                         sqrt_f(e, LLVMBuildFAdd(e->b, var, dconst(e, s->eps), "")), "");
-    LLVMBuildStore(e->b, flt(e, mean), kp_gep(e, st, lc.iv));
-    LLVMBuildStore(e->b, flt(e, invstd), kp_gep(e, st, LLVMBuildNSWAdd(e->b, lc.iv, kp_i64(e, s->c), "")));
+    *mean_f = flt(e, mean);
+    *invstd_f = flt(e, invstd);
+    LLVMBuildStore(e->b, *mean_f, kp_gep(e, st, c));
+    LLVMBuildStore(e->b, *invstd_f, kp_gep(e, st, LLVMBuildNSWAdd(e->b, c, kp_i64(e, s->c), "")));
     /* unbiased: ss / (cnt - 1), or the biased variance for one value */
     LLVMValueRef cm1 = LLVMBuildFSub(e->b, cnt, dconst(e, 1.0), "");
     LLVMValueRef one = LLVMBuildFCmp(e->b, LLVMRealOLE, cm1, dconst(e, 0.0), "");
@@ -207,20 +222,59 @@ static void stats_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef m = dconst(e, s->momentum), keep = dconst(e, 1.0 - (double)s->momentum);
     LLVMValueRef stat[2] = {mean, unb};
     for (int i = 0; i < 2; i++) {
-        LLVMValueRef p = kp_gep(e, a->p[1 + i], lc.iv);
+        LLVMValueRef p = kp_gep(e, a->p[1 + i], c);
         LLVMValueRef r = dbl(e, LLVMBuildLoad2(e->b, e->f32, p, ""));
         r = LLVMBuildFAdd(e->b, LLVMBuildFMul(e->b, keep, r, ""), LLVMBuildFMul(e->b, m, stat[i], ""), "");
         LLVMBuildStore(e->b, flt(e, r), p);
     }
+}
+
+/* x, rmean, rvar -> stats [2,C] */
+static void stats_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const Bn *s = user;
+    KpLoop lc;
+    kp_loop_begin(e, &lc, a->begin, a->end, 1, "c");
+    LLVMValueRef mean, invstd;
+    channel_stats(e, a, s, lc.iv, a->p[3], &mean, &invstd);
     kp_loop_end(e, &lc);
 }
 
-/* grad_x: dy, x, stats, gamma -> dx;  grad_w: dy, x, stats -> dgamma */
+/* x, rmean, rvar, gamma, beta -> y, aux stats: per channel, the statistics
+ * and then the channel's planes normalized */
+static void fwd_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const Bn *s = user;
+    int nin = s->node->nin;
+    KpLoop lc, ln;
+    kp_loop_begin(e, &lc, a->begin, a->end, 1, "c");
+    LLVMValueRef mean, invstd;
+    channel_stats(e, a, s, lc.iv, a->p[nin + 1], &mean, &invstd);
+    LLVMValueRef gamma = ld(e, a->p[3], lc.iv), beta = ld(e, a->p[4], lc.iv);
+    kp_loop_begin(e, &ln, kp_i64(e, 0), a->n, 1, "n");
+    LLVMValueRef plane = LLVMBuildNSWAdd(e->b, mul(e, ln.iv, s->c), lc.iv, "");
+    normalize_plane(e, a, s, mul(e, plane, s->hw), mean, invstd, 0, gamma, beta);
+    kp_loop_end(e, &ln);
+    kp_loop_end(e, &lc);
+}
+
+/* g[c] = sum as a float, added to what g[c] holds when accumulating */
+static void store_sum(KpEmit *e, LLVMValueRef g, LLVMValueRef c, LLVMValueRef sum, int accumulate)
+{
+    LLVMValueRef r = flt(e, sum);
+    if (accumulate)
+        r = LLVMBuildFAdd(e->b, ld(e, g, c), r, "");
+    LLVMBuildStore(e->b, r, kp_gep(e, g, c));
+}
+
+/* grad_x: dy, x, stats, gamma -> dx;  grad_w: dy, x, stats -> dgamma;
+ * bwd: dy, x, stats, gamma -> dx, aux dgamma, dbeta (gradient slots) */
 static void grad_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const Bn *s = user;
-    int gx = s->node->op == KP_OP_batchnorm_grad_x;
-    LLVMValueRef st = a->p[2], out = a->p[s->node->nin];
+    KpOp op = s->node->op;
+    int nin = s->node->nin;
+    LLVMValueRef st = a->p[2], out = a->p[nin];
     KpLoop lc;
     kp_loop_begin(e, &lc, a->begin, a->end, 1, "c");
     LLVMValueRef mean = ld(e, st, lc.iv);
@@ -228,14 +282,15 @@ static void grad_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef k[2] = {dsplat(e, dbl(e, mean)), dsplat(e, dbl(e, inv))};
     static const int in_dyx[2] = {0, 1};
     LLVMValueRef sdyx = chan_sum(e, a, s, lc.iv, 2, in_dyx, t_dyxhat, k);
-    if (!gx) {
-        LLVMValueRef r = flt(e, sdyx);
-        if (e->accumulate)
-            r = LLVMBuildFAdd(e->b, ld(e, out, lc.iv), r, "");
-        LLVMBuildStore(e->b, r, kp_gep(e, out, lc.iv));
+    if (op == KP_OP_batchnorm_grad_w) {
+        store_sum(e, out, lc.iv, sdyx, e->accumulate);
     } else {
         static const int in_dy[1] = {0};
         LLVMValueRef sdy = chan_sum(e, a, s, lc.iv, 1, in_dy, t_x, NULL);
+        if (op == KP_OP_batchnorm_bwd) {
+            store_sum(e, a->p[nin + 1], lc.iv, sdyx, 1);
+            store_sum(e, a->p[nin + 2], lc.iv, sdy, 1);
+        }
         LLVMValueRef cnt = LLVMBuildSIToFP(e->b, mul(e, a->n, s->hw), LLVMDoubleTypeInContext(e->ctx), "");
         /* dx = scale (cnt dy - sdy - xhat sdyx), scale = gamma invstd / cnt */
         LLVMValueRef scale = LLVMBuildFDiv(e->b, LLVMBuildFMul(e->b, dbl(e, ld(e, a->p[3], lc.iv)),
@@ -250,7 +305,9 @@ static void grad_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
                                         dbl(e, inv), "");
         LLVMValueRef t = LLVMBuildFSub(e->b, LLVMBuildFMul(e->b, cnt, dy, ""), sdy, "");
         t = LLVMBuildFSub(e->b, t, LLVMBuildFMul(e->b, xh, sdyx, ""), "");
-        LLVMBuildStore(e->b, flt(e, LLVMBuildFMul(e->b, scale, t, "")), kp_gep(e, out, at));
+        LLVMValueRef v = flt(e, LLVMBuildFMul(e->b, scale, t, ""));
+        v = kp_emit_epilogue(e, s->node, a->p, v, at, 0);
+        LLVMBuildStore(e->b, v, kp_gep(e, out, at));
         kp_loop_end(e, &li);
         kp_loop_end(e, &ln);
     }
@@ -279,5 +336,19 @@ int emit_batchnorm_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
 
 int emit_batchnorm_grad_w(KpEmit *e, const KpNode *n, KpDiag *d)
 {
+    return emit_channels(e, n, grad_kernel);
+}
+
+int emit_batchnorm_fwd(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    return emit_channels(e, n, fwd_kernel);
+}
+
+int emit_batchnorm_bwd(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    for (int i = 0; i < n->naux; i++)
+        if (n->aux[i]->storage != KP_STORE_GRAD)
+            return kp_error(d, "internal error: batchnorm_bwd's output %d is no gradient slot",
+                            i + 1);
     return emit_channels(e, n, grad_kernel);
 }

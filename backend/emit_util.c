@@ -156,6 +156,42 @@ static void add_noalias(KpEmit *e, LLVMValueRef fn, unsigned index)
     LLVMAddAttributeAtIndex(fn, index, LLVMCreateEnumAttribute(e->ctx, kind, 0));
 }
 
+/* begin + c*q + min(c, r): where chunk c of krt_parallel_for's cut starts */
+static LLVMValueRef chunk_start(KpEmit *e, LLVMValueRef begin, LLVMValueRef q, LLVMValueRef r,
+                                LLVMValueRef c)
+{
+    LLVMValueRef at = LLVMBuildNSWAdd(e->b, begin, LLVMBuildNSWMul(e->b, c, q, ""), "");
+    return LLVMBuildNSWAdd(e->b, at, kp_min_i64(e, c, r), "");
+}
+
+/* In a group member: kernel(args..., b, e) over share t of nt (the last
+ * two argument slots are filled here). */
+static void call_share(KpEmit *e, LLVMTypeRef kty, LLVMValueRef kernel, LLVMValueRef *args,
+                       unsigned nk, LLVMValueRef begin, LLVMValueRef end, int parallel)
+{
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
+    LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(e->ctx, fn, "share.run");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, fn, "share.done");
+    LLVMValueRef b = begin, en = end;
+    if (parallel) {
+        LLVMValueRef count = LLVMBuildNSWSub(e->b, end, begin, "count");
+        LLVMValueRef q = LLVMBuildSDiv(e->b, count, e->share_nt, "q");
+        LLVMValueRef r = LLVMBuildSRem(e->b, count, e->share_nt, "r");
+        b = chunk_start(e, begin, q, r, e->share_t);
+        en = chunk_start(e, begin, q, r, LLVMBuildNSWAdd(e->b, e->share_t, kp_i64(e, 1), ""));
+        LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, b, en, ""), run, done);
+    } else {
+        LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, e->share_t, kp_i64(e, 0), ""), run,
+                        done);
+    }
+    LLVMPositionBuilderAtEnd(e->b, run);
+    args[nk - 2] = b;
+    args[nk - 1] = en;
+    LLVMBuildCall2(e->b, kty, kernel, args, nk, "");
+    LLVMBuildBr(e->b, done);
+    LLVMPositionBuilderAtEnd(e->b, done);
+}
+
 void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValueRef end,
                       int parallel, KpKernelGen gen, void *user)
 {
@@ -165,7 +201,7 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
     int nsc = e->seed ? 2 : 1;
 
     /* kernel(p0..pk, n, [seed,] begin, end) */
-    LLVMTypeRef kparams[KP_MAX_IN + 5];
+    LLVMTypeRef kparams[KP_MAX_ARGS];
     for (int i = 0; i < e->nptr; i++)
         kparams[i] = e->ptr;
     for (int i = 0; i < nsc + 2; i++)
@@ -200,12 +236,18 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
     e->seed = saved_seed;
     LLVMBuildRetVoid(e->b);
 
-    LLVMValueRef args[KP_MAX_IN + 5];
+    LLVMValueRef args[KP_MAX_ARGS];
     for (int i = 0; i < e->nptr; i++)
         args[i] = e->ptr_arg[i];
     args[e->nptr] = e->n;
     if (e->seed)
         args[e->nptr + 1] = e->seed;
+    e->regions++;
+    if (e->share_t) {
+        LLVMPositionBuilderAtEnd(e->b, caller);
+        call_share(e, kty, kernel, args, nk, begin, end, parallel);
+        return;
+    }
     if (!parallel) {
         LLVMPositionBuilderAtEnd(e->b, caller);
         args[e->nptr + nsc] = begin;
@@ -215,7 +257,7 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
     }
 
     /* ctx = {p0..pk, n, [seed]}; body(ctx, b, e) unpacks it and calls the kernel */
-    LLVMTypeRef fields[KP_MAX_IN + 3];
+    LLVMTypeRef fields[KP_MAX_PTR + 2];
     for (int i = 0; i < e->nptr; i++)
         fields[i] = e->ptr;
     for (int i = 0; i < nsc; i++)
@@ -227,7 +269,7 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
     LLVMSetLinkage(body, LLVMInternalLinkage);
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, body, "entry"));
     LLVMValueRef ctx = LLVMGetParam(body, 0);
-    LLVMValueRef kargs[KP_MAX_IN + 5];
+    LLVMValueRef kargs[KP_MAX_ARGS];
     for (unsigned i = 0; i < nf; i++) {
         LLVMValueRef f = LLVMBuildStructGEP2(e->b, ctx_ty, ctx, i, "");
         kargs[i] = LLVMBuildLoad2(e->b, fields[i], f, "");

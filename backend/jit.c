@@ -3,8 +3,8 @@
  * like the AOT one (so the JIT and model.so run the same machine code).
  *
  *   LLJIT ── main JITDylib ── the model module (karp_model_v1, <name>_infer, ...)
- *                          ├─ krt_parallel_for, krt_scratch, krt_scratch_bind:
- *                          │    absolute symbols, this process's runtime
+ *                          ├─ krt_parallel_for, krt_parallel_run, krt_scratch,
+ *                          │  krt_scratch_bind: absolute symbols, this process's runtime
  *                          └─ process symbols (libm, libc) by dlsym
  *
  * The LLJIT is the model's owner: karp_close() disposes it.  Every error
@@ -25,24 +25,29 @@ static void release_jit(void *owner)
         LLVMConsumeError(err);   /* nothing to report to at karp_close */
 }
 
+/* The runtime functions generated code calls, by address. */
 static LLVMErrorRef define_runtime_symbols(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd)
 {
-    const struct { const char *name; void *fn; } rt[] = {
-        {"krt_parallel_for", (void *)(uintptr_t)&krt_parallel_for},
-        {"krt_scratch", (void *)(uintptr_t)&krt_scratch},
-        {"krt_scratch_bind", (void *)(uintptr_t)&krt_scratch_bind},
+    static const struct {
+        const char *name;
+        void (*fn)(void);
+    } runtime[] = {
+        {"krt_parallel_for", (void (*)(void))krt_parallel_for},
+        {"krt_parallel_run", (void (*)(void))krt_parallel_run},
+        {"krt_scratch", (void (*)(void))krt_scratch},
+        {"krt_scratch_bind", (void (*)(void))krt_scratch_bind},
     };
-    enum { NRT = sizeof rt / sizeof rt[0] };
-    LLVMOrcCSymbolMapPair syms[NRT];
-    for (int i = 0; i < NRT; i++)
+    enum { NSYM = sizeof runtime / sizeof runtime[0] };
+    LLVMOrcCSymbolMapPair syms[NSYM];
+    for (int i = 0; i < NSYM; i++)
         syms[i] = (LLVMOrcCSymbolMapPair){
-            .Name = LLVMOrcLLJITMangleAndIntern(jit, rt[i].name),
-            .Sym = {.Address = (LLVMOrcExecutorAddress)(uintptr_t)rt[i].fn,
+            .Name = LLVMOrcLLJITMangleAndIntern(jit, runtime[i].name),
+            .Sym = {.Address = (LLVMOrcExecutorAddress)(uintptr_t)runtime[i].fn,
                     .Flags = {.GenericFlags = LLVMJITSymbolGenericFlagsExported |
                                               LLVMJITSymbolGenericFlagsCallable,
                               .TargetFlags = 0}},
         };
-    LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(syms, NRT);
+    LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(syms, NSYM);
     LLVMErrorRef err = LLVMOrcJITDylibDefine(jd, mu);
     if (err)
         LLVMOrcDisposeMaterializationUnit(mu);

@@ -25,12 +25,14 @@ typedef struct karp_compile_options {
 } karp_compile_options;
 
 /* Passes karp_compile_options.disable_passes can switch off (karpc's
- * --no-fuse, --no-layout, --no-memplan, --no-fold). */
+ * --no-fuse, --no-layout, --no-memplan, --no-fold, --no-group). */
 enum {
-    KARPC_NO_FUSE = 1u << 0,
+    KARPC_NO_FUSE = 1u << 0,    /* vertical fusion: epilogues */
     KARPC_NO_LAYOUT = 1u << 1,
     KARPC_NO_MEMPLAN = 1u << 2,
-    KARPC_NO_FOLD = 1u << 3
+    KARPC_NO_FOLD = 1u << 3,
+    KARPC_NO_GROUP = 1u << 4,   /* horizontal fusion: independent nodes, one kernel */
+    KARPC_NO_ALL = (1u << 5) - 1
 };
 
 /* Default options: opt_level 3, host CPU, the model's batch. */

@@ -31,7 +31,8 @@ static inline bool kp_op_takes_epilogue(KpOp op)
     /* gemm and convolution */
     case KP_OP_dense: case KP_OP_dense_grad_x: case KP_OP_conv2d: case KP_OP_dense_packed:
     /* normalization */
-    case KP_OP_batchnorm: case KP_OP_batchnorm_train:
+    case KP_OP_batchnorm: case KP_OP_batchnorm_train: case KP_OP_batchnorm_fwd:
+    case KP_OP_batchnorm_bwd:
         return true;
     default:
         return false;

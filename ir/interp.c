@@ -56,6 +56,12 @@ float *kp_interp_out(const KpInterp *it, const KpNode *nd)
     return it->act[nd->out->id];
 }
 
+float *kp_interp_aux(const KpInterp *it, const KpNode *nd, int i)
+{
+    assert(i >= 0 && i < nd->naux && it->act[nd->aux[i]->id]);
+    return it->act[nd->aux[i]->id];
+}
+
 float **kp_interp_acts_new(const KpGraph *g)
 {
     return calloc((size_t)g->nvalues + 1, sizeof(float *));
@@ -112,9 +118,11 @@ static void apply_epilogues(const KpInterp *it, const KpNode *nd)
 
 int kp_interp_exec(const KpInterp *it, const KpNode *nd, KpDiag *d)
 {
-    const KpValue *v = nd->out;
     /* The optimizer updates the slab in place: its output needs no buffer. */
-    if (nd->phase != KP_PHASE_UPDATE && !it->act[v->id]) {
+    for (int o = 0; o < kp_node_nout(nd) && nd->phase != KP_PHASE_UPDATE; o++) {
+        const KpValue *v = kp_node_output(nd, o);
+        if (it->act[v->id])
+            continue;
         size_t count = (size_t)kp_value_numel(v, it->n);
         it->act[v->id] = malloc((count ? count : 1) * sizeof(float));
         if (!it->act[v->id])
@@ -124,7 +132,10 @@ int kp_interp_exec(const KpInterp *it, const KpNode *nd, KpDiag *d)
         return -1;
     if (nd->nepi > 0)
         apply_epilogues(it, nd);
-    if (v->storage == KP_STORE_GRAD) {
+    for (int o = 0; o < kp_node_nout(nd); o++) {
+        const KpValue *v = kp_node_output(nd, o);
+        if (v->storage != KP_STORE_GRAD)
+            continue;
         assert(it->grads && v->grad_of);
         float *slab = it->grads + v->grad_of->offset;
         const float *mine = it->act[v->id];

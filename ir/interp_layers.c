@@ -76,15 +76,14 @@ int interp_batchnorm(const KpInterp *it, const KpNode *nd, KpDiag *d)
     return 0;
 }
 
-/* x [N,C,...], running_mean, running_var [C] -> stats [2,C] = (mean, invstd).
- * The running statistics are updated in the slab only by a call that runs
- * the forward (it->update_stats): a backward that recomputes the
- * activations leaves them. */
-int interp_batchnorm_stats(const KpInterp *it, const KpNode *nd, KpDiag *d)
+/* x [N,C,...], running_mean, running_var [C] (nd's inputs 0, 1, 2) ->
+ * stats [2,C] = (mean, invstd).  The running statistics are updated in the
+ * slab only by a call that runs the forward (it->update_stats): a backward
+ * that recomputes the activations leaves them. */
+static int batch_stats(const KpInterp *it, const KpNode *nd, float *stats, KpDiag *d)
 {
     const KpValue *x = nd->in[0];
     int64_t c = x->dims[1];
-    float *stats = kp_interp_out(it, nd);
     float *scratch = NULL, *rm, *rv;
     if (it->update_stats && it->train_params) {
         rm = it->train_params + nd->in[1]->offset;
@@ -100,6 +99,26 @@ int interp_batchnorm_stats(const KpInterp *it, const KpNode *nd, KpDiag *d)
     kp_ref_batchnorm_stats(stats, stats + c, rm, rv, kp_interp_in(it, x), nd->attr.eps,
                            nd->attr.momentum, it->n, c, kp_interp_hw(x));
     free(scratch);
+    return 0;
+}
+
+int interp_batchnorm_stats(const KpInterp *it, const KpNode *nd, KpDiag *d)
+{
+    return batch_stats(it, nd, kp_interp_out(it, nd), d);
+}
+
+/* x, running_mean, running_var, weight, bias -> y, aux stats: the two
+ * above in one */
+int interp_batchnorm_fwd(const KpInterp *it, const KpNode *nd, KpDiag *d)
+{
+    const KpValue *x = nd->in[0];
+    int64_t c = x->dims[1];
+    float *stats = kp_interp_aux(it, nd, 0);
+    if (batch_stats(it, nd, stats, d))
+        return -1;
+    kp_ref_batchnorm_train(kp_interp_out(it, nd), kp_interp_in(it, x), stats, stats + c,
+                           kp_interp_in(it, nd->in[3]), kp_interp_in(it, nd->in[4]), it->n, c,
+                           kp_interp_hw(x));
     return 0;
 }
 

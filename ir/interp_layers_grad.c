@@ -96,6 +96,21 @@ int interp_batchnorm_grad_w(const KpInterp *it, const KpNode *nd, KpDiag *d)
     return 0;
 }
 
+/* dy, x [N,C,...], stats [2,C], weight [C] -> dx, aux dweight [C], dbias [C] */
+int interp_batchnorm_bwd(const KpInterp *it, const KpNode *nd, KpDiag *d)
+{
+    const KpValue *x = nd->in[1];
+    int64_t c = x->dims[1];
+    const float *stats = kp_interp_in(it, nd->in[2]);
+    float *dg = kp_interp_aux(it, nd, 0), *db = kp_interp_aux(it, nd, 1);
+    zero(dg, c);
+    zero(db, c);
+    kp_ref_batchnorm_backward(kp_interp_out(it, nd), dg, db, kp_interp_in(it, nd->in[0]),
+                              kp_interp_in(it, x), stats, stats + c,
+                              kp_interp_in(it, nd->in[3]), it->n, c, kp_interp_hw(x));
+    return 0;
+}
+
 /* dy [N,C,...] -> dbias [C], the sum over every axis but 1 */
 int interp_bias_grad(const KpInterp *it, const KpNode *nd, KpDiag *d)
 {

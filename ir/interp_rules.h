@@ -44,8 +44,9 @@ typedef struct KpInterp {
 const float *kp_interp_in(const KpInterp *it, const KpValue *v);
 /* The int32 labels of the target v. */
 const int32_t *kp_interp_labels(const KpInterp *it, const KpValue *v);
-/* The output buffer of node nd. */
+/* The output buffer of node nd, and of its aux output i. */
 float *kp_interp_out(const KpInterp *it, const KpNode *nd);
+float *kp_interp_aux(const KpInterp *it, const KpNode *nd, int i);
 
 /* The geometry of a windowed op (conv, transposed conv, pool) for the
  * reference kernels: x its forward input, y its forward output, n samples;

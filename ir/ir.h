@@ -2,9 +2,10 @@
  * ir.h — the graph IR.
  *
  * A KpGraph is a list of nodes in topological order.  Each node has input
- * values and one output value; a value is a tensor (dtype, shape, role)
- * that knows its producer and, after kp_fill_uses(), its users.  Shapes
- * carry a symbolic batch: dims[0] == KP_DIM_N for activations.
+ * values and one output value (a node fusion merged from several has
+ * further ones, aux); a value is a tensor (dtype, shape, role) that knows
+ * its producer and, after kp_fill_uses(), its users.  Shapes carry a
+ * symbolic batch: dims[0] == KP_DIM_N for activations.
  *
  * Ownership: a graph, its nodes, values and strings live in the graph's
  * arena (g->arena) and are freed together by kp_graph_free().  The arena
@@ -120,6 +121,7 @@ typedef struct KpNode KpNode;
  * computes out = epi[nepi-1](... epi[0](op(in...)) ...), and a node
  * whose output accumulates (a gradient slot) adds that final result. */
 #define KP_MAX_EPI 6
+#define KP_MAX_AUX 2            /* outputs of a node besides out */
 typedef struct KpEpilogue {
     KpOp op;
     int nargs;
@@ -184,11 +186,18 @@ struct KpNode {
     const char *where;          /* JSON path for diagnostics ("layers[2]") */
     int nin;
     KpValue *in[KP_MAX_IN];
-    KpValue *out;
+    KpValue *out;               /* the output (epilogues apply to it) */
+    int naux;                   /* further outputs the same kernel writes: nodes
+                                   merged by fusion.c (batchnorm_fwd's statistics,
+                                   batchnorm_bwd's parameter gradients) */
+    KpValue *aux[KP_MAX_AUX];
     KpAttrs attr;
     KpPhase phase;              /* FORWARD unless autodiff says otherwise */
     int nepi;                   /* fused elementwise epilogues, in order */
     KpEpilogue epi[KP_MAX_EPI];
+    int group;                  /* horizontal fusion (passes/group.c): the nodes of one
+                                   group > 0 are adjacent, independent, of one phase, and
+                                   run as one kernel; 0: a kernel of its own */
 };
 
 typedef struct KpGraph {
@@ -245,6 +254,16 @@ KpValue *kp_param_new(KpGraph *g, const char *name, int rank, const int64_t *dim
  * created, role ACT.  Inputs are copied. */
 KpNode *kp_node_new(KpGraph *g, KpOp op, const char *name, const char *where, int nin,
                     KpValue *const *in);
+
+/* n's outputs: out, then aux[0 .. naux). */
+static inline int kp_node_nout(const KpNode *n)
+{
+    return 1 + n->naux;
+}
+static inline KpValue *kp_node_output(const KpNode *n, int i)
+{
+    return i == 0 ? n->out : n->aux[i - 1];
+}
 
 /* Whether v is a parameter the optimizer trains (role PARAM, not frozen). */
 bool kp_value_trainable(const KpValue *v);

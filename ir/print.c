@@ -33,7 +33,11 @@
  *   memory params=... floats, trainable=... floats, opt_slots=2, workspace=... bytes
  *
  * Forward nodes carry no phase tag; @grad+<floats> is the gradient slab
- * (accumulated), @target and @dx the caller's buffers.
+ * (accumulated), @target and @dx the caller's buffers.  A node of a group
+ * (horizontal fusion, passes/group.c) ends in " [group K]".  A node with
+ * more than one output (fusion.c's merges) lists them all, on both sides:
+ *
+ *   %7, %8 = batchnorm_fwd %5, %3, %4, %1, %2 {...} : f32[N,8] @ws+0, f32[2,8] @ws+512
  */
 #include "ir.h"
 
@@ -184,6 +188,7 @@ static void (*const attr_printers[KP_OP_COUNT])(FILE *, const KpAttrs *) = {
     [KP_OP_maxpool2d_grad] = attrs_pool,
     [KP_OP_avgpool2d_grad] = attrs_pool,
     [KP_OP_batchnorm_stats] = attrs_batchnorm,
+    [KP_OP_batchnorm_fwd] = attrs_batchnorm,
     [KP_OP_dropout_mask] = attrs_dropout,
     [KP_OP_masking_grad] = attrs_masking,
     [KP_OP_slice] = attrs_slice,
@@ -265,7 +270,9 @@ static void pr_init(FILE *f, const KpValue *v)
 
 static void pr_node(FILE *f, const KpNode *n)
 {
-    fprintf(f, "%%%d = %s", n->out->id, kp_op_name(n->op));
+    for (int o = 0; o < kp_node_nout(n); o++)
+        fprintf(f, "%s%%%d", o ? ", " : "", kp_node_output(n, o)->id);
+    fprintf(f, " = %s", kp_op_name(n->op));
     for (int i = 0; i < n->nin; i++)
         fprintf(f, "%s %%%d", i ? "," : "", n->in[i]->id);
     if (attr_printers[n->op]) {
@@ -274,10 +281,14 @@ static void pr_node(FILE *f, const KpNode *n)
         fputs("}", f);
     }
     pr_epilogues(f, n);
-    fputs(" : ", f);
-    pr_type(f, n->out);
-    pr_storage(f, n->out);
+    for (int o = 0; o < kp_node_nout(n); o++) {
+        fputs(o ? ", " : " : ", f);
+        pr_type(f, kp_node_output(n, o));
+        pr_storage(f, kp_node_output(n, o));
+    }
     fputs(phase_tags[n->phase], f);
+    if (n->group > 0)
+        fprintf(f, " [group %d]", n->group);
     fprintf(f, "   # %s (%s)\n", n->name ? n->name : "?", n->where ? n->where : "?");
 }
 

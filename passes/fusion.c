@@ -30,6 +30,22 @@
  * input count is fixed; see ir/epilogue.h), its output becomes P's
  * output, and C and v leave the graph.  The pass repeats until nothing
  * fuses, so a chain dense -> relu -> add -> relu becomes one node.
+ *
+ * Before that, the nodes a batchnorm is lowered to in a train graph are
+ * merged, each group into one node with several outputs (KpNode.aux), so
+ * that one kernel goes over a channel's data while it is in cache:
+ *
+ *   stats = batchnorm_stats x, rm, rv            y, aux stats =
+ *   y = batchnorm_train x, stats, w, b     =>      batchnorm_fwd x, rm, rv, w, b
+ *
+ *   dx = batchnorm_grad_x dy, x, stats, w        dx, aux dw, db =
+ *   dw = batchnorm_grad_w dy, x, stats     =>      batchnorm_bwd dy, x, stats, w
+ *   db = bias_grad dy
+ *
+ * The backward merge needs all three in one phase (a batchnorm right after
+ * the input computes dx only for karp_backward's input gradient, in
+ * another phase than its weight gradients: those stay apart).  The merged
+ * node takes the epilogues that follow it like any other.
  */
 #include "passes.h"
 #include "../ir/epilogue.h"
@@ -143,6 +159,98 @@ static void fuse(KpGraph *g, KpNode *c, int j)
     kp_fill_uses(g);
 }
 
+/* --- batchnorm merges -------------------------------------------------------- */
+
+/* n out of the node list (its outputs stay: the merge gave them a new producer). */
+static void drop_node(KpGraph *g, const KpNode *n)
+{
+    int k = 0;
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i] != n) {
+            g->nodes[k] = g->nodes[i];
+            g->nodes[k]->id = k;
+            k++;
+        }
+    g->nnodes = k;
+}
+
+static void adopt(KpNode *host, KpValue *v)
+{
+    host->aux[host->naux++] = v;
+    v->producer = host;
+}
+
+/* batchnorm_stats + batchnorm_train -> batchnorm_fwd; true if merged. */
+static bool merge_bn_forward(KpGraph *g, KpNode *t)
+{
+    if (t->op != KP_OP_batchnorm_train || t->nepi > 0)
+        return false;
+    KpValue *stats = t->in[1];
+    KpNode *s = stats->producer;
+    if (!s || s->op != KP_OP_batchnorm_stats || s->phase != t->phase || s->in[0] != t->in[0])
+        return false;
+    for (int i = 0; i < stats->nusers; i++)
+        if (stats->users[i] != t && stats->users[i]->id < t->id)
+            return false;   /* would read the statistics before they are made */
+    KpValue *in[5] = {t->in[0], s->in[1], s->in[2], t->in[2], t->in[3]};
+    t->op = KP_OP_batchnorm_fwd;
+    t->nin = 5;
+    for (int i = 0; i < 5; i++)
+        t->in[i] = in[i];
+    t->attr = s->attr;
+    adopt(t, stats);
+    drop_node(g, s);
+    return true;
+}
+
+/* The node of g other than skip with op, phase and first input as given,
+ * more inputs equal to in[1..nin) (nin counts dy), and a gradient output. */
+static KpNode *sibling(const KpGraph *g, KpOp op, KpPhase phase, KpValue *const *in, int nin)
+{
+    for (int k = 0; k < g->nnodes; k++) {
+        KpNode *n = g->nodes[k];
+        if (n->op != op || n->phase != phase || n->nepi > 0 || n->out->role != KP_ROLE_GRAD)
+            continue;
+        bool same = true;
+        for (int i = 0; i < nin; i++)
+            same &= n->in[i] == in[i];
+        if (same)
+            return n;
+    }
+    return NULL;
+}
+
+/* batchnorm_grad_x + batchnorm_grad_w + bias_grad -> batchnorm_bwd. */
+static bool merge_bn_backward(KpGraph *g, KpNode *gx)
+{
+    if (gx->op != KP_OP_batchnorm_grad_x || gx->nepi > 0)
+        return false;
+    KpNode *gw = sibling(g, KP_OP_batchnorm_grad_w, gx->phase, gx->in, 3);
+    KpNode *gb = sibling(g, KP_OP_bias_grad, gx->phase, gx->in, 1);
+    if (!gw || !gb)
+        return false;
+    gx->op = KP_OP_batchnorm_bwd;
+    adopt(gx, gw->out);
+    adopt(gx, gb->out);
+    drop_node(g, gw);
+    drop_node(g, gb);
+    return true;
+}
+
+static int merge_batchnorms(KpGraph *g)
+{
+    int merged = 0;
+    for (int k = 0; k < g->nnodes; k++) {
+        KpNode *n = g->nodes[k];
+        if (merge_bn_forward(g, n) || merge_bn_backward(g, n)) {
+            merged++;
+            kp_fill_uses(g);
+            k = -1;     /* node ids changed: from the start */
+        }
+    }
+    return merged;
+}
+
 /* One fusion anywhere in the graph; false when none is left. */
 static bool fuse_one(KpGraph *g)
 {
@@ -164,12 +272,13 @@ int kp_pass_fusion(KpGraph *g, const KpPassOpts *o, KpDiag *d)
     (void)d;
     int before = g->nnodes, fused = 0;
     kp_fill_uses(g);
+    int merged = merge_batchnorms(g);
     while (fuse_one(g))
         fused++;
     int hosts = 0;
     for (int i = 0; i < g->nnodes; i++)
         hosts += g->nodes[i]->nepi > 0;
-    kp_pass_report(o, "fused %d epilogues into %d nodes: %d nodes -> %d", fused, hosts, before,
-                   g->nnodes);
+    kp_pass_report(o, "merged %d batchnorm node groups; fused %d epilogues into %d nodes: "
+                   "%d nodes -> %d", merged, fused, hosts, before, g->nnodes);
     return 0;
 }

@@ -2,6 +2,8 @@
  * graph_stats.c — the figures --stats prints for a graph: how many
  * kernels it runs and how many bytes its transient values would take if
  * each had its own range (what the memory plan is measured against).
+ * A kernel is one parallel region an entry runs: a node, or a group of
+ * nodes (passes/group.c) counted once.
  */
 #include "passes.h"
 
@@ -12,6 +14,8 @@ int kp_graph_kernel_count(const KpGraph *g)
         const KpNode *n = g->nodes[i];
         if (n->phase == KP_PHASE_PREPARE)
             continue;   /* run once when the parameters change, not per call */
+        if (n->group > 0 && i > 0 && g->nodes[i - 1]->group == n->group)
+            continue;   /* the group was counted at its first member */
         if (!kp_op_is_view(n->op)) {
             k++;
             continue;
@@ -28,11 +32,14 @@ int64_t kp_graph_transient_bytes(const KpGraph *g)
     int64_t bytes = 0;
     for (int i = 0; i < g->nnodes; i++) {
         const KpNode *n = g->nodes[i];
-        const KpValue *v = n->out;
-        if (kp_op_is_view(n->op) || v->role != KP_ROLE_ACT || (v == g->output && !g->training) || v == g->d_input ||
-            n->phase == KP_PHASE_UPDATE || n->phase == KP_PHASE_PREPARE)
+        if (kp_op_is_view(n->op) || n->phase == KP_PHASE_UPDATE || n->phase == KP_PHASE_PREPARE)
             continue;
-        bytes += (kp_value_numel(v, g->max_batch) * 4 + 63) / 64 * 64;
+        for (int o = 0; o < kp_node_nout(n); o++) {
+            const KpValue *v = kp_node_output(n, o);
+            if (v->role != KP_ROLE_ACT || (v == g->output && !g->training) || v == g->d_input)
+                continue;
+            bytes += (kp_value_numel(v, g->max_batch) * 4 + 63) / 64 * 64;
+        }
     }
     if (g->d_output && !g->d_output->producer)
         bytes += (kp_value_numel(g->d_output, g->max_batch) * 4 + 63) / 64 * 64;

@@ -78,6 +78,12 @@
  * Not d_output (karp_backward writes it outside the schedule), nor
  * anything else: gemm, conv, pool, softmax read other elements than the
  * one they write.  The backend drops noalias for overlapping pointers.
+ *
+ * Groups (passes/group.c): the members of a group run at the same time,
+ * so they share one position in the schedule, their first member's: what
+ * any member reads lives until then, and every member's output is live
+ * from then, so no member's output takes bytes another member reads.  No
+ * member writes in place: another member may read the same input.
  */
 #include "passes.h"
 
@@ -148,6 +154,18 @@ static bool place_fixed(KpGraph *g, KpNode *n, KpDiag *d, int *rc)
     return true;
 }
 
+/* An aux output (fusion.c's merges): a parameter gradient in the
+ * gradient slab, else a workspace value (false). */
+static bool place_aux_grad(KpValue *v)
+{
+    if (v->role != KP_ROLE_GRAD)
+        return false;
+    assert(v->grad_of && v->grad_of->storage == KP_STORE_PARAM);
+    v->storage = KP_STORE_GRAD;
+    v->offset = v->grad_of->offset;
+    return true;
+}
+
 /* --no-memplan: every workspace value its own range, in node order. */
 static int plan_unshared(KpGraph *g, KpDiag *d)
 {
@@ -174,6 +192,12 @@ static int plan_unshared(KpGraph *g, KpDiag *d)
             v->offset = bytes;
             bytes += ws_bytes(g, v);
         }
+        for (int a = 0; a < n->naux; a++)
+            if (!place_aux_grad(n->aux[a])) {
+                n->aux[a]->storage = KP_STORE_WORKSPACE;
+                n->aux[a]->offset = bytes;
+                bytes += ws_bytes(g, n->aux[a]);
+            }
     }
     g->workspace_bytes = bytes;
     return 0;
@@ -311,16 +335,21 @@ static int phase_rank(KpPhase ph)
     return -1;
 }
 
-static int plan_shared(KpGraph *g, Plan *p, KpNode **sched, KpDiag *d)
+static int plan_shared(KpGraph *g, Plan *p, KpNode **sched, int *pos, KpDiag *d)
 {
     /* the schedule: FORWARD, LOSS, BACKWARD, INPUT_GRAD, UPDATE nodes, each
      * phase in node order (the entries run phases in that order, so an
-     * INPUT_GRAD node runs after every BACKWARD node); PREPARE nodes out */
+     * INPUT_GRAD node runs after every BACKWARD node); PREPARE nodes out.
+     * The members of a group run at once: one position, their first's. */
     int ns = 0;
     for (int r = 0; r <= 4; r++)
         for (int k = 0; k < g->nnodes; k++)
-            if (phase_rank(g->nodes[k]->phase) == r)
-                sched[ns++] = g->nodes[k];
+            if (phase_rank(g->nodes[k]->phase) == r) {
+                KpNode *n = g->nodes[k];
+                bool joins = ns > 0 && n->group > 0 && sched[ns - 1]->group == n->group;
+                pos[ns] = joins ? pos[ns - 1] : ns;
+                sched[ns++] = n;
+            }
     /* a loss-less model's d_output has no producer: karp_backward's dy */
     KpValue *dout = g->d_output;
     if (dout && !dout->producer)
@@ -340,13 +369,18 @@ static int plan_shared(KpGraph *g, Plan *p, KpNode **sched, KpDiag *d)
             mark_workspace(p, n->out, p->root[n->in[0]->id]);
         } else {
             mark_workspace(p, n->out, n->out->id);
-            p->def[n->out->id] = p->last[n->out->id] = k;
+            p->def[n->out->id] = p->last[n->out->id] = pos[k];
         }
+        for (int a = 0; a < n->naux; a++)
+            if (!place_aux_grad(n->aux[a])) {
+                mark_workspace(p, n->aux[a], n->aux[a]->id);
+                p->def[n->aux[a]->id] = p->last[n->aux[a]->id] = pos[k];
+            }
     }
     /* live ranges: [def, last] over the schedule, views extend their root */
     for (int k = 0; k < ns; k++)
         for (int i = 0; i < sched[k]->nin; i++)
-            use(p, sched[k]->in[i], k);
+            use(p, sched[k]->in[i], pos[k]);
     int dout_def = -1;
     if (dout && p->root[dout->id] == dout->id) {
         /* dy is copied in after the FORWARD nodes (the essay above) */
@@ -381,9 +415,13 @@ static int plan_shared(KpGraph *g, Plan *p, KpNode **sched, KpDiag *d)
         new_buffer(p, dout);
     for (int k = 0; k < ns; k++) {
         KpNode *n = sched[k];
+        for (int a = 0; a < n->naux; a++)
+            if (p->root[n->aux[a]->id] == n->aux[a]->id)
+                new_buffer(p, n->aux[a]);
         if ((n->out == dout && dout_def >= 0) || p->root[n->out->id] != n->out->id)
             continue;
-        if (!join_in_place(p, n, k))
+        /* a group's other members may still read the input: no in place */
+        if (n->group > 0 || !join_in_place(p, n, pos[k]))
             new_buffer(p, n->out);
     }
     place_buffers(p, p->lo, p->hi);
@@ -458,7 +496,8 @@ int kp_pass_memplan(KpGraph *g, const KpPassOpts *o, KpDiag *d)
     for (int i = 0; i < g->nvalues; i++)
         p.root[i] = -1;
     KpNode **sched = kp_arena_alloc(&scratch, (size_t)g->nnodes * sizeof *sched + 1);
-    int rc = sched ? plan_shared(g, &p, sched, d) : kp_error(d, "out of memory");
+    int *pos = kp_arena_alloc(&scratch, (size_t)g->nnodes * sizeof *pos + 1);
+    int rc = sched && pos ? plan_shared(g, &p, sched, pos, d) : kp_error(d, "out of memory");
     kp_arena_free(&scratch);
     if (rc)
         return -1;

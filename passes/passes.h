@@ -28,6 +28,7 @@ typedef struct KpPassLog {
 typedef struct KpPassOpts {
     bool verify;            /* run kp_pass_verify after every pass */
     bool fuse;              /* --no-fuse clears it */
+    bool group;             /* horizontal fusion (the group pass); --no-group clears it */
     bool layout;            /* --no-layout clears it */
     bool memplan;           /* --no-memplan clears it: every value its own range, no reuse */
     bool fold;              /* --no-fold clears it: no constant or batchnorm folding */
@@ -94,6 +95,11 @@ int kp_pass_fold(KpGraph *g, const KpPassOpts *o, KpDiag *d);
  * of their producer when the intermediate value has no other user and
  * both run in the same phase.  Off with --no-fuse. */
 int kp_pass_fusion(KpGraph *g, const KpPassOpts *o, KpDiag *d);
+/* group (group.c): horizontal fusion.  Orders each phase's nodes by
+ * level (one past the deepest node of the phase they read) and gives the
+ * kernels of a level that has two or more one group number (KpNode.group):
+ * the backend runs a group as one parallel region.  Off with --no-group. */
+int kp_pass_group(KpGraph *g, const KpPassOpts *o, KpDiag *d);
 /* layout (layout.c), inference graphs: constant weights repacked once by
  * PREPARE nodes into the layout their kernel reads (packed gemm panels);
  * reorders only where layouts meet.  Off with --no-layout. */

@@ -1,8 +1,8 @@
 /*
  * pipeline.c — the order of the passes, as plain code.
  *
- *   kp_pipeline_infer:  shapes simplify fold fusion layout memplan
- *   kp_pipeline_train:  shapes autodiff simplify fusion memplan
+ *   kp_pipeline_infer:  shapes simplify fold fusion layout group memplan
+ *   kp_pipeline_train:  shapes autodiff simplify fusion group memplan
  *
  * With o->verify the verifier runs after every pass.  A pass switched off
  * (--no-fuse, --no-layout, --no-fold) is not run; memplan always runs and
@@ -19,12 +19,12 @@
 
 /* Every pass name --dump-after accepts, in pipeline order. */
 static const char *const pass_names[] = {"shapes", "verify", "autodiff", "simplify",
-                                         "fold",   "fusion", "layout",   "memplan"};
+                                         "fold",   "fusion", "layout",   "group",  "memplan"};
 enum { NPASS = sizeof pass_names / sizeof pass_names[0] };
 
 void kp_pass_opts_init(KpPassOpts *o)
 {
-    *o = (KpPassOpts){.verify = true, .fuse = true, .layout = true, .memplan = true, .fold = true};
+    *o = (KpPassOpts){.verify = true, .fuse = true, .group = true, .layout = true, .memplan = true, .fold = true};
 }
 
 typedef struct Run {
@@ -119,6 +119,7 @@ int kp_pipeline_infer(KpGraph *g, const KpPassOpts *o, KpDiag *d)
         step(g, &r, "fold", kp_pass_fold, o->fold, d) ||
         step(g, &r, "fusion", kp_pass_fusion, o->fuse, d) ||
         step(g, &r, "layout", kp_pass_layout, o->layout, d) ||
+        step(g, &r, "group", kp_pass_group, o->group, d) ||
         step(g, &r, "memplan", kp_pass_memplan, true, d))
         return -1;
     return 0;
@@ -134,6 +135,7 @@ int kp_pipeline_train(KpGraph *g, const KpPassOpts *o, KpDiag *d)
         step(g, &r, "autodiff", kp_pass_autodiff, true, d) ||
         step(g, &r, "simplify", kp_pass_simplify, true, d) ||
         step(g, &r, "fusion", kp_pass_fusion, o->fuse, d) ||
+        step(g, &r, "group", kp_pass_group, o->group, d) ||
         step(g, &r, "memplan", kp_pass_memplan, true, d))
         return -1;
     return 0;

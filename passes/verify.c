@@ -8,7 +8,9 @@
  * produced has a shape; producer and users links agree with the nodes;
  * parameter names are unique; the graph has an input and an output; in a
  * train graph, no node reads a value of a later phase (KpPhase order) and
- * every gradient names its parameter; only the loss is a scalar.  A
+ * every gradient names its parameter; only the loss is a scalar; the
+ * members of a group (group.c) are adjacent, of one phase, and do not
+ * read each other's outputs.  A
  * failure is a karpc bug, so the message starts "internal error:".
  */
 #include "passes.h"
@@ -121,13 +123,27 @@ static int check_node(const KpGraph *g, const KpNode *n, int k, KpDiag *d)
             return kp_error(d, "internal error: node %d (%s): reads %%%d of a later phase", k,
                             node_label(n), v->id);
     }
-    if (!value_in_graph(g, n->out) || n->out->producer != n)
-        return kp_error(d, "internal error: node %d (%s): its output does not name it as producer",
-                        k, node_label(n));
-    if (n->out->rank < 1 && n->out != g->loss_value)
-        return kp_error(d, "internal error: node %d (%s): output %%%d has no shape", k,
-                        node_label(n), n->out->id);
+    if (n->naux < 0 || n->naux > KP_MAX_AUX)
+        return kp_error(d, "internal error: node %d (%s): %d aux outputs", k, node_label(n),
+                        n->naux);
+    for (int o = 0; o < kp_node_nout(n); o++) {
+        const KpValue *v = kp_node_output(n, o);
+        if (!value_in_graph(g, v) || v->producer != n)
+            return kp_error(d, "internal error: node %d (%s): its output %d does not name it as "
+                            "producer", k, node_label(n), o);
+        if (v->rank < 1 && v != g->loss_value)
+            return kp_error(d, "internal error: node %d (%s): output %%%d has no shape", k,
+                            node_label(n), v->id);
+    }
     return 0;
+}
+
+static bool is_output_of(const KpNode *n, const KpValue *v)
+{
+    for (int o = 0; o < kp_node_nout(n); o++)
+        if (kp_node_output(n, o) == v)
+            return true;
+    return false;
 }
 
 static int check_value(const KpGraph *g, const KpValue *v, KpDiag *d)
@@ -137,7 +153,7 @@ static int check_value(const KpGraph *g, const KpValue *v, KpDiag *d)
             return kp_error(d, "internal error: %%%d lists node %d (%s) as a user, which does not "
                             "read it", v->id, v->users[i]->id, node_label(v->users[i]));
     if (v->producer && (v->producer->id < 0 || v->producer->id >= g->nnodes ||
-                        g->nodes[v->producer->id] != v->producer || v->producer->out != v))
+                        g->nodes[v->producer->id] != v->producer || !is_output_of(v->producer, v)))
         return kp_error(d, "internal error: %%%d names a producer that is not its node", v->id);
     if (v->role == KP_ROLE_GRAD && (!v->grad_of || !value_in_graph(g, v->grad_of) ||
                                     v->grad_of->role != KP_ROLE_PARAM || !v->producer))
@@ -155,6 +171,37 @@ static int check_value(const KpGraph *g, const KpValue *v, KpDiag *d)
     return 0;
 }
 
+/* The group of n, if any, starting at node k: adjacent members of one
+ * phase, none reading another's output (they run at the same time). */
+static int check_group(const KpGraph *g, int k, KpDiag *d)
+{
+    const KpNode *n = g->nodes[k];
+    if (n->group <= 0 || (k > 0 && g->nodes[k - 1]->group == n->group))
+        return 0;
+    int end = k;
+    while (end < g->nnodes && g->nodes[end]->group == n->group)
+        end++;
+    for (int j = end; j < g->nnodes; j++)
+        if (g->nodes[j]->group == n->group)
+            return kp_error(d, "internal error: node %d (%s) of group %d is not next to the "
+                            "group's other members", j, node_label(g->nodes[j]), n->group);
+    for (int j = k; j < end; j++) {
+        const KpNode *m = g->nodes[j];
+        if (m->phase != n->phase || kp_op_is_view(m->op))
+            return kp_error(d, "internal error: node %d (%s) cannot run in group %d", j,
+                            node_label(m), n->group);
+        for (int i = 0; i < m->nin; i++) {
+            const KpNode *p = m->in[i]->producer;
+            while (p && kp_op_is_view(p->op) && p->in[0]->producer)
+                p = p->in[0]->producer;
+            if (p && p->group == n->group)
+                return kp_error(d, "internal error: node %d (%s) reads %%%d of its own group %d",
+                                j, node_label(m), m->in[i]->id, n->group);
+        }
+    }
+    return 0;
+}
+
 int kp_pass_verify(KpGraph *g, const KpPassOpts *o, KpDiag *d)
 {
     if (!value_in_graph(g, g->input) || g->input->role != KP_ROLE_INPUT)
@@ -162,7 +209,7 @@ int kp_pass_verify(KpGraph *g, const KpPassOpts *o, KpDiag *d)
     if (!value_in_graph(g, g->output) || g->output->rank < 1)
         return kp_error(d, "internal error: the graph has no shaped output value");
     for (int k = 0; k < g->nnodes; k++)
-        if (check_node(g, g->nodes[k], k, d))
+        if (check_node(g, g->nodes[k], k, d) || check_group(g, k, d))
             return -1;
     for (int i = 0; i < g->nvalues; i++) {
         if (g->values[i]->id != i)

@@ -119,6 +119,10 @@ extern const char *const kp_rt_cpu_known_features[];
  * in contiguous chunks across the OpenMP threads. */
 void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t begin,
                       int64_t end);
+/* Called by generated code for a group of nodes (one kernel): run
+ * body(ctx, t, nt) once on each of the nt OpenMP threads, t = 0..nt-1;
+ * body takes share t of nt of every member's work. */
+void krt_parallel_run(void (*body)(void *ctx, int64_t t, int64_t nt), void *ctx);
 
 /* Called by generated code: the scratch slot of the chunk the calling
  * thread runs (KarpModelDesc.scratch_bytes, 64-byte aligned). */

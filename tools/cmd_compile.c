@@ -81,6 +81,8 @@ static int parse_args(int argc, char **argv, CompileArgs *a)
             a->target.opt_level = s[2] - '0';
         } else if (strcmp(s, "--no-fuse") == 0) {
             a->passes.fuse = false;
+        } else if (strcmp(s, "--no-group") == 0) {
+            a->passes.group = false;
         } else if (strcmp(s, "--no-layout") == 0) {
             a->passes.layout = false;
         } else if (strcmp(s, "--no-memplan") == 0) {
@@ -193,7 +195,7 @@ static int print_stats(const KpProgram *p, const CompileArgs *a, const KpPassLog
                        double t_front, double t_cg, double t_obj, double t_link)
 {
     KpPassOpts off = a->passes;
-    off.fuse = off.layout = off.memplan = off.fold = false;
+    off.fuse = off.group = off.layout = off.memplan = off.fold = false;
     off.dump_after = NULL;
     off.log = NULL;
     KpProgram base = {0};

@@ -12,9 +12,9 @@
 static const char usage[] =
     "usage: karpc model.json -o model.so [--header model.h] [-O0..3]\n"
     "             [--emit=ir|dot|llvm|asm|obj] [--dump-after=PASS] [--no-fuse] [--no-layout]\n"
-    "             [--no-memplan] [--no-fold] [--target-cpu=CPU] [--target-features=+f,-g]\n"
-    "             [--batch N] [--stats]\n"
-    "       PASS: shapes, verify, autodiff, simplify, fold, fusion, layout, memplan\n"
+    "             [--no-memplan] [--no-fold] [--no-group] [--target-cpu=CPU]\n"
+    "             [--target-features=+f,-g] [--batch N] [--stats]\n"
+    "       PASS: shapes, verify, autodiff, simplify, fold, fusion, layout, group, memplan\n"
     "             (--emit=dot with --dump-after prints Graphviz)\n"
     "       karpc train model.json|model.so --data SPEC [--epochs N] [--batch N] [--threads N]\n"
     "             [--save ckpt.safetensors [--save-every STEPS]] [--load ckpt.safetensors]\n"

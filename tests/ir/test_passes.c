@@ -452,7 +452,7 @@ START_TEST(pipeline_dump_after)
     opts.dump_after = "fusoin";
     ck_assert_int_eq(kp_pipeline_infer(g, &opts, &d), -1);
     ck_assert_str_eq(d.msg, "--dump-after: unknown pass 'fusoin' (passes: shapes, verify, autodiff, "
-                            "simplify, fold, fusion, layout, memplan)");
+                            "simplify, fold, fusion, layout, group, memplan)");
 }
 END_TEST
 

@@ -2,7 +2,7 @@
  * test_golden_passes.c — golden IR dumps after each optimizing pass.
  *
  * For every model tests/passes/golden/<model>.json and every pass P of
- * simplify, fold, fusion, layout, memplan, the graphs printed right after
+ * simplify, fold, fusion, layout, group, memplan, the graphs printed right after
  * P (what `karpc <model>.json --dump-after=P` prints: the inference graph,
  * then the train graph when the model trains and its pipeline runs P) must
  * equal tests/passes/golden/<model>.<P>.ir byte for byte.  The graphs are
@@ -28,7 +28,7 @@
 
 static const char *const models[] = {"dead_branch", "common_subexpr", "reshape_chain", "conv_bn",
                                      "residual_fuse"};
-static const char *const passes[] = {"simplify", "fold", "fusion", "layout", "memplan"};
+static const char *const passes[] = {"simplify", "fold", "fusion", "layout", "group", "memplan"};
 enum { NMODELS = sizeof models / sizeof models[0], NPASSES = sizeof passes / sizeof passes[0] };
 
 static char *model_path(const char *model)

@@ -67,7 +67,8 @@ typedef struct Live {
 } Live;
 
 /* The schedule position of every node: FORWARD, LOSS, BACKWARD,
- * INPUT_GRAD, UPDATE, each in node order; -1 for PREPARE nodes. */
+ * INPUT_GRAD, UPDATE, each in node order, the members of a group (they
+ * run at once) at their first member's; -1 for PREPARE nodes. */
 static int *schedule(const KpGraph *g, int *count)
 {
     static const KpPhase order[] = {KP_PHASE_FORWARD, KP_PHASE_LOSS, KP_PHASE_BACKWARD,
@@ -75,10 +76,15 @@ static int *schedule(const KpGraph *g, int *count)
     int *pos = malloc((size_t)g->nnodes * sizeof *pos + 1), n = 0;
     for (int k = 0; k < g->nnodes; k++)
         pos[k] = -1;
+    int prev = -1;
     for (int r = 0; r < 5; r++)
         for (int k = 0; k < g->nnodes; k++)
-            if (g->nodes[k]->phase == order[r])
-                pos[k] = n++;
+            if (g->nodes[k]->phase == order[r]) {
+                const KpNode *nd = g->nodes[k];
+                bool joins = prev >= 0 && nd->group > 0 && g->nodes[prev]->group == nd->group;
+                pos[k] = joins ? pos[prev] : n++;
+                prev = k;
+            }
     *count = n;
     return pos;
 }
@@ -117,7 +123,8 @@ static Live *live_ranges(const KpGraph *g, int **pos_out)
         const KpNode *n = g->nodes[k];
         if (pos[k] < 0)
             continue;
-        TOUCH(n->out, pos[k]);
+        for (int o = 0; o < kp_node_nout(n); o++)
+            TOUCH(kp_node_output(n, o), pos[k]);
         for (int i = 0; i < n->nin; i++) {
             TOUCH(n->in[i], pos[k]);
             const KpValue *b = base_of(n->in[i]);
@@ -146,7 +153,7 @@ static bool in_place_pair(const KpGraph *g, const KpValue *a, const KpValue *b, 
                           const int *pos)
 {
     const KpNode *n = b->producer;
-    if (!n || !map_op(n->op) || b == g->d_output || lv[a->id].last != pos[n->id] ||
+    if (!n || !map_op(n->op) || n->group > 0 || b == g->d_output || lv[a->id].last != pos[n->id] ||
         lv[b->id].def != pos[n->id] || a->offset != b->offset || nbytes(g, a) != nbytes(g, b))
         return false;
     for (int i = 0; i < n->nin; i++)

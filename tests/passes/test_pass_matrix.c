@@ -9,10 +9,13 @@
  * concat; conv + pool + batchnorm + dropout).  Each model is JIT-compiled
  * (karp_compile, max_batch 4, -O0 to keep the suite fast: the comparison
  * is between pass configurations at one optimization level) with all of
- * KARPC_NO_FUSE, _LAYOUT, _MEMPLAN, _FOLD set (the reference), none set,
- * each set alone and each clear alone; each is compared with the reference,
- * from the same initial parameters (copied from the reference) and the
- * same inputs:
+ * KARPC_NO_FUSE, _LAYOUT, _MEMPLAN, _FOLD, _GROUP set (the reference) and
+ * then under every other combination of the five switches: the 31 others
+ * for the examples and the golden models, and for the random graphs (and
+ * in sanitizer builds, which run about ten times slower) the eleven that
+ * switch each pass on alone or off alone, plus all on.  Each is compared
+ * with the reference, from the same initial parameters (copied from the
+ * reference) and the same inputs:
  *
  *   karp_infer's output y;
  *   karp_forward + karp_backward with a random dy: every trainable
@@ -41,18 +44,16 @@
 
 enum { BATCH = 4, STEPS = 5 };
 
-#define ALL_OFF (KARPC_NO_FUSE | KARPC_NO_LAYOUT | KARPC_NO_MEMPLAN | KARPC_NO_FOLD)
+#define ALL_OFF (KARPC_NO_FUSE | KARPC_NO_LAYOUT | KARPC_NO_MEMPLAN | KARPC_NO_FOLD | KARPC_NO_GROUP)
+enum { NPASS = 5, NCOMBO = 1 << NPASS };
 
-/* The configurations compared with all off: all on, each pass off alone,
- * each pass on alone.  (All 16 combinations took 90 s on 2 cores; these 9
- * cover every pass alone in both directions.) */
-static const unsigned configs[] = {
-    0,
-    KARPC_NO_FUSE, KARPC_NO_LAYOUT, KARPC_NO_MEMPLAN, KARPC_NO_FOLD,
-    ALL_OFF & ~KARPC_NO_FUSE, ALL_OFF & ~KARPC_NO_LAYOUT, ALL_OFF & ~KARPC_NO_MEMPLAN,
-    ALL_OFF & ~KARPC_NO_FOLD,
-};
-enum { NCONFIG = sizeof configs / sizeof configs[0] };
+/* Whether to compare under the disable_passes flags: every combination
+ * (but the reference) when all, else all on and one pass off or on alone. */
+static bool compared(unsigned flags, bool all)
+{
+    int off = __builtin_popcount(flags);
+    return flags != ALL_OFF && (all || off <= 1 || off == NPASS - 1);
+}
 
 static char *tmpdir;
 
@@ -200,10 +201,11 @@ static const char *config_name(unsigned flags, char *buf, size_t size)
 {
     if (flags == 0)
         return "all passes on";
-    snprintf(buf, size, "%s%s%s%s", flags & KARPC_NO_FUSE ? " --no-fuse" : "",
+    snprintf(buf, size, "%s%s%s%s%s", flags & KARPC_NO_FUSE ? " --no-fuse" : "",
              flags & KARPC_NO_LAYOUT ? " --no-layout" : "",
              flags & KARPC_NO_MEMPLAN ? " --no-memplan" : "",
-             flags & KARPC_NO_FOLD ? " --no-fold" : "");
+             flags & KARPC_NO_FOLD ? " --no-fold" : "",
+             flags & KARPC_NO_GROUP ? " --no-group" : "");
     return buf + 1;
 }
 
@@ -329,8 +331,9 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* path as printed: below the source tree, or the file name of a random graph */
-static void check_model(const char *path, const char *shown)
+/* path as printed: below the source tree, or the file name of a random
+ * graph; all: every combination of the switches (compared()) */
+static void check_model(const char *path, const char *shown, bool all)
 {
     karp_model *ref_model = compile(path, ALL_OFF);
     Inputs in;
@@ -342,8 +345,11 @@ static void check_model(const char *path, const char *shown)
 
     double worst = 0;
     double t0 = now();
-    for (int c = 0; c < NCONFIG; c++) {
-        unsigned flags = configs[c];
+    int nconfig = 0;
+    for (unsigned flags = 0; flags < NCOMBO; flags++) {
+        if (!compared(flags, all))
+            continue;
+        nconfig++;
         char buf[80];
         const char *config = config_name(flags, buf, sizeof buf);
         karp_model *m = compile(path, flags);
@@ -367,7 +373,7 @@ static void check_model(const char *path, const char *shown)
     }
     printf("pass matrix: %s: %d configurations against all off: output%s%s; worst %.3g of the "
            "tolerance (%.1f s)\n",
-           shown, NCONFIG, ref.has_grads ? ", gradients and dx" : "",
+           shown, nconfig, ref.has_grads ? ", gradients and dx" : "",
            ref.has_train ? ", 5 training losses" : "", worst, now() - t0);
     fflush(stdout);
     results_free(&ref);
@@ -405,9 +411,17 @@ static void list_files(void)
     }
 }
 
+/* sanitizer builds compare the eleven single-pass configurations only */
+#if defined(__SANITIZE_ADDRESS__)
+enum { EVERY_COMBINATION = 0 };
+#else
+enum { EVERY_COMBINATION = 1 };
+#endif
+
 START_TEST(model_files)
 {
-    check_model(files.gl_pathv[_i], files.gl_pathv[_i] + strlen(KARP_SOURCE_DIR) + 1);
+    check_model(files.gl_pathv[_i], files.gl_pathv[_i] + strlen(KARP_SOURCE_DIR) + 1,
+                EVERY_COMBINATION);
 }
 END_TEST
 
@@ -417,7 +431,7 @@ START_TEST(random_graphs)
 {
     rng = 0x9E3779B97F4A7C15ull + (uint64_t)_i * 0x1000193u;
     char *path = write_random(_i);
-    check_model(path, strrchr(path, '/') + 1);
+    check_model(path, strrchr(path, '/') + 1, false);
     free(path);
 }
 END_TEST

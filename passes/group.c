@@ -1,0 +1,132 @@
+/*
+ * group.c — horizontal fusion: independent nodes of one phase become one
+ * kernel.
+ *
+ * Vertical fusion (fusion.c) folds a consumer into its producer.  What it
+ * leaves are nodes that do not feed each other but run one after the
+ * other, each its own parallel region: in a backward pass the input
+ * gradient, the weight gradient and the bias gradient of one layer all
+ * read the same dy, and the loss and its gradient both read the logits.
+ * Every region costs a fork and a join of the threads (a few
+ * microseconds on two cores, which at batch 1 is most of a layer), and a
+ * small kernel alone leaves the other core idle.  This pass puts such
+ * nodes into one group; the backend runs a group as one parallel region
+ * in which every thread takes its share of each member's work items
+ * (backend/codegen_group.c).
+ *
+ * Levels.  Within a phase, a node's level is one more than the level of
+ * the deepest node of the same phase it reads (through views, which cost
+ * nothing); values from earlier phases, parameters and the input are
+ * level 0:
+ *
+ *     dy --+--> dense_grad_x (1) --> relu_grad ...      level 1: the three
+ *          +--> dense_grad_w (1)                        nodes read only dy,
+ *          +--> bias_grad    (1)                        so none waits for
+ *                                                       another: one group
+ *
+ * Nodes of one level never read each other, so all the kernels of a level
+ * can run at once.  The pass orders each phase's nodes by level (views
+ * first within a level, then the original order: still a topological
+ * order, since an input's level is lower) and gives the kernels of every
+ * level that has two or more of them one group number.
+ *
+ * Not grouped: views (no kernel), the optimizer update and PREPARE nodes
+ * (alone in their entries), and nodes of other phases; a phase never
+ * shares a group.  The memory plan gives a group one position in the
+ * schedule (its members run at the same time) and writes no member over
+ * an input in place, because another member may still read it.
+ */
+#include "passes.h"
+
+#include <stdlib.h>
+
+/* Phases in the order the entries run them, PREPARE first. */
+static int phase_rank(KpPhase ph)
+{
+    return ph == KP_PHASE_PREPARE ? 0 : (int)ph + 1;
+}
+
+static bool groupable(const KpNode *n)
+{
+    return !kp_op_is_view(n->op) && n->nin > 0 &&
+           (n->phase == KP_PHASE_FORWARD || n->phase == KP_PHASE_LOSS ||
+            n->phase == KP_PHASE_BACKWARD || n->phase == KP_PHASE_INPUT_GRAD);
+}
+
+typedef struct Key {
+    KpNode *n;
+    int rank, level, view, id;
+} Key;
+
+static int cmp_key(const void *pa, const void *pb)
+{
+    const Key *a = pa, *b = pb;
+    if (a->rank != b->rank)
+        return a->rank - b->rank;
+    if (a->level != b->level)
+        return a->level - b->level;
+    if (a->view != b->view)
+        return b->view - a->view;   /* views first */
+    return a->id - b->id;
+}
+
+/* The level a reader of v is at least: one past v's producer's level if
+ * that is a kernel of the reader's phase, the same through a view. */
+static int level_after(const int *level, const KpValue *v, KpPhase phase)
+{
+    const KpNode *p = v->producer;
+    if (!p || p->phase != phase)
+        return 0;
+    return level[p->id] + (kp_op_is_view(p->op) ? 0 : 1);
+}
+
+int kp_pass_group(KpGraph *g, const KpPassOpts *o, KpDiag *d)
+{
+    int nn = g->nnodes;
+    int *level = calloc((size_t)nn + 1, sizeof *level);
+    Key *keys = calloc((size_t)nn + 1, sizeof *keys);
+    if (!level || !keys) {
+        free(level);
+        free(keys);
+        return kp_error(d, "out of memory");
+    }
+    for (int k = 0; k < nn; k++) {
+        KpNode *n = g->nodes[k];
+        n->group = 0;
+        for (int i = 0; i < n->nin; i++) {
+            int l = level_after(level, n->in[i], n->phase);
+            if (l > level[k])
+                level[k] = l;
+        }
+        keys[k] = (Key){n, phase_rank(n->phase), level[k], kp_op_is_view(n->op), k};
+    }
+    qsort(keys, (size_t)nn, sizeof *keys, cmp_key);
+    for (int k = 0; k < nn; k++) {
+        g->nodes[k] = keys[k].n;
+        g->nodes[k]->id = k;
+    }
+
+    /* one group per (phase, level) with two kernels or more */
+    int groups = 0, members = 0;
+    for (int k = 0; k < nn;) {
+        int end = k;
+        while (end < nn && keys[end].rank == keys[k].rank && keys[end].level == keys[k].level)
+            end++;
+        int count = 0;
+        for (int j = k; j < end; j++)
+            count += groupable(keys[j].n);
+        if (count >= 2) {
+            groups++;
+            members += count;
+            for (int j = k; j < end; j++)
+                if (groupable(keys[j].n))
+                    keys[j].n->group = groups;
+        }
+        k = end;
+    }
+    free(level);
+    free(keys);
+    kp_pass_report(o, "%d groups of %d kernels: %d kernels -> %d", groups, members,
+                   kp_graph_kernel_count(g) + members - groups, kp_graph_kernel_count(g));
+    return 0;
+}
