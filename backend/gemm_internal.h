@@ -25,6 +25,7 @@ typedef struct KpGemmPlan {
     int64_t a_floats, b_floats; /* packed blocks in the scratch buffer */
     int64_t scratch_bytes;      /* per thread, 0 if none */
     bool parallel;              /* worth a thread team */
+    int64_t n_par;              /* a batch below this is one work item (1: never) */
 } KpGemmPlan;
 
 /* The plan for g on vectors of vw floats, sized for the host's caches and

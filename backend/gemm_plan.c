@@ -23,6 +23,10 @@
 
 #include "gemm_internal.h"
 
+/* Below this many multiply-adds a thread team costs more than it saves:
+ * such a GEMM is one work item (and a batched one below it at run time). */
+enum { PAR_MIN_MACS = 1 << 19 };
+
 typedef struct Host {
     int64_t l1, l1_ways, l2;
     int64_t cores;
@@ -184,12 +188,12 @@ static void choose_grid(KpGemmPlan *p, const Host *h, int64_t groups, int64_t m,
         }
 }
 
-/* The vectors of a one-row tile: at least 8 fma chains where the column
- * block allows (a widened tile still divides nc). */
-static int row_vectors(const KpGemmPlan *p)
+/* The vectors of a tile of `rows` rows: at least 8 fma chains where the
+ * column block allows (a widened tile still divides nc). */
+static int widen(const KpGemmPlan *p, int rows)
 {
     int nv = p->nv;
-    while (nv < 8 && 2 * nv <= KP_GEMM_MAX_NV && p->nc % (2 * nv * p->vw) == 0)
+    while (rows * nv < 8 && 2 * nv <= KP_GEMM_MAX_NV && p->nc % (2 * nv * p->vw) == 0)
         nv *= 2;
     return nv;
 }
@@ -204,9 +208,9 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     if (g->n.batched || m < 1 || n < 1 || k < 1 || groups < 1)
         return kp_error(d, "internal error: GEMM %s: unsupported shape %lld x %lld x %lld", g->name,
                         (long long)m, (long long)n, (long long)k);
-    if (g->c.cs != 1 || (g->a.source == KP_GEMM_PANELS))
+    if (g->c.cs != 1 || g->a.source == KP_GEMM_PANELS || (g->b.source == KP_GEMM_PANELS && g->k.batched))
         return kp_error(d, "internal error: GEMM %s: C must be contiguous along its rows, A cannot "
-                        "be prepacked", g->name);
+                        "be prepacked, B's panels need a static k", g->name);
     Host h = host();
     choose_tile(p, m, g->m.batched, n);
 
@@ -228,7 +232,7 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     int64_t macs = groups * m * n * k;
     double pa = p->pack_a ? (g->a.source == KP_GEMM_CUSTOM ? 0.5 : pack_cost(&g->a.view, 0)) : 0;
     double pb = p->pack_b ? (g->b.source == KP_GEMM_CUSTOM ? 0.5 : pack_cost(&g->b.view, 1)) : 0;
-    p->parallel = macs >= 65536 && h.cores > 1;
+    p->parallel = macs >= PAR_MIN_MACS && h.cores > 1;
     p->nrow_chunks = p->ncol_chunks = 1;
     if (p->parallel)
         choose_grid(p, &h, groups, m, n, k, pa, pb);
@@ -240,13 +244,20 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     p->nrow_chunks = ceil_div(m, p->mci);
     p->ncol_chunks = ceil_div(n, p->nci);
     p->parallel = p->parallel && groups * p->nrow_chunks * p->ncol_chunks > 1;
+    /* the multiply-adds grow with the batch: below n_par, one item */
+    p->n_par = 1;
+    if (p->parallel && (g->m.batched || g->k.batched || g->groups.batched))
+        p->n_par = ceil_div(PAR_MIN_MACS * nb, macs);
 
     p->one_block = p->ncol_chunks == 1 && p->nci == p->nc;
     /* a chunk ends in rows fewer than mr: any batch but multiples of mr,
      * else only a last chunk that is short */
-    p->row_nv = p->mr > 1 && (g->m.batched || m % p->mci % p->mr) ? row_vectors(p) : 0;
+    bool short_rows = g->m.batched || m % p->mci % p->mr || (p->n_par > 1 && m % p->mr);
+    p->row_nv = p->mr > 1 && short_rows ? widen(p, 1) : 0;
+    p->nv = widen(p, p->mr);     /* m itself may be too small for 8 chains */
 
-    p->a_floats = p->pack_a ? round_up(p->mci * p->kc + vw, 16) : 0;
+    int64_t arows = p->n_par > 1 ? round_up(m, p->mr) : p->mci;
+    p->a_floats = p->pack_a ? round_up(arows * p->kc + vw, 16) : 0;
     p->b_floats = p->pack_b ? round_up(p->nc, KP_GEMM_PANEL) * p->kc : 0;
     p->scratch_bytes = 4 * (p->a_floats + p->b_floats);
     return 0;

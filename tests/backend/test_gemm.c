@@ -13,6 +13,8 @@
  *   epilogues  every op that can be one, on dense and on dense_grad_x
  *   accumulate dense_grad_w adds into a gradient slot that holds values
  *   threads    1 and 2 threads give the same bits
+ *   the API    a grouped GEMM (one per sample) with CUSTOM packers and a
+ *              bias per row, as implicit-GEMM convolution will use it
  *
  * Tolerance: |got - ref| <= 1e-5 (|ref| + mean |ref|) (kp_test_tolerance_ratio):
  * the sums run in another order (vector lanes, fma).
@@ -24,8 +26,11 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/gemm.h"
+#include "backend/llvm_internal.h"
 #include "include/karp.h"
 #include "numcheck.h"
+#include "testutil.h"
 #include "runtime/model.h"
 #include "runtime/ref/ref.h"
 
@@ -331,6 +336,111 @@ START_TEST(test_epilogues)
 }
 END_TEST
 
+/* --- the API as convolution will use it ---------------------------------
+ * Per sample g of the batch, C_g[F x P] = W[F x K] · X_g[K x P] + b[f]:
+ * groups batched, both operands packed by CUSTOM packers (which here read
+ * a view through the stock packer, as an im2col packer would for the rows
+ * it can), the bias per row of C. */
+enum { CF = 19, CK = 27, CP = 100, CMAXB = 3 };
+
+static void pack_w(KpEmit *e, const KpGemmPackArgs *p, void *user)
+{
+    (void)user;
+    KpGemmView w = {.arg = 0, .rs = CK, .cs = 1};
+    kp_gemm_pack_view(e, p, &w);
+}
+
+static void pack_x(KpEmit *e, const KpGemmPackArgs *p, void *user)
+{
+    (void)user;
+    KpGemmView x = {.arg = 1, .rs = CP, .cs = 1, .gs = CK * CP};
+    kp_gemm_pack_view(e, p, &x);
+}
+
+/* void conv(W, X, b, Y, n) through kp_gemm_emit, JIT-compiled */
+static void *conv_kernel(const char *cpu, LLVMOrcLLJITRef *jit)
+{
+    KpTargetOpts t = {.opt_level = 3, .cpu = cpu};
+    KpCodegen *cg;
+    KpDiag d;
+    kp_diag_init(&d);
+    ck_assert_int_eq(kp_llvm_module_new(&t, "conv", &cg, &d), 0);
+    KpGraph *g = kp_graph_new();
+    g->max_batch = CMAXB;
+    KpEmit e;
+    kp_emit_init(&e, cg->ctx, cg->mod, g, cg->cfg.vector_width);
+    LLVMTypeRef params[5] = {e.ptr, e.ptr, e.ptr, e.ptr, e.i64};
+    e.fn = LLVMAddFunction(cg->mod, "conv", LLVMFunctionType(e.void_t, params, 5, 0));
+    KpNode node = {.op = KP_OP_conv2d, .nin = 3};
+    e.node = &node;
+    e.nptr = 4;
+    for (int i = 0; i < 4; i++) {
+        e.ptr_arg[i] = LLVMGetParam(e.fn, (unsigned)i);
+        e.noalias[i] = 1;
+    }
+    e.n = LLVMGetParam(e.fn, 4);
+    LLVMPositionBuilderAtEnd(e.b, LLVMAppendBasicBlockInContext(e.ctx, e.fn, "entry"));
+    KpGemmOut o = {.c = {.arg = 3, .rs = CP, .cs = 1, .gs = CF * CP}, .bias_arg = 2, .bias_per_row = true};
+    KpGemm gm = {
+        .name = "conv",
+        .m = {CF, false}, .n = {CP, false}, .k = {CK, false}, .groups = {1, true},
+        .a = {.source = KP_GEMM_CUSTOM, .pack = pack_w},
+        .b = {.source = KP_GEMM_CUSTOM, .pack = pack_x},
+        .c = o.c,
+        .store = kp_gemm_store_out,
+        .store_user = &o,
+    };
+    ck_assert_int_eq(kp_gemm_emit(&e, &gm, &d), 0);
+    ck_assert_int_gt((int)e.scratch_bytes, 0);
+    LLVMBuildRetVoid(e.b);
+    LLVMDisposeBuilder(e.b);
+    ck_assert_msg(kp_llvm_module_finish(cg, &e, &d) == 0, "%s", d.msg);
+    ck_assert_msg(kp_llvm_jit_new(cg, jit, &d) == 0, "%s", d.msg);
+    kp_llvm_free(cg);
+    kp_graph_free(g);
+    LLVMOrcExecutorAddress addr;
+    LLVMErrorRef err = LLVMOrcLLJITLookup(*jit, &addr, "conv");
+    ck_assert_ptr_null(err);
+    return (void *)(uintptr_t)addr;
+}
+
+START_TEST(test_grouped_custom_packers)
+{
+    for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++) {
+        if (!runs_here(&targets[ti]))
+            continue;
+        LLVMOrcLLJITRef jit;
+        Fn3 conv = (Fn3)(uintptr_t)conv_kernel(targets[ti].cpu, &jit);
+        void *pool = aligned_alloc(64, 4 << 20);
+        krt_scratch_bind(pool, 1 << 20, 4);
+        float *w = floats(CF * CK), *x = floats(CMAXB * CK * CP), *b = floats(CF);
+        float *y1 = floats(CMAXB * CF * CP), *y2 = floats(CMAXB * CF * CP), *ref = floats(CMAXB * CF * CP);
+        for (int64_t n = 1; n <= CMAXB; n++) {
+            karp_set_threads(2);
+            conv(w, x, b, y2, n);
+            karp_set_threads(1);
+            conv(w, x, b, y1, n);
+            karp_set_threads(0);
+            ck_assert(memcmp(y1, y2, (size_t)(n * CF * CP) * sizeof *y1) == 0);
+            for (int64_t g = 0; g < n; g++)
+                for (int64_t f = 0; f < CF; f++)
+                    for (int64_t q = 0; q < CP; q++) {
+                        float acc = b[f];
+                        for (int64_t k = 0; k < CK; k++)
+                            acc += w[f * CK + k] * x[(g * CK + k) * CP + q];
+                        ref[(g * CF + f) * CP + q] = acc;
+                    }
+            double r = kp_test_tolerance_ratio(y1, ref, n * CF * CP);
+            ck_assert_msg(r <= 1.0, "%s: n=%lld: off by %.3g x tolerance", targets[ti].name,
+                          (long long)n, r);
+        }
+        krt_scratch_bind(NULL, 0, 0);
+        free(pool), free(w), free(x), free(b), free(y1), free(y2), free(ref);
+        LLVMConsumeError(LLVMOrcDisposeLLJIT(jit));
+    }
+}
+END_TEST
+
 static void report(const char *what)
 {
     fprintf(stderr, "%s: worst %.3g of the tolerance\n", what, worst);
@@ -346,15 +456,12 @@ static Suite *gemm_suite(void)
     tcase_add_test(tc, test_grad_x_shapes);
     tcase_add_test(tc, test_grad_w_accumulates);
     tcase_add_test(tc, test_epilogues);
+    tcase_add_test(tc, test_grouped_custom_packers);
     suite_add_tcase(s, tc);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(gemm_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return kp_test_main(gemm_suite(), CK_FORK_GETENV);
 }
