@@ -119,16 +119,17 @@ static int rows_for(int vw, int nv)
 }
 
 /* The micro-tile: nv vectors (one panel for narrow C, else two vectors
- * or one panel), as many rows as the registers allow — for a batched m,
- * the most down to half of that which divides the largest batch, so that
- * a full batch needs no one-row tiles. */
-static void choose_tile(KpGemmPlan *p, int64_t mmax, bool batched, int64_t n)
+ * or one panel), as many rows as the registers allow, or the most rows
+ * down to two thirds of that which divide m (the largest batch for a
+ * batched m) while 12 accumulators remain, so that no one-row tiles are
+ * needed (fewer accumulators lose more than one-row tiles cost). */
+static void choose_tile(KpGemmPlan *p, int64_t mmax, int64_t n)
 {
     int per_panel = KP_GEMM_PANEL / p->vw;     /* vectors per 16 columns: 1, 2 or 4 */
     p->nv = n <= KP_GEMM_PANEL ? per_panel : per_panel < 2 ? 2 : per_panel;
     int most = rows_for(p->vw, p->nv);
     p->mr = most;
-    for (int mr = most; batched && mr >= (most + 1) / 2; mr--)
+    for (int mr = most; 3 * mr >= 2 * most && mr * p->nv >= 12; mr--)
         if (mmax % mr == 0) {
             p->mr = mr;
             break;
@@ -212,7 +213,7 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
         return kp_error(d, "internal error: GEMM %s: C must be contiguous along its rows, A cannot "
                         "be prepacked, B's panels need a static k", g->name);
     Host h = host();
-    choose_tile(p, m, g->m.batched, n);
+    choose_tile(p, m, n);
 
     p->pack_a = g->a.source == KP_GEMM_CUSTOM ||
                 (g->a.source == KP_GEMM_VIEW && g->a.view.rs != 1 && rows_collide(&h, p->mr, g->a.view.rs));
