@@ -49,6 +49,7 @@ typedef struct KpEmit {
     int accumulate;             /* the output is a gradient slot: add into it */
     int64_t scratch_bytes;      /* the most any work item of the module takes from
                                    krt_scratch (the descriptor's scratch_bytes) */
+    int64_t scratch_shared_bytes; /* the most any node takes from krt_scratch_shared */
 } KpEmit;
 
 /* Types, krt_parallel_for's declaration and a builder for emitting into

@@ -13,6 +13,9 @@
  *   item grid   row chunks x column chunks: enough items for the cores,
  *               each packed block duplicated as little as possible (an
  *               item packs its own rows of A and columns of B)
+ *   split k     a tiny C with a long k: fixed chunks of k as more items,
+ *               their partial sums added in chunk order by the last
+ *               chunk of each tile to finish
  *
  * None of these changes a result: every element is one fma chain in k
  * order (gemm.h), so the host's caches choose speed only.
@@ -24,8 +27,11 @@
 #include "gemm_internal.h"
 
 /* Below this many multiply-adds a thread team costs more than it saves:
- * such a GEMM is one work item (and a batched one below it at run time). */
-enum { PAR_MIN_MACS = 1 << 19 };
+ * such a GEMM is one work item (and a batched one below it at run time).
+ * A C of at most SPLIT_C floats gives the threads too few tiles: with k at
+ * least two chunks of SPLIT_K, k is split into at most SPLIT_MAX fixed
+ * chunks, from the shape alone (never the host or the thread count). */
+enum { PAR_MIN_MACS = 1 << 19, SPLIT_C = 4096, SPLIT_K = 2048, SPLIT_MAX = 16 };
 
 typedef struct Host {
     int64_t l1, l1_ways, l2;
@@ -257,6 +263,18 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     p->row_nv = p->mr > 1 && short_rows ? widen(p, 1) : 0;
     p->nv = widen(p, p->mr);     /* m itself may be too small for 8 chains */
 
+    p->kchunks_max = 1;
+    if (macs >= PAR_MIN_MACS && !g->m.batched && !g->groups.batched && g->groups.size == 1 &&
+        m * n <= SPLIT_C && k >= 2 * SPLIT_K) {
+        p->kchunks_max = ceil_div(k, SPLIT_K) < SPLIT_MAX ? ceil_div(k, SPLIT_K) : SPLIT_MAX;
+        /* a batched k: chunks of SPLIT_K, as many as the batch makes, at run time */
+        p->kchunk = g->k.batched ? SPLIT_K : ceil_div(k, p->kchunks_max);
+        p->m_floats = round_up(m * n, 16);
+        p->counters_at = 4 * p->m_floats * p->kchunks_max;
+        p->shared_bytes = p->counters_at + 8 * p->nrow_chunks * p->ncol_chunks;
+        p->n_par = 1;
+        p->parallel = h.cores > 1;
+    }
     int64_t arows = p->n_par > 1 ? round_up(m, p->mr) : p->mci;
     p->a_floats = p->pack_a ? round_up(arows * p->kc + vw, 16) : 0;
     p->b_floats = p->pack_b ? round_up(p->nc, KP_GEMM_PANEL) * p->kc : 0;

@@ -3,7 +3,7 @@
  * like the AOT one (so the JIT and model.so run the same machine code).
  *
  *   LLJIT ── main JITDylib ── the model module (karp_model_v1, <name>_infer, ...)
- *                          ├─ krt_parallel_for, krt_scratch, krt_scratch_bind:
+ *                          ├─ krt_parallel_for, krt_scratch(_shared, _bind):
  *                          │    absolute symbols, this process's runtime
  *                          └─ process symbols (libm, libc) by dlsym
  *
@@ -30,6 +30,7 @@ static LLVMErrorRef define_runtime_symbols(LLVMOrcLLJITRef jit, LLVMOrcJITDylibR
     const struct { const char *name; void *fn; } rt[] = {
         {"krt_parallel_for", (void *)(uintptr_t)&krt_parallel_for},
         {"krt_scratch", (void *)(uintptr_t)&krt_scratch},
+        {"krt_scratch_shared", (void *)(uintptr_t)&krt_scratch_shared},
         {"krt_scratch_bind", (void *)(uintptr_t)&krt_scratch_bind},
     };
     enum { NRT = sizeof rt / sizeof rt[0] };
