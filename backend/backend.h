@@ -50,13 +50,13 @@ void kp_llvm_free(KpCodegen *cg);
 /* One node of a planned graph (values with storage) JIT-compiled alone,
  * as a model compiles it, into
  *     void kernel(ptr in0, ..., ptr out, i64 n)
- * for kernel tests and benchmarks.  The caller binds scratch_bytes per
- * thread (krt_scratch_bind, runtime/model.h) before calling a kernel that
- * needs it.  Free with kp_llvm_node_jit_free. */
+ * for kernel tests and benchmarks.  The caller binds scratch (bytes per
+ * thread and shared, krt_scratch_bind in runtime/model.h) before calling
+ * a kernel that needs it.  Free with kp_llvm_node_jit_free. */
 typedef struct KpNodeJit {
     void *jit;                  /* the LLJIT */
     void *fn;                   /* kernel */
-    int64_t scratch_bytes;
+    int64_t scratch_bytes, scratch_shared_bytes;
     int vector_width;           /* floats per vector of the target */
 } KpNodeJit;
 int kp_llvm_node_jit(const KpGraph *g, const KpNode *n, const KpTargetOpts *t, KpNodeJit *out,

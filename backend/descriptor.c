@@ -84,7 +84,7 @@ LLVMTypeRef kp_llvm_model_desc_type(LLVMContextRef ctx)
         i64, ptr,                 /* naugment, augment */
         i64, ptr,                 /* prep_floats, prepare (ABI 4) */
         i64, ptr,                 /* nvalues, values */
-        i64, ptr,                 /* scratch_bytes, bind_scratch (ABI 5) */
+        i64, i64, ptr,            /* scratch_bytes, scratch_shared_bytes, bind_scratch (ABI 5) */
     };
     t = LLVMStructCreateNamed(ctx, "KarpModelDesc");
     LLVMStructSetBody(t, fields, sizeof fields / sizeof fields[0], 0);
@@ -265,9 +265,9 @@ static LLVMValueRef bind_scratch(LLVMModuleRef mod, int64_t scratch_bytes)
     LLVMValueRef fn = LLVMGetNamedFunction(mod, "krt_scratch_bind");
     if (fn)
         return fn;
-    LLVMTypeRef params[3] = {ptr, i64, i64};
+    LLVMTypeRef params[4] = {ptr, ptr, i64, i64};
     return LLVMAddFunction(mod, "krt_scratch_bind",
-                           LLVMFunctionType(LLVMVoidTypeInContext(ctx), params, 3, 0));
+                           LLVMFunctionType(LLVMVoidTypeInContext(ctx), params, 4, 0));
 }
 
 int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *tg,
@@ -341,7 +341,8 @@ int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *
         i64c(ctx, nvalues),
         values,
         i64c(ctx, entries->scratch_bytes),
-        bind_scratch(mod, entries->scratch_bytes),
+        i64c(ctx, entries->scratch_shared_bytes),
+        bind_scratch(mod, entries->scratch_bytes + entries->scratch_shared_bytes),
     };
     LLVMTypeRef dty = kp_llvm_model_desc_type(ctx);
     LLVMValueRef desc = LLVMAddGlobal(mod, dty, KARP_DESCRIPTOR_SYMBOL);

@@ -59,6 +59,8 @@ typedef struct KpEmit {
      * otherwise */
     LLVMValueRef share_t, share_nt;
     int regions;                /* kp_emit_parallel calls of the node being emitted */
+    int64_t scratch_shared_bytes; /* the shared scratch of the module: the ranges its
+                                     split GEMMs took, one after the other */
 } KpEmit;
 
 /* Types, krt_parallel_for's declaration and a builder for emitting into

@@ -6,6 +6,14 @@
  * thread's scratch buffer for the packed blocks.  A batch too small to be
  * worth a thread team (below the plan's n_par) is one item, R = C = 1,
  * which krt_parallel_for runs on the calling thread.
+ *
+ * Split k (the plan's kchunks_max > 1): item = tile * S + s for S chunks
+ * of k.  Chunk s of a tile sums its k into partial C number s (the call's
+ * shared scratch), then counts itself done on the tile's counter; the
+ * chunk that completes the count adds the S partials in order 0, 1, ...
+ * and stores the tile.  Whichever thread that is, the sums are the same.
+ *
+ *   shared scratch:  | partial C 0 | partial C 1 | ... | counter per tile |
  */
 #include "gemm_internal.h"
 
@@ -20,30 +28,33 @@ static LLVMValueRef extent(KpEmit *e, const KpGemmDim *d)
     return d->batched ? LLVMBuildNSWMul(e->b, e->n, size, "") : size;
 }
 
-static LLVMValueRef ceil_div(KpEmit *e, LLVMValueRef a, int64_t b)
+static LLVMValueRef ceil_div(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
 {
-    return LLVMBuildUDiv(e->b, LLVMBuildNSWAdd(e->b, a, kp_i64(e, b - 1), ""), kp_i64(e, b), "");
+    LLVMValueRef up = LLVMBuildNSWAdd(e->b, a, LLVMBuildNSWSub(e->b, b, kp_i64(e, 1), ""), "");
+    return LLVMBuildUDiv(e->b, up, b, "");
 }
 
-/* ptr krt_scratch(void): this thread's buffer of the model's scratch_bytes */
-static LLVMValueRef call_scratch(KpEmit *e)
+/* ptr name(void): the runtime's scratch of this thread, or of this call */
+static LLVMValueRef call_runtime(KpEmit *e, const char *name)
 {
     LLVMTypeRef ty = LLVMFunctionType(e->ptr, NULL, 0, 0);
-    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, "krt_scratch");
+    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, name);
     if (!fn)
-        fn = LLVMAddFunction(e->mod, "krt_scratch", ty);
-    return LLVMBuildCall2(e->b, ty, fn, NULL, 0, "scratch");
+        fn = LLVMAddFunction(e->mod, name, ty);
+    return LLVMBuildCall2(e->b, ty, fn, NULL, 0, name);
 }
 
-/* The grid at run time: R, C and the chunk sizes, one chunk each below n_par. */
+/* The grid at run time: R, C, the chunk sizes (one chunk each below
+ * n_par), and for a split k the chunks S and their length. */
 typedef struct Grid {
-    LLVMValueRef m, rchunks, cchunks, mci, nci;
+    LLVMValueRef m, k, rchunks, cchunks, mci, nci;
+    LLVMValueRef kchunks, kchunk;
 } Grid;
 
 static Grid grid(KpEmit *e, const KpGemm *g, const KpGemmPlan *p)
 {
-    Grid r = {.m = extent(e, &g->m)};
-    r.rchunks = ceil_div(e, r.m, p->mci);
+    Grid r = {.m = extent(e, &g->m), .k = extent(e, &g->k)};
+    r.rchunks = ceil_div(e, r.m, kp_i64(e, p->mci));
     r.cchunks = kp_i64(e, p->ncol_chunks);
     r.mci = kp_i64(e, p->mci);
     r.nci = kp_i64(e, p->nci);
@@ -55,7 +66,52 @@ static Grid grid(KpEmit *e, const KpGemm *g, const KpGemmPlan *p)
         r.mci = LLVMBuildSelect(e->b, small, r.m, r.mci, "");
         r.nci = LLVMBuildSelect(e->b, small, kp_i64(e, g->n.size), r.nci, "");
     }
+    r.kchunks = kp_i64(e, p->kchunks_max);
+    r.kchunk = kp_i64(e, p->kchunk);
+    if (p->kchunks_max > 1 && g->k.batched) {
+        /* the plan's rule at this batch: chunks of about kchunk, at most kchunks_max */
+        r.kchunks = kp_min_i64(e, ceil_div(e, r.k, r.kchunk), r.kchunks);
+        r.kchunk = ceil_div(e, r.k, r.kchunks);
+    }
     return r;
+}
+
+static LLVMValueRef items_of(KpEmit *e, const KpGemm *g, const Grid *r)
+{
+    LLVMValueRef items = LLVMBuildNSWMul(e->b, r->rchunks, r->cchunks, "tiles");
+    items = LLVMBuildNSWMul(e->b, items, extent(e, &g->groups), "");
+    return LLVMBuildNSWMul(e->b, items, r->kchunks, "items");
+}
+
+/* A chunk of a split k: its sums into its partial C, then the tile's
+ * counter; the last chunk of the tile adds them all. */
+static void split_item(KpEmit *e, const KpGemm *g, const KpGemmPlan *p, const KpKernelArgs *a,
+                       KpGemmItem *it, const Grid *r, LLVMValueRef tile, LLVMValueRef s)
+{
+    LLVMValueRef shared = call_runtime(e, "krt_scratch_shared");
+    it->k0 = LLVMBuildNSWMul(e->b, s, r->kchunk, "k0");
+    it->kend = kp_min_i64(e, LLVMBuildNSWAdd(e->b, it->k0, r->kchunk, ""), r->k);
+    LLVMValueRef part0 = kp_gep(e, shared, kp_i64(e, 0));
+    it->partials = kp_gep(e, part0, LLVMBuildNSWMul(e->b, s, kp_i64(e, p->m_floats), ""));
+    kp_gemm_item(e, g, p, a, it);
+    LLVMTypeRef i8 = LLVMInt8TypeInContext(e->ctx);
+    LLVMValueRef at = LLVMBuildNSWAdd(e->b, kp_i64(e, p->counters_at),
+                                      LLVMBuildNSWMul(e->b, tile, kp_i64(e, 8), ""), "");
+    LLVMValueRef counter = LLVMBuildInBoundsGEP2(e->b, i8, shared, &at, 1, "");
+    LLVMValueRef done = LLVMBuildAtomicRMW(e->b, LLVMAtomicRMWBinOpAdd, counter, kp_i64(e, 1),
+                                           LLVMAtomicOrderingAcquireRelease, 0);
+    LLVMValueRef last = LLVMBuildICmp(e->b, LLVMIntEQ, done,
+                                      LLVMBuildNSWSub(e->b, r->kchunks, kp_i64(e, 1), ""), "");
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
+    LLVMBasicBlockRef red = LLVMAppendBasicBlockInContext(e->ctx, fn, "reduce");
+    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "reduced");
+    LLVMBuildCondBr(e->b, last, red, join);
+    LLVMPositionBuilderAtEnd(e->b, red);
+    it->partials = part0;
+    it->nchunks = r->kchunks;
+    kp_gemm_reduce(e, g, p, a, it);
+    LLVMBuildBr(e->b, join);
+    LLVMPositionBuilderAtEnd(e->b, join);
 }
 
 static void kernel(KpEmit *e, const KpKernelArgs *a, void *user)
@@ -63,21 +119,29 @@ static void kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     const Job *j = user;
     const KpGemm *g = j->g;
     const KpGemmPlan *p = &j->p;
-    LLVMValueRef scratch = p->scratch_bytes > 0 ? call_scratch(e) : NULL;
-    LLVMValueRef k = extent(e, &g->k);
+    KpGemmItem it = {.scratch = p->scratch_bytes > 0 ? call_runtime(e, "krt_scratch") : NULL};
     Grid r = grid(e, g, p);
+    it.kfull = r.k;
     LLVMValueRef per_group = LLVMBuildNSWMul(e->b, r.rchunks, r.cchunks, "");
     KpLoop li;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
-    LLVMValueRef grp = LLVMBuildUDiv(e->b, li.iv, per_group, "g");
-    LLVMValueRef rest = LLVMBuildURem(e->b, li.iv, per_group, "");
+    LLVMValueRef tile = LLVMBuildUDiv(e->b, li.iv, r.kchunks, "tile");
+    LLVMValueRef s = LLVMBuildURem(e->b, li.iv, r.kchunks, "chunk");
+    it.grp = LLVMBuildUDiv(e->b, tile, per_group, "g");
+    LLVMValueRef rest = LLVMBuildURem(e->b, tile, per_group, "");
     LLVMValueRef rc = LLVMBuildUDiv(e->b, rest, r.cchunks, "rc");
     LLVMValueRef cc = LLVMBuildURem(e->b, rest, r.cchunks, "cc");
-    LLVMValueRef i0 = LLVMBuildNSWMul(e->b, rc, r.mci, "i0");
-    LLVMValueRef mi = kp_min_i64(e, r.mci, LLVMBuildNSWSub(e->b, r.m, i0, ""));
-    LLVMValueRef j0 = LLVMBuildNSWMul(e->b, cc, r.nci, "j0");
-    LLVMValueRef jend = kp_min_i64(e, LLVMBuildNSWAdd(e->b, j0, r.nci, ""), kp_i64(e, g->n.size));
-    kp_gemm_item(e, g, p, a, scratch, grp, i0, mi, j0, jend, k);
+    it.i0 = LLVMBuildNSWMul(e->b, rc, r.mci, "i0");
+    it.mi = kp_min_i64(e, r.mci, LLVMBuildNSWSub(e->b, r.m, it.i0, ""));
+    it.j0 = LLVMBuildNSWMul(e->b, cc, r.nci, "j0");
+    it.jend = kp_min_i64(e, LLVMBuildNSWAdd(e->b, it.j0, r.nci, ""), kp_i64(e, g->n.size));
+    if (p->kchunks_max > 1) {
+        split_item(e, g, p, a, &it, &r, tile, s);
+    } else {
+        it.k0 = kp_i64(e, 0);
+        it.kend = r.k;
+        kp_gemm_item(e, g, p, a, &it);
+    }
     kp_loop_end(e, &li);
 }
 
@@ -88,9 +152,16 @@ int kp_gemm_emit(KpEmit *e, const KpGemm *g, KpDiag *d)
         return -1;
     if (j.p.scratch_bytes > e->scratch_bytes)
         e->scratch_bytes = j.p.scratch_bytes;
+    if (j.p.shared_bytes > e->scratch_shared_bytes)
+        e->scratch_shared_bytes = j.p.shared_bytes;
     Grid r = grid(e, g, &j.p);
-    LLVMValueRef items = LLVMBuildNSWMul(e->b, r.rchunks, r.cchunks, "items");
-    items = LLVMBuildNSWMul(e->b, items, extent(e, &g->groups), "");
-    kp_emit_parallel(e, g->name, kp_i64(e, 0), items, j.p.parallel, kernel, &j);
+    if (j.p.kchunks_max > 1) {      /* the tiles' counters start at 0 */
+        LLVMValueRef shared = call_runtime(e, "krt_scratch_shared");
+        LLVMValueRef at = kp_i64(e, j.p.counters_at);
+        LLVMValueRef counters = LLVMBuildInBoundsGEP2(e->b, LLVMInt8TypeInContext(e->ctx), shared, &at, 1, "");
+        LLVMBuildMemSet(e->b, counters, LLVMConstInt(LLVMInt8TypeInContext(e->ctx), 0, 0),
+                        kp_i64(e, j.p.shared_bytes - j.p.counters_at), 8);
+    }
+    kp_emit_parallel(e, g->name, kp_i64(e, 0), items_of(e, g, &r), j.p.parallel, kernel, &j);
     return 0;
 }

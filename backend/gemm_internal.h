@@ -24,6 +24,13 @@ typedef struct KpGemmPlan {
     bool pack_a, pack_b;
     int64_t a_floats, b_floats; /* packed blocks in the scratch buffer */
     int64_t scratch_bytes;      /* per thread, 0 if none */
+    /* split k (tiny C, long k): at most kchunks_max chunks (1: no split) of
+     * kchunk (for a batched k, chunks of about kchunk at run time), their
+     * partial C in the shared scratch, then the tiles' counters */
+    int64_t kchunks_max, kchunk;
+    int64_t m_floats;           /* floats of one partial C, m x n */
+    int64_t counters_at;        /* bytes into the shared area */
+    int64_t shared_bytes;
     bool parallel;              /* worth a thread team */
     int64_t n_par;              /* a batch below this is one work item (1: never) */
 } KpGemmPlan;
@@ -41,11 +48,23 @@ void kp_gemm_loop_end(KpEmit *e, KpLoop *l);
 LLVMValueRef kp_gemm_view_at(KpEmit *e, const KpKernelArgs *ka, const KpGemmView *v,
                              LLVMValueRef g, LLVMValueRef r, LLVMValueRef c);
 
-/* The body of one work item (gemm_kernel.c): rows [i0, i0 + mi) and
- * columns [j0, jend) of group grp of C, k over [0, kfull); scratch holds
- * the packed blocks (NULL when nothing is packed). */
+/* One work item: rows [i0, i0 + mi) and columns [j0, jend) of group grp
+ * of C, k over [k0, kend) of [0, kfull); scratch the thread's slot (NULL
+ * when nothing is packed).  For a chunk of a split k, partials is where
+ * its sums go ([m][n] floats, the chunk's), else NULL; a reduction reads
+ * nchunks of them from partials (chunk 0's) on. */
+typedef struct KpGemmItem {
+    LLVMValueRef grp, i0, mi, j0, jend;
+    LLVMValueRef k0, kend, kfull;
+    LLVMValueRef scratch, partials, nchunks;
+} KpGemmItem;
+
+/* The body of a work item (gemm_kernel.c). */
 void kp_gemm_item(KpEmit *e, const KpGemm *g, const KpGemmPlan *p, const KpKernelArgs *ka,
-                  LLVMValueRef scratch, LLVMValueRef grp, LLVMValueRef i0, LLVMValueRef mi,
-                  LLVMValueRef j0, LLVMValueRef jend, LLVMValueRef kfull);
+                  const KpGemmItem *it);
+/* Split k: the item's tile of C from the partials of its chunks, added
+ * in chunk order (to C first in accumulate mode), then stored finally. */
+void kp_gemm_reduce(KpEmit *e, const KpGemm *g, const KpGemmPlan *p, const KpKernelArgs *ka,
+                    const KpGemmItem *it);
 
 #endif

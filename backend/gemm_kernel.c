@@ -9,6 +9,10 @@
  * at a time by tiles wide enough for at least 8 fma chains (batch 1 too):
  *
  *   rows of a chunk:   | mr | mr | ... | mr |1|1|1|
+ *
+ * A chunk of a split k stores its sums plainly into its own partial C;
+ * the reduction walks the same tiles, adding the chunks' partials in
+ * chunk order before the final store.
  */
 #include <string.h>
 
@@ -21,11 +25,13 @@ typedef struct Block {
     const KpGemm *g;
     const KpGemmPlan *p;
     const KpKernelArgs *ka;
+    const KpGemmItem *it;
     LLVMValueRef apk, bpk;      /* packed A and B blocks, if packed */
     LLVMValueRef kfull;         /* K, i64 */
     LLVMValueRef grp, i0, pc, kc, jc, ncur;
     LLVMValueRef first, last;   /* i1: the first and the last k block */
     bool one_k;                 /* K is one block: first and last always */
+    bool reduce;                /* the tiles add the chunks' partials (no k) */
     int64_t wlast;              /* columns of the last column block of C */
 } Block;
 
@@ -122,10 +128,14 @@ static LLVMValueRef b_vec(const Block *s, LLVMValueRef j, int v, int64_t *ks)
     return kp_gemm_view_at(e, s->ka, bv, s->grp, s->pc, addc(e, j, off));
 }
 
+/* Element (i + r, j + v*vw) of C, or of the chunk's partials */
 static LLVMValueRef c_at(const Block *s, LLVMValueRef i, int r, LLVMValueRef j, int v)
 {
-    return kp_gemm_view_at(s->e, s->ka, &s->g->c, s->grp, addc(s->e, i, r),
-                           addc(s->e, j, (int64_t)v * s->e->vw));
+    KpEmit *e = s->e;
+    LLVMValueRef row = addc(e, i, r), col = addc(e, j, (int64_t)v * e->vw);
+    if (s->it->partials && !s->reduce)
+        return kp_gep(e, s->it->partials, add(e, mulc(e, row, s->g->n.size), col));
+    return kp_gemm_view_at(e, s->ka, &s->g->c, s->grp, row, col);
 }
 
 void kp_gemm_loop_end(KpEmit *e, KpLoop *l)
@@ -146,14 +156,16 @@ void kp_gemm_loop_end(KpEmit *e, KpLoop *l)
     LLVMSetMetadata(LLVMGetBasicBlockTerminator(latch), kind, LLVMMetadataAsValue(e->ctx, id));
 }
 
-/* One micro-tile: rows [i, i+mr), columns [j, j + nv*vw), the last
- * vector `lanes` wide; accumulated over the block's k, then stored. */
-static void micro(const Block *s, int mr, int nv, int lanes, LLVMValueRef i, LLVMValueRef j)
+/* The accumulators of a micro-tile over the block's k: from zero (or C:
+ * accumulate mode, a k block after the first) an fma per k. */
+static void multiply(const Block *s, int mr, int nv, int lanes, LLVMValueRef i, LLVMValueRef j,
+                     LLVMValueRef slot[][KP_GEMM_MAX_NV])
 {
     KpEmit *e = s->e;
     const KpGemm *g = s->g;
+    bool accumulate = g->accumulate && !s->it->partials;
     ARows a = a_rows(s, i);
-    LLVMValueRef bbase[KP_GEMM_MAX_NV], slot[KP_GEMM_MAX_MR][KP_GEMM_MAX_NV];
+    LLVMValueRef bbase[KP_GEMM_MAX_NV];
     int64_t bks = 0;
     for (int v = 0; v < nv; v++)
         bbase[v] = b_vec(s, j, v, &bks);
@@ -162,14 +174,12 @@ static void micro(const Block *s, int mr, int nv, int lanes, LLVMValueRef i, LLV
     LLVMValueRef zero = kp_fconst(e->vec, 0.0);
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) {
-            int w = v == nv - 1 ? lanes : e->vw;
             LLVMValueRef init = zero;
-            if (g->accumulate || !s->one_k) {
-                init = load_lanes(e, c_at(s, i, r, j, v), w);
-                if (!g->accumulate)
+            if (accumulate || !s->one_k) {
+                init = load_lanes(e, c_at(s, i, r, j, v), v == nv - 1 ? lanes : e->vw);
+                if (!accumulate)
                     init = LLVMBuildSelect(e->b, s->first, zero, init, "");
             }
-            slot[r][v] = kp_alloca(e, e->vec, "acc");
             LLVMBuildStore(e->b, init, slot[r][v]);
         }
     KpLoop lk;
@@ -187,32 +197,83 @@ static void micro(const Block *s, int mr, int nv, int lanes, LLVMValueRef i, LLV
         }
     }
     kp_gemm_loop_end(e, &lk);
+}
 
+/* The accumulators of a micro-tile of a split k: from zero (or C) the
+ * chunks' partials added in chunk order. */
+static void add_partials(const Block *s, int mr, int nv, int lanes, LLVMValueRef i, LLVMValueRef j,
+                         LLVMValueRef slot[][KP_GEMM_MAX_NV])
+{
+    KpEmit *e = s->e;
+    LLVMValueRef zero = kp_fconst(e->vec, 0.0);
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) {
+            int w = v == nv - 1 ? lanes : e->vw;
+            LLVMBuildStore(e->b, s->g->accumulate ? load_lanes(e, c_at(s, i, r, j, v), w) : zero,
+                           slot[r][v]);
+        }
+    int64_t n = s->g->n.size;
+    KpLoop lc;
+    kp_loop_begin(e, &lc, kp_i64(e, 0), s->it->nchunks, 1, "chunk");
+    LLVMValueRef part = kp_gep(e, s->it->partials, mulc(e, lc.iv, s->p->m_floats));
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++) {
+            LLVMValueRef at = add(e, mulc(e, addc(e, i, r), n), addc(e, j, (int64_t)v * e->vw));
+            LLVMValueRef x = load_lanes(e, kp_gep(e, part, at), v == nv - 1 ? lanes : e->vw);
+            LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, slot[r][v], "");
+            LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, old, x, ""), slot[r][v]);
+        }
+    kp_gemm_loop_end(e, &lc);
+}
+
+static void store_plain(const Block *s, const KpGemmTile *t)
+{
+    for (int r = 0; r < t->mr; r++)
+        for (int v = 0; v < t->nv; v++)
+            store_lanes(s->e, t->acc[r][v], c_at(s, t->i0, r, t->j0, v),
+                        v == t->nv - 1 ? t->lanes : s->e->vw);
+}
+
+/* One micro-tile: rows [i, i+mr), columns [j, j + nv*vw), the last
+ * vector `lanes` wide: its accumulators, then the store — the final one
+ * after the last k block (or the reduction), a plain one before it (and
+ * for a chunk of a split k). */
+static void micro(const Block *s, int mr, int nv, int lanes, LLVMValueRef i, LLVMValueRef j)
+{
+    KpEmit *e = s->e;
+    const KpGemm *g = s->g;
+    LLVMValueRef slot[KP_GEMM_MAX_MR][KP_GEMM_MAX_NV];
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < nv; v++)
+            slot[r][v] = kp_alloca(e, e->vec, "acc");
+    if (s->reduce)
+        add_partials(s, mr, nv, lanes, i, j, slot);
+    else
+        multiply(s, mr, nv, lanes, i, j, slot);
     KpGemmTile t = {.ka = s->ka, .g = s->grp, .i0 = i, .j0 = j, .mr = mr, .nv = nv, .lanes = lanes};
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++)
             t.acc[r][v] = LLVMBuildLoad2(e->b, e->vec, slot[r][v], "");
+    if (s->it->partials && !s->reduce) {
+        store_plain(s, &t);
+        return;
+    }
     LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
     LLVMBasicBlockRef join = NULL;
-    if (!s->one_k) {
+    if (!s->one_k && !s->reduce) {
         LLVMBasicBlockRef fin = LLVMAppendBasicBlockInContext(e->ctx, fn, "tile.final");
         LLVMBasicBlockRef part = LLVMAppendBasicBlockInContext(e->ctx, fn, "tile.partial");
         join = LLVMAppendBasicBlockInContext(e->ctx, fn, "tile.done");
         LLVMBuildCondBr(e->b, s->last, fin, part);
         LLVMPositionBuilderAtEnd(e->b, part);
-        for (int r = 0; r < mr; r++)
-            for (int v = 0; v < nv; v++)
-                store_lanes(e, t.acc[r][v], c_at(s, i, r, j, v), v == nv - 1 ? lanes : e->vw);
+        store_plain(s, &t);
         LLVMBuildBr(e->b, join);
         LLVMPositionBuilderAtEnd(e->b, fin);
     }
-    if (g->store) {
+    if (g->store)
         g->store(e, &t, g->store_user);
-    } else {
-        for (int r = 0; r < mr; r++)
-            for (int v = 0; v < nv; v++)
-                store_lanes(e, t.acc[r][v], c_at(s, i, r, j, v), v == nv - 1 ? lanes : e->vw);
-    }
+    else
+        store_plain(s, &t);
     if (join) {
         LLVMBuildBr(e->b, join);
         LLVMPositionBuilderAtEnd(e->b, join);
@@ -295,35 +356,55 @@ static void pack(const Block *s, const KpGemmOperand *op, LLVMValueRef dst, LLVM
         kp_gemm_pack_view(s->e, &a, &op->view);
 }
 
+static Block block(KpEmit *e, const KpGemm *g, const KpGemmPlan *p, const KpKernelArgs *ka,
+                   const KpGemmItem *it)
+{
+    Block s = {.e = e, .g = g, .p = p, .ka = ka, .it = it, .grp = it->grp, .i0 = it->i0};
+    int64_t n = g->n.size, last_chunk = (p->ncol_chunks - 1) * p->nci;
+    s.wlast = (n - last_chunk) - (n - last_chunk - 1) / p->nc * p->nc;
+    return s;
+}
+
 /* The item's k blocks; per block its A rows packed, then per column
  * block its B columns packed and the rows computed. */
 void kp_gemm_item(KpEmit *e, const KpGemm *g, const KpGemmPlan *p, const KpKernelArgs *ka,
-                  LLVMValueRef scratch, LLVMValueRef grp, LLVMValueRef i0, LLVMValueRef mi,
-                  LLVMValueRef j0, LLVMValueRef jend, LLVMValueRef kfull)
+                  const KpGemmItem *it)
 {
-    Block s = {.e = e, .g = g, .p = p, .ka = ka, .kfull = kfull, .grp = grp, .i0 = i0};
+    Block s = block(e, g, p, ka, it);
+    s.kfull = it->kfull;
     if (p->pack_a)
-        s.apk = scratch;
+        s.apk = it->scratch;
     if (p->pack_b)
-        s.bpk = kp_gep(e, scratch, kp_i64(e, p->a_floats));
-    int64_t n = g->n.size, last_chunk = (p->ncol_chunks - 1) * p->nci;
-    s.wlast = (n - last_chunk) - (n - last_chunk - 1) / p->nc * p->nc;
-    s.one_k = !g->k.batched && g->k.size <= p->kc;
+        s.bpk = kp_gep(e, it->scratch, kp_i64(e, p->a_floats));
+    s.one_k = !g->k.batched && g->k.size <= p->kc && p->kchunks_max == 1;
     KpLoop lp;
-    kp_loop_begin(e, &lp, kp_i64(e, 0), kfull, p->kc, "pc");
+    kp_loop_begin(e, &lp, it->k0, it->kend, p->kc, "pc");
     s.pc = lp.iv;
-    s.kc = kp_min_i64(e, kp_i64(e, p->kc), LLVMBuildNSWSub(e->b, kfull, lp.iv, ""));
-    s.first = LLVMBuildICmp(e->b, LLVMIntEQ, lp.iv, kp_i64(e, 0), "first");
-    s.last = LLVMBuildICmp(e->b, LLVMIntSGE, add(e, lp.iv, s.kc), kfull, "last");
+    s.kc = kp_min_i64(e, kp_i64(e, p->kc), LLVMBuildNSWSub(e->b, it->kend, lp.iv, ""));
+    s.first = LLVMBuildICmp(e->b, LLVMIntEQ, lp.iv, it->k0, "first");
+    s.last = LLVMBuildICmp(e->b, LLVMIntSGE, add(e, lp.iv, s.kc), it->kend, "last");
     if (p->pack_a)
-        pack(&s, &g->a, s.apk, i0, mi, p->mr, false);
+        pack(&s, &g->a, s.apk, it->i0, it->mi, p->mr, false);
     KpLoop lj;
-    kp_loop_begin(e, &lj, j0, jend, p->nc, "jc");
+    kp_loop_begin(e, &lj, it->j0, it->jend, p->nc, "jc");
     s.jc = lj.iv;
-    s.ncur = kp_min_i64(e, kp_i64(e, p->nc), LLVMBuildNSWSub(e->b, jend, lj.iv, ""));
+    s.ncur = kp_min_i64(e, kp_i64(e, p->nc), LLVMBuildNSWSub(e->b, it->jend, lj.iv, ""));
     if (p->pack_b)
         pack(&s, &g->b, s.bpk, s.jc, s.ncur, KP_GEMM_PANEL, true);
-    rows(&s, mi);
+    rows(&s, it->mi);
     kp_loop_end(e, &lj);
     kp_loop_end(e, &lp);
+}
+
+void kp_gemm_reduce(KpEmit *e, const KpGemm *g, const KpGemmPlan *p, const KpKernelArgs *ka,
+                    const KpGemmItem *it)
+{
+    Block s = block(e, g, p, ka, it);
+    s.reduce = true;
+    KpLoop lj;
+    kp_loop_begin(e, &lj, it->j0, it->jend, p->nc, "jc");
+    s.jc = lj.iv;
+    s.ncur = kp_min_i64(e, kp_i64(e, p->nc), LLVMBuildNSWSub(e->b, it->jend, lj.iv, ""));
+    rows(&s, it->mi);
+    kp_loop_end(e, &lj);
 }

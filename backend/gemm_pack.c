@@ -82,13 +82,14 @@ static void pack_lines(KpEmit *e, const KpGemmPackArgs *p, const Src *s)
     KpLoop lt, lk;
     kp_loop_begin(e, &lt, kp_i64(e, 0), panels, 1, "pt");
     LLVMValueRef l = mulc(e, lt.iv, p->w);
-    kp_loop_begin(e, &lk, kp_i64(e, 0), p->kc, 1, "pk");
     for (int q = 0; q < p->w; q += e->vw) {
         LLVMValueRef lq = LLVMBuildNSWAdd(e->b, l, kp_i64(e, q), "");
-        LLVMValueRef v = masked_load(e, src_at(e, s, lq, lk.iv), lanes_below(e, lq, p->nl));
+        LLVMValueRef mask = lanes_below(e, lq, p->nl);
+        kp_loop_begin(e, &lk, kp_i64(e, 0), p->kc, 1, "pk");
+        LLVMValueRef v = masked_load(e, src_at(e, s, lq, lk.iv), mask);
         store_lanes(e, v, dst_at(e, p, lt.iv, lk.iv, q), p->w - q < e->vw ? p->w - q : e->vw);
+        kp_gemm_loop_end(e, &lk);
     }
-    kp_gemm_loop_end(e, &lk);
     kp_gemm_loop_end(e, &lt);
 }
 

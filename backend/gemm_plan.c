@@ -13,6 +13,9 @@
  *   item grid   row chunks x column chunks: enough items for the cores,
  *               each packed block duplicated as little as possible (an
  *               item packs its own rows of A and columns of B)
+ *   split k     a tiny C with a long k: fixed chunks of k as more items,
+ *               their partial sums added in chunk order by the last
+ *               chunk of each tile to finish
  *
  * None of these changes a result: every element is one fma chain in k
  * order (gemm.h), so the host's caches choose speed only.
@@ -24,8 +27,11 @@
 #include "gemm_internal.h"
 
 /* Below this many multiply-adds a thread team costs more than it saves:
- * such a GEMM is one work item (and a batched one below it at run time). */
-enum { PAR_MIN_MACS = 1 << 19 };
+ * such a GEMM is one work item (and a batched one below it at run time).
+ * A C of at most SPLIT_C floats gives the threads too few tiles: with k at
+ * least two chunks of SPLIT_K, k is split into at most SPLIT_MAX fixed
+ * chunks, from the shape alone (never the host or the thread count). */
+enum { PAR_MIN_MACS = 1 << 19, SPLIT_C = 4096, SPLIT_K = 2048, SPLIT_MAX = 16 };
 
 typedef struct Host {
     int64_t l1, l1_ways, l2;
@@ -119,16 +125,17 @@ static int rows_for(int vw, int nv)
 }
 
 /* The micro-tile: nv vectors (one panel for narrow C, else two vectors
- * or one panel), as many rows as the registers allow — for a batched m,
- * the most down to half of that which divides the largest batch, so that
- * a full batch needs no one-row tiles. */
-static void choose_tile(KpGemmPlan *p, int64_t mmax, bool batched, int64_t n)
+ * or one panel), as many rows as the registers allow, or the most rows
+ * down to two thirds of that which divide m (the largest batch for a
+ * batched m) while 12 accumulators remain, so that no one-row tiles are
+ * needed (fewer accumulators lose more than one-row tiles cost). */
+static void choose_tile(KpGemmPlan *p, int64_t mmax, int64_t n)
 {
     int per_panel = KP_GEMM_PANEL / p->vw;     /* vectors per 16 columns: 1, 2 or 4 */
     p->nv = n <= KP_GEMM_PANEL ? per_panel : per_panel < 2 ? 2 : per_panel;
     int most = rows_for(p->vw, p->nv);
     p->mr = most;
-    for (int mr = most; batched && mr >= (most + 1) / 2; mr--)
+    for (int mr = most; 3 * mr >= 2 * most && mr * p->nv >= 12; mr--)
         if (mmax % mr == 0) {
             p->mr = mr;
             break;
@@ -212,7 +219,7 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
         return kp_error(d, "internal error: GEMM %s: C must be contiguous along its rows, A cannot "
                         "be prepacked, B's panels need a static k", g->name);
     Host h = host();
-    choose_tile(p, m, g->m.batched, n);
+    choose_tile(p, m, n);
 
     p->pack_a = g->a.source == KP_GEMM_CUSTOM ||
                 (g->a.source == KP_GEMM_VIEW && g->a.view.rs != 1 && rows_collide(&h, p->mr, g->a.view.rs));
@@ -256,6 +263,18 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     p->row_nv = p->mr > 1 && short_rows ? widen(p, 1) : 0;
     p->nv = widen(p, p->mr);     /* m itself may be too small for 8 chains */
 
+    p->kchunks_max = 1;
+    if (macs >= PAR_MIN_MACS && !g->m.batched && !g->groups.batched && g->groups.size == 1 &&
+        m * n <= SPLIT_C && k >= 2 * SPLIT_K) {
+        p->kchunks_max = ceil_div(k, SPLIT_K) < SPLIT_MAX ? ceil_div(k, SPLIT_K) : SPLIT_MAX;
+        /* a batched k: chunks of SPLIT_K, as many as the batch makes, at run time */
+        p->kchunk = g->k.batched ? SPLIT_K : ceil_div(k, p->kchunks_max);
+        p->m_floats = round_up(m * n, 16);
+        p->counters_at = 4 * p->m_floats * p->kchunks_max;
+        p->shared_bytes = p->counters_at + 8 * p->nrow_chunks * p->ncol_chunks;
+        p->n_par = 1;
+        p->parallel = h.cores > 1;
+    }
     int64_t arows = p->n_par > 1 ? round_up(m, p->mr) : p->mci;
     p->a_floats = p->pack_a ? round_up(arows * p->kc + vw, 16) : 0;
     p->b_floats = p->pack_b ? round_up(p->nc, KP_GEMM_PANEL) * p->kc : 0;

@@ -3,8 +3,8 @@
  * like the AOT one (so the JIT and model.so run the same machine code).
  *
  *   LLJIT ── main JITDylib ── the model module (karp_model_v1, <name>_infer, ...)
- *                          ├─ krt_parallel_for, krt_parallel_run, krt_scratch,
- *                          │  krt_scratch_bind: absolute symbols, this process's runtime
+ *                          ├─ krt_parallel_for, krt_parallel_run, krt_scratch(_shared,
+ *                          │  _bind): absolute symbols, this process's runtime
  *                          └─ process symbols (libm, libc) by dlsym
  *
  * The LLJIT is the model's owner: karp_close() disposes it.  Every error
@@ -35,6 +35,7 @@ static LLVMErrorRef define_runtime_symbols(LLVMOrcLLJITRef jit, LLVMOrcJITDylibR
         {"krt_parallel_for", (void (*)(void))krt_parallel_for},
         {"krt_parallel_run", (void (*)(void))krt_parallel_run},
         {"krt_scratch", (void (*)(void))krt_scratch},
+        {"krt_scratch_shared", (void (*)(void))krt_scratch_shared},
         {"krt_scratch_bind", (void (*)(void))krt_scratch_bind},
     };
     enum { NSYM = sizeof runtime / sizeof runtime[0] };

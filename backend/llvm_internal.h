@@ -44,7 +44,7 @@ int kp_llvm_module_new(const KpTargetOpts *t, const char *name, KpCodegen **out,
 struct KpEmit;
 int kp_llvm_module_finish(KpCodegen *cg, struct KpEmit *e, KpDiag *d);
 /* An LLJIT on cg's target with the runtime's symbols (krt_parallel_for,
- * krt_scratch, krt_scratch_bind) and the process's, holding cg's module
+ * krt_scratch, krt_scratch_shared, krt_scratch_bind) and the process's, holding cg's module
  * (which it takes).  Dispose with LLVMOrcDisposeLLJIT. */
 int kp_llvm_jit_new(KpCodegen *cg, LLVMOrcLLJITRef *out, KpDiag *d);
 
@@ -59,10 +59,11 @@ LLVMTargetMachineRef kp_llvm_target_machine(const KpTargetConfig *cfg, KpDiag *d
 int kp_llvm_error(KpDiag *d, LLVMErrorRef err, const char *what);
 
 /* The entry points a descriptor points at (NULL: absent), and the
- * scratch per thread their kernels take (krt_scratch; 0: none). */
+ * scratch their kernels take per thread (krt_scratch) and per call
+ * (krt_scratch_shared); 0: none. */
 typedef struct KpDescEntries {
     LLVMValueRef infer, forward, backward, apply, train_step, prepare;
-    int64_t scratch_bytes;
+    int64_t scratch_bytes, scratch_shared_bytes;
 } KpDescEntries;
 /* The descriptor KARP_DESCRIPTOR_SYMBOL for the inference graph g and the
  * train graph tg (NULL: no training fields, no training entries). */

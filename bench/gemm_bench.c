@@ -298,8 +298,9 @@ int main(int argc, char **argv)
             for (int64_t k = 0; k < c->k; k++)
                 o.panels[(p / 16) * c->k * 16 + k * 16 + p % 16] = p < c->n ? o.b[p * c->k + k] : 0;
         int64_t nslots = 4, stride = (j.scratch_bytes + 63) / 64 * 64;
-        void *pool = stride ? aligned_alloc(64, (size_t)(nslots * stride)) : NULL;
-        krt_scratch_bind(pool, stride, nslots);
+        int64_t shared = (j.scratch_shared_bytes + 63) / 64 * 64;
+        char *pool = aligned_alloc(64, (size_t)(shared + nslots * stride + 64));
+        krt_scratch_bind(shared ? pool : NULL, stride ? pool + shared : NULL, stride, nslots);
         for (int th = 1; th <= 2; th++) {
             set_threads(th);
             double med[3];
@@ -312,7 +313,7 @@ int main(int argc, char **argv)
                    100.0 * gf[0] / peak[th].gflops, gf[1], gf[2], gf[0] / gf[1], gf[0] / gf[2]);
             fflush(stdout);
         }
-        krt_scratch_bind(NULL, 0, 0);
+        krt_scratch_bind(NULL, NULL, 0, 0);
         free(pool);
         free(o.a), free(o.b), free(o.bias), free(o.c), free(o.cpeer), free(o.panels);
         kp_llvm_node_jit_free(&j);

@@ -182,11 +182,14 @@ static int check_desc(const KarpModelDesc *d, const char *what, karp_error *err)
         return kp_rt_error(err, KARP_EFORMAT,
                            "%s: invalid descriptor: prep_floats %lld with%s a prepare function", what,
                            (long long)d->prep_floats, d->prepare ? "" : "out");
-    if (d->scratch_bytes < 0 || d->scratch_bytes > 4 * MAX_FLOATS ||
-        (d->scratch_bytes > 0 && !d->bind_scratch))
+    if (d->scratch_bytes < 0 || d->scratch_bytes > 4 * MAX_FLOATS || d->scratch_shared_bytes < 0 ||
+        d->scratch_shared_bytes > 4 * MAX_FLOATS ||
+        ((d->scratch_bytes > 0 || d->scratch_shared_bytes > 0) && !d->bind_scratch))
         return kp_rt_error(err, KARP_EFORMAT,
-                           "%s: invalid descriptor: scratch_bytes %lld with%s a bind_scratch function",
-                           what, (long long)d->scratch_bytes, d->bind_scratch ? "" : "out");
+                           "%s: invalid descriptor: scratch_bytes %lld, scratch_shared_bytes %lld "
+                           "with%s a bind_scratch function",
+                           what, (long long)d->scratch_bytes, (long long)d->scratch_shared_bytes,
+                           d->bind_scratch ? "" : "out");
     if (d->nvalues < 0 || d->nvalues > 10000000 || (d->nvalues > 0 && !d->values))
         return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: %lld values without a table",
                            what, (long long)d->nvalues);
@@ -218,7 +221,7 @@ static int64_t model_bytes(const KarpModelDesc *d)
     return pbytes * (2 + d->opt_slots) + d->prep_floats * (int64_t)sizeof(float) +
            d->workspace_bytes + d->train_workspace_bytes +
            d->max_batch * kp_rt_input_size(d) * (int64_t)sizeof(float) +
-           2 * kp_rt_scratch_stride(d) * omp_get_max_threads();
+           2 * (kp_rt_scratch_stride(d) * omp_get_max_threads() + d->scratch_shared_bytes);
 }
 
 /* Policy for a model too large for memory: refuse it before allocating

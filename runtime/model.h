@@ -12,14 +12,16 @@
 #include "../include/karp.h"
 #include "../include/karp_abi.h"
 
-/* Scratch memory for generated kernels (scratch.c): a pool of nslots
- * slots of stride bytes, one slot per chunk of krt_parallel_for. */
+/* Scratch memory for generated kernels (scratch.c): an area shared by
+ * the call's chunks, and nslots slots of stride bytes, one per chunk of
+ * krt_parallel_for. */
 typedef struct KpScratchPool {
-    char *base;
+    char *shared, *base;
     int64_t stride, nslots;
 } KpScratchPool;
 typedef struct KpScratchMem {
-    void *mem;                      /* 64-byte aligned, nslots slots; NULL: none yet */
+    void *mem;                      /* 64-byte aligned: the shared area, then nslots
+                                       slots; NULL: none yet */
     int64_t nslots;
 } KpScratchMem;
 
@@ -125,11 +127,14 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
 void krt_parallel_run(void (*body)(void *ctx, int64_t t, int64_t nt), void *ctx);
 
 /* Called by generated code: the scratch slot of the chunk the calling
- * thread runs (KarpModelDesc.scratch_bytes, 64-byte aligned). */
+ * thread runs (KarpModelDesc.scratch_bytes, 64-byte aligned), and the area
+ * every chunk of the call shares (scratch_shared_bytes). */
 void *krt_scratch(void);
-/* The descriptor's bind_scratch: pool (nslots slots of stride bytes) is
- * the calling thread's until the next bind; slot 0 is current. */
-void krt_scratch_bind(void *pool, int64_t stride, int64_t nslots);
+void *krt_scratch_shared(void);
+/* The descriptor's bind_scratch: the shared area and nslots slots of
+ * stride bytes are the calling thread's until the next bind; slot 0 is
+ * current. */
+void krt_scratch_bind(void *shared, void *slots, int64_t stride, int64_t nslots);
 /* krt_parallel_for's side: the calling thread's pool, and making slot
  * current on this thread (nothing for a pool without memory). */
 KpScratchPool kp_rt_scratch_bound(void);

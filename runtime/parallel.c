@@ -4,8 +4,8 @@
  * [begin, end) is cut into nthreads contiguous chunks, the first
  * (count % nthreads) of them one item longer; the cut depends only on
  * count and nthreads, so a run is reproducible for a given thread count.
- * Chunk c runs with scratch slot c of the calling thread's pool
- * (scratch.c), so at most as many chunks as the pool has slots.
+ * Chunk c runs with scratch slot c of the calling thread's pool and its
+ * shared area (scratch.c), so at most as many chunks as the pool has slots.
  * krt_parallel_run hands each thread its index and the count instead, for
  * a group of nodes whose body cuts every member's range the same way.
  */
@@ -54,7 +54,7 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
     if ((int64_t)nt > count)
         nt = (int)count;
     KpScratchPool pool = kp_rt_scratch_bound();
-    if (pool.base && pool.nslots < nt)
+    if (pool.stride && pool.nslots < nt)
         nt = (int)pool.nslots;
     if (nt <= 1 || omp_in_parallel()) {
         body(ctx, begin, end);

@@ -12,6 +12,7 @@
  *              each that this CPU runs
  *   epilogues  every op that can be one, on dense and on dense_grad_x
  *   accumulate dense_grad_w adds into a gradient slot that holds values
+ *   split k    a tiny C over a batch of thousands: k in fixed chunks
  *   threads    1 and 2 threads give the same bits
  *   the API    a grouped GEMM (one per sample) with CUSTOM packers and a
  *              bias per row, as implicit-GEMM convolution will use it
@@ -217,8 +218,9 @@ static void check_case(const Target *t, const Case *c)
     kp_diag_init(&d);
     ck_assert_msg(kp_llvm_node_jit(g, nd, &opts, &j, &d) == 0, "%s", d.msg);
     int64_t nslots = 4, stride = (j.scratch_bytes + 63) / 64 * 64;
-    void *pool = stride ? aligned_alloc(64, (size_t)(nslots * stride)) : NULL;
-    krt_scratch_bind(pool, stride, nslots);
+    int64_t shared = (j.scratch_shared_bytes + 63) / 64 * 64;
+    char *pool = aligned_alloc(64, (size_t)(shared + nslots * stride + 64));
+    krt_scratch_bind(shared ? pool : NULL, stride ? pool + shared : NULL, stride, nslots);
 
     int64_t mb = c->maxb, rows_a = c->op == KP_OP_dense || c->op == KP_OP_dense_packed ? c->in : c->out;
     int64_t ycount = c->op == KP_OP_dense_grad_w ? c->out * c->in
@@ -251,7 +253,7 @@ static void check_case(const Target *t, const Case *c)
                       c->epi == KP_OP_COUNT ? "none" : kp_op_name(c->epi), (long long)n, r);
         worst = r > worst ? r : worst;
     }
-    krt_scratch_bind(NULL, 0, 0);
+    krt_scratch_bind(NULL, NULL, 0, 0);
     free(pool);
     if (b != w)
         free(b);
@@ -308,6 +310,23 @@ END_TEST
 START_TEST(test_grad_w_accumulates)
 {
     shape_grid(KP_OP_dense_grad_w);
+}
+END_TEST
+
+/* a tiny C with a long k (dense_grad_w's k is the batch): the k is split
+ * into fixed chunks, their partial sums added in order by the last */
+START_TEST(test_split_k)
+{
+    static const int64_t split[][3] = {{5, 3, 9000}, {33, 40, 5000}, {3, 2, 100000}};
+    for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++) {
+        if (!runs_here(&targets[ti]))
+            continue;
+        for (size_t k = 0; k < sizeof split / sizeof split[0]; k++) {
+            Case c = {KP_OP_dense_grad_w, split[k][0], split[k][1], split[k][2], KP_OP_COUNT, 0};
+            check_case(&targets[ti], &c);
+        }
+    }
+    report("split k");
 }
 END_TEST
 
@@ -412,7 +431,7 @@ START_TEST(test_grouped_custom_packers)
         LLVMOrcLLJITRef jit;
         Fn3 conv = (Fn3)(uintptr_t)conv_kernel(targets[ti].cpu, &jit);
         void *pool = aligned_alloc(64, 4 << 20);
-        krt_scratch_bind(pool, 1 << 20, 4);
+        krt_scratch_bind(NULL, pool, 1 << 20, 4);
         float *w = floats(CF * CK), *x = floats(CMAXB * CK * CP), *b = floats(CF);
         float *y1 = floats(CMAXB * CF * CP), *y2 = floats(CMAXB * CF * CP), *ref = floats(CMAXB * CF * CP);
         for (int64_t n = 1; n <= CMAXB; n++) {
@@ -434,7 +453,7 @@ START_TEST(test_grouped_custom_packers)
             ck_assert_msg(r <= 1.0, "%s: n=%lld: off by %.3g x tolerance", targets[ti].name,
                           (long long)n, r);
         }
-        krt_scratch_bind(NULL, 0, 0);
+        krt_scratch_bind(NULL, NULL, 0, 0);
         free(pool), free(w), free(x), free(b), free(y1), free(y2), free(ref);
         LLVMConsumeError(LLVMOrcDisposeLLJIT(jit));
     }
@@ -456,6 +475,7 @@ static Suite *gemm_suite(void)
     tcase_add_test(tc, test_grad_x_shapes);
     tcase_add_test(tc, test_grad_w_accumulates);
     tcase_add_test(tc, test_epilogues);
+    tcase_add_test(tc, test_split_k);
     tcase_add_test(tc, test_grouped_custom_packers);
     suite_add_tcase(s, tc);
     return s;
