@@ -12,14 +12,21 @@
  * shared scratch), then counts itself done on the tile's counter; the
  * chunk that completes the count adds the S partials in order 0, 1, ...
  * and stores the tile.  Whichever thread that is, the sums are the same.
+ * It also sets the counter back to 0, so the counters are zero when a
+ * call starts (the runtime zeroes the shared area when it makes it): the
+ * node does nothing but its one parallel region, as a member of a group
+ * of nodes must (emit.h), whose members run on every thread at once.
+ * Each split GEMM of a module has its own range of the shared area, so
+ * two of them in one group never meet.
  *
- *   shared scratch:  | partial C 0 | partial C 1 | ... | counter per tile |
+ *   its range:  | partial C 0 | partial C 1 | ... | counter per tile |
  */
 #include "gemm_internal.h"
 
 typedef struct Job {
     const KpGemm *g;
     KpGemmPlan p;
+    int64_t shared_at;          /* its range of the shared scratch, in bytes */
 } Job;
 
 static LLVMValueRef extent(KpEmit *e, const KpGemmDim *d)
@@ -84,17 +91,20 @@ static LLVMValueRef items_of(KpEmit *e, const KpGemm *g, const Grid *r)
 }
 
 /* A chunk of a split k: its sums into its partial C, then the tile's
- * counter; the last chunk of the tile adds them all. */
-static void split_item(KpEmit *e, const KpGemm *g, const KpGemmPlan *p, const KpKernelArgs *a,
-                       KpGemmItem *it, const Grid *r, LLVMValueRef tile, LLVMValueRef s)
+ * counter; the last chunk of the tile adds them all and resets it. */
+static void split_item(KpEmit *e, const Job *j, const KpKernelArgs *a, KpGemmItem *it,
+                       const Grid *r, LLVMValueRef tile, LLVMValueRef s)
 {
-    LLVMValueRef shared = call_runtime(e, "krt_scratch_shared");
+    const KpGemm *g = j->g;
+    const KpGemmPlan *p = &j->p;
+    LLVMTypeRef i8 = LLVMInt8TypeInContext(e->ctx);
+    LLVMValueRef own = kp_i64(e, j->shared_at);
+    LLVMValueRef shared = LLVMBuildInBoundsGEP2(e->b, i8, call_runtime(e, "krt_scratch_shared"), &own, 1, "");
     it->k0 = LLVMBuildNSWMul(e->b, s, r->kchunk, "k0");
     it->kend = kp_min_i64(e, LLVMBuildNSWAdd(e->b, it->k0, r->kchunk, ""), r->k);
     LLVMValueRef part0 = kp_gep(e, shared, kp_i64(e, 0));
     it->partials = kp_gep(e, part0, LLVMBuildNSWMul(e->b, s, kp_i64(e, p->m_floats), ""));
     kp_gemm_item(e, g, p, a, it);
-    LLVMTypeRef i8 = LLVMInt8TypeInContext(e->ctx);
     LLVMValueRef at = LLVMBuildNSWAdd(e->b, kp_i64(e, p->counters_at),
                                       LLVMBuildNSWMul(e->b, tile, kp_i64(e, 8), ""), "");
     LLVMValueRef counter = LLVMBuildInBoundsGEP2(e->b, i8, shared, &at, 1, "");
@@ -110,6 +120,9 @@ static void split_item(KpEmit *e, const KpGemm *g, const KpGemmPlan *p, const Kp
     it->partials = part0;
     it->nchunks = r->kchunks;
     kp_gemm_reduce(e, g, p, a, it);
+    LLVMValueRef reset = LLVMBuildStore(e->b, kp_i64(e, 0), counter);
+    LLVMSetOrdering(reset, LLVMAtomicOrderingRelease);
+    LLVMSetAlignment(reset, 8);
     LLVMBuildBr(e->b, join);
     LLVMPositionBuilderAtEnd(e->b, join);
 }
@@ -136,7 +149,7 @@ static void kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     it.j0 = LLVMBuildNSWMul(e->b, cc, r.nci, "j0");
     it.jend = kp_min_i64(e, LLVMBuildNSWAdd(e->b, it.j0, r.nci, ""), kp_i64(e, g->n.size));
     if (p->kchunks_max > 1) {
-        split_item(e, g, p, a, &it, &r, tile, s);
+        split_item(e, j, a, &it, &r, tile, s);
     } else {
         it.k0 = kp_i64(e, 0);
         it.kend = r.k;
@@ -152,16 +165,9 @@ int kp_gemm_emit(KpEmit *e, const KpGemm *g, KpDiag *d)
         return -1;
     if (j.p.scratch_bytes > e->scratch_bytes)
         e->scratch_bytes = j.p.scratch_bytes;
-    if (j.p.shared_bytes > e->scratch_shared_bytes)
-        e->scratch_shared_bytes = j.p.shared_bytes;
+    j.shared_at = e->scratch_shared_bytes;
+    e->scratch_shared_bytes += (j.p.shared_bytes + 63) / 64 * 64;
     Grid r = grid(e, g, &j.p);
-    if (j.p.kchunks_max > 1) {      /* the tiles' counters start at 0 */
-        LLVMValueRef shared = call_runtime(e, "krt_scratch_shared");
-        LLVMValueRef at = kp_i64(e, j.p.counters_at);
-        LLVMValueRef counters = LLVMBuildInBoundsGEP2(e->b, LLVMInt8TypeInContext(e->ctx), shared, &at, 1, "");
-        LLVMBuildMemSet(e->b, counters, LLVMConstInt(LLVMInt8TypeInContext(e->ctx), 0, 0),
-                        kp_i64(e, j.p.shared_bytes - j.p.counters_at), 8);
-    }
     kp_emit_parallel(e, g->name, kp_i64(e, 0), items_of(e, g, &r), j.p.parallel, kernel, &j);
     return 0;
 }

@@ -24,6 +24,7 @@
  */
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "model.h"
@@ -100,6 +101,8 @@ int kp_rt_scratch_reserve(const KarpModelDesc *d, KpScratchMem *s, const char *f
                                fn, ((double)want * (double)stride + (double)shared) / (1 << 20),
                                (long long)want, (long long)stride, (long long)shared);
         s->nslots = want;
+        /* the split GEMMs' counters start at zero and end every call there */
+        memset(s->mem, 0, (size_t)shared);
     }
     char *mem = s->mem;
     d->bind_scratch(shared ? mem : NULL, stride ? mem + shared : NULL, stride, s->nslots);

@@ -220,6 +220,7 @@ static void check_case(const Target *t, const Case *c)
     int64_t nslots = 4, stride = (j.scratch_bytes + 63) / 64 * 64;
     int64_t shared = (j.scratch_shared_bytes + 63) / 64 * 64;
     char *pool = aligned_alloc(64, (size_t)(shared + nslots * stride + 64));
+    memset(pool, 0, (size_t)shared);     /* split GEMMs' counters start at 0 */
     krt_scratch_bind(shared ? pool : NULL, stride ? pool + shared : NULL, stride, nslots);
 
     int64_t mb = c->maxb, rows_a = c->op == KP_OP_dense || c->op == KP_OP_dense_packed ? c->in : c->out;
