@@ -151,4 +151,8 @@ void kp_gemm_store_out(KpEmit *e, const KpGemmTile *t, void *user);
  * contiguous.  For CUSTOM packers that read a view for part of a block. */
 void kp_gemm_pack_view(KpEmit *e, const KpGemmPackArgs *p, const KpGemmView *view);
 
+/* The host as the plan sizes blocks for it: L1d and L2 bytes, cores
+ * (for other kernels that block for the same caches). */
+void kp_gemm_host(int64_t *l1, int64_t *l2, int64_t *cores);
+
 #endif

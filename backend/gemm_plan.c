@@ -103,6 +103,12 @@ static Host host(void)
     return h;
 }
 
+void kp_gemm_host(int64_t *l1, int64_t *l2, int64_t *cores)
+{
+    Host h = host();
+    *l1 = h.l1, *l2 = h.l2, *cores = h.cores;
+}
+
 static int64_t ceil_div(int64_t a, int64_t b)
 {
     return (a + b - 1) / b;
