@@ -21,11 +21,12 @@
  * over every sample; its vector partial sums wait in its scratch between
  * pixel blocks:
  *
- *   item (m0, t0):  acc[MB][TB][vw] = 0
+ *   item (m0, t0):
  *     for g, for pixel blocks p0 (PB pixels):
  *       pack B rows t0.. for those pixels         B[TB][PB]   (L2)
  *       for NR-tiles of taps, for MR-tiles of rows:
- *         load the tile's accumulators, run the PB pixels, store them
+ *         load the tile's accumulators (0 in the first block), run the
+ *         PB pixels, store them
  *     dW[m][t] (+)= hsum(acc[m][t])
  *
  * Items split the taps first (each packs only its own rows of B; A, read
@@ -98,7 +99,10 @@ static void plan(Dot *s, int vw)
     s->mr = vw >= 16 ? 4 : 3;
     s->nr = vw >= 16 ? 6 : 3;
     s->pb = round_up(s->npix, vw) <= 1024 ? s->npix : 1024;
+    /* rows a multiple of 1 KiB apart would share L1 sets (4 KiB: every row) */
     s->pbr = round_up(s->pb, KP_GEMM_PANEL);
+    if (s->pbr % 256 == 0)
+        s->pbr += KP_GEMM_PANEL;
     /* taps: at least one item per core, then more until the partial sums
      * and B's block take at most half of L2 */
     s->items_t = s->t / s->nr < cores ? (s->t + s->nr - 1) / s->nr : cores;
@@ -124,11 +128,13 @@ static void plan(Dot *s, int vw)
 typedef struct Item {
     LLVMValueRef acc, bp;       /* scratch: partial sums, B's rows */
     LLVMValueRef g, p0, pn;     /* sample, pixel block */
+    LLVMValueRef first;         /* i1: the item's first block */
     LLVMValueRef m0, t0;        /* the item's first row and tap */
 } Item;
 
 /* Rows [mm, mm+mr) x taps [tt, tt+nr) (relative to the item) over the
- * block's pixels: the accumulators from and back to the item's sums. */
+ * block's pixels: the accumulators from the item's sums (zero in its
+ * first block) and back. */
 static void tile(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item *it, LLVMValueRef mm,
                  LLVMValueRef tt, int mr, int nr)
 {
@@ -137,7 +143,9 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item *it,
         for (int j = 0; j < nr; j++) {
             LLVMValueRef at = mulc(e, add(e, mulc(e, addc(e, mm, i), s->tb), addc(e, tt, j)), e->vw);
             slot[i][j] = kp_alloca(e, e->vec, "acc");
-            LLVMBuildStore(e->b, kp_load_vec(e, it->acc, at), slot[i][j]);
+            LLVMValueRef init = LLVMBuildSelect(e->b, it->first, kp_fconst(e->vec, 0.0),
+                                                kp_load_vec(e, it->acc, at), "");
+            LLVMBuildStore(e->b, init, slot[i][j]);
         }
     /* A row m + i of sample g at pixel p0; B row t + j */
     LLVMValueRef arow[8], brow[8];
@@ -228,7 +236,7 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
         fn = LLVMAddFunction(e->mod, "krt_scratch", fn_ty);
     LLVMValueRef scratch = LLVMBuildCall2(e->b, fn_ty, fn, NULL, 0, "scratch");
     Item it = {.acc = scratch, .bp = kp_gep(e, scratch, kp_i64(e, s->acc_floats))};
-    KpLoop li, lg, lp, lt, lz;
+    KpLoop li, lg, lp, lt;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
     LLVMValueRef im = LLVMBuildUDiv(e->b, li.iv, kp_i64(e, s->items_t), "");
     LLVMValueRef itt = LLVMBuildURem(e->b, li.iv, kp_i64(e, s->items_t), "");
@@ -236,15 +244,11 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     it.t0 = mulc(e, itt, s->tb);
     LLVMValueRef mn = kp_min_i64(e, kp_i64(e, s->mb), LLVMBuildNSWSub(e->b, kp_i64(e, s->m), it.m0, ""));
     LLVMValueRef tn = kp_min_i64(e, kp_i64(e, s->tb), LLVMBuildNSWSub(e->b, kp_i64(e, s->t), it.t0, ""));
-    LLVMValueRef zero = kp_fconst(e->vec, 0.0);
-    kp_loop_begin(e, &lz, kp_i64(e, 0), kp_i64(e, s->acc_floats), e->vw, "zero");
-    kp_store_vec(e, zero, it.acc, lz.iv);
-    kp_gemm_loop_end(e, &lz);
-
     kp_loop_begin(e, &lg, kp_i64(e, 0), a->n, 1, "g");
     it.g = lg.iv;
     kp_loop_begin(e, &lp, kp_i64(e, 0), kp_i64(e, s->npix), s->pb, "pb");
     it.p0 = lp.iv;
+    it.first = LLVMBuildICmp(e->b, LLVMIntEQ, LLVMBuildOr(e->b, lg.iv, lp.iv, ""), kp_i64(e, 0), "first");
     it.pn = kp_min_i64(e, kp_i64(e, s->pb), LLVMBuildNSWSub(e->b, kp_i64(e, s->npix), lp.iv, ""));
     LLVMValueRef j = add(e, mulc(e, lg.iv, s->npix), lp.iv);
     kp_conv_cols(e, &s->cols, a->p[s->cols.arg], it.bp, j, it.pn, it.t0, tn, kp_i64(e, KP_GEMM_PANEL),
