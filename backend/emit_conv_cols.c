@@ -48,6 +48,7 @@ typedef struct Segs {
  * the lanes that read. */
 typedef struct Read {
     LLVMValueRef off, mask;
+    LLVMValueRef src[2];        /* stride 2: the source lanes of the two loads */
 } Read;
 
 static LLVMValueRef add(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
@@ -151,13 +152,34 @@ static Read seg_read(KpEmit *e, const KpConvCols *s, const Segs *sg, int k, LLVM
     LLVMValueRef col_in = LLVMBuildICmp(e->b, LLVMIntULT, ix, splat_i32(e, kp_i64(e, s->w)), "");
     LLVMValueRef mask = LLVMBuildAnd(e->b, lanes_in(e, sg->qa[k], sg->qb[k]), col_in, "");
     Read r;
-    r.mask = LLVMBuildSelect(e->b, row_in, mask, LLVMConstNull(LLVMTypeOf(mask)), "");
+    LLVMValueRef none = LLVMConstNull(LLVMTypeOf(mask));
+    r.mask = LLVMBuildSelect(e->b, row_in, mask, none, "");
     r.off = add(e, add(e, mulc(e, sg->g[k], s->c * s->h * s->w), mulc(e, iy, s->w)), e0);
+    if (s->sw == 2) {
+        /* source float i of load h (columns e0 + h*vw + i) is lane (h*vw + i)/2's, if even */
+        for (int h = 0; h < 2; h++) {
+            LLVMValueRef at[64], par[64];
+            for (int i = 0; i < e->vw; i++) {
+                at[i] = kp_i32(e, (h * e->vw + i) / 2);
+                par[i] = LLVMConstInt(e->i1, (i & 1) == 0, 0);
+            }
+            LLVMValueRef lane = LLVMConstVector(at, (unsigned)e->vw);
+            LLVMValueRef in = LLVMBuildAnd(e->b,
+                                           LLVMBuildICmp(e->b, LLVMIntSGE, lane, splat_i32(e, sg->qa[k]), ""),
+                                           LLVMBuildICmp(e->b, LLVMIntSLT, lane, splat_i32(e, sg->qb[k]), ""), "");
+            LLVMValueRef col = LLVMBuildAdd(e->b, splat_i32(e, e0), iota(e, 1), "");
+            col = LLVMBuildAdd(e->b, col, splat_i32(e, kp_i64(e, h * e->vw)), "");
+            in = LLVMBuildAnd(e->b, in, LLVMBuildICmp(e->b, LLVMIntULT, col, splat_i32(e, kp_i64(e, s->w)), ""), "");
+            in = LLVMBuildAnd(e->b, in, LLVMConstVector(par, (unsigned)e->vw), "");
+            r.src[h] = LLVMBuildSelect(e->b, row_in, in, none, "");
+        }
+    }
     return r;
 }
 
 /* The pixels of the segments' reads r[0..n) at channel offset choff:
- * masked loads (stride 1) or gathers into one vector, zero elsewhere. */
+ * masked loads (stride 1; stride 2: two loads and the even floats of
+ * both) or gathers into one vector, zero elsewhere. */
 static LLVMValueRef read_px(KpEmit *e, const KpConvCols *s, LLVMValueRef X, const Read *r, int n,
                             LLVMValueRef choff)
 {
@@ -170,6 +192,20 @@ static LLVMValueRef read_px(KpEmit *e, const KpConvCols *s, LLVMValueRef X, cons
             LLVMTypeRef over[2] = {e->vec, e->ptr};
             LLVMValueRef args[4] = {ptr, kp_i32(e, 4), r[k].mask, v};
             v = kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+        } else if (s->sw == 2) {
+            LLVMValueRef half[2], even[64];
+            for (int h = 0; h < 2; h++) {
+                LLVMValueRef hp = h ? LLVMBuildGEP2(e->b, e->f32, ptr, (LLVMValueRef[]){kp_i64(e, e->vw)}, 1, "")
+                                    : ptr;
+                LLVMTypeRef over[2] = {e->vec, e->ptr};
+                LLVMValueRef args[4] = {hp, kp_i32(e, 4), r[k].src[h], kp_fconst(e->vec, 0.0)};
+                half[h] = kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+            }
+            for (int i = 0; i < e->vw; i++)
+                even[i] = kp_i32(e, 2 * i);
+            LLVMValueRef x = LLVMBuildShuffleVector(e->b, half[0], half[1],
+                                                    LLVMConstVector(even, (unsigned)e->vw), "");
+            v = LLVMBuildSelect(e->b, r[k].mask, x, v, "");
         } else {
             LLVMValueRef idx = iota(e, s->sw);
             LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, ptr, &idx, 1, "");
