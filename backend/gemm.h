@@ -30,7 +30,7 @@
  * The accumulators start at zero (or at C: accumulate mode, and k blocks
  * after the first, whose partial sums wait in C), so an element's sum is
  * one chain of fmas in k order however k is blocked: the blocking changes
- * speed, never bits.  After the last k block the store callback gets the
+ * speed, never bits (a split k, below, adds its chunks' chains in order).  After the last k block the store callback gets the
  * accumulators (bias, epilogues, masks); between k blocks they go to C
  * plainly.
  *
