@@ -57,7 +57,6 @@ typedef struct KpNodeJit {
     void *jit;                  /* the LLJIT */
     void *fn;                   /* kernel */
     int64_t scratch_bytes, scratch_shared_bytes;
-    int vector_width;           /* floats per vector of the target */
 } KpNodeJit;
 int kp_llvm_node_jit(const KpGraph *g, const KpNode *n, const KpTargetOpts *t, KpNodeJit *out,
                      KpDiag *d);

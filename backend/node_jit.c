@@ -28,7 +28,6 @@ int kp_llvm_node_jit(const KpGraph *g, const KpNode *n, const KpTargetOpts *t, K
     }
     out->scratch_bytes = e.scratch_bytes;
     out->scratch_shared_bytes = e.scratch_shared_bytes;
-    out->vector_width = cg->cfg.vector_width;
     LLVMOrcLLJITRef jit = NULL;
     int rc = !fn || kp_llvm_module_finish(cg, &e, d) < 0 || kp_llvm_jit_new(cg, &jit, d) < 0 ? -1 : 0;
     kp_llvm_free(cg);
