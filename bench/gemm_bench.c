@@ -24,9 +24,10 @@
  * with the percent of the peak kp_measure_peak gives at that thread
  * count and the karpc vector width.  Not part of the test suite:
  *
- *   gemm_bench [rounds [cpu]]    (default 15 rounds, the host CPU; e.g.
- *                                 x86-64-v3 for the AVX2 code, measured
- *                                 against the 8-lane peak)
+ *   gemm_bench [rounds [cpu [filter]]]
+ *       default 15 rounds, the host CPU ("host"; e.g. x86-64-v3 for the AVX2 code,
+ *       measured against the 8-lane peak), every case (else those whose
+ *       name contains filter)
  */
 #include <dlfcn.h>
 #include <math.h>
@@ -223,9 +224,10 @@ static void load_peers(void)
 int main(int argc, char **argv)
 {
     int rounds = argc > 1 ? atoi(argv[1]) : 15;
-    const char *cpu = argc > 2 ? argv[2] : NULL;
+    const char *cpu = argc > 2 && strcmp(argv[2], "host") != 0 ? argv[2] : NULL;
+    const char *filter = argc > 3 ? argv[3] : "";
     if (rounds < 1) {
-        fprintf(stderr, "usage: gemm_bench [rounds [cpu]]\n");
+        fprintf(stderr, "usage: gemm_bench [rounds [cpu|host [filter]]]\n");
         return 1;
     }
     load_peers();
@@ -251,6 +253,8 @@ int main(int argc, char **argv)
            "oneDNN", "k/OB", "k/DNNL");
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const Case *c = &cases[ci];
+        if (!strstr(c->name, filter))
+            continue;
         KpGraph *g = kp_graph_new();
         int64_t batch = c->kind == GRAD_W ? c->k : c->m;
         g->max_batch = batch;
