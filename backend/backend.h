@@ -57,11 +57,17 @@ typedef struct KpNodeJit {
     void *jit;                  /* the LLJIT */
     void *fn;                   /* kernel */
     int64_t scratch_bytes, scratch_shared_bytes;
-    int vector_width;           /* floats per vector of the target */
 } KpNodeJit;
 int kp_llvm_node_jit(const KpGraph *g, const KpNode *n, const KpTargetOpts *t, KpNodeJit *out,
                      KpDiag *d);
 void kp_llvm_node_jit_free(KpNodeJit *j);
+/* A node of the dense family (dense, dense_packed, dense_grad_x,
+ * dense_grad_w) between in and out features, alone in g with its values
+ * stored as a model keeps them (x the input, W and the bias parameters,
+ * panels prepared, dy in the workspace, dW a gradient slot: added into),
+ * for kp_llvm_node_jit.  Its kernel takes the inputs in ops.def's order,
+ * then the output.  NULL with a diagnostic. */
+KpNode *kp_dense_node(KpGraph *g, KpOp op, int64_t in, int64_t out, KpDiag *d);
 
 /* Link an object into a shared library with the static runtime
  * (libkarprt.a) by the system C compiler.  runtime_lib NULL: found next to

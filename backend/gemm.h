@@ -30,7 +30,7 @@
  * The accumulators start at zero (or at C: accumulate mode, and k blocks
  * after the first, whose partial sums wait in C), so an element's sum is
  * one chain of fmas in k order however k is blocked: the blocking changes
- * speed, never bits.  After the last k block the store callback gets the
+ * speed, never bits (a split k, below, adds its chunks' chains in order).  After the last k block the store callback gets the
  * accumulators (bias, epilogues, masks); between k blocks they go to C
  * plainly.
  *
@@ -48,8 +48,14 @@
  * only through the batch n (a dimension with `batched`); the rest is
  * static, so every loop bound and edge is a constant but those.
  *
- * Blocking (mr, nv, kc, nc, the item grid) comes from the shapes, the
- * vector width and the host's cache sizes (gemm_plan.c; docs/kernels-gemm.md).
+ * When C is tiny and k long, k is split into fixed chunks (from the shape,
+ * never the thread count) that are work items of their own: each sums
+ * into a partial C in the call's shared scratch (krt_scratch_shared), and
+ * the last chunk of a tile to finish adds the partials in chunk order.
+ *
+ * Blocking (mr, nv, kc, nc, the item grid, the split) comes from the
+ * shapes, the vector width and the host's cache sizes (gemm_plan.c;
+ * docs/kernels-gemm.md).
  */
 #ifndef KP_GEMM_H
 #define KP_GEMM_H
@@ -130,8 +136,9 @@ typedef struct KpGemm {
 } KpGemm;
 
 /* Emit the GEMM as the current node's one parallel region (work items
- * over tiles of C), recording its scratch need in e->scratch_bytes.
- * 0, or -1 with a diagnostic for a shape it cannot do. */
+ * over tiles of C, and chunks of k for a split), recording its scratch
+ * need in e->scratch_bytes and e->scratch_shared_bytes.  0, or -1 with a
+ * diagnostic for a shape it cannot do. */
 int kp_gemm_emit(KpEmit *e, const KpGemm *g, KpDiag *d);
 
 /* The usual final store of a node's output: acc (+ bias, a vector along

@@ -44,6 +44,11 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
  * vectorize it again, which would only multiply the code. */
 void kp_gemm_loop_end(KpEmit *e, KpLoop *l);
 
+/* A vector at ptr, of which only the first `lanes` are touched when
+ * fewer than vw (masked; the others read as 0). */
+LLVMValueRef kp_gemm_load(KpEmit *e, LLVMValueRef ptr, int lanes);
+void kp_gemm_store(KpEmit *e, LLVMValueRef v, LLVMValueRef ptr, int lanes);
+
 /* A strided view's element (r, c) of group g: p[arg] + g*gs + r*rs + c*cs. */
 LLVMValueRef kp_gemm_view_at(KpEmit *e, const KpKernelArgs *ka, const KpGemmView *v,
                              LLVMValueRef g, LLVMValueRef r, LLVMValueRef c);

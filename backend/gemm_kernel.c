@@ -59,14 +59,14 @@ LLVMValueRef kp_gemm_view_at(KpEmit *e, const KpKernelArgs *ka, const KpGemmView
     return kp_gep(e, ka->p[v->arg], at);
 }
 
-static LLVMValueRef load_lanes(KpEmit *e, LLVMValueRef ptr, int lanes)
+LLVMValueRef kp_gemm_load(KpEmit *e, LLVMValueRef ptr, int lanes)
 {
     if (lanes < e->vw)
         return kp_load_vec_masked(e, ptr, kp_i64(e, 0), lanes, 0.0);
     return kp_load_vec(e, ptr, kp_i64(e, 0));
 }
 
-static void store_lanes(KpEmit *e, LLVMValueRef v, LLVMValueRef ptr, int lanes)
+void kp_gemm_store(KpEmit *e, LLVMValueRef v, LLVMValueRef ptr, int lanes)
 {
     if (lanes < e->vw)
         kp_store_vec_masked(e, v, ptr, kp_i64(e, 0), lanes);
@@ -176,7 +176,7 @@ static void multiply(const Block *s, int mr, int nv, int lanes, LLVMValueRef i, 
         for (int v = 0; v < nv; v++) {
             LLVMValueRef init = zero;
             if (accumulate || !s->one_k) {
-                init = load_lanes(e, c_at(s, i, r, j, v), v == nv - 1 ? lanes : e->vw);
+                init = kp_gemm_load(e, c_at(s, i, r, j, v), v == nv - 1 ? lanes : e->vw);
                 if (!accumulate)
                     init = LLVMBuildSelect(e->b, s->first, zero, init, "");
             }
@@ -186,7 +186,7 @@ static void multiply(const Block *s, int mr, int nv, int lanes, LLVMValueRef i, 
     kp_loop_begin(e, &lk, kp_i64(e, 0), s->kc, 1, "k");
     LLVMValueRef bv[KP_GEMM_MAX_NV];
     for (int v = 0; v < nv; v++)
-        bv[v] = load_lanes(e, kp_gep(e, bbase[v], mulc(e, lk.iv, bks)), v == nv - 1 ? bmask : e->vw);
+        bv[v] = kp_gemm_load(e, kp_gep(e, bbase[v], mulc(e, lk.iv, bks)), v == nv - 1 ? bmask : e->vw);
     LLVMValueRef ak = mulc(e, lk.iv, a.ks);
     for (int r = 0; r < mr; r++) {
         LLVMValueRef x = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, a.base, addc(e, ak, r * a.rs)), "");
@@ -209,7 +209,7 @@ static void add_partials(const Block *s, int mr, int nv, int lanes, LLVMValueRef
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) {
             int w = v == nv - 1 ? lanes : e->vw;
-            LLVMBuildStore(e->b, s->g->accumulate ? load_lanes(e, c_at(s, i, r, j, v), w) : zero,
+            LLVMBuildStore(e->b, s->g->accumulate ? kp_gemm_load(e, c_at(s, i, r, j, v), w) : zero,
                            slot[r][v]);
         }
     int64_t n = s->g->n.size;
@@ -219,7 +219,7 @@ static void add_partials(const Block *s, int mr, int nv, int lanes, LLVMValueRef
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) {
             LLVMValueRef at = add(e, mulc(e, addc(e, i, r), n), addc(e, j, (int64_t)v * e->vw));
-            LLVMValueRef x = load_lanes(e, kp_gep(e, part, at), v == nv - 1 ? lanes : e->vw);
+            LLVMValueRef x = kp_gemm_load(e, kp_gep(e, part, at), v == nv - 1 ? lanes : e->vw);
             LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, slot[r][v], "");
             LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, old, x, ""), slot[r][v]);
         }
@@ -230,7 +230,7 @@ static void store_plain(const Block *s, const KpGemmTile *t)
 {
     for (int r = 0; r < t->mr; r++)
         for (int v = 0; v < t->nv; v++)
-            store_lanes(s->e, t->acc[r][v], c_at(s, t->i0, r, t->j0, v),
+            kp_gemm_store(s->e, t->acc[r][v], c_at(s, t->i0, r, t->j0, v),
                         v == t->nv - 1 ? t->lanes : s->e->vw);
 }
 

@@ -65,14 +65,6 @@ static LLVMValueRef masked_load(KpEmit *e, LLVMValueRef ptr, LLVMValueRef mask)
     return kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
 }
 
-static void store_lanes(KpEmit *e, LLVMValueRef v, LLVMValueRef ptr, int lanes)
-{
-    if (lanes < e->vw)
-        kp_store_vec_masked(e, v, ptr, kp_i64(e, 0), lanes);
-    else
-        kp_store_vec(e, v, ptr, kp_i64(e, 0));
-}
-
 /* Lines contiguous: per panel and k, the w lines in vectors, masked to
  * the lines the block has. */
 static void pack_lines(KpEmit *e, const KpGemmPackArgs *p, const Src *s)
@@ -87,7 +79,7 @@ static void pack_lines(KpEmit *e, const KpGemmPackArgs *p, const Src *s)
         LLVMValueRef mask = lanes_below(e, lq, p->nl);
         kp_loop_begin(e, &lk, kp_i64(e, 0), p->kc, 1, "pk");
         LLVMValueRef v = masked_load(e, src_at(e, s, lq, lk.iv), mask);
-        store_lanes(e, v, dst_at(e, p, lt.iv, lk.iv, q), p->w - q < e->vw ? p->w - q : e->vw);
+        kp_gemm_store(e, v, dst_at(e, p, lt.iv, lk.iv, q), p->w - q < e->vw ? p->w - q : e->vw);
         kp_gemm_loop_end(e, &lk);
     }
     kp_gemm_loop_end(e, &lt);
@@ -166,7 +158,7 @@ static void pack_transposed(KpEmit *e, const KpGemmPackArgs *p, const Src *s)
         transpose(e, v);
         int lanes = p->w - q < vw ? p->w - q : vw;
         for (int j = 0; j < vw; j++)
-            store_lanes(e, v[j], dst_at(e, p, lt.iv, LLVMBuildNSWAdd(e->b, lk.iv, kp_i64(e, j), ""), q),
+            kp_gemm_store(e, v[j], dst_at(e, p, lt.iv, LLVMBuildNSWAdd(e->b, lk.iv, kp_i64(e, j), ""), q),
                         lanes);
     }
     kp_gemm_loop_end(e, &lk);

@@ -3,7 +3,7 @@
  * output (gemm.h, KpGemmOut): bias, the node's fused epilogues at the
  * output's flat index, the last vector masked to the columns of C.
  */
-#include "gemm.h"
+#include "gemm_internal.h"
 
 void kp_gemm_store_out(KpEmit *e, const KpGemmTile *t, void *user)
 {
@@ -24,16 +24,11 @@ void kp_gemm_store_out(KpEmit *e, const KpGemmTile *t, void *user)
             if (row_bias)
                 x = LLVMBuildFAdd(e->b, x, row_bias, "");
             else if (o->bias_arg >= 0)
-                x = LLVMBuildFAdd(e->b, x,
-                                  part ? kp_load_vec_masked(e, t->ka->p[o->bias_arg], col, part, 0.0)
-                                       : kp_load_vec(e, t->ka->p[o->bias_arg], col), "");
+                x = LLVMBuildFAdd(e->b, x, kp_gemm_load(e, kp_gep(e, t->ka->p[o->bias_arg], col), lanes), "");
             LLVMValueRef idx = LLVMBuildNSWAdd(e->b, at_row, col, "idx");
             if (o->node)
                 x = kp_emit_epilogue(e, o->node, t->ka->p, x, idx, part);
-            if (part)
-                kp_store_vec_masked(e, x, t->ka->p[c->arg], idx, part);
-            else
-                kp_store_vec(e, x, t->ka->p[c->arg], idx);
+            kp_gemm_store(e, x, kp_gep(e, t->ka->p[c->arg], idx), lanes);
         }
     }
 }

@@ -24,7 +24,10 @@
  * with the percent of the peak kp_measure_peak gives at that thread
  * count and the karpc vector width.  Not part of the test suite:
  *
- *   gemm_bench [rounds]      (default 15)
+ *   gemm_bench [rounds [cpu [filter]]]
+ *       default 15 rounds, the host CPU ("host"; e.g. x86-64-v3 for the AVX2 code,
+ *       measured against the 8-lane peak), every case (else those whose
+ *       name contains filter)
  */
 #include <dlfcn.h>
 #include <math.h>
@@ -35,6 +38,7 @@
 #include <time.h>
 
 #include "backend/backend.h"
+#include "backend/llvm_internal.h"
 #include "backend/peak.h"
 #include "runtime/model.h"
 
@@ -94,61 +98,24 @@ static float *buffer(int64_t count, uint64_t seed)
     return p;
 }
 
-static KpValue *value(KpGraph *g, int rank, int64_t d0, int64_t d1, int64_t d2, KpStorage st)
-{
-    int64_t dims[3] = {d0, d1, d2};
-    KpValue *v = kp_value_new(g, KP_ROLE_ACT, KP_F32, rank, dims);
-    v->storage = st;
-    return v;
-}
-
 /* The case's node in g (batch m, or k for GRAD_W). */
 static KpNode *make_node(KpGraph *g, const Case *c)
 {
-    KpValue *in[3];
-    KpNode *nd;
-    KpOp op;
-    int nin = 2;
-    switch (c->kind) {
-    case DENSE:
-    case DENSE_PACKED:
-        in[0] = value(g, 2, KP_DIM_N, c->k, 0, KP_STORE_INPUT);
-        in[1] = c->kind == DENSE ? value(g, 2, c->n, c->k, 0, KP_STORE_PARAM)
-                                 : value(g, 3, (c->n + 15) / 16, c->k, 16, KP_STORE_PREP);
-        in[2] = value(g, 1, c->n, 0, 0, KP_STORE_PARAM);
-        in[2]->offset = c->n * c->k + 64;
-        nin = 3;
-        op = c->kind == DENSE ? KP_OP_dense : KP_OP_dense_packed;
-        break;
-    case GRAD_X:                 /* dy [N,k], W [k,n] */
-        in[0] = value(g, 2, KP_DIM_N, c->k, 0, KP_STORE_WORKSPACE);
-        in[1] = value(g, 2, c->k, c->n, 0, KP_STORE_PARAM);
-        op = KP_OP_dense_grad_x;
-        break;
-    case GRAD_W:                 /* dy [N,m], x [N,n] */
-        in[0] = value(g, 2, KP_DIM_N, c->m, 0, KP_STORE_WORKSPACE);
-        in[1] = value(g, 2, KP_DIM_N, c->n, 0, KP_STORE_INPUT);
-        op = KP_OP_dense_grad_w;
-        break;
-    }
-    nd = kp_node_new(g, op, "bench", "", nin, in);
-    nd->attr.units = c->n;
-    if (c->kind == DENSE_PACKED) {
-        nd->attr.panel = 16;
-        nd->attr.has_bias = true;
+    static const KpOp ops[] = {[DENSE] = KP_OP_dense, [DENSE_PACKED] = KP_OP_dense_packed,
+                               [GRAD_X] = KP_OP_dense_grad_x, [GRAD_W] = KP_OP_dense_grad_w};
+    int64_t in = c->kind == DENSE || c->kind == DENSE_PACKED ? c->k : c->n;
+    int64_t out = c->kind == GRAD_X ? c->k : c->kind == GRAD_W ? c->m : c->n;
+    KpDiag d;
+    kp_diag_init(&d);
+    KpNode *nd = kp_dense_node(g, ops[c->kind], in, out, &d);
+    if (!nd) {
+        fprintf(stderr, "gemm_bench: %s\n", d.msg);
+        exit(1);
     }
     if (c->relu) {
         nd->nepi = 1;
         nd->epi[0] = (KpEpilogue){.op = KP_OP_relu};
     }
-    KpDiag d;
-    kp_diag_init(&d);
-    if (kp_node_infer_shape(g, nd, &d) < 0) {
-        fprintf(stderr, "gemm_bench: %s\n", d.msg);
-        exit(1);
-    }
-    nd->out->storage = c->kind == GRAD_W ? KP_STORE_GRAD : KP_STORE_OUTPUT;
-    nd->out->offset = 1 << 20;
     return nd;
 }
 
@@ -257,31 +224,45 @@ static void load_peers(void)
 int main(int argc, char **argv)
 {
     int rounds = argc > 1 ? atoi(argv[1]) : 15;
+    const char *cpu = argc > 2 && strcmp(argv[2], "host") != 0 ? argv[2] : NULL;
+    const char *filter = argc > 3 ? argv[3] : "";
     if (rounds < 1) {
-        fprintf(stderr, "usage: gemm_bench [rounds]\n");
+        fprintf(stderr, "usage: gemm_bench [rounds [cpu|host [filter]]]\n");
         return 1;
     }
     load_peers();
-    printf("OpenBLAS (openblas-openmp): %s; oneDNN: %s\n", cblas ? "found" : "missing",
-           dnnl ? "found" : "missing");
+    printf("OpenBLAS (openblas-openmp): %s; oneDNN: %s; karpc for %s\n", cblas ? "found" : "missing",
+           dnnl ? "found" : "missing", cpu ? cpu : "the host CPU");
+    /* the peak at the vector width the code is compiled for */
+    KpTargetOpts target = {.opt_level = 3, .cpu = cpu};
+    KpTargetConfig cfg;
+    KpDiag dg;
+    kp_diag_init(&dg);
+    if (kp_llvm_target_config(&target, &cfg, &dg) < 0) {
+        fprintf(stderr, "gemm_bench: %s\n", dg.msg);
+        return 1;
+    }
+    int lanes = cfg.vector_width;
+    kp_llvm_target_config_free(&cfg);
     KpPeak peak[3];
     for (int t = 1; t <= 2; t++)
-        peak[t] = kp_measure_peak(t, 0);
+        peak[t] = kp_measure_peak(t, lanes);
     printf("peak: %.0f GFLOP/s on 1 thread, %.0f on 2 (%d-lane FMA); median of %d rounds\n\n",
            peak[1].gflops, peak[2].gflops, peak[1].lanes, rounds);
     printf("%-34s %3s %15s %15s %15s %7s %7s\n", "case", "thr", "karpc GF/s %pk", "OpenBLAS",
            "oneDNN", "k/OB", "k/DNNL");
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const Case *c = &cases[ci];
+        if (!strstr(c->name, filter))
+            continue;
         KpGraph *g = kp_graph_new();
         int64_t batch = c->kind == GRAD_W ? c->k : c->m;
         g->max_batch = batch;
         KpNode *nd = make_node(g, c);
-        KpTargetOpts t = {.opt_level = 3};
         KpNodeJit j;
         KpDiag d;
         kp_diag_init(&d);
-        if (kp_llvm_node_jit(g, nd, &t, &j, &d) < 0) {
+        if (kp_llvm_node_jit(g, nd, &target, &j, &d) < 0) {
             fprintf(stderr, "gemm_bench: %s: %s\n", c->name, d.msg);
             return 1;
         }

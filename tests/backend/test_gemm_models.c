@@ -14,6 +14,10 @@
  *                    call refuses with KARP_ENOMEM, then works again
  *   concurrent_infer four threads calling karp_infer on one model at once
  *                    get the single-threaded bits
+ *   split_k          a weight gradient of 4 x 64 over a batch of 4096: its
+ *                    k split into chunks whose partial sums live in the
+ *                    call's shared scratch; JIT, model.so, 1 and 2 threads
+ *                    give the same bits, near the interpreter's
  */
 #include <check.h>
 #include <pthread.h>
@@ -24,6 +28,7 @@
 #include "modelbuild.h"
 #include "numcheck.h"
 #include "runtime/model.h"
+#include "runtime/ref/ref.h"
 
 enum { IN = 1024, OUT = 17, MAXB = 19 };
 
@@ -196,6 +201,51 @@ START_TEST(concurrent_infer)
 }
 END_TEST
 
+START_TEST(split_k)
+{
+    enum { SIN = 64, SOUT = 4, SB = 4096 };
+    static const char json[] =
+        "{\"karp\": 1, \"name\": \"sk\", \"input\": {\"shape\": [64]}, \"layers\": ["
+        "{\"type\": \"dense\", \"units\": 4}], \"loss\": \"mse\","
+        " \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.01}, \"batch\": 4096, \"seed\": 9}";
+    char *dir = kp_test_tmpdir();
+    KpProgram prog;
+    karp_model *jit, *so;
+    kp_test_build_model(dir, "sk", json, 3, &prog, &jit, &so);
+    ck_assert_int_gt((int)jit->desc->scratch_shared_bytes, 0);
+    uint64_t seed = 21;
+    float *x = malloc(SB * SIN * sizeof *x), *dy = malloc(SB * SOUT * sizeof *dy);
+    for (int i = 0; i < SB * SIN; i++)
+        x[i] = kp_test_uniform(&seed, -1.0f, 1.0f);
+    for (int i = 0; i < SB * SOUT; i++)
+        dy[i] = kp_test_uniform(&seed, -1.0f, 1.0f);
+    float g[4][SOUT * SIN];
+    karp_model *models[4] = {jit, so, jit, so};
+    for (int k = 0; k < 4; k++) {
+        karp_set_threads(k < 2 ? 0 : 1);
+        float y[SB * SOUT];
+        ck_assert_int_eq(karp_zero_gradients(models[k]), 0);
+        ck_assert_int_eq(karp_forward(models[k], x, SB, y), 0);
+        ck_assert_int_eq(karp_backward(models[k], dy, NULL), 0);
+        karp_param p;
+        ck_assert_int_eq(karp_param_find(models[k], "dense0.weight", &p), 0);
+        memcpy(g[k], p.grad, sizeof g[k]);
+    }
+    karp_set_threads(0);
+    for (int k = 1; k < 4; k++)
+        ck_assert_msg(memcmp(g[0], g[k], sizeof g[0]) == 0, "run %d: other bits than the JIT's at 2 threads", k);
+    float ref[SOUT * SIN] = {0};
+    kp_ref_dense_backward(NULL, ref, NULL, dy, x, NULL, SB, SIN, SOUT);
+    double r = kp_test_tolerance_ratio(g[0], ref, SOUT * SIN);
+    ck_assert_msg(r <= 1.0, "dW off by %.3g x tolerance", r);
+    free(x), free(dy);
+    karp_close(jit), karp_close(so);
+    kp_program_free(&prog);
+    kp_test_rmdir(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gemm_models");
@@ -204,6 +254,7 @@ int main(void)
     tcase_add_test(tc, jit_and_so);
     tcase_add_test(tc, scratch_enomem);
     tcase_add_test(tc, concurrent_infer);
+    tcase_add_test(tc, split_k);
     suite_add_tcase(s, tc);
     return kp_test_main(s, CK_FORK);
 }
