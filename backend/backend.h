@@ -49,6 +49,28 @@ int kp_llvm_emit_file(KpCodegen *cg, KpEmitKind kind, const char *path, KpDiag *
 int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d);
 void kp_llvm_free(KpCodegen *cg);
 
+/* One node of a planned graph (values with storage) JIT-compiled alone,
+ * as a model compiles it, into
+ *     void kernel(ptr in0, ..., ptr out, i64 n)
+ * for kernel tests and benchmarks.  The caller binds scratch (bytes per
+ * thread and shared, krt_scratch_bind in runtime/model.h) before calling
+ * a kernel that needs it.  Free with kp_llvm_node_jit_free. */
+typedef struct KpNodeJit {
+    void *jit;                  /* the LLJIT */
+    void *fn;                   /* kernel */
+    int64_t scratch_bytes, scratch_shared_bytes;
+} KpNodeJit;
+int kp_llvm_node_jit(const KpGraph *g, const KpNode *n, const KpTargetOpts *t, KpNodeJit *out,
+                     KpDiag *d);
+void kp_llvm_node_jit_free(KpNodeJit *j);
+/* A node of the dense family (dense, dense_packed, dense_grad_x,
+ * dense_grad_w) between in and out features, alone in g with its values
+ * stored as a model keeps them (x the input, W and the bias parameters,
+ * panels prepared, dy in the workspace, dW a gradient slot: added into),
+ * for kp_llvm_node_jit.  Its kernel takes the inputs in ops.def's order,
+ * then the output.  NULL with a diagnostic. */
+KpNode *kp_dense_node(KpGraph *g, KpOp op, int64_t in, int64_t out, KpDiag *d);
+
 /* Link an object into a shared library with the static runtime
  * (libkarprt.a) by the system C compiler.  runtime_lib NULL: found next to
  * the karpc executable or in the build tree. */

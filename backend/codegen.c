@@ -104,10 +104,7 @@ int kp_node_takes_seed(const KpNode *n)
     return n->op == KP_OP_dropout_mask;
 }
 
-/* <prefix>.node<i>.<op>: the node's function, its body from the emitter.
- * (params, grads, opt, step) for a node without inputs (an update).  A
- * member of a group takes two more i64s, its share t of nt (emit.h). */
-static LLVMValueRef emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpDiag *d)
+LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpDiag *d)
 {
     LLVMTypeRef params[KP_MAX_ARGS];
     e->node = n;
@@ -176,7 +173,7 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
         return NULL;
     }
     for (int i = 0; i < g->nnodes; i++)
-        if (!(fns[i] = emit_node(e, prefix, g->nodes[i], d))) {
+        if (!(fns[i] = kp_cg_emit_node(e, prefix, g->nodes[i], d))) {
             free(fns);
             return NULL;
         }
@@ -388,12 +385,9 @@ static int optimize(KpCodegen *cg, KpDiag *d)
     return 0;
 }
 
-int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, KpDiag *d)
+int kp_llvm_module_new(const KpTargetOpts *t, const char *name, KpCodegen **out, KpDiag *d)
 {
     *out = NULL;
-    const KpGraph *g = p->infer;
-    if (!g)
-        return kp_error(d, "internal error: a program without its inference graph");
     KpCodegen *cg = calloc(1, sizeof *cg);
     if (!cg)
         return kp_error(d, "out of memory");
@@ -407,12 +401,30 @@ int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, 
     }
     cg->tsc = LLVMOrcCreateNewThreadSafeContext();
     cg->ctx = LLVMOrcThreadSafeContextGetContext(cg->tsc);
-    cg->mod = LLVMModuleCreateWithNameInContext(g->name ? g->name : "model", cg->ctx);
+    cg->mod = LLVMModuleCreateWithNameInContext(name, cg->ctx);
     LLVMSetTarget(cg->mod, cg->cfg.triple);
     LLVMTargetDataRef td = LLVMCreateTargetDataLayout(cg->tm);
     LLVMSetModuleDataLayout(cg->mod, td);
     LLVMDisposeTargetData(td);
+    *out = cg;
+    return 0;
+}
 
+int kp_llvm_module_finish(KpCodegen *cg, KpEmit *e, KpDiag *d)
+{
+    set_function_attrs(e);
+    return optimize(cg, d);
+}
+
+int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, KpDiag *d)
+{
+    *out = NULL;
+    const KpGraph *g = p->infer;
+    if (!g)
+        return kp_error(d, "internal error: a program without its inference graph");
+    KpCodegen *cg;
+    if (kp_llvm_module_new(t, g->name ? g->name : "model", &cg, d) < 0)
+        return -1;
     KpEmit e;
     kp_emit_init(&e, cg->ctx, cg->mod, g, cg->cfg.vector_width);
     if (t->keep_kernels && !(e.kernels = cg->kernels = calloc(1, sizeof *cg->kernels))) {
@@ -433,14 +445,14 @@ int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, 
         entries.train_step = te.train_step;
         e.g = g;
     }
+    entries.scratch_bytes = e.scratch_bytes;
+    entries.scratch_shared_bytes = e.scratch_shared_bytes;
     if (rc == 0)
         rc = kp_llvm_emit_descriptor(cg->mod, g, p->train, p->no_train_reason,
                                      cg->cfg.cpu_features, &entries, d);
     LLVMDisposeBuilder(e.b);
-    if (rc == 0) {
-        set_function_attrs(&e);
-        rc = optimize(cg, d);
-    }
+    if (rc == 0)
+        rc = kp_llvm_module_finish(cg, &e, d);
     if (rc < 0) {
         kp_llvm_free(cg);
         return -1;

@@ -25,6 +25,11 @@ typedef struct KpEntryEnv {
     LLVMValueRef seed;          /* i64, forward and train_step only */
 } KpEntryEnv;
 
+/* <prefix>.node<id>.<op>: node n's function, internal, its body from the
+ * op's emitter; (params, grads, opt, step) for a node without inputs (an
+ * update); a member of a group takes two more i64s, its share t of nt
+ * (emit.h).  NULL with a diagnostic. */
+LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpDiag *d);
 /* One function per node of e->g, named "<prefix>.node<id>.<op>", and one
  * per group, "<prefix>.group<k>"; returns an array of g->nnodes functions
  * (free() it), NULL with a diagnostic: what the entries call for node i,

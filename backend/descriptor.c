@@ -84,6 +84,7 @@ LLVMTypeRef kp_llvm_model_desc_type(LLVMContextRef ctx)
         i64, ptr,                 /* naugment, augment */
         i64, ptr,                 /* prep_floats, prepare (ABI 4) */
         i64, ptr,                 /* nvalues, values */
+        i64, i64, ptr,            /* scratch_bytes, scratch_shared_bytes, bind_scratch (ABI 5) */
     };
     t = LLVMStructCreateNamed(ctx, "KarpModelDesc");
     LLVMStructSetBody(t, fields, sizeof fields / sizeof fields[0], 0);
@@ -253,6 +254,22 @@ static LLVMValueRef augment_array(LLVMModuleRef mod, const KpGraph *g)
     return gv;
 }
 
+/* krt_scratch_bind, which the runtime calls before every entry: the
+ * runtime's own copy (the JIT's, or the one linked into model.so). */
+static LLVMValueRef bind_scratch(LLVMModuleRef mod, int64_t scratch_bytes)
+{
+    LLVMContextRef ctx = LLVMGetModuleContext(mod);
+    LLVMTypeRef ptr = LLVMPointerTypeInContext(ctx, 0), i64 = LLVMInt64TypeInContext(ctx);
+    if (scratch_bytes == 0)
+        return LLVMConstPointerNull(ptr);
+    LLVMValueRef fn = LLVMGetNamedFunction(mod, "krt_scratch_bind");
+    if (fn)
+        return fn;
+    LLVMTypeRef params[4] = {ptr, ptr, i64, i64};
+    return LLVMAddFunction(mod, "krt_scratch_bind",
+                           LLVMFunctionType(LLVMVoidTypeInContext(ctx), params, 4, 0));
+}
+
 int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *tg,
                             const char *no_train_reason, const char *cpu_features,
                             const KpDescEntries *entries, KpDiag *d)
@@ -323,6 +340,9 @@ int kp_llvm_emit_descriptor(LLVMModuleRef mod, const KpGraph *g, const KpGraph *
         fn_or_null(ctx, entries->prepare),
         i64c(ctx, nvalues),
         values,
+        i64c(ctx, entries->scratch_bytes),
+        i64c(ctx, entries->scratch_shared_bytes),
+        bind_scratch(mod, entries->scratch_bytes + entries->scratch_shared_bytes),
     };
     LLVMTypeRef dty = kp_llvm_model_desc_type(ctx);
     LLVMValueRef desc = LLVMAddGlobal(mod, dty, KARP_DESCRIPTOR_SYMBOL);

@@ -52,12 +52,16 @@ typedef struct KpEmit {
     LLVMValueRef seed;          /* i64: the call's seed, for a node that takes one
                                    (kp_node_takes_seed), else NULL */
     int accumulate;             /* the output is a gradient slot: add into it */
+    int64_t scratch_bytes;      /* the most any work item of the module takes from
+                                   krt_scratch (the descriptor's scratch_bytes) */
     /* a member of a group (codegen_group.c): the node function takes its
      * share t of nt of the work, i64s after its other arguments; NULL
      * otherwise */
     LLVMValueRef share_t, share_nt;
     int regions;                /* kp_emit_parallel calls of the node being emitted */
     struct KpKernelList *kernels;   /* non-NULL: kernels exported, calls listed (kernels.h) */
+    int64_t scratch_shared_bytes; /* the shared scratch of the module: the ranges its
+                                     split GEMMs took, one after the other */
 } KpEmit;
 
 /* Types, krt_parallel_for's declaration and a builder for emitting into

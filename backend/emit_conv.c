@@ -147,8 +147,7 @@ static void store(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase
                     kp_store_vec(e, r, Y, add(e, yrow, q));
                 continue;
             }
-            /* strided phases scatter: no epilogues here (kp_op_takes_epilogue) */
-            assert(e->node->nepi == 0);
+            /* strided phases scatter: epilogues after the whole row (row_epilogue) */
             LLVMValueRef idx = lane_index(e, add(e, addc(e, yrow, p->px), mul(e, q, s->sx)), s->sx);
             LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, Y, &idx, 1, "");
             LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
@@ -265,6 +264,30 @@ static void phase_row(KpEmit *e, const KpKernelArgs *a, const Direct *s, int64_t
     }
 }
 
+/* The node's epilogues over output row ybase of the item's fb channels,
+ * once every phase has stored its columns of it (strided phases scatter
+ * their stores, so the epilogues wait for the whole row). */
+static void row_epilogue(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValueRef ybase)
+{
+    LLVMValueRef Y = a->p[s->ph[0].m.iy];
+    int64_t nwhole = s->yw / e->vw, rem = s->yw % e->vw;
+    for (int64_t f = 0; f < s->fb; f++) {
+        LLVMValueRef row = addc(e, ybase, f * s->yh * s->yw);
+        if (nwhole > 0) {
+            KpLoop lv;
+            kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, nwhole * e->vw), e->vw, "epi");
+            LLVMValueRef at = add(e, row, lv.iv);
+            kp_store_vec(e, kp_emit_epilogue(e, e->node, a->p, kp_load_vec(e, Y, at), at, 0), Y, at);
+            kp_loop_end(e, &lv);
+        }
+        if (rem > 0) {
+            LLVMValueRef at = addc(e, row, nwhole * e->vw);
+            LLVMValueRef x = kp_load_vec_masked(e, Y, at, (int)rem, 0.0);
+            kp_store_vec_masked(e, kp_emit_epilogue(e, e->node, a->p, x, at, (int)rem), Y, at, (int)rem);
+        }
+    }
+}
+
 /* item = (n * (cout/fb) + block) * yh + oy; row oy is row oy / sy of the
  * phases (oy mod sy, *) */
 static void direct_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
@@ -300,6 +323,8 @@ static void direct_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
         }
         LLVMPositionBuilderAtEnd(e->b, join);
     }
+    if (s->sx > 1 && e->node->nepi > 0)
+        row_epilogue(e, a, s, ybase);
     kp_loop_end(e, &li);
 }
 
@@ -340,7 +365,7 @@ void kp_emit_conv(KpEmit *e, const KpConvMap *map)
 }
 
 /* x [N,C,H,W], weight [F,C,kh,kw], bias [F] -> y [N,F,OH,OW] */
-int emit_conv2d(KpEmit *e, const KpNode *n, KpDiag *d)
+void kp_emit_conv2d_direct(KpEmit *e, const KpNode *n)
 {
     const KpValue *x = n->in[0], *y = n->out;
     KpConvMap m = {.cin = x->dims[1], .h = x->dims[2], .w = x->dims[3],
@@ -349,7 +374,6 @@ int emit_conv2d(KpEmit *e, const KpNode *n, KpDiag *d)
     kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
     m.wco = m.cin * m.kh * m.kw, m.wci = m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
     kp_emit_conv(e, &m);
-    return 0;
 }
 
 /* x [N,C,H,W], weight [C,F,kh,kw], bias [F] -> y [N,F,OH,OW] */
@@ -367,16 +391,15 @@ int emit_conv2d_transpose(KpEmit *e, const KpNode *n, KpDiag *d)
 }
 
 /* dy [N,F,OH,OW], weight [F,C,kh,kw], x (shape) -> dx [N,C,H,W] */
-int emit_conv2d_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
+void kp_emit_conv2d_grad_x_direct(KpEmit *e, const KpNode *n)
 {
     const KpValue *dy = n->in[0], *dx = n->out;
     KpConvMap m = {.cin = dy->dims[1], .h = dy->dims[2], .w = dy->dims[3],
                    .cout = dx->dims[1], .oh = dx->dims[2], .ow = dx->dims[3],
-                   .ix = 0, .iw = 1, .ib = -1, .iy = 3, .transposed = 1};
+                   .ix = 0, .iw = 1, .ib = -1, .iy = n->nin, .transposed = 1};
     kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
     m.wco = m.kh * m.kw, m.wci = m.cout * m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
     kp_emit_conv(e, &m);
-    return 0;
 }
 
 /* dy [N,F,OH,OW], weight [C,F,kh,kw], x (shape) -> dx [N,C,H,W] */

@@ -18,7 +18,7 @@
 #ifndef KP_EMIT_CONV_H
 #define KP_EMIT_CONV_H
 
-#include "emit.h"
+#include "gemm.h"
 
 typedef struct KpConvMap {
     int64_t cin, h, w;          /* X, per sample */
@@ -52,5 +52,37 @@ LLVMValueRef kp_conv_load(KpEmit *e, LLVMValueRef X, LLVMValueRef row, LLVMValue
 
 /* The largest divisor of c that is at most cap (at least 1). */
 int64_t kp_divisor_upto(int64_t c, int64_t cap);
+
+/* The direct kernels of conv2d's forward and input gradient (emit_conv.c),
+ * for the shapes emit_conv_gemm.c leaves to them. */
+void kp_emit_conv2d_direct(KpEmit *e, const KpNode *n);
+void kp_emit_conv2d_grad_x_direct(KpEmit *e, const KpNode *n);
+
+/* The columns an implicit-GEMM convolution reads from an image X
+ * [N,c,h,w] (emit_conv_cols.c): output position (oy, ox) of sample g
+ * and tap t = (ci*kh + ky)*kw + kx read
+ *     X[g, ci, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw]   (0 outside)
+ * and pixel j = (g*oh + oy)*ow + ox numbers the positions of all samples. */
+typedef struct KpConvCols {
+    int arg;                    /* X's kernel pointer */
+    int64_t c, h, w;            /* X, per sample */
+    int64_t oh, ow;             /* output positions, per sample */
+    int64_t kh, kw, sh, sw, pt, pl, dh, dw;
+} KpConvCols;
+
+/* A block of im2col(X) into dst: pixels [j, j + nl) of the output grid
+ * (numbered over all samples) by taps [k0, k0 + kc), pixel l and tap k
+ * (relative) at dst[(l / 16) * panel + k * kstride + l % 16], the pixels
+ * from nl to the end of the last 16 zero.  The GEMM's B panels are
+ * panel = kc*16, kstride = 16; rows of taps are panel = 16, kstride =
+ * the row's length. */
+void kp_conv_cols(KpEmit *e, const KpConvCols *s, LLVMValueRef X, LLVMValueRef dst, LLVMValueRef j,
+                  LLVMValueRef nl, LLVMValueRef k0, LLVMValueRef kc, LLVMValueRef panel,
+                  LLVMValueRef kstride);
+
+/* The packer (gemm.h KpGemmPackFn) of B = im2col(X_g) [taps x pixels of
+ * sample g], user a KpConvCols: lines are the pixels of group g, k the
+ * taps. */
+void kp_conv_pack_cols(KpEmit *e, const KpGemmPackArgs *p, void *user);
 
 #endif

@@ -6,195 +6,62 @@
  *   bias_grad:     db[o]   += sum_i dy[i,o]            dy [N,out]             -> [out]
  *                  (and dy [N,C,H,W]: a vector sum over each channel's planes)
  *
- * The first two are one shape of GEMM, C[r,k] (+)= sum_j A[r,j] B[j,k],
- * with B and C rows contiguous along k and A read one scalar at a time:
+ * The first two are GEMMs (gemm.h), C = A·B:
  *
- *             grad_x           grad_w
- *   r         i (batch, N)     o (out)
- *   j         o (out)          i (batch, N)
- *   A[r,j]    dy[r*out + j]    dy[j*out + r]
- *   B[j,:]    W[j,:]           x[j,:]
+ *             grad_x                   grad_w
+ *   C         dx   [N x in]            dW   [out x in], accumulated
+ *   A         dy   [N x out]           dy^T [out x N]   (rows contiguous)
+ *   B         W    [out x in]          x    [N x in]
+ *   k         out                      N (the batch)
  *
- * Work items are (row block of RB rows, column tile of KV vectors):
- *
- *   k ->       tile 0 (KV*VW)  tile 1   ...  last tile (compile-time layout)
- *   rows 0-3  | item 0        | item 1 | ...
- *   rows 4-7  | ...
- *
- * Per j, the KV vectors of B[j, tile] are loaded once and each of the RB
- * rows' A[r,j], splatted, feeds KV fma chains: RB*KV accumulators.  A
- * partial last vector is a masked load/store.  Every C element is summed
- * by one thread over j = 0, 1, ... in order, starting from zero or (for a
- * gradient slot) from its current value, so results do not depend on how
- * items are split across threads.  A row block that is short (n not a
- * multiple of RB) is done one row at a time, in the same order.
+ * Every operand is contiguous along the columns of C or readable in
+ * place, so the generator packs only where cache sets collide.  Each C
+ * element is summed by one thread over k in order, from zero or (for a
+ * gradient slot) from its current value, so results do not depend on the
+ * thread count.  The bias gradient sums each output over the batch in
+ * order, one thread per vector of outputs.
  */
-#include "emit.h"
-
-enum { RB = 4, KV = 2 };
-
-typedef struct Gemm {
-    int64_t sa_r, sa_j;         /* A[r,j] = A[r*sa_r + j*sa_j] */
-    int64_t cols;               /* k: the length of B's and C's rows */
-    int64_t rows;               /* > 0: constant row count; 0: n */
-    int64_t js;                 /* > 0: constant j count; 0: n */
-    int ia, ib;                 /* which kernel pointers are A and B */
-} Gemm;
-
-/* The layout of one column tile: nv vectors, the last with rem lanes (0: whole). */
-typedef struct Tile {
-    int nv, rem;
-} Tile;
-
-static LLVMValueRef load_lanes(KpEmit *e, LLVMValueRef p, LLVMValueRef i, int masked, int rem)
-{
-    return masked ? kp_load_vec_masked(e, p, i, rem, 0.0) : kp_load_vec(e, p, i);
-}
-
-/* C[r0..r0+nr, k0..k0+tile) for a constant nr rows. */
-static void gemm_tile(KpEmit *e, const KpKernelArgs *a, const Gemm *s, LLVMValueRef r0, int nr,
-                      LLVMValueRef k0, Tile t)
-{
-    LLVMValueRef A = a->p[s->ia], B = a->p[s->ib], C = a->p[e->node->nin];
-    LLVMValueRef acc[RB][KV], crow[RB];
-    for (int r = 0; r < nr; r++) {
-        LLVMValueRef row = LLVMBuildNSWAdd(e->b, r0, kp_i64(e, r), "");
-        crow[r] = LLVMBuildNSWAdd(e->b, LLVMBuildNSWMul(e->b, row, kp_i64(e, s->cols), ""), k0, "crow");
-        for (int v = 0; v < t.nv; v++) {
-            acc[r][v] = kp_alloca(e, e->vec, "acc");
-            LLVMValueRef init = kp_fconst(e->vec, 0.0);
-            if (e->accumulate)
-                init = load_lanes(e, C, LLVMBuildNSWAdd(e->b, crow[r], kp_i64(e, v * e->vw), ""),
-                                  v == t.nv - 1 && t.rem, t.rem);
-            LLVMBuildStore(e->b, init, acc[r][v]);
-        }
-    }
-    LLVMValueRef jend = s->js > 0 ? kp_i64(e, s->js) : a->n;
-    KpLoop lj;
-    kp_loop_begin(e, &lj, kp_i64(e, 0), jend, 1, "j");
-    LLVMValueRef brow = LLVMBuildNSWAdd(e->b, LLVMBuildNSWMul(e->b, lj.iv, kp_i64(e, s->cols), ""), k0, "");
-    LLVMValueRef bv[KV];
-    for (int v = 0; v < t.nv; v++)
-        bv[v] = load_lanes(e, B, LLVMBuildNSWAdd(e->b, brow, kp_i64(e, v * e->vw), ""),
-                           v == t.nv - 1 && t.rem, t.rem);
-    LLVMValueRef ja = LLVMBuildNSWMul(e->b, lj.iv, kp_i64(e, s->sa_j), "");
-    for (int r = 0; r < nr; r++) {
-        LLVMValueRef row = LLVMBuildNSWAdd(e->b, r0, kp_i64(e, r), "");
-        LLVMValueRef ai = LLVMBuildNSWAdd(e->b, LLVMBuildNSWMul(e->b, row, kp_i64(e, s->sa_r), ""), ja, "");
-        LLVMValueRef av = kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, A, ai), ""));
-        for (int v = 0; v < t.nv; v++) {
-            LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, acc[r][v], "");
-            LLVMBuildStore(e->b, kp_fma(e, av, bv[v], old), acc[r][v]);
-        }
-    }
-    kp_loop_end(e, &lj);
-    for (int r = 0; r < nr; r++)
-        for (int v = 0; v < t.nv; v++) {
-            LLVMValueRef sum = LLVMBuildLoad2(e->b, e->vec, acc[r][v], "");
-            LLVMValueRef i = LLVMBuildNSWAdd(e->b, crow[r], kp_i64(e, v * e->vw), "");
-            sum = kp_emit_epilogue(e, e->node, a->p, sum, i, v == t.nv - 1 && t.rem ? t.rem : 0);
-            if (v == t.nv - 1 && t.rem)
-                kp_store_vec_masked(e, sum, C, i, t.rem);
-            else
-                kp_store_vec(e, sum, C, i);
-        }
-}
-
-/* Rows [r0, r0 + nrows) of one tile: RB at once when the block is full,
- * else one at a time. */
-static void gemm_rows(KpEmit *e, const KpKernelArgs *a, const Gemm *s, LLVMValueRef r0,
-                      LLVMValueRef nrows, LLVMValueRef k0, Tile t)
-{
-    if (s->rows > 0 && s->rows % RB == 0) {     /* every block is full */
-        gemm_tile(e, a, s, r0, RB, k0, t);
-        return;
-    }
-    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
-    LLVMBasicBlockRef full = LLVMAppendBasicBlockInContext(e->ctx, fn, "rows.full");
-    LLVMBasicBlockRef part = LLVMAppendBasicBlockInContext(e->ctx, fn, "rows.part");
-    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "rows.join");
-    LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, nrows, kp_i64(e, RB), ""), full, part);
-    LLVMPositionBuilderAtEnd(e->b, full);
-    gemm_tile(e, a, s, r0, RB, k0, t);
-    LLVMBuildBr(e->b, join);
-    LLVMPositionBuilderAtEnd(e->b, part);
-    KpLoop lr;
-    kp_loop_begin(e, &lr, r0, LLVMBuildNSWAdd(e->b, r0, nrows, ""), 1, "r");
-    gemm_tile(e, a, s, lr.iv, 1, k0, t);
-    kp_loop_end(e, &lr);
-    LLVMBuildBr(e->b, join);
-    LLVMPositionBuilderAtEnd(e->b, join);
-}
-
-static int64_t tile_floats(const KpEmit *e)
-{
-    return (int64_t)KV * e->vw;
-}
-
-static void gemm_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
-{
-    const Gemm *s = user;
-    int64_t tf = tile_floats(e), nkt = (s->cols + tf - 1) / tf;
-    int64_t last = s->cols - (nkt - 1) * tf;    /* floats in the last tile, 1..tf */
-    Tile whole = {KV, 0};
-    Tile lastt = {(int)((last + e->vw - 1) / e->vw), (int)(last % e->vw)};
-    LLVMValueRef rows = s->rows > 0 ? kp_i64(e, s->rows) : a->n;
-
-    KpLoop li;
-    kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
-    LLVMValueRef rb = LLVMBuildSDiv(e->b, li.iv, kp_i64(e, nkt), "rb");
-    LLVMValueRef kt = LLVMBuildNSWSub(e->b, li.iv, LLVMBuildNSWMul(e->b, rb, kp_i64(e, nkt), ""), "kt");
-    LLVMValueRef r0 = LLVMBuildNSWMul(e->b, rb, kp_i64(e, RB), "r0");
-    LLVMValueRef nrows = LLVMBuildNSWSub(e->b, kp_min_i64(e, LLVMBuildNSWAdd(e->b, r0, kp_i64(e, RB), ""), rows),
-                                         r0, "nrows");
-    LLVMValueRef k0 = LLVMBuildNSWMul(e->b, kt, kp_i64(e, tf), "k0");
-    if (lastt.nv == KV && lastt.rem == 0) {
-        gemm_rows(e, a, s, r0, nrows, k0, whole);
-    } else {
-        LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
-        LLVMBasicBlockRef bw = LLVMAppendBasicBlockInContext(e->ctx, fn, "tile.whole");
-        LLVMBasicBlockRef bl = LLVMAppendBasicBlockInContext(e->ctx, fn, "tile.last");
-        LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "tile.join");
-        LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, kt, kp_i64(e, nkt - 1), ""), bw, bl);
-        LLVMPositionBuilderAtEnd(e->b, bw);
-        gemm_rows(e, a, s, r0, nrows, k0, whole);
-        LLVMBuildBr(e->b, join);
-        LLVMPositionBuilderAtEnd(e->b, bl);
-        gemm_rows(e, a, s, r0, nrows, k0, lastt);
-        LLVMBuildBr(e->b, join);
-        LLVMPositionBuilderAtEnd(e->b, join);
-    }
-    kp_loop_end(e, &li);
-}
-
-static void emit_gemm(KpEmit *e, const Gemm *s, int64_t macs_at_max_batch)
-{
-    int64_t tf = tile_floats(e), nkt = (s->cols + tf - 1) / tf;
-    LLVMValueRef rows = s->rows > 0 ? kp_i64(e, s->rows) : e->n;
-    LLVMValueRef nrb = LLVMBuildSDiv(e->b, LLVMBuildNSWAdd(e->b, rows, kp_i64(e, RB - 1), ""),
-                                     kp_i64(e, RB), "nrb");
-    LLVMValueRef items = LLVMBuildNSWMul(e->b, nrb, kp_i64(e, nkt), "items");
-    /* as for dense: below ~64k multiply-adds a thread team costs more than it saves */
-    kp_emit_parallel(e, "gemm", kp_i64(e, 0), items, macs_at_max_batch >= 65536, gemm_kernel,
-                     (void *)s);
-}
+#include "../ir/epilogue.h"
+#include "gemm.h"
 
 /* dy [N,out], W [out,in] -> dx [N,in] */
 int emit_dense_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
 {
     int64_t out = n->in[1]->dims[0], in = n->in[1]->dims[1];
-    Gemm s = {.sa_r = out, .sa_j = 1, .cols = in, .rows = 0, .js = out, .ia = 0, .ib = 1};
-    emit_gemm(e, &s, e->g->max_batch * in * out);
-    return 0;
+    if (e->accumulate && n->nepi > 0)
+        return kp_error(d, "internal error: node %d: epilogues on an accumulated dense_grad_x", n->id);
+    KpGemmOut o = {.node = n, .c = {.arg = n->nin, .rs = in, .cs = 1}, .bias_arg = -1};
+    KpGemm g = {
+        .name = "grad_x",
+        .m = {1, true}, .n = {in, false}, .k = {out, false}, .groups = {1, false},
+        .a = {.source = KP_GEMM_VIEW, .view = {.arg = 0, .rs = out, .cs = 1}},
+        .b = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = in, .cs = 1}},
+        .c = o.c,
+        .accumulate = e->accumulate,
+        .store = kp_gemm_store_out,
+        .store_user = &o,
+    };
+    return kp_gemm_emit(e, &g, d);
 }
 
 /* dy [N,out], x [N,in] -> dW [out,in] */
 int emit_dense_grad_w(KpEmit *e, const KpNode *n, KpDiag *d)
 {
     int64_t out = n->in[0]->dims[1], in = n->in[1]->dims[1];
-    Gemm s = {.sa_r = 1, .sa_j = out, .cols = in, .rows = out, .js = 0, .ia = 0, .ib = 1};
-    emit_gemm(e, &s, e->g->max_batch * in * out);
-    return 0;
+    KpGemm g = {
+        .name = "grad_w",
+        .m = {out, false}, .n = {in, false}, .k = {1, true}, .groups = {1, false},
+        .a = {.source = KP_GEMM_VIEW, .view = {.arg = 0, .rs = 1, .cs = out}},
+        .b = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = in, .cs = 1}},
+        .c = {.arg = 2, .rs = in, .cs = 1},
+        .accumulate = e->accumulate,
+    };
+    return kp_gemm_emit(e, &g, d);
+}
+
+static LLVMValueRef load_lanes(KpEmit *e, LLVMValueRef p, LLVMValueRef i, int masked, int rem)
+{
+    return masked ? kp_load_vec_masked(e, p, i, rem, 0.0) : kp_load_vec(e, p, i);
 }
 
 /* db[o0 .. o0+VW) (+)= sum over rows i = 0, 1, ... of dy[i, o0 ..]. */

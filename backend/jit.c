@@ -3,8 +3,8 @@
  * like the AOT one (so the JIT and model.so run the same machine code).
  *
  *   LLJIT ── main JITDylib ── the model module (karp_model_v1, <name>_infer, ...)
- *                          ├─ krt_parallel_for, krt_parallel_run: absolute symbols,
- *                          │  this process's runtime
+ *                          ├─ krt_parallel_for, krt_parallel_run, krt_scratch(_shared,
+ *                          │  _bind): absolute symbols, this process's runtime
  *                          └─ process symbols (libm, libc) by dlsym
  *
  * The LLJIT is the model's owner: karp_close() disposes it.  Every error
@@ -34,6 +34,9 @@ static LLVMErrorRef define_runtime_symbols(LLVMOrcLLJITRef jit, LLVMOrcJITDylibR
     } runtime[] = {
         {"krt_parallel_for", (void (*)(void))krt_parallel_for},
         {"krt_parallel_run", (void (*)(void))krt_parallel_run},
+        {"krt_scratch", (void (*)(void))krt_scratch},
+        {"krt_scratch_shared", (void (*)(void))krt_scratch_shared},
+        {"krt_scratch_bind", (void (*)(void))krt_scratch_bind},
     };
     enum { NSYM = sizeof runtime / sizeof runtime[0] };
     LLVMOrcCSymbolMapPair syms[NSYM];
@@ -67,9 +70,8 @@ static int create_jit(KpCodegen *cg, LLVMOrcLLJITRef *out, KpDiag *d)
     return 0;
 }
 
-int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d)
+int kp_llvm_jit_new(KpCodegen *cg, LLVMOrcLLJITRef *out, KpDiag *d)
 {
-    *out = NULL;
     if (!cg || !cg->mod)
         return kp_error(d, "internal error: no module to JIT-compile");
     LLVMOrcLLJITRef jit;
@@ -100,8 +102,18 @@ int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d)
         release_jit(jit);
         return -1;
     }
+    *out = jit;
+    return 0;
+}
+
+int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d)
+{
+    *out = NULL;
+    LLVMOrcLLJITRef jit;
+    if (kp_llvm_jit_new(cg, &jit, d) < 0)
+        return -1;
     LLVMOrcExecutorAddress addr = 0;
-    err = LLVMOrcLLJITLookup(jit, &addr, KARP_DESCRIPTOR_SYMBOL);
+    LLVMErrorRef err = LLVMOrcLLJITLookup(jit, &addr, KARP_DESCRIPTOR_SYMBOL);
     if (err) {
         kp_llvm_error(d, err, "JIT: cannot compile the model");
         release_jit(jit);

@@ -12,6 +12,7 @@
 #define KP_LLVM_INTERNAL_H
 
 #include <llvm-c/Core.h>
+#include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
 #include <llvm-c/TargetMachine.h>
 
@@ -36,6 +37,18 @@ struct KpCodegen {
     struct KpKernelList *kernels;   /* with keep_kernels: every call of every entry */
 };
 
+/* A codegen with an empty module named name for the target t (NULL:
+ * host, O3); free with kp_llvm_free. */
+int kp_llvm_module_new(const KpTargetOpts *t, const char *name, KpCodegen **out, KpDiag *d);
+/* The module e emitted into, finished as every model's is: function
+ * attributes for the vector width, verified, optimized. */
+struct KpEmit;
+int kp_llvm_module_finish(KpCodegen *cg, struct KpEmit *e, KpDiag *d);
+/* An LLJIT on cg's target with the runtime's symbols (krt_parallel_for,
+ * krt_scratch, krt_scratch_shared, krt_scratch_bind) and the process's, holding cg's module
+ * (which it takes).  Dispose with LLVMOrcDisposeLLJIT. */
+int kp_llvm_jit_new(KpCodegen *cg, LLVMOrcLLJITRef *out, KpDiag *d);
+
 /* Fill cfg from t (NULL: host, O3): CPU, features, vector width and the
  * descriptor's feature list.  Free with kp_llvm_target_config_free. */
 int kp_llvm_target_config(const KpTargetOpts *t, KpTargetConfig *cfg, KpDiag *d);
@@ -46,9 +59,12 @@ LLVMTargetMachineRef kp_llvm_target_machine(const KpTargetConfig *cfg, KpDiag *d
 /* Turn an LLVMErrorRef into a diagnostic "<what>: <message>" (consumes it). */
 int kp_llvm_error(KpDiag *d, LLVMErrorRef err, const char *what);
 
-/* The entry points a descriptor points at (NULL: absent). */
+/* The entry points a descriptor points at (NULL: absent), and the
+ * scratch their kernels take per thread (krt_scratch) and per call
+ * (krt_scratch_shared); 0: none. */
 typedef struct KpDescEntries {
     LLVMValueRef infer, forward, backward, apply, train_step, prepare;
+    int64_t scratch_bytes, scratch_shared_bytes;
 } KpDescEntries;
 /* The descriptor KARP_DESCRIPTOR_SYMBOL for the inference graph g and the
  * train graph tg (NULL: no training fields, no training entries). */

@@ -17,7 +17,7 @@
 
 #include "karp.h"
 
-#define KARP_ABI_VERSION 4u
+#define KARP_ABI_VERSION 5u
 #define KARP_DESCRIPTOR_SYMBOL "karp_model_v1"
 
 /* How a parameter is initialized (karp_init_params). */
@@ -72,6 +72,12 @@ typedef void (*KarpInferFn)(const float *params, const float *prep, float *ws,
  * batchnorm, packed weights; run by the runtime whenever the parameters
  * changed before the next infer, never per call. */
 typedef void (*KarpPrepareFn)(const float *params, float *prep);
+/* bind_scratch (ABI 5): the pool the code's kernels take their scratch
+ * from, for the calls the calling thread makes next: an area all chunks
+ * of a call share (scratch_shared_bytes) and nslots slots of stride bytes,
+ * one per chunk of a parallel loop (scratch_bytes each); the runtime binds
+ * one before every entry point it calls (runtime/scratch.c). */
+typedef void (*KarpBindScratchFn)(void *shared, void *slots, int64_t stride, int64_t nslots);
 typedef void (*KarpForwardFn)(const float *params, float *tws, const float *x,
                               float *y, int64_t n, uint64_t seed);
 typedef void (*KarpBackwardFn)(const float *params, float *grads, float *tws,
@@ -140,6 +146,10 @@ typedef struct KarpModelDesc {
     KarpPrepareFn prepare;   /* NULL when prep_floats is 0 */
     int64_t nvalues;         /* the train graph's node outputs, in schedule order */
     const KarpValueDesc *values; /* (for --check-numerics), NULL when nvalues is 0 */
+    /* ABI 5 */
+    int64_t scratch_bytes;   /* per thread, for the kernels' packed blocks (0: none) */
+    int64_t scratch_shared_bytes; /* per call, shared by its threads (0: none) */
+    KarpBindScratchFn bind_scratch; /* present when either is > 0 */
 } KarpModelDesc;
 
 #endif

@@ -7,6 +7,7 @@
  * train.c.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +182,14 @@ static int check_desc(const KarpModelDesc *d, const char *what, karp_error *err)
         return kp_rt_error(err, KARP_EFORMAT,
                            "%s: invalid descriptor: prep_floats %lld with%s a prepare function", what,
                            (long long)d->prep_floats, d->prepare ? "" : "out");
+    if (d->scratch_bytes < 0 || d->scratch_bytes > 4 * MAX_FLOATS || d->scratch_shared_bytes < 0 ||
+        d->scratch_shared_bytes > 4 * MAX_FLOATS ||
+        ((d->scratch_bytes > 0 || d->scratch_shared_bytes > 0) && !d->bind_scratch))
+        return kp_rt_error(err, KARP_EFORMAT,
+                           "%s: invalid descriptor: scratch_bytes %lld, scratch_shared_bytes %lld "
+                           "with%s a bind_scratch function",
+                           what, (long long)d->scratch_bytes, (long long)d->scratch_shared_bytes,
+                           d->bind_scratch ? "" : "out");
     if (d->nvalues < 0 || d->nvalues > 10000000 || (d->nvalues > 0 && !d->values))
         return kp_rt_error(err, KARP_EFORMAT, "%s: invalid descriptor: %lld values without a table",
                            what, (long long)d->nvalues);
@@ -204,13 +213,15 @@ static int check_desc(const KarpModelDesc *d, const char *what, karp_error *err)
 }
 
 /* The bytes a new model allocates: parameters, gradients, optimizer
- * state, prepared slab, both workspaces and the copy of the last input. */
+ * state, prepared slab, both workspaces, the copy of the last input and
+ * the scratch of every thread for inference and for training. */
 static int64_t model_bytes(const KarpModelDesc *d)
 {
     int64_t pbytes = d->param_floats * (int64_t)sizeof(float);
     return pbytes * (2 + d->opt_slots) + d->prep_floats * (int64_t)sizeof(float) +
            d->workspace_bytes + d->train_workspace_bytes +
-           d->max_batch * kp_rt_input_size(d) * (int64_t)sizeof(float);
+           d->max_batch * kp_rt_input_size(d) * (int64_t)sizeof(float) +
+           2 * (kp_rt_scratch_stride(d) * omp_get_max_threads() + d->scratch_shared_bytes);
 }
 
 /* Policy for a model too large for memory: refuse it before allocating
@@ -243,15 +254,17 @@ static void *alloc_slab(int64_t bytes)
     return p;
 }
 
-/* One idle inference workspace on the model's free list. */
+/* One idle inference workspace on the model's free list, with the
+ * scratch pool of the call that takes it. */
 typedef struct KpWsNode {
     struct KpWsNode *next;
     void *mem;
+    KpScratchMem scratch;
 } KpWsNode;
 
 static int push_ws(karp_model *m, void *mem)
 {
-    KpWsNode *node = malloc(sizeof *node);
+    KpWsNode *node = calloc(1, sizeof *node);
     if (!node)
         return -1;
     node->mem = mem;
@@ -273,6 +286,7 @@ static void free_blocks(karp_model *m)
         m->ws_free = node->next;
         own_ws |= node->mem == m->ws;
         free(node->mem);
+        kp_rt_scratch_free(&node->scratch);
         free(node);
     }
     if (!own_ws)
@@ -282,6 +296,7 @@ static void free_blocks(karp_model *m)
     free(m->opt);
     free(m->tws);
     free(m->last_x);
+    kp_rt_scratch_free(&m->train_scratch);
     kp_rt_meta_free(&m->meta);
 }
 
@@ -392,19 +407,16 @@ int karp_infer(karp_model *m, const float *x, int64_t n, float *y)
         return kp_rt_error(NULL, KARP_EINVAL, "karp_infer: n must be between 1 and %lld, got %lld",
                            (long long)m->desc->max_batch, (long long)n);
     kp_rt_apply_threads();
-    /* Under the lock: prepare if the parameters changed (once, the other
-     * callers waiting for it), then take an idle workspace or make one. */
+    /* Take an idle workspace (with its scratch pool) or make one; prepare
+     * under the lock if the parameters changed (once, the other callers
+     * waiting for it); run; give the workspace back. */
     pthread_mutex_lock(&m->infer_lock);
-    if (m->prep && m->prep_stale) {
-        m->desc->prepare(m->params, m->prep);
-        m->prep_stale = 0;
-    }
     KpWsNode *node = m->ws_free;
     if (node)
         m->ws_free = node->next;
     pthread_mutex_unlock(&m->infer_lock);
     if (!node) {
-        node = malloc(sizeof *node);
+        node = calloc(1, sizeof *node);
         void *mem = node ? alloc_slab(m->desc->workspace_bytes) : NULL;
         if (!mem) {
             free(node);
@@ -418,12 +430,22 @@ int karp_infer(karp_model *m, const float *x, int64_t n, float *y)
         m->ws_count++;
         pthread_mutex_unlock(&m->infer_lock);
     }
-    m->desc->infer(m->params, m->prep, node->mem, x, y, n);
+    int rc = kp_rt_scratch_reserve(m->desc, &node->scratch, "karp_infer");
+    if (rc == 0 && m->prep && m->prep_stale) {
+        pthread_mutex_lock(&m->infer_lock);
+        if (m->prep_stale) {
+            m->desc->prepare(m->params, m->prep);
+            m->prep_stale = 0;
+        }
+        pthread_mutex_unlock(&m->infer_lock);
+    }
+    if (rc == 0)
+        m->desc->infer(m->params, m->prep, node->mem, x, y, n);
     pthread_mutex_lock(&m->infer_lock);
     node->next = m->ws_free;
     m->ws_free = node;
     pthread_mutex_unlock(&m->infer_lock);
-    return 0;
+    return rc;
 }
 
 void kp_rt_params_changed(const karp_model *m)

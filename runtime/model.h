@@ -12,6 +12,19 @@
 #include "../include/karp.h"
 #include "../include/karp_abi.h"
 
+/* Scratch memory for generated kernels (scratch.c): an area shared by
+ * the call's chunks, and nslots slots of stride bytes, one per chunk of
+ * krt_parallel_for. */
+typedef struct KpScratchPool {
+    char *shared, *base;
+    int64_t stride, nslots;
+} KpScratchPool;
+typedef struct KpScratchMem {
+    void *mem;                      /* 64-byte aligned: the shared area, then nslots
+                                       slots; NULL: none yet */
+    int64_t nslots;
+} KpScratchMem;
+
 /* Checkpoint metadata: string pairs, each key once, in insertion order. */
 typedef struct KpMeta {
     char **keys;
@@ -35,6 +48,7 @@ struct karp_model {
     struct KpWsNode *ws_free;       /* idle workspaces, m->ws among them */
     int64_t ws_count;               /* workspaces allocated, m->ws included */
     int check_numerics;             /* karp_set_check_numerics */
+    KpScratchMem train_scratch;     /* the training calls' scratch pool */
     /* training (every block 64-byte aligned and owned by the model) */
     float *grads;                   /* param_floats, same layout, zero at rest */
     float *opt;                     /* opt_slots * param_floats, zero when fresh */
@@ -111,6 +125,27 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
  * body(ctx, t, nt) once on each of the nt OpenMP threads, t = 0..nt-1;
  * body takes share t of nt of every member's work. */
 void krt_parallel_run(void (*body)(void *ctx, int64_t t, int64_t nt), void *ctx);
+
+/* Called by generated code: the scratch slot of the chunk the calling
+ * thread runs (KarpModelDesc.scratch_bytes, 64-byte aligned), and the area
+ * every chunk of the call shares (scratch_shared_bytes). */
+void *krt_scratch(void);
+void *krt_scratch_shared(void);
+/* The descriptor's bind_scratch: the shared area and nslots slots of
+ * stride bytes are the calling thread's until the next bind; slot 0 is
+ * current. */
+void krt_scratch_bind(void *shared, void *slots, int64_t stride, int64_t nslots);
+/* krt_parallel_for's side: the calling thread's pool, and making slot
+ * current on this thread (nothing for a pool without memory). */
+KpScratchPool kp_rt_scratch_bound(void);
+void kp_rt_scratch_use(const KpScratchPool *pool, int64_t slot);
+/* Bytes per slot: scratch_bytes rounded up to a cache line. */
+int64_t kp_rt_scratch_stride(const KarpModelDesc *d);
+/* Before a call into d's code on this thread: grow s to a slot per
+ * thread krt_parallel_for may use (KARP_ENOMEM, with fn in the message,
+ * if that fails; s is then empty) and bind it. */
+int kp_rt_scratch_reserve(const KarpModelDesc *d, KpScratchMem *s, const char *fn);
+void kp_rt_scratch_free(KpScratchMem *s);
 
 /* Make the calling thread use the count chosen by karp_set_threads()
  * (OpenMP keeps that setting per thread). */

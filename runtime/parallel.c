@@ -4,6 +4,8 @@
  * [begin, end) is cut into nthreads contiguous chunks, the first
  * (count % nthreads) of them one item longer; the cut depends only on
  * count and nthreads, so a run is reproducible for a given thread count.
+ * Chunk c runs with scratch slot c of the calling thread's pool and its
+ * shared area (scratch.c), so at most as many chunks as the pool has slots.
  * krt_parallel_run hands each thread its index and the count instead, for
  * a group of nodes whose body cuts every member's range the same way.
  */
@@ -51,6 +53,9 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
     int nt = omp_get_max_threads();
     if ((int64_t)nt > count)
         nt = (int)count;
+    KpScratchPool pool = kp_rt_scratch_bound();
+    if (pool.stride && pool.nslots < nt)
+        nt = (int)pool.nslots;
     if (nt <= 1 || omp_in_parallel()) {
         body(ctx, begin, end);
         return;
@@ -61,23 +66,33 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
         /* OpenMP may grant fewer threads than asked: each one takes every
          * got-th chunk, so every chunk still runs exactly once. */
         int got = omp_get_num_threads();
-        for (int c = omp_get_thread_num(); c < nt; c += got)
+        for (int c = omp_get_thread_num(); c < nt; c += got) {
+            kp_rt_scratch_use(&pool, c);
             body(ctx, chunk_start(begin, q, r, c), chunk_start(begin, q, r, c + 1));
+        }
     }
+    kp_rt_scratch_use(&pool, 0);
 }
 
 void krt_parallel_run(void (*body)(void *ctx, int64_t t, int64_t nt), void *ctx)
 {
     int nt = omp_get_max_threads();
+    KpScratchPool pool = kp_rt_scratch_bound();
+    if (pool.base && pool.nslots < nt)
+        nt = (int)pool.nslots;
     if (nt <= 1 || omp_in_parallel()) {
         body(ctx, 0, 1);
         return;
     }
 #pragma omp parallel num_threads(nt)
     {
-        /* as above: fewer threads than asked take every got-th share */
+        /* as above: fewer threads than asked take every got-th share, each
+         * with its share's scratch slot */
         int got = omp_get_num_threads();
-        for (int t = omp_get_thread_num(); t < nt; t += got)
+        for (int t = omp_get_thread_num(); t < nt; t += got) {
+            kp_rt_scratch_use(&pool, t);
             body(ctx, t, nt);
+        }
     }
+    kp_rt_scratch_use(&pool, 0);
 }

@@ -54,6 +54,9 @@ int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n
     if (rc)
         return rc;
     kp_rt_apply_threads();
+    rc = kp_rt_scratch_reserve(d, &m->train_scratch, fn);
+    if (rc)
+        return rc;
     m->step++;
     kp_rt_params_changed(m);
     m->last_n = 0; /* tws now holds this x's activations, last_x another's */
@@ -77,11 +80,14 @@ int karp_forward(karp_model *m, const float *x, int64_t n, float *y)
         rc = kp_rt_check_input(m, fn, m->step + 1, x, n);
     if (rc)
         return rc;
+    kp_rt_apply_threads();
+    rc = kp_rt_scratch_reserve(m->desc, &m->train_scratch, fn);
+    if (rc)
+        return rc;
     /* memmove: x may be last_x itself (a caller replaying the stored input). */
     memmove(m->last_x, x, (size_t)(n * kp_rt_input_size(m->desc)) * sizeof(float));
     m->last_n = n;
     kp_rt_params_changed(m);    /* batchnorm's running statistics */
-    kp_rt_apply_threads();
     m->desc->forward(m->params, m->tws, m->last_x, y, n, kp_rt_call_seed(m, m->step + 1));
     return kp_rt_check_after(m, fn, m->step + 1, NULL, y, n, KP_RT_RAN_FORWARD);
 }
@@ -97,6 +103,9 @@ int karp_backward(karp_model *m, const float *dy, float *dx)
     if (m->last_n == 0)
         return kp_rt_error(NULL, KARP_EINVAL, "%s: call karp_forward first", fn);
     kp_rt_apply_threads();
+    rc = kp_rt_scratch_reserve(m->desc, &m->train_scratch, fn);
+    if (rc)
+        return rc;
     m->desc->backward(m->params, m->grads, m->tws, m->last_x, dy, dx, m->last_n);
     return kp_rt_check_after(m, fn, m->step + 1, NULL, NULL, m->last_n,
                              KP_RT_RAN_BACKWARD | (dx ? KP_RT_RAN_INPUT_GRAD : 0));
@@ -112,6 +121,9 @@ int karp_apply_gradients(karp_model *m)
         return kp_rt_error(NULL, KARP_EUNSUPPORTED, "%s: model '%s' has no optimizer", fn,
                            m->desc->name);
     kp_rt_apply_threads();
+    rc = kp_rt_scratch_reserve(m->desc, &m->train_scratch, fn);
+    if (rc)
+        return rc;
     m->step++;
     kp_rt_params_changed(m);
     m->desc->apply(m->params, m->grads, m->opt, m->step);

@@ -130,7 +130,7 @@ START_TEST(test_descriptor_layout)
     CHECK_FIELD(p, td, KarpParamDesc, 7, fan_out);
 
     LLVMTypeRef m = kp_llvm_model_desc_type(ctx);
-    ck_assert_int_eq(LLVMCountStructElementTypes(m), 36);
+    ck_assert_int_eq(LLVMCountStructElementTypes(m), 39);
     ck_assert_int_eq((long long)LLVMABISizeOfType(td, m), (long long)sizeof(KarpModelDesc));
     CHECK_FIELD(m, td, KarpModelDesc, 0, abi_version);
     CHECK_FIELD(m, td, KarpModelDesc, 1, nparams);
@@ -168,6 +168,9 @@ START_TEST(test_descriptor_layout)
     CHECK_FIELD(m, td, KarpModelDesc, 33, prepare);
     CHECK_FIELD(m, td, KarpModelDesc, 34, nvalues);
     CHECK_FIELD(m, td, KarpModelDesc, 35, values);
+    CHECK_FIELD(m, td, KarpModelDesc, 36, scratch_bytes);
+    CHECK_FIELD(m, td, KarpModelDesc, 37, scratch_shared_bytes);
+    CHECK_FIELD(m, td, KarpModelDesc, 38, bind_scratch);
 
     LLVMContextDispose(ctx);
     LLVMDisposeTargetData(td);

@@ -121,6 +121,11 @@ static void model_open(Model *m, const char *json)
     m->d = m->mj->desc;
     m->in_size = kp_value_sample_size(m->prog.train->input);
     m->out_size = kp_value_sample_size(m->prog.train->output);
+    /* this test calls the entry points itself, as the runtime does after
+     * reserving the kernels' scratch (runtime/scratch.c) */
+    ck_assert_int_eq(kp_rt_scratch_reserve(m->mj->desc, &m->mj->train_scratch, "test"), 0);
+    if (m->ms)
+        ck_assert_int_eq(kp_rt_scratch_reserve(m->ms->desc, &m->ms->train_scratch, "test"), 0);
 }
 
 static void model_close(Model *m)

@@ -164,6 +164,11 @@ static void model_open(Model *m, int with_so)
     m->in_size = kp_value_sample_size(m->prog.train->input);
     m->out_size = kp_value_sample_size(m->prog.train->output);
     m->h = m->prog.train->optim;
+    /* this test calls the entry points itself, as the runtime does after
+     * reserving the kernels' scratch (runtime/scratch.c) */
+    ck_assert_int_eq(kp_rt_scratch_reserve(m->mj->desc, &m->mj->train_scratch, "test"), 0);
+    if (m->ms)
+        ck_assert_int_eq(kp_rt_scratch_reserve(m->ms->desc, &m->ms->train_scratch, "test"), 0);
     /* the entry points the model's loss and optimizer call for */
     const char *loss = m->prog.train->loss, *opt = m->prog.train->optimizer;
     int has_loss = strcmp(loss, "none") != 0, has_opt = strcmp(opt, "none") != 0;

@@ -50,6 +50,10 @@ static void noop_backward(const float *params, float *grads, float *tws, const f
 {
     (void)params, (void)grads, (void)tws, (void)x, (void)dy, (void)dx, (void)n;
 }
+static void noop_bind(void *shared, void *slots, int64_t stride, int64_t nslots)
+{
+    (void)shared, (void)slots, (void)stride, (void)nslots;
+}
 static void noop_apply(float *params, float *grads, float *opt, int64_t step)
 {
     (void)params, (void)grads, (void)opt, (void)step;
@@ -174,13 +178,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         values[i].fixed_floats = size_field(&b);
     }
     d.values = d.nvalues && !(flags & 0x200000) ? values : NULL;
+    d.scratch_bytes = size_field(&b);
+    d.scratch_shared_bytes = size_field(&b);
+    d.bind_scratch = flags & 0x400000 ? noop_bind : NULL;
 
     /* what kp_rt_model_new would allocate if the check passes */
     int64_t pbytes = sat_mul(d.param_floats, 4);
     int64_t total = sat_mul(pbytes, 2 + (d.opt_slots > 0 ? d.opt_slots : 0));
-    int64_t parts[4] = {d.workspace_bytes, d.train_workspace_bytes, sat_mul(d.prep_floats, 4),
-                        sat_mul(sat_mul(d.max_batch, numel(d.input_shape, d.input_rank)), 4)};
-    for (int i = 0; i < 4; i++)
+    int64_t parts[6] = {d.workspace_bytes, d.train_workspace_bytes, sat_mul(d.prep_floats, 4),
+                        sat_mul(sat_mul(d.max_batch, numel(d.input_shape, d.input_rank)), 4),
+                        sat_mul(d.scratch_bytes, 2 * 64),      /* two pools, up to 64 threads */
+                        sat_mul(d.scratch_shared_bytes, 2)};
+    for (int i = 0; i < 6; i++)
         total = parts[i] > 0 && total < INT64_MAX - parts[i] ? total + parts[i]
                                                              : (parts[i] > 0 ? INT64_MAX : total);
     if (total > BIG)

@@ -377,13 +377,16 @@ static const char zoo_json[] =
     "\"output\": \"head\", \"loss\": \"cross_entropy\","
     "\"optimizer\": {\"type\": \"adam\", \"lr\": 0.01}, \"batch\": 8, \"seed\": 5}";
 
-/* The zoo stacks two batchnorms: the gradient of f.weight (sum of dy times
- * the normalized input) cancels, and after three Adam steps float32 rounding
- * in karpc against PyTorch's float64 trace reaches 1.1e-4 of it at step 4.
- * The examples keep REL_TOL; this extra model gets 2e-4. */
+/* The zoo stacks two batchnorms: the gradients of f (sums of dy times the
+ * normalized input, and of dy) cancel, and after three Adam steps float32
+ * rounding in karpc against PyTorch's float64 trace reached 1.1e-4 of them
+ * at step 4 with the dense kernels that summed 16 lanes and then a tree,
+ * and reaches 2.1e-4 (f.bias) with the GEMM kernels, which sum each output
+ * in k order as the reference kernels and float32 BLAS do.  The examples
+ * keep REL_TOL; this extra model gets 3e-4. */
 START_TEST(zoo)
 {
-    rel_tol = 2e-4;
+    rel_tol = 3e-4;
     inline_model("zoo", zoo_json, NULL);
     rel_tol = REL_TOL;
 }

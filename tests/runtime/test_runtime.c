@@ -139,7 +139,7 @@ START_TEST(test_bad_descriptors)
     KarpModelDesc d = tiny_desc();
     d.abi_version = 7;
     expect_refused(&d, KARP_EABI,
-                   "model: built for karpc ABI version 7, this runtime is version 4 — rebuild it "
+                   "model: built for karpc ABI version 7, this runtime is version 5 — rebuild it "
                    "with this karpc");
     d = tiny_desc();
     d.cpu_features = "sse2,no-such-feature,bogus";

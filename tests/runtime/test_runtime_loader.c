@@ -136,7 +136,7 @@ START_TEST(test_abi_mismatch)
     char so[256], msg[512];
     build_model("future", 999, "", 8, so, sizeof so);
     snprintf(msg, sizeof msg,
-             "%s: built for karpc ABI version 999, this runtime is version 4 — rebuild it with "
+             "%s: built for karpc ABI version 999, this runtime is version 5 — rebuild it with "
              "this karpc",
              so);
     expect_refused(so, KARP_EABI, msg);

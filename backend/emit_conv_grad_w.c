@@ -1,0 +1,324 @@
+/*
+ * emit_conv_grad_w.c — the weight gradients of the convolutions,
+ *
+ *   dW[m, t] (+)= sum over samples g and pixels p of  A[g, m, p] · B_g[t, p]
+ *
+ *   conv2d_grad_w:            A = dy [N,F,OH,OW]   B = im2col(x)  over dy's pixels   dW [F, C*kh*kw]
+ *   conv2d_transpose_grad_w:  A = x  [N,C,H,W]     B = im2col(dy) over x's pixels    dW [C, F*kh*kw]
+ *
+ * a GEMM whose reduction (the pixels) is contiguous in both operands: A
+ * is read in place, and B's rows are im2col rows, packed from the image
+ * (kp_conv_cols) without any transposition.  So the register tile is a
+ * dot-product tile: MR rows of A times NR rows of B, MR*NR vector
+ * accumulators whose lanes are pixels p mod vw,
+ *
+ *   for each vector of vw pixels:   a[i] = A[g, m+i, p..]   (MR loads, in place)
+ *                                   b    = B[t+j, p..]      (NR loads, packed)
+ *                                   acc[i][j] = fma(a[i], b, acc[i][j])
+ *
+ * and each accumulator is summed across its lanes (a fixed tree) only at
+ * the very end.  A work item owns a block of dW (MB rows x TB taps) whole,
+ * over every sample; its vector partial sums wait in its scratch between
+ * pixel blocks:
+ *
+ *   item (m0, t0):
+ *     for g, for pixel blocks p0 (PB pixels):
+ *       pack B rows t0.. for those pixels         B[TB][PB]   (L2)
+ *       for NR-tiles of taps, for MR-tiles of rows:
+ *         load the tile's accumulators (0 in the first block), run the
+ *         PB pixels, store them
+ *     dW[m][t] (+)= hsum(acc[m][t])
+ *
+ * Items split the taps first (each packs only its own rows of B; A, read
+ * in place, is what they share), then the rows when the taps are too few
+ * for the cores.  Every element is one chain of fmas per lane in (g, p)
+ * order and one tree over the lanes, whatever the items, the thread
+ * count or the host's caches: the results do not depend on them.
+ */
+#include "emit_conv.h"
+#include "gemm_internal.h"
+
+typedef struct Dot {
+    KpConvCols cols;            /* B */
+    int ia;                     /* A's kernel pointer: [N, m, npix] */
+    int64_t m, t, npix;
+    int mr, nr;                 /* register tile */
+    int64_t mb, tb;             /* an item's rows and taps (the last ones fewer) */
+    int64_t items_m, items_t;
+    int64_t pb, pbr;            /* pixels per block, B's row stride (a multiple of 16) */
+    int64_t acc_floats;         /* scratch: acc, then B */
+} Dot;
+
+static int64_t ceil_div(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+static int64_t round_up(int64_t a, int64_t b)
+{
+    return ceil_div(a, b) * b;
+}
+
+static LLVMValueRef add(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
+{
+    return LLVMBuildNSWAdd(e->b, a, b, "");
+}
+
+static LLVMValueRef addc(KpEmit *e, LLVMValueRef a, int64_t c)
+{
+    return c == 0 ? a : LLVMBuildNSWAdd(e->b, a, kp_i64(e, c), "");
+}
+
+static LLVMValueRef mulc(KpEmit *e, LLVMValueRef a, int64_t c)
+{
+    return c == 1 ? a : LLVMBuildNSWMul(e->b, a, kp_i64(e, c), "");
+}
+
+/* if (cond) { ... }: returns the join block, the builder in the then-block */
+static LLVMBasicBlockRef if_begin(KpEmit *e, LLVMValueRef cond, const char *name)
+{
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
+    LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(e->ctx, fn, name);
+    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "endif");
+    LLVMBuildCondBr(e->b, cond, then, join);
+    LLVMPositionBuilderAtEnd(e->b, then);
+    return join;
+}
+
+static void if_end(KpEmit *e, LLVMBasicBlockRef join)
+{
+    LLVMBuildBr(e->b, join);
+    LLVMPositionBuilderAtEnd(e->b, join);
+}
+
+/* The blocking, from the shapes, the vector width and the host. */
+static void plan(Dot *s, int vw)
+{
+    int64_t l1, l2, cores;
+    kp_gemm_host(&l1, &l2, &cores);
+    s->mr = vw >= 16 ? 4 : 3;
+    s->nr = vw >= 16 ? 6 : 3;
+    s->pb = round_up(s->npix, vw) <= 1024 ? s->npix : 1024;
+    /* rows a multiple of 1 KiB apart would share L1 sets (4 KiB: every row) */
+    s->pbr = round_up(s->pb, KP_GEMM_PANEL);
+    if (s->pbr % 256 == 0)
+        s->pbr += KP_GEMM_PANEL;
+    /* taps: at least one item per core, then more until the partial sums
+     * and B's block take at most half of L2 */
+    s->items_t = s->t / s->nr < cores ? (s->t + s->nr - 1) / s->nr : cores;
+    s->items_m = 1;
+    for (;;) {
+        s->tb = round_up(ceil_div(s->t, s->items_t), s->nr);
+        int64_t bytes = 4 * (s->m * s->tb * vw + s->tb * s->pbr);
+        if (bytes <= l2 / 2 || s->tb <= s->nr)
+            break;
+        s->items_t++;
+    }
+    s->items_t = ceil_div(s->t, s->tb);
+    /* rows: split when the taps give the cores too few items */
+    s->mb = s->m;
+    if (s->items_t < cores && s->m > s->mr) {
+        int64_t parts = ceil_div(cores, s->items_t);
+        s->mb = round_up(ceil_div(s->m, parts), s->mr);
+    }
+    s->items_m = ceil_div(s->m, s->mb);
+    s->acc_floats = s->mb * s->tb * vw;
+}
+
+typedef struct Item {
+    LLVMValueRef acc, bp;       /* scratch: partial sums, B's rows */
+    LLVMValueRef g, p0, pn;     /* sample, pixel block */
+    LLVMValueRef first;         /* i1: the item's first block */
+    LLVMValueRef m0, t0;        /* the item's first row and tap */
+} Item;
+
+/* Rows [mm, mm+mr) x taps [tt, tt+nr) (relative to the item) over the
+ * block's pixels: the accumulators from the item's sums (zero in its
+ * first block) and back. */
+static void tile(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item *it, LLVMValueRef mm,
+                 LLVMValueRef tt, int mr, int nr)
+{
+    LLVMValueRef slot[8][8];
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            LLVMValueRef at = mulc(e, add(e, mulc(e, addc(e, mm, i), s->tb), addc(e, tt, j)), e->vw);
+            slot[i][j] = kp_alloca(e, e->vec, "acc");
+            LLVMValueRef init = LLVMBuildSelect(e->b, it->first, kp_fconst(e->vec, 0.0),
+                                                kp_load_vec(e, it->acc, at), "");
+            LLVMBuildStore(e->b, init, slot[i][j]);
+        }
+    /* A row m + i of sample g at pixel p0; B row t + j */
+    LLVMValueRef arow[8], brow[8];
+    for (int i = 0; i < mr; i++) {
+        LLVMValueRef r = add(e, mulc(e, it->g, s->m), add(e, it->m0, addc(e, mm, i)));
+        arow[i] = add(e, mulc(e, r, s->npix), it->p0);
+    }
+    for (int j = 0; j < nr; j++)
+        brow[j] = mulc(e, addc(e, tt, j), s->pbr);
+    LLVMValueRef whole = LLVMBuildUDiv(e->b, it->pn, kp_i64(e, e->vw), "");
+    LLVMValueRef rest = LLVMBuildURem(e->b, it->pn, kp_i64(e, e->vw), "");
+    for (int last = 0; last < 2; last++) {
+        KpLoop lq;
+        LLVMBasicBlockRef join = NULL;
+        LLVMValueRef q;
+        if (!last) {
+            kp_loop_begin(e, &lq, kp_i64(e, 0), mulc(e, whole, e->vw), e->vw, "px");
+            q = lq.iv;
+        } else {
+            /* the block's last vector, lanes past pn masked (B's are zero) */
+            join = if_begin(e, LLVMBuildICmp(e->b, LLVMIntNE, rest, kp_i64(e, 0), ""), "px.last");
+            q = mulc(e, whole, e->vw);
+        }
+        LLVMValueRef av[8];
+        for (int i = 0; i < mr; i++) {
+            LLVMValueRef at = add(e, arow[i], q);
+            if (!last) {
+                av[i] = kp_load_vec(e, a->p[s->ia], at);
+            } else {
+                LLVMValueRef idx[64];
+                for (int l = 0; l < e->vw; l++)
+                    idx[l] = kp_i64(e, l);
+                LLVMTypeRef vi = LLVMVectorType(e->i64, (unsigned)e->vw);
+                LLVMValueRef splat = LLVMBuildInsertElement(e->b, LLVMGetPoison(vi), rest, kp_i32(e, 0), "");
+                splat = LLVMBuildShuffleVector(e->b, splat, LLVMGetPoison(vi),
+                                               LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw)), "");
+                LLVMValueRef mask = LLVMBuildICmp(e->b, LLVMIntSGT, splat,
+                                                  LLVMConstVector(idx, (unsigned)e->vw), "");
+                LLVMValueRef ptr = LLVMBuildGEP2(e->b, e->f32, a->p[s->ia], &at, 1, "");
+                LLVMTypeRef over[2] = {e->vec, e->ptr};
+                LLVMValueRef args[4] = {ptr, kp_i32(e, 4), mask, kp_fconst(e->vec, 0.0)};
+                av[i] = kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+            }
+        }
+        for (int j = 0; j < nr; j++) {
+            LLVMValueRef b = kp_load_vec(e, it->bp, add(e, brow[j], q));
+            for (int i = 0; i < mr; i++) {
+                LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, slot[i][j], "");
+                LLVMBuildStore(e->b, kp_fma(e, av[i], b, old), slot[i][j]);
+            }
+        }
+        if (!last)
+            kp_gemm_loop_end(e, &lq);
+        else
+            if_end(e, join);
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            LLVMValueRef at = mulc(e, add(e, mulc(e, addc(e, mm, i), s->tb), addc(e, tt, j)), e->vw);
+            kp_store_vec(e, LLVMBuildLoad2(e->b, e->vec, slot[i][j], ""), it->acc, at);
+        }
+}
+
+/* The item's rows (mn of them) by nr taps from tt: whole MR-tiles, then
+ * the rows left (only in the last row item). */
+static void row_tiles(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item *it,
+                      LLVMValueRef mn, LLVMValueRef tt, int nr)
+{
+    KpLoop lm;
+    LLVMValueRef whole = mulc(e, LLVMBuildUDiv(e->b, mn, kp_i64(e, s->mr), ""), s->mr);
+    kp_loop_begin(e, &lm, kp_i64(e, 0), whole, s->mr, "mt");
+    tile(e, a, s, it, lm.iv, tt, s->mr, nr);
+    kp_loop_end(e, &lm);
+    int rem = (int)(s->m % s->mr);
+    if (rem == 0)
+        return;
+    LLVMBasicBlockRef join = if_begin(e, LLVMBuildICmp(e->b, LLVMIntSLT, whole, mn, ""), "mt.rest");
+    tile(e, a, s, it, whole, tt, rem, nr);
+    if_end(e, join);
+}
+
+static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const Dot *s = user;
+    LLVMTypeRef fn_ty = LLVMFunctionType(e->ptr, NULL, 0, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, "krt_scratch");
+    if (!fn)
+        fn = LLVMAddFunction(e->mod, "krt_scratch", fn_ty);
+    LLVMValueRef scratch = LLVMBuildCall2(e->b, fn_ty, fn, NULL, 0, "scratch");
+    Item it = {.acc = scratch, .bp = kp_gep(e, scratch, kp_i64(e, s->acc_floats))};
+    KpLoop li, lg, lp, lt;
+    kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
+    LLVMValueRef im = LLVMBuildUDiv(e->b, li.iv, kp_i64(e, s->items_t), "");
+    LLVMValueRef itt = LLVMBuildURem(e->b, li.iv, kp_i64(e, s->items_t), "");
+    it.m0 = mulc(e, im, s->mb);
+    it.t0 = mulc(e, itt, s->tb);
+    LLVMValueRef mn = kp_min_i64(e, kp_i64(e, s->mb), LLVMBuildNSWSub(e->b, kp_i64(e, s->m), it.m0, ""));
+    LLVMValueRef tn = kp_min_i64(e, kp_i64(e, s->tb), LLVMBuildNSWSub(e->b, kp_i64(e, s->t), it.t0, ""));
+    kp_loop_begin(e, &lg, kp_i64(e, 0), a->n, 1, "g");
+    it.g = lg.iv;
+    kp_loop_begin(e, &lp, kp_i64(e, 0), kp_i64(e, s->npix), s->pb, "pb");
+    it.p0 = lp.iv;
+    it.first = LLVMBuildICmp(e->b, LLVMIntEQ, LLVMBuildOr(e->b, lg.iv, lp.iv, ""), kp_i64(e, 0), "first");
+    it.pn = kp_min_i64(e, kp_i64(e, s->pb), LLVMBuildNSWSub(e->b, kp_i64(e, s->npix), lp.iv, ""));
+    LLVMValueRef j = add(e, mulc(e, lg.iv, s->npix), lp.iv);
+    kp_conv_cols(e, &s->cols, a->p[s->cols.arg], it.bp, j, it.pn, it.t0, tn, kp_i64(e, KP_GEMM_PANEL),
+                 kp_i64(e, s->pbr));
+    LLVMValueRef twhole = mulc(e, LLVMBuildUDiv(e->b, tn, kp_i64(e, s->nr), ""), s->nr);
+    kp_loop_begin(e, &lt, kp_i64(e, 0), twhole, s->nr, "tt");
+    row_tiles(e, a, s, &it, mn, lt.iv, s->nr);
+    kp_loop_end(e, &lt);
+    int trem = (int)(s->t % s->nr);
+    if (trem > 0) {
+        LLVMBasicBlockRef join = if_begin(e, LLVMBuildICmp(e->b, LLVMIntSLT, twhole, tn, ""), "tt.rest");
+        row_tiles(e, a, s, &it, mn, twhole, trem);
+        if_end(e, join);
+    }
+    kp_loop_end(e, &lp);
+    kp_loop_end(e, &lg);
+
+    /* dW[m0 + m][t0 + t] (+)= the lanes of acc[m][t], summed by a fixed tree */
+    KpLoop lm, lk;
+    LLVMValueRef dW = a->p[2];
+    kp_loop_begin(e, &lm, kp_i64(e, 0), mn, 1, "wm");
+    kp_loop_begin(e, &lk, kp_i64(e, 0), tn, 1, "wt");
+    LLVMValueRef v = kp_load_vec(e, it.acc, mulc(e, add(e, mulc(e, lm.iv, s->tb), lk.iv), e->vw));
+    LLVMValueRef sum = kp_reduce_add(e, v);
+    LLVMValueRef at = add(e, mulc(e, add(e, it.m0, lm.iv), s->t), add(e, it.t0, lk.iv));
+    if (e->accumulate)
+        sum = LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, dW, at), ""), sum, "");
+    LLVMBuildStore(e->b, sum, kp_gep(e, dW, at));
+    kp_loop_end(e, &lk);
+    kp_loop_end(e, &lm);
+    kp_loop_end(e, &li);
+}
+
+static void emit_dot(KpEmit *e, Dot *s)
+{
+    plan(s, e->vw);
+    int64_t bytes = 4 * (s->acc_floats + s->tb * s->pbr);
+    if (bytes > e->scratch_bytes)
+        e->scratch_bytes = bytes;
+    int64_t items = s->items_m * s->items_t;
+    int64_t macs = e->g->max_batch * s->m * s->t * s->npix;
+    kp_emit_parallel(e, "conv_grad_w", kp_i64(e, 0), kp_i64(e, items), macs >= (1 << 19) && items > 1,
+                     dot_kernel, s);
+}
+
+static KpConvCols cols_of(const KpNode *n, int arg, const KpValue *img, const KpValue *grid)
+{
+    KpConvCols c = {.arg = arg, .c = img->dims[1], .h = img->dims[2], .w = img->dims[3],
+                    .oh = grid->dims[2], .ow = grid->dims[3]};
+    kp_conv_geometry(n, 1, &c.kh, &c.kw, &c.sh, &c.sw, &c.pt, &c.pl, &c.dh, &c.dw);
+    return c;
+}
+
+/* dy [N,F,OH,OW], x [N,C,H,W] -> dW [F,C,kh,kw]: A = dy, B = im2col(x) */
+int emit_conv2d_grad_w(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    const KpValue *dy = n->in[0], *x = n->in[1];
+    Dot s = {.cols = cols_of(n, 1, x, dy), .ia = 0, .m = dy->dims[1],
+             .npix = dy->dims[2] * dy->dims[3]};
+    s.t = s.cols.c * s.cols.kh * s.cols.kw;
+    emit_dot(e, &s);
+    return 0;
+}
+
+/* dy [N,F,OH,OW], x [N,C,H,W] -> dW [C,F,kh,kw]: A = x, B = im2col(dy) */
+int emit_conv2d_transpose_grad_w(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    const KpValue *dy = n->in[0], *x = n->in[1];
+    Dot s = {.cols = cols_of(n, 0, dy, x), .ia = 1, .m = x->dims[1], .npix = x->dims[2] * x->dims[3]};
+    s.t = s.cols.c * s.cols.kh * s.cols.kw;
+    emit_dot(e, &s);
+    return 0;
+}

@@ -1,0 +1,289 @@
+/*
+ * gemm_plan.c — the blocking of one GEMM, from its static shapes, the
+ * vector width and the host's caches and cores (docs/kernels-gemm.md).
+ *
+ *   micro-tile  mr x nv vectors: as many accumulators as the registers
+ *               hold beside nv B vectors and a broadcast (32 registers for
+ *               AVX-512, 16 for AVX2); nv*vw a multiple of the 16-column
+ *               panel
+ *   kc          the A micro-panel (mr x kc) stays in L1 while the B block
+ *               streams past it
+ *   nc          the B block (kc x nc) stays in L2 while the row tiles
+ *               sweep it
+ *   item grid   row chunks x column chunks: enough items for the cores,
+ *               each packed block duplicated as little as possible (an
+ *               item packs its own rows of A and columns of B)
+ *   split k     a tiny C with a long k: fixed chunks of k as more items,
+ *               their partial sums added in chunk order by the last
+ *               chunk of each tile to finish
+ *
+ * None of these changes a result: every element is one fma chain in k
+ * order (gemm.h), so the host's caches choose speed only.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "gemm_internal.h"
+
+/* Below this many multiply-adds a thread team costs more than it saves:
+ * such a GEMM is one work item (and a batched one below it at run time).
+ * A C of at most SPLIT_C floats gives the threads too few tiles: with k at
+ * least two chunks of SPLIT_K, k is split into at most SPLIT_MAX fixed
+ * chunks, from the shape alone (never the host or the thread count). */
+enum { PAR_MIN_MACS = 1 << 19, SPLIT_C = 4096, SPLIT_K = 2048, SPLIT_MAX = 16 };
+
+typedef struct Host {
+    int64_t l1, l1_ways, l2;
+    int64_t cores;
+} Host;
+
+/* A number from a sysfs file ("48K" counts as 49152), 0 if unreadable. */
+static int64_t read_size(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char buf[32];
+    int64_t v = 0;
+    if (f && fgets(buf, sizeof buf, f)) {
+        char *end;
+        v = strtoll(buf, &end, 10);
+        if (*end == 'K')
+            v *= 1024;
+        else if (*end == 'M')
+            v *= 1024 * 1024;
+    }
+    if (f)
+        fclose(f);
+    return v;
+}
+
+/* The data or unified cache of a level from sysfs: size or ways (0 if unknown). */
+static int64_t sysfs_cache(int level, const char *what)
+{
+    for (int idx = 0; idx < 8; idx++) {
+        char path[96];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", idx);
+        if (read_size(path) != level)
+            continue;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/type", idx);
+        FILE *f = fopen(path, "r");
+        int inst = f && fgetc(f) == 'I';
+        if (f)
+            fclose(f);
+        if (inst)
+            continue;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/%s", idx, what);
+        return read_size(path);
+    }
+    return 0;
+}
+
+static int64_t within(int64_t v, int64_t lo, int64_t hi, int64_t dflt)
+{
+    return v >= lo && v <= hi ? v : dflt;
+}
+
+/* sysconf first (glibc), sysfs next, then sizes common to current x86 cores. */
+static Host host(void)
+{
+    Host h;
+    h.l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    h.l1_ways = sysconf(_SC_LEVEL1_DCACHE_ASSOC);
+    h.l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (h.l1 <= 0)
+        h.l1 = sysfs_cache(1, "size");
+    if (h.l1_ways <= 0)
+        h.l1_ways = sysfs_cache(1, "ways_of_associativity");
+    if (h.l2 <= 0)
+        h.l2 = sysfs_cache(2, "size");
+    h.l1 = within(h.l1, 16 << 10, 256 << 10, 32 << 10);
+    h.l1_ways = within(h.l1_ways, 2, 32, 8);
+    h.l2 = within(h.l2, 128 << 10, 16 << 20, 512 << 10);
+    h.cores = within(sysconf(_SC_NPROCESSORS_ONLN), 1, 1024, 1);
+    return h;
+}
+
+void kp_gemm_host(int64_t *l1, int64_t *l2, int64_t *cores)
+{
+    Host h = host();
+    *l1 = h.l1, *l2 = h.l2, *cores = h.cores;
+}
+
+static int64_t ceil_div(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+static int64_t round_up(int64_t a, int64_t b)
+{
+    return ceil_div(a, b) * b;
+}
+
+/* The most rows of a micro-tile of nv vectors: the registers hold the
+ * accumulators, nv B vectors and a broadcast. */
+static int rows_for(int vw, int nv)
+{
+    int regs = vw == 16 ? 32 : 16;
+    int mr = (regs - nv - 2) / nv;
+    if (vw == 16 && nv == 2)
+        mr = 12;                /* measured best of 8..14 (docs/kernels-gemm.md) */
+    return mr < KP_GEMM_MAX_MR ? mr : KP_GEMM_MAX_MR;
+}
+
+/* The micro-tile: nv vectors (one panel for narrow C, else two vectors
+ * or one panel), as many rows as the registers allow, or the most rows
+ * down to two thirds of that which divide m (the largest batch for a
+ * batched m) while 12 accumulators remain, so that no one-row tiles are
+ * needed (fewer accumulators lose more than one-row tiles cost). */
+static void choose_tile(KpGemmPlan *p, int64_t mmax, int64_t n)
+{
+    int per_panel = KP_GEMM_PANEL / p->vw;     /* vectors per 16 columns: 1, 2 or 4 */
+    p->nv = n <= KP_GEMM_PANEL ? per_panel : per_panel < 2 ? 2 : per_panel;
+    int most = rows_for(p->vw, p->nv);
+    p->mr = most;
+    for (int mr = most; 3 * mr >= 2 * most && mr * p->nv >= 12; mr--)
+        if (mmax % mr == 0) {
+            p->mr = mr;
+            break;
+        }
+    if (mmax < p->mr)
+        p->mr = (int)mmax;
+}
+
+/* Whether mr rows rs floats apart land in few enough L1 sets to stay. */
+static bool rows_collide(const Host *h, int mr, int64_t rs)
+{
+    int64_t sets = h->l1 / (64 * h->l1_ways), worst = 0;
+    for (int i = 0; i < mr; i++) {
+        int64_t same = 0, si = (int64_t)i * rs * 4 / 64 % sets;
+        for (int j = 0; j < mr; j++)
+            same += (int64_t)j * rs * 4 / 64 % sets == si;
+        worst = same > worst ? same : worst;
+    }
+    return worst * 4 > h->l1_ways;
+}
+
+/* Cycles per element of a packed block: vector copies where the lines are
+ * contiguous in the source, shuffles or scalars otherwise. */
+static double pack_cost(const KpGemmView *v, bool is_b)
+{
+    int64_t line_stride = is_b ? v->cs : v->rs;
+    return line_stride == 1 ? 0.1 : 0.5;
+}
+
+/* Estimated cycles of the grid r x c: the busiest thread's micro-tiles
+ * and its share of the packing, plus the cost of an item. */
+static double grid_cost(const KpGemmPlan *p, const Host *h, int64_t groups, int64_t m, int64_t n,
+                        int64_t k, int64_t r, int64_t c, double pa, double pb)
+{
+    int64_t rows = round_up(ceil_div(m, r), p->mr), cols = round_up(ceil_div(n, c), p->nv * p->vw);
+    int64_t items = groups * r * c;
+    double per_item = (double)rows * (double)cols * (double)k / (2.0 * p->vw) + 2000.0;
+    int64_t threads = items < h->cores ? items : h->cores;
+    double span = (double)ceil_div(items, h->cores) * per_item;
+    double packing = (double)groups * (pa * (double)(m * k * c) + pb * (double)(n * k * r));
+    return span + packing / (double)threads;
+}
+
+static void choose_grid(KpGemmPlan *p, const Host *h, int64_t groups, int64_t m, int64_t n,
+                        int64_t k, double pa, double pb)
+{
+    double best = -1;
+    int64_t rmax = ceil_div(m, p->mr), cmax = ceil_div(n, p->nv * p->vw);
+    for (int64_t r = 1; r <= rmax && r <= 64; r++)
+        for (int64_t c = 1; c <= cmax && c <= 64; c++) {
+            double cost = grid_cost(p, h, groups, m, n, k, r, c, pa, pb);
+            if (best < 0 || cost < best) {
+                best = cost;
+                p->nrow_chunks = r;
+                p->ncol_chunks = c;
+            }
+        }
+}
+
+/* The vectors of a tile of `rows` rows: at least 8 fma chains where the
+ * column block allows (a widened tile still divides nc). */
+static int widen(const KpGemmPlan *p, int rows)
+{
+    int nv = p->nv;
+    while (rows * nv < 8 && 2 * nv <= KP_GEMM_MAX_NV && p->nc % (2 * nv * p->vw) == 0)
+        nv *= 2;
+    return nv;
+}
+
+int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDiag *d)
+{
+    *p = (KpGemmPlan){.vw = vw};
+    int64_t nb = max_batch > 0 ? max_batch : 1;
+    int64_t m = g->m.size * (g->m.batched ? nb : 1), n = g->n.size;
+    int64_t k = g->k.size * (g->k.batched ? nb : 1);
+    int64_t groups = g->groups.size * (g->groups.batched ? nb : 1);
+    if (g->n.batched || m < 1 || n < 1 || k < 1 || groups < 1)
+        return kp_error(d, "internal error: GEMM %s: unsupported shape %lld x %lld x %lld", g->name,
+                        (long long)m, (long long)n, (long long)k);
+    if (g->c.cs != 1 || g->a.source == KP_GEMM_PANELS || (g->b.source == KP_GEMM_PANELS && g->k.batched))
+        return kp_error(d, "internal error: GEMM %s: C must be contiguous along its rows, A cannot "
+                        "be prepacked, B's panels need a static k", g->name);
+    Host h = host();
+    choose_tile(p, m, n);
+
+    p->pack_a = g->a.source == KP_GEMM_CUSTOM ||
+                (g->a.source == KP_GEMM_VIEW && g->a.view.rs != 1 && rows_collide(&h, p->mr, g->a.view.rs));
+    p->pack_b = g->b.source == KP_GEMM_CUSTOM ||
+                (g->b.source == KP_GEMM_VIEW && (g->b.view.cs != 1 || g->b.view.rs % 1024 == 0));
+
+    /* kc: A micro-panel in 60% of L1; balanced k blocks */
+    int64_t kc_max = h.l1 * 3 / 5 / (4 * p->mr);
+    kc_max = kc_max < 64 ? 64 : kc_max > 1024 ? 1024 : kc_max;
+    p->kc = g->k.batched ? kc_max : ceil_div(k, ceil_div(k, kc_max));
+
+    /* nc: B block in half of L2 */
+    int64_t nr = (int64_t)p->nv * vw;
+    int64_t nc_max = h.l2 / 2 / (4 * p->kc) / nr * nr;
+    nc_max = nc_max < nr ? nr : nc_max;
+
+    int64_t macs = groups * m * n * k;
+    double pa = p->pack_a ? (g->a.source == KP_GEMM_CUSTOM ? 0.5 : pack_cost(&g->a.view, 0)) : 0;
+    double pb = p->pack_b ? (g->b.source == KP_GEMM_CUSTOM ? 0.5 : pack_cost(&g->b.view, 1)) : 0;
+    p->parallel = macs >= PAR_MIN_MACS && h.cores > 1;
+    p->nrow_chunks = p->ncol_chunks = 1;
+    if (p->parallel)
+        choose_grid(p, &h, groups, m, n, k, pa, pb);
+    p->mci = round_up(ceil_div(m, p->nrow_chunks), p->mr);
+    p->nci = round_up(ceil_div(n, p->ncol_chunks), nr);
+    p->nc = p->nci <= nc_max ? p->nci : ceil_div(p->nci, ceil_div(p->nci, nc_max));
+    p->nc = round_up(p->nc, nr);
+    p->nci = round_up(p->nci, p->nc);
+    p->nrow_chunks = ceil_div(m, p->mci);
+    p->ncol_chunks = ceil_div(n, p->nci);
+    p->parallel = p->parallel && groups * p->nrow_chunks * p->ncol_chunks > 1;
+    /* the multiply-adds grow with the batch: below n_par, one item */
+    p->n_par = 1;
+    if (p->parallel && (g->m.batched || g->k.batched || g->groups.batched))
+        p->n_par = ceil_div(PAR_MIN_MACS * nb, macs);
+
+    p->one_block = p->ncol_chunks == 1 && p->nci == p->nc;
+    /* a chunk ends in rows fewer than mr: any batch but multiples of mr,
+     * else only a last chunk that is short */
+    bool short_rows = g->m.batched || m % p->mci % p->mr || (p->n_par > 1 && m % p->mr);
+    p->row_nv = p->mr > 1 && short_rows ? widen(p, 1) : 0;
+    p->nv = widen(p, p->mr);     /* m itself may be too small for 8 chains */
+
+    p->kchunks_max = 1;
+    if (macs >= PAR_MIN_MACS && !g->m.batched && !g->groups.batched && g->groups.size == 1 &&
+        m * n <= SPLIT_C && k >= 2 * SPLIT_K) {
+        p->kchunks_max = ceil_div(k, SPLIT_K) < SPLIT_MAX ? ceil_div(k, SPLIT_K) : SPLIT_MAX;
+        /* a batched k: chunks of SPLIT_K, as many as the batch makes, at run time */
+        p->kchunk = g->k.batched ? SPLIT_K : ceil_div(k, p->kchunks_max);
+        p->m_floats = round_up(m * n, 16);
+        p->counters_at = 4 * p->m_floats * p->kchunks_max;
+        p->shared_bytes = p->counters_at + 8 * p->nrow_chunks * p->ncol_chunks;
+        p->n_par = 1;
+        p->parallel = h.cores > 1;
+    }
+    int64_t arows = p->n_par > 1 ? round_up(m, p->mr) : p->mci;
+    p->a_floats = p->pack_a ? round_up(arows * p->kc + vw, 16) : 0;
+    p->b_floats = p->pack_b ? round_up(p->nc, KP_GEMM_PANEL) * p->kc : 0;
+    p->scratch_bytes = 4 * (p->a_floats + p->b_floats);
+    return 0;
+}

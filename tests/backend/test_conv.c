@@ -1,0 +1,331 @@
+/*
+ * test_conv.c — the convolution kernels node by node: conv2d, conv2d_grad_x
+ * and conv2d_grad_w, each JIT-compiled alone as a model compiles it
+ * (kp_llvm_node_jit), against the reference kernels of runtime/ref.
+ *
+ *   geometries  channels 1, 3 and 17, odd sizes, strides 2, 3 and (3,1),
+ *               padding valid, explicit and "same" (even and uneven),
+ *               dilation 2, 1x1 kernels (stride 1 and 2), rectangular
+ *               kernels, images one pixel wide, k beyond one k block,
+ *               filters that are no multiple of the register tile
+ *   batches     n = 1, 2 and 3 of a largest batch of 3
+ *   targets     the host (AVX-512 here) and x86-64-v3 (AVX2), each that
+ *               this CPU runs
+ *   epilogues   conv2d with a bias, + a residual add, then relu;
+ *               conv2d_grad_x + add, then relu_grad (the strided input
+ *               gradient's phases too)
+ *   accumulate  conv2d_grad_w adds into a gradient slot holding values
+ *   threads     1 and 2 threads give the same bits
+ * and a residual conv model through the JIT and a model.so: same bits.
+ *
+ * Tolerance: |got - ref| <= 1e-5 (|ref| + mean |ref|) (kp_test_tolerance_ratio).
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "include/karp.h"
+#include "modelbuild.h"
+#include "numcheck.h"
+#include "runtime/model.h"
+#include "runtime/ref/ref.h"
+
+typedef struct Target {
+    const char *name, *cpu;
+    bool avx2;
+} Target;
+
+static const Target targets[] = {
+    {"host", NULL, false},
+    {"x86-64-v3 (AVX2)", "x86-64-v3", true},
+};
+
+/* x [c,h,w], weight [f,c,kh,kw]; stride, padding (explicit unless same), dilation */
+typedef struct Geo {
+    int64_t c, h, w, f, kh, kw, sh, sw, ph, pw, dh, dw;
+    bool same;
+} Geo;
+
+static const Geo geos[] = {
+    {1, 28, 28, 32, 3, 3, 1, 1, 0, 0, 1, 1, false},     /* a first layer */
+    {3, 11, 13, 5, 3, 3, 1, 1, 1, 1, 1, 1, false},      /* three channels, odd sizes */
+    {17, 9, 7, 19, 3, 3, 1, 1, 1, 1, 1, 1, false},
+    {16, 10, 10, 24, 3, 3, 2, 2, 1, 1, 1, 1, false},    /* stride 2 */
+    {8, 12, 9, 6, 5, 5, 2, 2, 0, 0, 1, 1, true},        /* uneven "same", stride 2 */
+    {6, 14, 13, 7, 3, 3, 1, 1, 0, 0, 2, 2, true},       /* dilation 2, "same" */
+    {16, 8, 8, 32, 1, 1, 1, 1, 0, 0, 1, 1, false},      /* 1x1 */
+    {12, 16, 16, 20, 1, 1, 2, 2, 0, 0, 1, 1, false},    /* 1x1 stride 2 */
+    {5, 7, 30, 9, 3, 5, 3, 1, 2, 1, 1, 1, false},       /* stride (3,1), 3x5 */
+    {4, 5, 1, 3, 3, 1, 1, 1, 1, 0, 1, 1, false},        /* one pixel wide */
+    {32, 26, 26, 64, 3, 3, 1, 1, 0, 0, 1, 1, false},    /* fashion_cnn's conv2 */
+    {64, 6, 6, 40, 5, 5, 1, 1, 2, 2, 1, 1, false},      /* k = 1600, 1000: several k blocks */
+};
+
+enum { MAXB = 3 };
+
+static uint64_t rng = 777;
+static double worst[3];
+
+static float *floats(int64_t count)
+{
+    float *p = malloc((size_t)(count > 0 ? count : 1) * sizeof *p);
+    for (int64_t i = 0; i < count; i++)
+        p[i] = kp_test_uniform(&rng, -1.0f, 1.0f);
+    return p;
+}
+
+static KpValue *value(KpGraph *g, int64_t d0, int64_t d1, int64_t d2, int64_t d3, KpStorage st)
+{
+    KpValue *v = kp_value_new(g, KP_ROLE_ACT, KP_F32, 4, (int64_t[]){d0, d1, d2, d3});
+    v->storage = st;
+    return v;
+}
+
+static void add_operand(KpGraph *g, KpNode *nd, KpEpilogue *ep)
+{
+    const KpValue *o = nd->out;
+    nd->in[nd->nin] = value(g, KP_DIM_N, o->dims[1], o->dims[2], o->dims[3], KP_STORE_WORKSPACE);
+    ep->arg[ep->nargs++] = nd->nin++;
+}
+
+/* The three nodes of geometry c in g: [0] conv2d (with a bias and, if
+ * epi, add then relu), [1] conv2d_grad_x (if epi: add then relu_grad),
+ * [2] conv2d_grad_w into a gradient slot. */
+static void make_nodes(KpGraph *g, const Geo *c, bool epi, KpNode *nd[3])
+{
+    KpAttrs at = {.filters = c->f, .kernel = {c->kh, c->kw}, .stride = {c->sh, c->sw},
+                  .padding = {c->ph, c->pw}, .dilation = {c->dh, c->dw},
+                  .pad_mode = c->same ? KP_PAD_SAME : KP_PAD_EXPLICIT};
+    KpValue *x = value(g, KP_DIM_N, c->c, c->h, c->w, KP_STORE_INPUT);
+    KpValue *w = value(g, c->f, c->c, c->kh, c->kw, KP_STORE_PARAM);
+    KpValue *b = kp_value_new(g, KP_ROLE_ACT, KP_F32, 1, (int64_t[]){c->f});
+    b->storage = KP_STORE_PARAM;
+    KpDiag d;
+    kp_diag_init(&d);
+    nd[0] = kp_node_new(g, KP_OP_conv2d, "conv", "", epi ? 3 : 2, (KpValue *[]){x, w, b});
+    nd[0]->attr = at;
+    ck_assert_msg(kp_node_infer_shape(g, nd[0], &d) == 0, "%s", d.msg);
+    at = nd[0]->attr;
+    const KpValue *y = nd[0]->out;
+    KpValue *dy = value(g, KP_DIM_N, y->dims[1], y->dims[2], y->dims[3], KP_STORE_WORKSPACE);
+    nd[1] = kp_node_new(g, KP_OP_conv2d_grad_x, "conv", "", 3, (KpValue *[]){dy, w, x});
+    nd[2] = kp_node_new(g, KP_OP_conv2d_grad_w, "conv", "", 2, (KpValue *[]){dy, x});
+    for (int i = 1; i < 3; i++) {
+        nd[i]->attr = at;
+        ck_assert_msg(kp_node_infer_shape(g, nd[i], &d) == 0, "%s", d.msg);
+    }
+    nd[2]->out->storage = KP_STORE_GRAD;
+    if (epi) {
+        for (int i = 0; i < 2; i++) {
+            nd[i]->nepi = 2;
+            nd[i]->epi[0] = (KpEpilogue){.op = KP_OP_add};
+            nd[i]->epi[1] = (KpEpilogue){.op = i == 0 ? KP_OP_relu : KP_OP_relu_grad};
+            add_operand(g, nd[i], &nd[i]->epi[0]);
+            if (i == 1)
+                add_operand(g, nd[i], &nd[i]->epi[1]);
+        }
+    }
+}
+
+typedef void (*Fn2)(const float *, const float *, float *, int64_t);
+typedef void (*Fn3)(const float *, const float *, const float *, float *, int64_t);
+typedef void (*Fn4)(const float *, const float *, const float *, const float *, float *, int64_t);
+typedef void (*Fn5)(const float *, const float *, const float *, const float *, const float *,
+                    float *, int64_t);
+
+typedef struct Data {
+    float *x, *w, *b, *dy, *r, *s;      /* r: the add's operand, s: relu_grad's */
+} Data;
+
+static void run(int dir, bool epi, const KpNodeJit *j, const Data *t, float *out, int64_t n)
+{
+    if (dir == 0 && epi)
+        ((Fn4)j->fn)(t->x, t->w, t->b, t->r, out, n);
+    else if (dir == 0)
+        ((Fn2)j->fn)(t->x, t->w, out, n);
+    else if (dir == 1 && epi)
+        ((Fn5)j->fn)(t->dy, t->w, t->x, t->r, t->s, out, n);
+    else if (dir == 1)
+        ((Fn3)j->fn)(t->dy, t->w, t->x, out, n);
+    else
+        ((Fn2)j->fn)(t->dy, t->x, out, n);
+}
+
+/* The reference of direction dir at batch n into ref (grad_w: added to it). */
+static void reference(int dir, bool epi, const KpRefConv *k, const Data *t, float *ref)
+{
+    int64_t count = k->n * (dir == 0 ? k->f * k->oh * k->ow : k->c * k->h * k->w);
+    if (dir == 0)
+        kp_ref_conv2d_forward(ref, t->x, t->w, epi ? t->b : NULL, k);
+    else if (dir == 1)
+        kp_ref_conv2d_backward(ref, NULL, NULL, t->dy, t->x, t->w, k);
+    else
+        kp_ref_conv2d_backward(NULL, ref, NULL, t->dy, t->x, t->w, k);
+    if (!epi || dir == 2)
+        return;
+    for (int64_t i = 0; i < count; i++)
+        ref[i] += t->r[i];
+    if (dir == 0)
+        kp_ref_relu_forward(ref, ref, count);
+    else
+        kp_ref_relu_backward(ref, ref, t->s, count);
+}
+
+static const char *dir_name[3] = {"conv2d", "conv2d_grad_x", "conv2d_grad_w"};
+
+static void check_geo(const Target *tg, const Geo *c, bool epi)
+{
+    KpGraph *g = kp_graph_new();
+    g->max_batch = MAXB;
+    KpNode *nd[3];
+    make_nodes(g, c, epi, nd);
+    const KpValue *y = nd[0]->out;
+    KpRefConv k = {.c = c->c, .h = c->h, .w = c->w, .f = c->f, .kh = c->kh, .kw = c->kw,
+                   .oh = y->dims[2], .ow = y->dims[3], .sh = c->sh, .sw = c->sw,
+                   .pt = nd[0]->attr.padding[0], .pl = nd[0]->attr.padding[1], .dh = c->dh, .dw = c->dw};
+    int64_t xs = c->c * c->h * c->w, ys = c->f * k.oh * k.ow, ws = c->f * c->c * c->kh * c->kw;
+    int64_t big = MAXB * (xs > ys ? xs : ys);
+    Data t = {floats(MAXB * xs), floats(ws), floats(c->f), floats(MAXB * ys), floats(big), floats(big)};
+    for (int dir = 0; dir < 3; dir++) {
+        if (dir == 2 && epi)
+            continue;
+        KpTargetOpts opts = {.opt_level = 2, .cpu = tg->cpu};
+        KpNodeJit j;
+        KpDiag d;
+        kp_diag_init(&d);
+        ck_assert_msg(kp_llvm_node_jit(g, nd[dir], &opts, &j, &d) == 0, "%s", d.msg);
+        int64_t nslots = 4, stride = (j.scratch_bytes + 63) / 64 * 64;
+        int64_t shared = (j.scratch_shared_bytes + 63) / 64 * 64;
+        char *pool = aligned_alloc(64, (size_t)(shared + nslots * stride + 64));
+        memset(pool, 0, (size_t)shared);
+        krt_scratch_bind(shared ? pool : NULL, stride ? pool + shared : NULL, stride, nslots);
+        int64_t per = dir == 0 ? ys : dir == 1 ? xs : 0;
+        int64_t cap = dir == 2 ? ws : MAXB * per;
+        float *o1 = floats(cap), *o2 = floats(cap), *ref = floats(cap);
+        for (int64_t n = 1; n <= MAXB; n++) {
+            int64_t cnt = dir == 2 ? ws : n * per;
+            if (dir == 2)       /* the slot holds values: both add into the same start */
+                for (int64_t i = 0; i < ws; i++)
+                    o1[i] = o2[i] = ref[i] = (float)(i % 5) - 2.0f;
+            karp_set_threads(2);
+            run(dir, epi, &j, &t, o2, n);
+            karp_set_threads(1);
+            run(dir, epi, &j, &t, o1, n);
+            karp_set_threads(0);
+            ck_assert_msg(memcmp(o1, o2, (size_t)cnt * sizeof *o1) == 0,
+                          "%s: %s of %lldx%lldx%lld -> %lld, k %lldx%lld s %lld,%lld, n=%lld: "
+                          "1 and 2 threads differ", tg->name, dir_name[dir], (long long)c->c,
+                          (long long)c->h, (long long)c->w, (long long)c->f, (long long)c->kh,
+                          (long long)c->kw, (long long)c->sh, (long long)c->sw, (long long)n);
+            k.n = n;
+            reference(dir, epi, &k, &t, ref);
+            double r = kp_test_tolerance_ratio(o1, ref, cnt);
+            ck_assert_msg(r <= 1.0,
+                          "%s: %s%s of %lldx%lldx%lld -> %lld, k %lldx%lld s %lld,%lld p %lld,%lld%s "
+                          "d %lld, n=%lld: off by %.3g x tolerance", tg->name, dir_name[dir],
+                          epi ? " with epilogues" : "", (long long)c->c, (long long)c->h,
+                          (long long)c->w, (long long)c->f, (long long)c->kh, (long long)c->kw,
+                          (long long)c->sh, (long long)c->sw, (long long)k.pt, (long long)k.pl,
+                          c->same ? " same" : "", (long long)c->dh, (long long)n, r);
+            worst[dir] = r > worst[dir] ? r : worst[dir];
+        }
+        krt_scratch_bind(NULL, NULL, 0, 0);
+        free(pool), free(o1), free(o2), free(ref);
+        kp_llvm_node_jit_free(&j);
+    }
+    free(t.x), free(t.w), free(t.b), free(t.dy), free(t.r), free(t.s);
+    kp_graph_free(g);
+}
+
+static bool runs_here(const Target *t)
+{
+    return !t->avx2 || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+}
+
+static void grid(bool epi)
+{
+    for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++)
+        if (runs_here(&targets[ti]))
+            for (size_t i = 0; i < sizeof geos / sizeof geos[0]; i++)
+                check_geo(&targets[ti], &geos[i], epi);
+    printf("conv%s: worst of the tolerance: forward %.3g, grad_x %.3g, grad_w %.3g\n",
+           epi ? " with epilogues" : "", worst[0], worst[1], worst[2]);
+}
+
+START_TEST(test_conv_directions)
+{
+    grid(false);
+}
+END_TEST
+
+START_TEST(test_conv_epilogues)
+{
+    grid(true);
+}
+END_TEST
+
+/* A residual block (its input gradient takes add and relu_grad as
+ * epilogues), trained one step through the JIT and through a model.so:
+ * the same loss and parameters, bit for bit. */
+START_TEST(test_conv_jit_so)
+{
+    const char *json =
+        "{\"karp\": 1, \"name\": \"res\", \"input\": {\"shape\": [3, 12, 12]},\n"
+        " \"nodes\": [\n"
+        "  {\"name\": \"c0\", \"type\": \"conv2d\", \"input\": \"input\", \"filters\": 8, \"kernel\": 3, \"padding\": \"same\", \"activation\": \"relu\"},\n"
+        "  {\"name\": \"c1\", \"type\": \"conv2d\", \"input\": \"c0\", \"filters\": 8, \"kernel\": 3, \"padding\": 1, \"activation\": \"relu\"},\n"
+        "  {\"name\": \"c2\", \"type\": \"conv2d\", \"input\": \"c1\", \"filters\": 8, \"kernel\": 3, \"padding\": 1},\n"
+        "  {\"name\": \"sum\", \"type\": \"add\", \"inputs\": [\"c2\", \"c0\"]},\n"
+        "  {\"name\": \"act\", \"type\": \"relu\", \"input\": \"sum\"},\n"
+        "  {\"name\": \"down\", \"type\": \"conv2d\", \"input\": \"act\", \"filters\": 12, \"kernel\": 3, \"stride\": 2, \"padding\": 1, \"activation\": \"relu\"},\n"
+        "  {\"name\": \"flat\", \"type\": \"flatten\", \"input\": \"down\"},\n"
+        "  {\"name\": \"head\", \"type\": \"dense\", \"input\": \"flat\", \"units\": 5}],\n"
+        " \"output\": \"head\", \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1},\n"
+        " \"batch\": 6, \"seed\": 4}\n";
+    char *dir = kp_test_tmpdir();
+    KpProgram prog;
+    karp_model *jit, *so;
+    kp_test_build_model(dir, "res", json, 2, &prog, &jit, &so);
+    int64_t n = 5, in = 3 * 12 * 12;
+    float *x = floats(n * in);
+    int32_t labels[5] = {0, 4, 2, 1, 3};
+    float l1, l2;
+    for (int step = 0; step < 3; step++) {
+        ck_assert_int_eq(karp_train_step(jit, x, labels, n, &l1), 0);
+        ck_assert_int_eq(karp_train_step(so, x, labels, n, &l2), 0);
+        ck_assert_msg(memcmp(&l1, &l2, sizeof l1) == 0, "step %d: loss %g (JIT) vs %g (.so)", step,
+                      (double)l1, (double)l2);
+    }
+    karp_info info;
+    karp_model_info(jit, &info);
+    for (int p = 0; p < info.nparams; p++) {
+        karp_param a, b;
+        ck_assert_int_eq(karp_param_get(jit, p, &a), 0);
+        ck_assert_int_eq(karp_param_get(so, p, &b), 0);
+        ck_assert_msg(memcmp(a.data, b.data, (size_t)a.size * sizeof(float)) == 0,
+                      "%s differs between the JIT and the .so", a.name);
+    }
+    karp_close(jit), karp_close(so);
+    kp_program_free(&prog);
+    kp_test_rmdir(dir);
+    free(dir), free(x);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("conv");
+    TCase *tc = tcase_create("conv");
+    tcase_set_timeout(tc, 900);
+    tcase_add_test(tc, test_conv_directions);
+    tcase_add_test(tc, test_conv_epilogues);
+    tcase_add_test(tc, test_conv_jit_so);
+    suite_add_tcase(s, tc);
+    SRunner *r = srunner_create(s);
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? 1 : 0;
+}

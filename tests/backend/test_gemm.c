@@ -1,0 +1,460 @@
+/*
+ * test_gemm.c — the GEMM kernels (backend/gemm.h) node by node: dense,
+ * dense_packed, dense_grad_x and dense_grad_w, each JIT-compiled alone as
+ * a model compiles it (kp_llvm_node_jit), against the reference kernels
+ * of runtime/ref.
+ *
+ *   shapes     1, 3, 17, 129, sizes that are no multiple of the micro-tile
+ *              or the vector width, k beyond one k block, columns beyond
+ *              one column block, row strides of 1024 floats (packed A, B)
+ *   batches    n = 1, 2, about half, and the largest
+ *   targets    the host (AVX-512 here), x86-64-v3 (AVX2) and x86-64 (SSE),
+ *              each that this CPU runs
+ *   epilogues  every op that can be one, on dense and on dense_grad_x
+ *   accumulate dense_grad_w adds into a gradient slot that holds values
+ *   split k    a tiny C over a batch of thousands: k in fixed chunks
+ *   threads    1 and 2 threads give the same bits
+ *   the API    a grouped GEMM (one per sample) with CUSTOM packers and a
+ *              bias per row, as implicit-GEMM convolution will use it
+ *
+ * Tolerance: |got - ref| <= 1e-5 (|ref| + mean |ref|) (kp_test_tolerance_ratio):
+ * the sums run in another order (vector lanes, fma).
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/gemm.h"
+#include "backend/llvm_internal.h"
+#include "include/karp.h"
+#include "numcheck.h"
+#include "testutil.h"
+#include "runtime/model.h"
+#include "runtime/ref/ref.h"
+
+typedef struct Target {
+    const char *name, *cpu;
+    bool avx2;                  /* needs AVX2 and FMA */
+} Target;
+
+static const Target targets[] = {
+    {"host", NULL, false},
+    {"x86-64-v3 (AVX2)", "x86-64-v3", true},
+    {"x86-64 (SSE)", "x86-64", false},
+};
+
+typedef struct Case {
+    KpOp op;
+    int64_t in, out, maxb;      /* dense [out,in]; for dense_grad_w, maxb is the k */
+    KpOp epi;                   /* KP_OP_COUNT: none */
+    float alpha;
+} Case;
+
+static uint64_t rng = 12345;
+static double worst;
+
+static float *floats(int64_t count)
+{
+    float *p = malloc((size_t)(count > 0 ? count : 1) * sizeof *p);
+    for (int64_t i = 0; i < count; i++)
+        p[i] = kp_test_uniform(&rng, -1.0f, 1.0f);
+    return p;
+}
+
+static KpValue *value(KpGraph *g, int rank, int64_t d0, int64_t d1, int64_t d2, KpStorage st)
+{
+    int64_t dims[3] = {d0, d1, d2};
+    KpValue *v = kp_value_new(g, KP_ROLE_ACT, KP_F32, rank, dims);
+    v->storage = st;
+    return v;
+}
+
+static bool epi_has_arg(KpOp op)
+{
+    return op == KP_OP_add || op == KP_OP_mul || op == KP_OP_relu_grad ||
+           op == KP_OP_leaky_relu_grad || op == KP_OP_sigmoid_grad || op == KP_OP_tanh_grad;
+}
+
+/* The node of c in g, with its epilogue and the epilogue's operand. */
+static KpNode *make_node(KpGraph *g, const Case *c)
+{
+    KpDiag d;
+    kp_diag_init(&d);
+    KpNode *nd = kp_dense_node(g, c->op, c->in, c->out, &d);
+    ck_assert_msg(nd != NULL, "%s", d.msg);
+    if (c->epi != KP_OP_COUNT) {
+        nd->nepi = 1;
+        nd->epi[0] = (KpEpilogue){.op = c->epi, .alpha = c->alpha};
+        if (epi_has_arg(c->epi)) {
+            nd->in[nd->nin] = value(g, 2, KP_DIM_N, nd->out->dims[1], 0, KP_STORE_WORKSPACE);
+            nd->in[nd->nin]->offset = 1 << 24;
+            nd->epi[0].nargs = 1;
+            nd->epi[0].arg[0] = nd->nin++;
+        }
+    }
+    return nd;
+}
+
+/* y = epi(y, a) over count floats, as the reference kernels define it. */
+static void ref_epilogue(const Case *c, float *y, const float *a, int64_t count)
+{
+    float *t = malloc((size_t)count * sizeof *t);
+    memcpy(t, y, (size_t)count * sizeof *t);
+    switch (c->epi) {
+    case KP_OP_relu: kp_ref_relu_forward(y, t, count); break;
+    case KP_OP_leaky_relu: kp_ref_leaky_relu_forward(y, t, c->alpha, count); break;
+    case KP_OP_sigmoid: kp_ref_sigmoid_forward(y, t, count); break;
+    case KP_OP_tanh: kp_ref_tanh_forward(y, t, count); break;
+    case KP_OP_relu_grad: kp_ref_relu_backward(y, t, a, count); break;
+    case KP_OP_leaky_relu_grad: kp_ref_leaky_relu_backward(y, t, a, c->alpha, count); break;
+    case KP_OP_sigmoid_grad: kp_ref_sigmoid_backward(y, t, a, count); break;
+    case KP_OP_tanh_grad: kp_ref_tanh_backward(y, t, a, count); break;
+    case KP_OP_add:
+        for (int64_t i = 0; i < count; i++)
+            y[i] = t[i] + a[i];
+        break;
+    case KP_OP_mul:
+        for (int64_t i = 0; i < count; i++)
+            y[i] = t[i] * a[i];
+        break;
+    default:
+        break;
+    }
+    free(t);
+}
+
+/* panel[j][k][l] = w[16 j + l][k], zero past out (pack_panels' layout) */
+static float *panels_of(const float *w, int64_t out, int64_t in)
+{
+    int64_t np = (out + 15) / 16;
+    float *p = calloc((size_t)(np * in * 16), sizeof *p);
+    for (int64_t o = 0; o < out; o++)
+        for (int64_t k = 0; k < in; k++)
+            p[(o / 16) * in * 16 + k * 16 + o % 16] = w[o * in + k];
+    return p;
+}
+
+typedef void (*Fn2)(const float *, const float *, float *, int64_t);
+typedef void (*Fn3)(const float *, const float *, const float *, float *, int64_t);
+typedef void (*Fn4)(const float *, const float *, const float *, const float *, float *, int64_t);
+
+/* Run the kernel on (a, b, bias, extra) into y at batch n. */
+static void run(const KpNodeJit *j, const Case *c, const float *a, const float *b, const float *bias,
+                const float *extra, float *y, int64_t n)
+{
+    bool dense = c->op == KP_OP_dense || c->op == KP_OP_dense_packed;
+    bool arg = c->epi != KP_OP_COUNT && epi_has_arg(c->epi);
+    if (dense && arg)
+        ((Fn4)j->fn)(a, b, bias, extra, y, n);
+    else if (dense)
+        ((Fn3)j->fn)(a, b, bias, y, n);
+    else if (arg)
+        ((Fn3)j->fn)(a, b, extra, y, n);
+    else
+        ((Fn2)j->fn)(a, b, y, n);
+}
+
+/* The reference result of c at batch n into ref (for dense_grad_w: added to ref). */
+static void reference(const Case *c, const float *a, const float *b, const float *bias,
+                      const float *extra, float *ref, int64_t n)
+{
+    int64_t count = n * (c->op == KP_OP_dense_grad_x ? c->in : c->out);
+    switch (c->op) {
+    case KP_OP_dense:
+    case KP_OP_dense_packed:
+        kp_ref_dense_forward(ref, a, b, bias, n, c->in, c->out);
+        break;
+    case KP_OP_dense_grad_x:
+        kp_ref_dense_backward(ref, NULL, NULL, a, NULL, b, n, c->in, c->out);
+        break;
+    default:
+        kp_ref_dense_backward(NULL, ref, NULL, a, b, NULL, n, c->in, c->out);
+        count = c->in * c->out;
+        break;
+    }
+    if (c->epi != KP_OP_COUNT)
+        ref_epilogue(c, ref, extra, count);
+}
+
+static void check_case(const Target *t, const Case *c)
+{
+    KpGraph *g = kp_graph_new();
+    g->max_batch = c->maxb;
+    KpNode *nd = make_node(g, c);
+    KpTargetOpts opts = {.opt_level = 3, .cpu = t->cpu};
+    KpNodeJit j;
+    KpDiag d;
+    kp_diag_init(&d);
+    ck_assert_msg(kp_llvm_node_jit(g, nd, &opts, &j, &d) == 0, "%s", d.msg);
+    int64_t nslots = 4, stride = (j.scratch_bytes + 63) / 64 * 64;
+    int64_t shared = (j.scratch_shared_bytes + 63) / 64 * 64;
+    char *pool = aligned_alloc(64, (size_t)(shared + nslots * stride + 64));
+    memset(pool, 0, (size_t)shared);     /* split GEMMs' counters start at 0 */
+    krt_scratch_bind(shared ? pool : NULL, stride ? pool + shared : NULL, stride, nslots);
+
+    int64_t mb = c->maxb, rows_a = c->op == KP_OP_dense || c->op == KP_OP_dense_packed ? c->in : c->out;
+    int64_t ycount = c->op == KP_OP_dense_grad_w ? c->out * c->in
+                     : mb * (c->op == KP_OP_dense_grad_x ? c->in : c->out);
+    float *a = floats(mb * rows_a);
+    float *w = floats(c->op == KP_OP_dense_grad_w ? mb * c->in : c->out * c->in);
+    float *b = c->op == KP_OP_dense_packed ? panels_of(w, c->out, c->in) : w;
+    float *bias = floats(c->out), *extra = floats(ycount);
+    float *y1 = floats(ycount), *y2 = floats(ycount), *ref = floats(ycount);
+    const int64_t batches[4] = {1, 2, mb / 2 + 1, mb};
+    for (int bi = 0; bi < 4; bi++) {
+        int64_t n = batches[bi] < mb ? batches[bi] : mb;
+        if (c->op == KP_OP_dense_grad_w) {       /* accumulate into the same start */
+            for (int64_t i = 0; i < ycount; i++)
+                y1[i] = y2[i] = ref[i] = (float)(i % 7) - 3.0f;
+        }
+        karp_set_threads(2);
+        run(&j, c, a, b, bias, extra, y2, n);
+        karp_set_threads(1);
+        run(&j, c, a, b, bias, extra, y1, n);
+        karp_set_threads(0);
+        int64_t cnt = c->op == KP_OP_dense_grad_w ? ycount : n * (ycount / mb);
+        ck_assert_msg(memcmp(y1, y2, (size_t)cnt * sizeof *y1) == 0,
+                      "%s: %s %lld->%lld n=%lld: 1 and 2 threads differ", t->name, kp_op_name(c->op),
+                      (long long)c->in, (long long)c->out, (long long)n);
+        reference(c, a, w, bias, extra, ref, n);
+        double r = kp_test_tolerance_ratio(y1, ref, cnt);
+        ck_assert_msg(r <= 1.0, "%s: %s %lld->%lld (max batch %lld) epilogue %s, n=%lld: off by %.3g x tolerance",
+                      t->name, kp_op_name(c->op), (long long)c->in, (long long)c->out, (long long)mb,
+                      c->epi == KP_OP_COUNT ? "none" : kp_op_name(c->epi), (long long)n, r);
+        worst = r > worst ? r : worst;
+    }
+    krt_scratch_bind(NULL, NULL, 0, 0);
+    free(pool);
+    if (b != w)
+        free(b);
+    free(a), free(w), free(bias), free(extra), free(y1), free(y2), free(ref);
+    kp_llvm_node_jit_free(&j);
+    kp_graph_free(g);
+}
+
+static bool runs_here(const Target *t)
+{
+    return !t->avx2 || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+}
+
+/* shapes: (in, out, largest batch) */
+static const int64_t shapes[][3] = {
+    {1, 1, 1},       {3, 17, 5},     {17, 3, 17},    {129, 129, 3},  {784, 128, 64},
+    {128, 10, 64},   {100, 33, 13},  {2500, 40, 9},  {1024, 33, 20}, {1000, 600, 12},
+    {37, 1024, 7},   {16, 16, 16},   {31, 47, 65},   {40, 2500, 9},
+};
+
+static void report(const char *what);
+
+static void shape_grid(KpOp op)
+{
+    for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++) {
+        if (!runs_here(&targets[ti]))
+            continue;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            Case c = {op, shapes[s][0], shapes[s][1], shapes[s][2], KP_OP_COUNT, 0};
+            check_case(&targets[ti], &c);
+        }
+    }
+    report(kp_op_name(op));
+}
+
+START_TEST(test_dense_shapes)
+{
+    shape_grid(KP_OP_dense);
+}
+END_TEST
+
+START_TEST(test_dense_packed_shapes)
+{
+    shape_grid(KP_OP_dense_packed);
+}
+END_TEST
+
+START_TEST(test_grad_x_shapes)
+{
+    shape_grid(KP_OP_dense_grad_x);
+}
+END_TEST
+
+START_TEST(test_grad_w_accumulates)
+{
+    shape_grid(KP_OP_dense_grad_w);
+}
+END_TEST
+
+/* a tiny C with a long k (dense_grad_w's k is the batch): the k is split
+ * into fixed chunks, their partial sums added in order by the last */
+START_TEST(test_split_k)
+{
+    static const int64_t split[][3] = {{5, 3, 9000}, {33, 40, 5000}, {3, 2, 40000}};
+    for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++) {
+        if (!runs_here(&targets[ti]))
+            continue;
+        for (size_t k = 0; k < sizeof split / sizeof split[0]; k++) {
+            Case c = {KP_OP_dense_grad_w, split[k][0], split[k][1], split[k][2], KP_OP_COUNT, 0};
+            check_case(&targets[ti], &c);
+        }
+    }
+    report("split k");
+}
+END_TEST
+
+/* every epilogue op on the forward GEMMs, the gradient ones on dense_grad_x */
+START_TEST(test_epilogues)
+{
+    static const struct { KpOp op; float alpha; int grad; } epis[] = {
+        {KP_OP_relu, 0, 0},       {KP_OP_leaky_relu, 0.2f, 0}, {KP_OP_sigmoid, 0, 0},
+        {KP_OP_tanh, 0, 0},       {KP_OP_add, 0, 0},           {KP_OP_mul, 0, 0},
+        {KP_OP_relu_grad, 0, 1},  {KP_OP_leaky_relu_grad, 0.1f, 1},
+        {KP_OP_sigmoid_grad, 0, 1}, {KP_OP_tanh_grad, 0, 1},   {KP_OP_add, 0, 1},
+    };
+    for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++) {
+        if (!runs_here(&targets[ti]))
+            continue;
+        for (size_t k = 0; k < sizeof epis / sizeof epis[0]; k++) {
+            KpOp ops[2] = {KP_OP_dense, KP_OP_dense_packed};
+            for (int o = 0; o < (epis[k].grad ? 1 : 2); o++) {
+                Case c = {epis[k].grad ? KP_OP_dense_grad_x : ops[o], 100, 37, 19, epis[k].op,
+                          epis[k].alpha};
+                check_case(&targets[ti], &c);
+            }
+        }
+    }
+    report("epilogues");
+}
+END_TEST
+
+/* --- the API as convolution will use it ---------------------------------
+ * Per sample g of the batch, C_g[F x P] = W[F x K] · X_g[K x P] + b[f]:
+ * groups batched, both operands packed by CUSTOM packers (which here read
+ * a view through the stock packer, as an im2col packer would for the rows
+ * it can), the bias per row of C. */
+enum { CF = 19, CK = 27, CP = 100, CMAXB = 3 };
+
+static void pack_w(KpEmit *e, const KpGemmPackArgs *p, void *user)
+{
+    (void)user;
+    KpGemmView w = {.arg = 0, .rs = CK, .cs = 1};
+    kp_gemm_pack_view(e, p, &w);
+}
+
+static void pack_x(KpEmit *e, const KpGemmPackArgs *p, void *user)
+{
+    (void)user;
+    KpGemmView x = {.arg = 1, .rs = CP, .cs = 1, .gs = CK * CP};
+    kp_gemm_pack_view(e, p, &x);
+}
+
+/* void conv(W, X, b, Y, n) through kp_gemm_emit, JIT-compiled */
+static void *conv_kernel(const char *cpu, LLVMOrcLLJITRef *jit)
+{
+    KpTargetOpts t = {.opt_level = 3, .cpu = cpu};
+    KpCodegen *cg;
+    KpDiag d;
+    kp_diag_init(&d);
+    ck_assert_int_eq(kp_llvm_module_new(&t, "conv", &cg, &d), 0);
+    KpGraph *g = kp_graph_new();
+    g->max_batch = CMAXB;
+    KpEmit e;
+    kp_emit_init(&e, cg->ctx, cg->mod, g, cg->cfg.vector_width);
+    LLVMTypeRef params[5] = {e.ptr, e.ptr, e.ptr, e.ptr, e.i64};
+    e.fn = LLVMAddFunction(cg->mod, "conv", LLVMFunctionType(e.void_t, params, 5, 0));
+    KpNode node = {.op = KP_OP_conv2d, .nin = 3};
+    e.node = &node;
+    e.nptr = 4;
+    for (int i = 0; i < 4; i++) {
+        e.ptr_arg[i] = LLVMGetParam(e.fn, (unsigned)i);
+        e.noalias[i] = 1;
+    }
+    e.n = LLVMGetParam(e.fn, 4);
+    LLVMPositionBuilderAtEnd(e.b, LLVMAppendBasicBlockInContext(e.ctx, e.fn, "entry"));
+    KpGemmOut o = {.c = {.arg = 3, .rs = CP, .cs = 1, .gs = CF * CP}, .bias_arg = 2, .bias_per_row = true};
+    KpGemm gm = {
+        .name = "conv",
+        .m = {CF, false}, .n = {CP, false}, .k = {CK, false}, .groups = {1, true},
+        .a = {.source = KP_GEMM_CUSTOM, .pack = pack_w},
+        .b = {.source = KP_GEMM_CUSTOM, .pack = pack_x},
+        .c = o.c,
+        .store = kp_gemm_store_out,
+        .store_user = &o,
+    };
+    ck_assert_int_eq(kp_gemm_emit(&e, &gm, &d), 0);
+    ck_assert_int_gt((int)e.scratch_bytes, 0);
+    LLVMBuildRetVoid(e.b);
+    LLVMDisposeBuilder(e.b);
+    ck_assert_msg(kp_llvm_module_finish(cg, &e, &d) == 0, "%s", d.msg);
+    ck_assert_msg(kp_llvm_jit_new(cg, jit, &d) == 0, "%s", d.msg);
+    kp_llvm_free(cg);
+    kp_graph_free(g);
+    LLVMOrcExecutorAddress addr;
+    LLVMErrorRef err = LLVMOrcLLJITLookup(*jit, &addr, "conv");
+    ck_assert_ptr_null(err);
+    return (void *)(uintptr_t)addr;
+}
+
+START_TEST(test_grouped_custom_packers)
+{
+    for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++) {
+        if (!runs_here(&targets[ti]))
+            continue;
+        LLVMOrcLLJITRef jit;
+        Fn3 conv = (Fn3)(uintptr_t)conv_kernel(targets[ti].cpu, &jit);
+        void *pool = aligned_alloc(64, 4 << 20);
+        krt_scratch_bind(NULL, pool, 1 << 20, 4);
+        float *w = floats(CF * CK), *x = floats(CMAXB * CK * CP), *b = floats(CF);
+        float *y1 = floats(CMAXB * CF * CP), *y2 = floats(CMAXB * CF * CP), *ref = floats(CMAXB * CF * CP);
+        for (int64_t n = 1; n <= CMAXB; n++) {
+            karp_set_threads(2);
+            conv(w, x, b, y2, n);
+            karp_set_threads(1);
+            conv(w, x, b, y1, n);
+            karp_set_threads(0);
+            ck_assert(memcmp(y1, y2, (size_t)(n * CF * CP) * sizeof *y1) == 0);
+            for (int64_t g = 0; g < n; g++)
+                for (int64_t f = 0; f < CF; f++)
+                    for (int64_t q = 0; q < CP; q++) {
+                        float acc = b[f];
+                        for (int64_t k = 0; k < CK; k++)
+                            acc += w[f * CK + k] * x[(g * CK + k) * CP + q];
+                        ref[(g * CF + f) * CP + q] = acc;
+                    }
+            double r = kp_test_tolerance_ratio(y1, ref, n * CF * CP);
+            ck_assert_msg(r <= 1.0, "%s: n=%lld: off by %.3g x tolerance", targets[ti].name,
+                          (long long)n, r);
+        }
+        krt_scratch_bind(NULL, NULL, 0, 0);
+        free(pool), free(w), free(x), free(b), free(y1), free(y2), free(ref);
+        LLVMConsumeError(LLVMOrcDisposeLLJIT(jit));
+    }
+}
+END_TEST
+
+static void report(const char *what)
+{
+    fprintf(stderr, "%s: worst %.3g of the tolerance\n", what, worst);
+}
+
+static Suite *gemm_suite(void)
+{
+    Suite *s = suite_create("gemm");
+    TCase *tc = tcase_create("kernels");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_dense_shapes);
+    tcase_add_test(tc, test_dense_packed_shapes);
+    tcase_add_test(tc, test_grad_x_shapes);
+    tcase_add_test(tc, test_grad_w_accumulates);
+    tcase_add_test(tc, test_epilogues);
+    tcase_add_test(tc, test_split_k);
+    tcase_add_test(tc, test_grouped_custom_packers);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return kp_test_main(gemm_suite(), CK_FORK_GETENV);
+}

@@ -1,0 +1,260 @@
+/*
+ * test_gemm_models.c — the GEMM kernels inside models, both ways a model
+ * is built (JIT and model.so), and the scratch memory they take
+ * (runtime/scratch.c).
+ *
+ * The model: 1024 inputs (rows of x 4 KiB apart, so the GEMM packs A as
+ * well as W^T: both inference and training take scratch), dense 129 relu,
+ * dense 17, cross-entropy, sgd; largest batch 19.
+ *
+ *   jit_and_so       infer at n = 1, 6, 19 against the interpreter; JIT
+ *                    and model.so give the same bits, 1 and 2 threads too;
+ *                    train steps likewise
+ *   scratch_enomem   a thread count whose scratch cannot be had: every
+ *                    call refuses with KARP_ENOMEM, then works again
+ *   concurrent_infer four threads calling karp_infer on one model at once
+ *                    get the single-threaded bits
+ *   split_k          a weight gradient of 4 x 64 over a batch of 4096: its
+ *                    k split into chunks whose partial sums live in the
+ *                    call's shared scratch; JIT, model.so, 1 and 2 threads
+ *                    give the same bits, near the interpreter's
+ */
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "modelbuild.h"
+#include "numcheck.h"
+#include "runtime/model.h"
+#include "runtime/ref/ref.h"
+
+enum { IN = 1024, OUT = 17, MAXB = 19 };
+
+static const char *model_json =
+    "{\"karp\": 1, \"name\": \"gm\", \"input\": {\"shape\": [1024]}, \"layers\": ["
+    "{\"type\": \"dense\", \"units\": 129, \"activation\": \"relu\"},"
+    "{\"type\": \"dense\", \"units\": 17}],"
+    " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.05},"
+    " \"batch\": 19, \"seed\": 3}";
+
+typedef struct Built {
+    char *dir;
+    KpProgram prog;
+    karp_model *jit, *so;
+} Built;
+
+static void build(Built *b)
+{
+    b->dir = kp_test_tmpdir();
+    kp_test_build_model(b->dir, "gm", model_json, 3, &b->prog, &b->jit, &b->so);
+}
+
+static void unbuild(Built *b)
+{
+    karp_close(b->jit);
+    karp_close(b->so);
+    kp_program_free(&b->prog);
+    kp_test_rmdir(b->dir);
+    free(b->dir);
+}
+
+static float *inputs(int64_t n, uint64_t seed)
+{
+    float *x = malloc((size_t)(n * IN) * sizeof *x);
+    for (int64_t i = 0; i < n * IN; i++)
+        x[i] = kp_test_uniform(&seed, -1.0f, 1.0f);
+    return x;
+}
+
+/* The parameter slab of m (every parameter, in order). */
+static void params_of(karp_model *m, float *out, size_t cap)
+{
+    size_t at = 0;
+    for (int i = 0; i < karp_param_count(m); i++) {
+        karp_param p;
+        ck_assert_int_eq(karp_param_get(m, i, &p), 0);
+        ck_assert(at + (size_t)p.size <= cap);
+        memcpy(out + at, p.data, (size_t)p.size * sizeof(float));
+        at += (size_t)p.size;
+    }
+}
+
+START_TEST(jit_and_so)
+{
+    Built b;
+    build(&b);
+    const int64_t batches[3] = {1, 6, MAXB};
+    for (int k = 0; k < 3; k++) {
+        int64_t n = batches[k];
+        float *x = inputs(n, 7 + (uint64_t)k);
+        float yj[MAXB * OUT], ys[MAXB * OUT], y1[MAXB * OUT], yr[MAXB * OUT];
+        ck_assert_int_eq(karp_infer(b.jit, x, n, yj), 0);
+        ck_assert_int_eq(karp_infer(b.so, x, n, ys), 0);
+        karp_set_threads(1);
+        ck_assert_int_eq(karp_infer(b.jit, x, n, y1), 0);
+        karp_set_threads(0);
+        ck_assert_msg(memcmp(yj, ys, (size_t)(n * OUT) * sizeof(float)) == 0, "n=%lld: JIT and .so differ",
+                      (long long)n);
+        ck_assert_msg(memcmp(yj, y1, (size_t)(n * OUT) * sizeof(float)) == 0,
+                      "n=%lld: 1 and 2 threads differ", (long long)n);
+        KpDiag d;
+        kp_diag_init(&d);
+        ck_assert_msg(kp_interp_run(b.prog.infer, b.jit->params, x, n, yr, &d) == 0, "%s", d.msg);
+        double r = kp_test_tolerance_ratio(yj, yr, n * OUT);
+        ck_assert_msg(r <= 1.0, "n=%lld: off by %.3g x tolerance", (long long)n, r);
+        free(x);
+    }
+    /* training: the same losses and parameters to the bit */
+    for (int step = 0; step < 3; step++) {
+        float *x = inputs(MAXB, 100 + (uint64_t)step);
+        int32_t labels[MAXB];
+        for (int i = 0; i < MAXB; i++)
+            labels[i] = (i * 7 + step) % OUT;
+        float lj, ls;
+        ck_assert_int_eq(karp_train_step(b.jit, x, labels, MAXB, &lj), 0);
+        ck_assert_int_eq(karp_train_step(b.so, x, labels, MAXB, &ls), 0);
+        ck_assert_msg(memcmp(&lj, &ls, sizeof lj) == 0, "step %d: loss %.9g (JIT) vs %.9g (.so)", step,
+                      lj, ls);
+        free(x);
+    }
+    static float pj[IN * 129 + 129 + 129 * OUT + OUT], ps[IN * 129 + 129 + 129 * OUT + OUT];
+    params_of(b.jit, pj, sizeof pj / sizeof pj[0]);
+    params_of(b.so, ps, sizeof ps / sizeof ps[0]);
+    ck_assert_msg(memcmp(pj, ps, sizeof pj) == 0, "trained parameters differ between JIT and .so");
+    unbuild(&b);
+}
+END_TEST
+
+START_TEST(scratch_enomem)
+{
+    Built b;
+    build(&b);
+    ck_assert_int_gt((int)b.jit->desc->scratch_bytes, 0);
+    float *x = inputs(MAXB, 5);
+    float y[MAXB * OUT], loss;
+    int32_t labels[MAXB] = {0};
+    karp_model *models[2] = {b.jit, b.so};
+    for (int k = 0; k < 2; k++) {
+        karp_model *m = models[k];
+        /* a slot per thread for a million threads: more than any machine has */
+        ck_assert_int_eq(karp_set_threads(1 << 20), 0);
+        ck_assert_int_eq(karp_infer(m, x, MAXB, y), KARP_ENOMEM);
+        ck_assert_msg(strstr(karp_last_error(), "karp_infer: out of memory reserving") != NULL, "%s",
+                      karp_last_error());
+        ck_assert_msg(strstr(karp_last_error(), "scratch for 1048576 threads") != NULL, "%s",
+                      karp_last_error());
+        ck_assert_int_eq(karp_train_step(m, x, labels, MAXB, &loss), KARP_ENOMEM);
+        ck_assert_int_eq(karp_forward(m, x, MAXB, y), KARP_ENOMEM);
+        ck_assert_int_eq(karp_set_threads(0), 0);
+        ck_assert_int_eq(karp_infer(m, x, MAXB, y), 0);
+        ck_assert_int_eq(karp_train_step(m, x, labels, MAXB, &loss), 0);
+    }
+    free(x);
+    unbuild(&b);
+}
+END_TEST
+
+typedef struct Worker {
+    karp_model *m;
+    const float *x;
+    const float *want;          /* MAXB outputs per batch size, single-threaded */
+    int bad;
+} Worker;
+
+static void *worker(void *arg)
+{
+    Worker *w = arg;
+    float y[MAXB * OUT];
+    for (int call = 0; call < 60; call++) {
+        int64_t n = 1 + call % MAXB;
+        if (karp_infer(w->m, w->x, n, y) != 0 ||
+            memcmp(y, w->want + (n - 1) * MAXB * OUT, (size_t)(n * OUT) * sizeof(float)) != 0)
+            w->bad++;
+    }
+    return NULL;
+}
+
+START_TEST(concurrent_infer)
+{
+    Built b;
+    build(&b);
+    float *x = inputs(MAXB, 11);
+    float *want = malloc((size_t)(MAXB * MAXB * OUT) * sizeof *want);
+    for (int64_t n = 1; n <= MAXB; n++)
+        ck_assert_int_eq(karp_infer(b.jit, x, n, want + (n - 1) * MAXB * OUT), 0);
+    pthread_t th[4];
+    Worker w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (Worker){.m = b.jit, .x = x, .want = want};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, worker, &w[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_msg(w[i].bad == 0, "thread %d: %d calls differ from the single-threaded bits", i,
+                      w[i].bad);
+    }
+    free(x);
+    free(want);
+    unbuild(&b);
+}
+END_TEST
+
+START_TEST(split_k)
+{
+    enum { SIN = 64, SOUT = 4, SB = 4096 };
+    static const char json[] =
+        "{\"karp\": 1, \"name\": \"sk\", \"input\": {\"shape\": [64]}, \"layers\": ["
+        "{\"type\": \"dense\", \"units\": 4}], \"loss\": \"mse\","
+        " \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.01}, \"batch\": 4096, \"seed\": 9}";
+    char *dir = kp_test_tmpdir();
+    KpProgram prog;
+    karp_model *jit, *so;
+    kp_test_build_model(dir, "sk", json, 3, &prog, &jit, &so);
+    ck_assert_int_gt((int)jit->desc->scratch_shared_bytes, 0);
+    uint64_t seed = 21;
+    float *x = malloc(SB * SIN * sizeof *x), *dy = malloc(SB * SOUT * sizeof *dy);
+    for (int i = 0; i < SB * SIN; i++)
+        x[i] = kp_test_uniform(&seed, -1.0f, 1.0f);
+    for (int i = 0; i < SB * SOUT; i++)
+        dy[i] = kp_test_uniform(&seed, -1.0f, 1.0f);
+    float g[4][SOUT * SIN];
+    karp_model *models[4] = {jit, so, jit, so};
+    for (int k = 0; k < 4; k++) {
+        karp_set_threads(k < 2 ? 0 : 1);
+        float y[SB * SOUT];
+        ck_assert_int_eq(karp_zero_gradients(models[k]), 0);
+        ck_assert_int_eq(karp_forward(models[k], x, SB, y), 0);
+        ck_assert_int_eq(karp_backward(models[k], dy, NULL), 0);
+        karp_param p;
+        ck_assert_int_eq(karp_param_find(models[k], "dense0.weight", &p), 0);
+        memcpy(g[k], p.grad, sizeof g[k]);
+    }
+    karp_set_threads(0);
+    for (int k = 1; k < 4; k++)
+        ck_assert_msg(memcmp(g[0], g[k], sizeof g[0]) == 0, "run %d: other bits than the JIT's at 2 threads", k);
+    float ref[SOUT * SIN] = {0};
+    kp_ref_dense_backward(NULL, ref, NULL, dy, x, NULL, SB, SIN, SOUT);
+    double r = kp_test_tolerance_ratio(g[0], ref, SOUT * SIN);
+    ck_assert_msg(r <= 1.0, "dW off by %.3g x tolerance", r);
+    free(x), free(dy);
+    karp_close(jit), karp_close(so);
+    kp_program_free(&prog);
+    kp_test_rmdir(dir);
+    free(dir);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("gemm_models");
+    TCase *tc = tcase_create("models");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, jit_and_so);
+    tcase_add_test(tc, scratch_enomem);
+    tcase_add_test(tc, concurrent_infer);
+    tcase_add_test(tc, split_k);
+    suite_add_tcase(s, tc);
+    return kp_test_main(s, CK_FORK);
+}
