@@ -125,6 +125,13 @@ LLVMValueRef kp_min_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
  * itself over share t of nt of [begin, end), cut as krt_parallel_for
  * cuts it (with parallel false: all of it in share 0).  A node that can
  * join a group makes exactly one such call and has no other effect. */
+/* Elements of memory-bound work (read and written) below which a loop is
+ * not worth a thread team: forking and joining one costs microseconds,
+ * about what this much work takes.  The memory-bound emitters make their
+ * work items at least this big, so a small batch makes one item and runs
+ * without forking (krt_parallel_for runs a single item on its caller). */
+enum { KP_GRAIN = 32768 };
+
 typedef struct KpKernelArgs {
     LLVMValueRef p[KP_MAX_PTR];
     LLVMValueRef n, begin, end;
