@@ -107,7 +107,7 @@ int kp_node_takes_seed(const KpNode *n)
 /* <prefix>.node<i>.<op>: the node's function, its body from the emitter.
  * (params, grads, opt, step) for a node without inputs (an update).  A
  * member of a group takes two more i64s, its share t of nt (emit.h). */
-static LLVMValueRef emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpDiag *d)
+static LLVMValueRef emit_node(KpEmit *e, const char *prefix, const KpNode *n, int *forks, KpDiag *d)
 {
     LLVMTypeRef params[KP_MAX_ARGS];
     e->node = n;
@@ -150,7 +150,7 @@ static LLVMValueRef emit_node(KpEmit *e, const char *prefix, const KpNode *n, Kp
         e->share_t = LLVMGetParam(e->fn, (unsigned)(e->nptr + 1 + seeded));
         e->share_nt = LLVMGetParam(e->fn, (unsigned)(e->nptr + 2 + seeded));
     }
-    e->regions = 0;
+    e->regions = e->forks = 0;
 
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
     int rc = emitters[n->op](e, n, d);
@@ -164,6 +164,7 @@ static LLVMValueRef emit_node(KpEmit *e, const char *prefix, const KpNode *n, Kp
         return NULL;
     }
     LLVMBuildRetVoid(e->b);
+    *forks = e->forks;
     return e->fn;
 }
 
@@ -171,13 +172,17 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
 {
     const KpGraph *g = e->g;
     LLVMValueRef *fns = calloc((size_t)g->nnodes + 1, sizeof *fns);
-    if (!fns) {
+    int *forks = calloc((size_t)g->nnodes + 1, sizeof *forks);
+    if (!fns || !forks) {
+        free(fns);
+        free(forks);
         kp_error(d, "out of memory");
         return NULL;
     }
     for (int i = 0; i < g->nnodes; i++)
-        if (!(fns[i] = emit_node(e, prefix, g->nodes[i], d))) {
+        if (!(fns[i] = emit_node(e, prefix, g->nodes[i], &forks[i], d))) {
             free(fns);
+            free(forks);
             return NULL;
         }
     /* a group's first member: the group's function; the others: NULL */
@@ -187,9 +192,13 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
         while (grp > 0 && end < g->nnodes && g->nodes[end]->group == grp)
             end++;
         if (grp > 0) {
-            LLVMValueRef fn = kp_cg_emit_group(e, prefix, grp, fns + i, end - i, d);
+            int fork = 0;
+            for (int j = i; j < end; j++)
+                fork |= forks[j] > 0;
+            LLVMValueRef fn = kp_cg_emit_group(e, prefix, grp, fns + i, end - i, fork, d);
             if (!fn) {
                 free(fns);
+                free(forks);
                 return NULL;
             }
             fns[i] = fn;
@@ -198,6 +207,7 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
         }
         i = end;
     }
+    free(forks);
     return fns;
 }
 

@@ -40,9 +40,10 @@ int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValue
 /* The function of the group grp whose members' node functions (emitted
  * with a share of the work, emit.h) are members[0..count) (codegen_group.c):
  *     <prefix>.group<grp>(the members' arguments, one after the other)
- * runs every member on every thread, each on its share. */
+ * runs every member on every thread, each on its share; with fork 0
+ * (no member's work is worth threads) on the calling thread alone. */
 LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *prefix, int grp, const LLVMValueRef *members,
-                              int count, KpDiag *d);
+                              int count, int fork, KpDiag *d);
 /* The pointer to v's first element inside the entry. */
 LLVMValueRef kp_cg_value_ptr(KpEmit *e, const KpEntryEnv *env, const KpValue *v, KpDiag *d);
 /* For e->kernels (kernels.c): the record of a call the entry env->fn makes

@@ -57,6 +57,7 @@ typedef struct KpEmit {
      * otherwise */
     LLVMValueRef share_t, share_nt;
     int regions;                /* kp_emit_parallel calls of the node being emitted */
+    int forks;                  /* those of them that may run on several threads */
     struct KpKernelList *kernels;   /* non-NULL: kernels exported, calls listed (kernels.h) */
 } KpEmit;
 
@@ -140,6 +141,13 @@ typedef struct KpKernelArgs {
 typedef void (*KpKernelGen)(KpEmit *e, const KpKernelArgs *a, void *user);
 void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValueRef end,
                       int parallel, KpKernelGen gen, void *user);
+/* kp_emit_parallel over n * per_sample units of work (rows, planes,
+ * samples) of unit_elems elements each (read and written), grouped into
+ * items of at least KP_GRAIN elements: gen gets a range of units in
+ * a->begin, a->end.  Work of one item, a small batch, runs on the calling
+ * thread, and a node whose max batch makes one item never forks. */
+void kp_emit_parallel_units(KpEmit *e, const char *name, int64_t per_sample, int64_t unit_elems,
+                            KpKernelGen gen, void *user);
 
 /* --- arithmetic (float or vector of float) ------------------------------- */
 LLVMValueRef kp_fma(KpEmit *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c);

@@ -12,10 +12,10 @@
  *                   PyTorch's default)
  *   avgpool2d_grad  dx[each inside position] += dy[oy,ox] * 1/(kh*kw)
  *
- * Work items are runs of whole (n, c) planes, enough of them per item
- * that an item is worth a thread (KP_GRAIN elements), so a small batch
- * makes one item and runs without forking a thread team.  A plane is
- * done by one thread, so nothing depends on the thread count.
+ * Work items are runs of whole (n, c) planes, at least KP_GRAIN elements
+ * (kp_emit_parallel_units), so a small batch runs without forking a thread
+ * team.  A plane is done by one thread, so nothing depends on the thread
+ * count.
  *
  * Most pools take the vector path (emit_pool_vec.c).  The rest — the
  * gradients of overlapping windows or with left padding, and windows too
@@ -152,18 +152,13 @@ static void scalar_plane(KpEmit *e, const KpKernelArgs *a, const KpPool *s, LLVM
 static void pool_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const KpPool *s = user;
-    LLVMValueRef planes = mul(e, a->n, s->node->in[0]->dims[1]);
-    KpLoop li, lp;
-    kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
-    LLVMValueRef p0 = mul(e, li.iv, s->per_item);
-    LLVMValueRef p1 = kp_min_i64(e, add(e, p0, kp_i64(e, s->per_item)), planes);
-    kp_loop_begin(e, &lp, p0, p1, 1, "plane");
+    KpLoop lp;
+    kp_loop_begin(e, &lp, a->begin, a->end, 1, "plane");
     if (kp_pool_vec_ok(e, s))
         kp_pool_vec_plane(e, a, s, lp.iv);
     else
         scalar_plane(e, a, s, lp.iv);
     kp_loop_end(e, &lp);
-    kp_loop_end(e, &li);
 }
 
 /* x or dy [N,C,*,*] (in 0), x [N,C,H,W] (in 1 of a gradient) -> out */
@@ -174,13 +169,9 @@ static int emit_pool(KpEmit *e, const KpNode *n, int grad, int max)
                 .grad = grad, .max = max, .node = n};
     int64_t dh, dw;
     kp_conv_geometry(n, 0, &s.kh, &s.kw, &s.sh, &s.sw, &s.pt, &s.pl, &dh, &dw);
-    int64_t plane = s.h * s.w + s.oh * s.ow;          /* elements a plane reads and writes */
-    s.per_item = (KP_GRAIN + plane - 1) / plane;
-    LLVMValueRef count = mul(e, e->n, x->dims[1]);
-    LLVMValueRef items = LLVMBuildSDiv(e->b, add(e, count, kp_i64(e, s.per_item - 1)),
-                                       kp_i64(e, s.per_item), "items");
-    int parallel = e->g->max_batch * x->dims[1] > s.per_item;
-    kp_emit_parallel(e, max ? "maxpool" : "avgpool", kp_i64(e, 0), items, parallel, pool_kernel, &s);
+    /* items: planes, each reading and writing h w + oh ow elements */
+    kp_emit_parallel_units(e, max ? "maxpool" : "avgpool", x->dims[1], s.h * s.w + s.oh * s.ow,
+                           pool_kernel, &s);
     return 0;
 }
 

@@ -3,8 +3,8 @@
  *
  * A pooling node works on (n, c) planes, NCHW: the window kh x kw at
  * stride (sh, sw) from the top/left padding (pt, pl) over an h x w input
- * plane and an oh x ow output plane.  emit_pool.c cuts the planes into
- * work items and picks a path per node:
+ * plane and an oh x ow output plane.  emit_pool.c makes the planes work
+ * items and picks a path per node:
  *
  *   emit_pool_vec.c  vectors of output columns (every forward, and the
  *                    gradients of non-overlapping windows without left
@@ -19,7 +19,6 @@
 
 typedef struct KpPool {
     int64_t h, w, oh, ow, kh, kw, sh, sw, pt, pl;
-    int64_t per_item;           /* planes per work item */
     int grad, max;
     const KpNode *node;
 } KpPool;
