@@ -104,7 +104,7 @@ int kp_node_takes_seed(const KpNode *n)
     return n->op == KP_OP_dropout_mask;
 }
 
-LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpDiag *d)
+LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, int *forks, KpDiag *d)
 {
     LLVMTypeRef params[KP_MAX_ARGS];
     e->node = n;
@@ -147,7 +147,7 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpD
         e->share_t = LLVMGetParam(e->fn, (unsigned)(e->nptr + 1 + seeded));
         e->share_nt = LLVMGetParam(e->fn, (unsigned)(e->nptr + 2 + seeded));
     }
-    e->regions = 0;
+    e->regions = e->forks = 0;
 
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
     int rc = emitters[n->op](e, n, d);
@@ -161,6 +161,8 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpD
         return NULL;
     }
     LLVMBuildRetVoid(e->b);
+    if (forks)
+        *forks = e->forks;
     return e->fn;
 }
 
@@ -168,13 +170,17 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
 {
     const KpGraph *g = e->g;
     LLVMValueRef *fns = calloc((size_t)g->nnodes + 1, sizeof *fns);
-    if (!fns) {
+    int *forks = calloc((size_t)g->nnodes + 1, sizeof *forks);
+    if (!fns || !forks) {
+        free(fns);
+        free(forks);
         kp_error(d, "out of memory");
         return NULL;
     }
     for (int i = 0; i < g->nnodes; i++)
-        if (!(fns[i] = kp_cg_emit_node(e, prefix, g->nodes[i], d))) {
+        if (!(fns[i] = kp_cg_emit_node(e, prefix, g->nodes[i], &forks[i], d))) {
             free(fns);
+            free(forks);
             return NULL;
         }
     /* a group's first member: the group's function; the others: NULL */
@@ -184,9 +190,13 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
         while (grp > 0 && end < g->nnodes && g->nodes[end]->group == grp)
             end++;
         if (grp > 0) {
-            LLVMValueRef fn = kp_cg_emit_group(e, prefix, grp, fns + i, end - i, d);
+            int fork = 0;
+            for (int j = i; j < end; j++)
+                fork |= forks[j] > 0;
+            LLVMValueRef fn = kp_cg_emit_group(e, prefix, grp, fns + i, end - i, fork, d);
             if (!fn) {
                 free(fns);
+                free(forks);
                 return NULL;
             }
             fns[i] = fn;
@@ -195,6 +205,7 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
         }
         i = end;
     }
+    free(forks);
     return fns;
 }
 

@@ -28,8 +28,11 @@ typedef struct KpEntryEnv {
 /* <prefix>.node<id>.<op>: node n's function, internal, its body from the
  * op's emitter; (params, grads, opt, step) for a node without inputs (an
  * update); a member of a group takes two more i64s, its share t of nt
- * (emit.h).  NULL with a diagnostic. */
-LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, KpDiag *d);
+ * (emit.h).  *forks (when not NULL): how many of its parallel regions may
+ * run on several threads (a small node's run on the caller's thread).  NULL with
+ * a diagnostic. */
+LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, int *forks,
+                             KpDiag *d);
 /* One function per node of e->g, named "<prefix>.node<id>.<op>", and one
  * per group, "<prefix>.group<k>"; returns an array of g->nnodes functions
  * (free() it), NULL with a diagnostic: what the entries call for node i,
@@ -45,9 +48,10 @@ int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValue
 /* The function of the group grp whose members' node functions (emitted
  * with a share of the work, emit.h) are members[0..count) (codegen_group.c):
  *     <prefix>.group<grp>(the members' arguments, one after the other)
- * runs every member on every thread, each on its share. */
+ * runs every member on every thread, each on its share; with fork 0
+ * (no member's work is worth threads) on the calling thread alone. */
 LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *prefix, int grp, const LLVMValueRef *members,
-                              int count, KpDiag *d);
+                              int count, int fork, KpDiag *d);
 /* The pointer to v's first element inside the entry. */
 LLVMValueRef kp_cg_value_ptr(KpEmit *e, const KpEntryEnv *env, const KpValue *v, KpDiag *d);
 /* For e->kernels (kernels.c): the record of a call the entry env->fn makes

@@ -11,7 +11,8 @@
  * Each member's node function was emitted in share mode (emit.h): it runs
  * share t of nt of its work items, cut as krt_parallel_for would cut them
  * for nt threads, and a member too small to be worth threads runs whole
- * in share 0.  So a group computes exactly what its members compute when
+ * in share 0.  A group none of whose members is worth threads calls its
+ * body as share 0 of 1 and forks nothing.  So a group computes exactly what its members compute when
  * run one after the other — element for element, the same operations in
  * the same order — and nothing depends on the thread count.  The members
  * do not read each other's outputs and the memory plan keeps what they
@@ -20,7 +21,7 @@
 #include "codegen.h"
 
 LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *prefix, int grp, const LLVMValueRef *members,
-                              int count, KpDiag *d)
+                              int count, int fork, KpDiag *d)
 {
     /* the members' parameters without their (t, nt), one after the other */
     LLVMTypeRef types[KP_CG_GROUP_ARGS];
@@ -70,12 +71,19 @@ LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *prefix, int grp, const LLVM
     }
     LLVMBuildRetVoid(e->b);
 
-    /* the group's function: its arguments into ctx, then one parallel run */
+    /* the group's function: its arguments into ctx, then one parallel run,
+     * or the body as share 0 of 1 when no member is worth threads */
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, fn, "entry"));
     LLVMValueRef slot = LLVMBuildAlloca(e->b, ctx_ty, "ctx");
     for (int i = 0; i < total; i++)
         LLVMBuildStore(e->b, LLVMGetParam(fn, (unsigned)i),
                        LLVMBuildStructGEP2(e->b, ctx_ty, slot, (unsigned)i, ""));
+    if (!fork) {
+        LLVMValueRef bargs[3] = {slot, kp_i64(e, 0), kp_i64(e, 1)};
+        LLVMBuildCall2(e->b, bty, body, bargs, 3, "");
+        LLVMBuildRetVoid(e->b);
+        return fn;
+    }
     LLVMTypeRef rparams[2] = {e->ptr, e->ptr};
     LLVMTypeRef rty = LLVMFunctionType(e->void_t, rparams, 2, 0);
     LLVMValueRef run = LLVMGetNamedFunction(e->mod, "krt_parallel_run");

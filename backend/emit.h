@@ -59,6 +59,7 @@ typedef struct KpEmit {
      * otherwise */
     LLVMValueRef share_t, share_nt;
     int regions;                /* kp_emit_parallel calls of the node being emitted */
+    int forks;                  /* those of them that may run on several threads */
     struct KpKernelList *kernels;   /* non-NULL: kernels exported, calls listed (kernels.h) */
     int64_t scratch_shared_bytes; /* the shared scratch of the module: the ranges its
                                      split GEMMs took, one after the other */
@@ -129,6 +130,13 @@ LLVMValueRef kp_min_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
  * itself over share t of nt of [begin, end), cut as krt_parallel_for
  * cuts it (with parallel false: all of it in share 0).  A node that can
  * join a group makes exactly one such call and has no other effect. */
+/* Elements of memory-bound work (read and written) below which a loop is
+ * not worth a thread team: forking and joining one costs microseconds,
+ * about what this much work takes.  The memory-bound emitters make their
+ * work items at least this big, so a small batch makes one item and runs
+ * without forking (krt_parallel_for runs a single item on its caller). */
+enum { KP_GRAIN = 32768 };
+
 typedef struct KpKernelArgs {
     LLVMValueRef p[KP_MAX_PTR];
     LLVMValueRef n, begin, end;
@@ -137,6 +145,13 @@ typedef struct KpKernelArgs {
 typedef void (*KpKernelGen)(KpEmit *e, const KpKernelArgs *a, void *user);
 void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValueRef end,
                       int parallel, KpKernelGen gen, void *user);
+/* kp_emit_parallel over n * per_sample units of work (rows, planes,
+ * samples) of unit_elems elements each (read and written), grouped into
+ * items of at least KP_GRAIN elements: gen gets a range of units in
+ * a->begin, a->end.  Work of one item, a small batch, runs on the calling
+ * thread, and a node whose max batch makes one item never forks. */
+void kp_emit_parallel_units(KpEmit *e, const char *name, int64_t per_sample, int64_t unit_elems,
+                            KpKernelGen gen, void *user);
 
 /* --- arithmetic (float or vector of float) ------------------------------- */
 LLVMValueRef kp_fma(KpEmit *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c);

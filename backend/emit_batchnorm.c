@@ -1,25 +1,35 @@
 /*
  * emit_batchnorm.c — batch normalization over x [N,C] or [N,C,H,W] (hw
- * floats per (n, c) plane; cnt = N*hw per channel):
+ * floats per (n, c) plane; m = N*hw values per channel), as
+ * runtime/ref/batchnorm.c defines it:
  *
- *   batchnorm         y = (x - rmean[c]) / sqrt(rvar[c] + eps) * gamma[c] + beta[c]
+ *   batchnorm         y = (x - rmean[c]) * (gamma[c] / sqrt(rvar[c] + eps)) + beta[c]
  *   batchnorm_stats   stats = (mean[C], invstd[C]), invstd = 1/sqrt(biased var + eps);
  *                     rmean, rvar (inputs 1, 2) updated in place with momentum,
  *                     rvar from the unbiased variance (PyTorch)
  *   batchnorm_train   y = (x - mean) * invstd * gamma + beta
- *   batchnorm_grad_x  dx = gamma invstd / cnt (cnt dy - sum dy - xhat sum(dy xhat)),
- *                     xhat = (x - mean) invstd
- *   batchnorm_grad_w  dgamma[c] += sum dy xhat
+ *   batchnorm_grad_x  dx = (dy - sum dy / m - (x - mean) k) * (gamma invstd),
+ *                     k = invstd^2 sum(dy (x - mean)) / m
+ *   batchnorm_grad_w  dgamma[c] += sum dy xhat, xhat = (x - mean) invstd
  *   batchnorm_fwd     stats, then y, channel by channel (aux stats)
  *   batchnorm_bwd     dgamma[c] += sum dy xhat, dbeta[c] += sum dy, then dx,
  *                     channel by channel (aux dgamma, dbeta)
  *
- * Elementwise ops take (n, c) planes as items; the per-channel sums take
- * channels, each summed by one thread in double-precision vectors (lanes
- * along hw, the last vector masked, lanes added by a fixed tree), so the
- * results do not depend on the thread count.  The merged ops take
- * channels too: a channel's n * hw floats are summed and then rewritten
- * while they are in cache.
+ * A channel's sums take one sweep over its n planes, in double-precision
+ * vectors (floats widened; lanes along hw, the last vector of a plane
+ * masked), into two accumulators taken in turn and added at the end, then
+ * lanes added by the fixed tree: one thread per channel, so nothing
+ * depends on the thread count.  The statistics sum x - K and (x - K)^2
+ * with K the channel's first value (a shift that keeps E[(x-K)^2] -
+ * E[x-K]^2 free of cancellation unless K lies thousands of deviations from
+ * the mean).  The elementwise parts (y, dx) are float vectors with the
+ * node's epilogues at the store.  So batchnorm_fwd reads a channel twice
+ * (sums, then y while it is in cache) and batchnorm_bwd reads dy and x
+ * twice and writes dx once.
+ *
+ * Work items are runs of channels (of planes for the two elementwise ops)
+ * of at least KP_GRAIN elements at the call's batch, so a small batch
+ * runs on the calling thread.
  */
 #include "emit.h"
 
@@ -34,48 +44,196 @@ static LLVMValueRef mul(KpEmit *e, LLVMValueRef a, int64_t k)
     return LLVMBuildNSWMul(e->b, a, kp_i64(e, k), "");
 }
 
+static LLVMValueRef add(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
+{
+    return LLVMBuildNSWAdd(e->b, a, b, "");
+}
+
 static LLVMValueRef ld(KpEmit *e, LLVMValueRef p, LLVMValueRef i)
 {
     return LLVMBuildLoad2(e->b, e->f32, kp_gep(e, p, i), "");
 }
 
-static LLVMValueRef sqrt_f(KpEmit *e, LLVMValueRef x)
+static LLVMTypeRef f64(KpEmit *e)
+{
+    return LLVMDoubleTypeInContext(e->ctx);
+}
+
+static LLVMValueRef dbl(KpEmit *e, LLVMValueRef f)
+{
+    return LLVMBuildFPExt(e->b, f, f64(e), "");
+}
+
+static LLVMValueRef flt(KpEmit *e, LLVMValueRef d)
+{
+    return LLVMBuildFPTrunc(e->b, d, e->f32, "");
+}
+
+static LLVMValueRef dconst(KpEmit *e, double v)
+{
+    return LLVMConstReal(f64(e), v);
+}
+
+static LLVMValueRef sqrt_of(KpEmit *e, LLVMValueRef x)
 {
     LLVMTypeRef ty = LLVMTypeOf(x);
     return kp_intrinsic(e, "llvm.sqrt", &ty, 1, &x, 1);
 }
 
-/* --- elementwise: y[n,c,i] = x[n,c,i] * scale + shift, per plane ------ */
+/* --- sweeps over a channel's planes -------------------------------------- */
 
-/* scale and shift of channel c, from the node's inputs */
-static void affine(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c,
-                   LLVMValueRef *mean, LLVMValueRef *den, LLVMValueRef *gamma, LLVMValueRef *beta)
+/* Called for the floats at element at of a plane: a whole vector (lanes
+ * 0) or the first `lanes` of one; acc (0 or 1) says which accumulator. */
+typedef void (*VecFn)(KpEmit *e, const KpKernelArgs *a, void *ctx, LLVMValueRef at, int lanes,
+                      int acc);
+
+/* f over channel c's n planes, vector by vector: within a plane, whole
+ * vectors two at a time (accumulators 0 and 1), then the odd one (0),
+ * then the masked rest (1). */
+static void channel_sweep(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c, VecFn f,
+                          void *ctx)
 {
-    if (s->node->op == KP_OP_batchnorm) {     /* x, gamma, beta, rmean, rvar */
-        *gamma = ld(e, a->p[1], c), *beta = ld(e, a->p[2], c), *mean = ld(e, a->p[3], c);
-        *den = sqrt_f(e, LLVMBuildFAdd(e->b, ld(e, a->p[4], c), kp_fconst(e->f32, s->eps), ""));
-    } else {                                  /* x, stats, gamma, beta */
-        *gamma = ld(e, a->p[2], c), *beta = ld(e, a->p[3], c), *mean = ld(e, a->p[1], c);
-        *den = ld(e, a->p[1], LLVMBuildNSWAdd(e->b, c, kp_i64(e, s->c), ""));
+    int64_t whole = s->hw / e->vw, rem = s->hw % e->vw;
+    KpLoop ln, lv;
+    kp_loop_begin(e, &ln, kp_i64(e, 0), a->n, 1, "n");
+    LLVMValueRef base = mul(e, add(e, mul(e, ln.iv, s->c), c), s->hw);
+    if (whole >= 2) {
+        kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, whole / 2 * 2 * e->vw), 2 * e->vw, "v");
+        LLVMValueRef at = add(e, base, lv.iv);
+        f(e, a, ctx, at, 0, 0);
+        f(e, a, ctx, add(e, at, kp_i64(e, e->vw)), 0, 1);
+        kp_loop_end(e, &lv);
+    }
+    if (whole % 2)
+        f(e, a, ctx, add(e, base, kp_i64(e, (whole - 1) * e->vw)), 0, 0);
+    if (rem)
+        f(e, a, ctx, add(e, base, kp_i64(e, whole * e->vw)), (int)rem, 1);
+    kp_loop_end(e, &ln);
+}
+
+/* Floats at at of p, as a vector: whole or the first lanes (others 0). */
+static LLVMValueRef load_at(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int lanes)
+{
+    return lanes ? kp_load_vec_masked(e, p, at, lanes, 0.0) : kp_load_vec(e, p, at);
+}
+
+static void store_at(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef at, int lanes)
+{
+    if (lanes)
+        kp_store_vec_masked(e, v, p, at, lanes);
+    else
+        kp_store_vec(e, v, p, at);
+}
+
+/* Two sums per channel in <vw x double> accumulators. */
+typedef struct Sums {
+    LLVMTypeRef dv;
+    LLVMValueRef acc[2][2];     /* [accumulator][sum] */
+    LLVMValueRef k;             /* the shift K (stats) or the mean (gradient), splatted double */
+    int grad;                   /* sums of dy and dy (x - mean); else of x - K and (x - K)^2 */
+} Sums;
+
+static LLVMValueRef dsplat(KpEmit *e, LLVMTypeRef dv, LLVMValueRef s)
+{
+    LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetPoison(dv), s, kp_i32(e, 0), "");
+    return LLVMBuildShuffleVector(e->b, v, LLVMGetPoison(dv),
+                                  LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw)), "");
+}
+
+static void sum_terms(KpEmit *e, const KpKernelArgs *a, void *ctx, LLVMValueRef at, int lanes,
+                      int acc)
+{
+    Sums *u = ctx;
+    LLVMValueRef x = LLVMBuildFPExt(e->b, load_at(e, a->p[u->grad ? 1 : 0], at, lanes), u->dv, "");
+    LLVMValueRef d = LLVMBuildFSub(e->b, x, u->k, "");
+    LLVMValueRef t[2];
+    if (u->grad) {
+        t[0] = LLVMBuildFPExt(e->b, load_at(e, a->p[0], at, lanes), u->dv, "dy");
+        t[1] = LLVMBuildFMul(e->b, t[0], d, "");
+    } else {
+        t[0] = d;
+        t[1] = LLVMBuildFMul(e->b, d, d, "");
+    }
+    for (int i = 0; i < 2; i++) {
+        if (lanes)   /* the lanes past the plane read 0, but x - K is not 0 */
+            t[i] = LLVMBuildSelect(e->b, kp_mask_first(e, lanes), t[i], LLVMConstNull(u->dv), "");
+        LLVMValueRef old = LLVMBuildLoad2(e->b, u->dv, u->acc[acc][i], "");
+        LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, old, t[i], ""), u->acc[acc][i]);
     }
 }
 
-/* y[plane] = ((x[plane] - mean) / or * den) * gamma + beta, then the
- * node's epilogues: the hw floats of one (n, c) plane from base on */
-static void normalize_plane(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef base,
-                            LLVMValueRef mean, LLVMValueRef den, int divide, LLVMValueRef gamma,
-                            LLVMValueRef beta)
+/* The two sums of channel c around k (a double), each reduced to a double. */
+static void channel_sums(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c, int grad,
+                         LLVMValueRef k, LLVMValueRef *sum)
 {
-    LLVMValueRef x = a->p[0], y = a->p[s->node->nin];
-    KpLoop li;
-    kp_loop_begin(e, &li, kp_i64(e, 0), kp_i64(e, s->hw), 1, "i");
-    LLVMValueRef at = LLVMBuildNSWAdd(e->b, base, li.iv, "");
-    LLVMValueRef v = LLVMBuildFSub(e->b, ld(e, x, at), mean, "");
-    v = divide ? LLVMBuildFDiv(e->b, v, den, "") : LLVMBuildFMul(e->b, v, den, "");
-    v = LLVMBuildFAdd(e->b, LLVMBuildFMul(e->b, v, gamma, ""), beta, "");
-    v = kp_emit_epilogue(e, s->node, a->p, v, at, 0);
-    LLVMBuildStore(e->b, v, kp_gep(e, y, at));
-    kp_loop_end(e, &li);
+    Sums u = {.dv = LLVMVectorType(f64(e), (unsigned)e->vw), .grad = grad};
+    for (int j = 0; j < 2; j++)
+        for (int i = 0; i < 2; i++) {
+            u.acc[j][i] = kp_alloca(e, u.dv, "acc");
+            LLVMBuildStore(e->b, LLVMConstNull(u.dv), u.acc[j][i]);
+        }
+    u.k = dsplat(e, u.dv, k);
+    channel_sweep(e, a, s, c, sum_terms, &u);
+    for (int i = 0; i < 2; i++) {
+        LLVMValueRef s0 = LLVMBuildLoad2(e->b, u.dv, u.acc[0][i], "");
+        LLVMValueRef s1 = LLVMBuildLoad2(e->b, u.dv, u.acc[1][i], "");
+        sum[i] = kp_reduce_add(e, LLVMBuildFAdd(e->b, s0, s1, ""));
+    }
+}
+
+/* --- the forward --------------------------------------------------------------- */
+
+/* y = ((x - mean) * invstd) * gamma + beta, or with rstat (inference)
+ * (x - mean) * invstd + beta, invstd then gamma / sqrt(rvar + eps) */
+typedef struct Norm {
+    LLVMValueRef mean, invstd, gamma, beta;     /* splatted floats; gamma NULL: folded */
+    const Bn *s;
+} Norm;
+
+static void norm_vec(KpEmit *e, const KpKernelArgs *a, void *ctx, LLVMValueRef at, int lanes,
+                     int acc)
+{
+    const Norm *z = ctx;
+    LLVMValueRef v = LLVMBuildFMul(e->b, LLVMBuildFSub(e->b, load_at(e, a->p[0], at, lanes), z->mean, ""),
+                                   z->invstd, "");
+    if (z->gamma)
+        v = LLVMBuildFMul(e->b, v, z->gamma, "");
+    v = LLVMBuildFAdd(e->b, v, z->beta, "");
+    v = kp_emit_epilogue(e, z->s->node, a->p, v, at, lanes);
+    store_at(e, v, a->p[z->s->node->nin], at, lanes);
+}
+
+/* y of one plane from base (hw floats) */
+static void norm_plane(KpEmit *e, const KpKernelArgs *a, const Norm *z, LLVMValueRef base)
+{
+    int64_t hw = z->s->hw, whole = hw - hw % e->vw;
+    if (whole > 0) {
+        KpLoop lv;
+        kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, whole), e->vw, "v");
+        norm_vec(e, a, (void *)z, add(e, base, lv.iv), 0, 0);
+        kp_loop_end(e, &lv);
+    }
+    if (hw % e->vw)
+        norm_vec(e, a, (void *)z, add(e, base, kp_i64(e, whole)), (int)(hw % e->vw), 0);
+}
+
+/* channel c's scale and shift, from the node's inputs */
+static Norm channel_norm(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c)
+{
+    Norm z = {.s = s};
+    if (s->node->op == KP_OP_batchnorm) {     /* x, gamma, beta, rmean, rvar */
+        LLVMValueRef den = sqrt_of(e, LLVMBuildFAdd(e->b, ld(e, a->p[4], c), kp_fconst(e->f32, s->eps), ""));
+        z.mean = ld(e, a->p[3], c);
+        z.invstd = LLVMBuildFDiv(e->b, ld(e, a->p[1], c), den, "scale");
+        z.beta = ld(e, a->p[2], c);
+    } else {                                  /* x, stats, gamma, beta */
+        z.mean = ld(e, a->p[1], c);
+        z.invstd = ld(e, a->p[1], add(e, c, kp_i64(e, s->c)));
+        z.gamma = kp_splat(e, ld(e, a->p[2], c));
+        z.beta = ld(e, a->p[3], c);
+    }
+    z.mean = kp_splat(e, z.mean), z.invstd = kp_splat(e, z.invstd), z.beta = kp_splat(e, z.beta);
+    return z;
 }
 
 static void plane_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
@@ -84,21 +242,23 @@ static void plane_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     KpLoop lp;
     kp_loop_begin(e, &lp, a->begin, a->end, 1, "plane");
     LLVMValueRef c = LLVMBuildSRem(e->b, lp.iv, kp_i64(e, s->c), "c");
-    LLVMValueRef mean, den, gamma, beta;
-    affine(e, a, s, c, &mean, &den, &gamma, &beta);
-    normalize_plane(e, a, s, mul(e, lp.iv, s->hw), mean, den, s->node->op == KP_OP_batchnorm,
-                    gamma, beta);
+    Norm z = channel_norm(e, a, s, c);
+    norm_plane(e, a, &z, mul(e, lp.iv, s->hw));
     kp_loop_end(e, &lp);
+}
+
+static Bn bn_of(const KpNode *n)
+{
+    const KpValue *x = n->in[0];
+    Bn s = {.c = x->dims[1], .hw = kp_value_sample_size(x) / x->dims[1], .eps = n->attr.eps,
+            .momentum = n->attr.momentum, .node = n};
+    return s;
 }
 
 static int emit_planes(KpEmit *e, const KpNode *n)
 {
-    const KpValue *x = n->in[0];
-    Bn s = {.c = x->dims[1], .hw = kp_value_sample_size(x) / x->dims[1], .eps = n->attr.eps,
-            .node = n};
-    LLVMValueRef planes = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, s.c), "planes");
-    kp_emit_parallel(e, "bn", kp_i64(e, 0), planes, e->g->max_batch * s.c * s.hw >= 65536,
-                     plane_kernel, &s);
+    Bn s = bn_of(n);
+    kp_emit_parallel_units(e, "bn", s.c, 2 * s.hw, plane_kernel, &s);
     return 0;
 }
 
@@ -112,109 +272,26 @@ int emit_batchnorm_train(KpEmit *e, const KpNode *n, KpDiag *d)
     return emit_planes(e, n);
 }
 
-/* --- per-channel sums in double ---------------------------------------- */
-
-/* f(loaded float vectors of the inputs listed, as doubles) -> <vw x double> */
-typedef LLVMValueRef (*TermFn)(KpEmit *e, LLVMValueRef *v, LLVMValueRef const *k);
-
-/* sum over n and the plane of channel c of f(in[0][.], in[1][.]...) */
-static LLVMValueRef chan_sum(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c,
-                             int nin, const int *in, TermFn f, LLVMValueRef const *k)
-{
-    LLVMTypeRef dv = LLVMVectorType(LLVMDoubleTypeInContext(e->ctx), (unsigned)e->vw);
-    LLVMValueRef acc = kp_alloca(e, dv, "acc");
-    LLVMBuildStore(e->b, kp_fconst(dv, 0.0), acc);
-    int64_t nwhole = s->hw / e->vw, rem = s->hw % e->vw;
-    KpLoop ln, lv;
-    kp_loop_begin(e, &ln, kp_i64(e, 0), a->n, 1, "n");
-    LLVMValueRef base = mul(e, LLVMBuildNSWAdd(e->b, mul(e, ln.iv, s->c), c, ""), s->hw);
-    for (int part = 0; part < 2; part++) {
-        if ((part == 0 && nwhole == 0) || (part == 1 && rem == 0))
-            continue;
-        LLVMValueRef at;
-        if (part == 0) {
-            kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, nwhole * e->vw), e->vw, "v");
-            at = LLVMBuildNSWAdd(e->b, base, lv.iv, "");
-        } else {
-            at = LLVMBuildNSWAdd(e->b, base, kp_i64(e, nwhole * e->vw), "");
-        }
-        LLVMValueRef v[4];
-        for (int i = 0; i < nin; i++) {
-            LLVMValueRef fv = part == 0 ? kp_load_vec(e, a->p[in[i]], at)
-                                        : kp_load_vec_masked(e, a->p[in[i]], at, (int)rem, 0.0);
-            v[i] = LLVMBuildFPExt(e->b, fv, dv, "");
-        }
-        LLVMValueRef t = f(e, v, k);
-        if (part == 1)
-            t = LLVMBuildSelect(e->b, kp_mask_first(e, (int)rem), t, kp_fconst(dv, 0.0), "");
-        LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, dv, acc, ""), t, ""), acc);
-        if (part == 0)
-            kp_loop_end(e, &lv);
-    }
-    kp_loop_end(e, &ln);
-    return kp_reduce_add(e, LLVMBuildLoad2(e->b, dv, acc, ""));
-}
-
-static LLVMValueRef dsplat(KpEmit *e, LLVMValueRef s)
-{
-    LLVMTypeRef dv = LLVMVectorType(LLVMDoubleTypeInContext(e->ctx), (unsigned)e->vw);
-    LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetPoison(dv), s, kp_i32(e, 0), "");
-    return LLVMBuildShuffleVector(e->b, v, LLVMGetPoison(dv),
-                                  LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw)), "");
-}
-
-static LLVMValueRef t_x(KpEmit *e, LLVMValueRef *v, LLVMValueRef const *k)
-{
-    return v[0];
-}
-
-/* (x - mean)^2; k[0] = mean splatted */
-static LLVMValueRef t_dev2(KpEmit *e, LLVMValueRef *v, LLVMValueRef const *k)
-{
-    LLVMValueRef dlt = LLVMBuildFSub(e->b, v[0], k[0], "");
-    return LLVMBuildFMul(e->b, dlt, dlt, "");
-}
-
-/* dy * (x - mean) * invstd; v = (dy, x); k = (mean, invstd) splatted */
-static LLVMValueRef t_dyxhat(KpEmit *e, LLVMValueRef *v, LLVMValueRef const *k)
-{
-    LLVMValueRef xh = LLVMBuildFMul(e->b, LLVMBuildFSub(e->b, v[1], k[0], ""), k[1], "");
-    return LLVMBuildFMul(e->b, v[0], xh, "");
-}
-
-static LLVMValueRef dbl(KpEmit *e, LLVMValueRef f)
-{
-    return LLVMBuildFPExt(e->b, f, LLVMDoubleTypeInContext(e->ctx), "");
-}
-
-static LLVMValueRef flt(KpEmit *e, LLVMValueRef d)
-{
-    return LLVMBuildFPTrunc(e->b, d, e->f32, "");
-}
-
-static LLVMValueRef dconst(KpEmit *e, double v)
-{
-    return LLVMConstReal(LLVMDoubleTypeInContext(e->ctx), v);
-}
-
 /* Channel c's statistics of x (input 0) into st [2,C], the running ones
- * (inputs 1, 2) updated in place; *mean and *invstd get them as stored
- * (floats). */
-static void channel_stats(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c,
-                          LLVMValueRef st, LLVMValueRef *mean_f, LLVMValueRef *invstd_f)
+ * (inputs 1, 2) updated in place; returns the normalization they give. */
+static Norm channel_stats(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c,
+                          LLVMValueRef st)
 {
-    LLVMValueRef cnt = LLVMBuildSIToFP(e->b, mul(e, a->n, s->hw), LLVMDoubleTypeInContext(e->ctx), "cnt");
-    static const int in_x[1] = {0};
-    LLVMValueRef mean = LLVMBuildFDiv(e->b, chan_sum(e, a, s, c, 1, in_x, t_x, NULL), cnt, "mean");
-    LLVMValueRef k[1] = {dsplat(e, mean)};
-    LLVMValueRef ss = chan_sum(e, a, s, c, 1, in_x, t_dev2, k);
+    LLVMValueRef cnt = LLVMBuildSIToFP(e->b, mul(e, a->n, s->hw), f64(e), "cnt");
+    LLVMValueRef k = dbl(e, ld(e, a->p[0], mul(e, c, s->hw))), sum[2];
+    channel_sums(e, a, s, c, 0, k, sum);
+    LLVMValueRef dmean = LLVMBuildFDiv(e->b, sum[0], cnt, "");
+    LLVMValueRef mean = LLVMBuildFAdd(e->b, k, dmean, "mean");
+    /* sum (x - mean)^2 = sum (x - K)^2 - (sum (x - K))^2 / cnt, at least 0 */
+    LLVMValueRef ss = LLVMBuildFSub(e->b, sum[1], LLVMBuildFMul(e->b, sum[0], dmean, ""), "");
+    ss = LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGT, ss, dconst(e, 0.0), ""), ss,
+                         dconst(e, 0.0), "ss");
     LLVMValueRef var = LLVMBuildFDiv(e->b, ss, cnt, "var");
     LLVMValueRef invstd = LLVMBuildFDiv(e->b, dconst(e, 1.0),
-                                        sqrt_f(e, LLVMBuildFAdd(e->b, var, dconst(e, s->eps), "")), "");
-    *mean_f = flt(e, mean);
-    *invstd_f = flt(e, invstd);
-    LLVMBuildStore(e->b, *mean_f, kp_gep(e, st, c));
-    LLVMBuildStore(e->b, *invstd_f, kp_gep(e, st, LLVMBuildNSWAdd(e->b, c, kp_i64(e, s->c), "")));
+                                        sqrt_of(e, LLVMBuildFAdd(e->b, var, dconst(e, s->eps), "")), "");
+    Norm z = {.mean = flt(e, mean), .invstd = flt(e, invstd), .s = s};
+    LLVMBuildStore(e->b, z.mean, kp_gep(e, st, c));
+    LLVMBuildStore(e->b, z.invstd, kp_gep(e, st, add(e, c, kp_i64(e, s->c))));
     /* unbiased: ss / (cnt - 1), or the biased variance for one value */
     LLVMValueRef cm1 = LLVMBuildFSub(e->b, cnt, dconst(e, 1.0), "");
     LLVMValueRef one = LLVMBuildFCmp(e->b, LLVMRealOLE, cm1, dconst(e, 0.0), "");
@@ -227,35 +304,66 @@ static void channel_stats(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMVal
         r = LLVMBuildFAdd(e->b, LLVMBuildFMul(e->b, keep, r, ""), LLVMBuildFMul(e->b, m, stat[i], ""), "");
         LLVMBuildStore(e->b, flt(e, r), p);
     }
+    z.mean = kp_splat(e, z.mean), z.invstd = kp_splat(e, z.invstd);
+    return z;
+}
+
+/* channels per work item: at least KP_GRAIN elements at batch n */
+static LLVMValueRef channels_per_item(KpEmit *e, const Bn *s, LLVMValueRef n)
+{
+    LLVMValueRef plane = mul(e, n, s->hw);
+    return LLVMBuildSDiv(e->b, add(e, plane, kp_i64(e, KP_GRAIN - 1)), plane, "per");
+}
+
+typedef void (*ChannelFn)(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c);
+
+static void each_channel(KpEmit *e, const KpKernelArgs *a, const Bn *s, ChannelFn f)
+{
+    LLVMValueRef per = channels_per_item(e, s, a->n);
+    LLVMValueRef end = kp_min_i64(e, LLVMBuildNSWMul(e->b, a->end, per, ""), kp_i64(e, s->c));
+    KpLoop lc;
+    kp_loop_begin(e, &lc, LLVMBuildNSWMul(e->b, a->begin, per, ""), end, 1, "c");
+    f(e, a, s, lc.iv);
+    kp_loop_end(e, &lc);
 }
 
 /* x, rmean, rvar -> stats [2,C] */
-static void stats_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+static void stats_channel(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c)
 {
-    const Bn *s = user;
-    KpLoop lc;
-    kp_loop_begin(e, &lc, a->begin, a->end, 1, "c");
-    LLVMValueRef mean, invstd;
-    channel_stats(e, a, s, lc.iv, a->p[3], &mean, &invstd);
-    kp_loop_end(e, &lc);
+    channel_stats(e, a, s, c, a->p[3]);
 }
 
-/* x, rmean, rvar, gamma, beta -> y, aux stats: per channel, the statistics
- * and then the channel's planes normalized */
-static void fwd_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+/* x, rmean, rvar, gamma, beta -> y, aux stats: the statistics, then the
+ * channel's planes normalized */
+static void fwd_channel(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c)
 {
-    const Bn *s = user;
-    int nin = s->node->nin;
-    KpLoop lc, ln;
-    kp_loop_begin(e, &lc, a->begin, a->end, 1, "c");
-    LLVMValueRef mean, invstd;
-    channel_stats(e, a, s, lc.iv, a->p[nin + 1], &mean, &invstd);
-    LLVMValueRef gamma = ld(e, a->p[3], lc.iv), beta = ld(e, a->p[4], lc.iv);
-    kp_loop_begin(e, &ln, kp_i64(e, 0), a->n, 1, "n");
-    LLVMValueRef plane = LLVMBuildNSWAdd(e->b, mul(e, ln.iv, s->c), lc.iv, "");
-    normalize_plane(e, a, s, mul(e, plane, s->hw), mean, invstd, 0, gamma, beta);
-    kp_loop_end(e, &ln);
-    kp_loop_end(e, &lc);
+    Norm z = channel_stats(e, a, s, c, a->p[s->node->nin + 1]);
+    z.gamma = kp_splat(e, ld(e, a->p[3], c));
+    z.beta = kp_splat(e, ld(e, a->p[4], c));
+    channel_sweep(e, a, s, c, norm_vec, &z);
+}
+
+/* --- the backward --------------------------------------------------------------- */
+
+/* dx = ((dy - mdy) - (x - mean) k) * scale in double (as the reference:
+ * float32 here loses the cancellation of dy against its mean), mean a
+ * float, the others doubles, all splatted */
+typedef struct Dx {
+    LLVMTypeRef dv;
+    LLVMValueRef mdy, mean, k, scale;
+    const Bn *s;
+} Dx;
+
+static void dx_vec(KpEmit *e, const KpKernelArgs *a, void *ctx, LLVMValueRef at, int lanes, int acc)
+{
+    const Dx *z = ctx;
+    LLVMValueRef dy = LLVMBuildFPExt(e->b, load_at(e, a->p[0], at, lanes), z->dv, "");
+    LLVMValueRef x = LLVMBuildFPExt(e->b, load_at(e, a->p[1], at, lanes), z->dv, "");
+    LLVMValueRef xk = LLVMBuildFMul(e->b, LLVMBuildFSub(e->b, x, z->mean, ""), z->k, "");
+    LLVMValueRef v = LLVMBuildFSub(e->b, LLVMBuildFSub(e->b, dy, z->mdy, ""), xk, "");
+    v = LLVMBuildFPTrunc(e->b, LLVMBuildFMul(e->b, v, z->scale, ""), e->vec, "");
+    v = kp_emit_epilogue(e, z->s->node, a->p, v, at, lanes);
+    store_at(e, v, a->p[z->s->node->nin], at, lanes);
 }
 
 /* g[c] = sum as a float, added to what g[c] holds when accumulating */
@@ -269,79 +377,72 @@ static void store_sum(KpEmit *e, LLVMValueRef g, LLVMValueRef c, LLVMValueRef su
 
 /* grad_x: dy, x, stats, gamma -> dx;  grad_w: dy, x, stats -> dgamma;
  * bwd: dy, x, stats, gamma -> dx, aux dgamma, dbeta (gradient slots) */
-static void grad_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+static void grad_channel(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c)
 {
-    const Bn *s = user;
     KpOp op = s->node->op;
     int nin = s->node->nin;
-    LLVMValueRef st = a->p[2], out = a->p[nin];
-    KpLoop lc;
-    kp_loop_begin(e, &lc, a->begin, a->end, 1, "c");
-    LLVMValueRef mean = ld(e, st, lc.iv);
-    LLVMValueRef inv = ld(e, st, LLVMBuildNSWAdd(e->b, lc.iv, kp_i64(e, s->c), ""));
-    LLVMValueRef k[2] = {dsplat(e, dbl(e, mean)), dsplat(e, dbl(e, inv))};
-    static const int in_dyx[2] = {0, 1};
-    LLVMValueRef sdyx = chan_sum(e, a, s, lc.iv, 2, in_dyx, t_dyxhat, k);
+    LLVMValueRef mean = ld(e, a->p[2], c), inv = ld(e, a->p[2], add(e, c, kp_i64(e, s->c)));
+    LLVMValueRef sum[2];
+    channel_sums(e, a, s, c, 1, dbl(e, mean), sum);
+    LLVMValueRef sdy = sum[0];
+    LLVMValueRef sdyx = LLVMBuildFMul(e->b, sum[1], dbl(e, inv), "sdyx");   /* sum dy xhat */
     if (op == KP_OP_batchnorm_grad_w) {
-        store_sum(e, out, lc.iv, sdyx, e->accumulate);
-    } else {
-        static const int in_dy[1] = {0};
-        LLVMValueRef sdy = chan_sum(e, a, s, lc.iv, 1, in_dy, t_x, NULL);
-        if (op == KP_OP_batchnorm_bwd) {
-            store_sum(e, a->p[nin + 1], lc.iv, sdyx, 1);
-            store_sum(e, a->p[nin + 2], lc.iv, sdy, 1);
-        }
-        LLVMValueRef cnt = LLVMBuildSIToFP(e->b, mul(e, a->n, s->hw), LLVMDoubleTypeInContext(e->ctx), "");
-        /* dx = scale (cnt dy - sdy - xhat sdyx), scale = gamma invstd / cnt */
-        LLVMValueRef scale = LLVMBuildFDiv(e->b, LLVMBuildFMul(e->b, dbl(e, ld(e, a->p[3], lc.iv)),
-                                                               dbl(e, inv), ""), cnt, "");
-        KpLoop ln, li;
-        kp_loop_begin(e, &ln, kp_i64(e, 0), a->n, 1, "n");
-        LLVMValueRef base = mul(e, LLVMBuildNSWAdd(e->b, mul(e, ln.iv, s->c), lc.iv, ""), s->hw);
-        kp_loop_begin(e, &li, kp_i64(e, 0), kp_i64(e, s->hw), 1, "i");
-        LLVMValueRef at = LLVMBuildNSWAdd(e->b, base, li.iv, "");
-        LLVMValueRef dy = dbl(e, ld(e, a->p[0], at));
-        LLVMValueRef xh = LLVMBuildFMul(e->b, LLVMBuildFSub(e->b, dbl(e, ld(e, a->p[1], at)), dbl(e, mean), ""),
-                                        dbl(e, inv), "");
-        LLVMValueRef t = LLVMBuildFSub(e->b, LLVMBuildFMul(e->b, cnt, dy, ""), sdy, "");
-        t = LLVMBuildFSub(e->b, t, LLVMBuildFMul(e->b, xh, sdyx, ""), "");
-        LLVMValueRef v = flt(e, LLVMBuildFMul(e->b, scale, t, ""));
-        v = kp_emit_epilogue(e, s->node, a->p, v, at, 0);
-        LLVMBuildStore(e->b, v, kp_gep(e, out, at));
-        kp_loop_end(e, &li);
-        kp_loop_end(e, &ln);
+        store_sum(e, a->p[nin], c, sdyx, e->accumulate);
+        return;
     }
-    kp_loop_end(e, &lc);
+    if (op == KP_OP_batchnorm_bwd) {
+        store_sum(e, a->p[nin + 1], c, sdyx, 1);
+        store_sum(e, a->p[nin + 2], c, sdy, 1);
+    }
+    LLVMValueRef cnt = LLVMBuildSIToFP(e->b, mul(e, a->n, s->hw), f64(e), "cnt");
+    Dx z = {.dv = LLVMVectorType(f64(e), (unsigned)e->vw), .s = s};
+    z.mean = dsplat(e, z.dv, dbl(e, mean));
+    z.mdy = dsplat(e, z.dv, LLVMBuildFDiv(e->b, sdy, cnt, ""));
+    z.k = dsplat(e, z.dv, LLVMBuildFDiv(e->b, LLVMBuildFMul(e->b, sdyx, dbl(e, inv), ""), cnt, ""));
+    z.scale = dsplat(e, z.dv, LLVMBuildFMul(e->b, dbl(e, ld(e, a->p[3], c)), dbl(e, inv), ""));
+    channel_sweep(e, a, s, c, dx_vec, &z);
 }
 
-static int emit_channels(KpEmit *e, const KpNode *n, KpKernelGen gen)
+typedef struct ChannelJob {
+    Bn s;
+    ChannelFn f;
+} ChannelJob;
+
+static void channel_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
-    const KpValue *x = n->in[0];
-    Bn s = {.c = x->dims[1], .hw = kp_value_sample_size(x) / x->dims[1], .eps = n->attr.eps,
-            .momentum = n->attr.momentum, .node = n};
-    int parallel = e->g->max_batch * s.c * s.hw >= 65536 && s.c > 1;
-    kp_emit_parallel(e, "bn", kp_i64(e, 0), kp_i64(e, s.c), parallel, gen, &s);
+    const ChannelJob *j = user;
+    each_channel(e, a, &j->s, j->f);
+}
+
+static int emit_channels(KpEmit *e, const KpNode *n, ChannelFn f)
+{
+    ChannelJob j = {bn_of(n), f};
+    LLVMValueRef per = channels_per_item(e, &j.s, e->n);
+    LLVMValueRef items = LLVMBuildSDiv(e->b, add(e, kp_i64(e, j.s.c), LLVMBuildNSWSub(e->b, per, kp_i64(e, 1), "")),
+                                       per, "items");
+    int parallel = e->g->max_batch * j.s.hw * j.s.c >= 2 * KP_GRAIN && j.s.c > 1;
+    kp_emit_parallel(e, "bn", kp_i64(e, 0), items, parallel, channel_kernel, &j);
     return 0;
 }
 
 int emit_batchnorm_stats(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    return emit_channels(e, n, stats_kernel);
+    return emit_channels(e, n, stats_channel);
 }
 
 int emit_batchnorm_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    return emit_channels(e, n, grad_kernel);
+    return emit_channels(e, n, grad_channel);
 }
 
 int emit_batchnorm_grad_w(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    return emit_channels(e, n, grad_kernel);
+    return emit_channels(e, n, grad_channel);
 }
 
 int emit_batchnorm_fwd(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    return emit_channels(e, n, fwd_kernel);
+    return emit_channels(e, n, fwd_channel);
 }
 
 int emit_batchnorm_bwd(KpEmit *e, const KpNode *n, KpDiag *d)
@@ -350,5 +451,5 @@ int emit_batchnorm_bwd(KpEmit *e, const KpNode *n, KpDiag *d)
         if (n->aux[i]->storage != KP_STORE_GRAD)
             return kp_error(d, "internal error: batchnorm_bwd's output %d is no gradient slot",
                             i + 1);
-    return emit_channels(e, n, grad_kernel);
+    return emit_channels(e, n, grad_channel);
 }

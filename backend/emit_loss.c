@@ -176,9 +176,8 @@ static void cross_entropy_grad_kernel(KpEmit *e, const KpKernelArgs *a, void *us
 
 int emit_cross_entropy_grad(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    int parallel = e->g->max_batch * kp_value_sample_size(n->out) > 4096;
-    kp_emit_parallel(e, "cross_entropy_grad", kp_i64(e, 0), e->n, parallel,
-                     cross_entropy_grad_kernel, (void *)n->in[0]);
+    kp_emit_parallel_units(e, "cross_entropy_grad", 1, 2 * kp_value_sample_size(n->out),
+                           cross_entropy_grad_kernel, (void *)n->in[0]);
     return 0;
 }
 

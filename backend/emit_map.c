@@ -3,9 +3,10 @@
  * the flat n*size elements (activations and their gradients, add, the
  * elementwise loss gradients).
  *
- * Items are chunks of CHUNK elements (a multiple of every vector width);
- * in a chunk, whole <VW x float> vectors, then a scalar loop for the few
- * elements left at the very end.  f is written once, for a float or a
+ * Items are chunks of elements, a multiple of every vector width, about
+ * KP_GRAIN elements read and written each (so a map of a small batch is
+ * one item and forks no thread team); in a chunk, whole <VW x float>
+ * vectors, then a scalar loop for the few elements left at the very end.  f is written once, for a float or a
  * vector of floats, so both loops share it.  A gradient slot (KP_STORE_GRAD)
  * receives out[i] + f(...).  Fused epilogues apply to f's result, before
  * the store (or the add into a gradient slot).
@@ -13,10 +14,9 @@
 #include "emit.h"
 #include "../ir/epilogue.h"
 
-enum { CHUNK = 4096 };
-
 typedef struct Map {
     KpMapFn f;
+    int64_t chunk;              /* elements per item */
     const KpNode *node;
     KpNode own;                 /* the node as f sees it: its own operands only,
                                    without the ones its epilogues added */
@@ -48,8 +48,8 @@ static void map_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef count = kp_numel(e, m->node->out);
     KpLoop li, lv, ls;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "chunk");
-    LLVMValueRef lo = LLVMBuildNSWMul(e->b, li.iv, kp_i64(e, CHUNK), "lo");
-    LLVMValueRef hi = kp_min_i64(e, LLVMBuildNSWAdd(e->b, lo, kp_i64(e, CHUNK), ""), count);
+    LLVMValueRef lo = LLVMBuildNSWMul(e->b, li.iv, kp_i64(e, m->chunk), "lo");
+    LLVMValueRef hi = kp_min_i64(e, LLVMBuildNSWAdd(e->b, lo, kp_i64(e, m->chunk), ""), count);
     LLVMValueRef len = LLVMBuildNSWSub(e->b, hi, lo, "");
     LLVMValueRef vlen = LLVMBuildAnd(e->b, len, kp_i64(e, ~(int64_t)(e->vw - 1)), "");
     LLVMValueRef vend = LLVMBuildNSWAdd(e->b, lo, vlen, "vend");
@@ -67,12 +67,14 @@ static void map_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 
 int kp_emit_map(KpEmit *e, const KpNode *n, KpMapFn f)
 {
-    Map m = {f, n, *n};
+    /* every input read and the output written (read too when accumulating) */
+    int64_t streams = n->nin + 1 + e->accumulate;
+    Map m = {f, (KP_GRAIN / streams) & ~(int64_t)63, n, *n};
     m.own.nin = kp_node_op_nin(n);
     LLVMValueRef count = kp_numel(e, n->out);
-    LLVMValueRef items = LLVMBuildSDiv(e->b, LLVMBuildNSWAdd(e->b, count, kp_i64(e, CHUNK - 1), ""),
-                                       kp_i64(e, CHUNK), "items");
-    int parallel = e->g->max_batch * kp_value_sample_size(n->out) > CHUNK;
+    LLVMValueRef items = LLVMBuildSDiv(e->b, LLVMBuildNSWAdd(e->b, count, kp_i64(e, m.chunk - 1), ""),
+                                       kp_i64(e, m.chunk), "items");
+    int parallel = e->g->max_batch * kp_value_sample_size(n->out) > m.chunk;
     kp_emit_parallel(e, kp_op_name(n->op), kp_i64(e, 0), items, parallel, map_kernel, &m);
     return 0;
 }

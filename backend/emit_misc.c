@@ -122,8 +122,7 @@ static void mask_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 static int emit_mask(KpEmit *e, const KpNode *n, int grad)
 {
     Mask s = {.size = kp_value_sample_size(n->out), .value = n->attr.value, .grad = grad};
-    kp_emit_parallel(e, "masking", kp_i64(e, 0), e->n, e->g->max_batch * s.size >= 65536,
-                     mask_kernel, &s);
+    kp_emit_parallel_units(e, "masking", 1, (2 + grad) * s.size, mask_kernel, &s);
     return 0;
 }
 
@@ -192,8 +191,7 @@ int emit_concat(KpEmit *e, const KpNode *n, KpDiag *d)
     Join s = {.node = n};
     around(n->out, n->attr.axis, &s.outer, &inner);
     s.olen = n->out->dims[1 + n->attr.axis] * inner;
-    kp_emit_parallel(e, "concat", kp_i64(e, 0), e->n,
-                     e->g->max_batch * kp_value_sample_size(n->out) >= 65536, concat_kernel, &s);
+    kp_emit_parallel_units(e, "concat", 1, 2 * kp_value_sample_size(n->out), concat_kernel, &s);
     return 0;
 }
 
@@ -219,8 +217,7 @@ int emit_slice(KpEmit *e, const KpNode *n, KpDiag *d)
     int64_t outer, inner;
     around(n->in[0], n->attr.axis, &outer, &inner);
     Join s = {.node = n, .outer = outer, .olen = n->attr.slice_size * inner};
-    kp_emit_parallel(e, "slice", kp_i64(e, 0), e->n,
-                     e->g->max_batch * kp_value_sample_size(n->out) >= 65536, slice_kernel, &s);
+    kp_emit_parallel_units(e, "slice", 1, 2 * kp_value_sample_size(n->out), slice_kernel, &s);
     return 0;
 }
 

@@ -85,8 +85,8 @@ static void softmax_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 
 int emit_softmax(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    int parallel = e->g->max_batch * kp_value_sample_size(n->out) > 4096;
-    kp_emit_parallel(e, "softmax", kp_i64(e, 0), e->n, parallel, softmax_kernel, (void *)n->out);
+    kp_emit_parallel_units(e, "softmax", 1, 2 * kp_value_sample_size(n->out), softmax_kernel,
+                           (void *)n->out);
     return 0;
 }
 
@@ -145,8 +145,7 @@ static void softmax_grad_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 
 int emit_softmax_grad(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    int parallel = e->g->max_batch * kp_value_sample_size(n->out) > 4096;
-    kp_emit_parallel(e, "softmax_grad", kp_i64(e, 0), e->n, parallel, softmax_grad_kernel,
-                     (void *)n->out);
+    kp_emit_parallel_units(e, "softmax_grad", 1, 3 * kp_value_sample_size(n->out),
+                           softmax_grad_kernel, (void *)n->out);
     return 0;
 }

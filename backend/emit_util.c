@@ -243,6 +243,7 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
     if (e->seed)
         args[e->nptr + 1] = e->seed;
     e->regions++;
+    e->forks += parallel != 0;
     if (e->share_t) {
         LLVMPositionBuilderAtEnd(e->b, caller);
         call_share(e, kty, kernel, args, nk, begin, end, parallel);
@@ -285,6 +286,34 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
         LLVMBuildStore(e->b, args[i], LLVMBuildStructGEP2(e->b, ctx_ty, slot, i, ""));
     LLVMValueRef pargs[4] = {body, slot, begin, end};
     LLVMBuildCall2(e->b, e->pfor_ty, e->pfor, pargs, 4, "");
+}
+
+typedef struct Units {
+    KpKernelGen gen;
+    void *user;
+    int64_t per_sample, per_item;
+} Units;
+
+/* items [begin, end) as units [begin*per, min(end*per, n*per_sample)) */
+static void units_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const Units *u = user;
+    KpKernelArgs b = *a;
+    LLVMValueRef units = LLVMBuildNSWMul(e->b, a->n, kp_i64(e, u->per_sample), "units");
+    b.begin = LLVMBuildNSWMul(e->b, a->begin, kp_i64(e, u->per_item), "");
+    b.end = kp_min_i64(e, LLVMBuildNSWMul(e->b, a->end, kp_i64(e, u->per_item), ""), units);
+    u->gen(e, &b, u->user);
+}
+
+void kp_emit_parallel_units(KpEmit *e, const char *name, int64_t per_sample, int64_t unit_elems,
+                            KpKernelGen gen, void *user)
+{
+    Units u = {gen, user, per_sample, (KP_GRAIN + unit_elems - 1) / (unit_elems > 0 ? unit_elems : 1)};
+    LLVMValueRef units = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, per_sample), "units");
+    LLVMValueRef items = LLVMBuildSDiv(e->b, LLVMBuildNSWAdd(e->b, units, kp_i64(e, u.per_item - 1), ""),
+                                       kp_i64(e, u.per_item), "items");
+    kp_emit_parallel(e, name, kp_i64(e, 0), items, e->g->max_batch * per_sample > u.per_item,
+                     units_kernel, &u);
 }
 
 LLVMValueRef kp_fma(KpEmit *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c)

@@ -39,6 +39,9 @@
 #include "runtime/model.h"
 
 static char tmpdir[256];
+/* The target models are compiled for: NULL, the host (AVX-512 here);
+ * "x86-64-v3", AVX2 and FMA (8 floats a vector). */
+static const char *target_cpu;
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static double worst[6];   /* y, grads, dx, params, loss, step */
 
@@ -108,7 +111,7 @@ static void model_open(Model *m, const char *json)
     kp_diag_init(&dg);
     ck_assert_msg(kp_build_program(path, NULL, 0, &m->prog, &dg) == 0, "%s\n%s", dg.msg, json);
     ck_assert_msg(m->prog.train != NULL, "%s\n%s", m->prog.no_train_reason, json);
-    KpTargetOpts t = {.opt_level = 3};
+    KpTargetOpts t = {.opt_level = 3, .cpu = target_cpu};
     KpCodegen *cg = NULL;
     ck_assert_msg(kp_llvm_codegen(&m->prog, &t, &cg, &dg) == 0, "%s\n%s", dg.msg, json);
     ck_assert_msg(kp_llvm_emit_file(cg, KP_EMIT_OBJ, obj, &dg) == 0, "%s", dg.msg);
@@ -479,6 +482,140 @@ START_TEST(test_batchnorm_dropout_masking)
 }
 END_TEST
 
+/* A model of one pooling layer on input [c,h,w] (mse, sgd: no parameters)
+ * against the interpreter, bit for bit: infer, and forward + backward's dx,
+ * at n = 1 and the max batch, on 1 and 2 threads.  The inputs take four
+ * values, -0 and +0 among them, so windows hold ties and the first maximum
+ * (the reference's) must win. */
+static void check_pool_exact(const char *layer, int c, int h, int w)
+{
+    char json[1024], path[512];
+    snprintf(json, sizeof json, "{\"karp\": 1, \"name\": \"p\", \"input\": {\"shape\": [%d, %d, %d]}, "
+             "\"layers\": [%s], \"loss\": \"mse\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1}, "
+             "\"batch\": 6}\n", c, h, w, layer);
+    snprintf(path, sizeof path, "%s/p.json", tmpdir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(json, f);
+    fclose(f);
+    KpProgram prog;
+    KpDiag dg;
+    kp_diag_init(&dg);
+    ck_assert_msg(kp_build_program(path, NULL, 0, &prog, &dg) == 0, "%s\n%s", dg.msg, json);
+    ck_assert_msg(prog.train != NULL, "%s\n%s", prog.no_train_reason, json);
+    KpTargetOpts t = {.opt_level = 3, .cpu = target_cpu};
+    KpCodegen *cg = NULL;
+    karp_model *m = NULL;
+    ck_assert_msg(kp_llvm_codegen(&prog, &t, &cg, &dg) == 0 && kp_llvm_jit(cg, &m, &dg) == 0, "%s", dg.msg);
+    kp_llvm_free(cg);
+    const KarpModelDesc *d = m->desc;
+    int64_t in = (int64_t)c * h * w, out = kp_value_sample_size(prog.infer->output);
+    static const float vals[4] = {-1.0f, -0.0f, 0.0f, 1.0f};
+    for (int64_t n = 1; n <= d->max_batch; n += d->max_batch - 1) {
+        float *x = malloc((size_t)(n * in) * 4), *dx = malloc((size_t)(n * in) * 4);
+        float *dxr = malloc((size_t)(n * in) * 4), *y = malloc((size_t)(n * out) * 4);
+        float *yr = malloc((size_t)(n * out) * 4), *dy = malloc((size_t)(n * out) * 4);
+        void *ws = slab(d->workspace_bytes), *tws = slab(d->train_workspace_bytes);
+        float *params = slab(d->param_floats * 4 + 4);
+        for (int64_t i = 0; i < n * in; i++)
+            x[i] = vals[next_u64() % 4];
+        for (int64_t i = 0; i < n * out; i++)
+            dy[i] = uniform(-1, 1);
+        ck_assert_msg(kp_interp_run(prog.infer, params, x, n, yr, &dg) == 0, "%s", dg.msg);
+        KpInterpTrain r = {.phases = PHASE(FORWARD) | PHASE(BACKWARD) | PHASE(INPUT_GRAD),
+                           .params = params, .grads = params, .opt = params, .x = x, .dy = dy,
+                           .dx = dxr, .y = y, .n = n, .step = 1};
+        ck_assert_msg(kp_interp_train(prog.train, &r, &dg) == 0, "%s", dg.msg);
+        for (int threads = 1; threads <= 2; threads++) {
+            karp_set_threads(threads);
+            d->infer(params, NULL, ws, x, y, n);
+            ck_assert_msg(memcmp(y, yr, (size_t)(n * out) * 4) == 0, "pool y, n=%lld, %d threads\n%s",
+                          (long long)n, threads, json);
+            d->forward(params, tws, x, y, n, 1);
+            d->backward(params, params, tws, x, dy, dx, n);
+            ck_assert_msg(memcmp(dx, dxr, (size_t)(n * in) * 4) == 0, "pool dx, n=%lld, %d threads\n%s",
+                          (long long)n, threads, json);
+        }
+        karp_set_threads(0);
+        free(x), free(dx), free(dxr), free(y), free(yr), free(dy), free(ws), free(tws), free(params);
+    }
+    karp_close(m);
+    kp_program_free(&prog);
+}
+
+/* The pooling paths (backend/emit_pool_vec.c, emit_pool.c) on both vector
+ * widths: non-overlapping windows (the gradient written once per element)
+ * with leftover rows and columns, gaps between windows, top and bottom
+ * padding, wide windows; rows of several chunks, some in the interior loop;
+ * overlapping windows and left padding (the gradient scattered); each
+ * exact against the reference, then behind a conv + relu (the pooling
+ * gradient takes relu_grad as its epilogue) against the interpreter, one
+ * model big enough to split over threads. */
+START_TEST(test_pool_paths)
+{
+    static const char *geo[] = {
+        "\"size\": 2",
+        "\"size\": 2, \"stride\": 3",
+        "\"size\": [2, 3], \"stride\": [2, 4]",
+        "\"size\": 3",
+        "\"size\": 2, \"padding\": [1, 0]",
+        "\"size\": [1, 4]",
+        "\"size\": 3, \"stride\": 2, \"padding\": 1",
+        "\"size\": 2, \"padding\": 1",
+        "\"size\": [3, 2], \"stride\": 1",
+    };
+    static const char *cpus[] = {NULL, "x86-64-v3"};
+    char layers[512], json[2048];
+    for (int t = 0; t < 2; t++) {
+        target_cpu = cpus[t];
+        for (size_t g = 0; g < sizeof geo / sizeof *geo; g++)
+            for (int avg = 0; avg < 2; avg++) {
+                const char *type = avg ? "avgpool2d" : "maxpool2d";
+                snprintf(layers, sizeof layers, "{\"type\": \"%s\", %s}", type, geo[g]);
+                check_pool_exact(layers, 2, 9, 11);
+                check_pool_exact(layers, 3, 6, 70 + (int)g % 2);
+                snprintf(layers, sizeof layers, "{\"type\": \"conv2d\", \"filters\": 3, \"kernel\": 1, "
+                         "\"activation\": \"relu\"}, {\"type\": \"%s\", %s}", type, geo[g]);
+                check_model(seq(json, sizeof json, 2, 7, 37 + (int)g % 2, layers));
+            }
+        check_model(seq(json, sizeof json, 3, 40, 71,
+                        "{\"type\": \"conv2d\", \"filters\": 8, \"kernel\": 1, \"activation\": \"relu\"}, "
+                        "{\"type\": \"maxpool2d\", \"size\": 2}"));
+    }
+    target_cpu = NULL;
+}
+END_TEST
+
+/* Batchnorm's sweeps on both vector widths: planes of 1 (rank-1), 9 (less
+ * than a vector), 35 (vectors and a masked rest) and 256 floats, 1, 3 and
+ * 17 channels, a relu before it (its gradient an epilogue of
+ * batchnorm_bwd) and after it; one model big enough for several work
+ * items of channels. */
+START_TEST(test_batchnorm_sweeps)
+{
+    /* batchnorm straight on the input, so the model's dx is batchnorm's:
+     * a weight before it would see a gradient orthogonal to itself
+     * (batchnorm undoes the weight's scale), a sum that cancels to
+     * rounding noise and no fair test of the kernel */
+    static const int hw[][2] = {{3, 3}, {5, 7}, {16, 16}, {32, 32}};
+    static const int chans[] = {1, 3, 17};
+    static const char *cpus[] = {NULL, "x86-64-v3"};
+    char json[2048];
+    for (int t = 0; t < 2; t++) {
+        target_cpu = cpus[t];
+        for (int g = 0; g < 4; g++)
+            for (int c = 0; c < 3; c++)
+                check_model(seq(json, sizeof json, chans[c], hw[g][0], hw[g][1],
+                                "{\"type\": \"batchnorm\"}, {\"type\": \"relu\"}"));
+        check_model("{\"karp\": 1, \"name\": \"bn1\", \"input\": {\"shape\": [23]}, \"layers\": "
+                    "[{\"type\": \"batchnorm\"}, "
+                    "{\"type\": \"dense\", \"units\": 3}], \"loss\": \"cross_entropy\", "
+                    "\"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1}, \"batch\": 5}\n");
+    }
+    target_cpu = NULL;
+}
+END_TEST
+
 /* y = x * mask: the generated mask is the reference's to the bit, over
  * several seeds, at 1 and 2 threads, for a tensor spanning many chunks. */
 START_TEST(test_dropout_mask_bits)
@@ -555,6 +692,8 @@ static Suite *layers_suite(void)
     tcase_add_test(tc, test_pool_grid);
     tcase_add_test(tc, test_batchnorm_dropout_masking);
     tcase_add_test(tc, test_dropout_mask_bits);
+    tcase_add_test(tc, test_pool_paths);
+    tcase_add_test(tc, test_batchnorm_sweeps);
     tcase_add_test(tc, test_graph_form);
     suite_add_tcase(s, tc);
     return s;
