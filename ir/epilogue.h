@@ -30,7 +30,7 @@ static inline bool kp_op_takes_epilogue(KpOp op)
     case KP_OP_mse_grad: case KP_OP_bce_grad: case KP_OP_bce_logits_grad:
     /* gemm and convolution */
     case KP_OP_dense: case KP_OP_dense_grad_x: case KP_OP_conv2d: case KP_OP_dense_packed:
-    case KP_OP_conv2d_grad_x:
+    case KP_OP_conv2d_grad_x: case KP_OP_conv2d_transpose: case KP_OP_conv2d_transpose_grad_x:
     /* pooling and its gradients (emit_pool.c) */
     case KP_OP_maxpool2d: case KP_OP_avgpool2d: case KP_OP_maxpool2d_grad:
     case KP_OP_avgpool2d_grad:
