@@ -42,6 +42,15 @@ static char tmpdir[256];
 /* The target models are compiled for: NULL, the host (AVX-512 here);
  * "x86-64-v3", AVX2 and FMA (8 floats a vector). */
 static const char *target_cpu;
+/* The targets the sweeps run on: the host, and AVX2 unless under
+ * AddressSanitizer (whose build runs the interpreter several times
+ * slower; the AVX2 code is the same generator at another width). */
+static const char *const sweep_cpus[] = {NULL, "x86-64-v3"};
+#if defined(__SANITIZE_ADDRESS__)
+enum { NSWEEP_CPUS = 1 };
+#else
+enum { NSWEEP_CPUS = 2 };
+#endif
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static double worst[6];   /* y, grads, dx, params, loss, step */
 
@@ -576,10 +585,9 @@ START_TEST(test_pool_paths)
         "\"size\": 2, \"padding\": 1",
         "\"size\": [3, 2], \"stride\": 1",
     };
-    static const char *cpus[] = {NULL, "x86-64-v3"};
     char layers[512], json[2048];
-    for (int t = 0; t < 2; t++) {
-        target_cpu = cpus[t];
+    for (int t = 0; t < NSWEEP_CPUS; t++) {
+        target_cpu = sweep_cpus[t];
         for (size_t g = 0; g < sizeof geo / sizeof *geo; g++)
             for (int avg = 0; avg < 2; avg++) {
                 const char *type = avg ? "avgpool2d" : "maxpool2d";
@@ -615,11 +623,10 @@ START_TEST(test_batchnorm_sweeps)
      * by the dense gradient before it) reaches the 1e-5 tolerance. */
     static const int hw[][2] = {{3, 3}, {5, 7}, {16, 16}};
     static const int chans[] = {1, 3, 17};
-    static const char *cpus[] = {NULL, "x86-64-v3"};
     char json[2048];
     const char *bn = "{\"type\": \"batchnorm\"}, {\"type\": \"relu\"}";
-    for (int t = 0; t < 2; t++) {
-        target_cpu = cpus[t];
+    for (int t = 0; t < NSWEEP_CPUS; t++) {
+        target_cpu = sweep_cpus[t];
         for (int g = 0; g < 3; g++)
             for (int c = 0; c < 3; c++)
                 check_model(seq(json, sizeof json, chans[c], hw[g][0], hw[g][1], bn));
@@ -698,21 +705,30 @@ static void report(void)
             "loss %.3g, sgd step %.3g\n", worst[0], worst[1], worst[2], worst[3], worst[4], worst[5]);
 }
 
+/* A Check test case, run by CTest as test_backend_layers_<name> (tests/CMakeLists.txt). */
+static TCase *layers_case(Suite *s, const char *name)
+{
+    TCase *tc = tcase_create(name);
+    tcase_set_timeout(tc, 900);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
 static Suite *layers_suite(void)
 {
     Suite *s = suite_create("backend_layers");
-    TCase *tc = tcase_create("layers");
-    tcase_set_timeout(tc, 900);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, test_conv2d_grid);
-    tcase_add_test(tc, test_conv2d_transpose_grid);
-    tcase_add_test(tc, test_pool_grid);
-    tcase_add_test(tc, test_batchnorm_dropout_masking);
-    tcase_add_test(tc, test_dropout_mask_bits);
-    tcase_add_test(tc, test_pool_paths);
-    tcase_add_test(tc, test_batchnorm_sweeps);
-    tcase_add_test(tc, test_graph_form);
-    suite_add_tcase(s, tc);
+    TCase *conv = layers_case(s, "conv");
+    tcase_add_test(conv, test_conv2d_grid);
+    tcase_add_test(conv, test_conv2d_transpose_grid);
+    TCase *pool_bn = layers_case(s, "pool_bn");
+    tcase_add_test(pool_bn, test_pool_grid);
+    tcase_add_test(pool_bn, test_batchnorm_dropout_masking);
+    tcase_add_test(pool_bn, test_dropout_mask_bits);
+    tcase_add_test(pool_bn, test_pool_paths);
+    tcase_add_test(pool_bn, test_batchnorm_sweeps);
+    TCase *graph = layers_case(s, "graph");
+    tcase_add_test(graph, test_graph_form);
     return s;
 }
 
