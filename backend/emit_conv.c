@@ -19,7 +19,12 @@
  *
  * A tile whose reads all fall inside the row loads whole vectors (stride
  * 1) or gathers (stride > 1); an edge tile masks the lanes in the padding
- * at run time.  Every output element is one lane of one accumulator,
+ * at run time.  At sw = 2 (the input gradient of a stride-2 convolution)
+ * the two phases' columns are not scattered into Y (a scatter of 16
+ * floats costs more than the fmas of a one-tap phase): they go to a row
+ * buffer on the stack, and the whole row is stored from it as contiguous
+ * vectors, each interleaving half a vector of both phases (two shuffles),
+ * with the node's epilogues.  Every output element is one lane of one accumulator,
  * summed from the bias over (ci, ki, kj) in order by one thread: the
  * result does not depend on the thread count.
  */
@@ -41,6 +46,8 @@ typedef struct Direct {
     int64_t sy, sx;             /* phases: output row oy is row oy / sy of phase oy mod sy */
     int64_t fb;                 /* output channels per item */
     Phase *ph;                  /* [sy * sx] */
+    int64_t bufw;               /* sx = 2: floats per phase row in the row buffer */
+    LLVMValueRef buf;           /* sx = 2: [fb][2][bufw] floats, in the kernel's frame */
 } Direct;
 
 typedef struct Tile {
@@ -147,6 +154,12 @@ static void store(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase
                     kp_store_vec(e, r, Y, add(e, yrow, q));
                 continue;
             }
+            if (s->sx == 2) {
+                /* the phase's row into the buffer: interleave_row stores Y */
+                LLVMValueRef at = add(e, kp_i64(e, (f * 2 + p->px) * s->bufw), q);
+                kp_store_vec(e, r, s->buf, at);
+                continue;
+            }
             /* strided phases scatter: epilogues after the whole row (row_epilogue) */
             LLVMValueRef idx = lane_index(e, add(e, addc(e, yrow, p->px), mul(e, q, s->sx)), s->sx);
             LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, Y, &idx, 1, "");
@@ -155,6 +168,16 @@ static void store(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase
             kp_intrinsic(e, "llvm.masked.scatter", over, 2, args, 4);
         }
     }
+}
+
+/* Prefetch p[at] into L1 (at may lie outside the tensor: a prefetch
+ * never faults). */
+static void prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at)
+{
+    LLVMValueRef ptr = LLVMBuildGEP2(e->b, e->f32, p, &at, 1, "");
+    LLVMTypeRef over[1] = {e->ptr};
+    LLVMValueRef args[4] = {ptr, kp_i32(e, 0), kp_i32(e, 3), kp_i32(e, 1)};
+    kp_intrinsic(e, "llvm.prefetch", over, 1, args, 4);
 }
 
 /* One tile of phase p: output row qy of it, channels co0..co0+fb, from its
@@ -181,6 +204,13 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase 
     kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cin), 1, "ci");
     LLVMValueRef plane = mul(e, add(e, mul(e, n, m->cin), lc.iv), m->h);
     LLVMValueRef wci = add(e, addc(e, mul(e, co0, m->wco), m->w0), mul(e, lc.iv, m->wci));
+    if (m->sh == 1 && m->kh > 1) {
+        /* the row the next item (oy + 1) reads first, while this one works */
+        LLVMValueRef iy = addc(e, oy, (m->kh - 1) * m->dh - m->pt + 1);
+        LLVMValueRef at = add(e, mul(e, add(e, plane, iy), m->w), addc(e, mul(e, ox0, m->sw), -m->pl));
+        for (int64_t off = 0; off < (int64_t)t.nv * e->vw + (m->kw - 1) * m->dw; off += 16)
+            prefetch(e, X, addc(e, at, off));
+    }
     kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, m->kh), 1, "ki");
     LLVMValueRef iy = add(e, addc(e, mul(e, oy, m->sh), -m->pt), mul(e, lk.iv, m->dh));
     LLVMBasicBlockRef row = LLVMAppendBasicBlockInContext(e->ctx, fn, "row");
@@ -288,12 +318,50 @@ static void row_epilogue(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVM
     }
 }
 
+/* sx = 2: output row ybase of the item's fb channels from the row buffer,
+ * Y[2q + px] = buf[f][px][q]: vector v of the row interleaves the vw/2
+ * columns from q = v*vw/2 of both phases (the buffer's rows have room for
+ * the reads past their end; those lanes land past the row, masked). */
+static void interleave_row(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValueRef ybase)
+{
+    LLVMValueRef Y = a->p[s->ph[0].m.iy];
+    int64_t nvec = (s->yw + e->vw - 1) / e->vw, rem = s->yw % e->vw;
+    LLVMValueRef lo[64], hi[64];
+    for (int i = 0; i < e->vw; i++) {
+        lo[i] = kp_i32(e, i / 2 + (i % 2) * e->vw);
+        hi[i] = kp_i32(e, e->vw / 2 + i / 2 + (i % 2) * e->vw);
+    }
+    LLVMValueRef mlo = LLVMConstVector(lo, (unsigned)e->vw), mhi = LLVMConstVector(hi, (unsigned)e->vw);
+    for (int64_t f = 0; f < s->fb; f++) {
+        LLVMValueRef row = addc(e, ybase, f * s->yh * s->yw);
+        for (int64_t v = 0; v < nvec; v += 2) {
+            int64_t q = v * e->vw / 2;
+            LLVMValueRef b0 = kp_load_vec(e, s->buf, kp_i64(e, f * 2 * s->bufw + q));
+            LLVMValueRef b1 = kp_load_vec(e, s->buf, kp_i64(e, (f * 2 + 1) * s->bufw + q));
+            for (int h = 0; h < 2 && v + h < nvec; h++) {
+                LLVMValueRef x = LLVMBuildShuffleVector(e->b, b0, b1, h ? mhi : mlo, "");
+                LLVMValueRef at = addc(e, row, (v + h) * e->vw);
+                int lanes = v + h == nvec - 1 && rem ? (int)rem : e->vw;
+                x = kp_emit_epilogue(e, e->node, a->p, x, at, lanes < e->vw ? lanes : 0);
+                if (lanes < e->vw)
+                    kp_store_vec_masked(e, x, Y, at, lanes);
+                else
+                    kp_store_vec(e, x, Y, at);
+            }
+        }
+    }
+}
+
 /* item = (n * (cout/fb) + block) * yh + oy; row oy is row oy / sy of the
  * phases (oy mod sy, *) */
 static void direct_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
-    const Direct *s = user;
+    Direct *s = user;
     int64_t nfb = s->cout / s->fb;
+    if (s->sx == 2) {
+        s->buf = kp_alloca(e, LLVMArrayType(e->f32, (unsigned)(s->fb * 2 * s->bufw)), "rowbuf");
+        LLVMSetAlignment(s->buf, 64);
+    }
     KpLoop li;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
     LLVMValueRef oy = LLVMBuildSRem(e->b, li.iv, kp_i64(e, s->yh), "oy");
@@ -323,7 +391,9 @@ static void direct_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
         }
         LLVMPositionBuilderAtEnd(e->b, join);
     }
-    if (s->sx > 1 && e->node->nepi > 0)
+    if (s->sx == 2)
+        interleave_row(e, a, s, ybase);
+    else if (s->sx > 1 && e->node->nepi > 0)
         row_epilogue(e, a, s, ybase);
     kp_loop_end(e, &li);
 }
@@ -355,6 +425,12 @@ void kp_emit_conv(KpEmit *e, const KpConvMap *map)
         p->edges = !(m->pl <= 0 && (m->ow - 1) * m->sw - m->pl + (m->kw - 1) * m->dw <= m->w - 1);
     }
     s.fb = kp_divisor_upto(s.cout, budget / kvtop);
+    /* the widest phase row, whole vectors, and room for interleave_row's
+     * reads of half a vector past it */
+    int64_t pw = 0;
+    for (int64_t i = 0; i < s.sy * s.sx; i++)
+        pw = s.ph[i].m.ow > pw ? s.ph[i].m.ow : pw;
+    s.bufw = ((pw + e->vw - 1) / e->vw + 1) * e->vw;
     const KpConvMap *m = map;
     LLVMValueRef items = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, m->cout / s.fb * m->oh), "items");
     int64_t macs = e->g->max_batch * m->cout * m->oh * m->ow * m->cin * m->kh * m->kw;

@@ -29,11 +29,12 @@
  *         PB pixels, store them
  *     dW[m][t] (+)= hsum(acc[m][t])
  *
- * Items split the taps first (each packs only its own rows of B; A, read
- * in place, is what they share), then the rows when the taps are too few
- * for the cores.  Every element is one chain of fmas per lane in (g, p)
- * order and one tree over the lanes, whatever the items, the thread
- * count or the host's caches: the results do not depend on them.
+ * Items split the taps (each packs only its own rows of B; A, read in
+ * place, is what they share) or the rows (each packs all of B) or both,
+ * whichever leaves the busiest thread the least work (plan()).  Every
+ * element is one chain of fmas per lane in (g, p) order and one tree
+ * over the lanes, whatever the items, the thread count or the host's
+ * caches: the results do not depend on them.
  */
 #include "emit_conv.h"
 #include "gemm_internal.h"
@@ -91,7 +92,37 @@ static void if_end(KpEmit *e, LLVMBasicBlockRef join)
     LLVMPositionBuilderAtEnd(e->b, join);
 }
 
-/* The blocking, from the shapes, the vector width and the host. */
+/* Costs in multiply-adds: packing one float of B (a vector of vw from
+ * one or two masked loads, about 3 cycles) costs what about 6 multiply-
+ * adds per lane do; a row of A read from memory once per item, 1. */
+enum { PACK_COST = 6, AROW_COST = 1 };
+
+/* The busiest thread's work when items (im x it of them, rows and taps
+ * by mb and tb) are cut into contiguous chunks for `cores` threads, as
+ * krt_parallel_for cuts them. */
+static double span(const Dot *s, int64_t mb, int64_t tb, int64_t cores)
+{
+    int64_t im = ceil_div(s->m, mb), it = ceil_div(s->t, tb), items = im * it;
+    int64_t nt = items < cores ? items : cores, q = items / nt, r = items % nt, first = 0;
+    double worst = 0;
+    for (int64_t c = 0; c < nt; c++) {
+        int64_t count = q + (c < r);
+        double sum = 0;
+        for (int64_t i = first; i < first + count; i++) {
+            int64_t rows = i / it == im - 1 ? s->m - (im - 1) * mb : mb;
+            int64_t taps = i % it == it - 1 ? s->t - (it - 1) * tb : tb;
+            sum += (double)(rows * taps + PACK_COST * taps + AROW_COST * rows);
+        }
+        first += count;
+        worst = sum > worst ? sum : worst;
+    }
+    return worst;
+}
+
+/* The blocking, from the shapes, the vector width and the host: rows and
+ * taps per item minimizing the busiest thread's work (a split of the taps
+ * re-reads A, a split of the rows packs B again), with the item's partial
+ * sums and B block in half of L2. */
 static void plan(Dot *s, int vw)
 {
     int64_t l1, l2, cores;
@@ -103,24 +134,22 @@ static void plan(Dot *s, int vw)
     s->pbr = round_up(s->pb, KP_GEMM_PANEL);
     if (s->pbr % 256 == 0)
         s->pbr += KP_GEMM_PANEL;
-    /* taps: at least one item per core, then more until the partial sums
-     * and B's block take at most half of L2 */
-    s->items_t = s->t / s->nr < cores ? (s->t + s->nr - 1) / s->nr : cores;
-    s->items_m = 1;
-    for (;;) {
-        s->tb = round_up(ceil_div(s->t, s->items_t), s->nr);
-        int64_t bytes = 4 * (s->m * s->tb * vw + s->tb * s->pbr);
-        if (bytes <= l2 / 2 || s->tb <= s->nr)
-            break;
-        s->items_t++;
+    double best = -1;
+    for (int64_t it = 1; it <= ceil_div(s->t, s->nr) && it <= 64; it++) {
+        int64_t tb = round_up(ceil_div(s->t, it), s->nr);
+        for (int64_t im = 1; im <= ceil_div(s->m, s->mr) && im <= 16; im++) {
+            int64_t mb = round_up(ceil_div(s->m, im), s->mr);
+            int64_t bytes = 4 * (mb * tb * vw + tb * s->pbr);
+            if (bytes > l2 / 2 && (tb > s->nr || mb > s->mr))
+                continue;
+            double cost = span(s, mb, tb, cores);
+            if (best < 0 || cost < best * 0.999) {
+                best = cost;
+                s->mb = mb, s->tb = tb;
+            }
+        }
     }
     s->items_t = ceil_div(s->t, s->tb);
-    /* rows: split when the taps give the cores too few items */
-    s->mb = s->m;
-    if (s->items_t < cores && s->m > s->mr) {
-        int64_t parts = ceil_div(cores, s->items_t);
-        s->mb = round_up(ceil_div(s->m, parts), s->mr);
-    }
     s->items_m = ceil_div(s->m, s->mb);
     s->acc_floats = s->mb * s->tb * vw;
 }
@@ -131,6 +160,18 @@ typedef struct Item {
     LLVMValueRef first;         /* i1: the item's first block */
     LLVMValueRef m0, t0;        /* the item's first row and tap */
 } Item;
+
+/* Prefetch p[at] into L1.  The next row tile's rows of A: a tile's rows
+ * are short runs (a block's pixels) that the hardware prefetchers barely
+ * start on before the tile moves on, and the loads of A from L2 were
+ * what the tile waited for (a third of its time, measured). */
+static void prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at)
+{
+    LLVMValueRef ptr = LLVMBuildGEP2(e->b, e->f32, p, &at, 1, "");   /* may pass the end: not inbounds */
+    LLVMTypeRef over[1] = {e->ptr};
+    LLVMValueRef args[4] = {ptr, kp_i32(e, 0), kp_i32(e, 3), kp_i32(e, 1)};
+    kp_intrinsic(e, "llvm.prefetch", over, 1, args, 4);
+}
 
 /* Rows [mm, mm+mr) x taps [tt, tt+nr) (relative to the item) over the
  * block's pixels: the accumulators from the item's sums (zero in its
@@ -174,6 +215,7 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item *it,
             LLVMValueRef at = add(e, arow[i], q);
             if (!last) {
                 av[i] = kp_load_vec(e, a->p[s->ia], at);
+                prefetch(e, a->p[s->ia], addc(e, at, (int64_t)mr * s->npix));
             } else {
                 LLVMValueRef idx[64];
                 for (int l = 0; l < e->vw; l++)

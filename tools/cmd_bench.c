@@ -30,6 +30,7 @@ typedef struct BenchArgs {
     const char *model;
     long batch, threads;
     int json;
+    bool no_group;              /* --no-group: every node its own kernel, timed alone */
     BenchPlan plan;
 } BenchArgs;
 
@@ -57,6 +58,8 @@ static int parse_args(int argc, char **argv, BenchArgs *a)
             a->plan.peers = true;
         } else if (strcmp(s, "--no-kernels") == 0) {
             a->plan.kernels = false;
+        } else if (strcmp(s, "--no-group") == 0) {
+            a->no_group = true;
         } else if (s[0] == '-' && s[1] != '\0') {
             return kp_cli_fail("bench: unknown option '%s' (karpc --help lists them)", s);
         } else if (a->model) {
@@ -127,7 +130,10 @@ static int compile(const BenchArgs *a, KpProgram *p, KpKernelList **l, int *vw, 
 {
     KpDiag d;
     kp_diag_init(&d);
-    if (kp_build_program(a->model, NULL, a->batch, p, &d) < 0)
+    KpPassOpts po;
+    kp_pass_opts_init(&po);
+    po.group = !a->no_group;
+    if (kp_build_program(a->model, &po, a->batch, p, &d) < 0)
         return kp_cli_fail("%s", d.msg);
     KpTargetOpts t = {.opt_level = 3, .keep_kernels = true};
     KpCodegen *cg = NULL;

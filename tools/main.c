@@ -24,7 +24,7 @@ static const char usage[] =
     "       karpc eval model.json|model.so --data SPEC [--load ckpt.safetensors] [--batch N]\n"
     "             [--threads N] [--show K] [--normalize MEAN/STD]\n"
     "       karpc bench model.json [--batch N] [--threads N] [--json] [--peers] [--repeats N]\n"
-    "             [--no-kernels]\n"
+    "             [--no-kernels] [--no-group]\n"
     "       SPEC: fashion-mnist, fashion-mnist:DIR, mnist:DIR, cifar10:DIR, csv:FILE\n"
     "       karpc --version\n";
 
