@@ -5,9 +5,9 @@
  * one LLVM module: one function per node with noalias pointers and the
  * model's constant trip counts, parallel loops through krt_parallel_for(),
  * the entry <name>_infer, and the descriptor KARP_DESCRIPTOR_SYMBOL
- * (karp_abi.h).  The module is optimized for the target.  From there it is
- * printed (--emit=llvm|asm), written as an object and linked into a
- * shared library, or handed to the JIT.  Both ways use the same target
+ * (karp_abi.h).  From there it is optimized for the target and printed
+ * (--emit=llvm|asm), or optimized and compiled in parallel partitions
+ * into objects that are linked into a shared library or by the JIT.  Both ways use the same target
  * machine settings, so they give bit-identical results.
  */
 #ifndef KP_BACKEND_H
@@ -23,7 +23,12 @@ typedef struct KpTargetOpts {
     const char *features;       /* NULL: host features */
     bool keep_kernels;          /* kernels exported and their calls listed (kernels.h):
                                    karpc bench */
+    int jobs;                   /* threads optimizing and compiling partitions of the
+                                   module; 0: one per CPU, at most KP_LLVM_MAX_PARTS */
 } KpTargetOpts;
+
+/* The most partitions a module is compiled in (so objects per model). */
+#define KP_LLVM_MAX_PARTS 8
 
 typedef enum KpEmitKind { KP_EMIT_LLVM, KP_EMIT_ASM, KP_EMIT_OBJ } KpEmitKind;
 
@@ -40,8 +45,14 @@ typedef struct KpProgram {
 } KpProgram;
 
 int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, KpDiag *d);
-/* Write the module as LLVM IR text, assembly or an object file. */
+/* Write the module as LLVM IR text, assembly or an object file (the
+ * whole module optimized as one). */
 int kp_llvm_emit_file(KpCodegen *cg, KpEmitKind kind, const char *path, KpDiag *d);
+/* The module optimized and compiled in parallel partitions (jobs), as the
+ * JIT does it, written to <stem>.0.o .. <stem>.<n-1>.o for kp_link_shared;
+ * *nobjs: how many were written (the caller removes them, also on failure).
+ * The module is consumed. */
+int kp_llvm_write_objects(KpCodegen *cg, const char *stem, int *nobjs, KpDiag *d);
 /* JIT-compile the module (ORC LLJIT) and wrap it in a karp_model.  The
  * module is consumed; cg must still be freed.  The JIT lives as long as
  * the model and is released by karp_close(). */
@@ -71,10 +82,11 @@ void kp_llvm_node_jit_free(KpNodeJit *j);
  * then the output.  NULL with a diagnostic. */
 KpNode *kp_dense_node(KpGraph *g, KpOp op, int64_t in, int64_t out, KpDiag *d);
 
-/* Link an object into a shared library with the static runtime
+/* Link objects into a shared library with the static runtime
  * (libkarprt.a) by the system C compiler.  runtime_lib NULL: found next to
  * the karpc executable or in the build tree. */
-int kp_link_shared(const char *obj_path, const char *so_path, const char *runtime_lib, KpDiag *d);
+int kp_link_shared(const char *const *objs, int nobjs, const char *so_path,
+                   const char *runtime_lib, KpDiag *d);
 /* Write the C header for a compiled model (sizes, shapes, the descriptor). */
 int kp_write_header(const KpGraph *g, const char *path, KpDiag *d);
 

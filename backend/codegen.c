@@ -11,9 +11,11 @@
  *               (codegen_train.c)
  *   karp_model_v1 (descriptor.c) points at the entries
  *
- * The module is verified, then optimized with the new pass manager for the
- * target machine (vectorizers on).  A module that does not verify is a
- * karpc bug, reported as an internal error.
+ * The module is verified and its identical functions merged; the new pass
+ * manager's pipeline for the target machine (vectorizers on) runs later,
+ * on partitions of the module in parallel (partition.c) or on the whole
+ * (kp_llvm_optimize).  A module that does not verify is a karpc bug,
+ * reported as an internal error.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -372,7 +374,11 @@ void kp_emit_init(KpEmit *e, LLVMContextRef ctx, LLVMModuleRef mod, const KpGrap
     e->b = LLVMCreateBuilderInContext(e->ctx);
 }
 
-static int optimize(KpCodegen *cg, KpDiag *d)
+/* Verified, then mergefunc: layers of one shape get identical kernels
+ * (resnet's twin blocks), and each is then optimized and compiled once.
+ * The rest of the pipeline runs in kp_llvm_objects, per partition, or in
+ * kp_llvm_optimize on the whole module. */
+static int verify_and_merge(KpCodegen *cg, KpDiag *d)
 {
     char *msg = NULL;
     if (LLVMVerifyModule(cg->mod, LLVMReturnStatusAction, &msg)) {
@@ -381,18 +387,24 @@ static int optimize(KpCodegen *cg, KpDiag *d)
         return -1;
     }
     LLVMDisposeMessage(msg);
-    /* mergefunc first: layers of one shape get identical kernels (resnet's
-     * twin blocks), and each is then optimized and compiled once */
-    char pipeline[32];
-    snprintf(pipeline, sizeof pipeline, "mergefunc,default<O%d>", cg->cfg.opt_level);
     LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
-    LLVMPassBuilderOptionsSetLoopVectorization(po, cg->cfg.opt_level >= 2);
-    LLVMPassBuilderOptionsSetSLPVectorization(po, cg->cfg.opt_level >= 2);
-    LLVMPassBuilderOptionsSetLoopUnrolling(po, cg->cfg.opt_level >= 2);
-    LLVMErrorRef err = LLVMRunPasses(cg->mod, pipeline, cg->tm, po);
+    LLVMErrorRef err = LLVMRunPasses(cg->mod, "mergefunc", cg->tm, po);
     LLVMDisposePassBuilderOptions(po);
     if (err)
         return kp_llvm_error(d, err, "internal error: LLVM optimization failed");
+    return 0;
+}
+
+int kp_llvm_optimize(KpCodegen *cg, KpDiag *d)
+{
+    if (cg->optimized)
+        return 0;
+    if (!cg->mod)
+        return kp_error(d, "internal error: no module to optimize");
+    char msg[512];
+    if (kp_llvm_run_pipeline(cg->mod, cg->tm, cg->cfg.opt_level, msg, sizeof msg) < 0)
+        return kp_error(d, "internal error: LLVM optimization failed: %s", msg);
+    cg->optimized = 1;
     return 0;
 }
 
@@ -424,7 +436,9 @@ int kp_llvm_module_new(const KpTargetOpts *t, const char *name, KpCodegen **out,
 int kp_llvm_module_finish(KpCodegen *cg, KpEmit *e, KpDiag *d)
 {
     set_function_attrs(e);
-    return optimize(cg, d);
+    if (verify_and_merge(cg, d) < 0)
+        return -1;
+    return kp_llvm_optimize(cg, d);
 }
 
 int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, KpDiag *d)
@@ -436,6 +450,7 @@ int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, 
     KpCodegen *cg;
     if (kp_llvm_module_new(t, g->name ? g->name : "model", &cg, d) < 0)
         return -1;
+    cg->jobs = t ? t->jobs : 0;
     KpEmit e;
     kp_emit_init(&e, cg->ctx, cg->mod, g, cg->cfg.vector_width);
     if (t->keep_kernels && !(e.kernels = cg->kernels = calloc(1, sizeof *cg->kernels))) {
@@ -462,8 +477,10 @@ int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, 
         rc = kp_llvm_emit_descriptor(cg->mod, g, p->train, p->no_train_reason,
                                      cg->cfg.cpu_features, &entries, d);
     LLVMDisposeBuilder(e.b);
-    if (rc == 0)
-        rc = kp_llvm_module_finish(cg, &e, d);
+    if (rc == 0) {
+        set_function_attrs(&e);
+        rc = verify_and_merge(cg, d);
+    }
     if (rc < 0) {
         kp_llvm_free(cg);
         return -1;

@@ -70,6 +70,33 @@ static int create_jit(KpCodegen *cg, LLVMOrcLLJITRef *out, KpDiag *d)
     return 0;
 }
 
+/* An optimized module (the node JIT's) as IR: the JIT compiles it. */
+static int add_module(KpCodegen *cg, LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, KpDiag *d)
+{
+    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(cg->mod, cg->tsc);
+    cg->mod = NULL;                 /* now the TSM's, then the JIT's */
+    LLVMErrorRef err = LLVMOrcLLJITAddLLVMIRModule(jit, jd, tsm);
+    return err ? kp_llvm_error(d, err, "JIT: cannot add the module") : 0;
+}
+
+/* A model's module: optimized and compiled in partitions, in parallel
+ * (partition.c), the objects linked by the JIT. */
+static int add_objects(KpCodegen *cg, LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, KpDiag *d)
+{
+    LLVMMemoryBufferRef objs[KP_LLVM_MAX_PARTS];
+    int n = 0;
+    if (kp_llvm_objects(cg, cg->jobs, objs, &n, d) < 0)
+        return -1;
+    LLVMErrorRef err = NULL;
+    for (int i = 0; i < n; i++) {
+        if (!err)
+            err = LLVMOrcLLJITAddObjectFile(jit, jd, objs[i]);   /* takes the buffer */
+        else
+            LLVMDisposeMemoryBuffer(objs[i]);
+    }
+    return err ? kp_llvm_error(d, err, "JIT: cannot add the model's objects") : 0;
+}
+
 int kp_llvm_jit_new(KpCodegen *cg, LLVMOrcLLJITRef *out, KpDiag *d)
 {
     if (!cg || !cg->mod)
@@ -94,11 +121,7 @@ int kp_llvm_jit_new(KpCodegen *cg, LLVMOrcLLJITRef *out, KpDiag *d)
     }
     LLVMOrcJITDylibAddGenerator(jd, gen);
 
-    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(cg->mod, cg->tsc);
-    cg->mod = NULL;                 /* now the TSM's, then the JIT's */
-    err = LLVMOrcLLJITAddLLVMIRModule(jit, jd, tsm);
-    if (err) {
-        kp_llvm_error(d, err, "JIT: cannot add the module");
+    if (cg->optimized ? add_module(cg, jit, jd, d) : add_objects(cg, jit, jd, d)) {
         release_jit(jit);
         return -1;
     }

@@ -129,8 +129,12 @@ static void one_line(char *s)
             *p = ' ';
 }
 
-int kp_link_shared(const char *obj_path, const char *so_path, const char *runtime_lib, KpDiag *d)
+int kp_link_shared(const char *const *objs, int nobjs, const char *so_path,
+                   const char *runtime_lib, KpDiag *d)
 {
+    enum { MAXOBJ = 16 };
+    if (nobjs < 1 || nobjs > MAXOBJ)
+        return kp_error(d, "internal error: %d objects to link", nobjs);
     char lib[PATH_MAX];
     if (find_runtime(runtime_lib, lib, sizeof lib, d) < 0)
         return -1;
@@ -141,8 +145,14 @@ int kp_link_shared(const char *obj_path, const char *so_path, const char *runtim
     /* cc writes the file itself: only its name is ours. */
     close(af.fd);
     af.fd = -1;
-    char *argv[] = {"cc", "-shared", "-o", af.tmp, (char *)obj_path, lib, "-fopenmp", "-lm",
-                    "-lcjson", "-ldl", "-Wl,--exclude-libs,ALL", NULL};
+    char *argv[MAXOBJ + 16] = {"cc", "-shared", "-o", af.tmp};
+    int argc = 4;
+    for (int i = 0; i < nobjs; i++)
+        argv[argc++] = (char *)objs[i];
+    const char *rest[] = {lib, "-fopenmp", "-lm", "-lcjson", "-ldl", "-Wl,--exclude-libs,ALL", NULL};
+    for (int i = 0; rest[i]; i++)
+        argv[argc++] = (char *)rest[i];
+    argv[argc] = NULL;
     char log[768];
     int status = 0;
     if (run(argv, log, sizeof log, &status) < 0) {

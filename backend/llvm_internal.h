@@ -35,6 +35,9 @@ struct KpCodegen {
     LLVMModuleRef mod;          /* NULL once the JIT took it */
     LLVMTargetMachineRef tm;
     struct KpKernelList *kernels;   /* with keep_kernels: every call of every entry */
+    int jobs;                   /* KpTargetOpts.jobs */
+    int optimized;              /* the whole module went through the pipeline; 0: only
+                                   verified and mergefunc'ed (kp_llvm_objects does the rest) */
 };
 
 /* A codegen with an empty module named name for the target t (NULL:
@@ -48,6 +51,22 @@ int kp_llvm_module_finish(KpCodegen *cg, struct KpEmit *e, KpDiag *d);
  * krt_scratch, krt_scratch_shared, krt_scratch_bind) and the process's, holding cg's module
  * (which it takes).  Dispose with LLVMOrcDisposeLLJIT. */
 int kp_llvm_jit_new(KpCodegen *cg, LLVMOrcLLJITRef *out, KpDiag *d);
+
+/* cg's module (verified, mergefunc'ed, not optimized) optimized and
+ * compiled to relocatable objects in up to `jobs` partitions, each in a
+ * thread of its own (partition.c; jobs 0: kp_llvm_default_jobs).  The
+ * module is consumed.  objs must hold KP_LLVM_MAX_PARTS buffers; the
+ * caller owns them. */
+int kp_llvm_objects(KpCodegen *cg, int jobs, LLVMMemoryBufferRef *objs, int *nobjs, KpDiag *d);
+/* The CPUs this process may run on, 1..KP_LLVM_MAX_PARTS. */
+int kp_llvm_default_jobs(void);
+/* default<O{opt_level}> on mod for tm, with the vectorizers and the
+ * unroller as karpc sets them; -1 with the message in msg. */
+int kp_llvm_run_pipeline(LLVMModuleRef mod, LLVMTargetMachineRef tm, int opt_level,
+                         char *msg, size_t cap);
+/* The whole module optimized in place (for --emit and the node JIT), if
+ * it is not yet. */
+int kp_llvm_optimize(KpCodegen *cg, KpDiag *d);
 
 /* Fill cfg from t (NULL: host, O3): CPU, features, vector width and the
  * descriptor's feature list.  Free with kp_llvm_target_config_free. */

@@ -3,6 +3,10 @@
  * to a file (written whole or not at all: runtime/atomic_file.h) or, for
  * the path "-", to stdout.
  *
+ * kp_llvm_write_objects writes the objects of the parallel partitions
+ * (partition.c) that model.so is linked from; --emit=llvm|asm|obj
+ * print the whole module, optimized as one.
+ *
  * Assembly and objects are emitted from a copy of the module: LLVM's code
  * generation passes rewrite the IR they run on, and the module may still
  * go to the JIT afterwards.
@@ -78,7 +82,34 @@ int kp_llvm_emit_file(KpCodegen *cg, KpEmitKind kind, const char *path, KpDiag *
 {
     if (!cg || !cg->mod)
         return kp_error(d, "internal error: no module to emit (already given to the JIT?)");
+    if (kp_llvm_optimize(cg, d) < 0)
+        return -1;
     if (kind == KP_EMIT_LLVM)
         return emit_llvm(cg, path, d);
     return emit_machine(cg, kind == KP_EMIT_ASM ? LLVMAssemblyFile : LLVMObjectFile, path, d);
+}
+
+int kp_llvm_write_objects(KpCodegen *cg, const char *stem, int *nobjs, KpDiag *d)
+{
+    LLVMMemoryBufferRef objs[KP_LLVM_MAX_PARTS];
+    *nobjs = 0;
+    int n = 0;
+    if (kp_llvm_objects(cg, cg->jobs, objs, &n, d) < 0)
+        return -1;
+    int rc = 0;
+    size_t cap = strlen(stem) + 16;
+    char *path = malloc(cap);
+    if (!path)
+        rc = kp_error(d, "out of memory");
+    for (int i = 0; i < n; i++) {
+        if (rc == 0) {
+            snprintf(path, cap, "%s.%d.o", stem, i);
+            rc = write_file(path, LLVMGetBufferStart(objs[i]), LLVMGetBufferSize(objs[i]), d);
+            if (rc == 0)
+                *nobjs = i + 1;
+        }
+        LLVMDisposeMemoryBuffer(objs[i]);
+    }
+    free(path);
+    return rc;
 }

@@ -79,6 +79,11 @@ static int parse_args(int argc, char **argv, CompileArgs *a)
         } else if ((v = take(argc, argv, &i, "--batch"))) {
             if (kp_cli_int("--batch", v, 1, 65536, &a->batch))
                 return 1;
+        } else if ((v = take(argc, argv, &i, "--jobs"))) {
+            long jobs;
+            if (kp_cli_int("--jobs", v, 1, KP_LLVM_MAX_PARTS, &jobs))
+                return 1;
+            a->target.jobs = (int)jobs;
         } else if (strlen(s) == 3 && s[0] == '-' && s[1] == 'O' && s[2] >= '0' && s[2] <= '3') {
             a->target.opt_level = s[2] - '0';
         } else if (strcmp(s, "--no-fuse") == 0) {
@@ -136,24 +141,29 @@ static int emit_graph_text(const KpProgram *p, const CompileArgs *a)
     return 0;
 }
 
-/* Object in a temporary file next to the output, then the link. */
+/* Objects (one per partition) in temporary files next to the output, then
+ * the link. */
 static int build_shared(KpCodegen *cg, const CompileArgs *a, KpDiag *d, double *t_obj,
                         double *t_link)
 {
     size_t n = strlen(a->out) + 32;
-    char *obj = malloc(n);
-    if (!obj)
-        return kp_cli_fail("out of memory");
-    snprintf(obj, n, "%s.%ld.o", a->out, (long)getpid());
+    char stem[KP_LLVM_MAX_PARTS + 1][n];
+    const char *objs[KP_LLVM_MAX_PARTS];
+    snprintf(stem[0], n, "%s.%ld", a->out, (long)getpid());
     double t0 = kp_cli_now();
-    int rc = kp_llvm_emit_file(cg, KP_EMIT_OBJ, obj, d);
+    int nobjs = 0;
+    int rc = kp_llvm_write_objects(cg, stem[0], &nobjs, d);
     double t1 = kp_cli_now();
+    for (int i = 0; i < nobjs; i++) {
+        snprintf(stem[i + 1], n, "%s.%d.o", stem[0], i);
+        objs[i] = stem[i + 1];
+    }
     if (rc == 0)
-        rc = kp_link_shared(obj, a->out, a->runtime_lib, d);
+        rc = kp_link_shared(objs, nobjs, a->out, a->runtime_lib, d);
     *t_obj = t1 - t0;
     *t_link = kp_cli_now() - t1;
-    unlink(obj);
-    free(obj);
+    for (int i = 0; i < nobjs; i++)
+        unlink(objs[i]);
     return rc;
 }
 

@@ -13,7 +13,7 @@ static const char usage[] =
     "usage: karpc model.json -o model.so [--header model.h] [-O0..3]\n"
     "             [--emit=ir|dot|llvm|asm|obj] [--dump-after=PASS] [--no-fuse] [--no-layout]\n"
     "             [--no-memplan] [--no-fold] [--no-group] [--target-cpu=CPU]\n"
-    "             [--target-features=+f,-g] [--batch N] [--stats]\n"
+    "             [--target-features=+f,-g] [--batch N] [--jobs N] [--stats]\n"
     "       PASS: shapes, verify, autodiff, simplify, fold, fusion, layout, group, memplan\n"
     "             (--emit=dot with --dump-after prints Graphviz)\n"
     "       karpc train model.json|model.so --data SPEC [--epochs N] [--batch N] [--threads N]\n"

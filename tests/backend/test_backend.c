@@ -480,11 +480,11 @@ START_TEST(test_header_and_emit)
     /* link errors are reported with cc's words, and nothing is left behind */
     char so[600];
     snprintf(so, sizeof so, "%s/bad.so", tmpdir);
-    ck_assert_int_eq(kp_link_shared(src, so, NULL, &d), -1);
+    ck_assert_int_eq(kp_link_shared((const char *[]){src}, 1, so, NULL, &d), -1);
     ck_assert_ptr_nonnull(strstr(d.msg, "bad.so: linking failed:"));
     ck_assert_int_ne(access(so, F_OK), 0);
     kp_diag_init(&d);
-    ck_assert_int_eq(kp_link_shared(out, so, "/nonexistent/libkarprt.a", &d), -1);
+    ck_assert_int_eq(kp_link_shared((const char *[]){out}, 1, so, "/nonexistent/libkarprt.a", &d), -1);
     ck_assert_ptr_nonnull(strstr(d.msg, "/nonexistent/libkarprt.a: cannot read"));
 
     kp_llvm_free(cg);

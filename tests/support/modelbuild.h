@@ -11,6 +11,7 @@
 
 #include <check.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "include/karpc.h"
@@ -34,11 +35,22 @@ static inline void kp_test_build_model(const char *dir, const char *name, const 
     ck_assert_msg(kp_build_program(path, NULL, 0, prog, &d) == 0, "%s\n%s", d.msg, json);
     KpTargetOpts t = {.opt_level = opt_level};
     KpCodegen *cg = NULL;
-    ck_assert_msg(kp_llvm_codegen(prog, &t, &cg, &d) == 0, "%s\n%s", d.msg, json);
-    if (so) {
-        ck_assert_msg(kp_llvm_emit_file(cg, KP_EMIT_OBJ, obj, &d) == 0, "%s", d.msg);
-        ck_assert_msg(kp_link_shared(obj, lib, NULL, &d) == 0, "%s", d.msg);
+    if (so) {   /* model.so as karpc -o builds it: objects of the partitions */
+        ck_assert_msg(kp_llvm_codegen(prog, &t, &cg, &d) == 0, "%s\n%s", d.msg, json);
+        int nobj = 0;
+        ck_assert_msg(kp_llvm_write_objects(cg, obj, &nobj, &d) == 0, "%s", d.msg);
+        kp_llvm_free(cg);
+        char objs[KP_LLVM_MAX_PARTS][600];
+        const char *objv[KP_LLVM_MAX_PARTS];
+        for (int i = 0; i < nobj; i++) {
+            snprintf(objs[i], sizeof objs[i], "%s.%d.o", obj, i);
+            objv[i] = objs[i];
+        }
+        ck_assert_msg(kp_link_shared(objv, nobj, lib, NULL, &d) == 0, "%s", d.msg);
+        for (int i = 0; i < nobj; i++)
+            unlink(objs[i]);
     }
+    ck_assert_msg(kp_llvm_codegen(prog, &t, &cg, &d) == 0, "%s\n%s", d.msg, json);
     ck_assert_msg(kp_llvm_jit(cg, jit, &d) == 0, "%s", d.msg);
     kp_llvm_free(cg);
     if (so) {

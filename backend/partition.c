@@ -1,0 +1,405 @@
+/*
+ * partition.c — the module to machine code in parallel: split into
+ * partitions by function, each optimized and compiled to an object in a
+ * thread of its own, with its own LLVM context and target machine.
+ *
+ * LLVM spends nearly all of a model's compile time in function passes and
+ * instruction selection, one function at a time, and a model has tens to
+ * hundreds of kernel functions.  So
+ *
+ *   module --mergefunc--> bitcode ──parse──> partition 1: foreign bodies
+ *      │                                      dropped -> O2 -> object (thread)
+ *      └─ (in place) ──────────────────────> partition 0: likewise (caller)
+ *
+ * What goes together: a function and everything it references except
+ * the node functions it calls (noinline: entries and groups call node
+ * functions, which never inline), so a node function, its parallel-loop
+ * bodies and their helpers stay in one partition.  Functions a global's
+ * initializer points at (the descriptor's entries) and the globals go to
+ * partition 0.  The pieces are dealt out largest first to the lightest
+ * partition, sized by instruction count.
+ *
+ * A local function referenced from another partition becomes external
+ * with hidden visibility under its own (module-unique) name: the objects
+ * link to each other in the JIT's one JITDylib and in model.so, and
+ * nothing new is exported.  Local constants are copied into every
+ * partition (unused copies are dropped by the pipeline's globaldce); any
+ * other global lives in partition 0 and is declared elsewhere.
+ *
+ * Only cross-partition calls lose what internal linkage gave them (a
+ * private calling convention, dead-argument elimination): kernels are
+ * node functions called once per run, their loops are untouched.
+ */
+#define _GNU_SOURCE             /* sched_getaffinity */
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <llvm-c/BitReader.h>
+#include <llvm-c/BitWriter.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+
+#include "llvm_internal.h"
+
+#define MAX_PARTS KP_LLVM_MAX_PARTS
+
+int kp_llvm_default_jobs(void)
+{
+    cpu_set_t set;
+    int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+    return n < 1 ? 1 : n > MAX_PARTS ? MAX_PARTS : n;
+}
+
+int kp_llvm_run_pipeline(LLVMModuleRef mod, LLVMTargetMachineRef tm, int opt_level,
+                         char *msg, size_t cap)
+{
+    char pipeline[32];
+    snprintf(pipeline, sizeof pipeline, "default<O%d>", opt_level);
+    LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+    LLVMPassBuilderOptionsSetLoopVectorization(po, opt_level >= 2);
+    LLVMPassBuilderOptionsSetSLPVectorization(po, opt_level >= 2);
+    LLVMPassBuilderOptionsSetLoopUnrolling(po, opt_level >= 2);
+    LLVMErrorRef err = LLVMRunPasses(mod, pipeline, tm, po);
+    LLVMDisposePassBuilderOptions(po);
+    if (!err)
+        return 0;
+    char *m = LLVMGetErrorMessage(err);
+    snprintf(msg, cap, "%s", m);
+    LLVMDisposeErrorMessage(m);
+    return -1;
+}
+
+/* ---- which function goes where ---------------------------------------- */
+
+typedef struct Plan {
+    int nfn;
+    LLVMValueRef *fn;           /* the module's functions, in order */
+    int *part;                  /* each one's partition; -1: a declaration */
+    char *exported;             /* local, referenced from another partition */
+    int nparts;
+} Plan;
+
+static int fn_index(const Plan *pl, LLVMValueRef f)
+{
+    for (int i = 0; i < pl->nfn; i++)   /* a hundred or so functions: a scan will do */
+        if (pl->fn[i] == f)
+            return i;
+    return -1;
+}
+
+static int find(int *up, int i)
+{
+    while (up[i] != i)
+        i = up[i] = up[up[i]];
+    return i;
+}
+
+static int is_noinline(LLVMValueRef f)
+{
+    unsigned kind = LLVMGetEnumAttributeKindForName("noinline", 8);
+    return LLVMGetEnumAttributeAtIndex(f, LLVMAttributeFunctionIndex, kind) != NULL;
+}
+
+/* Every function that uses v (through constant expressions), passed to
+ * visit(ctx, user function, is-a-direct-call); a use in a global's
+ * initializer as user NULL. */
+typedef void (*UseFn)(void *ctx, LLVMValueRef v, LLVMValueRef user_fn, int call);
+
+static void visit_uses(LLVMValueRef v, LLVMValueRef top, UseFn visit, void *ctx)
+{
+    for (LLVMUseRef u = LLVMGetFirstUse(v); u; u = LLVMGetNextUse(u)) {
+        LLVMValueRef user = LLVMGetUser(u);
+        if (LLVMIsAInstruction(user)) {
+            LLVMValueRef f = LLVMGetBasicBlockParent(LLVMGetInstructionParent(user));
+            int call = LLVMIsACallInst(user) && LLVMGetCalledValue(user) == v;
+            visit(ctx, top, f, call);
+        } else if (LLVMIsAGlobalValue(user)) {
+            visit(ctx, top, NULL, 0);
+        } else {
+            visit_uses(user, top, visit, ctx);   /* a constant: look through it */
+        }
+    }
+}
+
+typedef struct UnionCtx {
+    Plan *pl;
+    int *up;
+    char *pinned;               /* referenced by a global's initializer */
+} UnionCtx;
+
+static void union_use(void *ctx, LLVMValueRef callee, LLVMValueRef user_fn, int call)
+{
+    UnionCtx *c = ctx;
+    int i = fn_index(c->pl, callee);
+    if (!user_fn) {
+        c->pinned[i] = 1;
+        return;
+    }
+    if (call && is_noinline(callee))
+        return;
+    int j = fn_index(c->pl, user_fn);
+    c->up[find(c->up, i)] = find(c->up, j);
+}
+
+static void export_use(void *ctx, LLVMValueRef callee, LLVMValueRef user_fn, int call)
+{
+    (void)call;
+    Plan *pl = ctx;
+    int i = fn_index(pl, callee);
+    int pu = user_fn ? pl->part[fn_index(pl, user_fn)] : 0;
+    if (pu != pl->part[i])
+        pl->exported[i] = 1;
+}
+
+static int64_t fn_size(LLVMValueRef f)
+{
+    int64_t n = 0;
+    for (LLVMBasicBlockRef b = LLVMGetFirstBasicBlock(f); b; b = LLVMGetNextBasicBlock(b))
+        for (LLVMValueRef i = LLVMGetFirstInstruction(b); i; i = LLVMGetNextInstruction(i))
+            n++;
+    return n;
+}
+
+static void plan_free(Plan *pl)
+{
+    free(pl->fn);
+    free(pl->part);
+    free(pl->exported);
+}
+
+/* Group the functions of mod and deal the groups out to at most nparts
+ * partitions (fewer when there are fewer groups). */
+static int plan_parts(LLVMModuleRef mod, int nparts, Plan *pl)
+{
+    memset(pl, 0, sizeof *pl);
+    for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f))
+        pl->nfn++;
+    size_t n = (size_t)pl->nfn + 1;
+    pl->fn = calloc(n, sizeof *pl->fn);
+    pl->part = calloc(n, sizeof *pl->part);
+    pl->exported = calloc(n, 1);
+    int *up = calloc(n, sizeof *up);
+    char *pinned = calloc(n, 1);
+    int64_t *size = calloc(n, sizeof *size);
+    int *order = calloc(n, sizeof *order);
+    if (!pl->fn || !pl->part || !pl->exported || !up || !pinned || !size || !order) {
+        free(up), free(pinned), free(size), free(order);
+        plan_free(pl);
+        return -1;
+    }
+    int k = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f))
+        pl->fn[k++] = f;
+    for (int i = 0; i < pl->nfn; i++)
+        up[i] = i;
+    UnionCtx uc = {pl, up, pinned};
+    for (int i = 0; i < pl->nfn; i++)
+        if (!LLVMIsDeclaration(pl->fn[i]))
+            visit_uses(pl->fn[i], pl->fn[i], union_use, &uc);
+    /* each group's size at its root; pinned groups count as partition 0's */
+    int ngroups = 0;
+    for (int i = 0; i < pl->nfn; i++)
+        if (!LLVMIsDeclaration(pl->fn[i]))
+            size[find(up, i)] += fn_size(pl->fn[i]);
+    for (int i = 0; i < pl->nfn; i++)
+        if (pinned[i])
+            pinned[find(up, i)] = 1;
+    for (int i = 0; i < pl->nfn; i++)
+        if (!LLVMIsDeclaration(pl->fn[i]) && find(up, i) == i && !pinned[i])
+            order[ngroups++] = i;
+    /* largest first (insertion sort: ties keep module order, so the
+     * partitioning does not depend on the sort) */
+    for (int a = 1; a < ngroups; a++)
+        for (int b = a; b > 0 && size[order[b]] > size[order[b - 1]]; b--) {
+            int t = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = t;
+        }
+    pl->nparts = nparts < 1 ? 1 : nparts > MAX_PARTS ? MAX_PARTS : nparts;
+    if (pl->nparts > ngroups + 1)
+        pl->nparts = ngroups + 1;
+    int64_t load[MAX_PARTS] = {0};
+    for (int i = 0; i < pl->nfn; i++)
+        if (!LLVMIsDeclaration(pl->fn[i]) && find(up, i) == i && pinned[i])
+            load[0] += size[i];
+    int *where = calloc(n, sizeof *where);
+    if (!where) {
+        free(up), free(pinned), free(size), free(order);
+        plan_free(pl);
+        return -1;
+    }
+    for (int g = 0; g < ngroups; g++) {
+        int best = 0;
+        for (int p = 1; p < pl->nparts; p++)
+            if (load[p] < load[best])
+                best = p;
+        where[order[g]] = best;
+        load[best] += size[order[g]];
+    }
+    for (int i = 0; i < pl->nfn; i++)
+        pl->part[i] = LLVMIsDeclaration(pl->fn[i]) ? -1 : where[find(up, i)];
+    for (int i = 0; i < pl->nfn; i++) {
+        LLVMLinkage l = LLVMGetLinkage(pl->fn[i]);
+        if (pl->part[i] >= 0 && (l == LLVMInternalLinkage || l == LLVMPrivateLinkage))
+            visit_uses(pl->fn[i], pl->fn[i], export_use, pl);
+    }
+    free(up), free(pinned), free(size), free(order), free(where);
+    return 0;
+}
+
+/* ---- one partition ------------------------------------------------------ */
+
+/* f becomes a declaration: every instruction's value replaced by poison
+ * (they may use each other across blocks), then the instructions and the
+ * blocks deleted. */
+static void drop_body(LLVMValueRef f)
+{
+    for (LLVMBasicBlockRef b = LLVMGetFirstBasicBlock(f); b; b = LLVMGetNextBasicBlock(b))
+        for (LLVMValueRef i = LLVMGetFirstInstruction(b); i; i = LLVMGetNextInstruction(i))
+            if (LLVMGetTypeKind(LLVMTypeOf(i)) != LLVMVoidTypeKind)
+                LLVMReplaceAllUsesWith(i, LLVMGetPoison(LLVMTypeOf(i)));
+    for (LLVMBasicBlockRef b = LLVMGetFirstBasicBlock(f); b; b = LLVMGetNextBasicBlock(b)) {
+        LLVMValueRef i;
+        while ((i = LLVMGetLastInstruction(b)))
+            LLVMInstructionEraseFromParent(i);
+    }
+    LLVMBasicBlockRef b;
+    while ((b = LLVMGetFirstBasicBlock(f)))
+        LLVMDeleteBasicBlock(b);
+    LLVMSetLinkage(f, LLVMExternalLinkage);
+}
+
+static void make_hidden(LLVMValueRef g)
+{
+    LLVMSetLinkage(g, LLVMExternalLinkage);
+    LLVMSetVisibility(g, LLVMHiddenVisibility);
+    LLVMSetUnnamedAddress(g, LLVMNoUnnamedAddr);
+}
+
+/* mod (a copy of the planned module, functions in the same order) cut
+ * down to partition p. */
+static void cut_partition(LLVMModuleRef mod, const Plan *pl, int p)
+{
+    int k = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f), k++) {
+        if (pl->part[k] >= 0 && pl->part[k] != p)
+            drop_body(f);
+        if (pl->exported[k])
+            make_hidden(f);
+    }
+    /* the other partitions' functions nothing here calls go (the order
+     * still matches the plan's: nothing was deleted above) */
+    k = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(mod), next; f; f = next, k++) {
+        next = LLVMGetNextFunction(f);
+        if (pl->part[k] >= 0 && pl->part[k] != p && !LLVMGetFirstUse(f))
+            LLVMDeleteFunction(f);
+    }
+    for (LLVMValueRef g = LLVMGetFirstGlobal(mod); g; g = LLVMGetNextGlobal(g)) {
+        if (LLVMIsDeclaration(g))
+            continue;
+        LLVMLinkage l = LLVMGetLinkage(g);
+        int local = l == LLVMInternalLinkage || l == LLVMPrivateLinkage;
+        if (local && LLVMIsGlobalConstant(g))
+            continue;   /* a copy in every partition */
+        if (local)
+            make_hidden(g);
+        if (p != 0) {
+            LLVMSetInitializer(g, NULL);
+            LLVMSetLinkage(g, LLVMExternalLinkage);
+        }
+    }
+}
+
+typedef struct Job {
+    const Plan *pl;
+    int part;
+    LLVMModuleRef mod;          /* partition 0: the codegen's module, cut in place */
+    LLVMMemoryBufferRef bitcode;    /* the others parse this */
+    LLVMTargetMachineRef tm;
+    int opt_level;
+    LLVMMemoryBufferRef obj;    /* out */
+    char err[512];              /* out, when obj is NULL */
+} Job;
+
+static void *run_job(void *arg)
+{
+    Job *j = arg;
+    LLVMContextRef ctx = NULL;
+    if (!j->mod) {
+        ctx = LLVMContextCreate();
+        if (LLVMParseBitcodeInContext2(ctx, j->bitcode, &j->mod)) {
+            snprintf(j->err, sizeof j->err, "cannot read back the module's bitcode");
+            LLVMContextDispose(ctx);
+            return NULL;
+        }
+    }
+    cut_partition(j->mod, j->pl, j->part);
+    char *msg = NULL;
+    if (kp_llvm_run_pipeline(j->mod, j->tm, j->opt_level, j->err, sizeof j->err) == 0 &&
+        LLVMTargetMachineEmitToMemoryBuffer(j->tm, j->mod, LLVMObjectFile, &msg, &j->obj)) {
+        snprintf(j->err, sizeof j->err, "code generation failed: %s", msg ? msg : "?");
+        j->obj = NULL;
+    }
+    LLVMDisposeMessage(msg);
+    if (ctx) {
+        LLVMDisposeModule(j->mod);
+        LLVMContextDispose(ctx);
+        j->mod = NULL;
+    }
+    return NULL;
+}
+
+int kp_llvm_objects(KpCodegen *cg, int jobs, LLVMMemoryBufferRef *objs, int *nobjs, KpDiag *d)
+{
+    *nobjs = 0;
+    if (!cg || !cg->mod)
+        return kp_error(d, "internal error: no module to compile");
+    Plan pl;
+    if (plan_parts(cg->mod, jobs > 0 ? jobs : kp_llvm_default_jobs(), &pl) < 0)
+        return kp_error(d, "out of memory");
+    Job job[MAX_PARTS];
+    memset(job, 0, sizeof job);
+    LLVMMemoryBufferRef bc = pl.nparts > 1 ? LLVMWriteBitcodeToMemoryBuffer(cg->mod) : NULL;
+    int rc = 0;
+    for (int p = 0; p < pl.nparts && rc == 0; p++) {
+        job[p] = (Job){.pl = &pl, .part = p, .bitcode = bc, .opt_level = cg->cfg.opt_level};
+        if (!(job[p].tm = p == 0 ? cg->tm : kp_llvm_target_machine(&cg->cfg, d)))
+            rc = -1;
+    }
+    job[0].mod = cg->mod;
+    pthread_t tid[MAX_PARTS];
+    int started[MAX_PARTS] = {0};
+    for (int p = 1; p < pl.nparts && rc == 0; p++)
+        started[p] = pthread_create(&tid[p], NULL, run_job, &job[p]) == 0;
+    if (rc == 0)
+        run_job(&job[0]);
+    for (int p = 1; p < pl.nparts; p++) {
+        if (started[p])
+            pthread_join(tid[p], NULL);
+        else if (rc == 0)
+            run_job(&job[p]);   /* no thread to be had: here, then */
+    }
+    /* the codegen's module was partition 0, cut: no use to anyone now */
+    LLVMDisposeModule(cg->mod);
+    cg->mod = NULL;
+    for (int p = 0; p < pl.nparts; p++) {
+        if (rc == 0 && !job[p].obj)
+            rc = kp_error(d, "internal error: partition %d of %d: %s", p, pl.nparts, job[p].err);
+        if (job[p].tm && p > 0)
+            LLVMDisposeTargetMachine(job[p].tm);
+    }
+    for (int p = 0; p < pl.nparts; p++) {
+        if (rc == 0)
+            objs[(*nobjs)++] = job[p].obj;
+        else if (job[p].obj)
+            LLVMDisposeMemoryBuffer(job[p].obj);
+    }
+    if (bc)
+        LLVMDisposeMemoryBuffer(bc);
+    plan_free(&pl);
+    return rc;
+}
