@@ -8,12 +8,10 @@
  */
 #include <math.h>
 #include <omp.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/mman.h>
 
 #include "data.h"
 #include "model.h"
@@ -247,57 +245,13 @@ static int check_memory(const KarpModelDesc *d, const char *what, karp_error *er
 }
 
 /* 64-byte aligned, at least 64 bytes, zeroed. */
-/*
- * A model's slabs are zeroed, and they are large (tens of MB for a CNN's
- * training workspace and optimizer state).  memset on malloc'ed memory
- * faults in and writes every page at karp_compile / karp_open time, a
- * tenth of a convolutional model's JIT compile time; fresh anonymous
- * mappings are zero already and pay for a page only when the model first
- * touches it.  So a slab of SLAB_MMAP bytes or more is its own mapping;
- * smaller ones come from calloc.  Either way the 64 bytes before the
- * slab hold how to give it back.
- */
-#define SLAB_HEAD 64
-#define SLAB_MMAP ((size_t)1 << 20)
-
-typedef struct SlabHead {
-    void *base;                 /* what calloc or mmap returned */
-    size_t mapped;              /* the mapping's length; 0: from calloc */
-} SlabHead;
-
 static void *alloc_slab(int64_t bytes)
 {
     size_t n = bytes < 64 ? 64 : ((size_t)bytes + 63) & ~(size_t)63;
-    char *base, *p;
-    size_t mapped = 0;
-    if (n >= SLAB_MMAP) {
-        mapped = n + 4096;      /* the head in a page of its own keeps p page-aligned */
-        base = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (base == MAP_FAILED)
-            return NULL;
-        p = base + 4096;
-    } else {
-        base = calloc(1, n + 2 * SLAB_HEAD);
-        if (!base)
-            return NULL;
-        p = (char *)(((uintptr_t)base + 2 * SLAB_HEAD) & ~(uintptr_t)(SLAB_HEAD - 1));
-    }
-    SlabHead *h = (SlabHead *)(p - SLAB_HEAD);
-    h->base = base;
-    h->mapped = mapped;
+    void *p = aligned_alloc(64, n);
+    if (p)
+        memset(p, 0, n);
     return p;
-}
-
-/* Give back a slab of alloc_slab (NULL accepted). */
-static void free_slab(void *p)
-{
-    if (!p)
-        return;
-    SlabHead *h = (SlabHead *)((char *)p - SLAB_HEAD);
-    if (h->mapped)
-        munmap(h->base, h->mapped);
-    else
-        free(h->base);
 }
 
 /* One idle inference workspace on the model's free list, with the
@@ -324,24 +278,24 @@ static void free_blocks(karp_model *m)
 {
     if (!m)
         return;
-    free_slab(m->params);
+    free(m->params);
     /* every workspace is idle now (karp_close must not race karp_infer) */
     int own_ws = 0;
     while (m->ws_free) {
         KpWsNode *node = m->ws_free;
         m->ws_free = node->next;
         own_ws |= node->mem == m->ws;
-        free_slab(node->mem);
+        free(node->mem);
         kp_rt_scratch_free(&node->scratch);
         free(node);
     }
     if (!own_ws)
-        free_slab(m->ws);
-    free_slab(m->prep);
-    free_slab(m->grads);
-    free_slab(m->opt);
-    free_slab(m->tws);
-    free_slab(m->last_x);
+        free(m->ws);
+    free(m->prep);
+    free(m->grads);
+    free(m->opt);
+    free(m->tws);
+    free(m->last_x);
     kp_rt_scratch_free(&m->train_scratch);
     kp_rt_meta_free(&m->meta);
 }
