@@ -147,16 +147,16 @@ static int build_shared(KpCodegen *cg, const CompileArgs *a, KpDiag *d, double *
                         double *t_link)
 {
     size_t n = strlen(a->out) + 32;
-    char stem[KP_LLVM_MAX_PARTS + 1][n];
+    char stem[n], names[KP_LLVM_MAX_PARTS][n];
     const char *objs[KP_LLVM_MAX_PARTS];
-    snprintf(stem[0], n, "%s.%ld", a->out, (long)getpid());
+    snprintf(stem, n, "%s.%ld", a->out, (long)getpid());
     double t0 = kp_cli_now();
     int nobjs = 0;
-    int rc = kp_llvm_write_objects(cg, stem[0], &nobjs, d);
+    int rc = kp_llvm_write_objects(cg, stem, &nobjs, d);
     double t1 = kp_cli_now();
     for (int i = 0; i < nobjs; i++) {
-        snprintf(stem[i + 1], n, "%s.%d.o", stem[0], i);
-        objs[i] = stem[i + 1];
+        snprintf(names[i], n, "%s.%d.o", stem, i);
+        objs[i] = names[i];
     }
     if (rc == 0)
         rc = kp_link_shared(objs, nobjs, a->out, a->runtime_lib, d);
