@@ -82,6 +82,24 @@ int kp_node_takes_seed(const KpNode *n);
 
 /* --- constants and types --------------------------------------------- */
 LLVMValueRef kp_i64(KpEmit *e, int64_t v);
+/* i64 index arithmetic (nsw): a + b; a + c and a * c, a itself when c
+ * is 0 (add) or 1 (mul), so constant strides cost nothing in the IR. */
+LLVMValueRef kp_iadd(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef kp_iaddc(KpEmit *e, LLVMValueRef a, int64_t c);
+LLVMValueRef kp_imulc(KpEmit *e, LLVMValueRef a, int64_t c);
+/* if (cond) { ... } around what the caller emits between the two calls:
+ * kp_if_begin leaves the builder in the then-block and returns the join
+ * block that kp_if_end branches to and continues in. */
+LLVMBasicBlockRef kp_if_begin(KpEmit *e, LLVMValueRef cond, const char *name);
+void kp_if_end(KpEmit *e, LLVMBasicBlockRef join);
+static inline int64_t kp_ceil_div(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+static inline int64_t kp_round_up(int64_t a, int64_t b)
+{
+    return kp_ceil_div(a, b) * b;
+}
 LLVMValueRef kp_i32(KpEmit *e, int32_t v);
 /* A float constant of type ty (float or a vector of float: splatted). */
 LLVMValueRef kp_fconst(LLVMTypeRef ty, double v);

@@ -51,24 +51,9 @@ typedef struct Read {
     LLVMValueRef src[2];        /* stride 2: the source lanes of the two loads */
 } Read;
 
-static LLVMValueRef add(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
-{
-    return LLVMBuildNSWAdd(e->b, a, b, "");
-}
-
 static LLVMValueRef sub(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
 {
     return LLVMBuildNSWSub(e->b, a, b, "");
-}
-
-static LLVMValueRef addc(KpEmit *e, LLVMValueRef a, int64_t c)
-{
-    return c == 0 ? a : LLVMBuildNSWAdd(e->b, a, kp_i64(e, c), "");
-}
-
-static LLVMValueRef mulc(KpEmit *e, LLVMValueRef a, int64_t c)
-{
-    return c == 1 ? a : LLVMBuildNSWMul(e->b, a, kp_i64(e, c), "");
 }
 
 static LLVMValueRef udivc(KpEmit *e, LLVMValueRef a, int64_t c)
@@ -130,7 +115,7 @@ static void segments(KpEmit *e, const KpConvCols *s, LLVMValueRef j, LLVMValueRe
     LLVMValueRef l = kp_min_i64(e, smax(e, lim, kp_i64(e, 0)), kp_i64(e, e->vw));
     LLVMValueRef row = udivc(e, j, s->ow), ox0 = uremc(e, j, s->ow);
     for (int k = 0; k < sg->n; k++) {
-        LLVMValueRef r = addc(e, row, k);
+        LLVMValueRef r = kp_iaddc(e, row, k);
         sg->g[k] = udivc(e, r, s->oh);
         sg->oy[k] = uremc(e, r, s->oh);
         sg->qa[k] = k == 0 ? kp_i64(e, 0) : kp_min_i64(e, l, sub(e, kp_i64(e, k * s->ow), ox0));
@@ -144,17 +129,17 @@ static void segments(KpEmit *e, const KpConvCols *s, LLVMValueRef j, LLVMValueRe
 static Read seg_read(KpEmit *e, const KpConvCols *s, const Segs *sg, int k, LLVMValueRef ky,
                      LLVMValueRef kx)
 {
-    LLVMValueRef iy = add(e, addc(e, mulc(e, sg->oy[k], s->sh), -s->pt), mulc(e, ky, s->dh));
+    LLVMValueRef iy = kp_iadd(e, kp_iaddc(e, kp_imulc(e, sg->oy[k], s->sh), -s->pt), kp_imulc(e, ky, s->dh));
     LLVMValueRef row_in = LLVMBuildICmp(e->b, LLVMIntULT, iy, kp_i64(e, s->h), "");
-    LLVMValueRef e0 = add(e, addc(e, mulc(e, sub(e, sg->ox[k], sg->qa[k]), s->sw), -s->pl),
-                          mulc(e, kx, s->dw));
+    LLVMValueRef e0 = kp_iadd(e, kp_iaddc(e, kp_imulc(e, sub(e, sg->ox[k], sg->qa[k]), s->sw), -s->pl),
+                          kp_imulc(e, kx, s->dw));
     LLVMValueRef ix = LLVMBuildAdd(e->b, splat_i32(e, e0), iota(e, s->sw), "");
     LLVMValueRef col_in = LLVMBuildICmp(e->b, LLVMIntULT, ix, splat_i32(e, kp_i64(e, s->w)), "");
     LLVMValueRef mask = LLVMBuildAnd(e->b, lanes_in(e, sg->qa[k], sg->qb[k]), col_in, "");
     Read r;
     LLVMValueRef none = LLVMConstNull(LLVMTypeOf(mask));
     r.mask = LLVMBuildSelect(e->b, row_in, mask, none, "");
-    r.off = add(e, add(e, mulc(e, sg->g[k], s->c * s->h * s->w), mulc(e, iy, s->w)), e0);
+    r.off = kp_iadd(e, kp_iadd(e, kp_imulc(e, sg->g[k], s->c * s->h * s->w), kp_imulc(e, iy, s->w)), e0);
     if (s->sw == 2) {
         /* source float i of load h (columns e0 + h*vw + i) is lane (h*vw + i)/2's, if even */
         for (int h = 0; h < 2; h++) {
@@ -185,7 +170,7 @@ static LLVMValueRef read_px(KpEmit *e, const KpConvCols *s, LLVMValueRef X, cons
 {
     LLVMValueRef v = kp_fconst(e->vec, 0.0);
     for (int k = 0; k < n; k++) {
-        LLVMValueRef at = add(e, r[k].off, choff);
+        LLVMValueRef at = kp_iadd(e, r[k].off, choff);
         /* masked-off lanes may lie outside X: a plain GEP */
         LLVMValueRef ptr = LLVMBuildGEP2(e->b, e->f32, X, &at, 1, "");
         if (s->sw == 1) {
@@ -219,7 +204,7 @@ static LLVMValueRef read_px(KpEmit *e, const KpConvCols *s, LLVMValueRef X, cons
 
 static LLVMValueRef ceil_div(KpEmit *e, LLVMValueRef a, int64_t b)
 {
-    return udivc(e, addc(e, a, b - 1), b);
+    return udivc(e, kp_iaddc(e, a, b - 1), b);
 }
 
 /* Where a block goes: pixel l, tap k (both relative) at
@@ -236,10 +221,10 @@ static void channel_taps(KpEmit *e, const KpConvCols *s, LLVMValueRef X, const D
                          Read (*r)[MAXSEG], int nseg, LLVMValueRef ci, LLVMValueRef at0, bool guard)
 {
     int64_t khkw = s->kh * s->kw, hw = s->h * s->w;
-    LLVMValueRef choff = mulc(e, ci, hw);
-    LLVMValueRef k0 = sub(e, mulc(e, ci, khkw), d->k0);       /* tap 0's k in the block */
+    LLVMValueRef choff = kp_imulc(e, ci, hw);
+    LLVMValueRef k0 = sub(e, kp_imulc(e, ci, khkw), d->k0);       /* tap 0's k in the block */
     for (int64_t tap = 0; tap < khkw; tap++) {
-        LLVMValueRef kk = addc(e, k0, tap);
+        LLVMValueRef kk = kp_iaddc(e, k0, tap);
         LLVMBasicBlockRef join = NULL;
         if (guard) {
             LLVMValueRef in = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, kk, kp_i64(e, 0), ""),
@@ -251,7 +236,7 @@ static void channel_taps(KpEmit *e, const KpConvCols *s, LLVMValueRef X, const D
             LLVMPositionBuilderAtEnd(e->b, st);
         }
         LLVMValueRef x = read_px(e, s, X, r[tap], nseg, choff);
-        kp_store_vec(e, x, d->dst, add(e, at0, LLVMBuildNSWMul(e->b, kk, d->kstride, "")));
+        kp_store_vec(e, x, d->dst, kp_iadd(e, at0, LLVMBuildNSWMul(e->b, kk, d->kstride, "")));
         if (join) {
             LLVMBuildBr(e->b, join);
             LLVMPositionBuilderAtEnd(e->b, join);
@@ -266,23 +251,23 @@ void kp_conv_cols(KpEmit *e, const KpConvCols *s, LLVMValueRef X, LLVMValueRef d
     int64_t khkw = s->kh * s->kw;
     Dst d = {.dst = dst, .panel = panel, .kstride = kstride, .k0 = k0, .kc = kc};
     LLVMValueRef first = udivc(e, k0, khkw);
-    LLVMValueRef last = udivc(e, addc(e, add(e, k0, kc), -1), khkw);
+    LLVMValueRef last = udivc(e, kp_iaddc(e, kp_iadd(e, k0, kc), -1), khkw);
     KpLoop lt, lc;
     kp_loop_begin(e, &lt, kp_i64(e, 0), ceil_div(e, nl, KP_GEMM_PANEL), 1, "ct");
     for (int v = 0; v < KP_GEMM_PANEL; v += e->vw) {
-        LLVMValueRef q0 = addc(e, mulc(e, lt.iv, KP_GEMM_PANEL), v);
+        LLVMValueRef q0 = kp_iaddc(e, kp_imulc(e, lt.iv, KP_GEMM_PANEL), v);
         Segs sg;
-        segments(e, s, add(e, j, q0), sub(e, nl, q0), &sg);
+        segments(e, s, kp_iadd(e, j, q0), sub(e, nl, q0), &sg);
         Read (*r)[MAXSEG] = calloc((size_t)khkw, sizeof *r);
         for (int64_t tap = 0; tap < khkw; tap++)
             for (int k = 0; k < sg.n; k++)
                 r[tap][k] = seg_read(e, s, &sg, k, kp_i64(e, tap / s->kw), kp_i64(e, tap % s->kw));
-        LLVMValueRef at0 = add(e, LLVMBuildNSWMul(e->b, lt.iv, panel, ""), kp_i64(e, v));
-        kp_loop_begin(e, &lc, first, addc(e, last, 1), 1, "ci");
-        LLVMValueRef lo = mulc(e, lc.iv, khkw);
+        LLVMValueRef at0 = kp_iadd(e, LLVMBuildNSWMul(e->b, lt.iv, panel, ""), kp_i64(e, v));
+        kp_loop_begin(e, &lc, first, kp_iaddc(e, last, 1), 1, "ci");
+        LLVMValueRef lo = kp_imulc(e, lc.iv, khkw);
         LLVMValueRef full = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, lo, k0, ""),
-                                         LLVMBuildICmp(e->b, LLVMIntSLE, addc(e, lo, khkw),
-                                                       add(e, k0, kc), ""), "");
+                                         LLVMBuildICmp(e->b, LLVMIntSLE, kp_iaddc(e, lo, khkw),
+                                                       kp_iadd(e, k0, kc), ""), "");
         LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
         LLVMBasicBlockRef bf = LLVMAppendBasicBlockInContext(e->ctx, fn, "ch.full");
         LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(e->ctx, fn, "ch.part");
@@ -304,7 +289,7 @@ void kp_conv_cols(KpEmit *e, const KpConvCols *s, LLVMValueRef X, LLVMValueRef d
 void kp_conv_pack_cols(KpEmit *e, const KpGemmPackArgs *p, void *user)
 {
     const KpConvCols *s = user;
-    LLVMValueRef j = add(e, mulc(e, p->g, s->oh * s->ow), p->l0);
+    LLVMValueRef j = kp_iadd(e, kp_imulc(e, p->g, s->oh * s->ow), p->l0);
     kp_conv_cols(e, s, p->ka->p[s->arg], p->dst, j, p->nl, p->k0, p->kc,
                  LLVMBuildNSWMul(e->b, p->kc, kp_i64(e, p->w), ""), kp_i64(e, p->w));
 }

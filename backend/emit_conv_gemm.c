@@ -26,21 +26,6 @@
 #include "gemm_internal.h"
 #include "../ir/epilogue.h"
 
-static LLVMValueRef add(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
-{
-    return LLVMBuildNSWAdd(e->b, a, b, "");
-}
-
-static LLVMValueRef addc(KpEmit *e, LLVMValueRef a, int64_t c)
-{
-    return c == 0 ? a : LLVMBuildNSWAdd(e->b, a, kp_i64(e, c), "");
-}
-
-static LLVMValueRef mulc(KpEmit *e, LLVMValueRef a, int64_t c)
-{
-    return c == 1 ? a : LLVMBuildNSWMul(e->b, a, kp_i64(e, c), "");
-}
-
 static LLVMTypeRef ivec(KpEmit *e)
 {
     return LLVMVectorType(e->i32, (unsigned)e->vw);
@@ -78,31 +63,31 @@ static void pack_wflip(KpEmit *e, const KpGemmPackArgs *p, void *user)
 {
     const WFlip *s = user;
     LLVMValueRef W = p->ka->p[s->arg];
-    LLVMValueRef panels = LLVMBuildUDiv(e->b, addc(e, p->nl, p->w - 1), kp_i64(e, p->w), "");
+    LLVMValueRef panels = LLVMBuildUDiv(e->b, kp_iaddc(e, p->nl, p->w - 1), kp_i64(e, p->w), "");
     LLVMValueRef idx[64];
     for (int i = 0; i < e->vw; i++)
         idx[i] = kp_i32(e, (int32_t)(i * s->khkw));
     LLVMValueRef lanes = LLVMConstVector(idx, (unsigned)e->vw);
     KpLoop lk, lt;
     kp_loop_begin(e, &lk, kp_i64(e, 0), p->kc, 1, "wk");
-    LLVMValueRef k = add(e, p->k0, lk.iv);
+    LLVMValueRef k = kp_iadd(e, p->k0, lk.iv);
     LLVMValueRef f = LLVMBuildUDiv(e->b, k, kp_i64(e, s->khkw), "");
     LLVMValueRef t = LLVMBuildURem(e->b, k, kp_i64(e, s->khkw), "");
-    LLVMValueRef wf = add(e, mulc(e, f, s->c * s->khkw), LLVMBuildNSWSub(e->b, kp_i64(e, s->khkw - 1), t, ""));
+    LLVMValueRef wf = kp_iadd(e, kp_imulc(e, f, s->c * s->khkw), LLVMBuildNSWSub(e->b, kp_i64(e, s->khkw - 1), t, ""));
     kp_loop_begin(e, &lt, kp_i64(e, 0), panels, 1, "wt");
     for (int ib = 0; ib < p->w; ib += e->vw) {
-        LLVMValueRef r0 = addc(e, mulc(e, lt.iv, p->w), ib);      /* first line, relative */
+        LLVMValueRef r0 = kp_iaddc(e, kp_imulc(e, lt.iv, p->w), ib);      /* first line, relative */
         LLVMValueRef rows = LLVMBuildNSWSub(e->b, p->nl, r0, "");
         int width = p->w - ib < e->vw ? p->w - ib : e->vw;
         LLVMValueRef mask = lanes_below(e, kp_min_i64(e, rows, kp_i64(e, width)));
-        LLVMValueRef at = add(e, wf, mulc(e, add(e, p->l0, r0), s->khkw));
+        LLVMValueRef at = kp_iadd(e, wf, kp_imulc(e, kp_iadd(e, p->l0, r0), s->khkw));
         LLVMValueRef base = LLVMBuildGEP2(e->b, e->f32, W, &at, 1, "");
         LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, base, &lanes, 1, "");
         LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
         LLVMValueRef args[4] = {ptrs, kp_i32(e, 4), mask, kp_fconst(e->vec, 0.0)};
         LLVMValueRef v = kp_intrinsic(e, "llvm.masked.gather", over, 2, args, 4);
-        LLVMValueRef dst = add(e, LLVMBuildNSWMul(e->b, lt.iv, LLVMBuildNSWMul(e->b, p->kc, kp_i64(e, p->w), ""), ""),
-                               addc(e, mulc(e, lk.iv, p->w), ib));
+        LLVMValueRef dst = kp_iadd(e, LLVMBuildNSWMul(e->b, lt.iv, LLVMBuildNSWMul(e->b, p->kc, kp_i64(e, p->w), ""), ""),
+                               kp_iaddc(e, kp_imulc(e, lk.iv, p->w), ib));
         store_lanes(e, v, p->dst, dst, width);
     }
     kp_gemm_loop_end(e, &lt);

@@ -50,48 +50,6 @@ typedef struct Dot {
     int64_t acc_floats;         /* scratch: acc, then B */
 } Dot;
 
-static int64_t ceil_div(int64_t a, int64_t b)
-{
-    return (a + b - 1) / b;
-}
-
-static int64_t round_up(int64_t a, int64_t b)
-{
-    return ceil_div(a, b) * b;
-}
-
-static LLVMValueRef add(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
-{
-    return LLVMBuildNSWAdd(e->b, a, b, "");
-}
-
-static LLVMValueRef addc(KpEmit *e, LLVMValueRef a, int64_t c)
-{
-    return c == 0 ? a : LLVMBuildNSWAdd(e->b, a, kp_i64(e, c), "");
-}
-
-static LLVMValueRef mulc(KpEmit *e, LLVMValueRef a, int64_t c)
-{
-    return c == 1 ? a : LLVMBuildNSWMul(e->b, a, kp_i64(e, c), "");
-}
-
-/* if (cond) { ... }: returns the join block, the builder in the then-block */
-static LLVMBasicBlockRef if_begin(KpEmit *e, LLVMValueRef cond, const char *name)
-{
-    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
-    LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(e->ctx, fn, name);
-    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "endif");
-    LLVMBuildCondBr(e->b, cond, then, join);
-    LLVMPositionBuilderAtEnd(e->b, then);
-    return join;
-}
-
-static void if_end(KpEmit *e, LLVMBasicBlockRef join)
-{
-    LLVMBuildBr(e->b, join);
-    LLVMPositionBuilderAtEnd(e->b, join);
-}
-
 /* Costs in multiply-adds: packing one float of B (a vector of vw from
  * one or two masked loads, about 3 cycles) costs what about 6 multiply-
  * adds per lane do; a row of A read from memory once per item, 1. */
@@ -102,7 +60,7 @@ enum { PACK_COST = 6, AROW_COST = 1 };
  * krt_parallel_for cuts them. */
 static double span(const Dot *s, int64_t mb, int64_t tb, int64_t cores)
 {
-    int64_t im = ceil_div(s->m, mb), it = ceil_div(s->t, tb), items = im * it;
+    int64_t im = kp_ceil_div(s->m, mb), it = kp_ceil_div(s->t, tb), items = im * it;
     int64_t nt = items < cores ? items : cores, q = items / nt, r = items % nt, first = 0;
     double worst = 0;
     for (int64_t c = 0; c < nt; c++) {
@@ -129,16 +87,16 @@ static void plan(Dot *s, int vw)
     kp_gemm_host(&l1, &l2, &cores);
     s->mr = vw >= 16 ? 4 : 3;
     s->nr = vw >= 16 ? 6 : 3;
-    s->pb = round_up(s->npix, vw) <= 1024 ? s->npix : 1024;
+    s->pb = kp_round_up(s->npix, vw) <= 1024 ? s->npix : 1024;
     /* rows a multiple of 1 KiB apart would share L1 sets (4 KiB: every row) */
-    s->pbr = round_up(s->pb, KP_GEMM_PANEL);
+    s->pbr = kp_round_up(s->pb, KP_GEMM_PANEL);
     if (s->pbr % 256 == 0)
         s->pbr += KP_GEMM_PANEL;
     double best = -1;
-    for (int64_t it = 1; it <= ceil_div(s->t, s->nr) && it <= 64; it++) {
-        int64_t tb = round_up(ceil_div(s->t, it), s->nr);
-        for (int64_t im = 1; im <= ceil_div(s->m, s->mr) && im <= 16; im++) {
-            int64_t mb = round_up(ceil_div(s->m, im), s->mr);
+    for (int64_t it = 1; it <= kp_ceil_div(s->t, s->nr) && it <= 64; it++) {
+        int64_t tb = kp_round_up(kp_ceil_div(s->t, it), s->nr);
+        for (int64_t im = 1; im <= kp_ceil_div(s->m, s->mr) && im <= 16; im++) {
+            int64_t mb = kp_round_up(kp_ceil_div(s->m, im), s->mr);
             int64_t bytes = 4 * (mb * tb * vw + tb * s->pbr);
             if (bytes > l2 / 2 && (tb > s->nr || mb > s->mr))
                 continue;
@@ -149,8 +107,8 @@ static void plan(Dot *s, int vw)
             }
         }
     }
-    s->items_t = ceil_div(s->t, s->tb);
-    s->items_m = ceil_div(s->m, s->mb);
+    s->items_t = kp_ceil_div(s->t, s->tb);
+    s->items_m = kp_ceil_div(s->m, s->mb);
     s->acc_floats = s->mb * s->tb * vw;
 }
 
@@ -182,7 +140,7 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item *it,
     LLVMValueRef slot[8][8];
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++) {
-            LLVMValueRef at = mulc(e, add(e, mulc(e, addc(e, mm, i), s->tb), addc(e, tt, j)), e->vw);
+            LLVMValueRef at = kp_imulc(e, kp_iadd(e, kp_imulc(e, kp_iaddc(e, mm, i), s->tb), kp_iaddc(e, tt, j)), e->vw);
             slot[i][j] = kp_alloca(e, e->vec, "acc");
             LLVMValueRef init = LLVMBuildSelect(e->b, it->first, kp_fconst(e->vec, 0.0),
                                                 kp_load_vec(e, it->acc, at), "");
@@ -191,11 +149,11 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item *it,
     /* A row m + i of sample g at pixel p0; B row t + j */
     LLVMValueRef arow[8], brow[8];
     for (int i = 0; i < mr; i++) {
-        LLVMValueRef r = add(e, mulc(e, it->g, s->m), add(e, it->m0, addc(e, mm, i)));
-        arow[i] = add(e, mulc(e, r, s->npix), it->p0);
+        LLVMValueRef r = kp_iadd(e, kp_imulc(e, it->g, s->m), kp_iadd(e, it->m0, kp_iaddc(e, mm, i)));
+        arow[i] = kp_iadd(e, kp_imulc(e, r, s->npix), it->p0);
     }
     for (int j = 0; j < nr; j++)
-        brow[j] = mulc(e, addc(e, tt, j), s->pbr);
+        brow[j] = kp_imulc(e, kp_iaddc(e, tt, j), s->pbr);
     LLVMValueRef whole = LLVMBuildUDiv(e->b, it->pn, kp_i64(e, e->vw), "");
     LLVMValueRef rest = LLVMBuildURem(e->b, it->pn, kp_i64(e, e->vw), "");
     for (int last = 0; last < 2; last++) {
@@ -203,19 +161,19 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item *it,
         LLVMBasicBlockRef join = NULL;
         LLVMValueRef q;
         if (!last) {
-            kp_loop_begin(e, &lq, kp_i64(e, 0), mulc(e, whole, e->vw), e->vw, "px");
+            kp_loop_begin(e, &lq, kp_i64(e, 0), kp_imulc(e, whole, e->vw), e->vw, "px");
             q = lq.iv;
         } else {
             /* the block's last vector, lanes past pn masked (B's are zero) */
-            join = if_begin(e, LLVMBuildICmp(e->b, LLVMIntNE, rest, kp_i64(e, 0), ""), "px.last");
-            q = mulc(e, whole, e->vw);
+            join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntNE, rest, kp_i64(e, 0), ""), "px.last");
+            q = kp_imulc(e, whole, e->vw);
         }
         LLVMValueRef av[8];
         for (int i = 0; i < mr; i++) {
-            LLVMValueRef at = add(e, arow[i], q);
+            LLVMValueRef at = kp_iadd(e, arow[i], q);
             if (!last) {
                 av[i] = kp_load_vec(e, a->p[s->ia], at);
-                prefetch(e, a->p[s->ia], addc(e, at, (int64_t)mr * s->npix));
+                prefetch(e, a->p[s->ia], kp_iaddc(e, at, (int64_t)mr * s->npix));
             } else {
                 LLVMValueRef idx[64];
                 for (int l = 0; l < e->vw; l++)
@@ -233,7 +191,7 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item *it,
             }
         }
         for (int j = 0; j < nr; j++) {
-            LLVMValueRef b = kp_load_vec(e, it->bp, add(e, brow[j], q));
+            LLVMValueRef b = kp_load_vec(e, it->bp, kp_iadd(e, brow[j], q));
             for (int i = 0; i < mr; i++) {
                 LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, slot[i][j], "");
                 LLVMBuildStore(e->b, kp_fma(e, av[i], b, old), slot[i][j]);
@@ -242,11 +200,11 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item *it,
         if (!last)
             kp_gemm_loop_end(e, &lq);
         else
-            if_end(e, join);
+            kp_if_end(e, join);
     }
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++) {
-            LLVMValueRef at = mulc(e, add(e, mulc(e, addc(e, mm, i), s->tb), addc(e, tt, j)), e->vw);
+            LLVMValueRef at = kp_imulc(e, kp_iadd(e, kp_imulc(e, kp_iaddc(e, mm, i), s->tb), kp_iaddc(e, tt, j)), e->vw);
             kp_store_vec(e, LLVMBuildLoad2(e->b, e->vec, slot[i][j], ""), it->acc, at);
         }
 }
@@ -257,16 +215,16 @@ static void row_tiles(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item
                       LLVMValueRef mn, LLVMValueRef tt, int nr)
 {
     KpLoop lm;
-    LLVMValueRef whole = mulc(e, LLVMBuildUDiv(e->b, mn, kp_i64(e, s->mr), ""), s->mr);
+    LLVMValueRef whole = kp_imulc(e, LLVMBuildUDiv(e->b, mn, kp_i64(e, s->mr), ""), s->mr);
     kp_loop_begin(e, &lm, kp_i64(e, 0), whole, s->mr, "mt");
     tile(e, a, s, it, lm.iv, tt, s->mr, nr);
     kp_loop_end(e, &lm);
     int rem = (int)(s->m % s->mr);
     if (rem == 0)
         return;
-    LLVMBasicBlockRef join = if_begin(e, LLVMBuildICmp(e->b, LLVMIntSLT, whole, mn, ""), "mt.rest");
+    LLVMBasicBlockRef join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntSLT, whole, mn, ""), "mt.rest");
     tile(e, a, s, it, whole, tt, rem, nr);
-    if_end(e, join);
+    kp_if_end(e, join);
 }
 
 static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
@@ -282,8 +240,8 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
     LLVMValueRef im = LLVMBuildUDiv(e->b, li.iv, kp_i64(e, s->items_t), "");
     LLVMValueRef itt = LLVMBuildURem(e->b, li.iv, kp_i64(e, s->items_t), "");
-    it.m0 = mulc(e, im, s->mb);
-    it.t0 = mulc(e, itt, s->tb);
+    it.m0 = kp_imulc(e, im, s->mb);
+    it.t0 = kp_imulc(e, itt, s->tb);
     LLVMValueRef mn = kp_min_i64(e, kp_i64(e, s->mb), LLVMBuildNSWSub(e->b, kp_i64(e, s->m), it.m0, ""));
     LLVMValueRef tn = kp_min_i64(e, kp_i64(e, s->tb), LLVMBuildNSWSub(e->b, kp_i64(e, s->t), it.t0, ""));
     kp_loop_begin(e, &lg, kp_i64(e, 0), a->n, 1, "g");
@@ -292,18 +250,18 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     it.p0 = lp.iv;
     it.first = LLVMBuildICmp(e->b, LLVMIntEQ, LLVMBuildOr(e->b, lg.iv, lp.iv, ""), kp_i64(e, 0), "first");
     it.pn = kp_min_i64(e, kp_i64(e, s->pb), LLVMBuildNSWSub(e->b, kp_i64(e, s->npix), lp.iv, ""));
-    LLVMValueRef j = add(e, mulc(e, lg.iv, s->npix), lp.iv);
+    LLVMValueRef j = kp_iadd(e, kp_imulc(e, lg.iv, s->npix), lp.iv);
     kp_conv_cols(e, &s->cols, a->p[s->cols.arg], it.bp, j, it.pn, it.t0, tn, kp_i64(e, KP_GEMM_PANEL),
                  kp_i64(e, s->pbr));
-    LLVMValueRef twhole = mulc(e, LLVMBuildUDiv(e->b, tn, kp_i64(e, s->nr), ""), s->nr);
+    LLVMValueRef twhole = kp_imulc(e, LLVMBuildUDiv(e->b, tn, kp_i64(e, s->nr), ""), s->nr);
     kp_loop_begin(e, &lt, kp_i64(e, 0), twhole, s->nr, "tt");
     row_tiles(e, a, s, &it, mn, lt.iv, s->nr);
     kp_loop_end(e, &lt);
     int trem = (int)(s->t % s->nr);
     if (trem > 0) {
-        LLVMBasicBlockRef join = if_begin(e, LLVMBuildICmp(e->b, LLVMIntSLT, twhole, tn, ""), "tt.rest");
+        LLVMBasicBlockRef join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntSLT, twhole, tn, ""), "tt.rest");
         row_tiles(e, a, s, &it, mn, twhole, trem);
-        if_end(e, join);
+        kp_if_end(e, join);
     }
     kp_loop_end(e, &lp);
     kp_loop_end(e, &lg);
@@ -313,9 +271,9 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef dW = a->p[2];
     kp_loop_begin(e, &lm, kp_i64(e, 0), mn, 1, "wm");
     kp_loop_begin(e, &lk, kp_i64(e, 0), tn, 1, "wt");
-    LLVMValueRef v = kp_load_vec(e, it.acc, mulc(e, add(e, mulc(e, lm.iv, s->tb), lk.iv), e->vw));
+    LLVMValueRef v = kp_load_vec(e, it.acc, kp_imulc(e, kp_iadd(e, kp_imulc(e, lm.iv, s->tb), lk.iv), e->vw));
     LLVMValueRef sum = kp_reduce_add(e, v);
-    LLVMValueRef at = add(e, mulc(e, add(e, it.m0, lm.iv), s->t), add(e, it.t0, lk.iv));
+    LLVMValueRef at = kp_iadd(e, kp_imulc(e, kp_iadd(e, it.m0, lm.iv), s->t), kp_iadd(e, it.t0, lk.iv));
     if (e->accumulate)
         sum = LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, dW, at), ""), sum, "");
     LLVMBuildStore(e->b, sum, kp_gep(e, dW, at));

@@ -12,6 +12,37 @@ LLVMValueRef kp_i64(KpEmit *e, int64_t v)
     return LLVMConstInt(e->i64, (unsigned long long)v, 1);
 }
 
+LLVMValueRef kp_iadd(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
+{
+    return LLVMBuildNSWAdd(e->b, a, b, "");
+}
+
+LLVMValueRef kp_iaddc(KpEmit *e, LLVMValueRef a, int64_t c)
+{
+    return c == 0 ? a : LLVMBuildNSWAdd(e->b, a, kp_i64(e, c), "");
+}
+
+LLVMValueRef kp_imulc(KpEmit *e, LLVMValueRef a, int64_t c)
+{
+    return c == 1 ? a : LLVMBuildNSWMul(e->b, a, kp_i64(e, c), "");
+}
+
+LLVMBasicBlockRef kp_if_begin(KpEmit *e, LLVMValueRef cond, const char *name)
+{
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
+    LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(e->ctx, fn, name);
+    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "endif");
+    LLVMBuildCondBr(e->b, cond, then, join);
+    LLVMPositionBuilderAtEnd(e->b, then);
+    return join;
+}
+
+void kp_if_end(KpEmit *e, LLVMBasicBlockRef join)
+{
+    LLVMBuildBr(e->b, join);
+    LLVMPositionBuilderAtEnd(e->b, join);
+}
+
 LLVMValueRef kp_i32(KpEmit *e, int32_t v)
 {
     return LLVMConstInt(e->i32, (unsigned long long)(int64_t)v, 1);

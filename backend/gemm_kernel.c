@@ -35,27 +35,12 @@ typedef struct Block {
     int64_t wlast;              /* columns of the last column block of C */
 } Block;
 
-static LLVMValueRef add(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
-{
-    return LLVMBuildNSWAdd(e->b, a, b, "");
-}
-
-static LLVMValueRef addc(KpEmit *e, LLVMValueRef a, int64_t c)
-{
-    return c == 0 ? a : LLVMBuildNSWAdd(e->b, a, kp_i64(e, c), "");
-}
-
-static LLVMValueRef mulc(KpEmit *e, LLVMValueRef a, int64_t c)
-{
-    return c == 1 ? a : LLVMBuildNSWMul(e->b, a, kp_i64(e, c), "");
-}
-
 LLVMValueRef kp_gemm_view_at(KpEmit *e, const KpKernelArgs *ka, const KpGemmView *v,
                              LLVMValueRef g, LLVMValueRef r, LLVMValueRef c)
 {
-    LLVMValueRef at = add(e, mulc(e, r, v->rs), mulc(e, c, v->cs));
+    LLVMValueRef at = kp_iadd(e, kp_imulc(e, r, v->rs), kp_imulc(e, c, v->cs));
     if (v->gs != 0)
-        at = add(e, at, mulc(e, g, v->gs));
+        at = kp_iadd(e, at, kp_imulc(e, g, v->gs));
     return kp_gep(e, ka->p[v->arg], at);
 }
 
@@ -89,7 +74,7 @@ static ARows a_rows(const Block *s, LLVMValueRef i)
         LLVMValueRef rel = LLVMBuildNSWSub(e->b, i, s->i0, "");
         LLVMValueRef panel = LLVMBuildUDiv(e->b, rel, kp_i64(e, s->p->mr), "");
         LLVMValueRef lane = LLVMBuildURem(e->b, rel, kp_i64(e, s->p->mr), "");
-        LLVMValueRef at = add(e, mulc(e, LLVMBuildNSWMul(e->b, panel, s->kc, ""), s->p->mr), lane);
+        LLVMValueRef at = kp_iadd(e, kp_imulc(e, LLVMBuildNSWMul(e->b, panel, s->kc, ""), s->p->mr), lane);
         a.base = kp_gep(e, s->apk, at);
         a.rs = 1;
         a.ks = s->p->mr;
@@ -107,34 +92,34 @@ static LLVMValueRef b_vec(const Block *s, LLVMValueRef j, int v, int64_t *ks)
     KpEmit *e = s->e;
     int64_t off = (int64_t)v * e->vw;
     if (s->p->pack_b) {
-        LLVMValueRef rel = addc(e, LLVMBuildNSWSub(e->b, j, s->jc, ""), off);
+        LLVMValueRef rel = kp_iaddc(e, LLVMBuildNSWSub(e->b, j, s->jc, ""), off);
         LLVMValueRef panel = LLVMBuildUDiv(e->b, rel, kp_i64(e, KP_GEMM_PANEL), "");
-        LLVMValueRef at = add(e, mulc(e, LLVMBuildNSWMul(e->b, panel, s->kc, ""), KP_GEMM_PANEL),
+        LLVMValueRef at = kp_iadd(e, kp_imulc(e, LLVMBuildNSWMul(e->b, panel, s->kc, ""), KP_GEMM_PANEL),
                               kp_i64(e, off % KP_GEMM_PANEL));
         *ks = KP_GEMM_PANEL;
         return kp_gep(e, s->bpk, at);
     }
     const KpGemmView *bv = &s->g->b.view;
     if (s->g->b.source == KP_GEMM_PANELS) {
-        LLVMValueRef panel = LLVMBuildUDiv(e->b, addc(e, j, off), kp_i64(e, KP_GEMM_PANEL), "");
-        LLVMValueRef at = add(e, mulc(e, LLVMBuildNSWMul(e->b, panel, s->kfull, ""), KP_GEMM_PANEL),
-                              addc(e, mulc(e, s->pc, KP_GEMM_PANEL), off % KP_GEMM_PANEL));
+        LLVMValueRef panel = LLVMBuildUDiv(e->b, kp_iaddc(e, j, off), kp_i64(e, KP_GEMM_PANEL), "");
+        LLVMValueRef at = kp_iadd(e, kp_imulc(e, LLVMBuildNSWMul(e->b, panel, s->kfull, ""), KP_GEMM_PANEL),
+                              kp_iaddc(e, kp_imulc(e, s->pc, KP_GEMM_PANEL), off % KP_GEMM_PANEL));
         if (bv->gs != 0)
-            at = add(e, at, mulc(e, s->grp, bv->gs));
+            at = kp_iadd(e, at, kp_imulc(e, s->grp, bv->gs));
         *ks = KP_GEMM_PANEL;
         return kp_gep(e, s->ka->p[bv->arg], at);
     }
     *ks = bv->rs;
-    return kp_gemm_view_at(e, s->ka, bv, s->grp, s->pc, addc(e, j, off));
+    return kp_gemm_view_at(e, s->ka, bv, s->grp, s->pc, kp_iaddc(e, j, off));
 }
 
 /* Element (i + r, j + v*vw) of C, or of the chunk's partials */
 static LLVMValueRef c_at(const Block *s, LLVMValueRef i, int r, LLVMValueRef j, int v)
 {
     KpEmit *e = s->e;
-    LLVMValueRef row = addc(e, i, r), col = addc(e, j, (int64_t)v * e->vw);
+    LLVMValueRef row = kp_iaddc(e, i, r), col = kp_iaddc(e, j, (int64_t)v * e->vw);
     if (s->it->partials && !s->reduce)
-        return kp_gep(e, s->it->partials, add(e, mulc(e, row, s->g->n.size), col));
+        return kp_gep(e, s->it->partials, kp_iadd(e, kp_imulc(e, row, s->g->n.size), col));
     return kp_gemm_view_at(e, s->ka, &s->g->c, s->grp, row, col);
 }
 
@@ -186,10 +171,10 @@ static void multiply(const Block *s, int mr, int nv, int lanes, LLVMValueRef i, 
     kp_loop_begin(e, &lk, kp_i64(e, 0), s->kc, 1, "k");
     LLVMValueRef bv[KP_GEMM_MAX_NV];
     for (int v = 0; v < nv; v++)
-        bv[v] = kp_gemm_load(e, kp_gep(e, bbase[v], mulc(e, lk.iv, bks)), v == nv - 1 ? bmask : e->vw);
-    LLVMValueRef ak = mulc(e, lk.iv, a.ks);
+        bv[v] = kp_gemm_load(e, kp_gep(e, bbase[v], kp_imulc(e, lk.iv, bks)), v == nv - 1 ? bmask : e->vw);
+    LLVMValueRef ak = kp_imulc(e, lk.iv, a.ks);
     for (int r = 0; r < mr; r++) {
-        LLVMValueRef x = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, a.base, addc(e, ak, r * a.rs)), "");
+        LLVMValueRef x = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, a.base, kp_iaddc(e, ak, r * a.rs)), "");
         LLVMValueRef xs = kp_splat(e, x);
         for (int v = 0; v < nv; v++) {
             LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, slot[r][v], "");
@@ -215,10 +200,10 @@ static void add_partials(const Block *s, int mr, int nv, int lanes, LLVMValueRef
     int64_t n = s->g->n.size;
     KpLoop lc;
     kp_loop_begin(e, &lc, kp_i64(e, 0), s->it->nchunks, 1, "chunk");
-    LLVMValueRef part = kp_gep(e, s->it->partials, mulc(e, lc.iv, s->p->m_floats));
+    LLVMValueRef part = kp_gep(e, s->it->partials, kp_imulc(e, lc.iv, s->p->m_floats));
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) {
-            LLVMValueRef at = add(e, mulc(e, addc(e, i, r), n), addc(e, j, (int64_t)v * e->vw));
+            LLVMValueRef at = kp_iadd(e, kp_imulc(e, kp_iaddc(e, i, r), n), kp_iaddc(e, j, (int64_t)v * e->vw));
             LLVMValueRef x = kp_gemm_load(e, kp_gep(e, part, at), v == nv - 1 ? lanes : e->vw);
             LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, slot[r][v], "");
             LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, old, x, ""), slot[r][v]);
@@ -280,23 +265,6 @@ static void micro(const Block *s, int mr, int nv, int lanes, LLVMValueRef i, LLV
     }
 }
 
-/* if (cond) { ... } around what the caller emits between the two calls */
-static LLVMBasicBlockRef if_begin(KpEmit *e, LLVMValueRef cond, const char *name)
-{
-    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
-    LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(e->ctx, fn, name);
-    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "endif");
-    LLVMBuildCondBr(e->b, cond, then, join);
-    LLVMPositionBuilderAtEnd(e->b, then);
-    return join;
-}
-
-static void if_end(KpEmit *e, LLVMBasicBlockRef join)
-{
-    LLVMBuildBr(e->b, join);
-    LLVMPositionBuilderAtEnd(e->b, join);
-}
-
 /* Rows [i, i+mr) across the column block: tiles of nv vectors, then the
  * narrower last tile of C when this block ends there.  When an item's
  * columns are one block, that block is the last and its width known. */
@@ -310,21 +278,21 @@ static void row_tiles(const Block *s, int mr, int nv, LLVMValueRef i)
     if (!s->p->one_block || s->wlast >= nr) {
         KpLoop lt;
         kp_loop_begin(e, &lt, kp_i64(e, 0), full, 1, "jt");
-        micro(s, mr, nv, e->vw, i, add(e, s->jc, mulc(e, lt.iv, nr)));
+        micro(s, mr, nv, e->vw, i, kp_iadd(e, s->jc, kp_imulc(e, lt.iv, nr)));
         kp_loop_end(e, &lt);
     }
     if (edge == 0)
         return;
     LLVMBasicBlockRef join = NULL;
     if (!s->p->one_block) {
-        LLVMValueRef end = add(e, s->jc, s->ncur);
-        join = if_begin(e, LLVMBuildICmp(e->b, LLVMIntEQ, end, kp_i64(e, s->g->n.size), ""), "edge");
+        LLVMValueRef end = kp_iadd(e, s->jc, s->ncur);
+        join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntEQ, end, kp_i64(e, s->g->n.size), ""), "edge");
     }
     int nve = (int)((edge + e->vw - 1) / e->vw);
     int lanes = (int)(edge - (int64_t)(nve - 1) * e->vw);
-    micro(s, mr, nve, lanes, i, add(e, s->jc, mulc(e, full, nr)));
+    micro(s, mr, nve, lanes, i, kp_iadd(e, s->jc, kp_imulc(e, full, nr)));
     if (join)
-        if_end(e, join);
+        kp_if_end(e, join);
 }
 
 /* The rows [i0, i0 + mi) of the item across the column block: tiles of
@@ -336,12 +304,12 @@ static void rows(const Block *s, LLVMValueRef mi)
     LLVMValueRef full = LLVMBuildUDiv(e->b, mi, kp_i64(e, p->mr), "rowtiles");
     KpLoop lr;
     kp_loop_begin(e, &lr, kp_i64(e, 0), full, 1, "it");
-    row_tiles(s, p->mr, p->nv, add(e, s->i0, mulc(e, lr.iv, p->mr)));
+    row_tiles(s, p->mr, p->nv, kp_iadd(e, s->i0, kp_imulc(e, lr.iv, p->mr)));
     kp_loop_end(e, &lr);
     if (p->row_nv == 0)
         return;
-    kp_loop_begin(e, &lr, mulc(e, full, p->mr), mi, 1, "ir");
-    row_tiles(s, 1, p->row_nv, add(e, s->i0, lr.iv));
+    kp_loop_begin(e, &lr, kp_imulc(e, full, p->mr), mi, 1, "ir");
+    row_tiles(s, 1, p->row_nv, kp_iadd(e, s->i0, lr.iv));
     kp_loop_end(e, &lr);
 }
 
@@ -382,7 +350,7 @@ void kp_gemm_item(KpEmit *e, const KpGemm *g, const KpGemmPlan *p, const KpKerne
     s.pc = lp.iv;
     s.kc = kp_min_i64(e, kp_i64(e, p->kc), LLVMBuildNSWSub(e->b, it->kend, lp.iv, ""));
     s.first = LLVMBuildICmp(e->b, LLVMIntEQ, lp.iv, it->k0, "first");
-    s.last = LLVMBuildICmp(e->b, LLVMIntSGE, add(e, lp.iv, s.kc), it->kend, "last");
+    s.last = LLVMBuildICmp(e->b, LLVMIntSGE, kp_iadd(e, lp.iv, s.kc), it->kend, "last");
     if (p->pack_a)
         pack(&s, &g->a, s.apk, it->i0, it->mi, p->mr, false);
     KpLoop lj;

@@ -21,26 +21,16 @@ typedef struct Src {
     int64_t ls, ks;             /* floats between lines, between k */
 } Src;
 
-static LLVMValueRef add(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
-{
-    return LLVMBuildNSWAdd(e->b, a, b, "");
-}
-
-static LLVMValueRef mulc(KpEmit *e, LLVMValueRef a, int64_t c)
-{
-    return c == 1 ? a : LLVMBuildNSWMul(e->b, a, kp_i64(e, c), "");
-}
-
 static LLVMValueRef src_at(KpEmit *e, const Src *s, LLVMValueRef l, LLVMValueRef k)
 {
-    return kp_gep(e, s->base, add(e, mulc(e, l, s->ls), mulc(e, k, s->ks)));
+    return kp_gep(e, s->base, kp_iadd(e, kp_imulc(e, l, s->ls), kp_imulc(e, k, s->ks)));
 }
 
 /* &dst[t][k][q0]: panels of w lines, kc k each */
 static LLVMValueRef dst_at(KpEmit *e, const KpGemmPackArgs *p, LLVMValueRef t, LLVMValueRef k,
                            int64_t q0)
 {
-    LLVMValueRef at = add(e, LLVMBuildNSWMul(e->b, mulc(e, t, p->w), p->kc, ""), mulc(e, k, p->w));
+    LLVMValueRef at = kp_iadd(e, LLVMBuildNSWMul(e->b, kp_imulc(e, t, p->w), p->kc, ""), kp_imulc(e, k, p->w));
     return kp_gep(e, p->dst, LLVMBuildNSWAdd(e->b, at, kp_i64(e, q0), ""));
 }
 
@@ -73,7 +63,7 @@ static void pack_lines(KpEmit *e, const KpGemmPackArgs *p, const Src *s)
                                         kp_i64(e, p->w), "panels");
     KpLoop lt, lk;
     kp_loop_begin(e, &lt, kp_i64(e, 0), panels, 1, "pt");
-    LLVMValueRef l = mulc(e, lt.iv, p->w);
+    LLVMValueRef l = kp_imulc(e, lt.iv, p->w);
     for (int q = 0; q < p->w; q += e->vw) {
         LLVMValueRef lq = LLVMBuildNSWAdd(e->b, l, kp_i64(e, q), "");
         LLVMValueRef mask = lanes_below(e, lq, p->nl);
@@ -92,22 +82,22 @@ static void pack_scalar(KpEmit *e, const KpGemmPackArgs *p, const Src *s)
     kp_loop_begin(e, &ll, kp_i64(e, 0), p->nl, 1, "pl");
     LLVMValueRef t = LLVMBuildUDiv(e->b, ll.iv, kp_i64(e, p->w), "");
     LLVMValueRef q = LLVMBuildURem(e->b, ll.iv, kp_i64(e, p->w), "");
-    LLVMValueRef row = add(e, LLVMBuildNSWMul(e->b, mulc(e, t, p->w), p->kc, ""), q);
+    LLVMValueRef row = kp_iadd(e, LLVMBuildNSWMul(e->b, kp_imulc(e, t, p->w), p->kc, ""), q);
     kp_loop_begin(e, &lk, kp_i64(e, 0), p->kc, 1, "pk");
     LLVMValueRef x = LLVMBuildLoad2(e->b, e->f32, src_at(e, s, ll.iv, lk.iv), "");
-    LLVMBuildStore(e->b, x, kp_gep(e, p->dst, add(e, row, mulc(e, lk.iv, p->w))));
+    LLVMBuildStore(e->b, x, kp_gep(e, p->dst, kp_iadd(e, row, kp_imulc(e, lk.iv, p->w))));
     kp_gemm_loop_end(e, &lk);
     kp_gemm_loop_end(e, &ll);
     if (!p->is_b)
         return;
-    LLVMValueRef end = mulc(e, LLVMBuildUDiv(e->b, LLVMBuildNSWAdd(e->b, p->nl, kp_i64(e, p->w - 1), ""),
+    LLVMValueRef end = kp_imulc(e, LLVMBuildUDiv(e->b, LLVMBuildNSWAdd(e->b, p->nl, kp_i64(e, p->w - 1), ""),
                                              kp_i64(e, p->w), ""), p->w);
     kp_loop_begin(e, &ll, p->nl, end, 1, "pz");
     t = LLVMBuildUDiv(e->b, ll.iv, kp_i64(e, p->w), "");
     q = LLVMBuildURem(e->b, ll.iv, kp_i64(e, p->w), "");
-    row = add(e, LLVMBuildNSWMul(e->b, mulc(e, t, p->w), p->kc, ""), q);
+    row = kp_iadd(e, LLVMBuildNSWMul(e->b, kp_imulc(e, t, p->w), p->kc, ""), q);
     kp_loop_begin(e, &lk, kp_i64(e, 0), p->kc, 1, "pk");
-    LLVMBuildStore(e->b, kp_fconst(e->f32, 0.0), kp_gep(e, p->dst, add(e, row, mulc(e, lk.iv, p->w))));
+    LLVMBuildStore(e->b, kp_fconst(e->f32, 0.0), kp_gep(e, p->dst, kp_iadd(e, row, kp_imulc(e, lk.iv, p->w))));
     kp_gemm_loop_end(e, &lk);
     kp_gemm_loop_end(e, &ll);
 }
@@ -142,11 +132,11 @@ static void pack_transposed(KpEmit *e, const KpGemmPackArgs *p, const Src *s)
     int vw = e->vw;
     LLVMValueRef panels = LLVMBuildUDiv(e->b, LLVMBuildNSWAdd(e->b, p->nl, kp_i64(e, p->w - 1), ""),
                                         kp_i64(e, p->w), "panels");
-    LLVMValueRef kfull = mulc(e, LLVMBuildUDiv(e->b, p->kc, kp_i64(e, vw), ""), vw);
+    LLVMValueRef kfull = kp_imulc(e, LLVMBuildUDiv(e->b, p->kc, kp_i64(e, vw), ""), vw);
     LLVMValueRef all = kp_mask_first(e, vw), none = LLVMConstNull(LLVMTypeOf(all));
     KpLoop lt, lk;
     kp_loop_begin(e, &lt, kp_i64(e, 0), panels, 1, "pt");
-    LLVMValueRef l0 = mulc(e, lt.iv, p->w);
+    LLVMValueRef l0 = kp_imulc(e, lt.iv, p->w);
     kp_loop_begin(e, &lk, kp_i64(e, 0), kfull, vw, "pk");
     for (int q = 0; q < p->w; q += vw) {
         LLVMValueRef v[64];
@@ -166,12 +156,12 @@ static void pack_transposed(KpEmit *e, const KpGemmPackArgs *p, const Src *s)
     /* the k tail: every line of the block (B's lines past it stay as the
      * zero-filled chunks left them only if a chunk ran: zero them here) */
     KpLoop ll;
-    LLVMValueRef lend = p->is_b ? mulc(e, panels, p->w) : p->nl;
+    LLVMValueRef lend = p->is_b ? kp_imulc(e, panels, p->w) : p->nl;
     kp_loop_begin(e, &ll, kp_i64(e, 0), lend, 1, "pl");
     LLVMValueRef t = LLVMBuildUDiv(e->b, ll.iv, kp_i64(e, p->w), "");
     LLVMValueRef q = LLVMBuildURem(e->b, ll.iv, kp_i64(e, p->w), "");
     LLVMValueRef in = LLVMBuildICmp(e->b, LLVMIntSLT, ll.iv, p->nl, "");
-    LLVMValueRef row = add(e, LLVMBuildNSWMul(e->b, mulc(e, t, p->w), p->kc, ""), q);
+    LLVMValueRef row = kp_iadd(e, LLVMBuildNSWMul(e->b, kp_imulc(e, t, p->w), p->kc, ""), q);
     kp_loop_begin(e, &lk, kfull, p->kc, 1, "pk");
     LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
     LLVMBasicBlockRef bl = LLVMAppendBasicBlockInContext(e->ctx, fn, "pk.load");
@@ -186,7 +176,7 @@ static void pack_transposed(KpEmit *e, const KpGemmPackArgs *p, const Src *s)
     LLVMValueRef vals[2] = {kp_fconst(e->f32, 0.0), x};
     LLVMBasicBlockRef bbs[2] = {from, bl};
     LLVMAddIncoming(val, vals, bbs, 2);
-    LLVMBuildStore(e->b, val, kp_gep(e, p->dst, add(e, row, mulc(e, lk.iv, p->w))));
+    LLVMBuildStore(e->b, val, kp_gep(e, p->dst, kp_iadd(e, row, kp_imulc(e, lk.iv, p->w))));
     kp_gemm_loop_end(e, &lk);
     kp_gemm_loop_end(e, &ll);
 }

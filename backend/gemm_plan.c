@@ -109,16 +109,6 @@ void kp_gemm_host(int64_t *l1, int64_t *l2, int64_t *cores)
     *l1 = h.l1, *l2 = h.l2, *cores = h.cores;
 }
 
-static int64_t ceil_div(int64_t a, int64_t b)
-{
-    return (a + b - 1) / b;
-}
-
-static int64_t round_up(int64_t a, int64_t b)
-{
-    return ceil_div(a, b) * b;
-}
-
 /* The most rows of a micro-tile of nv vectors: the registers hold the
  * accumulators, nv B vectors and a broadcast. */
 static int rows_for(int vw, int nv)
@@ -176,11 +166,11 @@ static double pack_cost(const KpGemmView *v, bool is_b)
 static double grid_cost(const KpGemmPlan *p, const Host *h, int64_t groups, int64_t m, int64_t n,
                         int64_t k, int64_t r, int64_t c, double pa, double pb)
 {
-    int64_t rows = round_up(ceil_div(m, r), p->mr), cols = round_up(ceil_div(n, c), p->nv * p->vw);
+    int64_t rows = kp_round_up(kp_ceil_div(m, r), p->mr), cols = kp_round_up(kp_ceil_div(n, c), p->nv * p->vw);
     int64_t items = groups * r * c;
     double per_item = (double)rows * (double)cols * (double)k / (2.0 * p->vw) + 2000.0;
     int64_t threads = items < h->cores ? items : h->cores;
-    double span = (double)ceil_div(items, h->cores) * per_item;
+    double span = (double)kp_ceil_div(items, h->cores) * per_item;
     double packing = (double)groups * (pa * (double)(m * k * c) + pb * (double)(n * k * r));
     return span + packing / (double)threads;
 }
@@ -189,7 +179,7 @@ static void choose_grid(KpGemmPlan *p, const Host *h, int64_t groups, int64_t m,
                         int64_t k, double pa, double pb)
 {
     double best = -1;
-    int64_t rmax = ceil_div(m, p->mr), cmax = ceil_div(n, p->nv * p->vw);
+    int64_t rmax = kp_ceil_div(m, p->mr), cmax = kp_ceil_div(n, p->nv * p->vw);
     for (int64_t r = 1; r <= rmax && r <= 64; r++)
         for (int64_t c = 1; c <= cmax && c <= 64; c++) {
             double cost = grid_cost(p, h, groups, m, n, k, r, c, pa, pb);
@@ -235,7 +225,7 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     /* kc: A micro-panel in 60% of L1; balanced k blocks */
     int64_t kc_max = h.l1 * 3 / 5 / (4 * p->mr);
     kc_max = kc_max < 64 ? 64 : kc_max > 1024 ? 1024 : kc_max;
-    p->kc = g->k.batched ? kc_max : ceil_div(k, ceil_div(k, kc_max));
+    p->kc = g->k.batched ? kc_max : kp_ceil_div(k, kp_ceil_div(k, kc_max));
 
     /* nc: B block in half of L2 */
     int64_t nr = (int64_t)p->nv * vw;
@@ -249,18 +239,18 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     p->nrow_chunks = p->ncol_chunks = 1;
     if (p->parallel)
         choose_grid(p, &h, groups, m, n, k, pa, pb);
-    p->mci = round_up(ceil_div(m, p->nrow_chunks), p->mr);
-    p->nci = round_up(ceil_div(n, p->ncol_chunks), nr);
-    p->nc = p->nci <= nc_max ? p->nci : ceil_div(p->nci, ceil_div(p->nci, nc_max));
-    p->nc = round_up(p->nc, nr);
-    p->nci = round_up(p->nci, p->nc);
-    p->nrow_chunks = ceil_div(m, p->mci);
-    p->ncol_chunks = ceil_div(n, p->nci);
+    p->mci = kp_round_up(kp_ceil_div(m, p->nrow_chunks), p->mr);
+    p->nci = kp_round_up(kp_ceil_div(n, p->ncol_chunks), nr);
+    p->nc = p->nci <= nc_max ? p->nci : kp_ceil_div(p->nci, kp_ceil_div(p->nci, nc_max));
+    p->nc = kp_round_up(p->nc, nr);
+    p->nci = kp_round_up(p->nci, p->nc);
+    p->nrow_chunks = kp_ceil_div(m, p->mci);
+    p->ncol_chunks = kp_ceil_div(n, p->nci);
     p->parallel = p->parallel && groups * p->nrow_chunks * p->ncol_chunks > 1;
     /* the multiply-adds grow with the batch: below n_par, one item */
     p->n_par = 1;
     if (p->parallel && (g->m.batched || g->k.batched || g->groups.batched))
-        p->n_par = ceil_div(PAR_MIN_MACS * nb, macs);
+        p->n_par = kp_ceil_div(PAR_MIN_MACS * nb, macs);
 
     p->one_block = p->ncol_chunks == 1 && p->nci == p->nc;
     /* a chunk ends in rows fewer than mr: any batch but multiples of mr,
@@ -272,18 +262,18 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     p->kchunks_max = 1;
     if (macs >= PAR_MIN_MACS && !g->m.batched && !g->groups.batched && g->groups.size == 1 &&
         m * n <= SPLIT_C && k >= 2 * SPLIT_K) {
-        p->kchunks_max = ceil_div(k, SPLIT_K) < SPLIT_MAX ? ceil_div(k, SPLIT_K) : SPLIT_MAX;
+        p->kchunks_max = kp_ceil_div(k, SPLIT_K) < SPLIT_MAX ? kp_ceil_div(k, SPLIT_K) : SPLIT_MAX;
         /* a batched k: chunks of SPLIT_K, as many as the batch makes, at run time */
-        p->kchunk = g->k.batched ? SPLIT_K : ceil_div(k, p->kchunks_max);
-        p->m_floats = round_up(m * n, 16);
+        p->kchunk = g->k.batched ? SPLIT_K : kp_ceil_div(k, p->kchunks_max);
+        p->m_floats = kp_round_up(m * n, 16);
         p->counters_at = 4 * p->m_floats * p->kchunks_max;
         p->shared_bytes = p->counters_at + 8 * p->nrow_chunks * p->ncol_chunks;
         p->n_par = 1;
         p->parallel = h.cores > 1;
     }
-    int64_t arows = p->n_par > 1 ? round_up(m, p->mr) : p->mci;
-    p->a_floats = p->pack_a ? round_up(arows * p->kc + vw, 16) : 0;
-    p->b_floats = p->pack_b ? round_up(p->nc, KP_GEMM_PANEL) * p->kc : 0;
+    int64_t arows = p->n_par > 1 ? kp_round_up(m, p->mr) : p->mci;
+    p->a_floats = p->pack_a ? kp_round_up(arows * p->kc + vw, 16) : 0;
+    p->b_floats = p->pack_b ? kp_round_up(p->nc, KP_GEMM_PANEL) * p->kc : 0;
     p->scratch_bytes = 4 * (p->a_floats + p->b_floats);
     return 0;
 }
