@@ -131,10 +131,25 @@ typedef struct KpLoop {
     LLVMValueRef iv;            /* the induction variable, i64 */
     LLVMValueRef step;
 } KpLoop;
-/* for (iv = begin; iv < end; iv += step) { ...body emitted by the caller... } */
+/* for (iv = begin; iv < end; iv += step) { ...body emitted by the caller... }
+ *
+ * kp_loop_end closes the loop with LLVM told not to unroll it.  The kernels
+ * are explicit vector code already, and unrolling every loop cost a large
+ * part of a model's compile time for loops whose speed does not hang on it:
+ * prepare code, memory-bound bodies, the tile loops around a GEMM
+ * micro-kernel (docs/compile-time.md).  The short loops of a kernel's innermost body
+ * that do gain (a convolution's 3x3 window) end with kp_loop_end_unrolled:
+ * LLVM unrolls them as it sees fit.  kp_loop_end_with takes KP_LOOP_*
+ * flags. */
+enum {
+    KP_LOOP_UNROLL = 1,         /* LLVM may unroll the loop */
+    KP_LOOP_NO_VECTORIZE = 2,   /* the loop vectorizer must leave it alone */
+};
 void kp_loop_begin(KpEmit *e, KpLoop *l, LLVMValueRef begin, LLVMValueRef end, int64_t step,
                    const char *name);
+void kp_loop_end_with(KpEmit *e, KpLoop *l, unsigned flags);
 void kp_loop_end(KpEmit *e, KpLoop *l);
+void kp_loop_end_unrolled(KpEmit *e, KpLoop *l);
 LLVMValueRef kp_min_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
 
 /* A parallel loop over items [begin, end): krt_parallel_for calls a body

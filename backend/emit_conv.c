@@ -236,11 +236,11 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase 
             LLVMBuildStore(e->b, kp_fma(e, xv[v], wv, old), acc[f][v]);
         }
     }
-    kp_loop_end(e, &lj);
+    kp_loop_end_unrolled(e, &lj);
     LLVMBuildBr(e->b, next);
     LLVMPositionBuilderAtEnd(e->b, next);
-    kp_loop_end(e, &lk);
-    kp_loop_end(e, &lc);
+    kp_loop_end_unrolled(e, &lk);
+    kp_loop_end_unrolled(e, &lc);
     store(e, a, s, p, a->p[m->iy], ybase, ox0, acc, t);
 }
 

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <llvm-c/DebugInfo.h>
+
 #include "emit.h"
 
 LLVMValueRef kp_i64(KpEmit *e, int64_t v)
@@ -167,13 +169,50 @@ void kp_loop_begin(KpEmit *e, KpLoop *l, LLVMValueRef begin, LLVMValueRef end, i
     LLVMPositionBuilderAtEnd(e->b, l->body);
 }
 
-void kp_loop_end(KpEmit *e, KpLoop *l)
+/* The loop's !llvm.loop node on the latch's branch: a distinct node whose
+ * first operand is itself, then the hints flags asks for. */
+static void loop_hints(KpEmit *e, LLVMValueRef br, unsigned flags)
+{
+    LLVMMetadataRef ops[3];
+    unsigned n = 1;
+    if (!(flags & KP_LOOP_UNROLL)) {
+        static const char key[] = "llvm.loop.unroll.disable";
+        LLVMMetadataRef s = LLVMMDStringInContext2(e->ctx, key, sizeof key - 1);
+        ops[n++] = LLVMMDNodeInContext2(e->ctx, &s, 1);
+    }
+    if (flags & KP_LOOP_NO_VECTORIZE) {
+        static const char key[] = "llvm.loop.vectorize.enable";
+        LLVMMetadataRef s[2] = {LLVMMDStringInContext2(e->ctx, key, sizeof key - 1),
+                                LLVMValueAsMetadata(LLVMConstInt(e->i1, 0, 0))};
+        ops[n++] = LLVMMDNodeInContext2(e->ctx, s, 2);
+    }
+    if (n == 1)
+        return;
+    ops[0] = LLVMTemporaryMDNode(e->ctx, NULL, 0);
+    LLVMMetadataRef id = LLVMMDNodeInContext2(e->ctx, ops, n);
+    LLVMMetadataReplaceAllUsesWith(ops[0], id);
+    unsigned kind = LLVMGetMDKindIDInContext(e->ctx, "llvm.loop", 9);
+    LLVMSetMetadata(br, kind, LLVMMetadataAsValue(e->ctx, id));
+}
+
+void kp_loop_end_with(KpEmit *e, KpLoop *l, unsigned flags)
 {
     LLVMValueRef next = LLVMBuildNSWAdd(e->b, l->iv, l->step, "");
     LLVMBasicBlockRef latch = LLVMGetInsertBlock(e->b);
-    LLVMBuildBr(e->b, l->head);
+    LLVMValueRef br = LLVMBuildBr(e->b, l->head);
     LLVMAddIncoming(l->iv, &next, &latch, 1);
     LLVMPositionBuilderAtEnd(e->b, l->exit);
+    loop_hints(e, br, flags);
+}
+
+void kp_loop_end(KpEmit *e, KpLoop *l)
+{
+    kp_loop_end_with(e, l, 0);
+}
+
+void kp_loop_end_unrolled(KpEmit *e, KpLoop *l)
+{
+    kp_loop_end_with(e, l, KP_LOOP_UNROLL);
 }
 
 LLVMValueRef kp_min_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b)

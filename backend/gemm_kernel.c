@@ -14,9 +14,6 @@
  * the reduction walks the same tiles, adding the chunks' partials in
  * chunk order before the final store.
  */
-#include <string.h>
-
-#include <llvm-c/DebugInfo.h>
 
 #include "gemm_internal.h"
 
@@ -125,20 +122,7 @@ static LLVMValueRef c_at(const Block *s, LLVMValueRef i, int r, LLVMValueRef j, 
 
 void kp_gemm_loop_end(KpEmit *e, KpLoop *l)
 {
-    LLVMBasicBlockRef latch = LLVMGetInsertBlock(e->b);
-    kp_loop_end(e, l);
-    const char *keys[2] = {"llvm.loop.unroll.disable", "llvm.loop.vectorize.enable"};
-    LLVMMetadataRef ops[3];
-    ops[0] = LLVMTemporaryMDNode(e->ctx, NULL, 0);
-    LLVMMetadataRef s0 = LLVMMDStringInContext2(e->ctx, keys[0], strlen(keys[0]));
-    ops[1] = LLVMMDNodeInContext2(e->ctx, &s0, 1);
-    LLVMMetadataRef s1[2] = {LLVMMDStringInContext2(e->ctx, keys[1], strlen(keys[1])),
-                             LLVMValueAsMetadata(LLVMConstInt(e->i1, 0, 0))};
-    ops[2] = LLVMMDNodeInContext2(e->ctx, s1, 2);
-    LLVMMetadataRef id = LLVMMDNodeInContext2(e->ctx, ops, 3);
-    LLVMMetadataReplaceAllUsesWith(ops[0], id);
-    unsigned kind = LLVMGetMDKindIDInContext(e->ctx, "llvm.loop", 9);
-    LLVMSetMetadata(LLVMGetBasicBlockTerminator(latch), kind, LLVMMetadataAsValue(e->ctx, id));
+    kp_loop_end_with(e, l, KP_LOOP_NO_VECTORIZE);
 }
 
 /* The accumulators of a micro-tile over the block's k: from zero (or C:
