@@ -168,10 +168,50 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, int
     return e->fn;
 }
 
+/* Whether n runs only when the entry computes dx, in a group that runs
+ * among the BACKWARD nodes (passes/group.c). */
+static bool dx_member(const KpGraph *g, const KpNode *n)
+{
+    return n->phase == KP_PHASE_INPUT_GRAD && kp_node_run_phase(g, n) == KP_PHASE_BACKWARD;
+}
+
+/* The functions of the group of nodes [i, end), whose node functions are
+ * fns[i, end): the group's into fns[i] (NULL into the other members'),
+ * and when some members run only with dx, the group's without them into
+ * fns[nnodes + i]. */
+static int emit_group(KpEmit *e, const char *prefix, int grp, LLVMValueRef *fns, const int *forks,
+                      int i, int end, KpDiag *d)
+{
+    const KpGraph *g = e->g;
+    LLVMValueRef part[KP_CG_GROUP_ARGS];
+    int fork = 0, part_fork = 0, count = 0;
+    for (int j = i; j < end; j++) {
+        fork |= forks[j] > 0;
+        if (!dx_member(g, g->nodes[j]) && count < KP_CG_GROUP_ARGS) {
+            part[count++] = fns[j];
+            part_fork |= forks[j] > 0;
+        }
+    }
+    char name[128];
+    snprintf(name, sizeof name, "%s.group%d", prefix, grp);
+    LLVMValueRef whole = kp_cg_emit_group(e, name, fns + i, end - i, fork, d);
+    if (!whole)
+        return -1;
+    if (count < end - i) {
+        snprintf(name, sizeof name, "%s.group%d.nodx", prefix, grp);
+        if (!(fns[g->nnodes + i] = kp_cg_emit_group(e, name, part, count, part_fork, d)))
+            return -1;
+    }
+    fns[i] = whole;
+    for (int j = i + 1; j < end; j++)
+        fns[j] = NULL;
+    return 0;
+}
+
 LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
 {
     const KpGraph *g = e->g;
-    LLVMValueRef *fns = calloc((size_t)g->nnodes + 1, sizeof *fns);
+    LLVMValueRef *fns = calloc(2 * (size_t)g->nnodes + 1, sizeof *fns);
     int *forks = calloc((size_t)g->nnodes + 1, sizeof *forks);
     if (!fns || !forks) {
         free(fns);
@@ -191,19 +231,10 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
         int grp = g->nodes[i]->group;
         while (grp > 0 && end < g->nnodes && g->nodes[end]->group == grp)
             end++;
-        if (grp > 0) {
-            int fork = 0;
-            for (int j = i; j < end; j++)
-                fork |= forks[j] > 0;
-            LLVMValueRef fn = kp_cg_emit_group(e, prefix, grp, fns + i, end - i, fork, d);
-            if (!fn) {
-                free(fns);
-                free(forks);
-                return NULL;
-            }
-            fns[i] = fn;
-            for (int j = i + 1; j < end; j++)
-                fns[j] = NULL;
+        if (grp > 0 && emit_group(e, prefix, grp, fns, forks, i, end, d) < 0) {
+            free(fns);
+            free(forks);
+            return NULL;
         }
         i = end;
     }
@@ -249,7 +280,8 @@ static int node_args(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValu
     return nargs;
 }
 
-int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn, KpDiag *d)
+int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn,
+                    bool whole, KpDiag *d)
 {
     if (!fn)
         return 0;   /* a group member: its group's function runs it */
@@ -259,20 +291,23 @@ int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValue
         end++;
     LLVMValueRef args[KP_CG_GROUP_ARGS];
     KpKernelArg what[KP_CG_GROUP_ARGS];     /* the same arguments, for e->kernels */
-    int nargs = 0;
+    const KpNode *ran[KP_CG_GROUP_ARGS];    /* the nodes the call computes */
+    int nargs = 0, nran = 0;
     for (int k = n->id; k < end; k++) {
+        if (!whole && dx_member(g, g->nodes[k]))
+            continue;
         if (nargs + KP_MAX_ARGS > KP_CG_GROUP_ARGS)
             return kp_error(d, "internal error: group %d has too many arguments", n->group);
         int c = node_args(e, env, g->nodes[k], args + nargs, what + nargs, d);
         if (c < 0)
             return -1;
         nargs += c;
+        ran[nran++] = g->nodes[k];
     }
     LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fn), fn, args, (unsigned)nargs, "");
     if (!e->kernels)
         return 0;
-    return kp_cg_note_call(e, env, fn, (const KpNode *const *)(g->nodes + n->id), end - n->id,
-                           what, nargs, d);
+    return kp_cg_note_call(e, env, fn, ran, nran, what, nargs, d);
 }
 
 LLVMValueRef kp_cg_entry(KpEmit *e, const char *what, LLVMTypeRef ty)
@@ -306,7 +341,7 @@ static LLVMValueRef emit_infer(KpEmit *e, LLVMValueRef *prepare, KpDiag *d)
     int nprep = 0;
     for (int i = 0; i < g->nnodes && infer; i++) {
         nprep += g->nodes[i]->phase == KP_PHASE_PREPARE;
-        if (g->nodes[i]->phase == KP_PHASE_FORWARD && kp_cg_call_node(e, &env, g->nodes[i], fns[i], d) < 0)
+        if (g->nodes[i]->phase == KP_PHASE_FORWARD && kp_cg_call_node(e, &env, g->nodes[i], fns[i], true, d) < 0)
             infer = NULL;
     }
     if (infer)
@@ -318,7 +353,7 @@ static LLVMValueRef emit_infer(KpEmit *e, LLVMValueRef *prepare, KpDiag *d)
         penv.prep = LLVMGetParam(prep, 1);
         for (int i = 0; i < g->nnodes && prep; i++)
             if (g->nodes[i]->phase == KP_PHASE_PREPARE &&
-                kp_cg_call_node(e, &penv, g->nodes[i], fns[i], d) < 0)
+                kp_cg_call_node(e, &penv, g->nodes[i], fns[i], true, d) < 0)
                 prep = NULL;
         if (prep)
             LLVMBuildRetVoid(e->b);

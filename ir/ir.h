@@ -196,8 +196,9 @@ struct KpNode {
     int nepi;                   /* fused elementwise epilogues, in order */
     KpEpilogue epi[KP_MAX_EPI];
     int group;                  /* horizontal fusion (passes/group.c): the nodes of one
-                                   group > 0 are adjacent, independent, of one phase, and
-                                   run as one kernel; 0: a kernel of its own */
+                                   group > 0 are adjacent, independent, of one phase (or
+                                   BACKWARD first, then INPUT_GRAD: kp_node_run_phase),
+                                   and run as one kernel; 0: a kernel of its own */
 };
 
 typedef struct KpGraph {
@@ -267,6 +268,12 @@ static inline KpValue *kp_node_output(const KpNode *n, int i)
 
 /* Whether v is a parameter the optimizer trains (role PARAM, not frozen). */
 bool kp_value_trainable(const KpValue *v);
+
+/* The phase among whose nodes n runs: its own, except for an INPUT_GRAD
+ * node in a group whose first member is a BACKWARD node (passes/group.c):
+ * that group runs among the BACKWARD nodes, and its INPUT_GRAD members
+ * only in an entry that computes dx. */
+KpPhase kp_node_run_phase(const KpGraph *g, const KpNode *n);
 
 /* Recompute every value's users from the nodes. */
 void kp_fill_uses(KpGraph *g);

@@ -9,7 +9,8 @@
  * parameter names are unique; the graph has an input and an output; in a
  * train graph, no node reads a value of a later phase (KpPhase order) and
  * every gradient names its parameter; only the loss is a scalar; the
- * members of a group (group.c) are adjacent, of one phase, and do not
+ * members of a group (group.c) are adjacent, of one phase (or BACKWARD
+ * first, then INPUT_GRAD nodes that read no INPUT_GRAD value), and do not
  * read each other's outputs.  A
  * failure is a karpc bug, so the message starts "internal error:".
  */
@@ -171,8 +172,24 @@ static int check_value(const KpGraph *g, const KpValue *v, KpDiag *d)
     return 0;
 }
 
+/* Whether m may run in a group whose first member is n: the same phase,
+ * or an INPUT_GRAD node that reads no INPUT_GRAD value in a group led by
+ * a BACKWARD node (it runs there, before the other INPUT_GRAD nodes). */
+static bool same_run(const KpNode *n, const KpNode *m)
+{
+    if (m->phase == n->phase)
+        return true;
+    if (n->phase != KP_PHASE_BACKWARD || m->phase != KP_PHASE_INPUT_GRAD)
+        return false;
+    for (int i = 0; i < m->nin; i++)
+        if (m->in[i]->producer && m->in[i]->producer->phase == KP_PHASE_INPUT_GRAD)
+            return false;
+    return true;
+}
+
 /* The group of n, if any, starting at node k: adjacent members of one
- * phase, none reading another's output (they run at the same time). */
+ * phase (same_run), none reading another's output (they run at the same
+ * time). */
 static int check_group(const KpGraph *g, int k, KpDiag *d)
 {
     const KpNode *n = g->nodes[k];
@@ -187,7 +204,7 @@ static int check_group(const KpGraph *g, int k, KpDiag *d)
                             "group's other members", j, node_label(g->nodes[j]), n->group);
     for (int j = k; j < end; j++) {
         const KpNode *m = g->nodes[j];
-        if (m->phase != n->phase || kp_op_is_view(m->op))
+        if (!same_run(n, m) || kp_op_is_view(m->op))
             return kp_error(d, "internal error: node %d (%s) cannot run in group %d", j,
                             node_label(m), n->group);
         for (int i = 0; i < m->nin; i++) {
