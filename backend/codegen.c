@@ -106,10 +106,12 @@ int kp_node_takes_seed(const KpNode *n)
     return n->op == KP_OP_dropout_mask;
 }
 
-LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, int *forks, KpDiag *d)
+LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, bool whole,
+                             int *forks, KpDiag *d)
 {
     LLVMTypeRef params[KP_MAX_ARGS];
     e->node = n;
+    e->with_loss = whole && n->loss.on;
     e->nptr = n->nin == 0 ? 3 : n->nin + 1 + n->naux;
     int seeded = kp_node_takes_seed(n), share = n->group > 0 ? 2 : 0;
     for (int i = 0; i < e->nptr; i++)
@@ -119,7 +121,8 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, int
     LLVMTypeRef ty =
         LLVMFunctionType(e->void_t, params, (unsigned)(e->nptr + 1 + seeded + share), 0);
     char name[128];
-    snprintf(name, sizeof name, "%s.node%d.%s", prefix, n->id, kp_op_name(n->op));
+    snprintf(name, sizeof name, "%s.node%d.%s%s", prefix, n->id, kp_op_name(n->op),
+             n->loss.on && !whole ? ".noloss" : "");
     e->fn = LLVMAddFunction(e->mod, name, ty);
     LLVMSetLinkage(e->fn, LLVMInternalLinkage);
     /* entries call a node each: inlining them would only copy the
@@ -154,6 +157,7 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, int
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
     int rc = emitters[n->op](e, n, d);
     e->accumulate = 0;
+    e->with_loss = false;
     e->seed = e->share_t = e->share_nt = NULL;
     if (rc < 0)
         return NULL;
@@ -219,12 +223,15 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
         kp_error(d, "out of memory");
         return NULL;
     }
-    for (int i = 0; i < g->nnodes; i++)
-        if (!(fns[i] = kp_cg_emit_node(e, prefix, g->nodes[i], &forks[i], d))) {
+    for (int i = 0; i < g->nnodes; i++) {
+        const KpNode *n = g->nodes[i];
+        if (!(fns[i] = kp_cg_emit_node(e, prefix, n, true, &forks[i], d)) ||
+            (n->loss.on && !(fns[g->nnodes + i] = kp_cg_emit_node(e, prefix, n, false, NULL, d)))) {
             free(fns);
             free(forks);
             return NULL;
         }
+    }
     /* a group's first member: the group's function; the others: NULL */
     for (int i = 0; i < g->nnodes;) {
         int end = i + 1;
@@ -243,9 +250,12 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
 }
 
 /* The arguments of n's node function in the entry, and in what[] the
- * same arguments described for e->kernels; their count, or -1. */
-static int node_args(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef *args,
-                     KpKernelArg *what, KpDiag *d)
+ * same arguments described for e->kernels; their count, or -1.  Without
+ * its fused loss (whole false), null pointers for the loss's target and
+ * outputs: the function does not touch them, and karp_forward's entry
+ * has no target. */
+static int node_args(KpEmit *e, const KpEntryEnv *env, const KpNode *n, bool whole,
+                     LLVMValueRef *args, KpKernelArg *what, KpDiag *d)
 {
     if (n->nin == 0) {
         LLVMValueRef out = kp_cg_value_ptr(e, env, n->out, d);
@@ -257,15 +267,20 @@ static int node_args(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValu
         what[2] = kp_karg(KP_KARG_OPT), what[3] = kp_karg(KP_KARG_STEP);
         return 4;
     }
+    bool unused_loss = n->loss.on && !whole;
     for (int k = 0; k < n->nin; k++) {
-        if (!(args[k] = kp_cg_value_ptr(e, env, n->in[k], d)))
-            return -1;
         what[k] = kp_karg_value(n->in[k]);
+        if (unused_loss && k == n->loss.target)
+            args[k] = LLVMConstPointerNull(e->ptr);
+        else if (!(args[k] = kp_cg_value_ptr(e, env, n->in[k], d)))
+            return -1;
     }
     for (int o = 0; o < kp_node_nout(n); o++) {
-        if (!(args[n->nin + o] = kp_cg_value_ptr(e, env, kp_node_output(n, o), d)))
-            return -1;
         what[n->nin + o] = kp_karg_value(kp_node_output(n, o));
+        if (unused_loss && o > 0)
+            args[n->nin + o] = LLVMConstPointerNull(e->ptr);
+        else if (!(args[n->nin + o] = kp_cg_value_ptr(e, env, kp_node_output(n, o), d)))
+            return -1;
     }
     int nargs = n->nin + kp_node_nout(n);
     what[nargs] = kp_karg(KP_KARG_N);
@@ -298,7 +313,7 @@ int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValue
             continue;
         if (nargs + KP_MAX_ARGS > KP_CG_GROUP_ARGS)
             return kp_error(d, "internal error: group %d has too many arguments", n->group);
-        int c = node_args(e, env, g->nodes[k], args + nargs, what + nargs, d);
+        int c = node_args(e, env, g->nodes[k], whole, args + nargs, what + nargs, d);
         if (c < 0)
             return -1;
         nargs += c;

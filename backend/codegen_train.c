@@ -3,7 +3,9 @@
  * same module as infer (node functions "train.node<i>.<op>"):
  *
  *   forward(params, tws, x, y, n, seed)
- *       FORWARD nodes (the seed for their dropout masks); then, if y != NULL, the output copied to y
+ *       FORWARD nodes (the seed for their dropout masks), a head with a
+ *       fused loss without it (.noloss); then, if y != NULL, the output
+ *       copied to y
  *   backward(params, grads, tws, x, dy, dx, n)
  *       dy copied into d_output's slot; BACKWARD nodes; INPUT_GRAD nodes
  *       only if dx != NULL (those in a group that runs among the BACKWARD
@@ -13,8 +15,9 @@
  *       UPDATE nodes (which zero the trained gradients as they read them);
  *       grads[trainable_floats, param_floats) zeroed
  *   train_step(params, grads, opt, tws, x, target, n, step, seed) -> loss
- *       FORWARD, LOSS, BACKWARD (groups through .nodx), UPDATE; grads
- *       zeroed; the loss scalar returned           (with a loss and an optimizer)
+ *       FORWARD (a fused loss computed with its head), LOSS, BACKWARD
+ *       (groups through .nodx), UPDATE; grads zeroed; the loss scalar
+ *       returned                                   (with a loss and an optimizer)
  *
  * Within an entry the phases run in that order, each phase's nodes in the
  * graph's (topological) order.  Storage to argument: codegen.h.
@@ -26,7 +29,7 @@
 
 /* Calls to every node of the given phase, in graph order: with whole
  * false, a node's lesser function where it has one (codegen.h: a group
- * without the members that need dx). */
+ * without the members that need dx, a node without its fused loss). */
 static int run_phase(KpEmit *e, const KpEntryEnv *env, LLVMValueRef *fns, KpPhase phase,
                      bool whole, KpDiag *d)
 {
@@ -181,7 +184,7 @@ static LLVMValueRef emit_train_step(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
                       .x = LLVMGetParam(fn, 4), .target = LLVMGetParam(fn, 5),
                       .n = LLVMGetParam(fn, 6), .step = LLVMGetParam(fn, 7),
                       .seed = LLVMGetParam(fn, 8)};
-    /* the backward without dx */
+    /* the forward with the losses fused into it, the backward without dx */
     static const KpPhase order[] = {KP_PHASE_FORWARD, KP_PHASE_LOSS, KP_PHASE_BACKWARD,
                                     KP_PHASE_UPDATE};
     static const bool whole[] = {true, true, false, true};

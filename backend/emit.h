@@ -62,7 +62,10 @@ typedef struct KpEmit {
     int forks;                  /* those of them that may run on several threads */
     struct KpKernelList *kernels;   /* non-NULL: kernels exported, calls listed (kernels.h) */
     int64_t scratch_shared_bytes; /* the shared scratch of the module: the ranges its
-                                     split GEMMs took, one after the other */
+                                     split GEMMs and fused losses took, one after
+                                     the other */
+    bool with_loss;             /* the node's fused loss (KpNode.loss) is emitted too:
+                                   the node function train_step calls */
 } KpEmit;
 
 /* Types, krt_parallel_for's declaration and a builder for emitting into

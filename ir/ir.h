@@ -129,6 +129,19 @@ typedef struct KpEpilogue {
     float alpha;
 } KpEpilogue;
 
+/* A loss fused into the node that computes its prediction (fusion.c):
+ * op (cross_entropy) over the rows of the node's output and the target
+ * in[target], into aux[0] (the loss, g->loss_value) and aux[1] (its
+ * gradient grad_op, g->d_output).  That is LOSS-phase work in a FORWARD
+ * node: the entries that run the LOSS phase (train_step) call the node's
+ * function with it, the others (karp_forward's) a function without it
+ * (backend/codegen.c). */
+typedef struct KpFusedLoss {
+    bool on;
+    KpOp op, grad_op;
+    int target;
+} KpFusedLoss;
+
 typedef struct KpValue {
     int id;                     /* index in g->values */
     const char *name;           /* parameter name ("dense1.weight"), else NULL */
@@ -195,6 +208,7 @@ struct KpNode {
     KpPhase phase;              /* FORWARD unless autodiff says otherwise */
     int nepi;                   /* fused elementwise epilogues, in order */
     KpEpilogue epi[KP_MAX_EPI];
+    KpFusedLoss loss;           /* a loss fused after the epilogues (on: false if none) */
     int group;                  /* horizontal fusion (passes/group.c): the nodes of one
                                    group > 0 are adjacent, independent, of one phase (or
                                    BACKWARD first, then INPUT_GRAD: kp_node_run_phase),

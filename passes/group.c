@@ -83,9 +83,11 @@ static int node_rank(const KpNode *n)
     return phase_rank(joins_backward(n) ? KP_PHASE_BACKWARD : n->phase);
 }
 
+/* Not a view, an update or a node with a fused loss (whose mean follows
+ * its parallel region, which a group member cannot have). */
 static bool groupable(const KpNode *n)
 {
-    return !kp_op_is_view(n->op) && n->nin > 0 &&
+    return !kp_op_is_view(n->op) && n->nin > 0 && !n->loss.on &&
            (n->phase == KP_PHASE_FORWARD || n->phase == KP_PHASE_LOSS ||
             n->phase == KP_PHASE_BACKWARD || n->phase == KP_PHASE_INPUT_GRAD);
 }

@@ -64,7 +64,9 @@
  *   read backward     karp_forward (the second call accumulates the same
  *                     gradients again), so a value a FORWARD node makes and
  *                     a BACKWARD or INPUT_GRAD node reads lives until the
- *                     last BACKWARD or INPUT_GRAD node
+ *                     last BACKWARD or INPUT_GRAD node — but d_output,
+ *                     which a head with a fused loss makes in the FORWARD
+ *                     phase (fusion.c): karp_backward writes it anew
  *
  * Buffers (a root, and the map outputs written in place over it) are
  * placed offline, largest first, each in the smallest gap left by the
@@ -400,7 +402,7 @@ static int plan_shared(KpGraph *g, Plan *p, KpNode **sched, int *pos, KpDiag *d)
         for (int i = 0; i < n->nin; i++) {
             int r = p->root[n->in[i]->id];
             KpNode *def = r >= 0 ? g->values[r]->producer : NULL;
-            if (def && def->phase == KP_PHASE_FORWARD)
+            if (def && def->phase == KP_PHASE_FORWARD && !(dout && r == p->root[dout->id]))
                 use(p, n->in[i], last_bwd);
         }
     }

@@ -142,7 +142,8 @@ static Live *live_ranges(const KpGraph *g, int **pos_out)
             TOUCH(n->in[i], pos[k]);
             const KpValue *b = base_of(n->in[i]);
             bool bwd = n->phase == KP_PHASE_BACKWARD || n->phase == KP_PHASE_INPUT_GRAD;
-            if (bwd && b->producer && b->producer->phase == KP_PHASE_FORWARD)
+            bool dy = g->d_output && b == base_of(g->d_output);    /* karp_backward's copy */
+            if (bwd && !dy && b->producer && b->producer->phase == KP_PHASE_FORWARD)
                 TOUCH(b, last_bwd);
         }
     }
