@@ -106,10 +106,12 @@ int kp_node_takes_seed(const KpNode *n)
     return n->op == KP_OP_dropout_mask;
 }
 
-LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, int *forks, KpDiag *d)
+LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, bool whole,
+                             int *forks, KpDiag *d)
 {
     LLVMTypeRef params[KP_MAX_ARGS];
     e->node = n;
+    e->with_loss = whole && n->loss.on;
     e->nptr = n->nin == 0 ? 3 : n->nin + 1 + n->naux;
     int seeded = kp_node_takes_seed(n), share = n->group > 0 ? 2 : 0;
     for (int i = 0; i < e->nptr; i++)
@@ -119,7 +121,8 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, int
     LLVMTypeRef ty =
         LLVMFunctionType(e->void_t, params, (unsigned)(e->nptr + 1 + seeded + share), 0);
     char name[128];
-    snprintf(name, sizeof name, "%s.node%d.%s", prefix, n->id, kp_op_name(n->op));
+    snprintf(name, sizeof name, "%s.node%d.%s%s", prefix, n->id, kp_op_name(n->op),
+             n->loss.on && !whole ? ".noloss" : "");
     e->fn = LLVMAddFunction(e->mod, name, ty);
     LLVMSetLinkage(e->fn, LLVMInternalLinkage);
     /* entries call a node each: inlining them would only copy the
@@ -154,6 +157,7 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, int
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
     int rc = emitters[n->op](e, n, d);
     e->accumulate = 0;
+    e->with_loss = false;
     e->seed = e->share_t = e->share_nt = NULL;
     if (rc < 0)
         return NULL;
@@ -168,10 +172,50 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, int
     return e->fn;
 }
 
+/* Whether n runs only when the entry computes dx, in a group that runs
+ * among the BACKWARD nodes (passes/group.c). */
+static bool dx_member(const KpGraph *g, const KpNode *n)
+{
+    return n->phase == KP_PHASE_INPUT_GRAD && kp_node_run_phase(g, n) == KP_PHASE_BACKWARD;
+}
+
+/* The functions of the group of nodes [i, end), whose node functions are
+ * fns[i, end): the group's into fns[i] (NULL into the other members'),
+ * and when some members run only with dx, the group's without them into
+ * fns[nnodes + i]. */
+static int emit_group(KpEmit *e, const char *prefix, int grp, LLVMValueRef *fns, const int *forks,
+                      int i, int end, KpDiag *d)
+{
+    const KpGraph *g = e->g;
+    LLVMValueRef part[KP_CG_GROUP_ARGS];
+    int fork = 0, part_fork = 0, count = 0;
+    for (int j = i; j < end; j++) {
+        fork |= forks[j] > 0;
+        if (!dx_member(g, g->nodes[j]) && count < KP_CG_GROUP_ARGS) {
+            part[count++] = fns[j];
+            part_fork |= forks[j] > 0;
+        }
+    }
+    char name[128];
+    snprintf(name, sizeof name, "%s.group%d", prefix, grp);
+    LLVMValueRef whole = kp_cg_emit_group(e, name, fns + i, end - i, fork, d);
+    if (!whole)
+        return -1;
+    if (count < end - i) {
+        snprintf(name, sizeof name, "%s.group%d.nodx", prefix, grp);
+        if (!(fns[g->nnodes + i] = kp_cg_emit_group(e, name, part, count, part_fork, d)))
+            return -1;
+    }
+    fns[i] = whole;
+    for (int j = i + 1; j < end; j++)
+        fns[j] = NULL;
+    return 0;
+}
+
 LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
 {
     const KpGraph *g = e->g;
-    LLVMValueRef *fns = calloc((size_t)g->nnodes + 1, sizeof *fns);
+    LLVMValueRef *fns = calloc(2 * (size_t)g->nnodes + 1, sizeof *fns);
     int *forks = calloc((size_t)g->nnodes + 1, sizeof *forks);
     if (!fns || !forks) {
         free(fns);
@@ -179,31 +223,25 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
         kp_error(d, "out of memory");
         return NULL;
     }
-    for (int i = 0; i < g->nnodes; i++)
-        if (!(fns[i] = kp_cg_emit_node(e, prefix, g->nodes[i], &forks[i], d))) {
+    for (int i = 0; i < g->nnodes; i++) {
+        const KpNode *n = g->nodes[i];
+        if (!(fns[i] = kp_cg_emit_node(e, prefix, n, true, &forks[i], d)) ||
+            (n->loss.on && !(fns[g->nnodes + i] = kp_cg_emit_node(e, prefix, n, false, NULL, d)))) {
             free(fns);
             free(forks);
             return NULL;
         }
+    }
     /* a group's first member: the group's function; the others: NULL */
     for (int i = 0; i < g->nnodes;) {
         int end = i + 1;
         int grp = g->nodes[i]->group;
         while (grp > 0 && end < g->nnodes && g->nodes[end]->group == grp)
             end++;
-        if (grp > 0) {
-            int fork = 0;
-            for (int j = i; j < end; j++)
-                fork |= forks[j] > 0;
-            LLVMValueRef fn = kp_cg_emit_group(e, prefix, grp, fns + i, end - i, fork, d);
-            if (!fn) {
-                free(fns);
-                free(forks);
-                return NULL;
-            }
-            fns[i] = fn;
-            for (int j = i + 1; j < end; j++)
-                fns[j] = NULL;
+        if (grp > 0 && emit_group(e, prefix, grp, fns, forks, i, end, d) < 0) {
+            free(fns);
+            free(forks);
+            return NULL;
         }
         i = end;
     }
@@ -212,9 +250,12 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
 }
 
 /* The arguments of n's node function in the entry, and in what[] the
- * same arguments described for e->kernels; their count, or -1. */
-static int node_args(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef *args,
-                     KpKernelArg *what, KpDiag *d)
+ * same arguments described for e->kernels; their count, or -1.  Without
+ * its fused loss (whole false), null pointers for the loss's target and
+ * outputs: the function does not touch them, and karp_forward's entry
+ * has no target. */
+static int node_args(KpEmit *e, const KpEntryEnv *env, const KpNode *n, bool whole,
+                     LLVMValueRef *args, KpKernelArg *what, KpDiag *d)
 {
     if (n->nin == 0) {
         LLVMValueRef out = kp_cg_value_ptr(e, env, n->out, d);
@@ -226,15 +267,20 @@ static int node_args(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValu
         what[2] = kp_karg(KP_KARG_OPT), what[3] = kp_karg(KP_KARG_STEP);
         return 4;
     }
+    bool unused_loss = n->loss.on && !whole;
     for (int k = 0; k < n->nin; k++) {
-        if (!(args[k] = kp_cg_value_ptr(e, env, n->in[k], d)))
-            return -1;
         what[k] = kp_karg_value(n->in[k]);
+        if (unused_loss && k == n->loss.target)
+            args[k] = LLVMConstPointerNull(e->ptr);
+        else if (!(args[k] = kp_cg_value_ptr(e, env, n->in[k], d)))
+            return -1;
     }
     for (int o = 0; o < kp_node_nout(n); o++) {
-        if (!(args[n->nin + o] = kp_cg_value_ptr(e, env, kp_node_output(n, o), d)))
-            return -1;
         what[n->nin + o] = kp_karg_value(kp_node_output(n, o));
+        if (unused_loss && o > 0)
+            args[n->nin + o] = LLVMConstPointerNull(e->ptr);
+        else if (!(args[n->nin + o] = kp_cg_value_ptr(e, env, kp_node_output(n, o), d)))
+            return -1;
     }
     int nargs = n->nin + kp_node_nout(n);
     what[nargs] = kp_karg(KP_KARG_N);
@@ -249,7 +295,8 @@ static int node_args(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValu
     return nargs;
 }
 
-int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn, KpDiag *d)
+int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn,
+                    bool whole, KpDiag *d)
 {
     if (!fn)
         return 0;   /* a group member: its group's function runs it */
@@ -259,20 +306,23 @@ int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValue
         end++;
     LLVMValueRef args[KP_CG_GROUP_ARGS];
     KpKernelArg what[KP_CG_GROUP_ARGS];     /* the same arguments, for e->kernels */
-    int nargs = 0;
+    const KpNode *ran[KP_CG_GROUP_ARGS];    /* the nodes the call computes */
+    int nargs = 0, nran = 0;
     for (int k = n->id; k < end; k++) {
+        if (!whole && dx_member(g, g->nodes[k]))
+            continue;
         if (nargs + KP_MAX_ARGS > KP_CG_GROUP_ARGS)
             return kp_error(d, "internal error: group %d has too many arguments", n->group);
-        int c = node_args(e, env, g->nodes[k], args + nargs, what + nargs, d);
+        int c = node_args(e, env, g->nodes[k], whole, args + nargs, what + nargs, d);
         if (c < 0)
             return -1;
         nargs += c;
+        ran[nran++] = g->nodes[k];
     }
     LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fn), fn, args, (unsigned)nargs, "");
     if (!e->kernels)
         return 0;
-    return kp_cg_note_call(e, env, fn, (const KpNode *const *)(g->nodes + n->id), end - n->id,
-                           what, nargs, d);
+    return kp_cg_note_call(e, env, fn, ran, nran, what, nargs, d);
 }
 
 LLVMValueRef kp_cg_entry(KpEmit *e, const char *what, LLVMTypeRef ty)
@@ -306,7 +356,7 @@ static LLVMValueRef emit_infer(KpEmit *e, LLVMValueRef *prepare, KpDiag *d)
     int nprep = 0;
     for (int i = 0; i < g->nnodes && infer; i++) {
         nprep += g->nodes[i]->phase == KP_PHASE_PREPARE;
-        if (g->nodes[i]->phase == KP_PHASE_FORWARD && kp_cg_call_node(e, &env, g->nodes[i], fns[i], d) < 0)
+        if (g->nodes[i]->phase == KP_PHASE_FORWARD && kp_cg_call_node(e, &env, g->nodes[i], fns[i], true, d) < 0)
             infer = NULL;
     }
     if (infer)
@@ -318,7 +368,7 @@ static LLVMValueRef emit_infer(KpEmit *e, LLVMValueRef *prepare, KpDiag *d)
         penv.prep = LLVMGetParam(prep, 1);
         for (int i = 0; i < g->nnodes && prep; i++)
             if (g->nodes[i]->phase == KP_PHASE_PREPARE &&
-                kp_cg_call_node(e, &penv, g->nodes[i], fns[i], d) < 0)
+                kp_cg_call_node(e, &penv, g->nodes[i], fns[i], true, d) < 0)
                 prep = NULL;
         if (prep)
             LLVMBuildRetVoid(e->b);

@@ -28,30 +28,43 @@ typedef struct KpEntryEnv {
 /* <prefix>.node<id>.<op>: node n's function, internal, its body from the
  * op's emitter; (params, grads, opt, step) for a node without inputs (an
  * update); a member of a group takes two more i64s, its share t of nt
- * (emit.h).  *forks (when not NULL): how many of its parallel regions may
- * run on several threads (a small node's run on the caller's thread).  NULL with
- * a diagnostic. */
-LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, int *forks,
-                             KpDiag *d);
+ * (emit.h).  With whole false, a node with a fused loss (KpNode.loss)
+ * without it, <prefix>.node<id>.<op>.noloss (the same arguments).  *forks
+ * (when not NULL): how many of its parallel regions may run on several
+ * threads (a small node's run on the caller's thread).  NULL with a
+ * diagnostic. */
+LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, bool whole,
+                             int *forks, KpDiag *d);
 /* One function per node of e->g, named "<prefix>.node<id>.<op>", and one
- * per group, "<prefix>.group<k>"; returns an array of g->nnodes functions
- * (free() it), NULL with a diagnostic: what the entries call for node i,
- * its node function, or for the first member of a group the group's
- * function, NULL for the group's other members. */
+ * per group, "<prefix>.group<k>"; returns an array of 2 * g->nnodes
+ * functions (free() it), NULL with a diagnostic.  fns[i] is what the
+ * entries call for node i: its node function, or for the first member of
+ * a group the group's function, NULL for the group's other members.
+ * fns[nnodes + i] is, where some entries do less, what they call instead
+ * (NULL for every other node):
+ *   - for the first member of a group that runs INPUT_GRAD members among
+ *     the BACKWARD nodes (kp_node_run_phase), the group's function without
+ *     those members, "<prefix>.group<k>.nodx", for an entry without dx;
+ *   - for a node with a fused loss, its function without the loss, for an
+ *     entry that does not run the LOSS phase. */
 LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d);
 /* A call to fn, what kp_cg_emit_nodes gave for node n, from the entry
  * (builder positioned in it): n's arguments, or the arguments of every
- * member of n's group one after the other; nothing for fn NULL. */
-int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn, KpDiag *d);
+ * member of n's group one after the other.  whole false: fn is the
+ * lesser function fns[nnodes + n->id], whose arguments leave out the
+ * members that run only with dx and give null pointers for a fused
+ * loss's target and outputs.  Nothing for fn NULL. */
+int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn,
+                    bool whole, KpDiag *d);
 /* The most arguments a group's function takes. */
 #define KP_CG_GROUP_ARGS 256
-/* The function of the group grp whose members' node functions (emitted
+/* The function `name` of a group whose members' node functions (emitted
  * with a share of the work, emit.h) are members[0..count) (codegen_group.c):
- *     <prefix>.group<grp>(the members' arguments, one after the other)
+ *     name(the members' arguments, one after the other)
  * runs every member on every thread, each on its share; with fork 0
  * (no member's work is worth threads) on the calling thread alone. */
-LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *prefix, int grp, const LLVMValueRef *members,
-                              int count, int fork, KpDiag *d);
+LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *name, const LLVMValueRef *members, int count,
+                              int fork, KpDiag *d);
 /* The pointer to v's first element inside the entry. */
 LLVMValueRef kp_cg_value_ptr(KpEmit *e, const KpEntryEnv *env, const KpValue *v, KpDiag *d);
 /* For e->kernels (kernels.c): the record of a call the entry env->fn makes

@@ -17,11 +17,16 @@
  * the same order — and nothing depends on the thread count.  The members
  * do not read each other's outputs and the memory plan keeps what they
  * write apart from what any of them reads, so they need no barrier.
+ *
+ * A group that runs INPUT_GRAD members among the BACKWARD nodes
+ * (passes/group.c) is emitted twice by codegen.c: whole, and without
+ * those members as <prefix>.group<k>.nodx, which train_step and a
+ * karp_backward without dx call.
  */
 #include "codegen.h"
 
-LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *prefix, int grp, const LLVMValueRef *members,
-                              int count, int fork, KpDiag *d)
+LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *group, const LLVMValueRef *members, int count,
+                              int fork, KpDiag *d)
 {
     /* the members' parameters without their (t, nt), one after the other */
     LLVMTypeRef types[KP_CG_GROUP_ARGS];
@@ -32,7 +37,7 @@ LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *prefix, int grp, const LLVM
         unsigned np = LLVMCountParamTypes(ty);
         LLVMTypeRef ps[KP_MAX_ARGS];
         if (np < 2 || np > KP_MAX_ARGS || total + (int)np > KP_CG_GROUP_ARGS) {
-            kp_error(d, "internal error: group %d: member %d has %u parameters", grp, m, np);
+            kp_error(d, "internal error: %s: member %d has %u parameters", group, m, np);
             return NULL;
         }
         LLVMGetParamTypes(ty, ps);
@@ -42,15 +47,14 @@ LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *prefix, int grp, const LLVM
             types[total++] = ps[i];
     }
 
-    char name[128];
-    snprintf(name, sizeof name, "%s.group%d", prefix, grp);
+    char name[160];
     LLVMTypeRef fty = LLVMFunctionType(e->void_t, types, (unsigned)total, 0);
-    LLVMValueRef fn = LLVMAddFunction(e->mod, name, fty);
+    LLVMValueRef fn = LLVMAddFunction(e->mod, group, fty);
     LLVMSetLinkage(fn, LLVMInternalLinkage);
     LLVMTypeRef ctx_ty = LLVMStructTypeInContext(e->ctx, types, (unsigned)total, 0);
 
     /* body(ctx, t, nt): every member on share t of nt */
-    snprintf(name, sizeof name, "%s.group%d.body", prefix, grp);
+    snprintf(name, sizeof name, "%s.body", group);
     LLVMTypeRef bparams[3] = {e->ptr, e->i64, e->i64};
     LLVMTypeRef bty = LLVMFunctionType(e->void_t, bparams, 3, 0);
     LLVMValueRef body = LLVMAddFunction(e->mod, name, bty);

@@ -3,15 +3,20 @@
  * same module as infer (node functions "train.node<i>.<op>"):
  *
  *   forward(params, tws, x, y, n, seed)
- *       FORWARD nodes (the seed for their dropout masks); then, if y != NULL, the output copied to y
+ *       FORWARD nodes (the seed for their dropout masks), a head with a
+ *       fused loss without it (.noloss); then, if y != NULL, the output
+ *       copied to y
  *   backward(params, grads, tws, x, dy, dx, n)
  *       dy copied into d_output's slot; BACKWARD nodes; INPUT_GRAD nodes
- *       only if dx != NULL
+ *       only if dx != NULL (those in a group that runs among the BACKWARD
+ *       nodes there: the group's function with them if dx != NULL, its
+ *       .nodx function without them if not)
  *   apply(params, grads, opt, step)                      (with an optimizer)
  *       UPDATE nodes (which zero the trained gradients as they read them);
  *       grads[trainable_floats, param_floats) zeroed
  *   train_step(params, grads, opt, tws, x, target, n, step, seed) -> loss
- *       FORWARD, LOSS, BACKWARD, UPDATE; grads zeroed; the loss scalar
+ *       FORWARD (a fused loss computed with its head), LOSS, BACKWARD
+ *       (groups through .nodx), UPDATE; grads zeroed; the loss scalar
  *       returned                                   (with a loss and an optimizer)
  *
  * Within an entry the phases run in that order, each phase's nodes in the
@@ -22,13 +27,19 @@
 
 #include "codegen.h"
 
-/* Calls to every node of the given phase, in graph order. */
-static int run_phase(KpEmit *e, const KpEntryEnv *env, LLVMValueRef *fns, KpPhase phase, KpDiag *d)
+/* Calls to every node of the given phase, in graph order: with whole
+ * false, a node's lesser function where it has one (codegen.h: a group
+ * without the members that need dx, a node without its fused loss). */
+static int run_phase(KpEmit *e, const KpEntryEnv *env, LLVMValueRef *fns, KpPhase phase,
+                     bool whole, KpDiag *d)
 {
     const KpGraph *g = e->g;
-    for (int i = 0; i < g->nnodes; i++)
-        if (g->nodes[i]->phase == phase && kp_cg_call_node(e, env, g->nodes[i], fns[i], d) < 0)
+    for (int i = 0; i < g->nnodes; i++) {
+        bool full = whole || !fns[g->nnodes + i];
+        LLVMValueRef fn = full ? fns[i] : fns[g->nnodes + i];
+        if (g->nodes[i]->phase == phase && kp_cg_call_node(e, env, g->nodes[i], fn, full, d) < 0)
             return -1;
+    }
     return 0;
 }
 
@@ -44,6 +55,41 @@ static LLVMBasicBlockRef if_nonnull(KpEmit *e, LLVMValueRef fn, LLVMValueRef p, 
     LLVMBuildCondBr(e->b, LLVMBuildIsNotNull(e->b, p, ""), then, done);
     LLVMPositionBuilderAtEnd(e->b, then);
     return done;
+}
+
+/* backward's BACKWARD nodes: a group with INPUT_GRAD members whole if
+ * dx != NULL, else through its .nodx function. */
+static int run_backward(KpEmit *e, const KpEntryEnv *env, LLVMValueRef *fns, LLVMValueRef dx,
+                        KpDiag *d)
+{
+    const KpGraph *g = e->g;
+    for (int i = 0; i < g->nnodes; i++) {
+        const KpNode *n = g->nodes[i];
+        if (n->phase != KP_PHASE_BACKWARD)
+            continue;
+        LLVMValueRef nodx = fns[g->nnodes + i];
+        if (!nodx) {
+            if (kp_cg_call_node(e, env, n, fns[i], true, d) < 0)
+                return -1;
+            continue;
+        }
+        LLVMBasicBlockRef with_bb = LLVMAppendBasicBlockInContext(e->ctx, env->fn, "with_dx");
+        LLVMBasicBlockRef without_bb = LLVMAppendBasicBlockInContext(e->ctx, env->fn, "without_dx");
+        LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, env->fn, "group.done");
+        LLVMBuildCondBr(e->b, LLVMBuildIsNotNull(e->b, dx, ""), with_bb, without_bb);
+        LLVMPositionBuilderAtEnd(e->b, with_bb);
+        KpEntryEnv with = *env;
+        with.dx = dx;
+        if (kp_cg_call_node(e, &with, n, fns[i], true, d) < 0)
+            return -1;
+        LLVMBuildBr(e->b, done);
+        LLVMPositionBuilderAtEnd(e->b, without_bb);
+        if (kp_cg_call_node(e, env, n, nodx, false, d) < 0)
+            return -1;
+        LLVMBuildBr(e->b, done);
+        LLVMPositionBuilderAtEnd(e->b, done);
+    }
+    return 0;
 }
 
 /* n * size(v) floats, in bytes. */
@@ -77,7 +123,7 @@ static LLVMValueRef emit_forward(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
                       .x = LLVMGetParam(fn, 2), .n = LLVMGetParam(fn, 4),
                       .seed = LLVMGetParam(fn, 5)};
     LLVMValueRef y = LLVMGetParam(fn, 3);
-    if (run_phase(e, &env, fns, KP_PHASE_FORWARD, d) < 0)
+    if (run_phase(e, &env, fns, KP_PHASE_FORWARD, false, d) < 0)
         return NULL;
     LLVMBasicBlockRef done = if_nonnull(e, fn, y, "y");
     LLVMValueRef out = kp_cg_value_ptr(e, &env, e->g->output, d);
@@ -104,11 +150,11 @@ static LLVMValueRef emit_backward(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
             return NULL;
         LLVMBuildMemCpy(e->b, slot, 4, dy, 4, value_bytes(e, dout, env.n));
     }
-    if (run_phase(e, &env, fns, KP_PHASE_BACKWARD, d) < 0)
+    if (run_backward(e, &env, fns, dx, d) < 0)
         return NULL;
     LLVMBasicBlockRef done = if_nonnull(e, fn, dx, "dx");
     env.dx = dx;
-    if (run_phase(e, &env, fns, KP_PHASE_INPUT_GRAD, d) < 0)
+    if (run_phase(e, &env, fns, KP_PHASE_INPUT_GRAD, true, d) < 0)
         return NULL;
     LLVMBuildBr(e->b, done);
     LLVMPositionBuilderAtEnd(e->b, done);
@@ -122,7 +168,7 @@ static LLVMValueRef emit_apply(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
     LLVMValueRef fn = kp_cg_entry(e, "apply", LLVMFunctionType(e->void_t, pt, 4, 0));
     KpEntryEnv env = {.fn = fn, .params = LLVMGetParam(fn, 0), .grads = LLVMGetParam(fn, 1),
                       .opt = LLVMGetParam(fn, 2), .step = LLVMGetParam(fn, 3)};
-    if (run_phase(e, &env, fns, KP_PHASE_UPDATE, d) < 0)
+    if (run_phase(e, &env, fns, KP_PHASE_UPDATE, true, d) < 0)
         return NULL;
     zero_grads(e, &env);
     LLVMBuildRetVoid(e->b);
@@ -138,10 +184,12 @@ static LLVMValueRef emit_train_step(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
                       .x = LLVMGetParam(fn, 4), .target = LLVMGetParam(fn, 5),
                       .n = LLVMGetParam(fn, 6), .step = LLVMGetParam(fn, 7),
                       .seed = LLVMGetParam(fn, 8)};
+    /* the forward with the losses fused into it, the backward without dx */
     static const KpPhase order[] = {KP_PHASE_FORWARD, KP_PHASE_LOSS, KP_PHASE_BACKWARD,
                                     KP_PHASE_UPDATE};
+    static const bool whole[] = {true, true, false, true};
     for (int k = 0; k < 4; k++)
-        if (run_phase(e, &env, fns, order[k], d) < 0)
+        if (run_phase(e, &env, fns, order[k], whole[k], d) < 0)
             return NULL;
     zero_grads(e, &env);
     LLVMValueRef loss = kp_cg_value_ptr(e, &env, e->g->loss_value, d);

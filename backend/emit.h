@@ -62,7 +62,10 @@ typedef struct KpEmit {
     int forks;                  /* those of them that may run on several threads */
     struct KpKernelList *kernels;   /* non-NULL: kernels exported, calls listed (kernels.h) */
     int64_t scratch_shared_bytes; /* the shared scratch of the module: the ranges its
-                                     split GEMMs took, one after the other */
+                                     split GEMMs and fused losses took, one after
+                                     the other */
+    bool with_loss;             /* the node's fused loss (KpNode.loss) is emitted too:
+                                   the node function train_step calls */
 } KpEmit;
 
 /* Types, krt_parallel_for's declaration and a builder for emitting into
@@ -228,8 +231,24 @@ KpMapFn kp_map_mul(void);
 LLVMValueRef kp_emit_epilogue(KpEmit *e, const KpNode *n, const LLVMValueRef *p, LLVMValueRef v,
                               LLVMValueRef idx, int lanes);
 
+/* cross_entropy's gradient over rows [r0, r1) of logits x [., cols] with
+ * int32 labels (one per row): dx rows = (softmax(x) - onehot) / n; and
+ * with terms non-NULL, terms[r] = the row's term of the loss (max - x[l] +
+ * ln sum e^(x - max)), the float cross_entropy adds up (emit_loss.c). */
+void kp_emit_xent_rows(KpEmit *e, LLVMValueRef x, LLVMValueRef labels, LLVMValueRef dx,
+                       LLVMValueRef terms, LLVMValueRef r0, LLVMValueRef r1, int64_t cols,
+                       LLVMValueRef n);
+/* *loss = the mean of terms[0, n), summed in double in row order: the
+ * loss cross_entropy computes, bit for bit, from kp_emit_xent_rows' terms. */
+void kp_emit_xent_mean(KpEmit *e, LLVMValueRef terms, LLVMValueRef n, LLVMValueRef loss);
+
 /* The float (f32) value of an i64 count, splatted to ty if ty is a vector. */
 LLVMValueRef kp_count_f32(KpEmit *e, LLVMValueRef count, LLVMTypeRef ty);
+
+/* The call's shared scratch (krt_scratch_shared: one area for every
+ * thread of the call, runtime/scratch.c) at byte at: a range a node took
+ * in e->scratch_shared_bytes. */
+LLVMValueRef kp_scratch_shared_at(KpEmit *e, int64_t at);
 
 /* Elements of one sample of v, and of n samples (i64 IR value). */
 LLVMValueRef kp_numel(KpEmit *e, const KpValue *v);

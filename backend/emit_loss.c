@@ -117,25 +117,31 @@ int emit_cross_entropy(KpEmit *e, const KpNode *n, KpDiag *d)
     return 0;
 }
 
-/* Rows in parallel: dx = e^(x - max) / sum, minus 1 at the label, over n. */
-static void cross_entropy_grad_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+void kp_emit_xent_rows(KpEmit *e, LLVMValueRef x, LLVMValueRef labels, LLVMValueRef dx,
+                       LLVMValueRef terms, LLVMValueRef r0, LLVMValueRef r1, int64_t cols,
+                       LLVMValueRef n)
 {
-    int64_t cols = kp_value_sample_size(user);
     int64_t kmain = cols - cols % e->vw;
     int rem = (int)(cols % e->vw);
-    LLVMValueRef x = a->p[0], dx = a->p[2];
     LLVMValueRef lanes[64];
     for (int i = 0; i < e->vw; i++)
         lanes[i] = LLVMConstInt(e->i64, (unsigned long long)i, 0);
     LLVMValueRef iota = LLVMConstVector(lanes, (unsigned)e->vw);
     LLVMTypeRef ivec = LLVMVectorType(e->i64, (unsigned)e->vw);
-    LLVMValueRef nf = kp_count_f32(e, a->n, e->vec);
+    LLVMValueRef nf = kp_count_f32(e, n, e->vec);
     KpLoop lr, lk;
-    kp_loop_begin(e, &lr, a->begin, a->end, 1, "row");
+    kp_loop_begin(e, &lr, r0, r1, 1, "row");
     LLVMValueRef base = LLVMBuildNSWMul(e->b, lr.iv, kp_i64(e, cols), "base");
     LLVMValueRef max, sum, valid;
     row_max_sum(e, x, base, cols, &max, &sum);
-    LLVMValueRef l = row_label(e, a->p[1], lr.iv, cols, &valid);
+    LLVMValueRef l = row_label(e, labels, lr.iv, cols, &valid);
+    if (terms) {
+        /* the row's term of the loss, as cross_entropy_kernel computes it */
+        LLVMValueRef xl = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, x, LLVMBuildNSWAdd(e->b, base, l, "")), "");
+        xl = LLVMBuildSelect(e->b, valid, xl, LLVMConstReal(e->f32, NAN), "");
+        LLVMValueRef term = LLVMBuildFAdd(e->b, LLVMBuildFSub(e->b, max, xl, ""), kp_emit_log(e, sum), "");
+        LLVMBuildStore(e->b, term, kp_gep(e, terms, lr.iv));
+    }
     l = LLVMBuildSelect(e->b, valid, l, kp_i64(e, -1), "");
     LLVMValueRef lv = LLVMBuildShuffleVector(
         e->b, LLVMBuildInsertElement(e->b, LLVMGetPoison(ivec), l, kp_i32(e, 0), ""), LLVMGetPoison(ivec),
@@ -172,6 +178,29 @@ static void cross_entropy_grad_kernel(KpEmit *e, const KpKernelArgs *a, void *us
         }
     }
     kp_loop_end(e, &lr);
+}
+
+void kp_emit_xent_mean(KpEmit *e, LLVMValueRef terms, LLVMValueRef n, LLVMValueRef loss)
+{
+    LLVMValueRef total = kp_alloca(e, f64(e), "total");
+    LLVMBuildStore(e->b, LLVMConstReal(f64(e), 0.0), total);
+    KpLoop lr;
+    kp_loop_begin(e, &lr, kp_i64(e, 0), n, 1, "row");
+    LLVMValueRef term = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, terms, lr.iv), "term");
+    LLVMValueRef t = LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, f64(e), total, ""),
+                                   LLVMBuildFPExt(e->b, term, f64(e), ""), "");
+    LLVMBuildStore(e->b, t, total);
+    kp_loop_end(e, &lr);
+    LLVMValueRef mean = LLVMBuildFDiv(e->b, LLVMBuildLoad2(e->b, f64(e), total, ""),
+                                      LLVMBuildSIToFP(e->b, n, f64(e), ""), "");
+    LLVMBuildStore(e->b, LLVMBuildFPTrunc(e->b, mean, e->f32, ""), loss);
+}
+
+/* Rows in parallel: dx = e^(x - max) / sum, minus 1 at the label, over n. */
+static void cross_entropy_grad_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    kp_emit_xent_rows(e, a->p[0], a->p[1], a->p[2], NULL, a->begin, a->end,
+                      kp_value_sample_size(user), a->n);
 }
 
 int emit_cross_entropy_grad(KpEmit *e, const KpNode *n, KpDiag *d)

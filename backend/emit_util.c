@@ -441,3 +441,14 @@ LLVMValueRef kp_numel(KpEmit *e, const KpValue *v)
 {
     return LLVMBuildNSWMul(e->b, e->n, kp_i64(e, kp_value_sample_size(v)), "");
 }
+
+LLVMValueRef kp_scratch_shared_at(KpEmit *e, int64_t at)
+{
+    LLVMTypeRef ty = LLVMFunctionType(e->ptr, NULL, 0, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, "krt_scratch_shared");
+    if (!fn)
+        fn = LLVMAddFunction(e->mod, "krt_scratch_shared", ty);
+    LLVMValueRef base = LLVMBuildCall2(e->b, ty, fn, NULL, 0, "shared");
+    LLVMValueRef off = kp_i64(e, at);
+    return LLVMBuildInBoundsGEP2(e->b, LLVMInt8TypeInContext(e->ctx), base, &off, 1, "");
+}

@@ -122,6 +122,10 @@ typedef struct KpGemmTile {
     LLVMValueRef acc[KP_GEMM_MAX_MR][KP_GEMM_MAX_NV];
 } KpGemmTile;
 typedef void (*KpGemmStoreFn)(KpEmit *e, const KpGemmTile *t, void *user);
+/* A work item's rows [i0, i0 + mi) of C, final in every column: stored
+ * whole, after the last k block and the store callback. */
+typedef void (*KpGemmRowsFn)(KpEmit *e, const KpKernelArgs *ka, LLVMValueRef i0, LLVMValueRef mi,
+                             void *user);
 
 typedef struct KpGemm {
     const char *name;           /* names the kernel ("dense") */
@@ -133,6 +137,11 @@ typedef struct KpGemm {
     bool accumulate;            /* C += A·B (the store gets C + A·B) */
     KpGemmStoreFn store;        /* the final store; NULL: plainly through c */
     void *store_user;
+    bool full_rows;             /* every work item spans all the columns of C (the
+                                   grid cuts rows only; k is never split) */
+    KpGemmRowsFn rows;          /* NULL, or run by each work item on its rows once
+                                   they are final (needs full_rows, one group) */
+    void *rows_user;
 } KpGemm;
 
 /* Emit the GEMM as the current node's one parallel region (work items

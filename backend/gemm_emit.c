@@ -7,6 +7,11 @@
  * worth a thread team (below the plan's n_par) is one item, R = C = 1,
  * which krt_parallel_for runs on the calling thread.
  *
+ * With full_rows an item spans all the columns (C = 1), and a rows
+ * callback runs in the item once its rows are final: a row-wise pass
+ * over C right after the GEMM wrote it, while it is in cache (the fused
+ * loss of a dense head, emit_dense.c).
+ *
  * Split k (the plan's kchunks_max > 1): item = tile * S + s for S chunks
  * of k.  Chunk s of a tile sums its k into partial C number s (the call's
  * shared scratch), then counts itself done on the tile's counter; the
@@ -41,7 +46,7 @@ static LLVMValueRef ceil_div(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
     return LLVMBuildUDiv(e->b, up, b, "");
 }
 
-/* ptr name(void): the runtime's scratch of this thread, or of this call */
+/* ptr name(void): the runtime's scratch of this thread */
 static LLVMValueRef call_runtime(KpEmit *e, const char *name)
 {
     LLVMTypeRef ty = LLVMFunctionType(e->ptr, NULL, 0, 0);
@@ -98,8 +103,7 @@ static void split_item(KpEmit *e, const Job *j, const KpKernelArgs *a, KpGemmIte
     const KpGemm *g = j->g;
     const KpGemmPlan *p = &j->p;
     LLVMTypeRef i8 = LLVMInt8TypeInContext(e->ctx);
-    LLVMValueRef own = kp_i64(e, j->shared_at);
-    LLVMValueRef shared = LLVMBuildInBoundsGEP2(e->b, i8, call_runtime(e, "krt_scratch_shared"), &own, 1, "");
+    LLVMValueRef shared = kp_scratch_shared_at(e, j->shared_at);
     it->k0 = LLVMBuildNSWMul(e->b, s, r->kchunk, "k0");
     it->kend = kp_min_i64(e, LLVMBuildNSWAdd(e->b, it->k0, r->kchunk, ""), r->k);
     LLVMValueRef part0 = kp_gep(e, shared, kp_i64(e, 0));
@@ -154,6 +158,8 @@ static void kernel(KpEmit *e, const KpKernelArgs *a, void *user)
         it.k0 = kp_i64(e, 0);
         it.kend = r.k;
         kp_gemm_item(e, g, p, a, &it);
+        if (g->rows)
+            g->rows(e, a, it.i0, it.mi, g->rows_user);
     }
     kp_loop_end(e, &li);
 }
@@ -163,6 +169,10 @@ int kp_gemm_emit(KpEmit *e, const KpGemm *g, KpDiag *d)
     Job j = {.g = g};
     if (kp_gemm_plan(g, e->vw, e->g->max_batch, &j.p, d) < 0)
         return -1;
+    if (g->rows && (!g->full_rows || g->groups.size != 1 || g->groups.batched ||
+                    j.p.ncol_chunks != 1 || j.p.kchunks_max != 1))
+        return kp_error(d, "internal error: GEMM %s: a rows callback needs work items of "
+                        "whole rows", g->name);
     if (j.p.scratch_bytes > e->scratch_bytes)
         e->scratch_bytes = j.p.scratch_bytes;
     j.shared_at = e->scratch_shared_bytes;

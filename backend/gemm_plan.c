@@ -176,10 +176,10 @@ static double grid_cost(const KpGemmPlan *p, const Host *h, int64_t groups, int6
 }
 
 static void choose_grid(KpGemmPlan *p, const Host *h, int64_t groups, int64_t m, int64_t n,
-                        int64_t k, double pa, double pb)
+                        int64_t k, double pa, double pb, bool full_rows)
 {
     double best = -1;
-    int64_t rmax = kp_ceil_div(m, p->mr), cmax = kp_ceil_div(n, p->nv * p->vw);
+    int64_t rmax = kp_ceil_div(m, p->mr), cmax = full_rows ? 1 : kp_ceil_div(n, p->nv * p->vw);
     for (int64_t r = 1; r <= rmax && r <= 64; r++)
         for (int64_t c = 1; c <= cmax && c <= 64; c++) {
             double cost = grid_cost(p, h, groups, m, n, k, r, c, pa, pb);
@@ -238,7 +238,7 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     p->parallel = macs >= PAR_MIN_MACS && h.cores > 1;
     p->nrow_chunks = p->ncol_chunks = 1;
     if (p->parallel)
-        choose_grid(p, &h, groups, m, n, k, pa, pb);
+        choose_grid(p, &h, groups, m, n, k, pa, pb, g->full_rows);
     p->mci = kp_round_up(kp_ceil_div(m, p->nrow_chunks), p->mr);
     p->nci = kp_round_up(kp_ceil_div(n, p->ncol_chunks), nr);
     p->nc = p->nci <= nc_max ? p->nci : kp_ceil_div(p->nci, kp_ceil_div(p->nci, nc_max));
@@ -260,7 +260,8 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     p->nv = widen(p, p->mr);     /* m itself may be too small for 8 chains */
 
     p->kchunks_max = 1;
-    if (macs >= PAR_MIN_MACS && !g->m.batched && !g->groups.batched && g->groups.size == 1 &&
+    if (macs >= PAR_MIN_MACS && !g->full_rows && !g->m.batched && !g->groups.batched &&
+        g->groups.size == 1 &&
         m * n <= SPLIT_C && k >= 2 * SPLIT_K) {
         p->kchunks_max = kp_ceil_div(k, SPLIT_K) < SPLIT_MAX ? kp_ceil_div(k, SPLIT_K) : SPLIT_MAX;
         /* a batched k: chunks of SPLIT_K, as many as the batch makes, at run time */

@@ -20,7 +20,7 @@ int kp_llvm_node_jit(const KpGraph *g, const KpNode *n, const KpTargetOpts *t, K
         return -1;
     KpEmit e;
     kp_emit_init(&e, cg->ctx, cg->mod, g, cg->cfg.vector_width);
-    LLVMValueRef fn = kp_cg_emit_node(&e, "node", n, NULL, d);
+    LLVMValueRef fn = kp_cg_emit_node(&e, "node", n, true, NULL, d);
     LLVMDisposeBuilder(e.b);
     if (fn) {
         LLVMSetLinkage(fn, LLVMExternalLinkage);

@@ -13,7 +13,8 @@
  *          written when it accumulates), at n samples: the compulsory
  *          traffic, not what the caches see
  *
- * A kernel that computes several nodes costs their sum.
+ * A kernel that computes several nodes costs their sum; a node with a
+ * fused loss (KpNode.loss) costs the loss's two nodes more.
  */
 #ifndef KP_COST_H
 #define KP_COST_H

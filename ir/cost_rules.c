@@ -211,5 +211,15 @@ KpCost kp_node_cost(const KpNode *nd, int64_t n)
     KpCost c = cost_rules[nd->op](nd, n);
     double extra = nd->nepi + (nd->out->storage == KP_STORE_GRAD ? 1 : 0);
     c.flops += extra * numel(nd->out, n);
+    if (nd->loss.on) {
+        /* the arithmetic of the two loss nodes it computes (their bytes are
+         * the node's target and aux outputs, counted above) */
+        KpNode part = {.op = nd->loss.op, .nin = 2, .in = {nd->out, nd->in[nd->loss.target]},
+                       .out = nd->aux[0]};
+        c.flops += cost_rules[part.op](&part, n).flops;
+        part.op = nd->loss.grad_op;
+        part.out = nd->aux[1];
+        c.flops += cost_rules[part.op](&part, n).flops;
+    }
     return c;
 }

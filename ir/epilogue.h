@@ -3,7 +3,7 @@
  * the fusion pass, the verifier, the interpreter and the emitters share.
  *
  * Input slots: a node's own operands come first, in[0 .. kp_node_op_nin),
- * then the operands its epilogues added.  An epilogue argument either
+ * then the operands its epilogues added (and a fused loss's target).  An epilogue argument either
  * names one of those added slots or, for an op with a fixed input count,
  * one of the node's own operands (the same value read twice).  So the
  * node's own operand count is the op table's count, or for a variadic op
@@ -57,18 +57,28 @@ static inline bool kp_op_is_epilogue(KpOp op)
     }
 }
 
-/* The node's own operand count (see above). */
+/* The node's own operand count (see above; a fused loss's target,
+ * KpNode.loss, is an added slot too). */
 static inline int kp_node_op_nin(const KpNode *n)
 {
     int fixed = kp_op_nin(n->op);
-    if (fixed >= 0 || n->nepi == 0)
-        return fixed >= 0 ? fixed : n->nin;
+    if (fixed >= 0)
+        return fixed;
     int first = n->nin;
     for (int k = 0; k < n->nepi; k++)
         for (int a = 0; a < n->epi[k].nargs; a++)
             if (n->epi[k].arg[a] < first)
                 first = n->epi[k].arg[a];
+    if (n->loss.on && n->loss.target < first)
+        first = n->loss.target;
     return first;
+}
+
+/* Ops whose emitter computes a fused loss (KpNode.loss) from its output's
+ * rows: the one list the fusion pass and the verifier use. */
+static inline bool kp_op_takes_loss(KpOp op)
+{
+    return op == KP_OP_dense;
 }
 
 #endif

@@ -120,6 +120,16 @@ bool kp_value_trainable(const KpValue *v)
     return v->role == KP_ROLE_PARAM && !v->frozen;
 }
 
+KpPhase kp_node_run_phase(const KpGraph *g, const KpNode *n)
+{
+    if (n->phase != KP_PHASE_INPUT_GRAD || n->group <= 0)
+        return n->phase;
+    int k = n->id;
+    while (k > 0 && g->nodes[k - 1]->group == n->group)
+        k--;
+    return g->nodes[k]->phase == KP_PHASE_BACKWARD ? KP_PHASE_BACKWARD : n->phase;
+}
+
 KpNode *kp_node_new(KpGraph *g, KpOp op, const char *name, const char *where, int nin,
                     KpValue *const *in)
 {

@@ -116,6 +116,20 @@ static void apply_epilogues(const KpInterp *it, const KpNode *nd)
     }
 }
 
+/* A fused loss (KpNode.loss): its two nodes as they were before the
+ * fusion, over the node's final output and the target. */
+static int run_fused_loss(const KpInterp *it, const KpNode *nd, KpDiag *d)
+{
+    KpNode part = {.op = nd->loss.op, .name = nd->name, .where = nd->where, .nin = 2,
+                   .in = {nd->out, nd->in[nd->loss.target]}, .out = nd->aux[0],
+                   .phase = KP_PHASE_LOSS};
+    if (interp_rules[part.op](it, &part, d))
+        return -1;
+    part.op = nd->loss.grad_op;
+    part.out = nd->aux[1];
+    return interp_rules[part.op](it, &part, d);
+}
+
 int kp_interp_exec(const KpInterp *it, const KpNode *nd, KpDiag *d)
 {
     /* The optimizer updates the slab in place: its output needs no buffer. */
@@ -132,6 +146,8 @@ int kp_interp_exec(const KpInterp *it, const KpNode *nd, KpDiag *d)
         return -1;
     if (nd->nepi > 0)
         apply_epilogues(it, nd);
+    if (nd->loss.on && it->run_loss && run_fused_loss(it, nd, d))
+        return -1;
     for (int o = 0; o < kp_node_nout(nd); o++) {
         const KpValue *v = kp_node_output(nd, o);
         if (v->storage != KP_STORE_GRAD)

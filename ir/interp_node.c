@@ -27,7 +27,7 @@ KpInterpNode *kp_interp_node_new(const KpGraph *g, int64_t n, float *params, flo
     }
     s->it = (KpInterp){.g = g, .params = params, .n = n, .act = act, .train_params = params,
                        .grads = grads, .opt = opt, .step = step, .seed = seed,
-                       .update_stats = true};
+                       .update_stats = true, .run_loss = true};
     return s;
 }
 

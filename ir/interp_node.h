@@ -28,8 +28,8 @@ void kp_interp_node_free(KpInterpNode *s);
 int kp_interp_node_set(KpInterpNode *s, const KpValue *v, const void *src);
 
 /* Run node nd with its reference rule (epilogues and the accumulate into
- * the gradient slab included, as kp_interp_run does).  0, or -1 with a
- * diagnostic. */
+ * the gradient slab included, as kp_interp_run does, and a fused loss, as
+ * train_step runs it).  0, or -1 with a diagnostic. */
 int kp_interp_node_run(KpInterpNode *s, const KpNode *nd, KpDiag *d);
 
 #endif

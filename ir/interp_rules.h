@@ -32,6 +32,8 @@ typedef struct KpInterp {
     uint64_t seed;          /* the call's random stream: dropout masks */
     bool update_stats;      /* batchnorm_stats updates the running statistics
                                in train_params (a call that asked for FORWARD) */
+    bool run_loss;          /* a node's fused loss (KpNode.loss) runs: the call
+                               runs the LOSS phase */
 } KpInterp;
 
 #define O(op, kind, nin, shape, interp, ...) \
@@ -56,9 +58,10 @@ KpRefConv kp_interp_conv(const KpNode *nd, const KpValue *x, const KpValue *y, i
 /* The elements per channel of x [N,C,...] (1 for [N,C]). */
 int64_t kp_interp_hw(const KpValue *x);
 
-/* Run node nd: give its output a buffer, run its rule, and for a gradient
- * slab output add the result into it->grads.  0, or -1 with a diagnostic
- * (out of memory, or the rule's). */
+/* Run node nd: give its outputs buffers, run its rule, its epilogues and,
+ * with it->run_loss, its fused loss, and for a gradient slab output add
+ * the result into it->grads.  0, or -1 with a diagnostic (out of memory,
+ * or the rule's). */
 int kp_interp_exec(const KpInterp *it, const KpNode *nd, KpDiag *d);
 /* A fresh per-value buffer table for g (NULL when out of memory), and its
  * release with every buffer in it. */

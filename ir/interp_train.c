@@ -72,6 +72,7 @@ int kp_interp_train(const KpGraph *g, const KpInterpTrain *t, KpDiag *d)
                    .opt = t->opt, .step = t->step, .seed = t->seed,
                    .update_stats = (t->phases & BIT(KP_PHASE_FORWARD)) != 0};
     bool loss_runs = (run & BIT(KP_PHASE_LOSS)) && g->loss_value;
+    it.run_loss = loss_runs;    /* a loss fused into a FORWARD node (KpNode.loss) */
     if ((run & backward) && !loss_runs && seed_dy(&it, t->dy)) {
         kp_interp_acts_free(g, act);
         return oom(g, d);

@@ -129,6 +129,19 @@ typedef struct KpEpilogue {
     float alpha;
 } KpEpilogue;
 
+/* A loss fused into the node that computes its prediction (fusion.c):
+ * op (cross_entropy) over the rows of the node's output and the target
+ * in[target], into aux[0] (the loss, g->loss_value) and aux[1] (its
+ * gradient grad_op, g->d_output).  That is LOSS-phase work in a FORWARD
+ * node: the entries that run the LOSS phase (train_step) call the node's
+ * function with it, the others (karp_forward's) a function without it
+ * (backend/codegen.c). */
+typedef struct KpFusedLoss {
+    bool on;
+    KpOp op, grad_op;
+    int target;
+} KpFusedLoss;
+
 typedef struct KpValue {
     int id;                     /* index in g->values */
     const char *name;           /* parameter name ("dense1.weight"), else NULL */
@@ -195,9 +208,11 @@ struct KpNode {
     KpPhase phase;              /* FORWARD unless autodiff says otherwise */
     int nepi;                   /* fused elementwise epilogues, in order */
     KpEpilogue epi[KP_MAX_EPI];
+    KpFusedLoss loss;           /* a loss fused after the epilogues (on: false if none) */
     int group;                  /* horizontal fusion (passes/group.c): the nodes of one
-                                   group > 0 are adjacent, independent, of one phase, and
-                                   run as one kernel; 0: a kernel of its own */
+                                   group > 0 are adjacent, independent, of one phase (or
+                                   BACKWARD first, then INPUT_GRAD: kp_node_run_phase),
+                                   and run as one kernel; 0: a kernel of its own */
 };
 
 typedef struct KpGraph {
@@ -267,6 +282,12 @@ static inline KpValue *kp_node_output(const KpNode *n, int i)
 
 /* Whether v is a parameter the optimizer trains (role PARAM, not frozen). */
 bool kp_value_trainable(const KpValue *v);
+
+/* The phase among whose nodes n runs: its own, except for an INPUT_GRAD
+ * node in a group whose first member is a BACKWARD node (passes/group.c):
+ * that group runs among the BACKWARD nodes, and its INPUT_GRAD members
+ * only in an entry that computes dx. */
+KpPhase kp_node_run_phase(const KpGraph *g, const KpNode *n);
 
 /* Recompute every value's users from the nodes. */
 void kp_fill_uses(KpGraph *g);

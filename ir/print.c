@@ -281,6 +281,8 @@ static void pr_node(FILE *f, const KpNode *n)
         fputs("}", f);
     }
     pr_epilogues(f, n);
+    if (n->loss.on)     /* a fused loss: " => cross_entropy(%15)" */
+        fprintf(f, " => %s(%%%d)", kp_op_name(n->loss.op), n->in[n->loss.target]->id);
     for (int o = 0; o < kp_node_nout(n); o++) {
         fputs(o ? ", " : " : ", f);
         pr_type(f, kp_node_output(n, o));

@@ -46,6 +46,22 @@
  * the input computes dx only for karp_backward's input gradient, in
  * another phase than its weight gradients: those stay apart).  The merged
  * node takes the epilogues that follow it like any other.
+ *
+ * Last, the loss goes into the head.  cross_entropy and its gradient are
+ * row-wise: each row of logits gives one term of the mean and one row of
+ * d_output.  When the logits are the output of a dense (after its
+ * epilogues) that nothing else reads, the two loss nodes become that
+ * dense's fused loss (ir.h's KpFusedLoss):
+ *
+ *   %14 = dense %11, %12, %13                  %14, %16, %17 = dense %11, %12,
+ *   %16 = cross_entropy %14, %15  [loss]  =>        %13, %15 => cross_entropy(%15)
+ *   %17 = cross_entropy_grad %14, %15 [loss]
+ *
+ * Its GEMM then makes every work item span whole rows, and the item
+ * computes its rows' terms and d_output right after storing them; the mean
+ * of the terms follows the parallel region (backend/emit_dense.c).  The
+ * node stays FORWARD: karp_forward, which has no target, runs it without
+ * the loss.  At most LOSS_MAX_COLS classes.
  */
 #include "passes.h"
 #include "../ir/epilogue.h"
@@ -251,6 +267,52 @@ static int merge_batchnorms(KpGraph *g)
     return merged;
 }
 
+/* --- the loss into the head ------------------------------------------------- */
+
+/* Most columns (classes) a fused loss takes: a work item of the head's
+ * GEMM then spans whole rows, which for a wide head at a small batch would
+ * leave threads idle. */
+enum { LOSS_MAX_COLS = 256 };
+
+/* The LOSS node with op that reads v and t (and nothing else). */
+static KpNode *loss_node(const KpGraph *g, KpOp op, const KpValue *v, const KpValue *t)
+{
+    for (int k = 0; k < g->nnodes; k++) {
+        KpNode *n = g->nodes[k];
+        if (n->op == op && n->phase == KP_PHASE_LOSS && n->nin == 2 && n->in[0] == v &&
+            n->in[1] == t && n->nepi == 0 && n->naux == 0)
+            return n;
+    }
+    return NULL;
+}
+
+/* cross_entropy + cross_entropy_grad of the logits of a dense -> the
+ * dense's fused loss (ir.h's KpFusedLoss): aux outputs the loss and
+ * d_output, the target one more input.  True if merged. */
+static bool merge_loss(KpGraph *g)
+{
+    KpValue *v = g->output, *t = g->target;
+    KpNode *p = v ? v->producer : NULL;
+    if (!p || !t || !g->loss_value || !g->d_output || !kp_op_takes_loss(p->op))
+        return false;
+    KpNode *loss = loss_node(g, KP_OP_cross_entropy, v, t);
+    KpNode *grad = loss_node(g, KP_OP_cross_entropy_grad, v, t);
+    if (!loss || !grad || loss->out != g->loss_value || grad->out != g->d_output)
+        return false;
+    if (p->phase != KP_PHASE_FORWARD || p->naux > 0 || p->loss.on || p->nin >= KP_MAX_IN ||
+        p->out->role == KP_ROLE_GRAD || v->nusers != 2 || v->rank != 2 ||
+        v->dims[1] > LOSS_MAX_COLS)
+        return false;
+    p->loss = (KpFusedLoss){.on = true, .op = loss->op, .grad_op = grad->op, .target = p->nin};
+    p->in[p->nin++] = t;
+    adopt(p, loss->out);
+    adopt(p, grad->out);
+    drop_node(g, loss);
+    drop_node(g, grad);
+    kp_fill_uses(g);
+    return true;
+}
+
 /* One fusion anywhere in the graph; false when none is left. */
 static bool fuse_one(KpGraph *g)
 {
@@ -275,10 +337,12 @@ int kp_pass_fusion(KpGraph *g, const KpPassOpts *o, KpDiag *d)
     int merged = merge_batchnorms(g);
     while (fuse_one(g))
         fused++;
+    bool loss = merge_loss(g);
     int hosts = 0;
     for (int i = 0; i < g->nnodes; i++)
         hosts += g->nodes[i]->nepi > 0;
-    kp_pass_report(o, "merged %d batchnorm node groups; fused %d epilogues into %d nodes: "
-                   "%d nodes -> %d", merged, fused, hosts, before, g->nnodes);
+    kp_pass_report(o, "merged %d batchnorm node groups; fused %d epilogues into %d nodes%s: "
+                   "%d nodes -> %d", merged, fused, hosts, loss ? "; the loss into the head" : "",
+                   before, g->nnodes);
     return 0;
 }

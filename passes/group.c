@@ -31,10 +31,28 @@
  * level that has two or more of them one group number.
  *
  * Not grouped: views (no kernel), the optimizer update and PREPARE nodes
- * (alone in their entries), and nodes of other phases; a phase never
- * shares a group.  The memory plan gives a group one position in the
+ * (alone in their entries), and nodes of other phases, with one
+ * exception below.  The memory plan gives a group one position in the
  * schedule (its members run at the same time) and writes no member over
  * an input in place, because another member may still read it.
+ *
+ * The input gradient.  INPUT_GRAD nodes (what only karp_backward's dx
+ * needs) run after the BACKWARD ones, and only when dx is asked for;
+ * train_step never runs them.  The first one usually reads the same dy
+ * as the first layer's weight and bias gradients:
+ *
+ *     %28 --+--> conv2d_grad_w (BACKWARD)     one group, run among the
+ *           +--> bias_grad     (BACKWARD)     BACKWARD nodes; the entry
+ *           +--> conv2d_grad_x (INPUT_GRAD)   calls it with its INPUT_GRAD
+ *                                             member only when dx != NULL
+ *
+ * So an INPUT_GRAD kernel that reads no INPUT_GRAD value (only BACKWARD
+ * ones and earlier) is levelled with the BACKWARD nodes and joins their
+ * group at its level, after them; kp_node_run_phase says where it runs.
+ * The other INPUT_GRAD nodes, which read such a value, stay after every
+ * BACKWARD node as before.  The backend emits the group twice, with and
+ * without its INPUT_GRAD members (backend/codegen.c), so train_step and a
+ * karp_backward without dx do exactly the work they did apart.
  */
 #include "passes.h"
 
@@ -46,16 +64,37 @@ static int phase_rank(KpPhase ph)
     return ph == KP_PHASE_PREPARE ? 0 : (int)ph + 1;
 }
 
+/* An INPUT_GRAD kernel that reads no INPUT_GRAD value: it may run among
+ * the BACKWARD nodes (the essay above). */
+static bool joins_backward(const KpNode *n)
+{
+    if (n->phase != KP_PHASE_INPUT_GRAD || kp_op_is_view(n->op))
+        return false;
+    for (int i = 0; i < n->nin; i++)
+        if (n->in[i]->producer && n->in[i]->producer->phase == KP_PHASE_INPUT_GRAD)
+            return false;
+    return true;
+}
+
+/* Where n is levelled and sorted: its phase's rank, BACKWARD's for an
+ * INPUT_GRAD node that joins the BACKWARD nodes. */
+static int node_rank(const KpNode *n)
+{
+    return phase_rank(joins_backward(n) ? KP_PHASE_BACKWARD : n->phase);
+}
+
+/* Not a view, an update or a node with a fused loss (whose mean follows
+ * its parallel region, which a group member cannot have). */
 static bool groupable(const KpNode *n)
 {
-    return !kp_op_is_view(n->op) && n->nin > 0 &&
+    return !kp_op_is_view(n->op) && n->nin > 0 && !n->loss.on &&
            (n->phase == KP_PHASE_FORWARD || n->phase == KP_PHASE_LOSS ||
             n->phase == KP_PHASE_BACKWARD || n->phase == KP_PHASE_INPUT_GRAD);
 }
 
 typedef struct Key {
     KpNode *n;
-    int rank, level, view, id;
+    int rank, level, view, phase, id;
 } Key;
 
 static int cmp_key(const void *pa, const void *pb)
@@ -67,15 +106,17 @@ static int cmp_key(const void *pa, const void *pb)
         return a->level - b->level;
     if (a->view != b->view)
         return b->view - a->view;   /* views first */
+    if (a->phase != b->phase)
+        return a->phase - b->phase; /* BACKWARD before INPUT_GRAD: the group's first */
     return a->id - b->id;
 }
 
 /* The level a reader of v is at least: one past v's producer's level if
- * that is a kernel of the reader's phase, the same through a view. */
-static int level_after(const int *level, const KpValue *v, KpPhase phase)
+ * that is a kernel of the reader's rank, the same through a view. */
+static int level_after(const int *level, const int *rank, const KpValue *v, int reader_rank)
 {
     const KpNode *p = v->producer;
-    if (!p || p->phase != phase)
+    if (!p || rank[p->id] != reader_rank)
         return 0;
     return level[p->id] + (kp_op_is_view(p->op) ? 0 : 1);
 }
@@ -84,21 +125,24 @@ int kp_pass_group(KpGraph *g, const KpPassOpts *o, KpDiag *d)
 {
     int nn = g->nnodes;
     int *level = calloc((size_t)nn + 1, sizeof *level);
+    int *rank = calloc((size_t)nn + 1, sizeof *rank);
     Key *keys = calloc((size_t)nn + 1, sizeof *keys);
-    if (!level || !keys) {
+    if (!level || !rank || !keys) {
         free(level);
+        free(rank);
         free(keys);
         return kp_error(d, "out of memory");
     }
     for (int k = 0; k < nn; k++) {
         KpNode *n = g->nodes[k];
         n->group = 0;
+        rank[k] = node_rank(n);
         for (int i = 0; i < n->nin; i++) {
-            int l = level_after(level, n->in[i], n->phase);
+            int l = level_after(level, rank, n->in[i], rank[k]);
             if (l > level[k])
                 level[k] = l;
         }
-        keys[k] = (Key){n, phase_rank(n->phase), level[k], kp_op_is_view(n->op), k};
+        keys[k] = (Key){n, rank[k], level[k], kp_op_is_view(n->op), (int)n->phase, k};
     }
     qsort(keys, (size_t)nn, sizeof *keys, cmp_key);
     for (int k = 0; k < nn; k++) {
@@ -125,6 +169,7 @@ int kp_pass_group(KpGraph *g, const KpPassOpts *o, KpDiag *d)
         k = end;
     }
     free(level);
+    free(rank);
     free(keys);
     kp_pass_report(o, "%d groups of %d kernels: %d kernels -> %d", groups, members,
                    kp_graph_kernel_count(g) + members - groups, kp_graph_kernel_count(g));

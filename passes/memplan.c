@@ -43,7 +43,8 @@
  * The schedule is the order every entry point runs nodes in: the FORWARD,
  * LOSS, BACKWARD, INPUT_GRAD and UPDATE nodes, each phase in node order
  * (PREPARE nodes skipped; an INPUT_GRAD node listed between two BACKWARD
- * ones runs after all of them in karp_backward).  Each root is live over
+ * ones runs after all of them in karp_backward, unless it is a member of
+ * a group led by a BACKWARD node: kp_node_run_phase).  Each root is live over
  * [def, last] in the schedule: def is its producer's position, last the
  * largest position of a node reading it or any view of it.  Every entry
  * runs a subsequence of the schedule, and the workspace persists between
@@ -63,7 +64,9 @@
  *   read backward     karp_forward (the second call accumulates the same
  *                     gradients again), so a value a FORWARD node makes and
  *                     a BACKWARD or INPUT_GRAD node reads lives until the
- *                     last BACKWARD or INPUT_GRAD node
+ *                     last BACKWARD or INPUT_GRAD node — but d_output,
+ *                     which a head with a fused loss makes in the FORWARD
+ *                     phase (fusion.c): karp_backward writes it anew
  *
  * Buffers (a root, and the map outputs written in place over it) are
  * placed offline, largest first, each in the smallest gap left by the
@@ -339,12 +342,13 @@ static int plan_shared(KpGraph *g, Plan *p, KpNode **sched, int *pos, KpDiag *d)
 {
     /* the schedule: FORWARD, LOSS, BACKWARD, INPUT_GRAD, UPDATE nodes, each
      * phase in node order (the entries run phases in that order, so an
-     * INPUT_GRAD node runs after every BACKWARD node); PREPARE nodes out.
-     * The members of a group run at once: one position, their first's. */
+     * INPUT_GRAD node runs after every BACKWARD node, unless its group
+     * runs among them: kp_node_run_phase); PREPARE nodes out.  The members
+     * of a group run at once: one position, their first's. */
     int ns = 0;
     for (int r = 0; r <= 4; r++)
         for (int k = 0; k < g->nnodes; k++)
-            if (phase_rank(g->nodes[k]->phase) == r) {
+            if (phase_rank(kp_node_run_phase(g, g->nodes[k])) == r) {
                 KpNode *n = g->nodes[k];
                 bool joins = ns > 0 && n->group > 0 && sched[ns - 1]->group == n->group;
                 pos[ns] = joins ? pos[ns - 1] : ns;
@@ -398,7 +402,7 @@ static int plan_shared(KpGraph *g, Plan *p, KpNode **sched, int *pos, KpDiag *d)
         for (int i = 0; i < n->nin; i++) {
             int r = p->root[n->in[i]->id];
             KpNode *def = r >= 0 ? g->values[r]->producer : NULL;
-            if (def && def->phase == KP_PHASE_FORWARD)
+            if (def && def->phase == KP_PHASE_FORWARD && !(dout && r == p->root[dout->id]))
                 use(p, n->in[i], last_bwd);
         }
     }

@@ -8,8 +8,10 @@
  * produced has a shape; producer and users links agree with the nodes;
  * parameter names are unique; the graph has an input and an output; in a
  * train graph, no node reads a value of a later phase (KpPhase order) and
- * every gradient names its parameter; only the loss is a scalar; the
- * members of a group (group.c) are adjacent, of one phase, and do not
+ * every gradient names its parameter; only the loss is a scalar; a fused
+ * loss (ir.h's KpFusedLoss) is well formed; the
+ * members of a group (group.c) are adjacent, of one phase (or BACKWARD
+ * first, then INPUT_GRAD nodes that read no INPUT_GRAD value), and do not
  * read each other's outputs.  A
  * failure is a karpc bug, so the message starts "internal error:".
  */
@@ -87,6 +89,28 @@ static int check_epilogues(const KpNode *n, int k, KpDiag *d)
     return 0;
 }
 
+/* A fused loss (ir.h's KpFusedLoss): a producer that computes one, in
+ * FORWARD and no group, the target an input, the loss and its gradient
+ * its two aux outputs, in that order. */
+static int check_loss(const KpGraph *g, const KpNode *n, int k, KpDiag *d)
+{
+    const KpFusedLoss *l = &n->loss;
+    if (!l->on)
+        return 0;
+    if (!kp_op_takes_loss(n->op) || n->phase != KP_PHASE_FORWARD || n->group != 0)
+        return kp_error(d, "internal error: node %d (%s): a %s in phase %d or a group cannot "
+                        "compute a fused loss", k, node_label(n), kp_op_name(n->op), (int)n->phase);
+    if (l->op != KP_OP_cross_entropy || l->grad_op != KP_OP_cross_entropy_grad ||
+        l->target < 0 || l->target >= n->nin || n->in[l->target] != g->target)
+        return kp_error(d, "internal error: node %d (%s): fused loss %s/%s with target slot %d",
+                        k, node_label(n), kp_op_name(l->op), kp_op_name(l->grad_op), l->target);
+    if (n->naux != 2 || n->aux[0] != g->loss_value || n->aux[1] != g->d_output ||
+        kp_value_numel(n->aux[1], 1) != kp_value_numel(n->out, 1))
+        return kp_error(d, "internal error: node %d (%s): a fused loss writes the loss and "
+                        "d_output as its aux outputs", k, node_label(n));
+    return 0;
+}
+
 static int check_node(const KpGraph *g, const KpNode *n, int k, KpDiag *d)
 {
     const char *op = kp_op_name(n->op);
@@ -94,12 +118,12 @@ static int check_node(const KpGraph *g, const KpNode *n, int k, KpDiag *d)
         return kp_error(d, "internal error: node %d (%s) has id %d", k, node_label(n), n->id);
     int want = kp_op_nin(n->op);
     /* inputs past the op's own are its epilogues' operands (epilogue.h) */
-    int own = n->nepi > 0 ? kp_node_op_nin(n) : n->nin;
+    int own = n->nepi > 0 || n->loss.on ? kp_node_op_nin(n) : n->nin;
     if ((want >= 0 && own != want) || (want < 0 && own < 1) || n->nin > KP_MAX_IN ||
         (n->nepi == 0 && want >= 0 && n->nin != want))
         return kp_error(d, "internal error: node %d (%s): %s has %d inputs, the op table says %d",
                         k, node_label(n), op, n->nin, want);
-    if (check_epilogues(n, k, d))
+    if (check_epilogues(n, k, d) || check_loss(g, n, k, d))
         return -1;
     for (int i = 0; i < n->nin; i++) {
         const KpValue *v = n->in[i];
@@ -171,8 +195,24 @@ static int check_value(const KpGraph *g, const KpValue *v, KpDiag *d)
     return 0;
 }
 
+/* Whether m may run in a group whose first member is n: the same phase,
+ * or an INPUT_GRAD node that reads no INPUT_GRAD value in a group led by
+ * a BACKWARD node (it runs there, before the other INPUT_GRAD nodes). */
+static bool same_run(const KpNode *n, const KpNode *m)
+{
+    if (m->phase == n->phase)
+        return true;
+    if (n->phase != KP_PHASE_BACKWARD || m->phase != KP_PHASE_INPUT_GRAD)
+        return false;
+    for (int i = 0; i < m->nin; i++)
+        if (m->in[i]->producer && m->in[i]->producer->phase == KP_PHASE_INPUT_GRAD)
+            return false;
+    return true;
+}
+
 /* The group of n, if any, starting at node k: adjacent members of one
- * phase, none reading another's output (they run at the same time). */
+ * phase (same_run), none reading another's output (they run at the same
+ * time). */
 static int check_group(const KpGraph *g, int k, KpDiag *d)
 {
     const KpNode *n = g->nodes[k];
@@ -187,7 +227,7 @@ static int check_group(const KpGraph *g, int k, KpDiag *d)
                             "group's other members", j, node_label(g->nodes[j]), n->group);
     for (int j = k; j < end; j++) {
         const KpNode *m = g->nodes[j];
-        if (m->phase != n->phase || kp_op_is_view(m->op))
+        if (!same_run(n, m) || kp_op_is_view(m->op))
             return kp_error(d, "internal error: node %d (%s) cannot run in group %d", j,
                             node_label(m), n->group);
         for (int i = 0; i < m->nin; i++) {

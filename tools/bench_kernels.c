@@ -122,6 +122,8 @@ static void describe(BenchKernel *bk, int64_t n)
         kp_bench_append(bk->ops, sizeof bk->ops, ",", kp_op_name(nd->op));
         for (int e = 0; e < nd->nepi; e++)
             kp_bench_append(bk->ops, sizeof bk->ops, "+", kp_op_name(nd->epi[e].op));
+        if (nd->loss.on)
+            kp_bench_append(bk->ops, sizeof bk->ops, "+", kp_op_name(nd->loss.op));
         KpCost c = kp_node_cost(nd, n);
         bk->cost.flops += c.flops;
         bk->cost.bytes += c.bytes;

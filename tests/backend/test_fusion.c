@@ -358,6 +358,122 @@ START_TEST(kernel_counts)
 }
 END_TEST
 
+/* --- the loss fused into the head ---------------------------------------------- */
+
+static KpProgram program(const char *path, bool fuse)
+{
+    KpPassOpts o;
+    kp_pass_opts_init(&o);
+    o.fuse = fuse;
+    KpDiag d;
+    kp_diag_init(&d);
+    KpProgram p = {0};
+    ck_assert_msg(kp_build_program(path, &o, 0, &p, &d) == 0, "%s", d.msg);
+    ck_assert_ptr_nonnull(p.train);
+    return p;
+}
+
+static int count_phase(const KpGraph *g, KpPhase phase)
+{
+    int c = 0;
+    for (int i = 0; i < g->nnodes; i++)
+        c += g->nodes[i]->phase == phase;
+    return c;
+}
+
+/* fashion_cnn: the head dense computes the loss and d_output; no LOSS
+ * node is left; --no-fuse keeps the two loss nodes. */
+START_TEST(loss_fused_into_head)
+{
+    char *path = src_path("examples/fashion_cnn.json");
+    KpProgram p = program(path, true);
+    const KpGraph *g = p.train;
+    const KpNode *head = g->output->producer;
+    ck_assert_int_eq(head->op, KP_OP_dense);
+    ck_assert(head->loss.on);
+    ck_assert_int_eq(head->loss.op, KP_OP_cross_entropy);
+    ck_assert_ptr_eq(head->in[head->loss.target], g->target);
+    ck_assert_int_eq(head->naux, 2);
+    ck_assert_ptr_eq(head->aux[0], g->loss_value);
+    ck_assert_ptr_eq(head->aux[1], g->d_output);
+    ck_assert_int_eq(head->phase, KP_PHASE_FORWARD);
+    ck_assert_int_eq(head->group, 0);
+    ck_assert_int_eq(count_phase(g, KP_PHASE_LOSS), 0);
+    kp_program_free(&p);
+
+    p = program(path, false);
+    ck_assert(!p.train->output->producer->loss.on);
+    ck_assert_int_eq(count_phase(p.train, KP_PHASE_LOSS), 2);
+    kp_program_free(&p);
+    free(path);
+}
+END_TEST
+
+/* Where the loss must stay apart: a softmax layer between the dense and
+ * the loss, a loss other than cross_entropy, more classes than a work
+ * item of whole rows should take. */
+static const char *const unfused_heads[] = {
+    /* an explicit softmax: cross_entropy(softmax(z)) */
+    "{\"karp\": 1, \"name\": \"sm\", \"input\": {\"shape\": [6]}, \"layers\": [\n"
+    " {\"type\": \"dense\", \"units\": 4, \"activation\": \"softmax\"}],\n"
+    " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1}, \"batch\": 4}\n",
+    /* mse */
+    "{\"karp\": 1, \"name\": \"reg\", \"input\": {\"shape\": [6]}, \"layers\": [\n"
+    " {\"type\": \"dense\", \"units\": 4}],\n"
+    " \"loss\": \"mse\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1}, \"batch\": 4}\n",
+    /* 300 classes */
+    "{\"karp\": 1, \"name\": \"wide\", \"input\": {\"shape\": [6]}, \"layers\": [\n"
+    " {\"type\": \"dense\", \"units\": 300}],\n"
+    " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1}, \"batch\": 4}\n",
+};
+
+START_TEST(loss_not_fused)
+{
+    char *dir = kp_test_tmpdir();
+    char *path = kp_test_path(dir, "head.json");
+    ck_assert_int_eq(kp_test_write_file(path, unfused_heads[_i]), 0);
+    KpProgram p = program(path, true);
+    for (int i = 0; i < p.train->nnodes; i++)
+        ck_assert(!p.train->nodes[i]->loss.on);
+    ck_assert_int_eq(count_phase(p.train, KP_PHASE_LOSS), 2);
+    kp_program_free(&p);
+    kp_test_rmdir(dir);
+    free(path), free(dir);
+}
+END_TEST
+
+/* The fused loss computes what the two loss nodes computed, bit for bit:
+ * the same train-step losses, and after karp_forward (which runs the head
+ * without its loss) the same output. */
+static const char *const loss_models[] = {"examples/fashion_mlp.json", "examples/fashion_cnn.json"};
+
+START_TEST(fused_loss_bit_for_bit)
+{
+    char *path = src_path(loss_models[_i]);
+    Pair p;
+    compile_pair(path, 4, &p);
+    int64_t nx = N * p.info.input_size, ny = N * p.info.output_size;
+    float *x = malloc((size_t)nx * sizeof(float)), *y[2] = {malloc((size_t)ny * 4), malloc((size_t)ny * 4)};
+    int32_t labels[N];
+    fill(x, nx, -1, 1);
+    for (int i = 0; i < N; i++)
+        labels[i] = (int32_t)kp_test_pick(&rng, (int)p.info.output_size);
+    for (int step = 0; step < 3; step++) {
+        float loss[2];
+        for (int k = 0; k < 2; k++)
+            ck_assert_int_eq(karp_train_step(p.m[k], x, labels, N, &loss[k]), 0);
+        ck_assert_msg(memcmp(&loss[0], &loss[1], sizeof loss[0]) == 0,
+                      "%s: loss of step %d: fused %.9g, unfused %.9g", loss_models[_i], step + 1,
+                      (double)loss[0], (double)loss[1]);
+    }
+    for (int k = 0; k < 2; k++)
+        ck_assert_int_eq(karp_forward(p.m[k], x, N, y[k]), 0);
+    ck_assert(memcmp(y[0], y[1], (size_t)ny * 4) == 0);
+    close_pair(&p);
+    free(x), free(y[0]), free(y[1]), free(path);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("fusion");
@@ -365,6 +481,11 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 900);
     tcase_add_loop_test(tc, golden_after_fusion, 0, (int)(sizeof golden / sizeof golden[0]));
     tcase_add_test(tc, kernel_counts);
+    tcase_add_test(tc, loss_fused_into_head);
+    tcase_add_loop_test(tc, loss_not_fused, 0,
+                        (int)(sizeof unfused_heads / sizeof unfused_heads[0]));
+    tcase_add_loop_test(tc, fused_loss_bit_for_bit, 0,
+                        (int)(sizeof loss_models / sizeof loss_models[0]));
     tcase_add_loop_test(tc, random_graphs_fused_equal_unfused, 0, 8);
     tcase_add_loop_test(tc, examples_fused_equal_unfused, 0,
                         (int)(sizeof examples / sizeof examples[0]));

@@ -66,9 +66,22 @@ typedef struct Live {
     int def, last;
 } Live;
 
+/* Where n runs: in its phase, or an INPUT_GRAD member of a group whose
+ * first member is BACKWARD with that first member (passes/group.c). */
+static KpPhase runs_in(const KpGraph *g, const KpNode *n)
+{
+    int k = n->id;
+    while (n->group > 0 && k > 0 && g->nodes[k - 1]->group == n->group)
+        k--;
+    if (n->phase == KP_PHASE_INPUT_GRAD && g->nodes[k]->phase == KP_PHASE_BACKWARD)
+        return KP_PHASE_BACKWARD;
+    return n->phase;
+}
+
 /* The schedule position of every node: FORWARD, LOSS, BACKWARD,
- * INPUT_GRAD, UPDATE, each in node order, the members of a group (they
- * run at once) at their first member's; -1 for PREPARE nodes. */
+ * INPUT_GRAD, UPDATE, each in node order (runs_in), the members of a
+ * group (they run at once) at their first member's; -1 for PREPARE
+ * nodes. */
 static int *schedule(const KpGraph *g, int *count)
 {
     static const KpPhase order[] = {KP_PHASE_FORWARD, KP_PHASE_LOSS, KP_PHASE_BACKWARD,
@@ -79,7 +92,7 @@ static int *schedule(const KpGraph *g, int *count)
     int prev = -1;
     for (int r = 0; r < 5; r++)
         for (int k = 0; k < g->nnodes; k++)
-            if (g->nodes[k]->phase == order[r]) {
+            if (runs_in(g, g->nodes[k]) == order[r]) {
                 const KpNode *nd = g->nodes[k];
                 bool joins = prev >= 0 && nd->group > 0 && g->nodes[prev]->group == nd->group;
                 pos[k] = joins ? pos[prev] : n++;
@@ -129,7 +142,8 @@ static Live *live_ranges(const KpGraph *g, int **pos_out)
             TOUCH(n->in[i], pos[k]);
             const KpValue *b = base_of(n->in[i]);
             bool bwd = n->phase == KP_PHASE_BACKWARD || n->phase == KP_PHASE_INPUT_GRAD;
-            if (bwd && b->producer && b->producer->phase == KP_PHASE_FORWARD)
+            bool dy = g->d_output && b == base_of(g->d_output);    /* karp_backward's copy */
+            if (bwd && !dy && b->producer && b->producer->phase == KP_PHASE_FORWARD)
                 TOUCH(b, last_bwd);
         }
     }
