@@ -207,11 +207,15 @@ static LLVMValueRef value_table(LLVMModuleRef mod, const KpGraph *tg, int64_t *n
             continue;
         int batched = v->rank > 0 && v->dims[0] == KP_DIM_N;
         int64_t size = kp_value_sample_size(v);
+        /* a fused loss's outputs are LOSS work in a FORWARD node: written
+         * only by a call that runs the LOSS phase (train_step) */
+        KpPhase phase = nd->loss.on && o > 0 ? KP_PHASE_LOSS : nd->phase;
         LLVMValueRef f[] = {
             cstring(mod, nd->name ? nd->name : "?"),
-            cstring(mod, kp_op_name(nd->op)),
+            cstring(mod, kp_op_name(o > 0 && nd->loss.on ? (o == 1 ? nd->loss.op : nd->loss.grad_op)
+                                                         : nd->op)),
             i32c(ctx, where),
-            i32c(ctx, nd->phase),
+            i32c(ctx, phase),
             i64c(ctx, v->offset),
             i64c(ctx, batched ? size : 0),
             i64c(ctx, batched ? 0 : size),

@@ -474,6 +474,49 @@ START_TEST(fused_loss_bit_for_bit)
 }
 END_TEST
 
+/* A head whose GEMM is worth both threads (64 x 100 x 640 multiply-adds):
+ * its work items are row chunks, each computing its rows' loss terms; the
+ * losses and the trained parameters equal the unfused build's bit for bit. */
+static const char wide_head[] =
+    "{\"karp\": 1, \"name\": \"wide\", \"input\": {\"shape\": [640]}, \"layers\": [\n"
+    " {\"type\": \"dense\", \"units\": 100}],\n"
+    " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1}, \"batch\": 64}\n";
+
+START_TEST(fused_loss_parallel_rows)
+{
+    enum { B = 64, IN = 640, C = 100 };
+    char *dir = kp_test_tmpdir();
+    char *path = kp_test_path(dir, "wide.json");
+    ck_assert_int_eq(kp_test_write_file(path, wide_head), 0);
+    Pair p;
+    compile_pair(path, B, &p);
+    float *x = malloc(B * IN * sizeof(float));
+    int32_t labels[B];
+    fill(x, B * IN, -1, 1);
+    for (int i = 0; i < B; i++)
+        labels[i] = (int32_t)kp_test_pick(&rng, C);
+    for (int step = 0; step < 3; step++) {
+        float loss[2];
+        for (int k = 0; k < 2; k++)
+            ck_assert_int_eq(karp_train_step(p.m[k], x, labels, B, &loss[k]), 0);
+        ck_assert_msg(memcmp(&loss[0], &loss[1], sizeof loss[0]) == 0,
+                      "loss of step %d: fused %.9g, unfused %.9g", step + 1, (double)loss[0],
+                      (double)loss[1]);
+    }
+    for (int i = 0; i < karp_param_count(p.m[0]); i++) {
+        karp_param a, b;
+        ck_assert_int_eq(karp_param_get(p.m[0], i, &a), 0);
+        ck_assert_int_eq(karp_param_get(p.m[1], i, &b), 0);
+        ck_assert_msg(memcmp(a.data, b.data, (size_t)a.size * sizeof(float)) == 0,
+                      "%s after 3 steps", a.name);
+    }
+    close_pair(&p);
+    free(x);
+    kp_test_rmdir(dir);
+    free(path), free(dir);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("fusion");
@@ -486,6 +529,7 @@ static Suite *suite(void)
                         (int)(sizeof unfused_heads / sizeof unfused_heads[0]));
     tcase_add_loop_test(tc, fused_loss_bit_for_bit, 0,
                         (int)(sizeof loss_models / sizeof loss_models[0]));
+    tcase_add_test(tc, fused_loss_parallel_rows);
     tcase_add_loop_test(tc, random_graphs_fused_equal_unfused, 0, 8);
     tcase_add_loop_test(tc, examples_fused_equal_unfused, 0,
                         (int)(sizeof examples / sizeof examples[0]));
