@@ -37,6 +37,7 @@
 #include "backend/backend.h"
 #include "include/karpc.h"
 #include "runtime/model.h"
+#include "testutil.h"
 
 static char tmpdir[256];
 /* The target models are compiled for: NULL, the host (AVX-512 here);
@@ -46,11 +47,7 @@ static const char *target_cpu;
  * AddressSanitizer (whose build runs the interpreter several times
  * slower; the AVX2 code is the same generator at another width). */
 static const char *const sweep_cpus[] = {NULL, "x86-64-v3"};
-#if defined(__SANITIZE_ADDRESS__)
-enum { NSWEEP_CPUS = 1 };
-#else
-enum { NSWEEP_CPUS = 2 };
-#endif
+enum { NSWEEP_CPUS = KP_TEST_ASAN ? 1 : 2 };
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static double worst[6];   /* y, grads, dx, params, loss, step */
 
@@ -122,7 +119,7 @@ static void model_open(Model *m, const char *json)
     ck_assert_msg(m->prog.train != NULL, "%s\n%s", m->prog.no_train_reason, json);
     /* two partitions whatever the machine: model.so and the JIT both link
      * the objects of partition.c */
-    KpTargetOpts t = {.opt_level = 3, .cpu = target_cpu, .jobs = 2};
+    KpTargetOpts t = {.opt_level = KP_TEST_OPT(3), .cpu = target_cpu, .jobs = 2};
     KpCodegen *cg = NULL;
     ck_assert_msg(kp_llvm_codegen(&m->prog, &t, &cg, &dg) == 0, "%s\n%s", dg.msg, json);
     int nobj = 0;
@@ -538,7 +535,7 @@ static void check_pool_exact(const char *layer, int c, int h, int w)
     kp_diag_init(&dg);
     ck_assert_msg(kp_build_program(path, NULL, 0, &prog, &dg) == 0, "%s\n%s", dg.msg, json);
     ck_assert_msg(prog.train != NULL, "%s\n%s", prog.no_train_reason, json);
-    KpTargetOpts t = {.opt_level = 3, .cpu = target_cpu};
+    KpTargetOpts t = {.opt_level = KP_TEST_OPT(3), .cpu = target_cpu};
     KpCodegen *cg = NULL;
     karp_model *m = NULL;
     ck_assert_msg(kp_llvm_codegen(&prog, &t, &cg, &dg) == 0 && kp_llvm_jit(cg, &m, &dg) == 0, "%s", dg.msg);

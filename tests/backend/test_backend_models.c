@@ -160,7 +160,7 @@ START_TEST(test_random_networks)
     double worst = 0;
     for (int i = 0; i < 16; i++) {
         random_model(i, json, sizeof json);
-        check_model(json, 3, &worst);
+        check_model(json, KP_TEST_OPT(3), &worst);
     }
     fprintf(stderr, "random networks: worst error %.3g of the tolerance\n", worst);
 }
@@ -184,7 +184,7 @@ START_TEST(test_edge_shapes)
     };
     double worst = 0;
     for (int i = 0; i < 4; i++)
-        check_model(models[i], i == 1 ? 0 : 3, &worst);
+        check_model(models[i], i == 1 ? 0 : KP_TEST_OPT(3), &worst);
 }
 END_TEST
 

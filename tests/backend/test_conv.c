@@ -191,7 +191,7 @@ static void check_geo(const Target *tg, const Geo *c, bool epi)
     for (int dir = 0; dir < 3; dir++) {
         if (dir == 2 && epi)
             continue;
-        KpTargetOpts opts = {.opt_level = 2, .cpu = tg->cpu};
+        KpTargetOpts opts = {.opt_level = KP_TEST_OPT(2), .cpu = tg->cpu};
         KpNodeJit j;
         KpDiag d;
         kp_diag_init(&d);

@@ -117,7 +117,7 @@ static void compile_pair(const char *path, int max_batch, Pair *p)
         karp_compile_options o;
         karp_compile_options_init(&o);
         o.max_batch = max_batch;
-        o.opt_level = 1;
+        o.opt_level = KP_TEST_OPT(1);
         o.disable_passes = k ? KARPC_NO_FUSE : 0;
         karp_error err;
         p->m[k] = karp_compile(path, &o, &err);

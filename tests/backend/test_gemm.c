@@ -184,7 +184,7 @@ static void check_case(const Target *t, const Case *c)
     KpGraph *g = kp_graph_new();
     g->max_batch = c->maxb;
     KpNode *nd = make_node(g, c);
-    KpTargetOpts opts = {.opt_level = 3, .cpu = t->cpu};
+    KpTargetOpts opts = {.opt_level = KP_TEST_OPT(3), .cpu = t->cpu};
     KpNodeJit j;
     KpDiag d;
     kp_diag_init(&d);
@@ -352,7 +352,7 @@ static void pack_x(KpEmit *e, const KpGemmPackArgs *p, void *user)
 /* void conv(W, X, b, Y, n) through kp_gemm_emit, JIT-compiled */
 static void *conv_kernel(const char *cpu, LLVMOrcLLJITRef *jit)
 {
-    KpTargetOpts t = {.opt_level = 3, .cpu = cpu};
+    KpTargetOpts t = {.opt_level = KP_TEST_OPT(3), .cpu = cpu};
     KpCodegen *cg;
     KpDiag d;
     kp_diag_init(&d);

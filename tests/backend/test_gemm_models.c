@@ -48,7 +48,7 @@ typedef struct Built {
 static void build(Built *b)
 {
     b->dir = kp_test_tmpdir();
-    kp_test_build_model(b->dir, "gm", model_json, 3, &b->prog, &b->jit, &b->so);
+    kp_test_build_model(b->dir, "gm", model_json, KP_TEST_OPT(3), &b->prog, &b->jit, &b->so);
 }
 
 static void unbuild(Built *b)
@@ -211,7 +211,7 @@ START_TEST(split_k)
     char *dir = kp_test_tmpdir();
     KpProgram prog;
     karp_model *jit, *so;
-    kp_test_build_model(dir, "sk", json, 3, &prog, &jit, &so);
+    kp_test_build_model(dir, "sk", json, KP_TEST_OPT(3), &prog, &jit, &so);
     ck_assert_int_gt((int)jit->desc->scratch_shared_bytes, 0);
     uint64_t seed = 21;
     float *x = malloc(SB * SIN * sizeof *x), *dy = malloc(SB * SOUT * sizeof *dy);

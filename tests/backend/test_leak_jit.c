@@ -26,14 +26,6 @@
 static int MODELS = 100;
 enum { WARMUP = 20 };
 
-#if defined(__SANITIZE_ADDRESS__)
-#define KP_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KP_ASAN 1
-#endif
-#endif
-
 static const char *const optimizers[3] = {"{\"type\": \"sgd\", \"lr\": 0.1}",
                                           "{\"type\": \"momentum\", \"lr\": 0.05}",
                                           "{\"type\": \"adam\", \"lr\": 0.01}"};
@@ -153,7 +145,7 @@ START_TEST(compile_and_free_100_models)
     fprintf(stderr,
             "leak: after %d models heap %ld kB rss %ld kB; after %d heap %ld kB rss %ld kB\n", WARMUP,
             heap0, rss0, MODELS, heap1, rss1);
-#ifndef KP_ASAN
+#if !KP_TEST_ASAN
     if (MODELS > WARMUP) {
         /* 80 models more; a compiled model's code and buffers alone are
          * tens to hundreds of kB, so a per-model leak of them (or of 7 kB

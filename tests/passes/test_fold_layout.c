@@ -183,6 +183,7 @@ static karp_model *compile(const char *json, unsigned off)
     karp_compile_options o;
     karp_compile_options_init(&o);
     o.disable_passes = off;
+    o.opt_level = KP_TEST_OPT(3);
     karp_error err;
     karp_model *m = karp_compile(json, &o, &err);
     ck_assert_msg(m != NULL, "%s: %s", json, err.message);

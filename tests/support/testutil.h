@@ -10,6 +10,28 @@
 #include <check.h>
 #include <stddef.h>
 
+/* KP_TEST_ASAN: 1 in an AddressSanitizer build (gcc says so with
+ * __SANITIZE_ADDRESS__, clang with __has_feature). */
+#if defined(__SANITIZE_ADDRESS__)
+#define KP_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KP_TEST_ASAN 1
+#endif
+#endif
+#ifndef KP_TEST_ASAN
+#define KP_TEST_ASAN 0
+#endif
+
+/* KP_TEST_OPT(level): the LLVM optimization level for a test that
+ * compiles models to compare what they compute: level in the normal
+ * build, 0 under ASan.  The sanitizers instrument karpc, not libLLVM nor
+ * the code it generates, and karpc's own code runs the same at every
+ * level (the level only names LLVM's pass pipeline); but LLVM at -O2/-O3,
+ * slowed down further by ASan's malloc, was most of those tests' time in
+ * the sanitizer build.  The normal build keeps the test's level. */
+#define KP_TEST_OPT(level) (KP_TEST_ASAN ? 0 : (level))
+
 /* A fresh directory under $TMPDIR (or /tmp); the path is malloc'd. */
 char *kp_test_tmpdir(void);
 /* rm -rf dir (for directories made by kp_test_tmpdir). */
