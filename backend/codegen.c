@@ -188,29 +188,22 @@ static int emit_group(KpEmit *e, const char *prefix, int grp, LLVMValueRef *fns,
 {
     const KpGraph *g = e->g;
     LLVMValueRef part[KP_CG_GROUP_ARGS];
-    const KpNode *part_nodes[KP_CG_GROUP_ARGS];
     int fork = 0, part_fork = 0, count = 0;
     for (int j = i; j < end; j++) {
         fork |= forks[j] > 0;
         if (!dx_member(g, g->nodes[j]) && count < KP_CG_GROUP_ARGS) {
-            part_nodes[count] = g->nodes[j];
             part[count++] = fns[j];
             part_fork |= forks[j] > 0;
         }
     }
-    /* from which batch on each version forks (none: max batch + 1) */
-    int64_t never = g->max_batch + 1;
-    int64_t fork_n = fork ? kp_fork_batch((const KpNode *const *)g->nodes + i, end - i, g->max_batch)
-                          : never;
-    int64_t part_fork_n = part_fork ? kp_fork_batch(part_nodes, count, g->max_batch) : never;
     char name[128];
     snprintf(name, sizeof name, "%s.group%d", prefix, grp);
-    LLVMValueRef whole = kp_cg_emit_group(e, name, fns + i, end - i, fork_n, d);
+    LLVMValueRef whole = kp_cg_emit_group(e, name, fns + i, end - i, fork, d);
     if (!whole)
         return -1;
     if (count < end - i) {
         snprintf(name, sizeof name, "%s.group%d.nodx", prefix, grp);
-        if (!(fns[g->nnodes + i] = kp_cg_emit_group(e, name, part, count, part_fork_n, d)))
+        if (!(fns[g->nnodes + i] = kp_cg_emit_group(e, name, part, count, part_fork, d)))
             return -1;
     }
     fns[i] = whole;

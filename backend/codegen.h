@@ -61,12 +61,10 @@ int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValue
 /* The function `name` of a group whose members' node functions (emitted
  * with a share of the work, emit.h) are members[0..count) (codegen_group.c):
  *     name(the members' arguments, one after the other)
- * runs every member on every thread, each on its share, when the call's
- * n is at least fork_n (kp_fork_batch of the members), else on the
- * calling thread alone as share 0 of 1; fork_n above the max batch: never
- * forks (no member's work is worth threads). */
+ * runs every member on every thread, each on its share; with fork 0
+ * (no member's work is worth threads) on the calling thread alone. */
 LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *name, const LLVMValueRef *members, int count,
-                              int64_t fork_n, KpDiag *d);
+                              int fork, KpDiag *d);
 /* The pointer to v's first element inside the entry. */
 LLVMValueRef kp_cg_value_ptr(KpEmit *e, const KpEntryEnv *env, const KpValue *v, KpDiag *d);
 /* For e->kernels (kernels.c): the record of a call the entry env->fn makes

@@ -11,9 +11,8 @@
  * Each member's node function was emitted in share mode (emit.h): it runs
  * share t of nt of its work items, cut as krt_parallel_for would cut them
  * for nt threads, and a member too small to be worth threads runs whole
- * in share 0.  A group none of whose members is worth threads, or called
- * with a batch too small for threads (kp_fork_batch), calls its body as
- * share 0 of 1 and forks nothing.  So a group computes exactly what its members compute when
+ * in share 0.  A group none of whose members is worth threads calls its
+ * body as share 0 of 1 and forks nothing.  So a group computes exactly what its members compute when
  * run one after the other — element for element, the same operations in
  * the same order — and nothing depends on the thread count.  The members
  * do not read each other's outputs and the memory plan keeps what they
@@ -27,7 +26,7 @@
 #include "codegen.h"
 
 LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *group, const LLVMValueRef *members, int count,
-                              int64_t fork_n, KpDiag *d)
+                              int fork, KpDiag *d)
 {
     /* the members' parameters without their (t, nt), one after the other */
     LLVMTypeRef types[KP_CG_GROUP_ARGS];
@@ -83,31 +82,11 @@ LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *group, const LLVMValueRef *
     for (int i = 0; i < total; i++)
         LLVMBuildStore(e->b, LLVMGetParam(fn, (unsigned)i),
                        LLVMBuildStructGEP2(e->b, ctx_ty, slot, (unsigned)i, ""));
-    int64_t max_batch = e->g ? e->g->max_batch : 1;
-    LLVMValueRef bargs[3] = {slot, kp_i64(e, 0), kp_i64(e, 1)};
-    if (fork_n > max_batch) {
+    if (!fork) {
+        LLVMValueRef bargs[3] = {slot, kp_i64(e, 0), kp_i64(e, 1)};
         LLVMBuildCall2(e->b, bty, body, bargs, 3, "");
         LLVMBuildRetVoid(e->b);
         return fn;
-    }
-    if (fork_n > 1) {
-        /* the first member's n (its first scalar): below fork_n, no team */
-        int at = first[0];
-        while (at < first[0] + nargs[0] && types[at] != e->i64)
-            at++;
-        if (at == first[0] + nargs[0]) {
-            kp_error(d, "internal error: %s: its first member takes no batch", group);
-            return NULL;
-        }
-        LLVMValueRef small = LLVMBuildICmp(e->b, LLVMIntSLT, LLVMGetParam(fn, (unsigned)at),
-                                           kp_i64(e, fork_n), "");
-        LLVMBasicBlockRef serial = LLVMAppendBasicBlockInContext(e->ctx, fn, "serial");
-        LLVMBasicBlockRef team = LLVMAppendBasicBlockInContext(e->ctx, fn, "fork");
-        LLVMBuildCondBr(e->b, small, serial, team);
-        LLVMPositionBuilderAtEnd(e->b, serial);
-        LLVMBuildCall2(e->b, bty, body, bargs, 3, "");
-        LLVMBuildRetVoid(e->b);
-        LLVMPositionBuilderAtEnd(e->b, team);
     }
     LLVMTypeRef rparams[2] = {e->ptr, e->ptr};
     LLVMTypeRef rty = LLVMFunctionType(e->void_t, rparams, 2, 0);

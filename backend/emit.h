@@ -173,21 +173,6 @@ LLVMValueRef kp_min_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
  * without forking (krt_parallel_for runs a single item on its caller). */
 enum { KP_GRAIN = 32768 };
 
-/* The smallest batch at which the work of nodes nd[0..count) is worth a
- * thread team: KP_FORK_FLOPS floating-point operations or KP_FORK_BYTES
- * of memory traffic (ir/cost.h), the work of roughly ten microseconds on
- * one core, of which forking and joining would take a fair part.  Below
- * it, the node's parallel regions (and a group's one run) call their
- * kernel on the calling thread, a branch on the call's n: a model
- * compiled for batch 64 and called at batch 1 then does not fork for a
- * 3x3 convolution of a 13x13 image.  max_batch + 1 when even the largest
- * batch is too small, 1 when any batch is big enough or the work does not
- * grow with n (an optimizer update: n is the step there).  The result is
- * the same either way: a kernel's items and their order do not depend on
- * the thread count. */
-enum { KP_FORK_FLOPS = 2 << 20, KP_FORK_BYTES = 256 << 10 };
-int64_t kp_fork_batch(const KpNode *const *nd, int count, int64_t max_batch);
-
 typedef struct KpKernelArgs {
     LLVMValueRef p[KP_MAX_PTR];
     LLVMValueRef n, begin, end;

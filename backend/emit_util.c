@@ -7,7 +7,6 @@
 
 #include <llvm-c/DebugInfo.h>
 
-#include "../ir/cost.h"
 #include "emit.h"
 
 LLVMValueRef kp_i64(KpEmit *e, int64_t v)
@@ -263,41 +262,6 @@ static void call_share(KpEmit *e, LLVMTypeRef kty, LLVMValueRef kernel, LLVMValu
     LLVMPositionBuilderAtEnd(e->b, done);
 }
 
-static KpCost nodes_cost(const KpNode *const *nd, int count, int64_t n)
-{
-    KpCost c = {0, 0};
-    for (int i = 0; i < count; i++) {
-        KpCost ci = kp_node_cost(nd[i], n);
-        c.flops += ci.flops;
-        c.bytes += ci.bytes;
-    }
-    return c;
-}
-
-static int worth_threads(KpCost c)
-{
-    return c.flops >= KP_FORK_FLOPS || c.bytes >= KP_FORK_BYTES;
-}
-
-int64_t kp_fork_batch(const KpNode *const *nd, int count, int64_t max_batch)
-{
-    KpCost one = nodes_cost(nd, count, 1), most = nodes_cost(nd, count, max_batch);
-    if (max_batch <= 1 || (most.flops <= one.flops && most.bytes <= one.bytes))
-        return 1;
-    if (!worth_threads(most))
-        return max_batch + 1;
-    /* the work grows with n: the first n that is enough, by bisection */
-    int64_t lo = 1, hi = max_batch;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (worth_threads(nodes_cost(nd, count, mid)))
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return lo;
-}
-
 void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValueRef end,
                       int parallel, KpKernelGen gen, void *user)
 {
@@ -355,30 +319,13 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
         call_share(e, kty, kernel, args, nk, begin, end, parallel);
         return;
     }
-    LLVMPositionBuilderAtEnd(e->b, caller);
-    args[e->nptr + nsc] = begin;
-    args[e->nptr + nsc + 1] = end;
-    int64_t max_batch = e->g ? e->g->max_batch : 1;
-    int64_t fork_n = parallel && e->node ? kp_fork_batch(&e->node, 1, max_batch) : 1;
-    if (!parallel || fork_n > max_batch) {
+    if (!parallel) {
+        LLVMPositionBuilderAtEnd(e->b, caller);
+        args[e->nptr + nsc] = begin;
+        args[e->nptr + nsc + 1] = end;
         LLVMBuildCall2(e->b, kty, kernel, args, nk, "");
         return;
     }
-    LLVMBasicBlockRef join = NULL;
-    if (fork_n > 1) {
-        /* a batch too small for threads: the kernel here, over the whole range */
-        LLVMValueRef small = LLVMBuildICmp(e->b, LLVMIntSLT, e->n, kp_i64(e, fork_n), "");
-        LLVMValueRef fn = LLVMGetBasicBlockParent(caller);
-        LLVMBasicBlockRef serial = LLVMAppendBasicBlockInContext(e->ctx, fn, "serial");
-        LLVMBasicBlockRef fork = LLVMAppendBasicBlockInContext(e->ctx, fn, "fork");
-        join = LLVMAppendBasicBlockInContext(e->ctx, fn, "joined");
-        LLVMBuildCondBr(e->b, small, serial, fork);
-        LLVMPositionBuilderAtEnd(e->b, serial);
-        LLVMBuildCall2(e->b, kty, kernel, args, nk, "");
-        LLVMBuildBr(e->b, join);
-        LLVMPositionBuilderAtEnd(e->b, fork);
-    }
-    caller = LLVMGetInsertBlock(e->b);
 
     /* ctx = {p0..pk, n, [seed]}; body(ctx, b, e) unpacks it and calls the kernel */
     LLVMTypeRef fields[KP_MAX_PTR + 2];
@@ -409,10 +356,6 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
         LLVMBuildStore(e->b, args[i], LLVMBuildStructGEP2(e->b, ctx_ty, slot, i, ""));
     LLVMValueRef pargs[4] = {body, slot, begin, end};
     LLVMBuildCall2(e->b, e->pfor_ty, e->pfor, pargs, 4, "");
-    if (join) {
-        LLVMBuildBr(e->b, join);
-        LLVMPositionBuilderAtEnd(e->b, join);
-    }
 }
 
 typedef struct Units {

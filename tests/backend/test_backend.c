@@ -422,63 +422,6 @@ START_TEST(test_compile_errors)
 }
 END_TEST
 
-/* --- which batches are worth a thread team --------------------------------- */
-
-static const KpNode *find_node(const KpGraph *g, KpOp op, int nth)
-{
-    for (int i = 0; i < g->nnodes; i++)
-        if (g->nodes[i]->op == op && nth-- == 0)
-            return g->nodes[i];
-    ck_abort_msg("no node %s", kp_op_name(op));
-    return NULL;
-}
-
-START_TEST(test_fork_batch)
-{
-    make_tmpdir();
-    char path[512];
-    write_file("fork.json",
-               "{\"karp\": 1, \"name\": \"fork\", \"input\": {\"shape\": [1, 28, 28]},"
-               " \"layers\": [{\"type\": \"conv2d\", \"filters\": 32, \"kernel\": 3,"
-               " \"activation\": \"relu\"}, {\"type\": \"conv2d\", \"filters\": 64,"
-               " \"kernel\": 3}, {\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 10}],"
-               " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"adam\", \"lr\": 0.001}, \"batch\": 64}",
-               path, sizeof path);
-    KpProgram prog = {0};
-    KpDiag d;
-    kp_diag_init(&d);
-    ck_assert_msg(kp_build_program(path, NULL, 0, &prog, &d) == 0, "%s", d.msg);
-    const KpGraph *g = prog.train;
-    /* conv 1 -> 32, 3x3 over 28x28 with relu: per sample 2*32*26*26*9 + 21632
-     * = 411008 flops (threads from 6 samples) and 3136 + 86528 bytes, plus
-     * 1280 of weights (threads from 3 samples: 3*89664 + 1280 >= 262144) */
-    const KpNode *c0 = find_node(g, KP_OP_conv2d, 0);
-    ck_assert_int_eq(kp_fork_batch(&c0, 1, 64), 3);
-    ck_assert_int_eq(kp_fork_batch(&c0, 1, 2), 3);       /* never: max batch + 1 */
-    /* conv 32 -> 64 over 26x26: 2*64*24*24*288 = 21 Mflop a sample */
-    const KpNode *c1 = find_node(g, KP_OP_conv2d, 1);
-    ck_assert_int_eq(kp_fork_batch(&c1, 1, 64), 1);
-    /* the optimizer's work does not grow with n (n is the step there) */
-    const KpNode *upd = find_node(g, KP_OP_adam_update, 0);
-    ck_assert_int_eq(kp_fork_batch(&upd, 1, 64), 1);
-    /* the head's bias gradient (10 floats of dy a sample) never is */
-    const KpNode *hb = find_node(g, KP_OP_bias_grad, 0);
-    ck_assert_int_eq(hb->out->dims[0], 10);
-    ck_assert_int_eq(kp_fork_batch(&hb, 1, 64), 65);
-    /* a group's members count together: the first conv's weight gradient
-     * (3136 + 86528 bytes a sample, 1152 twice: from 3 samples) and its
-     * bias gradient (86528 a sample, 128 twice: from 4) from 2 samples */
-    const KpNode *first[2] = {find_node(g, KP_OP_conv2d_grad_w, 1), find_node(g, KP_OP_bias_grad, 2)};
-    ck_assert_int_eq(first[0]->out->dims[0], 32);
-    ck_assert_int_eq(first[1]->out->dims[0], 32);
-    ck_assert_int_eq(kp_fork_batch(&first[0], 1, 64), 3);
-    ck_assert_int_eq(kp_fork_batch(&first[1], 1, 64), 4);
-    ck_assert_int_eq(kp_fork_batch(first, 2, 64), 2);
-    kp_program_free(&prog);
-    remove_tmpdir();
-}
-END_TEST
-
 static const char *small_model =
     "{\"karp\": 1, \"name\": \"tiny_net\", \"input\": {\"shape\": [2, 3]},\n"
     " \"layers\": [{\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 5, \"activation\": "
@@ -562,7 +505,6 @@ static Suite *backend_suite(void)
     tcase_add_test(tc, test_math_accuracy);
     tcase_add_test(tc, test_log_accuracy);
     tcase_add_test(tc, test_compile_errors);
-    tcase_add_test(tc, test_fork_batch);
     tcase_add_test(tc, test_header_and_emit);
     suite_add_tcase(s, tc);
     return s;

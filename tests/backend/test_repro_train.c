@@ -19,15 +19,13 @@
 #include "karpc.h"
 #include "testutil.h"
 
-/* Sizes such that the big kernels run in parallel: a kernel whose work at
- * the call's batch is below KP_FORK_FLOPS and KP_FORK_BYTES (emit.h) runs
- * on one thread, as do loops below about 65536 multiply-adds (or
- * elements) at the max batch. */
-enum { STEPS = 12, BATCH = 32, MAXIN = 784 };
+/* Sizes such that every kernel runs in parallel: kernels below about
+ * 65536 multiply-adds (or elements) at the batch run on one thread. */
+enum { STEPS = 12, BATCH = 32, MAXIN = 3 * 16 * 16 };
 
 static const char *const models[3] = {
-    "{\"karp\": 1, \"name\": \"mlp\", \"input\": {\"shape\": [784]},"
-    " \"layers\": [{\"type\": \"dense\", \"units\": 128, \"activation\": \"relu\"},"
+    "{\"karp\": 1, \"name\": \"mlp\", \"input\": {\"shape\": [100]},"
+    " \"layers\": [{\"type\": \"dense\", \"units\": 64, \"activation\": \"relu\"},"
     " {\"type\": \"dense\", \"units\": 10}],"
     " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"adam\", \"lr\": 0.01},"
     " \"batch\": 32, \"seed\": 1}",
@@ -45,7 +43,7 @@ static const char *const models[3] = {
     " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1},"
     " \"batch\": 32, \"seed\": 1}",
 };
-static const int inputs[3] = {784, 3 * 16 * 16, 100};
+static const int inputs[3] = {100, 3 * 16 * 16, 100};
 static const char *const names[3] = {"mlp", "cnn with batchnorm and dropout",
                                      "mlp with batchnorm and dropout"};
 
