@@ -54,6 +54,9 @@ typedef struct Tile {
     int nv, rem;                /* vectors; lanes of the last (0: whole) */
 } Tile;
 
+/* The most tiles of a row emitted one by one, each at its column. */
+enum { STATIC_TILES = 4 };
+
 int64_t kp_divisor_upto(int64_t c, int64_t cap)
 {
     for (int64_t d = cap < c ? cap : c; d > 1; d--)
@@ -273,13 +276,38 @@ static void tile_at(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Pha
     LLVMPositionBuilderAtEnd(e->b, join);
 }
 
-/* Row qy of the phases (py, 0..sx-1): their tiles along the row. */
+/* Whether the tile at the constant column ox0 reads only inside the row. */
+static bool tile_inside(const KpEmit *e, const Phase *p, int64_t ox0, Tile t)
+{
+    const KpConvMap *m = &p->m;
+    int64_t active = (int64_t)t.nv * e->vw - (t.rem ? e->vw - t.rem : 0);
+    int64_t lo = ox0 * m->sw - m->pl, hi = lo + (active - 1) * m->sw + (m->kw - 1) * m->dw;
+    return lo >= 0 && hi < m->w;
+}
+
+/* Row qy of the phases (py, 0..sx-1): their tiles along the row.  A row
+ * that reads padding and has few tiles gets each tile at its constant
+ * column: the edge masks then fold to constants once the window loop is
+ * unrolled, and most of an edge tile's loads become plain loads (the
+ * masks computed per load cost more than the fmas at 16 registers). */
 static void phase_row(KpEmit *e, const KpKernelArgs *a, const Direct *s, int64_t py,
                       LLVMValueRef n, LLVMValueRef co0, LLVMValueRef qy, LLVMValueRef ybase)
 {
     for (int64_t px = 0; px < s->sx; px++) {
         const Phase *p = &s->ph[py * s->sx + px];
         int64_t T = p->kv * e->vw, nwhole = p->kv ? p->m.ow / T : 0, last = p->m.ow - nwhole * T;
+        if (p->edges && nwhole + (last > 0) <= STATIC_TILES) {
+            for (int64_t i = 0; i <= nwhole; i++) {
+                Tile t = {(int)p->kv, 0};
+                if (i == nwhole) {
+                    if (last == 0)
+                        break;
+                    t = (Tile){(int)((last + e->vw - 1) / e->vw), (int)(last % e->vw)};
+                }
+                tile(e, a, s, p, n, co0, qy, ybase, kp_i64(e, i * T), t, !tile_inside(e, p, i * T, t));
+            }
+            continue;
+        }
         if (nwhole > 0) {
             Tile whole = {(int)p->kv, 0};
             KpLoop lt;
@@ -398,6 +426,20 @@ static void direct_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     kp_loop_end(e, &li);
 }
 
+/* Vectors per tile for a row of nvec vectors.  AVX-512 (32 registers):
+ * up to 4.  AVX2 (16 registers: 12 accumulators, the row's vectors and a
+ * broadcast): a row of up to 3 vectors is one tile, so that no short tile
+ * runs with too few accumulators to hide the fma latency (4 cycles, 2
+ * pipes: 8 chains); a longer row in tiles of 3 where they divide it, else 2. */
+static int64_t tile_vectors(int vw, int64_t nvec)
+{
+    if (vw >= 16)
+        return nvec < 4 ? nvec : 4;
+    if (nvec <= 3)
+        return nvec;
+    return nvec % 3 == 0 ? 3 : 2;
+}
+
 void kp_emit_conv(KpEmit *e, const KpConvMap *map)
 {
     Direct s = {.cout = map->cout, .yh = map->oh, .yw = map->ow, .sy = 1, .sx = 1};
@@ -412,14 +454,14 @@ void kp_emit_conv(KpEmit *e, const KpConvMap *map)
     }
     s.ph = calloc((size_t)(s.sy * s.sx), sizeof *s.ph);
     assert(s.ph);
-    int64_t kvmax = e->vw >= 16 ? 4 : 2, budget = e->vw >= 16 ? 16 : 8, kvtop = 1;
+    int64_t budget = e->vw >= 16 ? 16 : 12, kvtop = 1;
     for (int64_t i = 0; i < s.sy * s.sx; i++) {
         Phase *p = &s.ph[i];
         const KpConvMap *m = &maps[i];
         int64_t nvec = (m->ow + e->vw - 1) / e->vw;
         p->m = *m;
         p->px = i % s.sx;
-        p->kv = nvec < kvmax ? nvec : kvmax;
+        p->kv = tile_vectors(e->vw, nvec);
         kvtop = p->kv > kvtop ? p->kv : kvtop;
         /* every read inside the row: no left padding and the last output's window fits */
         p->edges = !(m->pl <= 0 && (m->ow - 1) * m->sw - m->pl + (m->kw - 1) * m->dw <= m->w - 1);

@@ -140,7 +140,7 @@ int shape_reshape(KpGraph *g, KpNode *n, KpDiag *d)
             known *= dim;
     }
     int64_t dims[KP_MAX_RANK] = {KP_DIM_N};
-    for (int i = 0; i < a->reshape_rank; i++)
+    for (int i = 0; i < a->reshape_rank && i + 1 < KP_MAX_RANK; i++)  /* bound checked above */
         dims[i + 1] = a->reshape_dims[i];
     if (infer >= 0) {
         if (elems % known != 0)
