@@ -85,9 +85,14 @@ static void plan(Dot *s, int vw)
 {
     int64_t l1, l2, cores;
     kp_gemm_host(&l1, &l2, &cores);
-    s->mr = vw >= 16 ? 4 : 3;
-    s->nr = vw >= 16 ? 6 : 3;
-    s->pb = kp_round_up(s->npix, vw) <= 1024 ? s->npix : 1024;
+    s->mr = vw >= 16 ? 4 : 2;
+    s->nr = 6;
+    /* a tile's rows of A and B over a block's pixels in half of L1: the B
+     * rows are read again by every row tile, from L1 only if they stay */
+    int64_t pbmax = l1 / 2 / (4 * (s->mr + s->nr)) / vw * vw;
+    pbmax = pbmax < 64 ? 64 : pbmax > 1024 ? 1024 : pbmax;
+    s->pb = kp_round_up(s->npix, vw) <= pbmax ? s->npix
+            : kp_round_up(kp_ceil_div(s->npix, kp_ceil_div(s->npix, pbmax)), vw);
     /* rows a multiple of 1 KiB apart would share L1 sets (4 KiB: every row) */
     s->pbr = kp_round_up(s->pb, KP_GEMM_PANEL);
     if (s->pbr % 256 == 0)
