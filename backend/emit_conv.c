@@ -490,7 +490,8 @@ void kp_emit_conv2d_direct(KpEmit *e, const KpNode *n)
                    .cout = y->dims[1], .oh = y->dims[2], .ow = y->dims[3],
                    .ix = 0, .iw = 1, .ib = kp_node_op_nin(n) >= 3 && n->in[2] ? 2 : -1, .iy = n->nin};
     kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
-    m.wco = m.cin * m.kh * m.kw, m.wci = m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
+    m.wco = n->attr.wstride > 0 ? n->attr.wstride : m.cin * m.kh * m.kw;   /* rows padded by layout.c */
+    m.wci = m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
     kp_emit_conv(e, &m);
 }
 

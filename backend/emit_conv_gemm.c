@@ -120,7 +120,7 @@ static int conv2d_gemm(KpEmit *e, const KpNode *n, KpDiag *d)
     KpGemm g = {
         .name = "conv",
         .m = {f, false}, .n = {npix, false}, .k = {k, false}, .groups = {1, true},
-        .a = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = k, .cs = 1}},
+        .a = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = n->attr.wstride > 0 ? n->attr.wstride : k, .cs = 1}},
         .b = {.source = KP_GEMM_CUSTOM, .pack = kp_conv_pack_cols, .pack_user = &cols},
         .c = o.c,
         .accumulate = e->accumulate,

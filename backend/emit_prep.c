@@ -89,6 +89,25 @@ int emit_pack_panels(KpEmit *e, const KpNode *n, KpDiag *d)
     return 0;
 }
 
+/* y [F,ld]: row r is w's row r, then zeros */
+int emit_pad_rows(KpEmit *e, const KpNode *n, KpDiag *d)
+{
+    (void)d;
+    int64_t f = n->in[0]->dims[0], per = kp_value_numel(n->in[0], 1) / f, ldy = n->attr.wstride;
+    LLVMValueRef *p = e->ptr_arg;
+    LLVMBuildMemSet(e->b, p[1], LLVMConstInt(LLVMInt8TypeInContext(e->ctx), 0, 0),
+                    kp_i64(e, f * ldy * (int64_t)sizeof(float)), 4);
+    KpLoop lr, li;
+    kp_loop_begin(e, &lr, kp_i64(e, 0), kp_i64(e, f), 1, "r");
+    LLVMValueRef src = mul(e, lr.iv, per), dst = mul(e, lr.iv, ldy);
+    kp_loop_begin(e, &li, kp_i64(e, 0), kp_i64(e, per), 1, "i");
+    LLVMValueRef v = ld(e, p[0], LLVMBuildNSWAdd(e->b, src, li.iv, ""));
+    LLVMBuildStore(e->b, v, kp_gep(e, p[1], LLVMBuildNSWAdd(e->b, dst, li.iv, "")));
+    kp_loop_end(e, &li);
+    kp_loop_end(e, &lr);
+    return 0;
+}
+
 /* --- dense_packed -------------------------------------------------------- */
 
 /* x [N,in], panels [ceil(out/16)][in][16], bias [out] -> y [N,out]: the

@@ -187,6 +187,9 @@ typedef struct KpAttrs {
     int64_t reshape_dims[KP_MAX_RANK];
     KpOptimHyper optim;         /* *_update */
     int64_t panel;              /* pack_panels, dense_packed: floats per panel */
+    int64_t wstride;            /* conv2d, pad_rows: floats between the rows of a weight
+                                   padded by passes/layout.c, [F, wstride]; 0: the
+                                   weight is [F,C,kh,kw] */
 } KpAttrs;
 
 struct KpNode {

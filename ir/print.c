@@ -79,6 +79,13 @@ static void attrs_conv(FILE *f, const KpAttrs *a)
     pr_padding(f, a);
     fputs(", ", f);
     pr_pair(f, "dilation", a->dilation);
+    if (a->wstride > 0)
+        fprintf(f, ", wstride=%" PRId64, a->wstride);
+}
+
+static void attrs_pad_rows(FILE *f, const KpAttrs *a)
+{
+    fprintf(f, "wstride=%" PRId64, a->wstride);
 }
 
 static void attrs_conv_transpose(FILE *f, const KpAttrs *a)
@@ -175,6 +182,7 @@ static void (*const attr_printers[KP_OP_COUNT])(FILE *, const KpAttrs *) = {
     [KP_OP_bn_fold_bias] = attrs_bn_fold,
     [KP_OP_pack_panels] = attrs_packed,
     [KP_OP_dense_packed] = attrs_packed,
+    [KP_OP_pad_rows] = attrs_pad_rows,
     [KP_OP_dropout] = attrs_dropout,
     [KP_OP_masking] = attrs_masking,
     [KP_OP_reshape] = attrs_reshape,

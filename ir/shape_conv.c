@@ -135,6 +135,15 @@ static int conv_operands(KpGraph *g, KpNode *n, KpDiag *d, Axis ax[2], bool tran
         return -1;
     int64_t f = at->filters, c = x->dims[1];
     int64_t w0 = transpose ? c : f, w1 = transpose ? f : c;
+    if (!transpose && at->wstride > 0) {
+        /* a weight padded by passes/layout.c: its rows wstride floats apart */
+        int64_t per = c * ax[0].k * ax[1].k;
+        if (w->rank != 2 || w->dims[0] != f || w->dims[1] != at->wstride || at->wstride < per)
+            return kp_shape_error(g, n, d, w,
+                                  "padded weight must be [%" PRId64 ",%" PRId64 "] with rows of "
+                                  "at least %" PRId64 " floats", f, at->wstride, per);
+        return check_bias(g, n, d, f);
+    }
     if (!has_dims(w, w0, w1, ax[0].k, ax[1].k))
         return kp_shape_error(g, n, d, w,
                               "weight must be [%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 "]",

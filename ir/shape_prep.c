@@ -59,6 +59,20 @@ int shape_pack_panels(KpGraph *g, KpNode *n, KpDiag *d)
     return 0;
 }
 
+/* weight [F,...] -> [F, wstride], wstride at least the floats of a row */
+int shape_pad_rows(KpGraph *g, KpNode *n, KpDiag *d)
+{
+    const KpValue *w = n->in[0];
+    if (w->rank < 2 || w->dims[0] == KP_DIM_N)
+        return kp_shape_error(g, n, d, w, "padded weight must be a [F,...] parameter");
+    int64_t per = kp_value_numel(w, 1) / w->dims[0];
+    if (n->attr.wstride < per)
+        return kp_shape_error(g, n, d, w, "row stride %" PRId64 " is less than a row (%" PRId64 " floats)",
+                              n->attr.wstride, per);
+    kp_shape_set(n->out, 2, (int64_t[]){w->dims[0], n->attr.wstride});
+    return 0;
+}
+
 /* x [N,in], panels [ceil(units/P),in,P], bias [units]?, epilogue operands -> [N,units] */
 int shape_dense_packed(KpGraph *g, KpNode *n, KpDiag *d)
 {
@@ -124,6 +138,19 @@ int interp_pack_panels(const KpInterp *it, const KpNode *nd, KpDiag *d)
                 int64_t o = j * p + l;
                 y[(j * in + k) * p + l] = o < out ? w[o * in + k] : 0.0f;
             }
+    return 0;
+}
+
+/* w [F,per] -> [F,wstride]: each row, then zeros */
+int interp_pad_rows(const KpInterp *it, const KpNode *nd, KpDiag *d)
+{
+    (void)d;
+    const float *w = kp_interp_in(it, nd->in[0]);
+    float *y = kp_interp_out(it, nd);
+    int64_t f = nd->in[0]->dims[0], per = kp_value_numel(nd->in[0], 1) / f, ld = nd->attr.wstride;
+    for (int64_t r = 0; r < f; r++)
+        for (int64_t i = 0; i < ld; i++)
+            y[r * ld + i] = i < per ? w[r * per + i] : 0.0f;
     return 0;
 }
 

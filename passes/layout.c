@@ -16,6 +16,13 @@
  * The epilogues a dense got from fusion stay with it, and their operands
  * keep their input positions.
  *
+ * A conv2d whose constant weight has rows a multiple of 1 KiB long (256
+ * input channels of 3x3, say) gets them padded by one cache line
+ * (pad_rows, attr.wstride): rows 1 KiB apart fall in the same L1 sets,
+ * and the GEMM would otherwise copy them into its scratch on every call
+ * (gemm_plan.c, rows_collide).  The kernels read the rest of the weight
+ * as before: it stays [F, C*kh*kw] in PyTorch's order, rows apart.
+ *
  * Not done: channel-blocked activations and weights for conv2d (the conv
  * kernels keep NCHW); no reorders are ever needed since only constant
  * weights change layout.  Parameters, gradients and checkpoints keep the
@@ -24,7 +31,11 @@
 #include "passes.h"
 #include "prep_util.h"
 
-enum { PANEL = 16 };
+enum {
+    PANEL = 16,
+    ROW_SETS = 256,     /* floats: rows a multiple of 1 KiB apart share L1 sets */
+    ROW_PAD = 16        /* floats: one cache line */
+};
 
 static bool is_const(const KpValue *v)
 {
@@ -47,9 +58,25 @@ int kp_pass_layout(KpGraph *g, const KpPassOpts *o, KpDiag *d)
         kp_pass_report(o, "train graph: layouts unchanged");
         return 0;
     }
-    int n0 = g->nnodes, packed = 0;
+    int n0 = g->nnodes, packed = 0, padded = 0;
     for (int k = 0; k < n0; k++) {
         KpNode *n = g->nodes[k];
+        if (n->op == KP_OP_conv2d && n->phase == KP_PHASE_FORWARD && is_const(n->in[1]) &&
+            n->attr.wstride == 0 && n->in[1]->rank == 4) {
+            int64_t per = kp_value_numel(n->in[1], 1) / n->in[1]->dims[0];
+            if (per % ROW_SETS != 0)
+                continue;
+            KpAttrs at = {.wstride = per + ROW_PAD};
+            KpNode *pr = kp_prep_node(g, KP_OP_pad_rows, n, 1, &n->in[1], &at, d);
+            if (!pr)
+                return -1;
+            n->in[1] = pr->out;
+            n->attr.wstride = at.wstride;
+            if (kp_node_infer_shape(g, n, d))
+                return -1;
+            padded++;
+            continue;
+        }
         if (n->op != KP_OP_dense || n->phase != KP_PHASE_FORWARD || !is_const(n->in[1]))
             continue;
         KpAttrs at = {.panel = PANEL};
@@ -67,6 +94,7 @@ int kp_pass_layout(KpGraph *g, const KpPassOpts *o, KpDiag *d)
     }
     if (kp_prep_reorder(g, NULL, d))
         return -1;
-    kp_pass_report(o, "packed %d dense weights into %d-float panels", packed, PANEL);
+    kp_pass_report(o, "packed %d dense weights into %d-float panels, padded the rows of %d conv weights",
+                   packed, PANEL, padded);
     return 0;
 }

@@ -108,7 +108,7 @@ static void check_dump(const char *model, const char *after)
 
 START_TEST(golden_fold_layout)
 {
-    static const char *models[] = {"fold_dense", "fold_conv"};
+    static const char *models[] = {"fold_dense", "fold_conv", "pad_conv"};
     check_dump(models[_i], "fold");
     check_dump(models[_i], "layout");
 }
@@ -173,6 +173,17 @@ START_TEST(interp_golden_models)
     interp_compare(a, 2, 2);
     interp_compare(b, 2, 1);
     free(a), free(b);
+    /* a conv weight with rows of 2304 floats (9 KiB): its rows padded, once */
+    char *c = src_path("tests/ir/golden/pad_conv.json");
+    KpGraph *g = build(c, true, true), *plain = build(c, true, false);
+    ck_assert_int_eq(count_op(g, KP_OP_pad_rows), 1);
+    ck_assert_int_eq(count_op(plain, KP_OP_pad_rows), 0);
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i]->op == KP_OP_conv2d)
+            ck_assert_int_eq(g->nodes[i]->attr.wstride, strcmp(g->nodes[i]->name, "wide") == 0 ? 2320 : 0);
+    kp_graph_free(g), kp_graph_free(plain);
+    interp_compare(c, 1, 1);
+    free(c);
 }
 END_TEST
 
@@ -269,7 +280,9 @@ START_TEST(jit_examples)
     static const char *models[] = {"examples/resnet_cifar.json", "examples/fashion_mlp.json",
                                    "examples/fashion_cnn.json", "examples/keras_cnn.json",
                                    "tests/ir/golden/fold_dense.json",
-                                   "tests/ir/golden/fold_conv.json"};
+                                   "tests/ir/golden/fold_conv.json",
+                                   "tests/ir/golden/pad_conv.json",
+                                   "tests/ir/golden/pad_conv_direct.json"};
     char *json = src_path(models[_i]);
     jit_compare(json);
     free(json);
@@ -422,9 +435,9 @@ static Suite *suite(void)
     Suite *s = suite_create("fold_layout");
     TCase *t = tcase_create("fold_layout");
     tcase_set_timeout(t, 600);
-    tcase_add_loop_test(t, golden_fold_layout, 0, 2);
+    tcase_add_loop_test(t, golden_fold_layout, 0, 3);
     tcase_add_test(t, interp_golden_models);
-    tcase_add_loop_test(t, jit_examples, 0, 6);
+    tcase_add_loop_test(t, jit_examples, 0, 8);
     tcase_add_loop_test(t, jit_random_models, 0, 2);
     tcase_add_test(t, prepared_once);
     tcase_add_test(t, train_unchanged);
