@@ -247,7 +247,23 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase 
     store(e, a, s, p, a->p[m->iy], ybase, ox0, acc, t);
 }
 
-/* A tile at ox0: the inside variant when every read is in the row. */
+/* Columns a tile reads past its first one: its active lanes' windows. */
+static int64_t tile_reach(const KpEmit *e, const Phase *p, Tile t)
+{
+    int64_t active = (int64_t)t.nv * e->vw - (t.rem ? e->vw - t.rem : 0);
+    return (active - 1) * p->m.sw + (p->m.kw - 1) * p->m.dw;
+}
+
+/* The partial tile at the end of a row: `last` columns. */
+static Tile tail_tile(const KpEmit *e, int64_t last)
+{
+    return (Tile){(int)((last + e->vw - 1) / e->vw), (int)(last % e->vw)};
+}
+
+/* A tile at ox0: the inside variant when every read is in the row.  At a
+ * constant column that is known here, and only one variant is emitted:
+ * its edge masks fold to constants once the window loop is unrolled, and
+ * most of its loads become plain loads.  Else a run-time test picks. */
 static void tile_at(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase *p,
                     LLVMValueRef n, LLVMValueRef co0, LLVMValueRef oy, LLVMValueRef ybase,
                     LLVMValueRef ox0, Tile t)
@@ -257,9 +273,13 @@ static void tile_at(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Pha
         tile(e, a, s, p, n, co0, oy, ybase, ox0, t, 0);
         return;
     }
-    int64_t active = (int64_t)t.nv * e->vw - (t.rem ? e->vw - t.rem : 0);
+    if (LLVMIsAConstantInt(ox0)) {
+        int64_t lo = LLVMConstIntGetSExtValue(ox0) * m->sw - m->pl;
+        tile(e, a, s, p, n, co0, oy, ybase, ox0, t, !(lo >= 0 && lo + tile_reach(e, p, t) < m->w));
+        return;
+    }
     LLVMValueRef lo = addc(e, mul(e, ox0, m->sw), -m->pl);
-    LLVMValueRef hi = addc(e, lo, (active - 1) * m->sw + (m->kw - 1) * m->dw);
+    LLVMValueRef hi = addc(e, lo, tile_reach(e, p, t));
     LLVMValueRef inside = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, lo, kp_i64(e, 0), ""),
                                        LLVMBuildICmp(e->b, LLVMIntSLT, hi, kp_i64(e, m->w), ""), "");
     LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
@@ -276,49 +296,28 @@ static void tile_at(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Pha
     LLVMPositionBuilderAtEnd(e->b, join);
 }
 
-/* Whether the tile at the constant column ox0 reads only inside the row. */
-static bool tile_inside(const KpEmit *e, const Phase *p, int64_t ox0, Tile t)
-{
-    const KpConvMap *m = &p->m;
-    int64_t active = (int64_t)t.nv * e->vw - (t.rem ? e->vw - t.rem : 0);
-    int64_t lo = ox0 * m->sw - m->pl, hi = lo + (active - 1) * m->sw + (m->kw - 1) * m->dw;
-    return lo >= 0 && hi < m->w;
-}
-
 /* Row qy of the phases (py, 0..sx-1): their tiles along the row.  A row
  * that reads padding and has few tiles gets each tile at its constant
- * column: the edge masks then fold to constants once the window loop is
- * unrolled, and most of an edge tile's loads become plain loads (the
- * masks computed per load cost more than the fmas at 16 registers). */
+ * column (tile_at: one variant each, masks folded; the masks computed per
+ * load cost more than the fmas at 16 registers); other rows loop. */
 static void phase_row(KpEmit *e, const KpKernelArgs *a, const Direct *s, int64_t py,
                       LLVMValueRef n, LLVMValueRef co0, LLVMValueRef qy, LLVMValueRef ybase)
 {
     for (int64_t px = 0; px < s->sx; px++) {
         const Phase *p = &s->ph[py * s->sx + px];
         int64_t T = p->kv * e->vw, nwhole = p->kv ? p->m.ow / T : 0, last = p->m.ow - nwhole * T;
+        Tile whole = {(int)p->kv, 0};
         if (p->edges && nwhole + (last > 0) <= STATIC_TILES) {
-            for (int64_t i = 0; i <= nwhole; i++) {
-                Tile t = {(int)p->kv, 0};
-                if (i == nwhole) {
-                    if (last == 0)
-                        break;
-                    t = (Tile){(int)((last + e->vw - 1) / e->vw), (int)(last % e->vw)};
-                }
-                tile(e, a, s, p, n, co0, qy, ybase, kp_i64(e, i * T), t, !tile_inside(e, p, i * T, t));
-            }
-            continue;
-        }
-        if (nwhole > 0) {
-            Tile whole = {(int)p->kv, 0};
+            for (int64_t i = 0; i < nwhole; i++)
+                tile_at(e, a, s, p, n, co0, qy, ybase, kp_i64(e, i * T), whole);
+        } else if (nwhole > 0) {
             KpLoop lt;
             kp_loop_begin(e, &lt, kp_i64(e, 0), kp_i64(e, nwhole), 1, "tile");
             tile_at(e, a, s, p, n, co0, qy, ybase, mul(e, lt.iv, T), whole);
             kp_loop_end(e, &lt);
         }
-        if (last > 0) {
-            Tile lt = {(int)((last + e->vw - 1) / e->vw), (int)(last % e->vw)};
-            tile_at(e, a, s, p, n, co0, qy, ybase, kp_i64(e, nwhole * T), lt);
-        }
+        if (last > 0)
+            tile_at(e, a, s, p, n, co0, qy, ybase, kp_i64(e, nwhole * T), tail_tile(e, last));
     }
 }
 

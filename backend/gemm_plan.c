@@ -217,6 +217,7 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     Host h = host();
     choose_tile(p, m, n);
 
+    /* (an inference conv's constant weight never collides: passes/layout.c pads such rows) */
     p->pack_a = g->a.source == KP_GEMM_CUSTOM ||
                 (g->a.source == KP_GEMM_VIEW && g->a.view.rs != 1 && rows_collide(&h, p->mr, g->a.view.rs));
     p->pack_b = g->b.source == KP_GEMM_CUSTOM ||

@@ -19,7 +19,8 @@ KpRefConv kp_interp_conv(const KpNode *nd, const KpValue *x, const KpValue *y, i
                        .f = y->dims[1], .kh = a->kernel[0], .kw = a->kernel[1],
                        .oh = y->dims[2], .ow = y->dims[3], .sh = a->stride[0],
                        .sw = a->stride[1], .pt = a->padding[0], .pl = a->padding[1],
-                       .dh = dilated ? a->dilation[0] : 1, .dw = dilated ? a->dilation[1] : 1};
+                       .dh = dilated ? a->dilation[0] : 1, .dw = dilated ? a->dilation[1] : 1,
+                       .wf = a->wstride};
 }
 
 int64_t kp_interp_hw(const KpValue *x)
@@ -35,21 +36,8 @@ int interp_conv2d(const KpInterp *it, const KpNode *nd, KpDiag *d)
 {
     KpRefConv s = kp_interp_conv(nd, nd->in[0], nd->out, it->n, true);
     const float *b = kp_node_op_nin(nd) == 3 ? kp_interp_in(it, nd->in[2]) : NULL;
-    const float *w = kp_interp_in(it, nd->in[1]);
-    float *packed = NULL;
-    if (nd->attr.wstride > 0) {
-        /* a row-padded weight (passes/layout.c): the reference reads [F,C,kh,kw] */
-        int64_t f = nd->out->dims[1], ld = nd->attr.wstride;
-        int64_t per = nd->in[0]->dims[1] * nd->attr.kernel[0] * nd->attr.kernel[1];
-        packed = malloc((size_t)(f * per) * sizeof *packed);
-        if (!packed)
-            return kp_error(d, "%s: out of memory in the interpreter", nd->name ? nd->name : "conv2d");
-        for (int64_t r = 0; r < f; r++)
-            memcpy(packed + r * per, w + r * ld, (size_t)per * sizeof *packed);
-        w = packed;
-    }
-    kp_ref_conv2d_forward(kp_interp_out(it, nd), kp_interp_in(it, nd->in[0]), w, b, &s);
-    free(packed);
+    kp_ref_conv2d_forward(kp_interp_out(it, nd), kp_interp_in(it, nd->in[0]),
+                          kp_interp_in(it, nd->in[1]), b, &s);
     return 0;
 }
 

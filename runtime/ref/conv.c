@@ -15,10 +15,11 @@
 
 #include <string.h>
 
-/* x (n,c,h,w), w (f,c,kh,kw), b (f) or NULL -> y (n,f,oh,ow) */
+/* x (n,c,h,w), w (f,c,kh,kw) with filters s->wf floats apart if set, b (f) or NULL -> y (n,f,oh,ow) */
 void kp_ref_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                            const KpRefConv *s)
 {
+    int64_t wf = s->wf > 0 ? s->wf : s->c * s->kh * s->kw;
     for (int64_t i = 0; i < s->n; i++)
         for (int64_t f = 0; f < s->f; f++)
             for (int64_t oy = 0; oy < s->oh; oy++)
@@ -34,7 +35,7 @@ void kp_ref_conv2d_forward(float *y, const float *x, const float *w, const float
                                 if (ix < 0 || ix >= s->w)
                                     continue;
                                 acc += x[((i * s->c + c) * s->h + iy) * s->w + ix] *
-                                       w[((f * s->c + c) * s->kh + ky) * s->kw + kx];
+                                       w[f * wf + (c * s->kh + ky) * s->kw + kx];
                             }
                         }
                     y[((i * s->f + f) * s->oh + oy) * s->ow + ox] = acc;

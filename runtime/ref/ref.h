@@ -42,6 +42,8 @@ typedef struct KpRefConv {
     int64_t f, kh, kw;         /* filters, kernel */
     int64_t oh, ow;            /* output */
     int64_t sh, sw, pt, pl, dh, dw;  /* stride, top/left padding, dilation */
+    int64_t wf;                /* conv2d forward: floats between filters of w; 0: c*kh*kw
+                                  (a weight whose rows passes/layout.c padded) */
 } KpRefConv;
 void kp_ref_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                            const KpRefConv *s);
