@@ -33,10 +33,23 @@ int karp_set_threads(int nthreads)
     return 0;
 }
 
+/* What this thread last applied (-1: nothing yet), and its own OpenMP
+ * setting from before that (OMP_NUM_THREADS, the host's
+ * omp_set_num_threads, else the processors), which "0 = default" restores.
+ * Applying only on a change keeps the call off the path of every karp_infer:
+ * omp_get_num_procs() asks the kernel for the affinity mask each time. */
+static _Thread_local int applied = -1;
+static _Thread_local int thread_default;
+
 void kp_rt_apply_threads(void)
 {
     int nt = num_threads_setting;
-    omp_set_num_threads(nt ? nt : omp_get_num_procs());
+    if (nt == applied)
+        return;
+    if (applied < 0)
+        thread_default = omp_get_max_threads();
+    omp_set_num_threads(nt ? nt : thread_default);
+    applied = nt;
 }
 
 static int64_t chunk_start(int64_t begin, int64_t q, int64_t r, int64_t c)

@@ -7,6 +7,7 @@
 #include <check.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -467,6 +468,34 @@ START_TEST(test_parallel_for)
 }
 END_TEST
 
+/* On a thread of the host's that chose its own OpenMP thread count:
+ * karp_set_threads(0) means that choice, not the processor count, and a
+ * setting is applied on the thread that calls into the runtime. */
+static void *threads_on_host_thread(void *arg)
+{
+    int *got = arg;
+    omp_set_num_threads(1);
+    karp_set_threads(0);
+    got[0] = omp_get_max_threads();
+    karp_set_threads(3);
+    got[1] = omp_get_max_threads();
+    karp_set_threads(0);
+    got[2] = omp_get_max_threads();
+    return NULL;
+}
+
+START_TEST(test_threads_default)
+{
+    int got[3] = {0};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, threads_on_host_thread, got), 0);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(got[0], 1);
+    ck_assert_int_eq(got[1], 3);
+    ck_assert_int_eq(got[2], 1);
+}
+END_TEST
+
 static Suite *runtime_suite(void)
 {
     Suite *s = suite_create("runtime");
@@ -482,6 +511,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_cpu_check);
     tcase_add_test(tc, test_rng);
     tcase_add_test(tc, test_parallel_for);
+    tcase_add_test(tc, test_threads_default);
     suite_add_tcase(s, tc);
     return s;
 }
