@@ -517,7 +517,8 @@ void kp_emit_conv2d_grad_x_direct(KpEmit *e, const KpNode *n)
                    .ix = 0, .iw = 1, .ib = -1, .iy = n->nin, .transposed = 1};
     kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
     m.wco = m.kh * m.kw, m.wci = m.cout * m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
-    kp_emit_conv(e, &m);
+    if (!kp_emit_conv_grad_x_rows(e, &m))
+        kp_emit_conv(e, &m);
 }
 
 /* dy [N,F,OH,OW], weight [C,F,kh,kw], x (shape) -> dx [N,C,H,W] */

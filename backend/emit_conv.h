@@ -57,6 +57,10 @@ int64_t kp_divisor_upto(int64_t c, int64_t cap);
  * for the shapes emit_conv_gemm.c leaves to them. */
 void kp_emit_conv2d_direct(KpEmit *e, const KpNode *n);
 void kp_emit_conv2d_grad_x_direct(KpEmit *e, const KpNode *n);
+/* The input gradient (scatter form m) at stride 1 summed along dy's rows
+ * (emit_conv_rows.c), when those fill more vector lanes than dx's; false
+ * (nothing emitted) for any other m. */
+bool kp_emit_conv_grad_x_rows(KpEmit *e, const KpConvMap *m);
 
 /* The columns an implicit-GEMM convolution reads from an image X
  * [N,c,h,w] (emit_conv_cols.c): output position (oy, ox) of sample g

@@ -101,8 +101,15 @@ static LLVMValueRef lanes_in(KpEmit *e, LLVMValueRef lo, LLVMValueRef hi)
                         LLVMBuildICmp(e->b, LLVMIntSLT, q, splat_i32(e, hi), ""), "");
 }
 
+/* Segments per vector.  Every caller's vectors start at a pixel that is
+ * a multiple of vw within the image's grid (a block starts at a multiple
+ * of the panel or, in emit_conv_grad_w.c, of vw, and a sample's pixels
+ * are a multiple of vw when ow is), so with ow a multiple of vw a vector
+ * never crosses a row: one masked load per packed vector instead of two. */
 static int seg_count(const KpConvCols *s, int vw)
 {
+    if (s->ow % vw == 0)
+        return 1;
     int64_t n = 1 + (vw - 1 + s->ow - 1) / s->ow;
     return (int)(n < vw ? n : vw);
 }

@@ -7,7 +7,9 @@
  *               padding valid, explicit and "same" (even and uneven),
  *               dilation 2, 1x1 kernels (stride 1 and 2), rectangular
  *               kernels, images one pixel wide, k beyond one k block,
- *               filters that are no multiple of the register tile
+ *               filters that are no multiple of the register tile;
+ *               input gradients whose dy rows fill more lanes than dx's
+ *               (the row kernel: padding top or left, a masked dy vector)
  *   batches     n = 1, 2 and 3 of a largest batch of 3
  *   targets     the host (AVX-512 here) and x86-64-v3 (AVX2), each that
  *               this CPU runs
@@ -61,6 +63,11 @@ static const Geo geos[] = {
     {4, 5, 1, 3, 3, 1, 1, 1, 1, 0, 1, 1, false},        /* one pixel wide */
     {32, 26, 26, 64, 3, 3, 1, 1, 0, 0, 1, 1, false},    /* fashion_cnn's conv2 */
     {64, 6, 6, 40, 5, 5, 1, 1, 2, 2, 1, 1, false},      /* k = 1600, 1000: several k blocks */
+    /* grad_x summed along dy's rows (emit_conv_rows.c), dy fuller than dx: */
+    {3, 9, 10, 5, 3, 3, 1, 1, 1, 0, 1, 1, false},       /* dy 8 wide, dx 10, top padding */
+    {6, 6, 10, 4, 3, 5, 1, 1, 0, 1, 1, 1, false},       /* 3x5, left padding, 2 channels an item */
+    {2, 7, 9, 3, 3, 3, 1, 1, 0, 0, 1, 1, false},        /* dy 7 wide: its vector masked */
+    {3, 6, 18, 4, 3, 3, 1, 1, 0, 0, 1, 1, false},       /* dy 16, dx 18 (the AVX-512 case too) */
 };
 
 enum { MAXB = 3 };
