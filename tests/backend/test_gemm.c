@@ -7,7 +7,8 @@
  *   shapes     1, 3, 17, 129, sizes that are no multiple of the micro-tile
  *              or the vector width, k beyond one k block, columns beyond
  *              one column block, row strides of 1024 floats (packed A, B)
- *   batches    n = 1, 2, about half, and the largest
+ *   batches    n = 1, 2, about half, and the largest (1: dense's dot
+ *              kernel for a largest batch of 1)
  *   targets    the host (AVX-512 here), x86-64-v3 (AVX2) and x86-64 (SSE),
  *              each that this CPU runs
  *   epilogues  every op that can be one, on dense and on dense_grad_x
@@ -245,6 +246,8 @@ static const int64_t shapes[][3] = {
     {1, 1, 1},       {3, 17, 5},     {17, 3, 17},    {129, 129, 3},  {784, 128, 64},
     {128, 10, 64},   {100, 33, 13},  {2500, 40, 9},  {1024, 33, 20}, {1000, 600, 12},
     {37, 1024, 7},   {16, 16, 16},   {31, 47, 65},   {40, 2500, 9},
+    /* a largest batch of 1: dense's row of dot products (emit_dense.c) */
+    {784, 128, 1},   {37, 19, 1},    {3, 5, 1},      {9216, 40, 1},
 };
 
 static void report(const char *what);
@@ -317,9 +320,10 @@ START_TEST(test_epilogues)
             continue;
         for (size_t k = 0; k < sizeof epis / sizeof epis[0]; k++) {
             KpOp ops[2] = {KP_OP_dense, KP_OP_dense_packed};
-            for (int o = 0; o < (epis[k].grad ? 1 : 2); o++) {
-                Case c = {epis[k].grad ? KP_OP_dense_grad_x : ops[o], 100, 37, 19, epis[k].op,
-                          epis[k].alpha};
+            for (int o = 0; o < (epis[k].grad ? 1 : 3); o++) {
+                /* o = 2: dense compiled for a largest batch of 1 */
+                Case c = {epis[k].grad ? KP_OP_dense_grad_x : ops[o % 2], 100, 37, o == 2 ? 1 : 19,
+                          epis[k].op, epis[k].alpha};
                 check_case(&targets[ti], &c);
             }
         }
