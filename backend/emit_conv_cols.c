@@ -222,12 +222,10 @@ typedef struct Dst {
 } Dst;
 
 /* Channel ci's taps of one vector of pixels, whose tap 0 goes to at0 +
- * (ci*khkw - k0) * kstride; reads r[tap][seg], or with plain set (a
- * vector inside the image, stride 1) whole vectors from X[plain + ci*h*w
- * + tap's offset]; guard: store only taps in [k0, k0 + kc). */
+ * (ci*khkw - k0) * kstride; reads r[tap][seg]; guard: store only taps
+ * in [k0, k0 + kc). */
 static void channel_taps(KpEmit *e, const KpConvCols *s, LLVMValueRef X, const Dst *d,
-                         Read (*r)[MAXSEG], int nseg, LLVMValueRef plain, LLVMValueRef ci,
-                         LLVMValueRef at0, bool guard)
+                         Read (*r)[MAXSEG], int nseg, LLVMValueRef ci, LLVMValueRef at0, bool guard)
 {
     int64_t khkw = s->kh * s->kw, hw = s->h * s->w;
     LLVMValueRef choff = kp_imulc(e, ci, hw);
@@ -244,73 +242,13 @@ static void channel_taps(KpEmit *e, const KpConvCols *s, LLVMValueRef X, const D
             LLVMBuildCondBr(e->b, in, st, join);
             LLVMPositionBuilderAtEnd(e->b, st);
         }
-        LLVMValueRef x;
-        if (plain)
-            x = kp_load_vec(e, X, kp_iaddc(e, kp_iadd(e, plain, choff),
-                                           tap / s->kw * s->dh * s->w + tap % s->kw * s->dw));
-        else
-            x = read_px(e, s, X, r[tap], nseg, choff);
+        LLVMValueRef x = read_px(e, s, X, r[tap], nseg, choff);
         kp_store_vec(e, x, d->dst, kp_iadd(e, at0, LLVMBuildNSWMul(e->b, kk, d->kstride, "")));
         if (join) {
             LLVMBuildBr(e->b, join);
             LLVMPositionBuilderAtEnd(e->b, join);
         }
     }
-}
-
-/* The block's channels [first, last] of one vector of pixels: the taps of
- * a channel whole in [k0, k0 + kc) unguarded, the others guarded. */
-static void channels(KpEmit *e, const KpConvCols *s, LLVMValueRef X, const Dst *d,
-                     Read (*r)[MAXSEG], int nseg, LLVMValueRef plain, LLVMValueRef first,
-                     LLVMValueRef last, LLVMValueRef at0)
-{
-    int64_t khkw = s->kh * s->kw;
-    KpLoop lc;
-    kp_loop_begin(e, &lc, first, kp_iaddc(e, last, 1), 1, "ci");
-    LLVMValueRef lo = kp_imulc(e, lc.iv, khkw);
-    LLVMValueRef full = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, lo, d->k0, ""),
-                                     LLVMBuildICmp(e->b, LLVMIntSLE, kp_iaddc(e, lo, khkw),
-                                                   kp_iadd(e, d->k0, d->kc), ""), "");
-    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
-    LLVMBasicBlockRef bf = LLVMAppendBasicBlockInContext(e->ctx, fn, "ch.full");
-    LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(e->ctx, fn, "ch.part");
-    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "ch.done");
-    LLVMBuildCondBr(e->b, full, bf, bp);
-    LLVMPositionBuilderAtEnd(e->b, bf);
-    channel_taps(e, s, X, d, r, nseg, plain, lc.iv, at0, false);
-    LLVMBuildBr(e->b, join);
-    LLVMPositionBuilderAtEnd(e->b, bp);
-    channel_taps(e, s, X, d, r, nseg, plain, lc.iv, at0, true);
-    LLVMBuildBr(e->b, join);
-    LLVMPositionBuilderAtEnd(e->b, join);
-    kp_gemm_loop_end(e, &lc);
-}
-
-/* With stride 1 and rows of whole vectors (one segment), a vector of
- * pixels whose every tap reads inside the image: the element of X its
- * lane 0 reads at tap 0 of channel 0, for plain loads.  Such vectors need
- * no masks: making a vector's masks (a dozen vector operations per tap)
- * cost as much as packing it when the taps' channels are few
- * (docs/kernels-conv.md).  NULL when the shape has no such vectors. */
-static LLVMValueRef inside_at(KpEmit *e, const KpConvCols *s, const Segs *sg, LLVMValueRef lim,
-                              LLVMValueRef *inside)
-{
-    if (s->sw != 1 || sg->n != 1)
-        return NULL;
-    LLVMValueRef iy = kp_iaddc(e, kp_imulc(e, sg->oy[0], s->sh), -s->pt);
-    LLVMValueRef ix = kp_iaddc(e, sg->ox[0], -s->pl);
-    LLVMValueRef c[5] = {
-        LLVMBuildICmp(e->b, LLVMIntSGE, iy, kp_i64(e, 0), ""),
-        LLVMBuildICmp(e->b, LLVMIntSLT, kp_iaddc(e, iy, (s->kh - 1) * s->dh), kp_i64(e, s->h), ""),
-        LLVMBuildICmp(e->b, LLVMIntSGE, ix, kp_i64(e, 0), ""),
-        LLVMBuildICmp(e->b, LLVMIntSLT, kp_iaddc(e, ix, e->vw - 1 + (s->kw - 1) * s->dw),
-                      kp_i64(e, s->w), ""),
-        LLVMBuildICmp(e->b, LLVMIntSGE, lim, kp_i64(e, e->vw), ""),     /* every lane a pixel */
-    };
-    *inside = c[0];
-    for (int i = 1; i < 5; i++)
-        *inside = LLVMBuildAnd(e->b, *inside, c[i], "");
-    return kp_iadd(e, kp_iadd(e, kp_imulc(e, sg->g[0], s->c * s->h * s->w), kp_imulc(e, iy, s->w)), ix);
 }
 
 void kp_conv_cols(KpEmit *e, const KpConvCols *s, LLVMValueRef X, LLVMValueRef dst, LLVMValueRef j,
@@ -321,37 +259,36 @@ void kp_conv_cols(KpEmit *e, const KpConvCols *s, LLVMValueRef X, LLVMValueRef d
     Dst d = {.dst = dst, .panel = panel, .kstride = kstride, .k0 = k0, .kc = kc};
     LLVMValueRef first = udivc(e, k0, khkw);
     LLVMValueRef last = udivc(e, kp_iaddc(e, kp_iadd(e, k0, kc), -1), khkw);
-    KpLoop lt;
+    KpLoop lt, lc;
     kp_loop_begin(e, &lt, kp_i64(e, 0), ceil_div(e, nl, KP_GEMM_PANEL), 1, "ct");
     for (int v = 0; v < KP_GEMM_PANEL; v += e->vw) {
         LLVMValueRef q0 = kp_iaddc(e, kp_imulc(e, lt.iv, KP_GEMM_PANEL), v);
-        LLVMValueRef lim = sub(e, nl, q0);
         Segs sg;
-        segments(e, s, kp_iadd(e, j, q0), lim, &sg);
-        LLVMValueRef at0 = kp_iadd(e, LLVMBuildNSWMul(e->b, lt.iv, panel, ""), kp_i64(e, v));
-        LLVMValueRef inside = NULL, plain = inside_at(e, s, &sg, lim, &inside);
-        LLVMBasicBlockRef join = NULL;
-        if (plain) {
-            LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
-            LLVMBasicBlockRef bi = LLVMAppendBasicBlockInContext(e->ctx, fn, "px.inside");
-            LLVMBasicBlockRef bm = LLVMAppendBasicBlockInContext(e->ctx, fn, "px.masked");
-            join = LLVMAppendBasicBlockInContext(e->ctx, fn, "px.done");
-            LLVMBuildCondBr(e->b, inside, bi, bm);
-            LLVMPositionBuilderAtEnd(e->b, bi);
-            channels(e, s, X, &d, NULL, 0, plain, first, last, at0);
-            LLVMBuildBr(e->b, join);
-            LLVMPositionBuilderAtEnd(e->b, bm);
-        }
+        segments(e, s, kp_iadd(e, j, q0), sub(e, nl, q0), &sg);
         Read (*r)[MAXSEG] = calloc((size_t)khkw, sizeof *r);
         for (int64_t tap = 0; tap < khkw; tap++)
             for (int k = 0; k < sg.n; k++)
                 r[tap][k] = seg_read(e, s, &sg, k, kp_i64(e, tap / s->kw), kp_i64(e, tap % s->kw));
-        channels(e, s, X, &d, r, sg.n, NULL, first, last, at0);
+        LLVMValueRef at0 = kp_iadd(e, LLVMBuildNSWMul(e->b, lt.iv, panel, ""), kp_i64(e, v));
+        kp_loop_begin(e, &lc, first, kp_iaddc(e, last, 1), 1, "ci");
+        LLVMValueRef lo = kp_imulc(e, lc.iv, khkw);
+        LLVMValueRef full = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, lo, k0, ""),
+                                         LLVMBuildICmp(e->b, LLVMIntSLE, kp_iaddc(e, lo, khkw),
+                                                       kp_iadd(e, k0, kc), ""), "");
+        LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
+        LLVMBasicBlockRef bf = LLVMAppendBasicBlockInContext(e->ctx, fn, "ch.full");
+        LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(e->ctx, fn, "ch.part");
+        LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "ch.done");
+        LLVMBuildCondBr(e->b, full, bf, bp);
+        LLVMPositionBuilderAtEnd(e->b, bf);
+        channel_taps(e, s, X, &d, r, sg.n, lc.iv, at0, false);
+        LLVMBuildBr(e->b, join);
+        LLVMPositionBuilderAtEnd(e->b, bp);
+        channel_taps(e, s, X, &d, r, sg.n, lc.iv, at0, true);
+        LLVMBuildBr(e->b, join);
+        LLVMPositionBuilderAtEnd(e->b, join);
+        kp_gemm_loop_end(e, &lc);
         free(r);
-        if (join) {
-            LLVMBuildBr(e->b, join);
-            LLVMPositionBuilderAtEnd(e->b, join);
-        }
     }
     kp_gemm_loop_end(e, &lt);
 }
