@@ -46,7 +46,8 @@ typedef struct Dot {
     int mr, nr;                 /* register tile */
     int64_t mb, tb;             /* an item's rows and taps (the last ones fewer) */
     int64_t items_m, items_t;
-    int64_t pb, pbr;            /* pixels per block, B's row stride (a multiple of 16) */
+    int64_t pb, pbr;            /* pixels per block, a sample's part of a B row (a multiple of 16) */
+    int64_t gb, brs;            /* samples per block (small images), B's row stride */
     int64_t acc_floats;         /* scratch: acc, then B */
 } Dot;
 
@@ -81,7 +82,7 @@ static double span(const Dot *s, int64_t mb, int64_t tb, int64_t cores)
  * taps per item minimizing the busiest thread's work (a split of the taps
  * re-reads A, a split of the rows packs B again), with the item's partial
  * sums and B block in half of L2. */
-static void plan(Dot *s, int vw)
+static void plan(Dot *s, int vw, int64_t max_batch)
 {
     int64_t l1, l2, cores;
     kp_gemm_host(&l1, &l2, &cores);
@@ -97,12 +98,20 @@ static void plan(Dot *s, int vw)
     s->pbr = kp_round_up(s->pb, KP_GEMM_PANEL);
     if (s->pbr % 256 == 0)
         s->pbr += KP_GEMM_PANEL;
+    /* a small image: several samples a block, so that a tile's partial
+     * sums wait in scratch once per block, not once per sample (keras's
+     * conv2d2 has 121 pixels: 16 vectors of fmas per save and restore) */
+    s->gb = s->pb == s->npix ? pbmax / s->pbr : 1;
+    s->gb = s->gb < 1 ? 1 : s->gb > max_batch ? max_batch : s->gb;
+    s->brs = s->gb * s->pbr;
+    if (s->gb > 1 && s->brs % 256 == 0)
+        s->brs += KP_GEMM_PANEL;
     double best = -1;
     for (int64_t it = 1; it <= kp_ceil_div(s->t, s->nr) && it <= 64; it++) {
         int64_t tb = kp_round_up(kp_ceil_div(s->t, it), s->nr);
         for (int64_t im = 1; im <= kp_ceil_div(s->m, s->mr) && im <= 16; im++) {
             int64_t mb = kp_round_up(kp_ceil_div(s->m, im), s->mr);
-            int64_t bytes = 4 * (mb * tb * vw + tb * s->pbr);
+            int64_t bytes = 4 * (mb * tb * vw + tb * s->brs);
             if (bytes > l2 / 2 && (tb > s->nr || mb > s->mr))
                 continue;
             double cost = span(s, mb, tb, cores);
@@ -119,7 +128,7 @@ static void plan(Dot *s, int vw)
 
 typedef struct Item {
     LLVMValueRef acc, bp;       /* scratch: partial sums, B's rows */
-    LLVMValueRef g, p0, pn;     /* sample, pixel block */
+    LLVMValueRef g, gn, p0, pn; /* samples g .. g+gn, pixel block */
     LLVMValueRef first;         /* i1: the item's first block */
     LLVMValueRef m0, t0;        /* the item's first row and tap */
 } Item;
@@ -151,14 +160,17 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item *it,
                                                 kp_load_vec(e, it->acc, at), "");
             LLVMBuildStore(e->b, init, slot[i][j]);
         }
-    /* A row m + i of sample g at pixel p0; B row t + j */
+    /* per sample g + gi of the block: A row m + i at pixel p0; B row t + j */
+    KpLoop ls;
+    kp_loop_begin(e, &ls, kp_i64(e, 0), it->gn, 1, "gs");
     LLVMValueRef arow[8], brow[8];
     for (int i = 0; i < mr; i++) {
-        LLVMValueRef r = kp_iadd(e, kp_imulc(e, it->g, s->m), kp_iadd(e, it->m0, kp_iaddc(e, mm, i)));
+        LLVMValueRef g = kp_iadd(e, it->g, ls.iv);
+        LLVMValueRef r = kp_iadd(e, kp_imulc(e, g, s->m), kp_iadd(e, it->m0, kp_iaddc(e, mm, i)));
         arow[i] = kp_iadd(e, kp_imulc(e, r, s->npix), it->p0);
     }
     for (int j = 0; j < nr; j++)
-        brow[j] = kp_imulc(e, kp_iaddc(e, tt, j), s->pbr);
+        brow[j] = kp_iadd(e, kp_imulc(e, kp_iaddc(e, tt, j), s->brs), kp_imulc(e, ls.iv, s->pbr));
     LLVMValueRef whole = LLVMBuildUDiv(e->b, it->pn, kp_i64(e, e->vw), "");
     LLVMValueRef rest = LLVMBuildURem(e->b, it->pn, kp_i64(e, e->vw), "");
     for (int last = 0; last < 2; last++) {
@@ -207,6 +219,7 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item *it,
         else
             kp_if_end(e, join);
     }
+    kp_gemm_loop_end(e, &ls);
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++) {
             LLVMValueRef at = kp_imulc(e, kp_iadd(e, kp_imulc(e, kp_iaddc(e, mm, i), s->tb), kp_iaddc(e, tt, j)), e->vw);
@@ -249,15 +262,19 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     it.t0 = kp_imulc(e, itt, s->tb);
     LLVMValueRef mn = kp_min_i64(e, kp_i64(e, s->mb), LLVMBuildNSWSub(e->b, kp_i64(e, s->m), it.m0, ""));
     LLVMValueRef tn = kp_min_i64(e, kp_i64(e, s->tb), LLVMBuildNSWSub(e->b, kp_i64(e, s->t), it.t0, ""));
-    kp_loop_begin(e, &lg, kp_i64(e, 0), a->n, 1, "g");
+    kp_loop_begin(e, &lg, kp_i64(e, 0), a->n, s->gb, "g");
     it.g = lg.iv;
+    it.gn = kp_min_i64(e, kp_i64(e, s->gb), LLVMBuildNSWSub(e->b, a->n, lg.iv, ""));
     kp_loop_begin(e, &lp, kp_i64(e, 0), kp_i64(e, s->npix), s->pb, "pb");
     it.p0 = lp.iv;
     it.first = LLVMBuildICmp(e->b, LLVMIntEQ, LLVMBuildOr(e->b, lg.iv, lp.iv, ""), kp_i64(e, 0), "first");
     it.pn = kp_min_i64(e, kp_i64(e, s->pb), LLVMBuildNSWSub(e->b, kp_i64(e, s->npix), lp.iv, ""));
-    LLVMValueRef j = kp_iadd(e, kp_imulc(e, lg.iv, s->npix), lp.iv);
-    kp_conv_cols(e, &s->cols, a->p[s->cols.arg], it.bp, j, it.pn, it.t0, tn, kp_i64(e, KP_GEMM_PANEL),
-                 kp_i64(e, s->pbr));
+    KpLoop lgs;
+    kp_loop_begin(e, &lgs, kp_i64(e, 0), it.gn, 1, "pack");
+    LLVMValueRef j = kp_iadd(e, kp_imulc(e, kp_iadd(e, lg.iv, lgs.iv), s->npix), lp.iv);
+    kp_conv_cols(e, &s->cols, a->p[s->cols.arg], kp_gep(e, it.bp, kp_imulc(e, lgs.iv, s->pbr)), j,
+                 it.pn, it.t0, tn, kp_i64(e, KP_GEMM_PANEL), kp_i64(e, s->brs));
+    kp_loop_end(e, &lgs);
     LLVMValueRef twhole = kp_imulc(e, LLVMBuildUDiv(e->b, tn, kp_i64(e, s->nr), ""), s->nr);
     kp_loop_begin(e, &lt, kp_i64(e, 0), twhole, s->nr, "tt");
     row_tiles(e, a, s, &it, mn, lt.iv, s->nr);
@@ -289,8 +306,8 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 
 static void emit_dot(KpEmit *e, Dot *s)
 {
-    plan(s, e->vw);
-    int64_t bytes = 4 * (s->acc_floats + s->tb * s->pbr);
+    plan(s, e->vw, e->g->max_batch > 0 ? e->g->max_batch : 1);
+    int64_t bytes = 4 * (s->acc_floats + s->tb * s->brs);
     if (bytes > e->scratch_bytes)
         e->scratch_bytes = bytes;
     int64_t items = s->items_m * s->items_t;
