@@ -88,6 +88,10 @@ LLVMValueRef kp_i64(KpEmit *e, int64_t v);
 /* i64 index arithmetic (nsw): a + b; a + c and a * c, a itself when c
  * is 0 (add) or 1 (mul), so constant strides cost nothing in the IR. */
 LLVMValueRef kp_iadd(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
+/* Prefetch the line of float p[at] into L1 for reading (llvm.prefetch;
+ * at may lie outside the tensor: the address is a plain GEP and a
+ * prefetch never faults). */
+void kp_prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at);
 LLVMValueRef kp_iaddc(KpEmit *e, LLVMValueRef a, int64_t c);
 LLVMValueRef kp_imulc(KpEmit *e, LLVMValueRef a, int64_t c);
 /* if (cond) { ... } around what the caller emits between the two calls:

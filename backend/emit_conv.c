@@ -173,16 +173,6 @@ static void store(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase
     }
 }
 
-/* Prefetch p[at] into L1 (at may lie outside the tensor: a prefetch
- * never faults). */
-static void prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at)
-{
-    LLVMValueRef ptr = LLVMBuildGEP2(e->b, e->f32, p, &at, 1, "");
-    LLVMTypeRef over[1] = {e->ptr};
-    LLVMValueRef args[4] = {ptr, kp_i32(e, 0), kp_i32(e, 3), kp_i32(e, 1)};
-    kp_intrinsic(e, "llvm.prefetch", over, 1, args, 4);
-}
-
 /* One tile of phase p: output row qy of it, channels co0..co0+fb, from its
  * column ox0; ybase as in store(). */
 static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase *p,
@@ -212,7 +202,7 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase 
         LLVMValueRef iy = addc(e, oy, (m->kh - 1) * m->dh - m->pt + 1);
         LLVMValueRef at = add(e, mul(e, add(e, plane, iy), m->w), addc(e, mul(e, ox0, m->sw), -m->pl));
         for (int64_t off = 0; off < (int64_t)t.nv * e->vw + (m->kw - 1) * m->dw; off += 16)
-            prefetch(e, X, addc(e, at, off));
+            kp_prefetch(e, X, addc(e, at, off));
     }
     kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, m->kh), 1, "ki");
     LLVMValueRef iy = add(e, addc(e, mul(e, oy, m->sh), -m->pt), mul(e, lk.iv, m->dh));

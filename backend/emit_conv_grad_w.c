@@ -133,17 +133,6 @@ typedef struct Item {
     LLVMValueRef m0, t0;        /* the item's first row and tap */
 } Item;
 
-/* Prefetch p[at] into L1.  The next row tile's rows of A: a tile's rows
- * are short runs (a block's pixels) that the hardware prefetchers barely
- * start on before the tile moves on, and the loads of A from L2 were
- * what the tile waited for (a third of its time, measured). */
-static void prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at)
-{
-    LLVMValueRef ptr = LLVMBuildGEP2(e->b, e->f32, p, &at, 1, "");   /* may pass the end: not inbounds */
-    LLVMTypeRef over[1] = {e->ptr};
-    LLVMValueRef args[4] = {ptr, kp_i32(e, 0), kp_i32(e, 3), kp_i32(e, 1)};
-    kp_intrinsic(e, "llvm.prefetch", over, 1, args, 4);
-}
 
 /* Rows [mm, mm+mr) x taps [tt, tt+nr) (relative to the item) over the
  * block's pixels: the accumulators from the item's sums (zero in its
@@ -190,7 +179,10 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item *it,
             LLVMValueRef at = kp_iadd(e, arow[i], q);
             if (!last) {
                 av[i] = kp_load_vec(e, a->p[s->ia], at);
-                prefetch(e, a->p[s->ia], kp_iaddc(e, at, (int64_t)mr * s->npix));
+                /* the next row tile's rows of A: short runs (a block's pixels)
+                 * the hardware prefetchers barely start on before the tile
+                 * moves on; their loads from L2 were a third of its time */
+                kp_prefetch(e, a->p[s->ia], kp_iaddc(e, at, (int64_t)mr * s->npix));
             } else {
                 LLVMValueRef idx[64];
                 for (int l = 0; l < e->vw; l++)

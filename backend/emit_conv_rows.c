@@ -36,21 +36,6 @@ typedef struct Rows {
     int64_t fb;                 /* dx channels per item */
 } Rows;
 
-static LLVMValueRef mulc(KpEmit *e, LLVMValueRef a, int64_t k)
-{
-    return LLVMBuildNSWMul(e->b, a, kp_i64(e, k), "");
-}
-
-static LLVMValueRef add(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
-{
-    return LLVMBuildNSWAdd(e->b, a, b, "");
-}
-
-static LLVMValueRef addc(KpEmit *e, LLVMValueRef a, int64_t k)
-{
-    return LLVMBuildNSWAdd(e->b, a, kp_i64(e, k), "");
-}
-
 /* Lanes [d, d + vw) of the row s[0..kv) (zero outside it). */
 static LLVMValueRef shifted(KpEmit *e, LLVMValueRef *s, int64_t kv, int64_t d)
 {
@@ -76,7 +61,7 @@ static void rows_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
     LLVMValueRef oy = LLVMBuildSRem(e->b, li.iv, kp_i64(e, m->oh), "oy");
     LLVMValueRef t = LLVMBuildSDiv(e->b, li.iv, kp_i64(e, m->oh), "");
-    LLVMValueRef co0 = mulc(e, LLVMBuildSRem(e->b, t, kp_i64(e, nfb), ""), fb);
+    LLVMValueRef co0 = kp_imulc(e, LLVMBuildSRem(e->b, t, kp_i64(e, nfb), ""), fb);
     LLVMValueRef n = LLVMBuildSDiv(e->b, t, kp_i64(e, nfb), "n");
 
     LLVMValueRef acc[MAXACC][MAXV];     /* [fi * kw + kj][v] */
@@ -88,34 +73,29 @@ static void rows_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
     KpLoop lc, lk;
     kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cin), 1, "f");
-    LLVMValueRef plane = mulc(e, add(e, mulc(e, n, m->cin), lc.iv), m->h);
+    LLVMValueRef plane = kp_imulc(e, kp_iadd(e, kp_imulc(e, n, m->cin), lc.iv), m->h);
     /* the dy row the next item (r + 1) reads first, while this one works */
-    LLVMValueRef next = mulc(e, add(e, plane, addc(e, oy, m->pt + 1)), m->w);
-    for (int64_t off = 0; off < m->w; off += 16) {
-        LLVMValueRef at = addc(e, next, off);
-        LLVMValueRef ptr = LLVMBuildGEP2(e->b, e->f32, X, &at, 1, "");   /* may pass the end */
-        LLVMTypeRef over[1] = {e->ptr};
-        LLVMValueRef args[4] = {ptr, kp_i32(e, 0), kp_i32(e, 3), kp_i32(e, 1)};
-        kp_intrinsic(e, "llvm.prefetch", over, 1, args, 4);
-    }
-    LLVMValueRef wf = add(e, addc(e, mulc(e, co0, m->wco), m->w0), mulc(e, lc.iv, m->wci));
+    LLVMValueRef next = kp_imulc(e, kp_iadd(e, plane, kp_iaddc(e, oy, m->pt + 1)), m->w);
+    for (int64_t off = 0; off < m->w; off += 16)
+        kp_prefetch(e, X, kp_iaddc(e, next, off));         /* may pass the end */
+    LLVMValueRef wf = kp_iadd(e, kp_iaddc(e, kp_imulc(e, co0, m->wco), m->w0), kp_imulc(e, lc.iv, m->wci));
     kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, m->kh), 1, "ki");
-    LLVMValueRef iy = LLVMBuildNSWSub(e->b, addc(e, oy, m->pt), lk.iv, "");
+    LLVMValueRef iy = LLVMBuildNSWSub(e->b, kp_iaddc(e, oy, m->pt), lk.iv, "");
     LLVMBasicBlockRef row = LLVMAppendBasicBlockInContext(e->ctx, fn, "row");
     LLVMBasicBlockRef skip = LLVMAppendBasicBlockInContext(e->ctx, fn, "row.next");
     LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntULT, iy, kp_i64(e, m->h), ""), row, skip);
     LLVMPositionBuilderAtEnd(e->b, row);
-    LLVMValueRef xrow = mulc(e, add(e, plane, iy), m->w);
+    LLVMValueRef xrow = kp_imulc(e, kp_iadd(e, plane, iy), m->w);
     LLVMValueRef xv[MAXV];
     for (int64_t v = 0; v < kv; v++) {
         int64_t lanes = m->w - v * e->vw;
-        LLVMValueRef at = addc(e, xrow, v * e->vw);
+        LLVMValueRef at = kp_iaddc(e, xrow, v * e->vw);
         xv[v] = lanes >= e->vw ? kp_load_vec(e, X, at) : kp_load_vec_masked(e, X, at, (int)lanes, 0.0);
     }
-    LLVMValueRef wk = add(e, wf, mulc(e, lk.iv, m->wki));
+    LLVMValueRef wk = kp_iadd(e, wf, kp_imulc(e, lk.iv, m->wki));
     for (int64_t fi = 0; fi < fb; fi++)
         for (int64_t kj = 0; kj < m->kw; kj++) {
-            LLVMValueRef at = addc(e, wk, fi * m->wco + kj * m->wkj);
+            LLVMValueRef at = kp_iaddc(e, wk, fi * m->wco + kj * m->wkj);
             LLVMValueRef wv = kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, W, at), ""));
             for (int64_t v = 0; v < kv; v++) {
                 LLVMValueRef slot = acc[fi * m->kw + kj][v];
@@ -129,14 +109,15 @@ static void rows_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     kp_loop_end_unrolled(e, &lc);
 
     /* dx[ox] = sum over kj of S_kj[ox + pl - kj], vector u at ox = u*vw */
-    LLVMValueRef ybase = mulc(e, add(e, mulc(e, add(e, mulc(e, n, m->cout), co0), m->oh), oy), m->ow);
+    LLVMValueRef yplane = kp_imulc(e, kp_iadd(e, kp_imulc(e, n, m->cout), co0), m->oh);
+    LLVMValueRef ybase = kp_imulc(e, kp_iadd(e, yplane, oy), m->ow);
     int64_t nu = (m->ow + e->vw - 1) / e->vw;
     for (int64_t fi = 0; fi < fb; fi++) {
         LLVMValueRef sv[MAXKW][MAXV];
         for (int64_t kj = 0; kj < m->kw; kj++)
             for (int64_t v = 0; v < kv; v++)
                 sv[kj][v] = LLVMBuildLoad2(e->b, e->vec, acc[fi * m->kw + kj][v], "");
-        LLVMValueRef yrow = addc(e, ybase, fi * m->oh * m->ow);
+        LLVMValueRef yrow = kp_iaddc(e, ybase, fi * m->oh * m->ow);
         for (int64_t u = 0; u < nu; u++) {
             LLVMValueRef r = NULL;
             for (int64_t kj = 0; kj < m->kw; kj++) {
@@ -144,7 +125,7 @@ static void rows_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
                 r = r ? LLVMBuildFAdd(e->b, r, x, "") : x;
             }
             int64_t lanes = m->ow - u * e->vw;
-            LLVMValueRef at = addc(e, yrow, u * e->vw);
+            LLVMValueRef at = kp_iaddc(e, yrow, u * e->vw);
             r = kp_emit_epilogue(e, e->node, a->p, r, at, lanes < e->vw ? (int)lanes : 0);
             if (lanes < e->vw)
                 kp_store_vec_masked(e, r, Y, at, (int)lanes);

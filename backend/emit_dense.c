@@ -53,7 +53,6 @@ static void loss_rows(KpEmit *e, const KpKernelArgs *a, LLVMValueRef i0, LLVMVal
  * column is summed by one thread in one order: no result depends on the
  * thread count. */
 typedef struct DenseDot {
-    const KpNode *n;
     int64_t in, out;
     KpGemmOut o;
 } DenseDot;
@@ -141,11 +140,11 @@ static void dense_dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     kp_loop_end(e, &li);
 }
 
-static void dense_dot(KpEmit *e, const KpNode *n, int64_t in, int64_t out, const KpGemmOut *o)
+static void dense_dot(KpEmit *e, int64_t in, int64_t out, const KpGemmOut *o)
 {
-    DenseDot s = {.n = n, .in = in, .out = out, .o = *o};
+    DenseDot s = {.in = in, .out = out, .o = *o};
     int64_t items = (out + e->vw - 1) / e->vw;
-    bool parallel = items > 1 && (in * out >= (1 << 19) || 4 * in * out >= (128 << 10));
+    bool parallel = items > 1 && kp_gemm_worth_threads(in * out, 4 * in * out);
     kp_emit_parallel(e, "dense_dot", kp_i64(e, 0), kp_i64(e, items), parallel, dense_dot_kernel, &s);
 }
 
@@ -170,7 +169,7 @@ int emit_dense(KpEmit *e, const KpNode *n, KpDiag *d)
         .full_rows = n->loss.on,
     };
     if (!e->with_loss && !e->accumulate && e->g->max_batch == 1) {
-        dense_dot(e, n, in, out, &o);
+        dense_dot(e, in, out, &o);
         return 0;
     }
     LossRows lr = {.n = n};

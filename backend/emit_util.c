@@ -19,6 +19,14 @@ LLVMValueRef kp_iadd(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
     return LLVMBuildNSWAdd(e->b, a, b, "");
 }
 
+void kp_prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at)
+{
+    LLVMValueRef ptr = LLVMBuildGEP2(e->b, e->f32, p, &at, 1, "");
+    LLVMTypeRef over[1] = {e->ptr};
+    LLVMValueRef args[4] = {ptr, kp_i32(e, 0), kp_i32(e, 3), kp_i32(e, 1)};
+    kp_intrinsic(e, "llvm.prefetch", over, 1, args, 4);
+}
+
 LLVMValueRef kp_iaddc(KpEmit *e, LLVMValueRef a, int64_t c)
 {
     return c == 0 ? a : LLVMBuildNSWAdd(e->b, a, kp_i64(e, c), "");

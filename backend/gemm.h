@@ -171,4 +171,9 @@ void kp_gemm_pack_view(KpEmit *e, const KpGemmPackArgs *p, const KpGemmView *vie
  * (for other kernels that block for the same caches). */
 void kp_gemm_host(int64_t *l1, int64_t *l2, int64_t *cores);
 
+/* Whether a product of macs multiply-adds whose B (read whole by every
+ * row) is b_bytes long gains from a thread team (gemm_plan.c: the team's
+ * fork and join against the work, or two L2s reading a large B). */
+bool kp_gemm_worth_threads(int64_t macs, int64_t b_bytes);
+
 #endif

@@ -107,6 +107,11 @@ static Host host(void)
     return h;
 }
 
+bool kp_gemm_worth_threads(int64_t macs, int64_t b_bytes)
+{
+    return macs >= PAR_MIN_MACS || b_bytes >= PAR_MIN_B;
+}
+
 void kp_gemm_host(int64_t *l1, int64_t *l2, int64_t *cores)
 {
     Host h = host();
@@ -241,7 +246,7 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     double pa = p->pack_a ? (g->a.source == KP_GEMM_CUSTOM ? 0.5 : pack_cost(&g->a.view, 0)) : 0;
     double pb = p->pack_b ? (g->b.source == KP_GEMM_CUSTOM ? 0.5 : pack_cost(&g->b.view, 1)) : 0;
     bool wide_b = !g->k.batched && groups == 1 && 4 * n * k >= PAR_MIN_B;
-    p->parallel = (macs >= PAR_MIN_MACS || wide_b) && h.cores > 1;
+    p->parallel = kp_gemm_worth_threads(macs, wide_b ? 4 * n * k : 0) && h.cores > 1;
     p->nrow_chunks = p->ncol_chunks = 1;
     if (p->parallel)
         choose_grid(p, &h, groups, m, n, k, pa, pb, g->full_rows);
