@@ -269,7 +269,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: conv_bench [batch [rounds [name]]]\n");
         return 2;
     }
-    printf("oneDNN: %s\n", peer_dnnl_load() ? "found" : "missing");
+    if (!peer_dnnl_compiled())
+        printf("oneDNN: not compiled in (its header is missing: scripts/setup.sh --peers)\n");
+    else
+        printf("oneDNN: %s\n", peer_dnnl_load() ? "found" : "missing");
     KpPeak peak[3];
     for (int t = 1; t <= 2; t++)
         peak[t] = kp_measure_peak(t, 0);

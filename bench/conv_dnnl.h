@@ -19,6 +19,8 @@ typedef struct PeerConv PeerConv;
 
 /* 1 if oneDNN's library was found and works. */
 int peer_dnnl_load(void);
+/* 1 if the peer was compiled in (oneDNN 2.x's header was found). */
+int peer_dnnl_compiled(void);
 /* One direction of the convolution g (forward: y from x, w; grad_x: x
  * from y, w; grad_w: w from x, y), on the caller's buffers (blocked 0)
  * or on buffers in oneDNN's chosen layouts (blocked 1).  impl gets

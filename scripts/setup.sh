@@ -3,7 +3,8 @@
 # so running it again is quick and changes nothing.
 #   scripts/setup.sh --peers   also the peers of the benchmarks, never needed to
 #                              build or test: PyTorch (bench/compare.sh), the OpenMP
-#                              OpenBLAS and oneDNN (karpc bench --peers)
+#                              OpenBLAS and oneDNN (karpc bench --peers; oneDNN's
+#                              header for bench/conv_bench's convolution peer)
 set -eu
 
 PKGS="gcc make cmake pkg-config libcjson-dev check zlib1g-dev dataset-fashion-mnist"
@@ -21,7 +22,7 @@ PKGS="$PKGS $LLVM"
 # sanitizer runtimes, and its OpenMP (the runtime uses OpenMP).
 PKGS="$PKGS clang-19 libclang-rt-19-dev libomp-19-dev"
 if [ "${1:-}" = "--peers" ]; then
-    PKGS="$PKGS python3-torch python3-numpy libopenblas0-openmp libdnnl2"
+    PKGS="$PKGS python3-torch python3-numpy libopenblas0-openmp libdnnl2 libdnnl-dev"
 fi
 
 missing=""
