@@ -93,6 +93,11 @@ LLVMValueRef kp_iadd(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
  * prefetch never faults). */
 void kp_prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at);
 LLVMValueRef kp_iaddc(KpEmit *e, LLVMValueRef a, int64_t c);
+/* <vw x i64> {base, base + s, base + 2s, ...} (s = 0: base splatted). */
+LLVMValueRef kp_lane_index(KpEmit *e, LLVMValueRef base, int64_t s);
+/* The calling thread's scratch (krt_scratch(): the work item's slot of
+ * e->scratch_bytes, runtime/scratch.c). */
+LLVMValueRef kp_scratch(KpEmit *e);
 LLVMValueRef kp_imulc(KpEmit *e, LLVMValueRef a, int64_t c);
 /* if (cond) { ... } around what the caller emits between the two calls:
  * kp_if_begin leaves the builder in the then-block and returns the join

@@ -82,19 +82,6 @@ static LLVMValueRef lanes_mask(KpEmit *e, int k)
     return kp_mask_first(e, k);
 }
 
-/* <vw x i64> {0, s, 2s, ...} + base */
-static LLVMValueRef lane_index(KpEmit *e, LLVMValueRef base, int64_t s)
-{
-    LLVMTypeRef vt = LLVMVectorType(e->i64, (unsigned)e->vw);
-    LLVMValueRef elts[64];
-    for (int l = 0; l < e->vw; l++)
-        elts[l] = LLVMConstInt(e->i64, (unsigned long long)(l * s), 1);
-    LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetPoison(vt), base, kp_i32(e, 0), "");
-    v = LLVMBuildShuffleVector(e->b, v, LLVMGetPoison(vt),
-                               LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw)), "");
-    return LLVMBuildAdd(e->b, v, LLVMConstVector(elts, (unsigned)e->vw), "");
-}
-
 LLVMValueRef kp_conv_load(KpEmit *e, LLVMValueRef X, LLVMValueRef row, LLVMValueRef ix0,
                           int64_t sw, int64_t width, int lanes, int edge)
 {
@@ -104,8 +91,8 @@ LLVMValueRef kp_conv_load(KpEmit *e, LLVMValueRef X, LLVMValueRef row, LLVMValue
         return lanes == e->vw ? kp_load_vec(e, X, at) : kp_load_vec_masked(e, X, at, lanes, 0.0);
     LLVMValueRef mask = lanes_mask(e, lanes);
     if (edge) {
-        LLVMValueRef ix = lane_index(e, ix0, sw);
-        LLVMValueRef w = lane_index(e, kp_i64(e, width), 0);
+        LLVMValueRef ix = kp_lane_index(e, ix0, sw);
+        LLVMValueRef w = kp_lane_index(e, kp_i64(e, width), 0);
         LLVMValueRef in = LLVMBuildICmp(e->b, LLVMIntULT, ix, w, "in");
         mask = LLVMBuildAnd(e->b, mask, in, "");
     }
@@ -116,7 +103,7 @@ LLVMValueRef kp_conv_load(KpEmit *e, LLVMValueRef X, LLVMValueRef row, LLVMValue
         LLVMValueRef args[4] = {p, kp_i32(e, 4), mask, zero};
         return kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
     }
-    LLVMValueRef idx = lane_index(e, at, sw);
+    LLVMValueRef idx = kp_lane_index(e, at, sw);
     LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, X, &idx, 1, "");
     LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
     LLVMValueRef args[4] = {ptrs, kp_i32(e, 4), mask, zero};
@@ -164,7 +151,7 @@ static void store(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase
                 continue;
             }
             /* strided phases scatter: epilogues after the whole row (row_epilogue) */
-            LLVMValueRef idx = lane_index(e, add(e, addc(e, yrow, p->px), mul(e, q, s->sx)), s->sx);
+            LLVMValueRef idx = kp_lane_index(e, add(e, addc(e, yrow, p->px), mul(e, q, s->sx)), s->sx);
             LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, Y, &idx, 1, "");
             LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
             LLVMValueRef args[4] = {r, ptrs, kp_i32(e, 4), lanes_mask(e, lanes)};
@@ -471,8 +458,8 @@ void kp_emit_conv(KpEmit *e, const KpConvMap *map)
         free(maps);
 }
 
-/* x [N,C,H,W], weight [F,C,kh,kw], bias [F] -> y [N,F,OH,OW] */
-void kp_emit_conv2d_direct(KpEmit *e, const KpNode *n)
+/* conv2d's gather form: x [N,C,H,W], weight [F,C,kh,kw], bias [F] -> y [N,F,OH,OW] */
+static KpConvMap forward_map(const KpNode *n)
 {
     const KpValue *x = n->in[0], *y = n->out;
     KpConvMap m = {.cin = x->dims[1], .h = x->dims[2], .w = x->dims[3],
@@ -481,7 +468,41 @@ void kp_emit_conv2d_direct(KpEmit *e, const KpNode *n)
     kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
     m.wco = n->attr.wstride > 0 ? n->attr.wstride : m.cin * m.kh * m.kw;   /* rows padded by layout.c */
     m.wci = m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
+    return m;
+}
+
+/* conv2d_grad_x's scatter form: dy [N,F,OH,OW], weight [F,C,kh,kw], x (shape) -> dx [N,C,H,W] */
+static KpConvMap grad_x_map(const KpNode *n)
+{
+    const KpValue *dy = n->in[0], *dx = n->out;
+    KpConvMap m = {.cin = dy->dims[1], .h = dy->dims[2], .w = dy->dims[3],
+                   .cout = dx->dims[1], .oh = dx->dims[2], .ow = dx->dims[3],
+                   .ix = 0, .iw = 1, .ib = -1, .iy = n->nin, .transposed = 1};
+    kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
+    m.wco = m.kh * m.kw, m.wci = m.cout * m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
+    return m;
+}
+
+void kp_emit_conv2d_direct(KpEmit *e, const KpNode *n)
+{
+    KpConvMap m = forward_map(n);
     kp_emit_conv(e, &m);
+}
+
+bool kp_emit_conv2d_winograd(KpEmit *e, const KpNode *n, bool grad_x)
+{
+    KpConvMap m = grad_x ? grad_x_map(n) : forward_map(n);
+    if (m.transposed) {
+        if (m.sh != 1 || m.sw != 1)
+            return false;
+        KpConvMap one;
+        kp_conv_phases(&m, &one);     /* stride 1: one phase, the kernel flipped */
+        m = one;
+    }
+    if (!kp_conv_winograd_fits(&m, e->g ? e->g->max_batch : 1))
+        return false;
+    kp_emit_conv_winograd(e, &m);
+    return true;
 }
 
 /* x [N,C,H,W], weight [C,F,kh,kw], bias [F] -> y [N,F,OH,OW] */
@@ -498,15 +519,9 @@ int emit_conv2d_transpose(KpEmit *e, const KpNode *n, KpDiag *d)
     return 0;
 }
 
-/* dy [N,F,OH,OW], weight [F,C,kh,kw], x (shape) -> dx [N,C,H,W] */
 void kp_emit_conv2d_grad_x_direct(KpEmit *e, const KpNode *n)
 {
-    const KpValue *dy = n->in[0], *dx = n->out;
-    KpConvMap m = {.cin = dy->dims[1], .h = dy->dims[2], .w = dy->dims[3],
-                   .cout = dx->dims[1], .oh = dx->dims[2], .ow = dx->dims[3],
-                   .ix = 0, .iw = 1, .ib = -1, .iy = n->nin, .transposed = 1};
-    kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
-    m.wco = m.kh * m.kw, m.wci = m.cout * m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
+    KpConvMap m = grad_x_map(n);
     if (!kp_emit_conv_grad_x_rows(e, &m))
         kp_emit_conv(e, &m);
 }

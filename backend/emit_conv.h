@@ -61,6 +61,14 @@ void kp_emit_conv2d_grad_x_direct(KpEmit *e, const KpNode *n);
  * (emit_conv_rows.c), when those fill more vector lanes than dx's; false
  * (nothing emitted) for any other m. */
 bool kp_emit_conv_grad_x_rows(KpEmit *e, const KpConvMap *m);
+/* 3x3 stride-1 gather forms by Winograd's F(2x2, 3x3)
+ * (emit_conv_winograd.c): whether m is one it takes at a largest batch
+ * of max_batch, and the kernel.  kp_emit_conv2d_winograd emits conv2d's
+ * forward (or its input gradient) that way when it fits; false (nothing
+ * emitted) when not. */
+bool kp_conv_winograd_fits(const KpConvMap *m, int64_t max_batch);
+void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *m);
+bool kp_emit_conv2d_winograd(KpEmit *e, const KpNode *n, bool grad_x);
 
 /* The columns an implicit-GEMM convolution reads from an image X
  * [N,c,h,w] (emit_conv_cols.c): output position (oy, ox) of sample g

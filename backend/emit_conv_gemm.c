@@ -181,6 +181,8 @@ static bool strided(const KpNode *n)
 int emit_conv2d(KpEmit *e, const KpNode *n, KpDiag *d)
 {
     const KpValue *y = n->out;
+    if (kp_emit_conv2d_winograd(e, n, false))
+        return 0;
     if (strided(n) || gemm_wins(y->dims[1], y->dims[3], e->vw))
         return conv2d_gemm(e, n, d);
     kp_emit_conv2d_direct(e, n);
@@ -192,6 +194,8 @@ int emit_conv2d(KpEmit *e, const KpNode *n, KpDiag *d)
 int emit_conv2d_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
 {
     const KpValue *dx = n->out;
+    if (kp_emit_conv2d_winograd(e, n, true))
+        return 0;
     if (!strided(n) && gemm_wins(dx->dims[1], dx->dims[3], e->vw))
         return grad_x_gemm(e, n, d);
     kp_emit_conv2d_grad_x_direct(e, n);

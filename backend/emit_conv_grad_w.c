@@ -240,11 +240,7 @@ static void row_tiles(KpEmit *e, const KpKernelArgs *a, const Dot *s, const Item
 static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const Dot *s = user;
-    LLVMTypeRef fn_ty = LLVMFunctionType(e->ptr, NULL, 0, 0);
-    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, "krt_scratch");
-    if (!fn)
-        fn = LLVMAddFunction(e->mod, "krt_scratch", fn_ty);
-    LLVMValueRef scratch = LLVMBuildCall2(e->b, fn_ty, fn, NULL, 0, "scratch");
+    LLVMValueRef scratch = kp_scratch(e);
     Item it = {.acc = scratch, .bp = kp_gep(e, scratch, kp_i64(e, s->acc_floats))};
     KpLoop li, lg, lp, lt;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");

@@ -19,6 +19,27 @@ LLVMValueRef kp_iadd(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
     return LLVMBuildNSWAdd(e->b, a, b, "");
 }
 
+LLVMValueRef kp_lane_index(KpEmit *e, LLVMValueRef base, int64_t s)
+{
+    LLVMTypeRef vt = LLVMVectorType(e->i64, (unsigned)e->vw);
+    LLVMValueRef elts[64];
+    for (int l = 0; l < e->vw; l++)
+        elts[l] = LLVMConstInt(e->i64, (unsigned long long)(l * s), 1);
+    LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetPoison(vt), base, kp_i32(e, 0), "");
+    v = LLVMBuildShuffleVector(e->b, v, LLVMGetPoison(vt),
+                               LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw)), "");
+    return LLVMBuildAdd(e->b, v, LLVMConstVector(elts, (unsigned)e->vw), "");
+}
+
+LLVMValueRef kp_scratch(KpEmit *e)
+{
+    LLVMTypeRef ty = LLVMFunctionType(e->ptr, NULL, 0, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, "krt_scratch");
+    if (!fn)
+        fn = LLVMAddFunction(e->mod, "krt_scratch", ty);
+    return LLVMBuildCall2(e->b, ty, fn, NULL, 0, "scratch");
+}
+
 void kp_prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at)
 {
     LLVMValueRef ptr = LLVMBuildGEP2(e->b, e->f32, p, &at, 1, "");

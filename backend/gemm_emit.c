@@ -46,16 +46,6 @@ static LLVMValueRef ceil_div(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
     return LLVMBuildUDiv(e->b, up, b, "");
 }
 
-/* ptr name(void): the runtime's scratch of this thread */
-static LLVMValueRef call_runtime(KpEmit *e, const char *name)
-{
-    LLVMTypeRef ty = LLVMFunctionType(e->ptr, NULL, 0, 0);
-    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, name);
-    if (!fn)
-        fn = LLVMAddFunction(e->mod, name, ty);
-    return LLVMBuildCall2(e->b, ty, fn, NULL, 0, name);
-}
-
 /* The grid at run time: R, C, the chunk sizes (one chunk each below
  * n_par), and for a split k the chunks S and their length. */
 typedef struct Grid {
@@ -136,7 +126,7 @@ static void kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     const Job *j = user;
     const KpGemm *g = j->g;
     const KpGemmPlan *p = &j->p;
-    KpGemmItem it = {.scratch = p->scratch_bytes > 0 ? call_runtime(e, "krt_scratch") : NULL};
+    KpGemmItem it = {.scratch = p->scratch_bytes > 0 ? kp_scratch(e) : NULL};
     Grid r = grid(e, g, p);
     it.kfull = r.k;
     LLVMValueRef per_group = LLVMBuildNSWMul(e->b, r.rchunks, r.cchunks, "");

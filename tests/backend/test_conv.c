@@ -9,7 +9,9 @@
  *               kernels, images one pixel wide, k beyond one k block,
  *               filters that are no multiple of the register tile;
  *               input gradients whose dy rows fill more lanes than dx's
- *               (the row kernel: padding top or left, a masked dy vector)
+ *               (the row kernel: padding top or left, a masked dy vector);
+ *               Winograd's 3x3 kernel (fashion_cnn's conv2, odd output
+ *               sizes with padding, 34 and 36 channels)
  *   batches     n = 1, 2 and 3 of a largest batch of 3
  *   targets     the host (AVX-512 here) and x86-64-v3 (AVX2), each that
  *               this CPU runs
@@ -68,6 +70,9 @@ static const Geo geos[] = {
     {6, 6, 10, 4, 3, 5, 1, 1, 0, 1, 1, 1, false},       /* 3x5, left padding, 2 channels an item */
     {2, 7, 9, 3, 3, 3, 1, 1, 0, 0, 1, 1, false},        /* dy 7 wide: its vector masked */
     {3, 6, 18, 4, 3, 3, 1, 1, 0, 0, 1, 1, false},       /* dy 16, dx 18 (the AVX-512 case too) */
+    /* Winograd F(2x2, 3x3) (emit_conv_winograd.c), 32 channels and more: */
+    {32, 11, 13, 40, 3, 3, 1, 1, 1, 1, 1, 1, false},    /* odd output sizes, padding 1 */
+    {36, 7, 9, 34, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* channels no multiple of the tile or vector */
 };
 
 enum { MAXB = 3 };

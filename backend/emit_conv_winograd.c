@@ -1,0 +1,482 @@
+/*
+ * emit_conv_winograd.c — 3x3 convolutions at stride 1 by Winograd's
+ * minimal filtering F(2x2, 3x3) (Lavin and Gray, 2015), for the gather
+ * forms of emit_conv.h: conv2d's forward and, at stride 1, its input
+ * gradient (one phase: the kernel flipped).
+ *
+ * The output is cut into tiles of 2x2, tile (ty, tx) reading the 4x4
+ * patch d of X from row 2*ty - pt and column 2*tx - pl.  With
+ *
+ *        | 1  0 -1  0 |         | 1    0    0  |         | 1  1  1  0 |
+ *  B^T = | 0  1  1  0 |     G = | 1/2  1/2  1/2|   A^T = | 0  1 -1 -1 |
+ *        | 0 -1  1  0 |         | 1/2 -1/2  1/2|
+ *        | 0  1  0 -1 |         | 0    0    1  |
+ *
+ * a tile of Y is A^T [ sum over ci of (G g G^T) . (B^T d B) ] A, so the
+ * 9 multiply-adds per output and input channel of the direct kernel
+ * become 16 per four outputs (2.25 times fewer): the sum over ci is 16
+ * independent GEMMs, one per element xi of the 4x4 transformed tile,
+ *
+ *   M[co][xi][t] = sum over ci of U[xi][co][ci] V[ci][xi][t]
+ *
+ * with U the transformed weights and V the transformed patches of the
+ * tiles t.  A work item is a block of RB tile rows of one sample, its
+ * tiles numbered row after row (t = r*tw + tx), so that no lane is lost
+ * to a row's end but in the block's last vector:
+ *
+ *   V  <- per input channel, each input row the block reads split into
+ *         the patches' four columns (three vector loads, even and odd
+ *         lanes by shuffles; padding and the row's end are masked loads
+ *         whose column masks are constants) and multiplied by B, once
+ *         (rowbuf: two tile rows share every other input row); then B^T
+ *         over each tile row's four input rows
+ *   M  <- the 16 GEMMs, xi by xi (U[xi] and V's rows of xi stay in L1),
+ *         register tiles of FB output channels by KV vectors of tiles
+ *   Y  <- A^T m A + bias, the two output columns of each tile interleaved
+ *         into whole vectors, the node's epilogues, stored masked at the
+ *         image's right edge (M[co] is 16 rows side by side: read in order)
+ *
+ * U, V and M live in the thread's scratch; each call of the kernel (a
+ * chunk of items) transforms the weights into its U first, which is why
+ * a model compiled for batch 1 keeps the direct kernel.  Narrow layers
+ * do too: below 32 channels in or out the GEMMs' short sums and the
+ * transforms cost what the saved multiply-adds gain (docs/kernels-conv.md).
+ * Every output is computed by one item in a fixed order: the results do
+ * not depend on the thread count.  They differ from the direct kernel's
+ * in rounding only (the transforms add and halve exactly representable
+ * coefficients; test_conv holds them to the reference kernel's tolerance).
+ */
+#include "emit_conv.h"
+
+/* Fewer input or output channels than this keep the direct kernel. */
+enum { WINO_MIN_CHANNELS = 32 };
+
+typedef struct Wino {
+    KpConvMap m;
+    int64_t th, tw;             /* tiles per sample: rows, columns */
+    int64_t nj;                 /* vectors along a tile row */
+    int64_t rb;                 /* tile rows per item */
+    int64_t ts;                 /* floats per row of V and M (a block's tiles and a row's overrun) */
+    int64_t fb, kv;             /* GEMM register tile: channels x vectors */
+    int64_t u_floats, v_floats, m_floats;
+    bool rows_inside;           /* every tile's patch rows lie in the image */
+} Wino;
+
+/* A <vw x i32> shuffle mask from idx. */
+static LLVMValueRef shuffle_mask(KpEmit *e, const int *idx)
+{
+    LLVMValueRef el[64];
+    for (int l = 0; l < e->vw; l++)
+        el[l] = kp_i32(e, idx[l]);
+    return LLVMConstVector(el, (unsigned)e->vw);
+}
+
+static LLVMValueRef shuffle(KpEmit *e, LLVMValueRef a, LLVMValueRef b, const int *idx)
+{
+    return LLVMBuildShuffleVector(e->b, a, b, shuffle_mask(e, idx), "");
+}
+
+static LLVMValueRef fadd(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
+{
+    return LLVMBuildFAdd(e->b, a, b, "");
+}
+
+static LLVMValueRef fsub(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
+{
+    return LLVMBuildFSub(e->b, a, b, "");
+}
+
+static LLVMValueRef fhalf(KpEmit *e, LLVMValueRef a)
+{
+    return LLVMBuildFMul(e->b, a, kp_fconst(e->vec, 0.5), "");
+}
+
+static LLVMValueRef masked_load(KpEmit *e, LLVMValueRef p, LLVMValueRef at, LLVMValueRef mask)
+{
+    LLVMTypeRef over[2] = {e->vec, e->ptr};
+    /* the address of a masked-off lane may lie outside the tensor: plain GEP */
+    LLVMValueRef args[4] = {LLVMBuildGEP2(e->b, e->f32, p, &at, 1, ""), kp_i32(e, 4), mask,
+                            kp_fconst(e->vec, 0.0)};
+    return kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+}
+
+/* Lanes l with ci0 + l < c, as <vw x i1>. */
+static LLVMValueRef below(KpEmit *e, LLVMValueRef ci0, int64_t c)
+{
+    return LLVMBuildICmp(e->b, LLVMIntSLT, kp_lane_index(e, ci0, 1), kp_lane_index(e, kp_i64(e, c), 0), "");
+}
+
+static void masked_store(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef at,
+                         LLVMValueRef mask)
+{
+    LLVMTypeRef over[2] = {e->vec, e->ptr};
+    LLVMValueRef args[4] = {v, kp_gep(e, p, at), kp_i32(e, 4), mask};
+    kp_intrinsic(e, "llvm.masked.store", over, 2, args, 4);
+}
+
+/* <vw x i1> with every lane b. */
+static LLVMValueRef splat_i1(KpEmit *e, LLVMValueRef b)
+{
+    LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(b), (unsigned)e->vw);
+    LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetPoison(vt), b, kp_i32(e, 0), "");
+    return LLVMBuildShuffleVector(e->b, v, LLVMGetPoison(vt),
+                                  LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw)), "");
+}
+
+/* The three rows of G times x0, x1, x2 (a column or a row of a 3x3):
+ * out[0..3] = x0, (x0 + x1 + x2)/2, (x0 - x1 + x2)/2, x2. */
+static void times_g(KpEmit *e, LLVMValueRef x0, LLVMValueRef x1, LLVMValueRef x2, LLVMValueRef *out)
+{
+    LLVMValueRef s = fadd(e, x0, x2);
+    out[0] = x0;
+    out[1] = fhalf(e, fadd(e, s, x1));
+    out[2] = fhalf(e, fsub(e, s, x1));
+    out[3] = x2;
+}
+
+/* B^T x for the four entries x0..x3 of a column or row of a patch. */
+static void times_bt(KpEmit *e, LLVMValueRef const *x, LLVMValueRef *out)
+{
+    out[0] = fsub(e, x[0], x[2]);
+    out[1] = fadd(e, x[1], x[2]);
+    out[2] = fsub(e, x[2], x[1]);
+    out[3] = fsub(e, x[1], x[3]);
+}
+
+/* A^T x: the two outputs from four entries. */
+static void times_at(KpEmit *e, LLVMValueRef const *x, LLVMValueRef *out)
+{
+    out[0] = fadd(e, fadd(e, x[0], x[1]), x[2]);
+    out[1] = fsub(e, fsub(e, x[1], x[2]), x[3]);
+}
+
+/* U[xi][co][ci] = (G g G^T)[xi] for every 3x3 g = W[co, ci], vw input
+ * channels at a time (gathered: they are wci floats apart in W). */
+static void transform_weights(KpEmit *e, const KpKernelArgs *a, const Wino *s, LLVMValueRef U)
+{
+    const KpConvMap *m = &s->m;
+    KpLoop lc, lb;
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cout), 1, "wco");
+    kp_loop_begin(e, &lb, kp_i64(e, 0), kp_i64(e, m->cin), e->vw, "wci");
+    LLVMValueRef mask = below(e, lb.iv, m->cin);
+    LLVMValueRef base = kp_iaddc(e, kp_iadd(e, kp_imulc(e, lc.iv, m->wco), kp_imulc(e, lb.iv, m->wci)), m->w0);
+    LLVMValueRef g[3][3], t[4][3], u[4][4];
+    for (int ki = 0; ki < 3; ki++)
+        for (int kj = 0; kj < 3; kj++) {
+            LLVMValueRef idx = kp_lane_index(e, kp_iaddc(e, base, ki * m->wki + kj * m->wkj), m->wci);
+            LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, a->p[m->iw], &idx, 1, "");
+            LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
+            LLVMValueRef args[4] = {ptrs, kp_i32(e, 4), mask, kp_fconst(e->vec, 0.0)};
+            g[ki][kj] = kp_intrinsic(e, "llvm.masked.gather", over, 2, args, 4);
+        }
+    for (int kj = 0; kj < 3; kj++) {
+        LLVMValueRef col[4];
+        times_g(e, g[0][kj], g[1][kj], g[2][kj], col);
+        for (int i = 0; i < 4; i++)
+            t[i][kj] = col[i];
+    }
+    for (int i = 0; i < 4; i++)
+        times_g(e, t[i][0], t[i][1], t[i][2], u[i]);
+    for (int xi = 0; xi < 16; xi++) {
+        LLVMValueRef at = kp_iadd(e, kp_imulc(e, kp_iaddc(e, lc.iv, xi * m->cout), m->cin), lb.iv);
+        masked_store(e, u[xi / 4][xi % 4], U, at, mask);
+    }
+    kp_loop_end(e, &lb);
+    kp_loop_end(e, &lc);
+}
+
+/* Row i (0..3) of the patches of vw tiles from tile column j*vw, as the
+ * patches' four columns: the row's floats from column j*2vw - pl loaded
+ * as vectors A, B, C (masks constant along the row, and the row's
+ * validity), split by shuffles: column c of tile l is float 2l + c. */
+static void patch_row(KpEmit *e, const Wino *s, LLVMValueRef X, LLVMValueRef rowat, LLVMValueRef valid,
+                      int64_t j, LLVMValueRef *col)
+{
+    const KpConvMap *m = &s->m;
+    int vw = e->vw;
+    int64_t ix0 = 2 * j * vw - m->pl;
+    LLVMValueRef v[3];
+    for (int k = 0; k < 3; k++) {
+        LLVMValueRef bits[64];
+        int on = 0;
+        for (int l = 0; l < vw; l++) {
+            int64_t ix = ix0 + k * vw + l;
+            bool in = ix >= 0 && ix < m->w && (k < 2 || l < 2);
+            on += in;
+            bits[l] = LLVMConstInt(LLVMInt1TypeInContext(e->ctx), in, 0);
+        }
+        LLVMValueRef at = kp_iaddc(e, rowat, ix0 + k * vw);
+        if (on == 0)
+            v[k] = kp_fconst(e->vec, 0.0);
+        else if (on == vw && !valid)
+            v[k] = kp_load_vec(e, X, at);
+        else {
+            LLVMValueRef mask = LLVMConstVector(bits, (unsigned)vw);
+            if (valid)
+                mask = LLVMBuildAnd(e->b, mask, splat_i1(e, valid), "");
+            v[k] = masked_load(e, X, at, mask);
+        }
+    }
+    int even[64], odd[64], next0[64], next1[64];
+    for (int l = 0; l < vw; l++) {
+        even[l] = 2 * l, odd[l] = 2 * l + 1;
+        next0[l] = l < vw - 1 ? l + 1 : vw;
+        next1[l] = l < vw - 1 ? l + 1 : vw + 1;
+    }
+    col[0] = shuffle(e, v[0], v[1], even);
+    col[1] = shuffle(e, v[0], v[1], odd);
+    col[2] = shuffle(e, col[0], v[2], next0);
+    col[3] = shuffle(e, col[1], v[2], next1);
+}
+
+/* V[ci][xi][r*tw + tx] = (B^T d B)[xi] of tile (ty0 + r, tx) of sample n,
+ * for the item's rows r < nrows.  Per input channel, each input row the
+ * block reads is loaded and multiplied by B once (rows 2r .. 2r + 3 of
+ * the block serve tile row r: every other row serves two), into rowbuf;
+ * then B^T over each tile row's four.  A row's last vector runs past its
+ * tiles into the next row's place, which that row then overwrites. */
+static void transform_input(KpEmit *e, const KpKernelArgs *a, const Wino *s, LLVMValueRef V,
+                            LLVMValueRef rowbuf, LLVMValueRef n, LLVMValueRef ty0, LLVMValueRef nrows)
+{
+    const KpConvMap *m = &s->m;
+    int vw = e->vw;
+    LLVMValueRef X = a->p[m->ix];
+    KpLoop lc, lq, lr;
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cin), 1, "vci");
+    LLVMValueRef plane = kp_imulc(e, kp_iadd(e, kp_imulc(e, n, m->cin), lc.iv), m->h * m->w);
+    kp_loop_begin(e, &lq, kp_i64(e, 0), kp_iaddc(e, kp_imulc(e, nrows, 2), 2), 1, "vin");
+    LLVMValueRef iy = kp_iadd(e, kp_iaddc(e, kp_imulc(e, ty0, 2), -m->pt), lq.iv);
+    LLVMValueRef rowat = kp_iadd(e, plane, kp_imulc(e, iy, m->w));
+    LLVMValueRef valid = s->rows_inside ? NULL : LLVMBuildICmp(e->b, LLVMIntULT, iy, kp_i64(e, m->h), "");
+    for (int64_t j = 0; j < s->nj; j++) {
+        LLVMValueRef d[4], w[4];
+        patch_row(e, s, X, rowat, valid, j, d);
+        times_bt(e, d, w);
+        LLVMValueRef at = kp_imulc(e, kp_iaddc(e, kp_imulc(e, lq.iv, s->nj), j), 4 * vw);
+        for (int k = 0; k < 4; k++)
+            kp_store_vec(e, w[k], rowbuf, kp_iaddc(e, at, k * vw));
+    }
+    kp_loop_end(e, &lq);
+    kp_loop_begin(e, &lr, kp_i64(e, 0), nrows, 1, "vrow");
+    for (int64_t j = 0; j < s->nj; j++) {
+        LLVMValueRef at = kp_iaddc(e, kp_iadd(e, kp_imulc(e, lc.iv, 16 * s->ts), kp_imulc(e, lr.iv, s->tw)), j * vw);
+        for (int k = 0; k < 4; k++) {
+            LLVMValueRef x[4], v[4];
+            for (int i = 0; i < 4; i++) {
+                LLVMValueRef q = kp_iaddc(e, kp_imulc(e, lr.iv, 2), i);
+                LLVMValueRef slot = kp_iaddc(e, kp_imulc(e, kp_iaddc(e, kp_imulc(e, q, s->nj), j), 4 * vw), k * vw);
+                x[i] = kp_load_vec(e, rowbuf, slot);
+            }
+            times_bt(e, x, v);
+            for (int i = 0; i < 4; i++)
+                kp_store_vec(e, v[i], V, kp_iaddc(e, at, (i * 4 + k) * s->ts));
+        }
+    }
+    kp_loop_end(e, &lr);
+    kp_loop_end(e, &lc);
+}
+
+/* M[co0 + f][xi][(tv + k)*vw ..] for f < fb, k < kv: the sum over ci. */
+static void gemm_tile(KpEmit *e, const Wino *s, LLVMValueRef U, LLVMValueRef V, LLVMValueRef M,
+                      LLVMValueRef xi, LLVMValueRef co0, LLVMValueRef tv, int fb, int kv)
+{
+    const KpConvMap *m = &s->m;
+    LLVMValueRef acc[8][8];
+    for (int f = 0; f < fb; f++)
+        for (int k = 0; k < kv; k++) {
+            acc[f][k] = kp_alloca(e, e->vec, "acc");
+            LLVMBuildStore(e->b, kp_fconst(e->vec, 0.0), acc[f][k]);
+        }
+    LLVMValueRef vrow = kp_imulc(e, xi, s->ts);
+    LLVMValueRef urow = kp_imulc(e, kp_iadd(e, kp_imulc(e, xi, m->cout), co0), m->cin);
+    LLVMValueRef col = kp_imulc(e, tv, e->vw);
+    KpLoop lc;
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cin), 1, "gci");
+    LLVMValueRef vv[8];
+    LLVMValueRef vat = kp_iadd(e, kp_iadd(e, vrow, kp_imulc(e, lc.iv, 16 * s->ts)), col);
+    for (int k = 0; k < kv; k++)
+        vv[k] = kp_load_vec(e, V, kp_iaddc(e, vat, k * e->vw));
+    for (int f = 0; f < fb; f++) {
+        LLVMValueRef uat = kp_iadd(e, kp_iaddc(e, urow, f * m->cin), lc.iv);
+        LLVMValueRef u = kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, U, uat), ""));
+        for (int k = 0; k < kv; k++) {
+            LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, acc[f][k], "");
+            LLVMBuildStore(e->b, kp_fma(e, vv[k], u, old), acc[f][k]);
+        }
+    }
+    kp_loop_end(e, &lc);
+    LLVMValueRef mrow = kp_imulc(e, kp_iadd(e, kp_imulc(e, co0, 16), xi), s->ts);
+    for (int f = 0; f < fb; f++)
+        for (int k = 0; k < kv; k++)
+            kp_store_vec(e, LLVMBuildLoad2(e->b, e->vec, acc[f][k], ""), M,
+                         kp_iaddc(e, kp_iadd(e, mrow, col), f * 16 * s->ts + k * e->vw));
+}
+
+/* The 16 GEMMs over the item's nvec vectors of tiles. */
+static void gemm(KpEmit *e, const Wino *s, LLVMValueRef U, LLVMValueRef V, LLVMValueRef M,
+                 LLVMValueRef nvec)
+{
+    KpLoop lx, lc, lt;
+    kp_loop_begin(e, &lx, kp_i64(e, 0), kp_i64(e, 16), 1, "xi");
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, s->m.cout), s->fb, "gco");
+    LLVMValueRef whole = kp_imulc(e, LLVMBuildUDiv(e->b, nvec, kp_i64(e, s->kv), ""), s->kv);
+    kp_loop_begin(e, &lt, kp_i64(e, 0), whole, s->kv, "gtv");
+    gemm_tile(e, s, U, V, M, lx.iv, lc.iv, lt.iv, (int)s->fb, (int)s->kv);
+    kp_loop_end(e, &lt);
+    /* the vectors left, one narrower tile */
+    LLVMValueRef rest = LLVMBuildNSWSub(e->b, nvec, whole, "");
+    for (int r = 1; r < s->kv; r++) {
+        LLVMBasicBlockRef join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntEQ, rest, kp_i64(e, r), ""), "gtv.rest");
+        gemm_tile(e, s, U, V, M, lx.iv, lc.iv, whole, (int)s->fb, r);
+        kp_if_end(e, join);
+    }
+    kp_loop_end(e, &lc);
+    kp_loop_end(e, &lx);
+}
+
+/* Output rows 2*ty, 2*ty + 1 of every channel from M: A^T m A + bias,
+ * each tile's two columns interleaved, the epilogues, stored (the columns
+ * past ow and a second row past oh left alone). */
+static void transform_output(KpEmit *e, const KpKernelArgs *a, const Wino *s, LLVMValueRef M,
+                             LLVMValueRef n, LLVMValueRef ty0, LLVMValueRef nrows)
+{
+    const KpConvMap *m = &s->m;
+    int vw = e->vw;
+    LLVMValueRef Y = a->p[m->iy];
+    int lo[64], hi[64];
+    for (int l = 0; l < vw; l++) {
+        lo[l] = l / 2 + (l % 2) * vw;
+        hi[l] = vw / 2 + l / 2 + (l % 2) * vw;
+    }
+    KpLoop lr, lc;
+    kp_loop_begin(e, &lr, kp_i64(e, 0), nrows, 1, "yrow");
+    LLVMValueRef ty = kp_iadd(e, ty0, lr.iv);
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cout), 1, "yco");
+    LLVMValueRef bias = m->ib >= 0 ? kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, a->p[m->ib], lc.iv), "")) : NULL;
+    LLVMValueRef ybase = kp_imulc(e, kp_iadd(e, kp_imulc(e, kp_iadd(e, kp_imulc(e, n, m->cout), lc.iv), m->oh),
+                                             kp_imulc(e, ty, 2)), m->ow);
+    LLVMValueRef mat = kp_iadd(e, kp_imulc(e, lc.iv, 16 * s->ts), kp_imulc(e, lr.iv, s->tw));
+    LLVMValueRef y[2][64][2];
+    for (int64_t j = 0; j < s->nj; j++) {
+        LLVMValueRef mv[4][4], t[2][4], x[4], out[2];
+        for (int xi = 0; xi < 16; xi++)
+            mv[xi / 4][xi % 4] = kp_load_vec(e, M, kp_iaddc(e, mat, xi * s->ts + j * vw));
+        for (int c = 0; c < 4; c++) {
+            for (int i = 0; i < 4; i++)
+                x[i] = mv[i][c];
+            times_at(e, x, out);
+            t[0][c] = out[0], t[1][c] = out[1];
+        }
+        for (int i = 0; i < 2; i++) {
+            times_at(e, t[i], out);
+            for (int c = 0; c < 2; c++) {
+                LLVMValueRef v = bias ? fadd(e, out[c], bias) : out[c];
+                y[i][j][c] = v;
+            }
+        }
+    }
+    /* a second output row past oh (oh odd) in the last tile row only */
+    for (int i = 0; i < 2; i++) {
+        LLVMBasicBlockRef join = NULL;
+        if (i == 1 && m->oh % 2)
+            join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntSLT, kp_iaddc(e, kp_imulc(e, ty, 2), 1),
+                                                kp_i64(e, m->oh), ""), "yrow.second");
+        for (int64_t j = 0; j < s->nj; j++)
+            for (int h = 0; h < 2; h++) {
+                int64_t c0 = 2 * j * vw + h * vw;
+                int64_t lanes = m->ow - c0 < vw ? m->ow - c0 : vw;
+                if (lanes <= 0)
+                    continue;
+                LLVMValueRef v = shuffle(e, y[i][j][0], y[i][j][1], h ? hi : lo);
+                LLVMValueRef at = kp_iaddc(e, ybase, i * m->ow + c0);
+                v = kp_emit_epilogue(e, e->node, a->p, v, at, lanes < vw ? (int)lanes : 0);
+                if (lanes < vw)
+                    kp_store_vec_masked(e, v, Y, at, (int)lanes);
+                else
+                    kp_store_vec(e, v, Y, at);
+            }
+        if (join)
+            kp_if_end(e, join);
+    }
+    kp_loop_end(e, &lc);
+    kp_loop_end(e, &lr);
+}
+
+/* item = n * blocks + block; block b is tile rows [b*rb, b*rb + rb) */
+static void wino_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const Wino *s = user;
+    LLVMValueRef U = kp_scratch(e);
+    LLVMValueRef V = kp_gep(e, U, kp_i64(e, s->u_floats));
+    LLVMValueRef M = kp_gep(e, V, kp_i64(e, s->v_floats));
+    LLVMValueRef rowbuf = kp_alloca(e, LLVMArrayType(e->f32, (unsigned)((2 * s->rb + 2) * s->nj * 4 * e->vw)), "rowbuf");
+    LLVMSetAlignment(rowbuf, 64);
+    transform_weights(e, a, s, U);
+    /* the lanes past an item's tiles are read, never used: keep them finite */
+    LLVMBuildMemSet(e->b, V, LLVMConstInt(LLVMInt8TypeInContext(e->ctx), 0, 0),
+                    kp_i64(e, 4 * (s->v_floats + s->m_floats)), 4);
+    int64_t blocks = kp_ceil_div(s->th, s->rb);
+    KpLoop li;
+    kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
+    LLVMValueRef n = LLVMBuildUDiv(e->b, li.iv, kp_i64(e, blocks), "n");
+    LLVMValueRef ty0 = kp_imulc(e, LLVMBuildURem(e->b, li.iv, kp_i64(e, blocks), ""), s->rb);
+    LLVMValueRef nrows = kp_min_i64(e, kp_i64(e, s->rb), LLVMBuildNSWSub(e->b, kp_i64(e, s->th), ty0, ""));
+    transform_input(e, a, s, V, rowbuf, n, ty0, nrows);
+    LLVMValueRef nvec = LLVMBuildUDiv(e->b, kp_iaddc(e, kp_imulc(e, nrows, s->tw), e->vw - 1),
+                                      kp_i64(e, e->vw), "");
+    gemm(e, s, U, V, M, nvec);
+    transform_output(e, a, s, M, n, ty0, nrows);
+    kp_loop_end(e, &li);
+}
+
+/* The GEMM's cost for a block of rows tile rows: vectors of tiles, a
+ * lone vector outside the whole register tiles counting double (FB
+ * chains of fmas only: latency-bound). */
+static int64_t block_cost(const Wino *s, int vw, int64_t rows)
+{
+    int64_t nvec = kp_ceil_div(rows * s->tw, vw), rest = nvec % s->kv;
+    return nvec - rest + (rest == 1 ? 2 : rest);
+}
+
+bool kp_conv_winograd_fits(const KpConvMap *m, int64_t max_batch)
+{
+    return !m->transposed && m->kh == 3 && m->kw == 3 && m->sh == 1 && m->sw == 1 && m->dh == 1 &&
+           m->dw == 1 && m->cin >= WINO_MIN_CHANNELS && m->cout >= WINO_MIN_CHANNELS &&
+           max_batch >= 2;
+}
+
+void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *map)
+{
+    int64_t l1, l2, cores;
+    kp_gemm_host(&l1, &l2, &cores);
+    Wino s = {.m = *map, .th = kp_ceil_div(map->oh, 2), .tw = kp_ceil_div(map->ow, 2)};
+    s.nj = kp_ceil_div(s.tw, e->vw);
+    s.kv = e->vw >= 16 ? 4 : 3;
+    s.fb = kp_divisor_upto(map->cout, 4);
+    s.rows_inside = map->pt <= 0 && 2 * (s.th - 1) - map->pt + 3 <= map->h - 1;
+    /* tile rows per item: the fewest vectors of GEMM work per tile over a
+     * sample's blocks, V and M of a block in half of L2 */
+    double best = -1;
+    for (int64_t rb = 1; rb <= s.th; rb++) {
+        int64_t ts = kp_round_up((rb - 1) * s.tw + s.nj * e->vw, e->vw);
+        if (rb > 1 && 4 * 16 * (map->cin + map->cout) * ts > l2 / 2)
+            break;
+        int64_t cost = (s.th / rb) * block_cost(&s, e->vw, rb);
+        if (s.th % rb)
+            cost += block_cost(&s, e->vw, s.th % rb);
+        if (best < 0 || (double)cost < best) {
+            best = (double)cost;
+            s.rb = rb;
+        }
+    }
+    /* room for a row's last vector past the block's tiles */
+    s.ts = kp_round_up((s.rb - 1) * s.tw + s.nj * e->vw, e->vw);
+    s.u_floats = 16 * map->cout * map->cin;
+    s.v_floats = 16 * map->cin * s.ts;
+    s.m_floats = 16 * map->cout * s.ts;
+    int64_t bytes = 4 * (s.u_floats + s.v_floats + s.m_floats);
+    if (bytes > e->scratch_bytes)
+        e->scratch_bytes = bytes;
+    LLVMValueRef items = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, kp_ceil_div(s.th, s.rb)), "items");
+    kp_emit_parallel(e, "conv_winograd", kp_i64(e, 0), items, 1, wino_kernel, &s);
+}
