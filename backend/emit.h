@@ -163,6 +163,7 @@ void kp_loop_end_with(KpEmit *e, KpLoop *l, unsigned flags);
 void kp_loop_end(KpEmit *e, KpLoop *l);
 void kp_loop_end_unrolled(KpEmit *e, KpLoop *l);
 LLVMValueRef kp_min_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef kp_max_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
 
 /* A parallel loop over items [begin, end): krt_parallel_for calls a body
  * that unpacks the node's pointers and n and calls an internal kernel

@@ -114,15 +114,6 @@ static void masked_store(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef
     kp_intrinsic(e, "llvm.masked.store", over, 2, args, 4);
 }
 
-/* <vw x i1> with every lane b. */
-static LLVMValueRef splat_i1(KpEmit *e, LLVMValueRef b)
-{
-    LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(b), (unsigned)e->vw);
-    LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetPoison(vt), b, kp_i32(e, 0), "");
-    return LLVMBuildShuffleVector(e->b, v, LLVMGetPoison(vt),
-                                  LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw)), "");
-}
-
 /* The three rows of G times x0, x1, x2 (a column or a row of a 3x3):
  * out[0..3] = x0, (x0 + x1 + x2)/2, (x0 - x1 + x2)/2, x2. */
 static void times_g(KpEmit *e, LLVMValueRef x0, LLVMValueRef x1, LLVMValueRef x2, LLVMValueRef *out)
@@ -185,10 +176,13 @@ static void transform_weights(KpEmit *e, const KpKernelArgs *a, const Wino *s, L
     kp_loop_end(e, &lc);
 }
 
-/* Row i (0..3) of the patches of vw tiles from tile column j*vw, as the
- * patches' four columns: the row's floats from column j*2vw - pl loaded
- * as vectors A, B, C (masks constant along the row, and the row's
- * validity), split by shuffles: column c of tile l is float 2l + c. */
+/* A row of the patches of vw tiles from tile column j*vw, as the patches'
+ * four columns: the row's floats from column j*2vw - pl loaded as vectors
+ * A, B, C (the lanes in the padding masked, the masks constants), zero
+ * where valid is false (a row in the padding: rowat is then a row of the
+ * image, clamped, so that every read stays in the tensor; a load masked
+ * at run time costs several times one masked by a constant), split by
+ * shuffles: column c of tile l is float 2l + c. */
 static void patch_row(KpEmit *e, const Wino *s, LLVMValueRef X, LLVMValueRef rowat, LLVMValueRef valid,
                       int64_t j, LLVMValueRef *col)
 {
@@ -208,14 +202,12 @@ static void patch_row(KpEmit *e, const Wino *s, LLVMValueRef X, LLVMValueRef row
         LLVMValueRef at = kp_iaddc(e, rowat, ix0 + k * vw);
         if (on == 0)
             v[k] = kp_fconst(e->vec, 0.0);
-        else if (on == vw && !valid)
+        else if (on == vw)
             v[k] = kp_load_vec(e, X, at);
-        else {
-            LLVMValueRef mask = LLVMConstVector(bits, (unsigned)vw);
-            if (valid)
-                mask = LLVMBuildAnd(e->b, mask, splat_i1(e, valid), "");
-            v[k] = masked_load(e, X, at, mask);
-        }
+        else
+            v[k] = masked_load(e, X, at, LLVMConstVector(bits, (unsigned)vw));
+        if (valid && on > 0)
+            v[k] = LLVMBuildSelect(e->b, valid, v[k], kp_fconst(e->vec, 0.0), "");
     }
     int even[64], odd[64], next0[64], next1[64];
     for (int l = 0; l < vw; l++) {
@@ -246,8 +238,12 @@ static void transform_input(KpEmit *e, const KpKernelArgs *a, const Wino *s, LLV
     LLVMValueRef plane = kp_imulc(e, kp_iadd(e, kp_imulc(e, n, m->cin), lc.iv), m->h * m->w);
     kp_loop_begin(e, &lq, kp_i64(e, 0), kp_iaddc(e, kp_imulc(e, nrows, 2), 2), 1, "vin");
     LLVMValueRef iy = kp_iadd(e, kp_iaddc(e, kp_imulc(e, ty0, 2), -m->pt), lq.iv);
-    LLVMValueRef rowat = kp_iadd(e, plane, kp_imulc(e, iy, m->w));
-    LLVMValueRef valid = s->rows_inside ? NULL : LLVMBuildICmp(e->b, LLVMIntULT, iy, kp_i64(e, m->h), "");
+    LLVMValueRef valid = NULL, iyc = iy;
+    if (!s->rows_inside) {
+        valid = LLVMBuildICmp(e->b, LLVMIntULT, iy, kp_i64(e, m->h), "");
+        iyc = kp_min_i64(e, kp_max_i64(e, iy, kp_i64(e, 0)), kp_i64(e, m->h - 1));
+    }
+    LLVMValueRef rowat = kp_iadd(e, plane, kp_imulc(e, iyc, m->w));
     for (int64_t j = 0; j < s->nj; j++) {
         LLVMValueRef d[4], w[4];
         patch_row(e, s, X, rowat, valid, j, d);

@@ -249,6 +249,11 @@ LLVMValueRef kp_min_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
     return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, a, b, ""), a, b, "");
 }
 
+LLVMValueRef kp_max_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
+{
+    return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSGT, a, b, ""), a, b, "");
+}
+
 static void add_noalias(KpEmit *e, LLVMValueRef fn, unsigned index)
 {
     unsigned kind = LLVMGetEnumAttributeKindForName("noalias", 7);
