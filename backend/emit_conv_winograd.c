@@ -467,6 +467,10 @@ void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *map)
     }
     /* room for a row's last vector past the block's tiles */
     s.ts = kp_round_up((s.rb - 1) * s.tw + s.nj * e->vw, e->vw);
+    /* V's rows of one xi are 16*ts floats apart: a multiple of 1 KiB would
+     * put them in a few L1 sets, which the GEMM's reads of them thrash */
+    if (s.ts % 16 == 0)
+        s.ts += 8;
     s.u_floats = 16 * map->cout * map->cin;
     s.v_floats = 16 * map->cin * s.ts;
     s.m_floats = 16 * map->cout * s.ts;
