@@ -499,7 +499,8 @@ bool kp_emit_conv2d_winograd(KpEmit *e, const KpNode *n, bool grad_x)
         kp_conv_phases(&m, &one);     /* stride 1: one phase, the kernel flipped */
         m = one;
     }
-    if (!kp_conv_winograd_fits(&m, e->g ? e->g->max_batch : 1))
+    /* it stores its outputs: a gradient slot to add into stays with the others */
+    if (e->accumulate || !kp_conv_winograd_fits(&m, e->g ? e->g->max_batch : 1))
         return false;
     kp_emit_conv_winograd(e, &m);
     return true;
