@@ -452,7 +452,7 @@ void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *map)
     s.rows_inside = map->pt <= 0 && 2 * (s.th - 1) - map->pt + 3 <= map->h - 1;
     /* tile rows per item: the fewest vectors of GEMM work per tile over a
      * sample's blocks, V and M of a block in half of L2 */
-    double best = -1;
+    int64_t best = -1;
     for (int64_t rb = 1; rb <= s.th; rb++) {
         int64_t ts = kp_round_up((rb - 1) * s.tw + s.nj * e->vw, e->vw);
         if (rb > 1 && 4 * 16 * (map->cin + map->cout) * ts > l2 / 2)
@@ -460,8 +460,8 @@ void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *map)
         int64_t cost = (s.th / rb) * block_cost(&s, e->vw, rb);
         if (s.th % rb)
             cost += block_cost(&s, e->vw, s.th % rb);
-        if (best < 0 || (double)cost < best) {
-            best = (double)cost;
+        if (best < 0 || cost < best) {
+            best = cost;
             s.rb = rb;
         }
     }
