@@ -40,7 +40,9 @@
  * chunk of items) transforms the weights into its U first, which is why
  * a model compiled for batch 1 keeps the direct kernel.  Narrow layers
  * do too: below 32 channels in or out the GEMMs' short sums and the
- * transforms cost what the saved multiply-adds gain (docs/kernels-conv.md).
+ * transforms cost what the saved multiply-adds gain (docs/kernels-conv.md),
+ * and so do wide ones whose transformed weights (16 per 9 weights) would
+ * not stay in L2, which every item reads whole.
  * Every output is computed by one item in a fixed order: the results do
  * not depend on the thread count.  They differ from the direct kernel's
  * in rounding only (the transforms add and halve exactly representable
@@ -436,9 +438,12 @@ static int64_t block_cost(const Wino *s, int vw, int64_t rows)
 
 bool kp_conv_winograd_fits(const KpConvMap *m, int64_t max_batch)
 {
+    /* the transformed weights, read whole by every item, within L2 */
+    int64_t l1, l2, cores;
+    kp_gemm_host(&l1, &l2, &cores);
     return !m->transposed && m->kh == 3 && m->kw == 3 && m->sh == 1 && m->sw == 1 && m->dh == 1 &&
            m->dw == 1 && m->cin >= WINO_MIN_CHANNELS && m->cout >= WINO_MIN_CHANNELS &&
-           max_batch >= 2;
+           4 * 16 * m->cin * m->cout <= l2 && max_batch >= 2;
 }
 
 void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *map)
