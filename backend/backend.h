@@ -25,6 +25,10 @@ typedef struct KpTargetOpts {
                                    karpc bench */
     int jobs;                   /* threads optimizing and compiling partitions of the
                                    module; 0: one per CPU, at most KP_LLVM_MAX_PARTS */
+    int vector_width;           /* floats per explicit vector; 0: the target's (16 with
+                                   AVX-512, 8 with AVX, else 4).  Tests set 16 or 4 to run
+                                   the other widths' kernels on this CPU (LLVM splits or
+                                   widens the vectors): same results, other speed */
 } KpTargetOpts;
 
 /* The most partitions a module is compiled in (so objects per model). */

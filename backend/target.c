@@ -161,6 +161,13 @@ int kp_llvm_target_config(const KpTargetOpts *t, KpTargetConfig *cfg, KpDiag *d)
         cfg->vector_width = 8;
     else
         cfg->vector_width = 4;
+    if (t && t->vector_width) {
+        if (t->vector_width != 4 && t->vector_width != 8 && t->vector_width != 16) {
+            kp_llvm_target_config_free(cfg);
+            return kp_error(d, "vector width must be 4, 8 or 16 floats, got %d", t->vector_width);
+        }
+        cfg->vector_width = t->vector_width;
+    }
     return 0;
 }
 

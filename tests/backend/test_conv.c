@@ -14,7 +14,9 @@
  *               sizes with padding, 34 and 36 channels)
  *   batches     n = 1, 2 and 3 of a largest batch of 3
  *   targets     the host (AVX-512 here) and x86-64-v3 (AVX2), each that
- *               this CPU runs
+ *               this CPU runs; and x86-64-v3 with the kernels of 16- and
+ *               4-float vectors, so that an AVX2 machine checks the
+ *               AVX-512 code paths too
  *   epilogues   conv2d with a bias, + a residual add, then relu;
  *               conv2d_grad_x + add, then relu_grad (the strided input
  *               gradient's phases too)
@@ -39,11 +41,16 @@
 typedef struct Target {
     const char *name, *cpu;
     bool avx2;
+    int vw;                     /* 0: the target's vector width */
 } Target;
 
+/* The last two run the kernels of the other vector widths here: AVX-512's
+ * 16-float code (split into AVX2 halves by LLVM) and SSE's 4-float code. */
 static const Target targets[] = {
-    {"host", NULL, false},
-    {"x86-64-v3 (AVX2)", "x86-64-v3", true},
+    {"host", NULL, false, 0},
+    {"x86-64-v3 (AVX2)", "x86-64-v3", true, 0},
+    {"x86-64-v3, 16-float vectors", "x86-64-v3", true, 16},
+    {"x86-64-v3, 4-float vectors", "x86-64-v3", true, 4},
 };
 
 /* x [c,h,w], weight [f,c,kh,kw]; stride, padding (explicit unless same), dilation */
@@ -203,7 +210,7 @@ static void check_geo(const Target *tg, const Geo *c, bool epi)
     for (int dir = 0; dir < 3; dir++) {
         if (dir == 2 && epi)
             continue;
-        KpTargetOpts opts = {.opt_level = KP_TEST_OPT(2), .cpu = tg->cpu};
+        KpTargetOpts opts = {.opt_level = KP_TEST_OPT(2), .cpu = tg->cpu, .vector_width = tg->vw};
         KpNodeJit j;
         KpDiag d;
         kp_diag_init(&d);
