@@ -321,9 +321,14 @@ static void gemm(KpEmit *e, const Wino *s, LLVMValueRef U, LLVMValueRef V, LLVMV
     kp_loop_begin(e, &lt, kp_i64(e, 0), whole, s->kv, "gtv");
     gemm_tile(e, s, U, V, M, lx.iv, lc.iv, lt.iv, (int)s->fb, (int)s->kv);
     kp_loop_end(e, &lt);
-    /* the vectors left, one narrower tile */
+    /* the vectors left, one narrower tile: a full block's and the last
+     * block's remainders are the only ones that occur */
     LLVMValueRef rest = LLVMBuildNSWSub(e->b, nvec, whole, "");
+    int64_t last = s->th % s->rb;
     for (int r = 1; r < s->kv; r++) {
+        if (r != kp_ceil_div(s->rb * s->tw, e->vw) % s->kv &&
+            (last == 0 || r != kp_ceil_div(last * s->tw, e->vw) % s->kv))
+            continue;
         LLVMBasicBlockRef join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntEQ, rest, kp_i64(e, r), ""), "gtv.rest");
         gemm_tile(e, s, U, V, M, lx.iv, lc.iv, whole, (int)s->fb, r);
         kp_if_end(e, join);
