@@ -69,6 +69,9 @@ bool kp_emit_conv_grad_x_rows(KpEmit *e, const KpConvMap *m);
 bool kp_conv_winograd_fits(const KpConvMap *m, int64_t max_batch);
 void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *m);
 bool kp_emit_conv2d_winograd(KpEmit *e, const KpNode *n, bool grad_x);
+/* conv2d_grad_w n the same way (emit_conv_winograd_w.c) when its forward
+ * fits; false (nothing emitted) when not. */
+bool kp_emit_conv2d_winograd_w(KpEmit *e, const KpNode *n);
 
 /* The columns an implicit-GEMM convolution reads from an image X
  * [N,c,h,w] (emit_conv_cols.c): output position (oy, ox) of sample g

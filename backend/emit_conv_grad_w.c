@@ -315,6 +315,8 @@ static KpConvCols cols_of(const KpNode *n, int arg, const KpValue *img, const Kp
 /* dy [N,F,OH,OW], x [N,C,H,W] -> dW [F,C,kh,kw]: A = dy, B = im2col(x) */
 int emit_conv2d_grad_w(KpEmit *e, const KpNode *n, KpDiag *d)
 {
+    if (kp_emit_conv2d_winograd_w(e, n))
+        return 0;
     const KpValue *dy = n->in[0], *x = n->in[1];
     Dot s = {.cols = cols_of(n, 1, x, dy), .ia = 0, .m = dy->dims[1],
              .npix = dy->dims[2] * dy->dims[3]};

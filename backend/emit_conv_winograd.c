@@ -48,21 +48,11 @@
  * in rounding only (the transforms add and halve exactly representable
  * coefficients; test_conv holds them to the reference kernel's tolerance).
  */
-#include "emit_conv.h"
+#include "emit_conv_winograd.h"
 
 /* Fewer input or output channels than this keep the direct kernel. */
 enum { WINO_MIN_CHANNELS = 32 };
 
-typedef struct Wino {
-    KpConvMap m;
-    int64_t th, tw;             /* tiles per sample: rows, columns */
-    int64_t nj;                 /* vectors along a tile row */
-    int64_t rb;                 /* tile rows per item */
-    int64_t ts;                 /* floats per row of V and M (a block's tiles and a row's overrun) */
-    int64_t fb, kv;             /* GEMM register tile: channels x vectors */
-    int64_t u_floats, v_floats, m_floats;
-    bool rows_inside;           /* every tile's patch rows lie in the image */
-} Wino;
 
 /* A <vw x i32> shuffle mask from idx. */
 static LLVMValueRef shuffle_mask(KpEmit *e, const int *idx)
@@ -73,27 +63,12 @@ static LLVMValueRef shuffle_mask(KpEmit *e, const int *idx)
     return LLVMConstVector(el, (unsigned)e->vw);
 }
 
-static LLVMValueRef shuffle(KpEmit *e, LLVMValueRef a, LLVMValueRef b, const int *idx)
+LLVMValueRef kp_wino_shuffle(KpEmit *e, LLVMValueRef a, LLVMValueRef b, const int *idx)
 {
     return LLVMBuildShuffleVector(e->b, a, b, shuffle_mask(e, idx), "");
 }
 
-static LLVMValueRef fadd(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
-{
-    return LLVMBuildFAdd(e->b, a, b, "");
-}
-
-static LLVMValueRef fsub(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
-{
-    return LLVMBuildFSub(e->b, a, b, "");
-}
-
-static LLVMValueRef fhalf(KpEmit *e, LLVMValueRef a)
-{
-    return LLVMBuildFMul(e->b, a, kp_fconst(e->vec, 0.5), "");
-}
-
-static LLVMValueRef masked_load(KpEmit *e, LLVMValueRef p, LLVMValueRef at, LLVMValueRef mask)
+LLVMValueRef kp_wino_masked_load(KpEmit *e, LLVMValueRef p, LLVMValueRef at, LLVMValueRef mask)
 {
     LLVMTypeRef over[2] = {e->vec, e->ptr};
     /* the address of a masked-off lane may lie outside the tensor: plain GEP */
@@ -102,8 +77,7 @@ static LLVMValueRef masked_load(KpEmit *e, LLVMValueRef p, LLVMValueRef at, LLVM
     return kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
 }
 
-/* Lanes l with ci0 + l < c, as <vw x i1>. */
-static LLVMValueRef below(KpEmit *e, LLVMValueRef ci0, int64_t c)
+LLVMValueRef kp_wino_below(KpEmit *e, LLVMValueRef ci0, int64_t c)
 {
     return LLVMBuildICmp(e->b, LLVMIntSLT, kp_lane_index(e, ci0, 1), kp_lane_index(e, kp_i64(e, c), 0), "");
 }
@@ -120,38 +94,38 @@ static void masked_store(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef
  * out[0..3] = x0, (x0 + x1 + x2)/2, (x0 - x1 + x2)/2, x2. */
 static void times_g(KpEmit *e, LLVMValueRef x0, LLVMValueRef x1, LLVMValueRef x2, LLVMValueRef *out)
 {
-    LLVMValueRef s = fadd(e, x0, x2);
+    LLVMValueRef s = kp_wino_fadd(e, x0, x2);
     out[0] = x0;
-    out[1] = fhalf(e, fadd(e, s, x1));
-    out[2] = fhalf(e, fsub(e, s, x1));
+    out[1] = kp_wino_fhalf(e, kp_wino_fadd(e, s, x1));
+    out[2] = kp_wino_fhalf(e, kp_wino_fsub(e, s, x1));
     out[3] = x2;
 }
 
 /* B^T x for the four entries x0..x3 of a column or row of a patch. */
 static void times_bt(KpEmit *e, LLVMValueRef const *x, LLVMValueRef *out)
 {
-    out[0] = fsub(e, x[0], x[2]);
-    out[1] = fadd(e, x[1], x[2]);
-    out[2] = fsub(e, x[2], x[1]);
-    out[3] = fsub(e, x[1], x[3]);
+    out[0] = kp_wino_fsub(e, x[0], x[2]);
+    out[1] = kp_wino_fadd(e, x[1], x[2]);
+    out[2] = kp_wino_fsub(e, x[2], x[1]);
+    out[3] = kp_wino_fsub(e, x[1], x[3]);
 }
 
 /* A^T x: the two outputs from four entries. */
 static void times_at(KpEmit *e, LLVMValueRef const *x, LLVMValueRef *out)
 {
-    out[0] = fadd(e, fadd(e, x[0], x[1]), x[2]);
-    out[1] = fsub(e, fsub(e, x[1], x[2]), x[3]);
+    out[0] = kp_wino_fadd(e, kp_wino_fadd(e, x[0], x[1]), x[2]);
+    out[1] = kp_wino_fsub(e, kp_wino_fsub(e, x[1], x[2]), x[3]);
 }
 
 /* U[xi][co][ci] = (G g G^T)[xi] for every 3x3 g = W[co, ci], vw input
  * channels at a time (gathered: they are wci floats apart in W). */
-static void transform_weights(KpEmit *e, const KpKernelArgs *a, const Wino *s, LLVMValueRef U)
+static void transform_weights(KpEmit *e, const KpKernelArgs *a, const KpWino *s, LLVMValueRef U)
 {
     const KpConvMap *m = &s->m;
     KpLoop lc, lb;
     kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cout), 1, "wco");
     kp_loop_begin(e, &lb, kp_i64(e, 0), kp_i64(e, m->cin), e->vw, "wci");
-    LLVMValueRef mask = below(e, lb.iv, m->cin);
+    LLVMValueRef mask = kp_wino_below(e, lb.iv, m->cin);
     LLVMValueRef base = kp_iaddc(e, kp_iadd(e, kp_imulc(e, lc.iv, m->wco), kp_imulc(e, lb.iv, m->wci)), m->w0);
     LLVMValueRef g[3][3], t[4][3], u[4][4];
     for (int ki = 0; ki < 3; ki++)
@@ -185,7 +159,7 @@ static void transform_weights(KpEmit *e, const KpKernelArgs *a, const Wino *s, L
  * image, clamped, so that every read stays in the tensor; a load masked
  * at run time costs several times one masked by a constant), split by
  * shuffles: column c of tile l is float 2l + c. */
-static void patch_row(KpEmit *e, const Wino *s, LLVMValueRef X, LLVMValueRef rowat, LLVMValueRef valid,
+static void patch_row(KpEmit *e, const KpWino *s, LLVMValueRef X, LLVMValueRef rowat, LLVMValueRef valid,
                       int64_t j, LLVMValueRef *col)
 {
     const KpConvMap *m = &s->m;
@@ -207,7 +181,7 @@ static void patch_row(KpEmit *e, const Wino *s, LLVMValueRef X, LLVMValueRef row
         else if (on == vw)
             v[k] = kp_load_vec(e, X, at);
         else
-            v[k] = masked_load(e, X, at, LLVMConstVector(bits, (unsigned)vw));
+            v[k] = kp_wino_masked_load(e, X, at, LLVMConstVector(bits, (unsigned)vw));
         if (valid && on > 0)
             v[k] = LLVMBuildSelect(e->b, valid, v[k], kp_fconst(e->vec, 0.0), "");
     }
@@ -217,10 +191,10 @@ static void patch_row(KpEmit *e, const Wino *s, LLVMValueRef X, LLVMValueRef row
         next0[l] = l < vw - 1 ? l + 1 : vw;
         next1[l] = l < vw - 1 ? l + 1 : vw + 1;
     }
-    col[0] = shuffle(e, v[0], v[1], even);
-    col[1] = shuffle(e, v[0], v[1], odd);
-    col[2] = shuffle(e, col[0], v[2], next0);
-    col[3] = shuffle(e, col[1], v[2], next1);
+    col[0] = kp_wino_shuffle(e, v[0], v[1], even);
+    col[1] = kp_wino_shuffle(e, v[0], v[1], odd);
+    col[2] = kp_wino_shuffle(e, col[0], v[2], next0);
+    col[3] = kp_wino_shuffle(e, col[1], v[2], next1);
 }
 
 /* V[ci][xi][r*tw + tx] = (B^T d B)[xi] of tile (ty0 + r, tx) of sample n,
@@ -229,7 +203,7 @@ static void patch_row(KpEmit *e, const Wino *s, LLVMValueRef X, LLVMValueRef row
  * the block serve tile row r: every other row serves two), into rowbuf;
  * then B^T over each tile row's four.  A row's last vector runs past its
  * tiles into the next row's place, which that row then overwrites. */
-static void transform_input(KpEmit *e, const KpKernelArgs *a, const Wino *s, LLVMValueRef V,
+void kp_wino_transform_input(KpEmit *e, const KpKernelArgs *a, const KpWino *s, LLVMValueRef V,
                             LLVMValueRef rowbuf, LLVMValueRef n, LLVMValueRef ty0, LLVMValueRef nrows)
 {
     const KpConvMap *m = &s->m;
@@ -275,7 +249,7 @@ static void transform_input(KpEmit *e, const KpKernelArgs *a, const Wino *s, LLV
 }
 
 /* M[co0 + f][xi][(tv + k)*vw ..] for f < fb, k < kv: the sum over ci. */
-static void gemm_tile(KpEmit *e, const Wino *s, LLVMValueRef U, LLVMValueRef V, LLVMValueRef M,
+static void gemm_tile(KpEmit *e, const KpWino *s, LLVMValueRef U, LLVMValueRef V, LLVMValueRef M,
                       LLVMValueRef xi, LLVMValueRef co0, LLVMValueRef tv, int fb, int kv)
 {
     const KpConvMap *m = &s->m;
@@ -311,7 +285,7 @@ static void gemm_tile(KpEmit *e, const Wino *s, LLVMValueRef U, LLVMValueRef V, 
 }
 
 /* The 16 GEMMs over the item's nvec vectors of tiles. */
-static void gemm(KpEmit *e, const Wino *s, LLVMValueRef U, LLVMValueRef V, LLVMValueRef M,
+static void gemm(KpEmit *e, const KpWino *s, LLVMValueRef U, LLVMValueRef V, LLVMValueRef M,
                  LLVMValueRef nvec)
 {
     KpLoop lx, lc, lt;
@@ -340,7 +314,7 @@ static void gemm(KpEmit *e, const Wino *s, LLVMValueRef U, LLVMValueRef V, LLVMV
 /* Output rows 2*ty, 2*ty + 1 of every channel from M: A^T m A + bias,
  * each tile's two columns interleaved, the epilogues, stored (the columns
  * past ow and a second row past oh left alone). */
-static void transform_output(KpEmit *e, const KpKernelArgs *a, const Wino *s, LLVMValueRef M,
+static void transform_output(KpEmit *e, const KpKernelArgs *a, const KpWino *s, LLVMValueRef M,
                              LLVMValueRef n, LLVMValueRef ty0, LLVMValueRef nrows)
 {
     const KpConvMap *m = &s->m;
@@ -373,7 +347,7 @@ static void transform_output(KpEmit *e, const KpKernelArgs *a, const Wino *s, LL
         for (int i = 0; i < 2; i++) {
             times_at(e, t[i], out);
             for (int c = 0; c < 2; c++) {
-                LLVMValueRef v = bias ? fadd(e, out[c], bias) : out[c];
+                LLVMValueRef v = bias ? kp_wino_fadd(e, out[c], bias) : out[c];
                 y[i][j][c] = v;
             }
         }
@@ -390,7 +364,7 @@ static void transform_output(KpEmit *e, const KpKernelArgs *a, const Wino *s, LL
                 int64_t lanes = m->ow - c0 < vw ? m->ow - c0 : vw;
                 if (lanes <= 0)
                     continue;
-                LLVMValueRef v = shuffle(e, y[i][j][0], y[i][j][1], h ? hi : lo);
+                LLVMValueRef v = kp_wino_shuffle(e, y[i][j][0], y[i][j][1], h ? hi : lo);
                 LLVMValueRef at = kp_iaddc(e, ybase, i * m->ow + c0);
                 v = kp_emit_epilogue(e, e->node, a->p, v, at, lanes < vw ? (int)lanes : 0);
                 if (lanes < vw)
@@ -405,15 +379,38 @@ static void transform_output(KpEmit *e, const KpKernelArgs *a, const Wino *s, LL
     kp_loop_end(e, &lr);
 }
 
+void kp_wino_tiles(KpWino *s, int vw)
+{
+    const KpConvMap *m = &s->m;
+    s->th = kp_ceil_div(m->oh, 2);
+    s->tw = kp_ceil_div(m->ow, 2);
+    s->nj = kp_ceil_div(s->tw, vw);
+    s->rows_inside = m->pt <= 0 && 2 * (s->th - 1) - m->pt + 3 <= m->h - 1;
+}
+
+int64_t kp_wino_row_floats(const KpWino *s, int vw, int64_t rb)
+{
+    int64_t ts = kp_round_up((rb - 1) * s->tw + s->nj * vw, vw);
+    /* V's rows of one xi are 16*ts floats apart: a multiple of 1 KiB would
+     * put them in a few L1 sets */
+    return ts % 16 == 0 ? ts + 8 : ts;
+}
+
+LLVMValueRef kp_wino_rowbuf(KpEmit *e, const KpWino *s)
+{
+    LLVMValueRef rowbuf = kp_alloca(e, LLVMArrayType(e->f32, (unsigned)((2 * s->rb + 2) * s->nj * 4 * e->vw)), "rowbuf");
+    LLVMSetAlignment(rowbuf, 64);
+    return rowbuf;
+}
+
 /* item = n * blocks + block; block b is tile rows [b*rb, b*rb + rb) */
 static void wino_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
-    const Wino *s = user;
+    const KpWino *s = user;
     LLVMValueRef U = kp_scratch(e);
     LLVMValueRef V = kp_gep(e, U, kp_i64(e, s->u_floats));
     LLVMValueRef M = kp_gep(e, V, kp_i64(e, s->v_floats));
-    LLVMValueRef rowbuf = kp_alloca(e, LLVMArrayType(e->f32, (unsigned)((2 * s->rb + 2) * s->nj * 4 * e->vw)), "rowbuf");
-    LLVMSetAlignment(rowbuf, 64);
+    LLVMValueRef rowbuf = kp_wino_rowbuf(e, s);
     transform_weights(e, a, s, U);
     /* the lanes past an item's tiles are read, never used: keep them finite */
     LLVMBuildMemSet(e->b, V, LLVMConstInt(LLVMInt8TypeInContext(e->ctx), 0, 0),
@@ -424,7 +421,7 @@ static void wino_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef n = LLVMBuildUDiv(e->b, li.iv, kp_i64(e, blocks), "n");
     LLVMValueRef ty0 = kp_imulc(e, LLVMBuildURem(e->b, li.iv, kp_i64(e, blocks), ""), s->rb);
     LLVMValueRef nrows = kp_min_i64(e, kp_i64(e, s->rb), LLVMBuildNSWSub(e->b, kp_i64(e, s->th), ty0, ""));
-    transform_input(e, a, s, V, rowbuf, n, ty0, nrows);
+    kp_wino_transform_input(e, a, s, V, rowbuf, n, ty0, nrows);
     LLVMValueRef nvec = LLVMBuildUDiv(e->b, kp_iaddc(e, kp_imulc(e, nrows, s->tw), e->vw - 1),
                                       kp_i64(e, e->vw), "");
     gemm(e, s, U, V, M, nvec);
@@ -435,7 +432,7 @@ static void wino_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 /* The GEMM's cost for a block of rows tile rows: vectors of tiles, a
  * lone vector outside the whole register tiles counting double (FB
  * chains of fmas only: latency-bound). */
-static int64_t block_cost(const Wino *s, int vw, int64_t rows)
+static int64_t block_cost(const KpWino *s, int vw, int64_t rows)
 {
     int64_t nvec = kp_ceil_div(rows * s->tw, vw), rest = nvec % s->kv;
     return nvec - rest + (rest == 1 ? 2 : rest);
@@ -455,17 +452,15 @@ void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *map)
 {
     int64_t l1, l2, cores;
     kp_gemm_host(&l1, &l2, &cores);
-    Wino s = {.m = *map, .th = kp_ceil_div(map->oh, 2), .tw = kp_ceil_div(map->ow, 2)};
-    s.nj = kp_ceil_div(s.tw, e->vw);
+    KpWino s = {.m = *map};
+    kp_wino_tiles(&s, e->vw);
     s.kv = e->vw >= 16 ? 4 : 3;
     s.fb = kp_divisor_upto(map->cout, 4);
-    s.rows_inside = map->pt <= 0 && 2 * (s.th - 1) - map->pt + 3 <= map->h - 1;
     /* tile rows per item: the fewest vectors of GEMM work per tile over a
      * sample's blocks, V and M of a block in half of L2 */
     int64_t best = -1;
     for (int64_t rb = 1; rb <= s.th; rb++) {
-        int64_t ts = kp_round_up((rb - 1) * s.tw + s.nj * e->vw, e->vw);
-        if (rb > 1 && 4 * 16 * (map->cin + map->cout) * ts > l2 / 2)
+        if (rb > 1 && 4 * 16 * (map->cin + map->cout) * kp_wino_row_floats(&s, e->vw, rb) > l2 / 2)
             break;
         int64_t cost = (s.th / rb) * block_cost(&s, e->vw, rb);
         if (s.th % rb)
@@ -475,12 +470,7 @@ void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *map)
             s.rb = rb;
         }
     }
-    /* room for a row's last vector past the block's tiles */
-    s.ts = kp_round_up((s.rb - 1) * s.tw + s.nj * e->vw, e->vw);
-    /* V's rows of one xi are 16*ts floats apart: a multiple of 1 KiB would
-     * put them in a few L1 sets, which the GEMM's reads of them thrash */
-    if (s.ts % 16 == 0)
-        s.ts += 8;
+    s.ts = kp_wino_row_floats(&s, e->vw, s.rb);
     s.u_floats = 16 * map->cout * map->cin;
     s.v_floats = 16 * map->cin * s.ts;
     s.m_floats = 16 * map->cout * s.ts;

@@ -1,0 +1,393 @@
+/*
+ * emit_conv_winograd_w.c — conv2d's weight gradient for the 3x3 stride-1
+ * convolutions whose forward runs by Winograd's F(2x2, 3x3)
+ * (emit_conv_winograd.c).  The forward computes a 2x2 tile of Y as
+ * A^T [ sum over ci of U . V ] A, U = G g G^T, V = B^T d B; so
+ *
+ *   dU[xi][co][ci] = sum over the tiles t of every sample of  D[co][xi][t] V[xi][t][ci],
+ *   D = A dy A^T  (the tile's 2x2 of dy spread over 4x4),
+ *   dW[co][ci] = G^T dU[.][co][ci] G,
+ *
+ * 16 GEMMs whose reduction runs over the tiles: 2.25 times fewer
+ * multiply-adds than the 9 per output and channel pair of the direct
+ * weight gradient (emit_conv_grad_w.c).  The tiles are the forward's,
+ * those reaching past dy's edge (odd sizes) with their dy outside zero.
+ *
+ * Work items are S chunks of the batch (S: the host's cores, at most the
+ * batch).  A chunk sums its samples' tiles into its partial dU in the
+ * call's shared scratch, block by block (a block: RB tile rows of one
+ * sample):
+ *
+ *   V  <- the forward's input transform (kp_wino_transform_input):
+ *         V[ci][xi][t], vectors along the tiles
+ *   Vt <- V transposed in vw x vw blocks: Vt[xi][t][ci], vectors along
+ *         the input channels, which the GEMMs need: a reduction over t
+ *         with t along the lanes would leave every dU element in a
+ *         vector of partial sums, 16 x co x ci of them
+ *   D  <- per output channel, each tile row's two dy rows split into
+ *         even and odd columns (constant masks at the edge), A . A^T
+ *   dU <- the 16 GEMMs, xi by xi: FB output channels x KV vectors of
+ *         input channels in registers, D broadcast, Vt's rows streamed
+ *
+ * then counts itself done; the chunk that completes the count adds the
+ * S partials in order 0, 1, ... and writes dW = G^T dU G (added into a
+ * gradient slot that holds values).  Whichever thread that is, and
+ * whatever the thread count, the sums are the same (gemm_emit.c's split
+ * k works the same way; the last chunk sets the counter back to 0).
+ */
+#include <string.h>
+
+#include "emit_conv_winograd.h"
+
+typedef struct WinoW {
+    KpWino w;                   /* X = x (pointer 1); the tiles cover dy */
+    int64_t cip;                /* input channels in whole vectors */
+    int64_t tsv;                /* rows of Vt per xi: a block's tiles in whole vectors */
+    int64_t fb, kv;             /* GEMM register tile: output channels x vectors */
+    int64_t chunks;             /* S */
+    int64_t part_floats;        /* one chunk's partial dU [16][cout][cip] */
+    int64_t vt_floats;
+    int64_t shared_at;          /* the partials, then the counter (bytes) */
+} WinoW;
+
+enum { IDY = 0, IX = 1, IDW = 2 };
+
+/* Vt[xi][t][ci] from V[ci][xi][t] for the block's nvec vectors of tiles:
+ * vw rows of V at a time, transposed by log2(vw) rounds of interleaving
+ * row i with row i + vw/2 (the perfect shuffle). */
+static void transpose(KpEmit *e, const WinoW *s, LLVMValueRef V, LLVMValueRef Vt, LLVMValueRef nvec)
+{
+    const KpWino *w = &s->w;
+    int vw = e->vw;
+    int lo[64], hi[64];
+    for (int l = 0; l < vw; l++) {
+        lo[l] = l / 2 + (l % 2) * vw;
+        hi[l] = vw / 2 + l / 2 + (l % 2) * vw;
+    }
+    KpLoop lx, lg, lt;
+    kp_loop_begin(e, &lx, kp_i64(e, 0), kp_i64(e, 16), 1, "txi");
+    kp_loop_begin(e, &lg, kp_i64(e, 0), kp_i64(e, s->cip), vw, "tci");
+    kp_loop_begin(e, &lt, kp_i64(e, 0), nvec, 1, "ttv");
+    LLVMValueRef t0 = kp_imulc(e, lt.iv, vw);
+    LLVMValueRef from = kp_iadd(e, kp_imulc(e, kp_iadd(e, kp_imulc(e, lg.iv, 16), lx.iv), w->ts), t0);
+    LLVMValueRef row[64], next[64];
+    for (int c = 0; c < vw; c++)
+        row[c] = kp_load_vec(e, V, kp_iaddc(e, from, (int64_t)c * 16 * w->ts));
+    for (int round = 1; round < vw; round *= 2) {
+        for (int i = 0; i < vw / 2; i++) {
+            next[2 * i] = kp_wino_shuffle(e, row[i], row[i + vw / 2], lo);
+            next[2 * i + 1] = kp_wino_shuffle(e, row[i], row[i + vw / 2], hi);
+        }
+        memcpy(row, next, sizeof(LLVMValueRef) * (size_t)vw);
+    }
+    LLVMValueRef to = kp_iadd(e, kp_imulc(e, kp_iadd(e, kp_imulc(e, lx.iv, s->tsv), t0), s->cip), lg.iv);
+    for (int l = 0; l < vw; l++)
+        kp_store_vec(e, row[l], Vt, kp_iaddc(e, to, l * s->cip));
+    kp_loop_end(e, &lt);
+    kp_loop_end(e, &lg);
+    kp_loop_end(e, &lx);
+}
+
+/* A dy rows's two columns of vw tiles from tile column j*vw: the row's
+ * floats from column 2*j*vw as two vectors (the lanes past ow masked
+ * by constants), zero if valid is false, split into even and odd. */
+static void dy_row(KpEmit *e, const WinoW *s, LLVMValueRef dy, LLVMValueRef rowat, LLVMValueRef valid,
+                   int64_t j, LLVMValueRef *col)
+{
+    const KpConvMap *m = &s->w.m;
+    int vw = e->vw;
+    LLVMValueRef v[2];
+    for (int k = 0; k < 2; k++) {
+        int64_t c0 = 2 * j * vw + k * vw, on = m->ow - c0 < 0 ? 0 : m->ow - c0 < vw ? m->ow - c0 : vw;
+        LLVMValueRef at = kp_iaddc(e, rowat, c0);
+        if (on == 0)
+            v[k] = kp_fconst(e->vec, 0.0);
+        else if (on == vw)
+            v[k] = kp_load_vec(e, dy, at);
+        else
+            v[k] = kp_wino_masked_load(e, dy, at, kp_mask_first(e, (int)on));
+        if (valid && on > 0)
+            v[k] = LLVMBuildSelect(e->b, valid, v[k], kp_fconst(e->vec, 0.0), "");
+    }
+    int even[64], odd[64];
+    for (int l = 0; l < vw; l++)
+        even[l] = 2 * l, odd[l] = 2 * l + 1;
+    col[0] = kp_wino_shuffle(e, v[0], v[1], even);
+    col[1] = kp_wino_shuffle(e, v[0], v[1], odd);
+}
+
+/* A x for the two entries x0, x1 of a row or column of a dy tile:
+ * x0, x0 + x1, x0 - x1, -x1. */
+static void times_a(KpEmit *e, LLVMValueRef x0, LLVMValueRef x1, LLVMValueRef *out)
+{
+    out[0] = x0;
+    out[1] = kp_wino_fadd(e, x0, x1);
+    out[2] = kp_wino_fsub(e, x0, x1);
+    out[3] = LLVMBuildFNeg(e->b, x1, "");
+}
+
+/* D[co][xi][r*tw + tx] = (A dy A^T)[xi] of tile (ty0 + r, tx) of sample g,
+ * for the block's rows r < nrows; a row's last vector runs past its tiles
+ * into the next row's place, which that row then overwrites. */
+static void transform_dy(KpEmit *e, const KpKernelArgs *a, const WinoW *s, LLVMValueRef D,
+                         LLVMValueRef g, LLVMValueRef ty0, LLVMValueRef nrows)
+{
+    const KpWino *w = &s->w;
+    const KpConvMap *m = &w->m;
+    int vw = e->vw;
+    KpLoop lc, lr;
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cout), 1, "dco");
+    LLVMValueRef plane = kp_imulc(e, kp_iadd(e, kp_imulc(e, g, m->cout), lc.iv), m->oh * m->ow);
+    kp_loop_begin(e, &lr, kp_i64(e, 0), nrows, 1, "drow");
+    LLVMValueRef rowat[2], valid[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        LLVMValueRef y = kp_iaddc(e, kp_imulc(e, kp_iadd(e, ty0, lr.iv), 2), i);
+        if (i == 1 && m->oh % 2) {
+            /* the last tile row's second row lies past dy: zero */
+            valid[i] = LLVMBuildICmp(e->b, LLVMIntSLT, y, kp_i64(e, m->oh), "");
+            y = kp_min_i64(e, y, kp_i64(e, m->oh - 1));
+        }
+        rowat[i] = kp_iadd(e, plane, kp_imulc(e, y, m->ow));
+    }
+    LLVMValueRef at = kp_iadd(e, kp_imulc(e, lc.iv, 16 * w->ts), kp_imulc(e, lr.iv, w->tw));
+    for (int64_t j = 0; j < w->nj; j++) {
+        LLVMValueRef d[2][2], r[2][4];
+        for (int i = 0; i < 2; i++) {
+            dy_row(e, s, a->p[IDY], rowat[i], valid[i], j, d[i]);
+            times_a(e, d[i][0], d[i][1], r[i]);
+        }
+        for (int b = 0; b < 4; b++) {
+            LLVMValueRef col[4];
+            times_a(e, r[0][b], r[1][b], col);
+            for (int k = 0; k < 4; k++)
+                kp_store_vec(e, col[k], D, kp_iaddc(e, at, (k * 4 + b) * w->ts + j * vw));
+        }
+    }
+    kp_loop_end(e, &lr);
+    kp_loop_end(e, &lc);
+}
+
+/* dU[xi][co0 + f][(cv0 + k)*vw ..] += sum over the block's nt tiles of
+ * D[co0 + f][xi][t] Vt[xi][t][..], for f < fb, k < kv. */
+static void gemm_tile(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef Vt,
+                      LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, LLVMValueRef cv0, int fb, int kv)
+{
+    const KpWino *w = &s->w;
+    LLVMValueRef acc[24][4];
+    LLVMValueRef uat = kp_iadd(e, kp_imulc(e, kp_iadd(e, kp_imulc(e, xi, w->m.cout), co0), s->cip),
+                               kp_imulc(e, cv0, e->vw));
+    for (int f = 0; f < fb; f++)
+        for (int k = 0; k < kv; k++) {
+            acc[f][k] = kp_alloca(e, e->vec, "acc");
+            LLVMBuildStore(e->b, kp_load_vec(e, dU, kp_iaddc(e, uat, f * s->cip + k * e->vw)), acc[f][k]);
+        }
+    LLVMValueRef drow = kp_imulc(e, kp_iadd(e, kp_imulc(e, co0, 16), xi), w->ts);
+    LLVMValueRef vrow = kp_iadd(e, kp_imulc(e, kp_imulc(e, xi, s->tsv), s->cip), kp_imulc(e, cv0, e->vw));
+    KpLoop lt;
+    kp_loop_begin(e, &lt, kp_i64(e, 0), nt, 1, "gt");
+    LLVMValueRef vv[4];
+    LLVMValueRef vat = kp_iadd(e, vrow, kp_imulc(e, lt.iv, s->cip));
+    for (int k = 0; k < kv; k++)
+        vv[k] = kp_load_vec(e, Vt, kp_iaddc(e, vat, k * e->vw));
+    for (int f = 0; f < fb; f++) {
+        LLVMValueRef dat = kp_iadd(e, kp_iaddc(e, drow, f * 16 * w->ts), lt.iv);
+        LLVMValueRef dv = kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, D, dat), ""));
+        for (int k = 0; k < kv; k++) {
+            LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, acc[f][k], "");
+            LLVMBuildStore(e->b, kp_fma(e, dv, vv[k], old), acc[f][k]);
+        }
+    }
+    kp_loop_end(e, &lt);
+    for (int f = 0; f < fb; f++)
+        for (int k = 0; k < kv; k++)
+            kp_store_vec(e, LLVMBuildLoad2(e->b, e->vec, acc[f][k], ""), dU,
+                         kp_iaddc(e, uat, f * s->cip + k * e->vw));
+}
+
+/* Output channels co0 .. co0 + fb: the whole KV tiles of input channel
+ * vectors, then the vectors left. */
+static void gemm_row(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef Vt,
+                     LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, int fb)
+{
+    int64_t ncv = s->cip / e->vw, whole = ncv / s->kv * s->kv;
+    KpLoop lv;
+    kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, whole), s->kv, "gcv");
+    gemm_tile(e, s, dU, D, Vt, nt, xi, co0, lv.iv, fb, (int)s->kv);
+    kp_loop_end(e, &lv);
+    if (ncv > whole)
+        gemm_tile(e, s, dU, D, Vt, nt, xi, co0, kp_i64(e, whole), fb, (int)(ncv - whole));
+}
+
+/* The 16 GEMMs of a block of nt tiles into the chunk's dU. */
+static void gemm(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef Vt,
+                 LLVMValueRef nt)
+{
+    int64_t cout = s->w.m.cout, whole = cout / s->fb * s->fb;
+    KpLoop lx, lc;
+    kp_loop_begin(e, &lx, kp_i64(e, 0), kp_i64(e, 16), 1, "gxi");
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, whole), s->fb, "gco");
+    gemm_row(e, s, dU, D, Vt, nt, lx.iv, lc.iv, (int)s->fb);
+    kp_loop_end(e, &lc);
+    if (cout > whole)
+        gemm_row(e, s, dU, D, Vt, nt, lx.iv, kp_i64(e, whole), (int)(cout - whole));
+    kp_loop_end(e, &lx);
+}
+
+/* G^T x for the four entries x0..x3 of a column or row of dU:
+ * x0 + (x1 + x2)/2, (x1 - x2)/2, (x1 + x2)/2 + x3. */
+static void times_gt(KpEmit *e, LLVMValueRef const *x, LLVMValueRef *out)
+{
+    LLVMValueRef h = kp_wino_fhalf(e, kp_wino_fadd(e, x[1], x[2]));
+    out[0] = kp_wino_fadd(e, x[0], h);
+    out[1] = kp_wino_fhalf(e, kp_wino_fsub(e, x[1], x[2]));
+    out[2] = kp_wino_fadd(e, h, x[3]);
+}
+
+/* dW (+)= G^T (the chunks' partials added in order) G, vw input channels
+ * at a time (scattered: they are 9 floats apart in dW). */
+static void finish(KpEmit *e, const KpKernelArgs *a, const WinoW *s, LLVMValueRef part0,
+                   LLVMValueRef chunks)
+{
+    const KpConvMap *m = &s->w.m;
+    int vw = e->vw;
+    KpLoop lc, lv, ls;
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cout), 1, "wco");
+    kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, m->cin), vw, "wci");
+    LLVMValueRef at = kp_iadd(e, kp_imulc(e, lc.iv, s->cip), lv.iv);
+    LLVMValueRef sum[16];
+    for (int xi = 0; xi < 16; xi++) {
+        sum[xi] = kp_alloca(e, e->vec, "du");
+        LLVMBuildStore(e->b, kp_load_vec(e, part0, kp_iaddc(e, at, xi * m->cout * s->cip)), sum[xi]);
+    }
+    kp_loop_begin(e, &ls, kp_i64(e, 1), chunks, 1, "wsum");
+    LLVMValueRef pat = kp_iadd(e, at, kp_imulc(e, ls.iv, s->part_floats));
+    for (int xi = 0; xi < 16; xi++) {
+        LLVMValueRef v = kp_load_vec(e, part0, kp_iaddc(e, pat, xi * m->cout * s->cip));
+        LLVMBuildStore(e->b, kp_wino_fadd(e, LLVMBuildLoad2(e->b, e->vec, sum[xi], ""), v), sum[xi]);
+    }
+    kp_loop_end(e, &ls);
+    LLVMValueRef u[4][4], t[3][4], out[3][3];
+    for (int xi = 0; xi < 16; xi++)
+        u[xi / 4][xi % 4] = LLVMBuildLoad2(e->b, e->vec, sum[xi], "");
+    for (int b = 0; b < 4; b++) {
+        LLVMValueRef x[4] = {u[0][b], u[1][b], u[2][b], u[3][b]}, y[3];
+        times_gt(e, x, y);
+        for (int k = 0; k < 3; k++)
+            t[k][b] = y[k];
+    }
+    for (int k = 0; k < 3; k++)
+        times_gt(e, t[k], out[k]);
+    LLVMValueRef mask = kp_wino_below(e, lv.iv, m->cin);
+    LLVMValueRef base = kp_imulc(e, kp_iadd(e, kp_imulc(e, lc.iv, m->cin), lv.iv), 9);
+    for (int k = 0; k < 9; k++) {
+        LLVMValueRef idx = kp_lane_index(e, kp_iaddc(e, base, k), 9);
+        LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, a->p[IDW], &idx, 1, "");
+        LLVMValueRef v = out[k / 3][k % 3];
+        if (e->accumulate) {
+            LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
+            LLVMValueRef args[4] = {ptrs, kp_i32(e, 4), mask, kp_fconst(e->vec, 0.0)};
+            v = kp_wino_fadd(e, v, kp_intrinsic(e, "llvm.masked.gather", over, 2, args, 4));
+        }
+        LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
+        LLVMValueRef args[4] = {v, ptrs, kp_i32(e, 4), mask};
+        kp_intrinsic(e, "llvm.masked.scatter", over, 2, args, 4);
+    }
+    kp_loop_end(e, &lv);
+    kp_loop_end(e, &lc);
+}
+
+/* item c: chunk c of the batch, samples [c*n/S, (c+1)*n/S) */
+static void wino_w_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const WinoW *s = user;
+    const KpWino *w = &s->w;
+    LLVMTypeRef i8 = LLVMInt8TypeInContext(e->ctx);
+    LLVMValueRef V = kp_scratch(e);
+    LLVMValueRef Vt = kp_gep(e, V, kp_i64(e, w->v_floats));
+    LLVMValueRef D = kp_gep(e, Vt, kp_i64(e, s->vt_floats));
+    LLVMValueRef rowbuf = kp_wino_rowbuf(e, w);
+    /* V's channels past cin are transposed too: zero */
+    LLVMBuildMemSet(e->b, V, LLVMConstInt(i8, 0, 0), kp_i64(e, 4 * w->v_floats), 4);
+    LLVMValueRef shared = kp_scratch_shared_at(e, s->shared_at);
+    LLVMValueRef chunks = kp_min_i64(e, a->n, kp_i64(e, s->chunks));
+    int64_t blocks = kp_ceil_div(w->th, w->rb);
+    KpLoop li, lg, lb;
+    kp_loop_begin(e, &li, a->begin, a->end, 1, "chunk");
+    LLVMValueRef dU = kp_gep(e, shared, kp_imulc(e, li.iv, s->part_floats));
+    LLVMBuildMemSet(e->b, dU, LLVMConstInt(i8, 0, 0), kp_i64(e, 4 * s->part_floats), 4);
+    LLVMValueRef g0 = LLVMBuildUDiv(e->b, LLVMBuildNSWMul(e->b, li.iv, a->n, ""), chunks, "");
+    LLVMValueRef g1 = LLVMBuildUDiv(e->b, LLVMBuildNSWMul(e->b, kp_iaddc(e, li.iv, 1), a->n, ""), chunks, "");
+    kp_loop_begin(e, &lg, g0, g1, 1, "sample");
+    kp_loop_begin(e, &lb, kp_i64(e, 0), kp_i64(e, blocks), 1, "block");
+    LLVMValueRef ty0 = kp_imulc(e, lb.iv, w->rb);
+    LLVMValueRef nrows = kp_min_i64(e, kp_i64(e, w->rb), LLVMBuildNSWSub(e->b, kp_i64(e, w->th), ty0, ""));
+    LLVMValueRef nt = kp_imulc(e, nrows, w->tw);
+    kp_wino_transform_input(e, a, w, V, rowbuf, lg.iv, ty0, nrows);
+    transpose(e, s, V, Vt, LLVMBuildUDiv(e->b, kp_iaddc(e, nt, e->vw - 1), kp_i64(e, e->vw), ""));
+    transform_dy(e, a, s, D, lg.iv, ty0, nrows);
+    gemm(e, s, dU, D, Vt, nt);
+    kp_loop_end(e, &lb);
+    kp_loop_end(e, &lg);
+
+    LLVMValueRef cat = kp_i64(e, s->chunks * s->part_floats * 4);
+    LLVMValueRef counter = LLVMBuildInBoundsGEP2(e->b, i8, shared, &cat, 1, "");
+    LLVMValueRef done = LLVMBuildAtomicRMW(e->b, LLVMAtomicRMWBinOpAdd, counter, kp_i64(e, 1),
+                                           LLVMAtomicOrderingAcquireRelease, 0);
+    LLVMValueRef last = LLVMBuildICmp(e->b, LLVMIntEQ, done, kp_iaddc(e, chunks, -1), "");
+    LLVMBasicBlockRef join = kp_if_begin(e, last, "reduce");
+    finish(e, a, s, shared, chunks);
+    LLVMValueRef reset = LLVMBuildStore(e->b, kp_i64(e, 0), counter);
+    LLVMSetOrdering(reset, LLVMAtomicOrderingRelease);
+    LLVMSetAlignment(reset, 8);
+    kp_if_end(e, join);
+    kp_loop_end(e, &li);
+}
+
+/* dy [N,F,OH,OW], x [N,C,H,W] -> dW [F,C,3,3] */
+bool kp_emit_conv2d_winograd_w(KpEmit *e, const KpNode *n)
+{
+    const KpValue *dy = n->in[0], *x = n->in[1];
+    KpConvMap m = {.cin = x->dims[1], .h = x->dims[2], .w = x->dims[3],
+                   .cout = dy->dims[1], .oh = dy->dims[2], .ow = dy->dims[3],
+                   .ix = IX, .iw = -1, .ib = -1, .iy = IDW};
+    kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
+    int64_t max_batch = e->g ? e->g->max_batch : 1;
+    if (!kp_conv_winograd_fits(&m, max_batch))
+        return false;
+    int64_t l1, l2, cores;
+    kp_gemm_host(&l1, &l2, &cores);
+    int vw = e->vw;
+    WinoW s = {.w = {.m = m}, .cip = kp_round_up(m.cin, vw)};
+    KpWino *w = &s.w;
+    kp_wino_tiles(w, vw);
+    s.kv = s.cip / vw < 2 ? s.cip / vw : 2;
+    s.fb = (vw >= 16 ? 24 : 12) / s.kv;
+    s.fb = s.fb > m.cout ? m.cout : s.fb;
+    s.chunks = cores < max_batch ? cores : max_batch;
+    s.part_floats = 16 * m.cout * s.cip;
+    /* tile rows per block: as many as keep V, Vt and D in what L2 the
+     * partial dU leaves, and a GEMM's rows of Vt (read again for every
+     * output channel tile) in half of L1; then blocks of even size */
+    int64_t rb = w->th;
+    for (; rb > 1; rb--) {
+        int64_t ts = kp_wino_row_floats(w, vw, rb), tsv = kp_round_up(rb * w->tw, vw);
+        int64_t bytes = 4 * 16 * (s.cip * ts + tsv * s.cip + m.cout * ts);
+        if (bytes + 4 * s.part_floats <= l2 && 4 * rb * w->tw * s.cip <= l1 / 2)
+            break;
+    }
+    w->rb = kp_ceil_div(w->th, kp_ceil_div(w->th, rb));
+    w->ts = kp_wino_row_floats(w, vw, w->rb);
+    s.tsv = kp_round_up(w->rb * w->tw, vw);
+    w->v_floats = 16 * s.cip * w->ts;
+    s.vt_floats = 16 * s.tsv * s.cip;
+    int64_t bytes = 4 * (w->v_floats + s.vt_floats + 16 * m.cout * w->ts);
+    if (bytes > e->scratch_bytes)
+        e->scratch_bytes = bytes;
+    s.shared_at = e->scratch_shared_bytes;
+    e->scratch_shared_bytes += kp_round_up(4 * s.chunks * s.part_floats + 8, 64);
+    LLVMValueRef items = kp_min_i64(e, e->n, kp_i64(e, s.chunks));
+    int64_t macs = max_batch * m.cout * m.oh * m.ow * m.cin * 9;
+    kp_emit_parallel(e, "conv_winograd_w", kp_i64(e, 0), items, s.chunks > 1 && macs >= (1 << 19),
+                     wino_w_kernel, &s);
+    return true;
+}
