@@ -500,7 +500,7 @@ bool kp_emit_conv2d_winograd(KpEmit *e, const KpNode *n, bool grad_x)
         m = one;
     }
     /* it stores its outputs: a gradient slot to add into stays with the others */
-    if (e->accumulate || !kp_conv_winograd_fits(&m, e->g ? e->g->max_batch : 1))
+    if (e->accumulate || !kp_conv_winograd_fits(&m, e->g ? e->g->max_batch : 1, KP_WINO_MIN_CHANNELS))
         return false;
     kp_emit_conv_winograd(e, &m);
     return true;

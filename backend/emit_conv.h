@@ -66,7 +66,11 @@ bool kp_emit_conv_grad_x_rows(KpEmit *e, const KpConvMap *m);
  * of max_batch, and the kernel.  kp_emit_conv2d_winograd emits conv2d's
  * forward (or its input gradient) that way when it fits; false (nothing
  * emitted) when not. */
-bool kp_conv_winograd_fits(const KpConvMap *m, int64_t max_batch);
+bool kp_conv_winograd_fits(const KpConvMap *m, int64_t max_batch, int64_t min_channels);
+/* Fewer input or output channels than this keep the direct forward and
+ * input gradient: at 16, resnet_cifar's 3x3 layers measured no faster by
+ * Winograd forward and slower for the input gradient on 2 threads. */
+enum { KP_WINO_MIN_CHANNELS = 32 };
 void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *m);
 bool kp_emit_conv2d_winograd(KpEmit *e, const KpNode *n, bool grad_x);
 /* conv2d_grad_w n the same way (emit_conv_winograd_w.c) when its forward

@@ -50,9 +50,6 @@
  */
 #include "emit_conv_winograd.h"
 
-/* Fewer input or output channels than this keep the direct kernel. */
-enum { WINO_MIN_CHANNELS = 32 };
-
 
 /* A <vw x i32> shuffle mask from idx. */
 static LLVMValueRef shuffle_mask(KpEmit *e, const int *idx)
@@ -438,13 +435,13 @@ static int64_t block_cost(const KpWino *s, int vw, int64_t rows)
     return nvec - rest + (rest == 1 ? 2 : rest);
 }
 
-bool kp_conv_winograd_fits(const KpConvMap *m, int64_t max_batch)
+bool kp_conv_winograd_fits(const KpConvMap *m, int64_t max_batch, int64_t min_channels)
 {
     /* the transformed weights, read whole by every item, within L2 */
     int64_t l1, l2, cores;
     kp_gemm_host(&l1, &l2, &cores);
     return !m->transposed && m->kh == 3 && m->kw == 3 && m->sh == 1 && m->sw == 1 && m->dh == 1 &&
-           m->dw == 1 && m->cin >= WINO_MIN_CHANNELS && m->cout >= WINO_MIN_CHANNELS &&
+           m->dw == 1 && m->cin >= min_channels && m->cout >= min_channels &&
            4 * 16 * m->cin * m->cout <= l2 && max_batch >= 2;
 }
 

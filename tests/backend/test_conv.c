@@ -11,7 +11,9 @@
  *               input gradients whose dy rows fill more lanes than dx's
  *               (the row kernel: padding top or left, a masked dy vector);
  *               Winograd's 3x3 kernel (fashion_cnn's conv2, odd output
- *               sizes with padding, 34 and 36 channels)
+ *               sizes with padding, 34 and 36 channels; its weight
+ *               gradient from 16 channels: 17 -> 19 too, several samples
+ *               a block and a chunk of the batch each)
  *   batches     n = 1, 2 and 3 of a largest batch of 3
  *   targets     the host (AVX-512 here) and x86-64-v3 (AVX2), each that
  *               this CPU runs; and x86-64-v3 with the kernels of 16- and
