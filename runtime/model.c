@@ -195,13 +195,15 @@ static int check_desc(const KarpModelDesc *d, const char *what, karp_error *err)
                            what, (long long)d->nvalues);
     for (int64_t k = 0; k < d->nvalues; k++) {
         const KarpValueDesc *v = &d->values[k];
-        int64_t floats = v->sample_floats > 0 && v->sample_floats <= MAX_FLOATS / d->max_batch
-                             ? v->sample_floats * d->max_batch
-                             : v->fixed_floats;
+        /* a per-sample count too large for the largest batch is out of its slab too */
+        int64_t floats = v->sample_floats > MAX_FLOATS / d->max_batch ? MAX_FLOATS + 1
+                         : v->sample_floats > 0                        ? v->sample_floats * d->max_batch
+                                                                       : v->fixed_floats;
         int64_t limit = v->where == KARP_VAL_TWS ? d->train_workspace_bytes / 4 : d->param_floats;
         int64_t start = v->where == KARP_VAL_TWS ? v->offset / 4 : v->offset;
         if (!v->layer || !v->op || v->where < KARP_VAL_TWS || v->where > KARP_VAL_PARAMS ||
-            v->phase < 0 || v->phase > 4 || v->offset < 0 || v->sample_floats < 0 ||
+            v->phase < 0 || v->phase > 4 || v->offset < 0 ||
+            (v->where == KARP_VAL_TWS && v->offset % 4 != 0) || v->sample_floats < 0 ||
             v->fixed_floats < 0 || (v->sample_floats > 0) == (v->fixed_floats > 0) ||
             floats > limit || start > limit - floats)
             return kp_rt_error(err, KARP_EFORMAT,

@@ -235,6 +235,22 @@ START_TEST(test_bad_descriptors)
     d = tiny_desc();
     d.train_workspace_bytes = -4;
     expect_refused(&d, KARP_EFORMAT, "model 'tiny': invalid descriptor: train_workspace_bytes -4");
+    /* The values the numerics check reads (ABI 4): a byte offset that
+     * is no whole float, or a count per sample too large for any batch,
+     * would read past the training workspace (found by fuzz_desc). */
+    KarpValueDesc vs[1] = {{"dense", "relu", KARP_VAL_TWS, 0, 2, 0, 7}};
+    d = tiny_desc();
+    d.nvalues = 1;
+    d.values = vs;
+    expect_refused(&d, KARP_EFORMAT, "model 'tiny': invalid descriptor: value 0 lies outside its slab");
+    vs[0].offset = 4;
+    vs[0].fixed_floats = 0;
+    vs[0].sample_floats = (int64_t)1 << 62;
+    expect_refused(&d, KARP_EFORMAT, "model 'tiny': invalid descriptor: value 0 lies outside its slab");
+    vs[0].sample_floats = 1;    /* 4 samples from float 1 of 8: inside */
+    karp_model *ok = kp_rt_model_new(&d, NULL, NULL, NULL);
+    ck_assert_ptr_nonnull(ok);
+    karp_close(ok);
     d = tiny_desc();
     d.max_batch = (int64_t)1 << 39;
     expect_refused(&d, KARP_EFORMAT,
