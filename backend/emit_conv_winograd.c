@@ -50,7 +50,6 @@
  */
 #include "emit_conv_winograd.h"
 
-
 /* A <vw x i32> shuffle mask from idx. */
 static LLVMValueRef shuffle_mask(KpEmit *e, const int *idx)
 {
@@ -60,18 +59,52 @@ static LLVMValueRef shuffle_mask(KpEmit *e, const int *idx)
     return LLVMConstVector(el, (unsigned)e->vw);
 }
 
-LLVMValueRef kp_wino_shuffle(KpEmit *e, LLVMValueRef a, LLVMValueRef b, const int *idx)
+static LLVMValueRef shuffle(KpEmit *e, LLVMValueRef a, LLVMValueRef b, const int *idx)
 {
     return LLVMBuildShuffleVector(e->b, a, b, shuffle_mask(e, idx), "");
 }
 
-LLVMValueRef kp_wino_masked_load(KpEmit *e, LLVMValueRef p, LLVMValueRef at, LLVMValueRef mask)
+/* Lanes l of p[at ..] where in[l] (constants), the others zero; all zero
+ * where valid (an i1, or NULL: always) is false. */
+LLVMValueRef kp_wino_row_vector(KpEmit *e, LLVMValueRef p, LLVMValueRef at, const bool *in,
+                                LLVMValueRef valid)
 {
-    LLVMTypeRef over[2] = {e->vec, e->ptr};
-    /* the address of a masked-off lane may lie outside the tensor: plain GEP */
-    LLVMValueRef args[4] = {LLVMBuildGEP2(e->b, e->f32, p, &at, 1, ""), kp_i32(e, 4), mask,
-                            kp_fconst(e->vec, 0.0)};
-    return kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+    int on = 0;
+    LLVMValueRef bits[64];
+    for (int l = 0; l < e->vw; l++) {
+        on += in[l];
+        bits[l] = LLVMConstInt(LLVMInt1TypeInContext(e->ctx), in[l], 0);
+    }
+    if (on == 0)
+        return kp_fconst(e->vec, 0.0);
+    LLVMValueRef v;
+    if (on == e->vw) {
+        v = kp_load_vec(e, p, at);
+    } else {
+        LLVMTypeRef over[2] = {e->vec, e->ptr};
+        /* the address of a masked-off lane may lie outside the tensor: plain GEP */
+        LLVMValueRef args[4] = {LLVMBuildGEP2(e->b, e->f32, p, &at, 1, ""), kp_i32(e, 4),
+                                LLVMConstVector(bits, (unsigned)e->vw), kp_fconst(e->vec, 0.0)};
+        v = kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+    }
+    return valid ? LLVMBuildSelect(e->b, valid, v, kp_fconst(e->vec, 0.0), "") : v;
+}
+
+void kp_wino_split(KpEmit *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef *even_odd)
+{
+    int even[64], odd[64];
+    for (int l = 0; l < e->vw; l++)
+        even[l] = 2 * l, odd[l] = 2 * l + 1;
+    even_odd[0] = shuffle(e, a, b, even);
+    even_odd[1] = shuffle(e, a, b, odd);
+}
+
+LLVMValueRef kp_wino_interleave(KpEmit *e, LLVMValueRef a, LLVMValueRef b, bool upper)
+{
+    int idx[64];
+    for (int l = 0; l < e->vw; l++)
+        idx[l] = (upper ? e->vw / 2 : 0) + l / 2 + (l % 2) * e->vw;
+    return shuffle(e, a, b, idx);
 }
 
 LLVMValueRef kp_wino_below(KpEmit *e, LLVMValueRef ci0, int64_t c)
@@ -164,34 +197,21 @@ static void patch_row(KpEmit *e, const KpWino *s, LLVMValueRef X, LLVMValueRef r
     int64_t ix0 = 2 * j * vw - m->pl;
     LLVMValueRef v[3];
     for (int k = 0; k < 3; k++) {
-        LLVMValueRef bits[64];
-        int on = 0;
+        bool in[64];
         for (int l = 0; l < vw; l++) {
             int64_t ix = ix0 + k * vw + l;
-            bool in = ix >= 0 && ix < m->w && (k < 2 || l < 2);
-            on += in;
-            bits[l] = LLVMConstInt(LLVMInt1TypeInContext(e->ctx), in, 0);
+            in[l] = ix >= 0 && ix < m->w && (k < 2 || l < 2);
         }
-        LLVMValueRef at = kp_iaddc(e, rowat, ix0 + k * vw);
-        if (on == 0)
-            v[k] = kp_fconst(e->vec, 0.0);
-        else if (on == vw)
-            v[k] = kp_load_vec(e, X, at);
-        else
-            v[k] = kp_wino_masked_load(e, X, at, LLVMConstVector(bits, (unsigned)vw));
-        if (valid && on > 0)
-            v[k] = LLVMBuildSelect(e->b, valid, v[k], kp_fconst(e->vec, 0.0), "");
+        v[k] = kp_wino_row_vector(e, X, kp_iaddc(e, rowat, ix0 + k * vw), in, valid);
     }
-    int even[64], odd[64], next0[64], next1[64];
+    int next0[64], next1[64];
     for (int l = 0; l < vw; l++) {
-        even[l] = 2 * l, odd[l] = 2 * l + 1;
         next0[l] = l < vw - 1 ? l + 1 : vw;
         next1[l] = l < vw - 1 ? l + 1 : vw + 1;
     }
-    col[0] = kp_wino_shuffle(e, v[0], v[1], even);
-    col[1] = kp_wino_shuffle(e, v[0], v[1], odd);
-    col[2] = kp_wino_shuffle(e, col[0], v[2], next0);
-    col[3] = kp_wino_shuffle(e, col[1], v[2], next1);
+    kp_wino_split(e, v[0], v[1], col);
+    col[2] = shuffle(e, col[0], v[2], next0);
+    col[3] = shuffle(e, col[1], v[2], next1);
 }
 
 /* V[ci][xi][r*tw + tx] = (B^T d B)[xi] of tile (ty0 + r, tx) of sample n,
@@ -317,11 +337,6 @@ static void transform_output(KpEmit *e, const KpKernelArgs *a, const KpWino *s, 
     const KpConvMap *m = &s->m;
     int vw = e->vw;
     LLVMValueRef Y = a->p[m->iy];
-    int lo[64], hi[64];
-    for (int l = 0; l < vw; l++) {
-        lo[l] = l / 2 + (l % 2) * vw;
-        hi[l] = vw / 2 + l / 2 + (l % 2) * vw;
-    }
     KpLoop lr, lc;
     kp_loop_begin(e, &lr, kp_i64(e, 0), nrows, 1, "yrow");
     LLVMValueRef ty = kp_iadd(e, ty0, lr.iv);
@@ -361,7 +376,7 @@ static void transform_output(KpEmit *e, const KpKernelArgs *a, const KpWino *s, 
                 int64_t lanes = m->ow - c0 < vw ? m->ow - c0 : vw;
                 if (lanes <= 0)
                     continue;
-                LLVMValueRef v = kp_wino_shuffle(e, y[i][j][0], y[i][j][1], h ? hi : lo);
+                LLVMValueRef v = kp_wino_interleave(e, y[i][j][0], y[i][j][1], h);
                 LLVMValueRef at = kp_iaddc(e, ybase, i * m->ow + c0);
                 v = kp_emit_epilogue(e, e->node, a->p, v, at, lanes < vw ? (int)lanes : 0);
                 if (lanes < vw)

@@ -26,9 +26,15 @@ void kp_wino_tiles(KpWino *s, int vw);
  * 16 * ts apart would share a few L1 sets, which the GEMMs thrash). */
 int64_t kp_wino_row_floats(const KpWino *s, int vw, int64_t rb);
 
-LLVMValueRef kp_wino_shuffle(KpEmit *e, LLVMValueRef a, LLVMValueRef b, const int *idx);
-/* p[at ..] with the lanes of the constant mask (<vw x i1>) off read as 0 */
-LLVMValueRef kp_wino_masked_load(KpEmit *e, LLVMValueRef p, LLVMValueRef at, LLVMValueRef mask);
+/* Lanes l of p[at ..] where in[l] (constants: padding, a row's end),
+ * the others zero; all zero where valid (an i1, or NULL: always) is false
+ * (a row in the padding, at a clamped address). */
+LLVMValueRef kp_wino_row_vector(KpEmit *e, LLVMValueRef p, LLVMValueRef at, const bool *in,
+                                LLVMValueRef valid);
+/* The even and the odd lanes of a, b side by side: even_odd[0], [1]. */
+void kp_wino_split(KpEmit *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef *even_odd);
+/* a and b interleaved, lanes from their lower (or upper) halves. */
+LLVMValueRef kp_wino_interleave(KpEmit *e, LLVMValueRef a, LLVMValueRef b, bool upper);
 /* Lanes l with ci0 + l < c, as <vw x i1>. */
 LLVMValueRef kp_wino_below(KpEmit *e, LLVMValueRef ci0, int64_t c);
 

@@ -43,7 +43,6 @@ typedef struct WinoW {
     KpWino w;                   /* X = x (pointer 1); the tiles cover dy */
     int64_t cip;                /* input channels in whole vectors */
     int64_t tsv;                /* rows of Vt per xi: a block's tiles in whole vectors */
-    int64_t fb, kv;             /* GEMM register tile: output channels x vectors */
     int64_t gb;                 /* samples per block (1 unless rb is th) */
     int64_t chunks;             /* S */
     int64_t part_floats;        /* one chunk's partial dU [16][cout][cip] */
@@ -70,11 +69,6 @@ static void transpose(KpEmit *e, const WinoW *s, LLVMValueRef V, LLVMValueRef Vt
 {
     const KpWino *w = &s->w;
     int vw = e->vw;
-    int lo[64], hi[64];
-    for (int l = 0; l < vw; l++) {
-        lo[l] = l / 2 + (l % 2) * vw;
-        hi[l] = vw / 2 + l / 2 + (l % 2) * vw;
-    }
     KpLoop lx, lg, lt;
     kp_loop_begin(e, &lx, kp_i64(e, 0), kp_i64(e, 16), 1, "txi");
     kp_loop_begin(e, &lg, kp_i64(e, 0), kp_i64(e, s->cip), vw, "tci");
@@ -86,8 +80,8 @@ static void transpose(KpEmit *e, const WinoW *s, LLVMValueRef V, LLVMValueRef Vt
         row[c] = kp_load_vec(e, V, kp_iaddc(e, from, (int64_t)c * 16 * w->ts));
     for (int round = 1; round < vw; round *= 2) {
         for (int i = 0; i < vw / 2; i++) {
-            next[2 * i] = kp_wino_shuffle(e, row[i], row[i + vw / 2], lo);
-            next[2 * i + 1] = kp_wino_shuffle(e, row[i], row[i + vw / 2], hi);
+            next[2 * i] = kp_wino_interleave(e, row[i], row[i + vw / 2], false);
+            next[2 * i + 1] = kp_wino_interleave(e, row[i], row[i + vw / 2], true);
         }
         memcpy(row, next, sizeof(LLVMValueRef) * (size_t)vw);
     }
@@ -109,22 +103,12 @@ static void dy_row(KpEmit *e, const WinoW *s, LLVMValueRef dy, LLVMValueRef rowa
     int vw = e->vw;
     LLVMValueRef v[2];
     for (int k = 0; k < 2; k++) {
-        int64_t c0 = 2 * j * vw + k * vw, on = m->ow - c0 < 0 ? 0 : m->ow - c0 < vw ? m->ow - c0 : vw;
-        LLVMValueRef at = kp_iaddc(e, rowat, c0);
-        if (on == 0)
-            v[k] = kp_fconst(e->vec, 0.0);
-        else if (on == vw)
-            v[k] = kp_load_vec(e, dy, at);
-        else
-            v[k] = kp_wino_masked_load(e, dy, at, kp_mask_first(e, (int)on));
-        if (valid && on > 0)
-            v[k] = LLVMBuildSelect(e->b, valid, v[k], kp_fconst(e->vec, 0.0), "");
+        bool in[64];
+        for (int l = 0; l < vw; l++)
+            in[l] = 2 * j * vw + k * vw + l < m->ow;
+        v[k] = kp_wino_row_vector(e, dy, kp_iaddc(e, rowat, 2 * j * vw + k * vw), in, valid);
     }
-    int even[64], odd[64];
-    for (int l = 0; l < vw; l++)
-        even[l] = 2 * l, odd[l] = 2 * l + 1;
-    col[0] = kp_wino_shuffle(e, v[0], v[1], even);
-    col[1] = kp_wino_shuffle(e, v[0], v[1], odd);
+    kp_wino_split(e, v[0], v[1], col);
 }
 
 /* A x for the two entries x0, x1 of a row or column of a dy tile:
@@ -220,10 +204,10 @@ static void gemm_tile(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D
 static void gemm_row(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef Vt,
                      LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, int fb)
 {
-    int64_t ncv = s->cip / e->vw, whole = ncv / s->kv * s->kv;
+    int64_t ncv = s->cip / e->vw, whole = ncv / s->w.kv * s->w.kv;
     KpLoop lv;
-    kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, whole), s->kv, "gcv");
-    gemm_tile(e, s, dU, D, Vt, nt, xi, co0, lv.iv, fb, (int)s->kv);
+    kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, whole), s->w.kv, "gcv");
+    gemm_tile(e, s, dU, D, Vt, nt, xi, co0, lv.iv, fb, (int)s->w.kv);
     kp_loop_end(e, &lv);
     if (ncv > whole)
         gemm_tile(e, s, dU, D, Vt, nt, xi, co0, kp_i64(e, whole), fb, (int)(ncv - whole));
@@ -233,11 +217,11 @@ static void gemm_row(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D,
 static void gemm(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef Vt,
                  LLVMValueRef nt)
 {
-    int64_t cout = s->w.m.cout, whole = cout / s->fb * s->fb;
+    int64_t cout = s->w.m.cout, whole = cout / s->w.fb * s->w.fb;
     KpLoop lx, lc;
     kp_loop_begin(e, &lx, kp_i64(e, 0), kp_i64(e, 16), 1, "gxi");
-    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, whole), s->fb, "gco");
-    gemm_row(e, s, dU, D, Vt, nt, lx.iv, lc.iv, (int)s->fb);
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, whole), s->w.fb, "gco");
+    gemm_row(e, s, dU, D, Vt, nt, lx.iv, lc.iv, (int)s->w.fb);
     kp_loop_end(e, &lc);
     if (cout > whole)
         gemm_row(e, s, dU, D, Vt, nt, lx.iv, kp_i64(e, whole), (int)(cout - whole));
@@ -317,8 +301,11 @@ static void wino_w_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef Vt = kp_gep(e, V, kp_i64(e, w->v_floats));
     LLVMValueRef D = kp_gep(e, Vt, kp_i64(e, s->vt_floats));
     LLVMValueRef rowbuf = kp_wino_rowbuf(e, w);
-    /* V's channels past cin are transposed too: zero */
-    LLVMBuildMemSet(e->b, V, LLVMConstInt(i8, 0, 0), kp_i64(e, 4 * w->v_floats), 4);
+    /* V's channels past cin are transposed into lanes of the GEMMs too:
+     * zero (the lanes past a block's tiles are never read) */
+    if (s->cip > w->m.cin)
+        LLVMBuildMemSet(e->b, kp_gep(e, V, kp_i64(e, w->m.cin * 16 * w->ts)), LLVMConstInt(i8, 0, 0),
+                        kp_i64(e, 4 * (s->cip - w->m.cin) * 16 * w->ts), 4);
     LLVMValueRef shared = kp_scratch_shared_at(e, s->shared_at);
     LLVMValueRef chunks = kp_min_i64(e, a->n, kp_i64(e, s->chunks));
     int64_t blocks = kp_ceil_div(w->th, w->rb);
@@ -384,9 +371,9 @@ bool kp_emit_conv2d_winograd_w(KpEmit *e, const KpNode *n)
     WinoW s = {.w = {.m = m}, .cip = kp_round_up(m.cin, vw)};
     KpWino *w = &s.w;
     kp_wino_tiles(w, vw);
-    s.kv = s.cip / vw < 2 ? s.cip / vw : 2;
-    s.fb = (vw >= 16 ? 24 : 12) / s.kv;
-    s.fb = s.fb > m.cout ? m.cout : s.fb;
+    w->kv = s.cip / vw < 2 ? s.cip / vw : 2;
+    w->fb = (vw >= 16 ? 24 : 12) / w->kv;
+    w->fb = w->fb > m.cout ? m.cout : w->fb;
     s.chunks = cores < max_batch ? cores : max_batch;
     s.part_floats = 16 * m.cout * s.cip;
     /* a block: a whole sample, or several of a small one (at least
