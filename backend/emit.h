@@ -27,6 +27,9 @@
 
 #include "../ir/ir.h"
 
+/* Shared scratch ranges remembered for reuse (kp_scratch_shared_take). */
+#define KP_MAX_SHARED_RANGES 128
+
 /* Pointer arguments of a node function at most: inputs, outputs. */
 #define KP_MAX_PTR (KP_MAX_IN + 1 + KP_MAX_AUX)
 /* All its arguments at most: the pointers, n, the seed, a share's t and nt. */
@@ -62,8 +65,14 @@ typedef struct KpEmit {
     int forks;                  /* those of them that may run on several threads */
     struct KpKernelList *kernels;   /* non-NULL: kernels exported, calls listed (kernels.h) */
     int64_t scratch_shared_bytes; /* the shared scratch of the module: the ranges its
-                                     split GEMMs and fused losses took, one after
-                                     the other */
+                                     split GEMMs, fused losses and Winograd weight
+                                     gradients took (kp_scratch_shared_take) */
+    struct KpSharedRange {
+        const char *kind;
+        int64_t bytes, layout, at;
+        int group;
+    } shared_ranges[KP_MAX_SHARED_RANGES];
+    int nshared_ranges;
     bool with_loss;             /* the node's fused loss (KpNode.loss) is emitted too:
                                    the node function train_step calls */
 } KpEmit;
@@ -257,8 +266,18 @@ LLVMValueRef kp_count_f32(KpEmit *e, LLVMValueRef count, LLVMTypeRef ty);
 
 /* The call's shared scratch (krt_scratch_shared: one area for every
  * thread of the call, runtime/scratch.c) at byte at: a range a node took
- * in e->scratch_shared_bytes. */
+ * with kp_scratch_shared_take. */
 LLVMValueRef kp_scratch_shared_at(KpEmit *e, int64_t at);
+
+/* A range of bytes of the shared scratch for the node being emitted; its
+ * offset.  Nodes run one after the other except the members of a group,
+ * so a range taken before for the same kind and layout (the kernel keeps
+ * counters at the same places, zero between calls) is handed out again,
+ * unless a member of the node's own group holds it.  Twin layers then get
+ * the same offset, hence identical kernels that mergefunc folds into one
+ * (compile time).  Kinds never share, so one kind's data never lands on
+ * another's counters. */
+int64_t kp_scratch_shared_take(KpEmit *e, const char *kind, int64_t bytes, int64_t layout);
 
 /* Elements of one sample of v, and of n samples (i64 IR value). */
 LLVMValueRef kp_numel(KpEmit *e, const KpValue *v);

@@ -395,8 +395,8 @@ bool kp_emit_conv2d_winograd_w(KpEmit *e, const KpNode *n)
     int64_t bytes = 4 * (w->v_floats + s.vt_floats + 16 * m.cout * w->ts);
     if (bytes > e->scratch_bytes)
         e->scratch_bytes = bytes;
-    s.shared_at = e->scratch_shared_bytes;
-    e->scratch_shared_bytes += kp_round_up(4 * s.chunks * s.part_floats + 8, 64);
+    s.shared_at = kp_scratch_shared_take(e, "conv_winograd_w", 4 * s.chunks * s.part_floats + 8,
+                                         4 * s.chunks * s.part_floats);
     LLVMValueRef items = kp_min_i64(e, e->n, kp_i64(e, s.chunks));
     int64_t macs = max_batch * m.cout * m.oh * m.ow * m.cin * 9;
     kp_emit_parallel(e, "conv_winograd_w", kp_i64(e, 0), items, s.chunks > 1 && macs >= (1 << 19),

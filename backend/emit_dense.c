@@ -175,8 +175,7 @@ int emit_dense(KpEmit *e, const KpNode *n, KpDiag *d)
     LossRows lr = {.n = n};
     if (e->with_loss) {
         int64_t rows = e->g->max_batch > 0 ? e->g->max_batch : 1;
-        lr.terms_at = e->scratch_shared_bytes;
-        e->scratch_shared_bytes += kp_round_up(rows * 4, 64);
+        lr.terms_at = kp_scratch_shared_take(e, "loss_terms", rows * 4, 0);
         g.rows = loss_rows;
         g.rows_user = &lr;
     }

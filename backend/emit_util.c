@@ -476,6 +476,37 @@ LLVMValueRef kp_numel(KpEmit *e, const KpValue *v)
     return LLVMBuildNSWMul(e->b, e->n, kp_i64(e, kp_value_sample_size(v)), "");
 }
 
+static bool range_held_by_group(const KpEmit *e, int64_t at, int group)
+{
+    for (int i = 0; i < e->nshared_ranges; i++)
+        if (e->shared_ranges[i].at == at && e->shared_ranges[i].group == group)
+            return true;
+    return false;
+}
+
+int64_t kp_scratch_shared_take(KpEmit *e, const char *kind, int64_t bytes, int64_t layout)
+{
+    bytes = kp_round_up(bytes, 64);
+    if (bytes == 0)
+        return e->scratch_shared_bytes;
+    int group = e->node ? e->node->group : 0;
+    int64_t at = -1;
+    for (int i = 0; i < e->nshared_ranges && at < 0; i++) {
+        const struct KpSharedRange *r = &e->shared_ranges[i];
+        if (strcmp(r->kind, kind) == 0 && r->bytes == bytes && r->layout == layout &&
+            (group == 0 || !range_held_by_group(e, r->at, group)))
+            at = r->at;
+    }
+    if (at < 0) {
+        at = e->scratch_shared_bytes;
+        e->scratch_shared_bytes += bytes;
+    }
+    if (e->nshared_ranges < KP_MAX_SHARED_RANGES)
+        e->shared_ranges[e->nshared_ranges++] =
+            (struct KpSharedRange){.kind = kind, .bytes = bytes, .layout = layout, .at = at, .group = group};
+    return at;
+}
+
 LLVMValueRef kp_scratch_shared_at(KpEmit *e, int64_t at)
 {
     LLVMTypeRef ty = LLVMFunctionType(e->ptr, NULL, 0, 0);

@@ -165,8 +165,7 @@ int kp_gemm_emit(KpEmit *e, const KpGemm *g, KpDiag *d)
                         "whole rows", g->name);
     if (j.p.scratch_bytes > e->scratch_bytes)
         e->scratch_bytes = j.p.scratch_bytes;
-    j.shared_at = e->scratch_shared_bytes;
-    e->scratch_shared_bytes += (j.p.shared_bytes + 63) / 64 * 64;
+    j.shared_at = kp_scratch_shared_take(e, "gemm", j.p.shared_bytes, j.p.counters_at);
     Grid r = grid(e, g, &j.p);
     kp_emit_parallel(e, g->name, kp_i64(e, 0), items_of(e, g, &r), j.p.parallel, kernel, &j);
     return 0;

@@ -18,6 +18,13 @@
  *                    k split into chunks whose partial sums live in the
  *                    call's shared scratch; JIT, model.so, 1 and 2 threads
  *                    give the same bits, near the interpreter's
+ *   twin_ranges      twin layers (3x3 convolutions of 16 channels, whose
+ *                    Winograd weight gradients keep partial sums and a
+ *                    counter in the shared scratch) share one range of it:
+ *                    three twins take no more than two; and the counters
+ *                    they share are back at zero after every call (two
+ *                    backward passes give the same bits, as do 1 and 2
+ *                    threads)
  */
 #include <check.h>
 #include <pthread.h>
@@ -246,6 +253,81 @@ START_TEST(split_k)
 }
 END_TEST
 
+/* conv16 x k on 16 x 8 x 8, then a dense head: every conv's weight
+ * gradient the same Winograd kernel */
+static void twin_json(char *buf, size_t cap, int k)
+{
+    int at = snprintf(buf, cap, "{\"karp\": 1, \"name\": \"tw%d\", \"input\": {\"shape\": [16, 8, 8]},"
+                                " \"layers\": [", k);
+    for (int i = 0; i < k; i++)
+        at += snprintf(buf + at, cap - (size_t)at,
+                       "{\"type\": \"conv2d\", \"filters\": 16, \"kernel\": 3, \"padding\": \"same\","
+                       " \"bias\": false, \"activation\": \"relu\"},");
+    snprintf(buf + at, cap - (size_t)at,
+             "{\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 10}],"
+             " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.01},"
+             " \"batch\": 8, \"seed\": 5}");
+}
+
+START_TEST(twin_ranges)
+{
+    enum { TB = 8, TIN = 16 * 8 * 8 };
+    char *dir = kp_test_tmpdir();
+    char json[2048], name[16];
+    KpProgram prog[2];
+    karp_model *jit[2];
+    for (int i = 0; i < 2; i++) {
+        twin_json(json, sizeof json, 2 + i);
+        snprintf(name, sizeof name, "tw%d", 2 + i);
+        kp_test_build_model(dir, name, json, KP_TEST_OPT(2), &prog[i], &jit[i], NULL);
+    }
+    ck_assert_int_gt((int)jit[0]->desc->scratch_shared_bytes, 0);
+    ck_assert_int_eq((int)jit[1]->desc->scratch_shared_bytes, (int)jit[0]->desc->scratch_shared_bytes);
+
+    karp_model *m = jit[1];
+    uint64_t seed = 8;
+    float x[TB * TIN], y[TB * 10], dy[TB * 10];
+    for (int i = 0; i < TB * TIN; i++)
+        x[i] = kp_test_uniform(&seed, -1.0f, 1.0f);
+    for (int i = 0; i < TB * 10; i++)
+        dy[i] = kp_test_uniform(&seed, -1.0f, 1.0f);
+    int np = karp_param_count(m);
+    float *g[3];
+    for (int run = 0; run < 3; run++) {
+        karp_set_threads(run == 2 ? 1 : 0);
+        ck_assert_int_eq(karp_zero_gradients(m), 0);
+        ck_assert_int_eq(karp_forward(m, x, TB, y), 0);
+        ck_assert_int_eq(karp_backward(m, dy, NULL), 0);
+        size_t total = 0;
+        for (int k = 0; k < np; k++) {
+            karp_param p;
+            ck_assert_int_eq(karp_param_get(m, k, &p), 0);
+            total += (size_t)p.size;
+        }
+        g[run] = malloc(total * sizeof(float));
+        size_t at = 0;
+        for (int k = 0; k < np; k++) {
+            karp_param p;
+            karp_param_get(m, k, &p);
+            memcpy(g[run] + at, p.grad, (size_t)p.size * sizeof(float));
+            at += (size_t)p.size;
+        }
+        if (run > 0)
+            ck_assert_msg(memcmp(g[0], g[run], total * sizeof(float)) == 0,
+                          "backward %d: other gradient bits than the first", run + 1);
+    }
+    karp_set_threads(0);
+    for (int run = 0; run < 3; run++)
+        free(g[run]);
+    for (int i = 0; i < 2; i++) {
+        karp_close(jit[i]);
+        kp_program_free(&prog[i]);
+    }
+    kp_test_rmdir(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gemm_models");
@@ -255,6 +337,7 @@ int main(void)
     tcase_add_test(tc, scratch_enomem);
     tcase_add_test(tc, concurrent_infer);
     tcase_add_test(tc, split_k);
+    tcase_add_test(tc, twin_ranges);
     suite_add_tcase(s, tc);
     return kp_test_main(s, CK_FORK);
 }
