@@ -42,6 +42,8 @@
 #include <llvm-c/Error.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
+#include <llvm/Config/llvm-config.h>
+
 #include "llvm_internal.h"
 
 #define MAX_PARTS KP_LLVM_MAX_PARTS
@@ -53,16 +55,73 @@ int kp_llvm_default_jobs(void)
     return n < 1 ? 1 : n > MAX_PARTS ? MAX_PARTS : n;
 }
 
+#if LLVM_VERSION_MAJOR == 19
+/* -O2 for karpc's modules: LLVM 19's default<O2> as `opt -passes=default<O2>
+ * -print-pipeline-passes` spells it, less what never changes our machine
+ * code and only costs time (docs/compile-time.md, item 4): the last four
+ * of its eight InstCombine runs, DSE, loop idiom recognition, loop
+ * distribution, loop load elimination, called-value propagation,
+ * aggressive InstCombine, BDCE, float2int, loop sinking, and the passes
+ * for coroutines, OpenMP, instrumentation and remarks.  Loop unrolling
+ * stays: kp_loop_end_unrolled's loops ask for it. */
+#define SCFG_(fwd, icmp, lookup, loops, common, unpred)                                         \
+    "simplifycfg<bonus-inst-threshold=1;" fwd "forward-switch-cond;" icmp "switch-range-to-icmp;" \
+    lookup "switch-to-lookup;" loops "keep-loops;" common "hoist-common-insts;" common            \
+    "sink-common-insts;speculate-blocks;simplify-cond-branch;" unpred "speculate-unpredictables>"
+#define SCFG SCFG_("no-", "", "no-", "", "no-", "no-")
+#define IC "instcombine<max-iterations=1;no-use-loop-info;no-verify-fixpoint>"
+#define ROTATE "loop-rotate<header-duplication;no-prepare-for-lto>"
+#define LICM "licm<allowspeculation>"
+#define UNSWITCH "simple-loop-unswitch<no-nontrivial;trivial>"
+static const char O2_PIPELINE[] =
+    "inferattrs,"
+    "function<eager-inv>(lower-expect," SCFG_("no-", "no-", "no-", "", "no-", "no-")
+    ",sroa<modify-cfg>,early-cse<>),"
+    "ipsccp,globalopt,"
+    "function<eager-inv>(mem2reg," IC "," SCFG "),"
+    "always-inline,require<globals-aa>,function(invalidate<aa>),require<profile-summary>,"
+    "cgscc(devirt<4>(inline,function-attrs<skip-non-recursive-function-attrs>,"
+    "function<eager-inv;no-rerun>("
+    "sroa<modify-cfg>,early-cse<memssa>,jump-threading,correlated-propagation," SCFG "," IC ","
+    "tailcallelim," SCFG ",reassociate,constraint-elimination,"
+    "loop-mssa(loop-instsimplify,loop-simplifycfg,licm<no-allowspeculation>," ROTATE "," LICM ","
+    UNSWITCH ")," SCFG "," IC ","
+    "loop(indvars," UNSWITCH ",loop-deletion,loop-unroll-full),"
+    "sroa<modify-cfg>,vector-combine,mldst-motion<no-split-footer-bb>,gvn<>,sccp," IC ","
+    "jump-threading,correlated-propagation,adce,memcpyopt,loop-mssa(" LICM "),"
+    SCFG_("no-", "", "no-", "", "", "no-") "),"
+    "function-attrs)),"
+    "deadargelim,globalopt,globaldce,rpo-function-attrs,recompute-globalsaa,"
+    "function<eager-inv>(lower-constant-intrinsics,loop(" ROTATE ",loop-deletion),"
+    "inject-tli-mappings,loop-vectorize<no-interleave-forced-only;no-vectorize-forced-only;>,"
+    "infer-alignment," SCFG_("", "", "", "no-", "", "no-") ",slp-vectorizer,vector-combine,"
+    "loop-unroll<O2>,sroa<preserve-cfg>,infer-alignment,loop-mssa(" LICM "),"
+    "alignment-from-assumptions,instsimplify,div-rem-pairs,tailcallelim,"
+    SCFG_("no-", "", "no-", "", "no-", "") "),"
+    "globaldce,constmerge";
+#undef SCFG_
+#undef SCFG
+#undef IC
+#undef ROTATE
+#undef LICM
+#undef UNSWITCH
+#endif
+
 int kp_llvm_run_pipeline(LLVMModuleRef mod, LLVMTargetMachineRef tm, int opt_level,
                          char *msg, size_t cap)
 {
     char pipeline[32];
     snprintf(pipeline, sizeof pipeline, "default<O%d>", opt_level);
+    const char *passes = pipeline;
+#if LLVM_VERSION_MAJOR == 19
+    if (opt_level == 2)
+        passes = O2_PIPELINE;
+#endif
     LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
     LLVMPassBuilderOptionsSetLoopVectorization(po, opt_level >= 2);
     LLVMPassBuilderOptionsSetSLPVectorization(po, opt_level >= 2);
     LLVMPassBuilderOptionsSetLoopUnrolling(po, opt_level >= 2);
-    LLVMErrorRef err = LLVMRunPasses(mod, pipeline, tm, po);
+    LLVMErrorRef err = LLVMRunPasses(mod, passes, tm, po);
     LLVMDisposePassBuilderOptions(po);
     if (!err)
         return 0;
