@@ -8,10 +8,18 @@
  * shared area (scratch.c), so at most as many chunks as the pool has slots.
  * krt_parallel_run hands each thread its index and the count instead, for
  * a group of nodes whose body cuts every member's range the same way.
+ *
+ * A region runs on the runtime's team (team.c), which starts and joins
+ * faster than OpenMP; on OpenMP when the team cannot take it (another
+ * host thread's region holds it).  Which threads run the chunks changes
+ * nothing: chunk c is the same range with the same scratch slot either
+ * way.  The thread count is OpenMP's setting in both cases.
  */
 #include <omp.h>
+#include <stdbool.h>
 
 #include "model.h"
+#include "team.h"
 
 /*
  * The thread count travels through OpenMP's own setting, not a variable
@@ -57,6 +65,56 @@ static int64_t chunk_start(int64_t begin, int64_t q, int64_t r, int64_t c)
     return begin + c * q + (c < r ? c : r);
 }
 
+typedef struct ForJob {
+    void (*body)(void *ctx, int64_t begin, int64_t end);
+    void *ctx;
+    int64_t begin, q, r;
+    KpScratchPool pool;
+} ForJob;
+
+static void for_chunk(void *arg, int c)
+{
+    const ForJob *j = arg;
+    kp_rt_scratch_use(&j->pool, c);
+    j->body(j->ctx, chunk_start(j->begin, j->q, j->r, c), chunk_start(j->begin, j->q, j->r, c + 1));
+}
+
+typedef struct RunJob {
+    void (*body)(void *ctx, int64_t t, int64_t nt);
+    void *ctx;
+    int nt;
+    KpScratchPool pool;
+} RunJob;
+
+static void run_share(void *arg, int t)
+{
+    const RunJob *j = arg;
+    kp_rt_scratch_use(&j->pool, t);
+    j->body(j->ctx, t, j->nt);
+}
+
+/* share(arg, t) for t < nt: on the team, else in an OpenMP region; then
+ * the calling thread back on slot 0 of its pool. */
+static void run_region(int nt, void (*share)(void *arg, int t), void *arg, const KpScratchPool *pool)
+{
+    if (kp_rt_team_run(nt, share, arg) != 0) {
+#pragma omp parallel num_threads(nt)
+        {
+            /* OpenMP may grant fewer threads than asked: each one takes
+             * every got-th share, so every share still runs exactly once */
+            int got = omp_get_num_threads();
+            for (int t = omp_get_thread_num(); t < nt; t += got)
+                share(arg, t);
+        }
+    }
+    kp_rt_scratch_use(pool, 0);
+}
+
+static bool nested(void)
+{
+    return omp_in_parallel() || kp_rt_in_team();
+}
+
 void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t begin,
                       int64_t end)
 {
@@ -69,22 +127,12 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
     KpScratchPool pool = kp_rt_scratch_bound();
     if (pool.stride && pool.nslots < nt)
         nt = (int)pool.nslots;
-    if (nt <= 1 || omp_in_parallel()) {
+    if (nt <= 1 || nested()) {
         body(ctx, begin, end);
         return;
     }
-    int64_t q = count / nt, r = count % nt;
-#pragma omp parallel num_threads(nt)
-    {
-        /* OpenMP may grant fewer threads than asked: each one takes every
-         * got-th chunk, so every chunk still runs exactly once. */
-        int got = omp_get_num_threads();
-        for (int c = omp_get_thread_num(); c < nt; c += got) {
-            kp_rt_scratch_use(&pool, c);
-            body(ctx, chunk_start(begin, q, r, c), chunk_start(begin, q, r, c + 1));
-        }
-    }
-    kp_rt_scratch_use(&pool, 0);
+    ForJob j = {body, ctx, begin, count / nt, count % nt, pool};
+    run_region(nt, for_chunk, &j, &pool);
 }
 
 void krt_parallel_run(void (*body)(void *ctx, int64_t t, int64_t nt), void *ctx)
@@ -93,19 +141,10 @@ void krt_parallel_run(void (*body)(void *ctx, int64_t t, int64_t nt), void *ctx)
     KpScratchPool pool = kp_rt_scratch_bound();
     if (pool.base && pool.nslots < nt)
         nt = (int)pool.nslots;
-    if (nt <= 1 || omp_in_parallel()) {
+    if (nt <= 1 || nested()) {
         body(ctx, 0, 1);
         return;
     }
-#pragma omp parallel num_threads(nt)
-    {
-        /* as above: fewer threads than asked take every got-th share, each
-         * with its share's scratch slot */
-        int got = omp_get_num_threads();
-        for (int t = omp_get_thread_num(); t < nt; t += got) {
-            kp_rt_scratch_use(&pool, t);
-            body(ctx, t, nt);
-        }
-    }
-    kp_rt_scratch_use(&pool, 0);
+    RunJob j = {body, ctx, nt, pool};
+    run_region(nt, run_share, &j, &pool);
 }

@@ -2,7 +2,8 @@
  * test_runtime.c — the model core of libkarprt: kp_rt_model_new on a
  * hand-built descriptor, karp_infer and its argument checks, parameter
  * access, initialization, the error channel, the CPU check, the RNG and
- * krt_parallel_for.
+ * krt_parallel_for, with the team of threads that runs its chunks
+ * (runtime/team.c).
  */
 #include <check.h>
 #include <math.h>
@@ -11,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tiny_model.h"
 #include "testutil.h"
@@ -512,6 +515,91 @@ START_TEST(test_threads_default)
 }
 END_TEST
 
+/* The team: chunks past the first run on its threads, which are not
+ * OpenMP's; callers on several host threads at once (the team busy: the
+ * others on OpenMP), a region from inside a chunk, workers asleep, and a
+ * forked child (no workers there until it makes its own) all visit every
+ * index once. */
+typedef struct TeamProbe {
+    pthread_t caller;
+    int foreign;        /* chunks >= 1 that ran on the calling thread */
+    int openmp;         /* chunks that ran inside an OpenMP region */
+    int nested_calls;   /* calls a region started inside a chunk made */
+} TeamProbe;
+
+static void probe(void *ctx, int64_t b, int64_t e)
+{
+    TeamProbe *p = ctx;
+    if (b > 0 && pthread_equal(pthread_self(), p->caller))
+        __atomic_fetch_add(&p->foreign, 1, __ATOMIC_RELAXED);
+    if (omp_in_parallel())
+        __atomic_fetch_add(&p->openmp, 1, __ATOMIC_RELAXED);
+    if (b == 0) {
+        int counts[8] = {0};
+        Visits v = {.count = counts, .begin = 0};
+        krt_parallel_for(visit, &v, 0, 8);
+        p->nested_calls = v.calls;
+    }
+    (void)e;
+}
+
+static int full_visit(int64_t n)
+{
+    Visits v = {.count = calloc((size_t)n, sizeof(int)), .begin = 0};
+    krt_parallel_for(visit, &v, 0, n);
+    int ok = 1;
+    for (int64_t i = 0; i < n; i++)
+        ok &= v.count[i] == 1;
+    free(v.count);
+    return ok;
+}
+
+static void *hammer(void *arg)
+{
+    int *ok = arg;
+    karp_set_threads(3);
+    for (int i = 0; i < 2000; i++)
+        *ok &= full_visit(1 + i % 97);
+    return NULL;
+}
+
+START_TEST(test_team)
+{
+    ck_assert_int_eq(karp_set_threads(3), 0);
+    TeamProbe p = {.caller = pthread_self()};
+    krt_parallel_for(probe, &p, 0, 3);
+    ck_assert_int_eq(p.foreign, 0);
+    ck_assert_int_eq(p.openmp, 0);
+    ck_assert_int_eq(p.nested_calls, 1);
+
+    int ok[4] = {1, 1, 1, 1};
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, hammer, &ok[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_msg(ok[i], "host thread %d: an index visited other than once", i);
+    }
+
+    usleep(20000);      /* the workers asleep by now */
+    ck_assert(full_visit(1000));
+
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        alarm(20);      /* a hang is a failure, not a stuck test */
+        karp_set_threads(3);
+        _exit(full_visit(1000) && full_visit(5) ? 0 : 1);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "forked child: status %d", status);
+    ck_assert(full_visit(1000));
+    ck_assert_int_eq(karp_set_threads(0), 0);
+}
+END_TEST
+
 static Suite *runtime_suite(void)
 {
     Suite *s = suite_create("runtime");
@@ -527,6 +615,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_cpu_check);
     tcase_add_test(tc, test_rng);
     tcase_add_test(tc, test_parallel_for);
+    tcase_add_test(tc, test_team);
     tcase_add_test(tc, test_threads_default);
     suite_add_tcase(s, tc);
     return s;

@@ -1,0 +1,210 @@
+/*
+ * team.c — the worker threads behind krt_parallel_for and krt_parallel_run.
+ *
+ * A batch-1 inference is a few microseconds of work, and starting and
+ * joining an OpenMP region costs about 0.8 us of it on a 2-core VM
+ * (libgomp, its threads spinning).  The team is a set of threads waiting
+ * on one generation counter instead:
+ *
+ *   caller                               worker k (1 .. nworkers)
+ *   ------                               ------------------------
+ *   job = {share, arg, nt}               spin (then sleep) until gen moves
+ *   pending = nworkers; gen++  ───────>  share(arg, k) if k < nt
+ *   share(arg, 0)                        pending--  (every worker, every job)
+ *   wait until pending == 0  <───────
+ *
+ * about 0.15 us for the round trip.  Every worker counts down on every
+ * job, also one with fewer shares than workers: a worker that skipped a
+ * job must not still be reading it when the caller publishes the next.
+ * Workers spin for a while after a job and then sleep on a condition
+ * variable; the caller wakes sleepers only when there are any (a Dekker
+ * pair on gen and sleepers, both sequentially consistent).  With
+ * OMP_WAIT_POLICY=passive they sleep at once, as libgomp's threads do.
+ *
+ * One job at a time: a caller that finds the team busy (another host
+ * thread's call is running a region) gets -1 and runs its region on
+ * OpenMP, as before the team existed.  A model.so carries its own copy
+ * of the runtime and so its own team: the destructor joins the threads
+ * when the library is unloaded, since no thread may keep running code
+ * that dlclose unmaps.  A forked child starts without threads.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <strings.h>
+
+#include "team.h"
+
+enum {
+    TEAM_MAX = 64,          /* workers at most: threads 1..64 of a region */
+    SPIN = 1 << 14,         /* pauses before a worker sleeps: a few tenths of a ms */
+    YIELD_EVERY = 1 << 12,  /* the caller's pauses between sched_yield()s */
+};
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static struct {
+    pthread_mutex_t busy;       /* held by the caller whose job runs */
+    pthread_mutex_t lock;       /* sleeping and waking */
+    pthread_cond_t wake;
+    int nworkers;               /* workers 1..nworkers exist; under busy */
+    pthread_t tid[TEAM_MAX];
+    uint64_t born[TEAM_MAX];    /* gen when worker k+1 was made: its first job is after */
+    bool atfork;                /* the fork handler registered */
+    int spin;                   /* pauses before a worker sleeps */
+    /* the job: written by its caller before gen moves */
+    void (*share)(void *arg, int t);
+    void *arg;
+    int nt;
+    _Atomic uint64_t gen;
+    _Atomic int pending;        /* workers yet to count down on the job */
+    _Atomic int sleepers;
+    _Atomic bool stop;
+} team = {
+    .busy = PTHREAD_MUTEX_INITIALIZER,
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .wake = PTHREAD_COND_INITIALIZER,
+};
+
+/* Set on the team's threads, and on a caller while it runs share 0: a
+ * region started from inside a share runs serially (parallel.c). */
+static _Thread_local bool in_team;
+
+int kp_rt_in_team(void)
+{
+    return in_team;
+}
+
+static void *worker(void *p)
+{
+    int k = (int)(intptr_t)p;
+    in_team = true;
+    uint64_t seen = team.born[k - 1];
+    for (;;) {
+        uint64_t g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&team.gen, memory_order_acquire)) == seen) {
+            if (++spins < team.spin) {
+                cpu_relax();
+                continue;
+            }
+            pthread_mutex_lock(&team.lock);
+            atomic_fetch_add(&team.sleepers, 1);
+            while (atomic_load(&team.gen) == seen)
+                pthread_cond_wait(&team.wake, &team.lock);
+            atomic_fetch_sub(&team.sleepers, 1);
+            pthread_mutex_unlock(&team.lock);
+            spins = 0;
+        }
+        seen = g;
+        if (atomic_load_explicit(&team.stop, memory_order_acquire))
+            return NULL;
+        if (k < team.nt)
+            team.share(team.arg, k);
+        atomic_fetch_sub_explicit(&team.pending, 1, memory_order_release);
+    }
+}
+
+static void wake_sleepers(void)
+{
+    if (atomic_load(&team.sleepers) > 0) {
+        pthread_mutex_lock(&team.lock);
+        pthread_cond_broadcast(&team.wake);
+        pthread_mutex_unlock(&team.lock);
+    }
+}
+
+/* In a forked child only the forking thread exists: forget the workers. */
+static void forget_workers(void)
+{
+    pthread_mutex_init(&team.busy, NULL);
+    pthread_mutex_init(&team.lock, NULL);
+    pthread_cond_init(&team.wake, NULL);
+    team.nworkers = 0;
+    atomic_store(&team.pending, 0);
+    atomic_store(&team.sleepers, 0);
+}
+
+/* At least n workers (under busy); false if a thread could not be made. */
+static bool have_workers(int n)
+{
+    if (!team.atfork) {
+        if (pthread_atfork(NULL, NULL, forget_workers) != 0)
+            return false;
+        team.atfork = true;
+        const char *policy = getenv("OMP_WAIT_POLICY");
+        team.spin = policy && strcasecmp(policy, "passive") == 0 ? 0 : SPIN;
+    }
+    if (team.nworkers >= n)
+        return true;
+    /* workers take no signals: the host's handlers run on its threads */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    while (team.nworkers < n) {
+        int k = team.nworkers + 1;
+        team.born[k - 1] = atomic_load(&team.gen);
+        if (pthread_create(&team.tid[k - 1], NULL, worker, (void *)(intptr_t)k) != 0)
+            break;
+        team.nworkers = k;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return team.nworkers >= n;
+}
+
+int kp_rt_team_run(int nt, void (*share)(void *arg, int t), void *arg)
+{
+    if (nt < 2 || nt > TEAM_MAX + 1 || in_team)
+        return -1;
+    if (pthread_mutex_trylock(&team.busy) != 0)
+        return -1;
+    if (!have_workers(nt - 1)) {
+        pthread_mutex_unlock(&team.busy);
+        return -1;
+    }
+    team.share = share;
+    team.arg = arg;
+    team.nt = nt;
+    atomic_store_explicit(&team.pending, team.nworkers, memory_order_relaxed);
+    atomic_fetch_add(&team.gen, 1);     /* publishes the job (and pairs with sleepers) */
+    wake_sleepers();
+    in_team = true;
+    share(arg, 0);
+    in_team = false;
+    for (int spins = 1; atomic_load_explicit(&team.pending, memory_order_acquire) > 0; spins++) {
+        if (spins % YIELD_EVERY == 0)
+            sched_yield();      /* a worker may be waiting for this core */
+        else
+            cpu_relax();
+    }
+    pthread_mutex_unlock(&team.busy);
+    return 0;
+}
+
+__attribute__((destructor)) static void team_stop(void)
+{
+    /* a job still running at unload or exit: leave its threads alone */
+    if (pthread_mutex_trylock(&team.busy) != 0)
+        return;
+    if (team.nworkers > 0) {
+        atomic_store(&team.stop, true);
+        atomic_fetch_add(&team.gen, 1);
+        pthread_mutex_lock(&team.lock);
+        pthread_cond_broadcast(&team.wake);
+        pthread_mutex_unlock(&team.lock);
+        for (int k = 0; k < team.nworkers; k++)
+            pthread_join(team.tid[k], NULL);
+        team.nworkers = 0;
+        atomic_store(&team.stop, false);
+    }
+    pthread_mutex_unlock(&team.busy);
+}
