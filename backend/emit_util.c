@@ -491,7 +491,10 @@ int64_t kp_scratch_shared_take(KpEmit *e, const char *kind, int64_t bytes, int64
         return e->scratch_shared_bytes;
     int group = e->node ? e->node->group : 0;
     int64_t at = -1;
-    for (int i = 0; i < e->nshared_ranges && at < 0; i++) {
+    /* once the list is full a holder goes unrecorded, and a range could go
+     * to a member of its group: from then on every range is a new one */
+    bool full = e->nshared_ranges == KP_MAX_SHARED_RANGES;
+    for (int i = 0; i < e->nshared_ranges && at < 0 && !full; i++) {
         const struct KpSharedRange *r = &e->shared_ranges[i];
         if (strcmp(r->kind, kind) == 0 && r->bytes == bytes && r->layout == layout &&
             (group == 0 || !range_held_by_group(e, r->at, group)))
@@ -501,7 +504,7 @@ int64_t kp_scratch_shared_take(KpEmit *e, const char *kind, int64_t bytes, int64
         at = e->scratch_shared_bytes;
         e->scratch_shared_bytes += bytes;
     }
-    if (e->nshared_ranges < KP_MAX_SHARED_RANGES)
+    if (!full)
         e->shared_ranges[e->nshared_ranges++] =
             (struct KpSharedRange){.kind = kind, .bytes = bytes, .layout = layout, .at = at, .group = group};
     return at;
