@@ -20,9 +20,177 @@
  * gradient slot) from its current value, so results do not depend on the
  * thread count.  The bias gradient sums each output over the batch in
  * order, one thread per vector of outputs.
+ *
+ * A model compiled for batch 1 takes the input gradient as row updates
+ * instead (dense_axpy): dx += dy[k] W[k,:] for k in order, each work item
+ * a range of dx's columns that stays in L1 while W streams through row by
+ * row.  The GEMM would walk W down its columns, a stride of a whole row
+ * per step, which the prefetchers do not follow: for fashion_cnn's dense4
+ * (W 128 x 9216) that was the slowest kernel of the batch-1 step.  Each
+ * dx element still sums over k in order from zero (or its current value),
+ * with the same fused multiply-adds, so the bits are the GEMM's.  The
+ * weight gradient at batch 1 is an outer product, dW[o,:] (+)= dy[o] x,
+ * one fused multiply-add per element as in the GEMM (dense_outer): rows of
+ * dW stream through once while x stays in cache.
  */
 #include "../ir/epilogue.h"
 #include "gemm.h"
+
+typedef struct DenseAxpy {
+    int64_t in, out, cv;        /* cv: whole vectors of columns per item */
+    int accumulate;
+    int dx_arg;                 /* the output's argument */
+} DenseAxpy;
+
+/* dx's columns [v0, v1) in vectors (or the last, partial vector with
+ * masked): for k in order, dx[j] = fma(dy[k], W[k][j], dx[j]), four k at
+ * a time between a load and a store of dx */
+static void axpy_columns(KpEmit *e, const KpKernelArgs *a, const DenseAxpy *s, LLVMValueRef v0,
+                         LLVMValueRef v1, int masked)
+{
+    LLVMValueRef dy = a->p[0], W = a->p[1], dx = a->p[s->dx_arg];
+    int rem = (int)(s->in % e->vw);
+    KpLoop lj, lk;
+    if (!s->accumulate) {
+        kp_loop_begin(e, &lj, v0, v1, 1, "zero");
+        LLVMValueRef j = kp_imulc(e, lj.iv, e->vw);
+        if (masked)
+            kp_store_vec_masked(e, kp_fconst(e->vec, 0.0), dx, j, rem);
+        else
+            kp_store_vec(e, kp_fconst(e->vec, 0.0), dx, j);
+        kp_loop_end(e, &lj);
+    }
+    int64_t groups = s->out / 4;
+    for (int tail = 0; tail < 2; tail++) {
+        int64_t nk = tail ? s->out % 4 : 4;
+        if (nk == 0 || (!tail && groups == 0))
+            continue;
+        LLVMValueRef k0;
+        if (!tail) {
+            kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, groups * 4), 4, "k");
+            k0 = lk.iv;
+        } else {
+            k0 = kp_i64(e, groups * 4);
+        }
+        LLVMValueRef d[4], row[4];
+        for (int q = 0; q < nk; q++) {
+            LLVMValueRef k = kp_iaddc(e, k0, q);
+            d[q] = kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, dy, k), "dy"));
+            row[q] = kp_imulc(e, k, s->in);
+        }
+        kp_loop_begin(e, &lj, v0, v1, 1, "j");
+        LLVMValueRef j = kp_imulc(e, lj.iv, e->vw);
+        LLVMValueRef c = masked ? kp_load_vec_masked(e, dx, j, rem, 0.0) : kp_load_vec(e, dx, j);
+        for (int q = 0; q < nk; q++) {
+            LLVMValueRef at = kp_iadd(e, row[q], j);
+            LLVMValueRef w = masked ? kp_load_vec_masked(e, W, at, rem, 0.0) : kp_load_vec(e, W, at);
+            c = kp_fma(e, d[q], w, c);
+        }
+        if (masked)
+            kp_store_vec_masked(e, c, dx, j, rem);
+        else
+            kp_store_vec(e, c, dx, j);
+        kp_loop_end(e, &lj);
+        if (!tail)
+            kp_loop_end(e, &lk);
+    }
+}
+
+/* item i: whole vectors [i cv, min((i+1) cv, in / vw)), and the last item
+ * the partial vector too */
+static void dense_axpy_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const DenseAxpy *s = user;
+    int64_t whole = s->in / e->vw, items = kp_ceil_div(whole ? whole : 1, s->cv);
+    KpLoop li;
+    kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
+    LLVMValueRef v0 = kp_imulc(e, li.iv, s->cv);
+    LLVMValueRef v1 = kp_min_i64(e, kp_imulc(e, kp_iaddc(e, li.iv, 1), s->cv), kp_i64(e, whole));
+    axpy_columns(e, a, s, v0, v1, 0);
+    if (s->in % e->vw) {
+        LLVMValueRef last = LLVMBuildICmp(e->b, LLVMIntEQ, li.iv, kp_i64(e, items - 1), "");
+        LLVMBasicBlockRef join = kp_if_begin(e, last, "partial");
+        axpy_columns(e, a, s, kp_i64(e, whole), kp_i64(e, whole + 1), 1);
+        kp_if_end(e, join);
+    }
+    kp_loop_end(e, &li);
+}
+
+/* The items: at most 4 KiB of dx each (in L1 with the rows' vectors),
+ * a multiple of the host's cores in number where that cuts evenly. */
+static void dense_axpy(KpEmit *e, const KpNode *n, int64_t in, int64_t out)
+{
+    int64_t l1, l2, cores;
+    kp_gemm_host(&l1, &l2, &cores);
+    int64_t whole = in / e->vw, most = 1024 / e->vw;
+    int64_t rounds = kp_ceil_div(whole, cores * most);
+    DenseAxpy s = {.in = in, .out = out, .accumulate = e->accumulate, .dx_arg = n->nin};
+    s.cv = whole ? kp_ceil_div(whole, cores * (rounds ? rounds : 1)) : 1;
+    int64_t items = kp_ceil_div(whole ? whole : 1, s.cv);
+    bool parallel = items > 1 && kp_gemm_worth_threads(in * out, 4 * in * out);
+    kp_emit_parallel(e, "dense_axpy", kp_i64(e, 0), kp_i64(e, items), parallel, dense_axpy_kernel, &s);
+}
+
+typedef struct DenseOuter {
+    int64_t in, rows;           /* rows of dW per item */
+    int64_t out;
+    int accumulate;
+} DenseOuter;
+
+/* item i: rows [i rows, min((i+1) rows, out)) of dW */
+static void dense_outer_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const DenseOuter *s = user;
+    LLVMValueRef dy = a->p[0], x = a->p[1], dW = a->p[2];
+    int64_t whole = s->in / e->vw;
+    int rem = (int)(s->in % e->vw);
+    KpLoop li, lo, lj;
+    kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
+    LLVMValueRef o0 = kp_imulc(e, li.iv, s->rows);
+    LLVMValueRef o1 = kp_min_i64(e, kp_iaddc(e, o0, s->rows), kp_i64(e, s->out));
+    kp_loop_begin(e, &lo, o0, o1, 1, "row");
+    LLVMValueRef d = kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, dy, lo.iv), "dy"));
+    LLVMValueRef row = kp_imulc(e, lo.iv, s->in);
+    for (int masked = 0; masked < 2; masked++) {
+        if (masked && !rem)
+            break;
+        LLVMValueRef j;
+        if (!masked) {
+            kp_loop_begin(e, &lj, kp_i64(e, 0), kp_i64(e, whole), 1, "j");
+            j = kp_imulc(e, lj.iv, e->vw);
+        } else {
+            j = kp_i64(e, whole * e->vw);
+        }
+        LLVMValueRef at = kp_iadd(e, row, j);
+        LLVMValueRef xv = masked ? kp_load_vec_masked(e, x, j, rem, 0.0) : kp_load_vec(e, x, j);
+        LLVMValueRef c = kp_fconst(e->vec, 0.0);
+        if (s->accumulate)
+            c = masked ? kp_load_vec_masked(e, dW, at, rem, 0.0) : kp_load_vec(e, dW, at);
+        c = kp_fma(e, d, xv, c);
+        if (masked)
+            kp_store_vec_masked(e, c, dW, at, rem);
+        else
+            kp_store_vec(e, c, dW, at);
+        if (!masked)
+            kp_loop_end(e, &lj);
+    }
+    kp_loop_end(e, &lo);
+    kp_loop_end(e, &li);
+}
+
+static void dense_outer(KpEmit *e, int64_t in, int64_t out)
+{
+    int64_t l1, l2, cores;
+    kp_gemm_host(&l1, &l2, &cores);
+    DenseOuter s = {.in = in, .out = out, .accumulate = e->accumulate};
+    /* a multiple of the cores in items, each at least 16 KiB of dW */
+    int64_t items = cores * kp_ceil_div(out, cores * kp_ceil_div(4096, in));
+    items = items > out ? out : items;
+    s.rows = kp_ceil_div(out, items);
+    items = kp_ceil_div(out, s.rows);
+    bool parallel = items > 1 && kp_gemm_worth_threads(in * out, 4 * in * out);
+    kp_emit_parallel(e, "dense_outer", kp_i64(e, 0), kp_i64(e, items), parallel, dense_outer_kernel, &s);
+}
 
 /* dy [N,out], W [out,in] -> dx [N,in] */
 int emit_dense_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
@@ -41,6 +209,10 @@ int emit_dense_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
         .store = kp_gemm_store_out,
         .store_user = &o,
     };
+    if (e->g->max_batch == 1 && n->nepi == 0) {
+        dense_axpy(e, n, in, out);
+        return 0;
+    }
     return kp_gemm_emit(e, &g, d);
 }
 
@@ -56,6 +228,10 @@ int emit_dense_grad_w(KpEmit *e, const KpNode *n, KpDiag *d)
         .c = {.arg = 2, .rs = in, .cs = 1},
         .accumulate = e->accumulate,
     };
+    if (e->g->max_batch == 1) {
+        dense_outer(e, in, out);
+        return 0;
+    }
     return kp_gemm_emit(e, &g, d);
 }
 

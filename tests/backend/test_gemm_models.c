@@ -25,6 +25,13 @@
  *                    they share are back at zero after every call (two
  *                    backward passes give the same bits, as do 1 and 2
  *                    threads)
+ *   batch_one_dx     a model compiled for batch 1 takes the dense input
+ *                    gradient as row updates (dense_axpy) and the weight
+ *                    gradient as an outer product (dense_outer): dx (1003
+ *                    and 300 wide: partial vectors, 4-row groups and their
+ *                    remainder) and dW match the reference, with the same
+ *                    bits as the GEMMs of the model compiled for batch 2,
+ *                    also when a second backward adds to the gradients
  */
 #include <check.h>
 #include <pthread.h>
@@ -328,6 +335,76 @@ START_TEST(twin_ranges)
 }
 END_TEST
 
+START_TEST(batch_one_dx)
+{
+    enum { AIN = 1003, AH = 300, AOUT = 7 };
+    char *dir = kp_test_tmpdir();
+    KpProgram prog[2];
+    karp_model *m[2];
+    for (int i = 0; i < 2; i++) {
+        char json[512], name[8];
+        snprintf(name, sizeof name, "ax%d", i + 1);
+        snprintf(json, sizeof json,
+                 "{\"karp\": 1, \"name\": \"%s\", \"input\": {\"shape\": [%d]}, \"layers\": ["
+                 "{\"type\": \"dense\", \"units\": %d}, {\"type\": \"dense\", \"units\": %d}],"
+                 " \"loss\": \"mse\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.01},"
+                 " \"batch\": %d, \"seed\": 4}", name, AIN, AH, AOUT, i + 1);
+        kp_test_build_model(dir, name, json, KP_TEST_OPT(2), &prog[i], &m[i], NULL);
+    }
+    uint64_t seed = 17;
+    float x[AIN], dy[AOUT], y[AOUT], dx[2][AIN];
+    for (int i = 0; i < AIN; i++)
+        x[i] = kp_test_uniform(&seed, -1.0f, 1.0f);
+    for (int i = 0; i < AOUT; i++)
+        dy[i] = kp_test_uniform(&seed, -1.0f, 1.0f);
+    karp_param w[2][2];
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(karp_init_params(m[i], 5), 0);
+        ck_assert_int_eq(karp_zero_gradients(m[i]), 0);
+        ck_assert_int_eq(karp_forward(m[i], x, 1, y), 0);
+        ck_assert_int_eq(karp_backward(m[i], dy, dx[i]), 0);
+        ck_assert_int_eq(karp_param_find(m[i], "dense0.weight", &w[i][0]), 0);
+        ck_assert_int_eq(karp_param_find(m[i], "dense1.weight", &w[i][1]), 0);
+    }
+    ck_assert_msg(memcmp(dx[0], dx[1], sizeof dx[0]) == 0,
+                  "batch-1 dx: other bits than the batch-2 model's GEMM");
+    /* dW of the first layer is dh x^T, dh from dense_axpy: the GEMM's bits.
+     * The head's is dy h^T, and h comes from the batch-1 forward, a dot
+     * product in another order than the GEMM's: against the reference. */
+    ck_assert_msg(memcmp(w[0][0].grad, w[1][0].grad, (size_t)w[0][0].size * sizeof(float)) == 0,
+                  "batch-1 dW of layer 0: other bits than the GEMM's");
+    karp_param b0;
+    ck_assert_int_eq(karp_param_find(m[0], "dense0.bias", &b0), 0);
+    float hid[AH], *rw = calloc((size_t)(AH * AOUT), sizeof *rw);
+    kp_ref_dense_forward(hid, x, w[0][0].data, b0.data, 1, AIN, AH);
+    kp_ref_dense_backward(NULL, rw, NULL, dy, hid, NULL, 1, AH, AOUT);
+    double rdw = kp_test_tolerance_ratio(w[0][1].grad, rw, AH * AOUT);
+    ck_assert_msg(rdw <= 1.0, "head dW off by %.3g x tolerance", rdw);
+    free(rw);
+    /* a second backward adds to the gradients (the accumulating path) */
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(karp_forward(m[i], x, 1, y), 0);
+        ck_assert_int_eq(karp_backward(m[i], dy, NULL), 0);
+    }
+    ck_assert_msg(memcmp(w[0][0].grad, w[1][0].grad, (size_t)w[0][0].size * sizeof(float)) == 0,
+                  "batch-1 dW of layer 0 after two backwards: other bits than the GEMM's");
+    karp_param w0 = w[0][0], w1 = w[0][1];
+    float dh[AH], ref[AIN];
+    memset(dh, 0, sizeof dh);
+    memset(ref, 0, sizeof ref);
+    kp_ref_dense_backward(dh, NULL, NULL, dy, NULL, w1.data, 1, AH, AOUT);
+    kp_ref_dense_backward(ref, NULL, NULL, dh, NULL, w0.data, 1, AIN, AH);
+    double r = kp_test_tolerance_ratio(dx[0], ref, AIN);
+    ck_assert_msg(r <= 1.0, "dx off by %.3g x tolerance", r);
+    for (int i = 0; i < 2; i++) {
+        karp_close(m[i]);
+        kp_program_free(&prog[i]);
+    }
+    kp_test_rmdir(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gemm_models");
@@ -338,6 +415,7 @@ int main(void)
     tcase_add_test(tc, concurrent_infer);
     tcase_add_test(tc, split_k);
     tcase_add_test(tc, twin_ranges);
+    tcase_add_test(tc, batch_one_dx);
     suite_add_tcase(s, tc);
     return kp_test_main(s, CK_FORK);
 }
