@@ -117,18 +117,20 @@ int kp_rt_cpu_check(const char *features, char *missing, int cap);
  * the backend records only these in a descriptor. */
 extern const char *const kp_rt_cpu_known_features[];
 
-/* Called by generated code: run body(ctx, b, e) over [begin, end) split
- * in contiguous chunks across the OpenMP threads. */
+/* Called by generated code: run body(ctx, b, e) over pieces of
+ * [begin, end), each item once, spread over the OpenMP thread count with
+ * the faster threads taking over the rest of the slower ones' shares. */
 void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t begin,
                       int64_t end);
 /* Called by generated code for a group of nodes (one kernel): run
- * body(ctx, t, nt) once on each of the nt OpenMP threads, t = 0..nt-1;
- * body takes share t of nt of every member's work. */
+ * body(ctx, s, ns) once for each share s = 0..ns-1 (a few per thread, each
+ * thread taking the next share nobody has started); body takes share s of
+ * ns of every member's work. */
 void krt_parallel_run(void (*body)(void *ctx, int64_t t, int64_t nt), void *ctx);
 
-/* Called by generated code: the scratch slot of the chunk the calling
- * thread runs (KarpModelDesc.scratch_bytes, 64-byte aligned), and the area
- * every chunk of the call shares (scratch_shared_bytes). */
+/* Called by generated code: the scratch slot of the calling thread in the
+ * region it runs (KarpModelDesc.scratch_bytes, 64-byte aligned), and the
+ * area every thread of the call shares (scratch_shared_bytes). */
 void *krt_scratch(void);
 void *krt_scratch_shared(void);
 /* The descriptor's bind_scratch: the shared area and nslots slots of

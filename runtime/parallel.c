@@ -1,22 +1,25 @@
 /*
- * parallel.c — the one parallel loop generated code calls, on OpenMP.
+ * parallel.c — the parallel regions generated code calls: krt_parallel_for
+ * and krt_parallel_run.
  *
- * [begin, end) is cut into nthreads contiguous chunks, the first
- * (count % nthreads) of them one item longer; the cut depends only on
- * count and nthreads, so a run is reproducible for a given thread count.
- * Chunk c runs with scratch slot c of the calling thread's pool and its
- * shared area (scratch.c), so at most as many chunks as the pool has slots.
- * krt_parallel_run hands each thread its index and the count instead, for
- * a group of nodes whose body cuts every member's range the same way.
+ * [begin, end) is cut into nthreads contiguous shares, the first
+ * (count % nthreads) of them one item longer, and a thread done with its
+ * share takes over the rest of a slower one's (below); every item is run
+ * once, whole, by one thread, so the results do not depend on the cut.
+ * Thread t runs with scratch slot t of the calling thread's pool and its
+ * shared area (scratch.c), so at most as many threads as the pool has
+ * slots.  krt_parallel_run hands out shares s of ns instead, for a group
+ * of nodes whose body cuts every member's range the same way.
  *
  * A region runs on the runtime's team (team.c), which starts and joins
  * faster than OpenMP; on OpenMP when the team cannot take it (another
- * host thread's region holds it).  Which threads run the chunks changes
- * nothing: chunk c is the same range with the same scratch slot either
- * way.  The thread count is OpenMP's setting in both cases.
+ * host thread's region holds it); the thread count is OpenMP's setting in
+ * both cases.
  */
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "model.h"
 #include "team.h"
@@ -65,32 +68,131 @@ static int64_t chunk_start(int64_t begin, int64_t q, int64_t r, int64_t c)
     return begin + c * q + (c < r ? c : r);
 }
 
+/*
+ * Balancing.  A shared two-core VM often runs one of its cores at part
+ * speed for a while (the host gives its time to another guest).  A static
+ * cut then waits for the slow share, and two threads come out slower than
+ * one: with a busy loop on the other core, resnet_cifar's batch-1
+ * train_step took 7.3 ms instead of 0.9 on one thread.  So a thread that
+ * has finished its own share takes work from the others:
+ *
+ *   share t's items [lo, hi), one atomic word (lo in the low half)
+ *   owner:  claims half of what is left from the front (fetch_add on lo),
+ *           at least an eighth of its share
+ *   thief:  takes the back half of the largest rest (compare-exchange of
+ *           hi), makes it its own share and goes on as its owner
+ *
+ * The owner makes a few uncontended atomic adds and calls the body a few
+ * times per share (a call may have a set-up of its own: the Winograd
+ * kernels transform their weights per call).  Which thread runs an item
+ * changes nothing: every item is a whole unit of the generated code's
+ * work, summed in its own order, and a thread runs every item it takes
+ * with its own scratch slot.  A group (krt_parallel_run) is cut into
+ * RUN_SHARES shares per thread instead; a thread done with its first
+ * takes the next one nobody has started.  Too few items to move (fewer
+ * than two per thread) keep the static cut.
+ */
+enum {
+    SHARES_MAX = 64,        /* threads a region balances; more: the static cut */
+    BLOCKS = 8,             /* an owner's smallest claim: an eighth of its share */
+    RUN_SHARES = 2,         /* a group's shares per thread */
+};
+
+typedef struct Share {
+    _Alignas(64) _Atomic uint64_t range;    /* lo | hi << 32, items from begin */
+} Share;
+
+static uint64_t pack(uint64_t lo, uint64_t hi)
+{
+    return lo | hi << 32;
+}
+
 typedef struct ForJob {
     void (*body)(void *ctx, int64_t begin, int64_t end);
     void *ctx;
     int64_t begin, q, r;
+    int64_t block;          /* items an owner claims at a time */
+    Share *shares;          /* NULL: the static cut */
+    int nt;
     KpScratchPool pool;
 } ForJob;
+
+/* Share t's items from the front: half of what is left each time (a
+ * thief then finds the other half), down to blocks of j->block. */
+static void run_own(const ForJob *j, int t)
+{
+    for (;;) {
+        uint64_t w = atomic_load_explicit(&j->shares[t].range, memory_order_relaxed);
+        int64_t rest = (int64_t)(w >> 32) - (int64_t)(uint32_t)w;
+        int64_t claim = (rest + 1) / 2 > j->block ? (rest + 1) / 2 : j->block;
+        uint64_t old = atomic_fetch_add_explicit(&j->shares[t].range, (uint64_t)claim,
+                                                 memory_order_acq_rel);
+        int64_t lo = (int64_t)(uint32_t)old, hi = (int64_t)(old >> 32);
+        if (lo >= hi)
+            return;
+        int64_t end = lo + claim < hi ? lo + claim : hi;
+        j->body(j->ctx, j->begin + lo, j->begin + end);
+    }
+}
+
+/* The back half of the largest rest of another share, made share t's own
+ * (which is empty); false when no share has anything left. */
+static bool steal(const ForJob *j, int t)
+{
+    for (;;) {
+        int victim = -1;
+        int64_t most = 0;
+        uint64_t seen = 0;
+        for (int v = 0; v < j->nt; v++) {
+            uint64_t w = atomic_load_explicit(&j->shares[v].range, memory_order_acquire);
+            int64_t rest = (int64_t)(w >> 32) - (int64_t)(uint32_t)w;
+            if (v != t && rest > most) {
+                victim = v;
+                most = rest;
+                seen = w;
+            }
+        }
+        if (victim < 0)
+            return false;
+        uint64_t lo = (uint32_t)seen, hi = seen >> 32, take = ((uint64_t)most + 1) / 2;
+        if (atomic_compare_exchange_strong_explicit(&j->shares[victim].range, &seen,
+                                                    pack(lo, hi - take), memory_order_acq_rel,
+                                                    memory_order_acquire)) {
+            atomic_store_explicit(&j->shares[t].range, pack(hi - take, hi), memory_order_release);
+            return true;
+        }
+    }
+}
 
 static void for_chunk(void *arg, int c)
 {
     const ForJob *j = arg;
     kp_rt_scratch_use(&j->pool, c);
-    j->body(j->ctx, chunk_start(j->begin, j->q, j->r, c), chunk_start(j->begin, j->q, j->r, c + 1));
+    if (!j->shares) {
+        j->body(j->ctx, chunk_start(j->begin, j->q, j->r, c),
+                chunk_start(j->begin, j->q, j->r, c + 1));
+        return;
+    }
+    do
+        run_own(j, c);
+    while (steal(j, c));
 }
 
 typedef struct RunJob {
     void (*body)(void *ctx, int64_t t, int64_t nt);
     void *ctx;
+    int nshares;            /* shares of the work; the first nt go to threads 0..nt-1 */
     int nt;
+    _Alignas(64) _Atomic int next;  /* the next share past those */
     KpScratchPool pool;
 } RunJob;
 
 static void run_share(void *arg, int t)
 {
-    const RunJob *j = arg;
+    RunJob *j = arg;
     kp_rt_scratch_use(&j->pool, t);
-    j->body(j->ctx, t, j->nt);
+    for (int s = t; s < j->nshares; s = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed))
+        j->body(j->ctx, s, j->nshares);
 }
 
 /* share(arg, t) for t < nt: on the team, else in an OpenMP region; then
@@ -131,7 +233,16 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
         body(ctx, begin, end);
         return;
     }
-    ForJob j = {body, ctx, begin, count / nt, count % nt, pool};
+    ForJob j = {.body = body, .ctx = ctx, .begin = begin, .q = count / nt, .r = count % nt,
+                .nt = nt, .pool = pool};
+    Share shares[SHARES_MAX];
+    if (count >= 2 * nt && count <= INT32_MAX && nt <= SHARES_MAX) {
+        j.block = j.q / BLOCKS > 1 ? j.q / BLOCKS : 1;
+        for (int c = 0; c < nt; c++)
+            atomic_init(&shares[c].range, pack((uint64_t)chunk_start(0, j.q, j.r, c),
+                                               (uint64_t)chunk_start(0, j.q, j.r, c + 1)));
+        j.shares = shares;
+    }
     run_region(nt, for_chunk, &j, &pool);
 }
 
@@ -145,6 +256,7 @@ void krt_parallel_run(void (*body)(void *ctx, int64_t t, int64_t nt), void *ctx)
         body(ctx, 0, 1);
         return;
     }
-    RunJob j = {body, ctx, nt, pool};
+    RunJob j = {.body = body, .ctx = ctx, .nshares = nt * RUN_SHARES, .nt = nt, .pool = pool};
+    atomic_init(&j.next, nt);
     run_region(nt, run_share, &j, &pool);
 }

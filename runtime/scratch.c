@@ -5,9 +5,9 @@
  *
  *   karp_infer / training call            generated code
  *   --------------------------            --------------
- *   kp_rt_scratch_reserve: a pool of      krt_parallel_for: chunk c runs
- *     the shared area and nslots slots      with slot c current on its
- *     of stride bytes, nslots = the         thread
+ *   kp_rt_scratch_reserve: a pool of      krt_parallel_for: thread t runs
+ *     the shared area and nslots slots      with slot t current, whatever
+ *     of stride bytes, nslots = the         piece of the range it takes
  *     threads krt_parallel_for may use    krt_scratch(): the current slot,
  *     (KARP_ENOMEM if it fails);            KarpModelDesc.scratch_bytes,
  *   desc->bind_scratch(...) on the        krt_scratch_shared(): the call's

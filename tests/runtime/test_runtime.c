@@ -9,10 +9,12 @@
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tiny_model.h"
@@ -441,7 +443,7 @@ static void visit(void *ctx, int64_t b, int64_t e)
 
 START_TEST(test_parallel_for)
 {
-    const int64_t ranges[] = {0, 1, 7, 1000};
+    const int64_t ranges[] = {0, 1, 2, 5, 7, 1000};
     for (int t = 1; t <= 3; t++) {
         ck_assert_int_eq(karp_set_threads(t), 0);
         for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
@@ -450,19 +452,27 @@ START_TEST(test_parallel_for)
             krt_parallel_for(visit, &v, 10, 10 + n);
             for (int64_t i = 0; i < n; i++)
                 ck_assert_int_eq(v.count[i], 1);
-            int64_t expect_calls = n < t ? n : t;
-            ck_assert_int_eq(v.calls, expect_calls);
-            /* Chunks are contiguous, tile the range, differ by at most 1. */
-            int64_t covered = 0, lo = n, hi = 0;
-            for (int c = 0; c < v.calls; c++) {
-                int64_t len = v.chunk_end[c] - v.chunk_begin[c];
-                covered += len;
-                lo = len < lo ? len : lo;
-                hi = len > hi ? len : hi;
+            /* every call a non-empty piece of the range */
+            for (int c = 0; c < v.calls && c < 64; c++) {
+                ck_assert_int_lt(v.chunk_begin[c], v.chunk_end[c]);
+                ck_assert_int_ge(v.chunk_begin[c], 10);
+                ck_assert_int_le(v.chunk_end[c], 10 + n);
             }
-            ck_assert_int_eq(covered, n);
-            if (n > 0)
-                ck_assert_int_le(hi - lo, 1);
+            if (t == 1 || n < 2 * t) {
+                /* too few items to balance, or one thread: the static cut,
+                 * contiguous chunks that tile the range and differ by at most 1 */
+                ck_assert_int_eq(v.calls, n < t ? n : t);
+                int64_t covered = 0, lo = n, hi = 0;
+                for (int c = 0; c < v.calls; c++) {
+                    int64_t len = v.chunk_end[c] - v.chunk_begin[c];
+                    covered += len;
+                    lo = len < lo ? len : lo;
+                    hi = len > hi ? len : hi;
+                }
+                ck_assert_int_eq(covered, n);
+                if (n > 0)
+                    ck_assert_int_le(hi - lo, 1);
+            }
             free(v.count);
         }
     }
@@ -512,6 +522,85 @@ START_TEST(test_threads_default)
     ck_assert_int_eq(got[0], 1);
     ck_assert_int_eq(got[1], 3);
     ck_assert_int_eq(got[2], 1);
+}
+END_TEST
+
+/* Balancing: the share of the second thread stalls on its first block
+ * until every other item is done, which only happens if the first thread
+ * takes over the rest of that share (a stalled core on a shared VM). */
+typedef struct Stall {
+    int64_t n, stall_at;
+    int count[256];
+    int done;
+    int timed_out;
+    int64_t stalled_len;    /* items of the call that stalled */
+} Stall;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Wait (10 s at most) until everything but `mine` is done. */
+static void stall_until_rest_done(Stall *s, int64_t mine, int64_t total)
+{
+    double until = now_s() + 10;
+    while (__atomic_load_n(&s->done, __ATOMIC_ACQUIRE) < total - mine) {
+        if (now_s() > until) {
+            s->timed_out = 1;
+            return;
+        }
+        sched_yield();
+    }
+}
+
+static void stall_items(void *ctx, int64_t b, int64_t e)
+{
+    Stall *s = ctx;
+    if (b <= s->stall_at && s->stall_at < e) {
+        s->stalled_len = e - b;
+        stall_until_rest_done(s, e - b, s->n);
+    }
+    for (int64_t i = b; i < e; i++)
+        __atomic_fetch_add(&s->count[i], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->done, (int)(e - b), __ATOMIC_RELEASE);
+}
+
+static void stall_shares(void *ctx, int64_t t, int64_t nt)
+{
+    Stall *s = ctx;
+    if (nt > 256)
+        return;     /* the test below fails on s->n */
+    s->n = nt;
+    if (t == 1)
+        stall_until_rest_done(s, 1, nt);
+    __atomic_fetch_add(&s->count[t], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->done, 1, __ATOMIC_RELEASE);
+}
+
+START_TEST(test_parallel_balance)
+{
+    ck_assert_int_eq(karp_set_threads(2), 0);
+    for (int64_t n = 4; n <= 256; n *= 4) {
+        Stall s = {.n = n, .stall_at = n / 2};
+        krt_parallel_for(stall_items, &s, 0, n);
+        ck_assert_msg(!s.timed_out, "%lld items: the stalled share was not taken over",
+                      (long long)n);
+        /* the stalled thread held half of its share, not all of it */
+        ck_assert_int_le(s.stalled_len, n / 4 > 1 ? n / 4 : 1);
+        for (int64_t i = 0; i < n; i++)
+            ck_assert_int_eq(s.count[i], 1);
+    }
+    Stall s = {0};
+    krt_parallel_run(stall_shares, &s);
+    ck_assert_msg(!s.timed_out, "krt_parallel_run: the other shares waited for share 1");
+    ck_assert_int_ge(s.n, 4);
+    ck_assert_int_le(s.n, 256);
+    for (int64_t t = 0; t < s.n; t++)
+        ck_assert_int_eq(s.count[t], 1);
+    ck_assert_int_eq(karp_set_threads(0), 0);
 }
 END_TEST
 
@@ -615,6 +704,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_cpu_check);
     tcase_add_test(tc, test_rng);
     tcase_add_test(tc, test_parallel_for);
+    tcase_add_test(tc, test_parallel_balance);
     tcase_add_test(tc, test_team);
     tcase_add_test(tc, test_threads_default);
     suite_add_tcase(s, tc);
