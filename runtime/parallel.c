@@ -88,12 +88,13 @@ static int64_t chunk_start(int64_t begin, int64_t q, int64_t r, int64_t c)
  * changes nothing: every item is a whole unit of the generated code's
  * work, summed in its own order, and a thread runs every item it takes
  * with its own scratch slot.  A group (krt_parallel_run) is cut into
- * RUN_SHARES shares per thread instead; a thread done with its first
- * takes the next one nobody has started.  Too few items to move (fewer
- * than two per thread) keep the static cut.
+ * RUN_SHARES shares per thread instead, each thread taking the next share
+ * nobody has started.  Either way a thread that never comes (the host has
+ * not scheduled it) has its work done by the others, and team.c does not
+ * wait for it.
  */
 enum {
-    SHARES_MAX = 64,        /* threads a region balances; more: the static cut */
+    SHARES_MAX = 65,        /* threads a region balances (the team's most); more: the static cut */
     BLOCKS = 8,             /* an owner's smallest claim: an eighth of its share */
     RUN_SHARES = 2,         /* a group's shares per thread */
 };
@@ -112,8 +113,9 @@ typedef struct ForJob {
     void *ctx;
     int64_t begin, q, r;
     int64_t block;          /* items an owner claims at a time */
-    Share *shares;          /* NULL: the static cut */
+    Share *shares;          /* NULL: the static cut, chunks taken in turn */
     int nt;
+    _Alignas(64) _Atomic int next;  /* the static cut's next chunk */
     KpScratchPool pool;
 } ForJob;
 
@@ -164,26 +166,29 @@ static bool steal(const ForJob *j, int t)
     }
 }
 
-static void for_chunk(void *arg, int c)
+/* Thread t's part of a region: whatever work it can take, until none is
+ * left to take (a thread that never comes has its share taken by the
+ * others: team.c does not wait for it). */
+static void for_chunk(void *arg, int t)
 {
-    const ForJob *j = arg;
-    kp_rt_scratch_use(&j->pool, c);
+    ForJob *j = arg;
+    kp_rt_scratch_use(&j->pool, t);
     if (!j->shares) {
-        j->body(j->ctx, chunk_start(j->begin, j->q, j->r, c),
-                chunk_start(j->begin, j->q, j->r, c + 1));
+        for (int c; (c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nt;)
+            j->body(j->ctx, chunk_start(j->begin, j->q, j->r, c),
+                    chunk_start(j->begin, j->q, j->r, c + 1));
         return;
     }
     do
-        run_own(j, c);
-    while (steal(j, c));
+        run_own(j, t);
+    while (steal(j, t));
 }
 
 typedef struct RunJob {
     void (*body)(void *ctx, int64_t t, int64_t nt);
     void *ctx;
-    int nshares;            /* shares of the work; the first nt go to threads 0..nt-1 */
-    int nt;
-    _Alignas(64) _Atomic int next;  /* the next share past those */
+    int nshares;            /* shares of the work, taken in turn */
+    _Alignas(64) _Atomic int next;  /* the next share nobody has taken */
     KpScratchPool pool;
 } RunJob;
 
@@ -191,7 +196,7 @@ static void run_share(void *arg, int t)
 {
     RunJob *j = arg;
     kp_rt_scratch_use(&j->pool, t);
-    for (int s = t; s < j->nshares; s = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed))
+    for (int s; (s = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nshares;)
         j->body(j->ctx, s, j->nshares);
 }
 
@@ -235,8 +240,9 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
     }
     ForJob j = {.body = body, .ctx = ctx, .begin = begin, .q = count / nt, .r = count % nt,
                 .nt = nt, .pool = pool};
+    atomic_init(&j.next, 0);
     Share shares[SHARES_MAX];
-    if (count >= 2 * nt && count <= INT32_MAX && nt <= SHARES_MAX) {
+    if (count <= INT32_MAX && nt <= SHARES_MAX) {
         j.block = j.q / BLOCKS > 1 ? j.q / BLOCKS : 1;
         for (int c = 0; c < nt; c++)
             atomic_init(&shares[c].range, pack((uint64_t)chunk_start(0, j.q, j.r, c),
@@ -256,7 +262,7 @@ void krt_parallel_run(void (*body)(void *ctx, int64_t t, int64_t nt), void *ctx)
         body(ctx, 0, 1);
         return;
     }
-    RunJob j = {.body = body, .ctx = ctx, .nshares = nt * RUN_SHARES, .nt = nt, .pool = pool};
-    atomic_init(&j.next, nt);
+    RunJob j = {.body = body, .ctx = ctx, .nshares = nt * RUN_SHARES, .pool = pool};
+    atomic_init(&j.next, 0);
     run_region(nt, run_share, &j, &pool);
 }

@@ -8,14 +8,19 @@
  *
  *   caller                               worker k (1 .. nworkers)
  *   ------                               ------------------------
- *   job = {share, arg, nt}               spin (then sleep) until gen moves
- *   pending = nworkers; gen++  ───────>  share(arg, k) if k < nt
- *   share(arg, 0)                        pending--  (every worker, every job)
- *   wait until pending == 0  <───────
+ *   job = {share, arg, nt}; gen++  ───>  spin (then sleep) until gen moves
+ *   share(arg, 0)                        inside++; if the job is not closed
+ *   closed = gen                           and k < nt: share(arg, k)
+ *   wait until inside == 0  <──────────  inside--
  *
- * about 0.15 us for the round trip.  Every worker counts down on every
- * job, also one with fewer shares than workers: a worker that skipped a
- * job must not still be reading it when the caller publishes the next.
+ * about 0.15 us for the round trip.  The caller does not wait for a
+ * worker that has not come: the shares take each other's work
+ * (parallel.c), so share 0 returns when every item is taken, and a worker
+ * the host has not scheduled yet finds the job closed when it comes, and
+ * skips it.  A worker that has come is waited for.  The caller closes the
+ * job and then reads inside, a worker raises inside and then reads the
+ * closed mark (all sequentially consistent), so one of them sees the
+ * other: no worker reads a job's arguments after its caller has returned.
  * Workers spin for a while after a job and then sleep on a condition
  * variable; the caller wakes sleepers only when there are any (a Dekker
  * pair on gen and sleepers, both sequentially consistent).  With
@@ -66,7 +71,8 @@ static struct {
     void *arg;
     int nt;
     _Atomic uint64_t gen;
-    _Atomic int pending;        /* workers yet to count down on the job */
+    _Atomic uint64_t closed;    /* the last job whose caller no longer waits for newcomers */
+    _Atomic int inside;         /* workers in a job (or checking whether it is closed) */
     _Atomic int sleepers;
     _Atomic bool stop;
 } team = {
@@ -108,9 +114,10 @@ static void *worker(void *p)
         seen = g;
         if (atomic_load_explicit(&team.stop, memory_order_acquire))
             return NULL;
-        if (k < team.nt)
+        atomic_fetch_add(&team.inside, 1);
+        if (atomic_load(&team.closed) < g && k < team.nt)
             team.share(team.arg, k);
-        atomic_fetch_sub_explicit(&team.pending, 1, memory_order_release);
+        atomic_fetch_sub_explicit(&team.inside, 1, memory_order_release);
     }
 }
 
@@ -130,7 +137,7 @@ static void forget_workers(void)
     pthread_mutex_init(&team.lock, NULL);
     pthread_cond_init(&team.wake, NULL);
     team.nworkers = 0;
-    atomic_store(&team.pending, 0);
+    atomic_store(&team.inside, 0);
     atomic_store(&team.sleepers, 0);
 }
 
@@ -174,13 +181,14 @@ int kp_rt_team_run(int nt, void (*share)(void *arg, int t), void *arg)
     team.share = share;
     team.arg = arg;
     team.nt = nt;
-    atomic_store_explicit(&team.pending, team.nworkers, memory_order_relaxed);
-    atomic_fetch_add(&team.gen, 1);     /* publishes the job (and pairs with sleepers) */
+    /* publishes the job (and pairs with sleepers) */
+    uint64_t g = atomic_fetch_add(&team.gen, 1) + 1;
     wake_sleepers();
     in_team = true;
     share(arg, 0);
     in_team = false;
-    for (int spins = 1; atomic_load_explicit(&team.pending, memory_order_acquire) > 0; spins++) {
+    atomic_store(&team.closed, g);
+    for (int spins = 1; atomic_load(&team.inside) > 0; spins++) {
         if (spins % YIELD_EVERY == 0)
             sched_yield();      /* a worker may be waiting for this core */
         else
