@@ -152,8 +152,9 @@ def write_report(a, rows, machine, torch_info, compiles, models, batches, thread
               "## train_step", "",
               "per round: PyTorch / karpc in each round; load: the 1-minute load average after "
               "each round's pair of runs (the pair's own threads count in it; well above the core "
-              "count, the 2-thread figures are noise: an OpenMP team waits for its descheduled "
-              "threads).", "",
+              "count, the 2-thread figures are noise: PyTorch's OpenMP team waits for its "
+              "descheduled threads, karpc's for a piece a descheduled thread has begun; other "
+              "guests on the host do not show in it, only in the spread of the rounds).", "",
               "| model | batch | threads | karpc | PyTorch | PyTorch / karpc | target | met | per round | load |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for m in models:
