@@ -262,6 +262,10 @@ static int bench(const Layer *l, int64_t n, int rounds, const KpPeak peak[3])
 
 int main(int argc, char **argv)
 {
+    /* karpc's regions on OpenMP's threads, which the peers use too: one
+     * pool for the three, else libgomp's threads spin after a peer's turn
+     * beside karpc's team (docs/abi.md, "A host with OpenMP work of its own") */
+    setenv("KARP_THREAD_POOL", "openmp", 1);
     int64_t n = argc > 1 ? atoll(argv[1]) : 64;
     int rounds = argc > 2 ? atoi(argv[2]) : 11;
     const char *only = argc > 3 ? argv[3] : "";

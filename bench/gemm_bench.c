@@ -223,6 +223,10 @@ static void load_peers(void)
 
 int main(int argc, char **argv)
 {
+    /* karpc's regions on OpenMP's threads, which the peers use too: one
+     * pool for the three, else libgomp's threads spin after a peer's turn
+     * beside karpc's team (docs/abi.md, "A host with OpenMP work of its own") */
+    setenv("KARP_THREAD_POOL", "openmp", 1);
     int rounds = argc > 1 ? atoi(argv[1]) : 15;
     const char *cpu = argc > 2 && strcmp(argv[2], "host") != 0 ? argv[2] : NULL;
     const char *filter = argc > 3 ? argv[3] : "";

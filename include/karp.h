@@ -227,7 +227,10 @@ int karp_set_metadata(karp_model *m, const char *key, const char *value);
  * absent.  Valid until the next karp_load or karp_set_metadata. */
 const char *karp_get_metadata(const karp_model *m, const char *key);
 
-/* Threads used by the parallel loops of every model (OpenMP); 0 = default. */
+/* Threads used by the parallel loops of every model (OpenMP's setting);
+ * 0 = default.  The loops run on the runtime's own threads; a host with
+ * OpenMP work of its own sets KARP_THREAD_POOL=openmp in the environment
+ * to run them on OpenMP's instead (docs/abi.md, "Threads"). */
 int karp_set_threads(int nthreads);
 
 /* The calling thread's last error message ("" if none). */

@@ -26,6 +26,11 @@
  * pair on gen and sleepers, both sequentially consistent).  With
  * OMP_WAIT_POLICY=passive they sleep at once, as libgomp's threads do.
  *
+ * KARP_THREAD_POOL=openmp (read at the first region, and again in a
+ * forked child) turns the team off: every region runs on OpenMP's threads,
+ * for a host whose own OpenMP work would otherwise leave libgomp's threads
+ * spinning beside the team's (docs/abi.md).
+ *
  * One job at a time: a caller that finds the team busy (another host
  * thread's call is running a region) gets -1 and runs its region on
  * OpenMP, as before the team existed.  A model.so carries its own copy
@@ -65,6 +70,8 @@ static struct {
     pthread_t tid[TEAM_MAX];
     uint64_t born[TEAM_MAX];    /* gen when worker k+1 was made: its first job is after */
     bool atfork;                /* the fork handler registered */
+    bool env_read;              /* OMP_WAIT_POLICY and KARP_THREAD_POOL read */
+    bool openmp;                /* KARP_THREAD_POOL=openmp: no team, OpenMP's threads */
     int spin;                   /* pauses before a worker sleeps */
     /* the job: written by its caller before gen moves */
     void (*share)(void *arg, int t);
@@ -137,6 +144,7 @@ static void forget_workers(void)
     pthread_mutex_init(&team.lock, NULL);
     pthread_cond_init(&team.wake, NULL);
     team.nworkers = 0;
+    team.env_read = false;      /* the child may have set its own */
     atomic_store(&team.inside, 0);
     atomic_store(&team.sleepers, 0);
 }
@@ -148,9 +156,16 @@ static bool have_workers(int n)
         if (pthread_atfork(NULL, NULL, forget_workers) != 0)
             return false;
         team.atfork = true;
+    }
+    if (!team.env_read) {
         const char *policy = getenv("OMP_WAIT_POLICY");
         team.spin = policy && strcasecmp(policy, "passive") == 0 ? 0 : SPIN;
+        const char *pool = getenv("KARP_THREAD_POOL");
+        team.openmp = pool && strcasecmp(pool, "openmp") == 0;
+        team.env_read = true;
     }
+    if (team.openmp)
+        return false;
     if (team.nworkers >= n)
         return true;
     /* workers take no signals: the host's handlers run on its threads */

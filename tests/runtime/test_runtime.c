@@ -676,6 +676,22 @@ START_TEST(test_team)
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "forked child: status %d", status);
     ck_assert(full_visit(1000));
+
+    /* KARP_THREAD_POOL=openmp: the regions run in OpenMP's (a child reads
+     * the environment afresh) */
+    child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        alarm(20);
+        setenv("KARP_THREAD_POOL", "openmp", 1);
+        karp_set_threads(2);
+        TeamProbe q = {.caller = pthread_self()};
+        krt_parallel_for(probe, &q, 0, 8);
+        _exit(q.openmp > 0 && full_visit(1000) ? 0 : 1);
+    }
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "KARP_THREAD_POOL=openmp child: status %d", status);
     ck_assert_int_eq(karp_set_threads(0), 0);
 }
 END_TEST
