@@ -108,6 +108,16 @@ static uint64_t pack(uint64_t lo, uint64_t hi)
     return lo | hi << 32;
 }
 
+static int64_t lo_of(uint64_t w)
+{
+    return (int64_t)(uint32_t)w;
+}
+
+static int64_t hi_of(uint64_t w)
+{
+    return (int64_t)(w >> 32);
+}
+
 typedef struct ForJob {
     void (*body)(void *ctx, int64_t begin, int64_t end);
     void *ctx;
@@ -125,11 +135,11 @@ static void run_own(const ForJob *j, int t)
 {
     for (;;) {
         uint64_t w = atomic_load_explicit(&j->shares[t].range, memory_order_relaxed);
-        int64_t rest = (int64_t)(w >> 32) - (int64_t)(uint32_t)w;
+        int64_t rest = hi_of(w) - lo_of(w);
         int64_t claim = (rest + 1) / 2 > j->block ? (rest + 1) / 2 : j->block;
         uint64_t old = atomic_fetch_add_explicit(&j->shares[t].range, (uint64_t)claim,
                                                  memory_order_acq_rel);
-        int64_t lo = (int64_t)(uint32_t)old, hi = (int64_t)(old >> 32);
+        int64_t lo = lo_of(old), hi = hi_of(old);
         if (lo >= hi)
             return;
         int64_t end = lo + claim < hi ? lo + claim : hi;
@@ -147,7 +157,7 @@ static bool steal(const ForJob *j, int t)
         uint64_t seen = 0;
         for (int v = 0; v < j->nt; v++) {
             uint64_t w = atomic_load_explicit(&j->shares[v].range, memory_order_acquire);
-            int64_t rest = (int64_t)(w >> 32) - (int64_t)(uint32_t)w;
+            int64_t rest = hi_of(w) - lo_of(w);
             if (v != t && rest > most) {
                 victim = v;
                 most = rest;
@@ -156,11 +166,12 @@ static bool steal(const ForJob *j, int t)
         }
         if (victim < 0)
             return false;
-        uint64_t lo = (uint32_t)seen, hi = seen >> 32, take = ((uint64_t)most + 1) / 2;
+        int64_t hi = hi_of(seen), take = (most + 1) / 2;
         if (atomic_compare_exchange_strong_explicit(&j->shares[victim].range, &seen,
-                                                    pack(lo, hi - take), memory_order_acq_rel,
-                                                    memory_order_acquire)) {
-            atomic_store_explicit(&j->shares[t].range, pack(hi - take, hi), memory_order_release);
+                                                    pack((uint64_t)lo_of(seen), (uint64_t)(hi - take)),
+                                                    memory_order_acq_rel, memory_order_acquire)) {
+            atomic_store_explicit(&j->shares[t].range, pack((uint64_t)(hi - take), (uint64_t)hi),
+                                  memory_order_release);
             return true;
         }
     }
