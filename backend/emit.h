@@ -128,6 +128,10 @@ LLVMValueRef kp_fconst(LLVMTypeRef ty, double v);
 LLVMValueRef kp_iconst_like(KpEmit *e, LLVMTypeRef fty, int32_t v);
 /* A <vw x float> with every lane s. */
 LLVMValueRef kp_splat(KpEmit *e, LLVMValueRef s);
+/* row[0..vw) transposed in place: lane l of row i becomes lane i of row l
+ * (log2(vw) rounds of interleaving row i with row i + vw/2, the perfect
+ * shuffle). */
+void kp_transpose_vw(KpEmit *e, LLVMValueRef *row);
 /* The mask <vw x i1> with the first k lanes set. */
 LLVMValueRef kp_mask_first(KpEmit *e, int k);
 /* A new stack slot in the current function's entry block. */

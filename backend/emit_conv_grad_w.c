@@ -318,6 +318,13 @@ int emit_conv2d_grad_w(KpEmit *e, const KpNode *n, KpDiag *d)
     if (kp_emit_conv2d_winograd_w(e, n))
         return 0;
     const KpValue *dy = n->in[0], *x = n->in[1];
+    KpConvMap m = {.cin = x->dims[1], .h = x->dims[2], .w = x->dims[3],
+                   .cout = dy->dims[1], .oh = dy->dims[2], .ow = dy->dims[3]};
+    kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
+    if (kp_conv_grad_w_outer_fits(&m, e->g ? e->g->max_batch : 1, e->vw)) {
+        kp_emit_conv2d_grad_w_outer(e, &m);
+        return 0;
+    }
     Dot s = {.cols = cols_of(n, 1, x, dy), .ia = 0, .m = dy->dims[1],
              .npix = dy->dims[2] * dy->dims[3]};
     s.t = s.cols.c * s.cols.kh * s.cols.kw;

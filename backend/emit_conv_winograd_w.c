@@ -35,7 +35,6 @@
  * whatever the thread count, the sums are the same (gemm_emit.c's split
  * k works the same way; the last chunk sets the counter back to 0).
  */
-#include <string.h>
 
 #include "emit_conv_winograd.h"
 
@@ -63,8 +62,7 @@ enum { BLOCK_TILES = 128, SCRATCH_L2 = 4 };
 enum { WINO_W_MIN_CHANNELS = 16 };
 
 /* Vt[xi][t][ci] from V[ci][xi][t] for the block's nvec vectors of tiles:
- * vw rows of V at a time, transposed by log2(vw) rounds of interleaving
- * row i with row i + vw/2 (the perfect shuffle). */
+ * vw rows of V at a time, transposed in registers (kp_transpose_vw). */
 static void transpose(KpEmit *e, const WinoW *s, LLVMValueRef V, LLVMValueRef Vt, LLVMValueRef nvec)
 {
     const KpWino *w = &s->w;
@@ -75,16 +73,10 @@ static void transpose(KpEmit *e, const WinoW *s, LLVMValueRef V, LLVMValueRef Vt
     kp_loop_begin(e, &lt, kp_i64(e, 0), nvec, 1, "ttv");
     LLVMValueRef t0 = kp_imulc(e, lt.iv, vw);
     LLVMValueRef from = kp_iadd(e, kp_imulc(e, kp_iadd(e, kp_imulc(e, lg.iv, 16), lx.iv), w->ts), t0);
-    LLVMValueRef row[64], next[64];
+    LLVMValueRef row[64];
     for (int c = 0; c < vw; c++)
         row[c] = kp_load_vec(e, V, kp_iaddc(e, from, (int64_t)c * 16 * w->ts));
-    for (int round = 1; round < vw; round *= 2) {
-        for (int i = 0; i < vw / 2; i++) {
-            next[2 * i] = kp_wino_interleave(e, row[i], row[i + vw / 2], false);
-            next[2 * i + 1] = kp_wino_interleave(e, row[i], row[i + vw / 2], true);
-        }
-        memcpy(row, next, sizeof(LLVMValueRef) * (size_t)vw);
-    }
+    kp_transpose_vw(e, row);
     LLVMValueRef to = kp_iadd(e, kp_imulc(e, kp_iadd(e, kp_imulc(e, lx.iv, s->tsv), t0), s->cip), lg.iv);
     for (int l = 0; l < vw; l++)
         kp_store_vec(e, row[l], Vt, kp_iaddc(e, to, l * s->cip));

@@ -103,6 +103,27 @@ LLVMValueRef kp_iconst_like(KpEmit *e, LLVMTypeRef fty, int32_t v)
     return LLVMConstVector(elts, n);
 }
 
+void kp_transpose_vw(KpEmit *e, LLVMValueRef *row)
+{
+    int vw = e->vw, idx[2][64];
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < vw; l++)
+            idx[h][l] = h * vw / 2 + l / 2 + (l % 2) * vw;
+    LLVMValueRef mask[2], next[64];
+    for (int h = 0; h < 2; h++) {
+        LLVMValueRef elts[64];
+        for (int l = 0; l < vw; l++)
+            elts[l] = kp_i32(e, idx[h][l]);
+        mask[h] = LLVMConstVector(elts, (unsigned)vw);
+    }
+    for (int round = 1; round < vw; round *= 2) {
+        for (int i = 0; i < vw / 2; i++)
+            for (int h = 0; h < 2; h++)
+                next[2 * i + h] = LLVMBuildShuffleVector(e->b, row[i], row[i + vw / 2], mask[h], "");
+        memcpy(row, next, sizeof(LLVMValueRef) * (size_t)vw);
+    }
+}
+
 LLVMValueRef kp_splat(KpEmit *e, LLVMValueRef s)
 {
     LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetPoison(e->vec), s, kp_i32(e, 0), "");

@@ -13,7 +13,9 @@
  *               Winograd's 3x3 kernel (fashion_cnn's conv2, odd output
  *               sizes with padding, 34 and 36 channels; its weight
  *               gradient from 16 channels: 17 -> 19 too, several samples
- *               a block and a chunk of the batch each)
+ *               a block and a chunk of the batch each); the weight
+ *               gradient by outer products (a partial vector and tile of
+ *               filters, stride and dilation, more taps a tile than lanes)
  *   batches     n = 1, 2 and 3 of a largest batch of 3
  *   targets     the host (AVX-512 here) and x86-64-v3 (AVX2), each that
  *               this CPU runs; and x86-64-v3 with the kernels of 16- and
@@ -34,6 +36,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/emit_conv.h"
 #include "include/karp.h"
 #include "modelbuild.h"
 #include "numcheck.h"
@@ -82,6 +85,10 @@ static const Geo geos[] = {
     /* Winograd F(2x2, 3x3) (emit_conv_winograd.c), 32 channels and more: */
     {32, 11, 13, 40, 3, 3, 1, 1, 1, 1, 1, 1, false},    /* odd output sizes, padding 1 */
     {36, 7, 9, 34, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* channels no multiple of the tile or vector */
+    /* the weight gradient by outer products (emit_conv_grad_w_outer.c): */
+    {8, 9, 11, 70, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* 70 filters: a partial vector and tile of them */
+    {4, 12, 11, 16, 3, 3, 1, 2, 0, 0, 2, 2, false},     /* stride (1,2), dilation 2 */
+    {3, 10, 10, 8, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* 8 filters: 12 taps a tile with AVX2 */
 };
 
 enum { MAXB = 3 };
@@ -287,6 +294,39 @@ START_TEST(test_conv_epilogues)
 }
 END_TEST
 
+/* The geometries above that are meant for the outer-product weight
+ * gradient do reach it at each vector width (or the grid would test the
+ * dot kernel twice); padded ones and those with fewer taps than filters
+ * do not. */
+START_TEST(test_conv_outer_reached)
+{
+    static const struct {
+        Geo g;
+        bool at[3];             /* 16-, 8- and 4-float vectors */
+    } cases[] = {
+        {{8, 9, 11, 70, 3, 3, 1, 1, 0, 0, 1, 1, false}, {true, true, true}},
+        {{5, 9, 11, 70, 3, 3, 1, 1, 0, 0, 1, 1, false}, {false, false, false}},   /* 45 taps, 70 filters */
+        {{4, 12, 11, 16, 3, 3, 1, 2, 0, 0, 2, 2, false}, {true, true, true}},
+        {{3, 10, 10, 8, 3, 3, 1, 1, 0, 0, 1, 1, false}, {false, true, true}},
+        {{1, 28, 28, 32, 3, 3, 1, 1, 0, 0, 1, 1, false}, {false, false, false}},  /* 9 taps, 32 filters */
+        {{32, 13, 13, 64, 3, 3, 1, 1, 0, 0, 1, 1, false}, {true, true, true}},   /* keras_cnn's conv2d2 */
+        {{17, 9, 7, 19, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}},
+    };
+    static const int vws[3] = {16, 8, 4};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const Geo *c = &cases[i].g;
+        KpConvMap m = {.cin = c->c, .h = c->h, .w = c->w, .cout = c->f, .kh = c->kh, .kw = c->kw,
+                       .sh = c->sh, .sw = c->sw, .pt = c->ph, .pl = c->pw, .dh = c->dh, .dw = c->dw};
+        m.oh = (c->h + 2 * c->ph - (c->kh - 1) * c->dh - 1) / c->sh + 1;
+        m.ow = (c->w + 2 * c->pw - (c->kw - 1) * c->dw - 1) / c->sw + 1;
+        for (int v = 0; v < 3; v++)
+            ck_assert_msg(kp_conv_grad_w_outer_fits(&m, MAXB, vws[v]) == cases[i].at[v],
+                          "geometry %zu at %d floats a vector: outer kernel %s", i, vws[v],
+                          cases[i].at[v] ? "not taken" : "taken");
+    }
+}
+END_TEST
+
 /* A residual block (its input gradient takes add and relu_grad as
  * epilogues), trained one step through the JIT and through a model.so:
  * the same loss and parameters, bit for bit. */
@@ -343,6 +383,7 @@ int main(void)
     tcase_add_test(tc, test_conv_directions);
     tcase_add_test(tc, test_conv_epilogues);
     tcase_add_test(tc, test_conv_jit_so);
+    tcase_add_test(tc, test_conv_outer_reached);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
