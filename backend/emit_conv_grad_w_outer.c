@@ -28,12 +28,16 @@
 #include "gemm_internal.h"
 
 typedef struct Outer {
-    int64_t f, c, h, w, oh, ow, kh, kw, sh, sw, dh, dw;
+    int64_t f, c, h, w, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw;
     int64_t t, npix;            /* taps c*kh*kw, pixels oh*ow */
     int64_t fv, fpad;           /* vectors of channels, channels padded to them */
     int r, cv;                  /* register tile: taps by vectors of channels */
     int64_t tiles_t, blocks_f;  /* items: tiles_t * blocks_f */
-    int64_t acc_at;             /* scratch: dyT, then the sums acc[t][fpad] */
+    /* the windows' extent, from (-pt, -pl); copied (padded) into xp[c][hp][wpr]
+     * when it reaches outside the image, else x read in place */
+    bool copy;
+    int64_t hp, wp, wpr;
+    int64_t acc_at, xp_at;      /* scratch: dyT, the sums acc[t][fpad], xp */
 } Outer;
 
 /* Register tile accumulators: 24 vectors of the 32 with AVX-512, 12 of 16
@@ -48,6 +52,38 @@ static void plan(Outer *s, int vw)
     s->tiles_t = kp_ceil_div(s->t, s->r);
     s->blocks_f = kp_ceil_div(s->fv, s->cv);
     s->acc_at = s->npix * s->fpad;
+    s->hp = (s->oh - 1) * s->sh + (s->kh - 1) * s->dh + 1;
+    s->wp = (s->ow - 1) * s->sw + (s->kw - 1) * s->dw + 1;
+    s->copy = s->pt != 0 || s->pl != 0 || s->hp > s->h || s->wp > s->w;
+    s->wpr = s->copy ? kp_round_up(s->wp, vw) : s->w;
+    s->xp_at = s->acc_at + s->tiles_t * s->r * s->fpad;
+}
+
+/* xp[ci][yy][xx] = x_g[ci][yy - pt][xx - pl] for ci in [c0, c1), zero
+ * outside the image: rows of vectors, their lanes past the image masked
+ * (runtime masks). */
+static void copy_padded(KpEmit *e, const Outer *s, LLVMValueRef xg, LLVMValueRef xp, LLVMValueRef c0,
+                        LLVMValueRef c1)
+{
+    KpLoop lc, ly, lx;
+    kp_loop_begin(e, &lc, c0, c1, 1, "pc");
+    kp_loop_begin(e, &ly, kp_i64(e, 0), kp_i64(e, s->hp), 1, "py");
+    LLVMValueRef iy = kp_iaddc(e, ly.iv, -s->pt);
+    LLVMValueRef in = LLVMBuildICmp(e->b, LLVMIntULT, iy, kp_i64(e, s->h), "");
+    /* a row in the padding reads row 0 with every lane masked */
+    LLVMValueRef row = kp_imulc(e, kp_iadd(e, kp_imulc(e, lc.iv, s->h), LLVMBuildSelect(e->b, in, iy, kp_i64(e, 0), "")), s->w);
+    LLVMValueRef width = LLVMBuildSelect(e->b, in, kp_i64(e, s->w), kp_i64(e, 0), "");
+    LLVMValueRef dst = kp_imulc(e, kp_iadd(e, kp_imulc(e, lc.iv, s->hp), ly.iv), s->wpr);
+    kp_loop_begin(e, &lx, kp_i64(e, 0), kp_i64(e, s->wpr), e->vw, "px");
+    LLVMValueRef ix = kp_lane_index(e, kp_iaddc(e, lx.iv, -s->pl), 1);
+    LLVMValueRef ok = LLVMBuildICmp(e->b, LLVMIntULT, ix, kp_lane_index(e, width, 0), "");
+    LLVMValueRef at = kp_iaddc(e, kp_iadd(e, row, lx.iv), -s->pl);
+    LLVMTypeRef over[2] = {e->vec, e->ptr};
+    LLVMValueRef args[4] = {LLVMBuildGEP2(e->b, e->f32, xg, &at, 1, ""), kp_i32(e, 4), ok, kp_fconst(e->vec, 0.0)};
+    kp_store_vec(e, kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4), xp, kp_iadd(e, dst, lx.iv));
+    kp_loop_end(e, &lx);
+    kp_loop_end(e, &ly);
+    kp_loop_end(e, &lc);
 }
 
 /* dyT[p][cb + i] = dy_g[cb + i][p] for a block of vw channels from cb
@@ -127,22 +163,22 @@ static void write_dw(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValue
 
 /* Taps [t0, t0 + r) by channel vectors [v0, v0 + cv) over sample g's
  * pixels: the sums from acc (zero for the first sample) and back. */
-static void tile(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValueRef dyT, LLVMValueRef acc,
-                 LLVMValueRef g, LLVMValueRef t0, LLVMValueRef v0, int r, int cv)
+static void tile(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValueRef x, LLVMValueRef dyT,
+                 LLVMValueRef acc, LLVMValueRef g, LLVMValueRef t0, LLVMValueRef v0, int r, int cv)
 {
     LLVMValueRef slot[12][4], xoff[12];
     LLVMValueRef first = LLVMBuildICmp(e->b, LLVMIntEQ, g, kp_i64(e, 0), "first");
     LLVMValueRef co0 = kp_imulc(e, v0, e->vw);
-    int64_t khkw = s->kh * s->kw;
-    LLVMValueRef xg = kp_imulc(e, g, s->c * s->h * s->w);
+    int64_t khkw = s->kh * s->kw, hr = s->copy ? s->hp : s->h;
+    LLVMValueRef xg = s->copy ? kp_i64(e, 0) : kp_imulc(e, g, s->c * s->h * s->w);
     for (int j = 0; j < r; j++) {
         LLVMValueRef tap = kp_iaddc(e, t0, j);
         LLVMValueRef ci = LLVMBuildUDiv(e->b, tap, kp_i64(e, khkw), "");
         LLVMValueRef k = LLVMBuildURem(e->b, tap, kp_i64(e, khkw), "");
         LLVMValueRef ki = LLVMBuildUDiv(e->b, k, kp_i64(e, s->kw), "");
         LLVMValueRef kj = LLVMBuildURem(e->b, k, kp_i64(e, s->kw), "");
-        xoff[j] = kp_iadd(e, kp_iadd(e, xg, kp_imulc(e, ci, s->h * s->w)),
-                          kp_iadd(e, kp_imulc(e, ki, s->dh * s->w), kp_imulc(e, kj, s->dw)));
+        xoff[j] = kp_iadd(e, kp_iadd(e, xg, kp_imulc(e, ci, hr * s->wpr)),
+                          kp_iadd(e, kp_imulc(e, ki, s->dh * s->wpr), kp_imulc(e, kj, s->dw)));
         for (int v = 0; v < cv; v++) {
             LLVMValueRef at = kp_iadd(e, kp_imulc(e, tap, s->fpad), kp_iaddc(e, co0, v * e->vw));
             slot[j][v] = kp_alloca(e, e->vec, "acc");
@@ -152,7 +188,7 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValueRef 
     }
     KpLoop ly, lx;
     kp_loop_begin(e, &ly, kp_i64(e, 0), kp_i64(e, s->oh), 1, "oy");
-    LLVMValueRef xrow = kp_imulc(e, ly.iv, s->sh * s->w);
+    LLVMValueRef xrow = kp_imulc(e, ly.iv, s->sh * s->wpr);
     LLVMValueRef prow = kp_imulc(e, ly.iv, s->ow);
     kp_loop_begin(e, &lx, kp_i64(e, 0), kp_i64(e, s->ow), 1, "ox");
     LLVMValueRef xat = kp_iadd(e, xrow, kp_imulc(e, lx.iv, s->sw));
@@ -161,7 +197,7 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValueRef 
     for (int v = 0; v < cv; v++)
         d[v] = kp_load_vec(e, dyT, kp_iaddc(e, dat, v * e->vw));
     for (int j = 0; j < r; j++) {
-        LLVMValueRef b = kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, a->p[1], kp_iadd(e, xoff[j], xat)), ""));
+        LLVMValueRef b = kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, x, kp_iadd(e, xoff[j], xat)), ""));
         for (int v = 0; v < cv; v++) {
             LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, slot[j][v], "");
             LLVMBuildStore(e->b, kp_fma(e, b, d[v], old), slot[j][v]);
@@ -188,8 +224,8 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValueRef 
 
 /* The item's tile: whole, or the last taps (t % r of them) or the last
  * channel vectors (fv % cv of them), each its own code. */
-static void item_tile(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValueRef dyT, LLVMValueRef acc,
-                      LLVMValueRef g, LLVMValueRef tt, LLVMValueRef fb)
+static void item_tile(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValueRef x, LLVMValueRef dyT,
+                      LLVMValueRef acc, LLVMValueRef g, LLVMValueRef tt, LLVMValueRef fb)
 {
     int rrem = (int)(s->t % s->r), crem = (int)(s->fv % s->cv);
     LLVMValueRef t0 = kp_imulc(e, tt, s->r), v0 = kp_imulc(e, fb, s->cv);
@@ -203,7 +239,7 @@ static void item_tile(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValu
             LLVMValueRef cf = crem ? (lf ? last_f : LLVMBuildNot(e->b, last_f, "")) : NULL;
             LLVMValueRef cond = ct && cf ? LLVMBuildAnd(e->b, ct, cf, "") : ct ? ct : cf;
             LLVMBasicBlockRef join = cond ? kp_if_begin(e, cond, "otile") : NULL;
-            tile(e, a, s, dyT, acc, g, t0, v0, lt ? rrem : s->r, lf ? crem : s->cv);
+            tile(e, a, s, x, dyT, acc, g, t0, v0, lt ? rrem : s->r, lf ? crem : s->cv);
             if (join)
                 kp_if_end(e, join);
         }
@@ -216,10 +252,31 @@ static void outer_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef dyT = kp_scratch(e);
     LLVMValueRef acc = kp_gep(e, dyT, kp_i64(e, s->acc_at));
     KpLoop lg, li;
+    /* the input channels the items' taps read: those of tap tiles
+     * [tb, te] when the items are one run of them, else all */
+    LLVMValueRef c0 = kp_i64(e, 0), c1 = kp_i64(e, s->c);
+    if (s->copy) {
+        LLVMValueRef tb = LLVMBuildURem(e->b, a->begin, kp_i64(e, s->tiles_t), "");
+        LLVMValueRef te = LLVMBuildURem(e->b, kp_iaddc(e, a->end, -1), kp_i64(e, s->tiles_t), "");
+        LLVMValueRef run = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntULE, tb, te, ""),
+                                        LLVMBuildICmp(e->b, LLVMIntSLE, LLVMBuildNSWSub(e->b, a->end, a->begin, ""),
+                                                      kp_i64(e, s->tiles_t), ""), "");
+        int64_t khkw = s->kh * s->kw;
+        LLVMValueRef lo = LLVMBuildUDiv(e->b, kp_imulc(e, tb, s->r), kp_i64(e, khkw), "");
+        LLVMValueRef hi = kp_min_i64(e, kp_imulc(e, kp_iaddc(e, te, 1), s->r), kp_i64(e, s->t));
+        hi = LLVMBuildUDiv(e->b, kp_iaddc(e, hi, khkw - 1), kp_i64(e, khkw), "");
+        c0 = LLVMBuildSelect(e->b, run, lo, c0, "");
+        c1 = LLVMBuildSelect(e->b, run, hi, c1, "");
+    }
     kp_loop_begin(e, &lg, kp_i64(e, 0), a->n, 1, "g");
     transpose_dy(e, s, kp_gep(e, a->p[0], kp_imulc(e, lg.iv, s->f * s->npix)), dyT);
+    LLVMValueRef x = a->p[1];
+    if (s->copy) {
+        x = kp_gep(e, dyT, kp_i64(e, s->xp_at));
+        copy_padded(e, s, kp_gep(e, a->p[1], kp_imulc(e, lg.iv, s->c * s->h * s->w)), x, c0, c1);
+    }
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
-    item_tile(e, a, s, dyT, acc, lg.iv, LLVMBuildURem(e->b, li.iv, kp_i64(e, s->tiles_t), ""),
+    item_tile(e, a, s, x, dyT, acc, lg.iv, LLVMBuildURem(e->b, li.iv, kp_i64(e, s->tiles_t), ""),
               LLVMBuildUDiv(e->b, li.iv, kp_i64(e, s->tiles_t), ""));
     kp_loop_end(e, &li);
     kp_loop_end(e, &lg);
@@ -227,10 +284,6 @@ static void outer_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 
 bool kp_conv_grad_w_outer_fits(const KpConvMap *m, int64_t max_batch, int vw)
 {
-    /* every window inside the image (x read in place) */
-    if (m->pt != 0 || m->pl != 0 || (m->oh - 1) * m->sh + (m->kh - 1) * m->dh >= m->h ||
-        (m->ow - 1) * m->sw + (m->kw - 1) * m->dw >= m->w)
-        return false;
     /* whole vectors of channels, or few lanes lost; and at least as many
      * taps as channels: transposing dy costs what packing im2col rows
      * costs the dot kernel, per channel and per tap (fashion's conv2d0,
@@ -243,11 +296,12 @@ bool kp_conv_grad_w_outer_fits(const KpConvMap *m, int64_t max_batch, int vw)
 void kp_emit_conv2d_grad_w_outer(KpEmit *e, const KpConvMap *m)
 {
     Outer s = {.f = m->cout, .c = m->cin, .h = m->h, .w = m->w, .oh = m->oh, .ow = m->ow,
-               .kh = m->kh, .kw = m->kw, .sh = m->sh, .sw = m->sw, .dh = m->dh, .dw = m->dw};
+               .kh = m->kh, .kw = m->kw, .sh = m->sh, .sw = m->sw, .pt = m->pt, .pl = m->pl,
+               .dh = m->dh, .dw = m->dw};
     s.t = s.c * s.kh * s.kw;
     s.npix = s.oh * s.ow;
     plan(&s, e->vw);
-    int64_t bytes = 4 * (s.acc_at + s.tiles_t * s.r * s.fpad);
+    int64_t bytes = 4 * (s.xp_at + (s.copy ? s.c * s.hp * s.wpr : 0));
     if (bytes > e->scratch_bytes)
         e->scratch_bytes = bytes;
     int64_t items = s.tiles_t * s.blocks_f;

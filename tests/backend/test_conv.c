@@ -15,7 +15,8 @@
  *               gradient from 16 channels: 17 -> 19 too, several samples
  *               a block and a chunk of the batch each); the weight
  *               gradient by outer products (a partial vector and tile of
- *               filters, stride and dilation, more taps a tile than lanes)
+ *               filters, stride and dilation, more taps a tile than lanes,
+ *               padding: x copied with its border)
  *   batches     n = 1, 2 and 3 of a largest batch of 3
  *   targets     the host (AVX-512 here) and x86-64-v3 (AVX2), each that
  *               this CPU runs; and x86-64-v3 with the kernels of 16- and
@@ -89,6 +90,9 @@ static const Geo geos[] = {
     {8, 9, 11, 70, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* 70 filters: a partial vector and tile of them */
     {4, 12, 11, 16, 3, 3, 1, 2, 0, 0, 2, 2, false},     /* stride (1,2), dilation 2 */
     {3, 10, 10, 8, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* 8 filters: 12 taps a tile with AVX2 */
+    {3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false},     /* padded (resnet's stem): x copied with its border */
+    {16, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1, false},      /* padded, stride 2 */
+    {8, 12, 9, 16, 5, 5, 2, 2, 0, 0, 1, 1, true},       /* uneven "same": more border right and below */
 };
 
 enum { MAXB = 3 };
@@ -296,8 +300,7 @@ END_TEST
 
 /* The geometries above that are meant for the outer-product weight
  * gradient do reach it at each vector width (or the grid would test the
- * dot kernel twice); padded ones and those with fewer taps than filters
- * do not. */
+ * dot kernel twice); those with fewer taps than filters do not. */
 START_TEST(test_conv_outer_reached)
 {
     static const struct {
@@ -310,7 +313,9 @@ START_TEST(test_conv_outer_reached)
         {{3, 10, 10, 8, 3, 3, 1, 1, 0, 0, 1, 1, false}, {false, true, true}},
         {{1, 28, 28, 32, 3, 3, 1, 1, 0, 0, 1, 1, false}, {false, false, false}},  /* 9 taps, 32 filters */
         {{32, 13, 13, 64, 3, 3, 1, 1, 0, 0, 1, 1, false}, {true, true, true}},   /* keras_cnn's conv2d2 */
-        {{17, 9, 7, 19, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}},
+        {{3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false}, {true, true, true}},
+        {{16, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1, false}, {true, true, true}},
+        {{16, 8, 8, 32, 1, 1, 1, 1, 0, 0, 1, 1, false}, {false, false, false}},    /* 16 taps, 32 filters */
     };
     static const int vws[3] = {16, 8, 4};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
