@@ -17,9 +17,9 @@
  *       b    = x[g, ci, oy*sh + ki*dh, ox*sw + kj*dw]       (a broadcast per tap (ci, ki, kj), in place)
  *       acc[j][v] = fma(b, d[v], acc[j][v])
  *
- * x is read in place, so the kernel takes only windows that stay inside
- * the image (no padding); padded layers keep the dot kernel.  A work item
- * is one register tile of dW (taps by channel vectors); its sums wait in
+ * x is read in place when every window stays inside the image; otherwise
+ * (padding) from a copy of the sample with its border, made for the input
+ * channels the call's items read.  A work item is one register tile of dW (taps by channel vectors); its sums wait in
  * the scratch between samples and go to dW, transposed, after the last.
  * Every element is one chain of fmas in (g, oy, ox) order, whatever the
  * items or the thread count: the results do not depend on them.
