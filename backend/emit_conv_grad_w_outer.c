@@ -14,13 +14,14 @@
  *   per register tile of R taps by CV vectors of channels:
  *     for each pixel p = (oy, ox):
  *       d[v] = dyT[p][co0 + v*vw ..]                        (CV loads)
- *       b    = x[g, ci, oy*sh + ki*dh, ox*sw + kj*dw]       (a broadcast per tap (ci, ki, kj), in place)
+ *       b    = x[g, ci, oy*sh + ki*dh, ox*sw + kj*dw]       (a broadcast per tap (ci, ki, kj))
  *       acc[j][v] = fma(b, d[v], acc[j][v])
  *
  * x is read in place when every window stays inside the image; otherwise
  * (padding) from a copy of the sample with its border, made for the input
- * channels the call's items read.  A work item is one register tile of dW (taps by channel vectors); its sums wait in
- * the scratch between samples and go to dW, transposed, after the last.
+ * channels the call's items read.  A work item is one register tile of dW
+ * (taps by channel vectors); its sums wait in the scratch between samples
+ * and go to dW, transposed, after the last.
  * Every element is one chain of fmas in (g, oy, ox) order, whatever the
  * items or the thread count: the results do not depend on them.
  */
@@ -71,7 +72,8 @@ static void copy_padded(KpEmit *e, const Outer *s, LLVMValueRef xg, LLVMValueRef
     LLVMValueRef iy = kp_iaddc(e, ly.iv, -s->pt);
     LLVMValueRef in = LLVMBuildICmp(e->b, LLVMIntULT, iy, kp_i64(e, s->h), "");
     /* a row in the padding reads row 0 with every lane masked */
-    LLVMValueRef row = kp_imulc(e, kp_iadd(e, kp_imulc(e, lc.iv, s->h), LLVMBuildSelect(e->b, in, iy, kp_i64(e, 0), "")), s->w);
+    LLVMValueRef iyc = LLVMBuildSelect(e->b, in, iy, kp_i64(e, 0), "");
+    LLVMValueRef row = kp_imulc(e, kp_iadd(e, kp_imulc(e, lc.iv, s->h), iyc), s->w);
     LLVMValueRef width = LLVMBuildSelect(e->b, in, kp_i64(e, s->w), kp_i64(e, 0), "");
     LLVMValueRef dst = kp_imulc(e, kp_iadd(e, kp_imulc(e, lc.iv, s->hp), ly.iv), s->wpr);
     kp_loop_begin(e, &lx, kp_i64(e, 0), kp_i64(e, s->wpr), e->vw, "px");
