@@ -27,11 +27,20 @@
  * (sums, then y while it is in cache) and batchnorm_bwd reads dy and x
  * twice and writes dx once.
  *
- * Work items are runs of channels (of planes for the two elementwise ops)
- * of at least KP_GRAIN elements at the call's batch, so a small batch
- * runs on the calling thread.
+ * Work items are runs of channels of at least BN_GRAIN elements at the
+ * call's batch (runs of planes of at least KP_GRAIN for the two
+ * elementwise ops), so a small batch runs on the calling thread.
  */
 #include "emit.h"
+
+/* Elements of a work item of the channel sweeps (batchnorm_stats, _fwd,
+ * _bwd, _grad_w, _grad_x), smaller than KP_GRAIN: their sums run in
+ * double, several times the time per element of the memory-bound loops
+ * KP_GRAIN is sized for.  resnet_cifar's 16-channel 32x32 layers at batch
+ * 1 (16384 elements) now fork into 4 items; its batch-1 train_step went
+ * from 520-526 to 486-496 us on 2 threads (8192: 499-504, 2048: 493-495;
+ * three alternated rounds, docs/passes-fusion.md). */
+enum { BN_GRAIN = KP_GRAIN / 8 };
 
 typedef struct Bn {
     int64_t c, hw;
@@ -308,11 +317,11 @@ static Norm channel_stats(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMVal
     return z;
 }
 
-/* channels per work item: at least KP_GRAIN elements at batch n */
+/* channels per work item: at least BN_GRAIN elements at batch n */
 static LLVMValueRef channels_per_item(KpEmit *e, const Bn *s, LLVMValueRef n)
 {
     LLVMValueRef plane = mul(e, n, s->hw);
-    return LLVMBuildSDiv(e->b, add(e, plane, kp_i64(e, KP_GRAIN - 1)), plane, "per");
+    return LLVMBuildSDiv(e->b, add(e, plane, kp_i64(e, BN_GRAIN - 1)), plane, "per");
 }
 
 typedef void (*ChannelFn)(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c);
@@ -420,7 +429,7 @@ static int emit_channels(KpEmit *e, const KpNode *n, ChannelFn f)
     LLVMValueRef per = channels_per_item(e, &j.s, e->n);
     LLVMValueRef items = LLVMBuildSDiv(e->b, add(e, kp_i64(e, j.s.c), LLVMBuildNSWSub(e->b, per, kp_i64(e, 1), "")),
                                        per, "items");
-    int parallel = e->g->max_batch * j.s.hw * j.s.c >= 2 * KP_GRAIN && j.s.c > 1;
+    int parallel = e->g->max_batch * j.s.hw * j.s.c >= 2 * BN_GRAIN && j.s.c > 1;
     kp_emit_parallel(e, "bn", kp_i64(e, 0), items, parallel, channel_kernel, &j);
     return 0;
 }
