@@ -128,6 +128,8 @@ LLVMValueRef kp_fconst(LLVMTypeRef ty, double v);
 LLVMValueRef kp_iconst_like(KpEmit *e, LLVMTypeRef fty, int32_t v);
 /* A <vw x float> with every lane s. */
 LLVMValueRef kp_splat(KpEmit *e, LLVMValueRef s);
+/* a and b interleaved, lane by lane, from their lower (or upper) halves. */
+LLVMValueRef kp_interleave(KpEmit *e, LLVMValueRef a, LLVMValueRef b, bool upper);
 /* row[0..vw) transposed in place: lane l of row i becomes lane i of row l
  * (log2(vw) rounds of interleaving row i with row i + vw/2, the perfect
  * shuffle). */

@@ -38,8 +38,8 @@
  * double, several times the time per element of the memory-bound loops
  * KP_GRAIN is sized for.  resnet_cifar's 16-channel 32x32 layers at batch
  * 1 (16384 elements) now fork into 4 items; its batch-1 train_step went
- * from 520-526 to 486-496 us on 2 threads (8192: 499-504, 2048: 493-495;
- * three alternated rounds, docs/passes-fusion.md). */
+ * from 520-526 to 486-496 us on 2 threads (with BN_GRAIN set to 8192:
+ * 499-504, to 2048: 493-495; three alternated rounds, docs/passes-fusion.md). */
 enum { BN_GRAIN = KP_GRAIN / 8 };
 
 typedef struct Bn {

@@ -73,9 +73,15 @@ bool kp_conv_winograd_fits(const KpConvMap *m, int64_t max_batch, int64_t min_ch
 enum { KP_WINO_MIN_CHANNELS = 32 };
 void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *m);
 bool kp_emit_conv2d_winograd(KpEmit *e, const KpNode *n, bool grad_x);
-/* conv2d_grad_w n the same way (emit_conv_winograd_w.c) when its forward
- * fits; false (nothing emitted) when not. */
-bool kp_emit_conv2d_winograd_w(KpEmit *e, const KpNode *n);
+/* conv2d_grad_w's sum m (kp_conv_grad_w_map) the same way
+ * (emit_conv_winograd_w.c) when its forward fits; false (nothing emitted)
+ * when not. */
+bool kp_emit_conv2d_winograd_w(KpEmit *e, const KpConvMap *m);
+
+/* conv2d_grad_w's sum, dy [N,F,OH,OW], x [N,C,H,W] -> dW [F,C,kh,kw], as
+ * the forward's map (cin, h, w: x; cout, oh, ow: dy): X is pointer 1, the
+ * output dW pointer 2 (the weight and bias unused). */
+KpConvMap kp_conv_grad_w_map(const KpNode *n);
 
 /* conv2d's weight gradient as outer products, the lanes along the output
  * channels (emit_conv_grad_w_outer.c): whether m (the forward's map) is

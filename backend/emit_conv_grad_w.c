@@ -315,12 +315,10 @@ static KpConvCols cols_of(const KpNode *n, int arg, const KpValue *img, const Kp
 /* dy [N,F,OH,OW], x [N,C,H,W] -> dW [F,C,kh,kw]: A = dy, B = im2col(x) */
 int emit_conv2d_grad_w(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    if (kp_emit_conv2d_winograd_w(e, n))
+    KpConvMap m = kp_conv_grad_w_map(n);
+    if (kp_emit_conv2d_winograd_w(e, &m))
         return 0;
     const KpValue *dy = n->in[0], *x = n->in[1];
-    KpConvMap m = {.cin = x->dims[1], .h = x->dims[2], .w = x->dims[3],
-                   .cout = dy->dims[1], .oh = dy->dims[2], .ow = dy->dims[3]};
-    kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
     if (kp_conv_grad_w_outer_fits(&m, e->g ? e->g->max_batch : 1, e->vw)) {
         kp_emit_conv2d_grad_w_outer(e, &m);
         return 0;

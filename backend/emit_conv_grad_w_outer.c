@@ -37,7 +37,7 @@ typedef struct Outer {
     /* the windows' extent, from (-pt, -pl); copied (padded) into xp[c][hp][wpr]
      * when it reaches outside the image, else x read in place */
     bool copy;
-    int64_t hp, wp, wpr;
+    int64_t hp, wpr;
     int64_t acc_at, xp_at;      /* scratch: dyT, the sums acc[t][fpad], xp */
 } Outer;
 
@@ -54,9 +54,9 @@ static void plan(Outer *s, int vw)
     s->blocks_f = kp_ceil_div(s->fv, s->cv);
     s->acc_at = s->npix * s->fpad;
     s->hp = (s->oh - 1) * s->sh + (s->kh - 1) * s->dh + 1;
-    s->wp = (s->ow - 1) * s->sw + (s->kw - 1) * s->dw + 1;
-    s->copy = s->pt != 0 || s->pl != 0 || s->hp > s->h || s->wp > s->w;
-    s->wpr = s->copy ? kp_round_up(s->wp, vw) : s->w;
+    int64_t wp = (s->ow - 1) * s->sw + (s->kw - 1) * s->dw + 1;
+    s->copy = s->pt != 0 || s->pl != 0 || s->hp > s->h || wp > s->w;
+    s->wpr = s->copy ? kp_round_up(wp, vw) : s->w;
     s->xp_at = s->acc_at + s->tiles_t * s->r * s->fpad;
 }
 

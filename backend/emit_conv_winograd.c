@@ -99,14 +99,6 @@ void kp_wino_split(KpEmit *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef *even
     even_odd[1] = shuffle(e, a, b, odd);
 }
 
-LLVMValueRef kp_wino_interleave(KpEmit *e, LLVMValueRef a, LLVMValueRef b, bool upper)
-{
-    int idx[64];
-    for (int l = 0; l < e->vw; l++)
-        idx[l] = (upper ? e->vw / 2 : 0) + l / 2 + (l % 2) * e->vw;
-    return shuffle(e, a, b, idx);
-}
-
 LLVMValueRef kp_wino_below(KpEmit *e, LLVMValueRef ci0, int64_t c)
 {
     return LLVMBuildICmp(e->b, LLVMIntSLT, kp_lane_index(e, ci0, 1), kp_lane_index(e, kp_i64(e, c), 0), "");
@@ -376,7 +368,7 @@ static void transform_output(KpEmit *e, const KpKernelArgs *a, const KpWino *s, 
                 int64_t lanes = m->ow - c0 < vw ? m->ow - c0 : vw;
                 if (lanes <= 0)
                     continue;
-                LLVMValueRef v = kp_wino_interleave(e, y[i][j][0], y[i][j][1], h);
+                LLVMValueRef v = kp_interleave(e, y[i][j][0], y[i][j][1], h);
                 LLVMValueRef at = kp_iaddc(e, ybase, i * m->ow + c0);
                 v = kp_emit_epilogue(e, e->node, a->p, v, at, lanes < vw ? (int)lanes : 0);
                 if (lanes < vw)

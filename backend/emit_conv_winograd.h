@@ -33,8 +33,6 @@ LLVMValueRef kp_wino_row_vector(KpEmit *e, LLVMValueRef p, LLVMValueRef at, cons
                                 LLVMValueRef valid);
 /* The even and the odd lanes of a, b side by side: even_odd[0], [1]. */
 void kp_wino_split(KpEmit *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef *even_odd);
-/* a and b interleaved, lanes from their lower (or upper) halves. */
-LLVMValueRef kp_wino_interleave(KpEmit *e, LLVMValueRef a, LLVMValueRef b, bool upper);
 /* Lanes l with ci0 + l < c, as <vw x i1>. */
 LLVMValueRef kp_wino_below(KpEmit *e, LLVMValueRef ci0, int64_t c);
 

@@ -347,13 +347,9 @@ static int64_t scratch_floats(const WinoW *s, int vw, int64_t rb, int64_t gb)
 }
 
 /* dy [N,F,OH,OW], x [N,C,H,W] -> dW [F,C,3,3] */
-bool kp_emit_conv2d_winograd_w(KpEmit *e, const KpNode *n)
+bool kp_emit_conv2d_winograd_w(KpEmit *e, const KpConvMap *map)
 {
-    const KpValue *dy = n->in[0], *x = n->in[1];
-    KpConvMap m = {.cin = x->dims[1], .h = x->dims[2], .w = x->dims[3],
-                   .cout = dy->dims[1], .oh = dy->dims[2], .ow = dy->dims[3],
-                   .ix = IX, .iw = -1, .ib = -1, .iy = IDW};
-    kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
+    KpConvMap m = *map;
     int64_t max_batch = e->g ? e->g->max_batch : 1;
     if (!kp_conv_winograd_fits(&m, max_batch, WINO_W_MIN_CHANNELS))
         return false;

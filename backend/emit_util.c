@@ -103,23 +103,22 @@ LLVMValueRef kp_iconst_like(KpEmit *e, LLVMTypeRef fty, int32_t v)
     return LLVMConstVector(elts, n);
 }
 
+LLVMValueRef kp_interleave(KpEmit *e, LLVMValueRef a, LLVMValueRef b, bool upper)
+{
+    LLVMValueRef idx[64];
+    for (int l = 0; l < e->vw; l++)
+        idx[l] = kp_i32(e, (upper ? e->vw / 2 : 0) + l / 2 + (l % 2) * e->vw);
+    return LLVMBuildShuffleVector(e->b, a, b, LLVMConstVector(idx, (unsigned)e->vw), "");
+}
+
 void kp_transpose_vw(KpEmit *e, LLVMValueRef *row)
 {
-    int vw = e->vw, idx[2][64];
-    for (int h = 0; h < 2; h++)
-        for (int l = 0; l < vw; l++)
-            idx[h][l] = h * vw / 2 + l / 2 + (l % 2) * vw;
-    LLVMValueRef mask[2], next[64];
-    for (int h = 0; h < 2; h++) {
-        LLVMValueRef elts[64];
-        for (int l = 0; l < vw; l++)
-            elts[l] = kp_i32(e, idx[h][l]);
-        mask[h] = LLVMConstVector(elts, (unsigned)vw);
-    }
+    int vw = e->vw;
+    LLVMValueRef next[64];
     for (int round = 1; round < vw; round *= 2) {
         for (int i = 0; i < vw / 2; i++)
             for (int h = 0; h < 2; h++)
-                next[2 * i + h] = LLVMBuildShuffleVector(e->b, row[i], row[i + vw / 2], mask[h], "");
+                next[2 * i + h] = kp_interleave(e, row[i], row[i + vw / 2], h);
         memcpy(row, next, sizeof(LLVMValueRef) * (size_t)vw);
     }
 }
