@@ -149,7 +149,13 @@ static void choose_tile(KpGemmPlan *p, int64_t mmax, int64_t n)
         p->mr = (int)mmax;
 }
 
-/* Whether mr rows rs floats apart land in few enough L1 sets to stay. */
+/* Whether mr rows rs floats apart put more lines into one L1 set than it
+ * has ways: then a row's line is gone before its next 15 floats are read,
+ * and A is packed.  Up to the ways, A is read in place: on the Zen 4
+ * (8 ways) its 8-row tiles at strides of 4 KiB (sgemm 1024^3) and 36 KiB
+ * (fashion_cnn's dense4, k = 9216) ran faster in place than packed: 1024^3
+ * 87-91% -> 93-95% of peak, dense4's forward 35-72% -> 87% (its packer
+ * reads 16 rows for an 8-row panel; docs/kernels-gemm.md). */
 static bool rows_collide(const Host *h, int mr, int64_t rs)
 {
     int64_t sets = h->l1 / (64 * h->l1_ways), worst = 0;
@@ -159,7 +165,7 @@ static bool rows_collide(const Host *h, int mr, int64_t rs)
             same += (int64_t)j * rs * 4 / 64 % sets == si;
         worst = same > worst ? same : worst;
     }
-    return worst * 4 > h->l1_ways;
+    return worst > h->l1_ways;
 }
 
 /* Cycles per element of a packed block: vector copies where the lines are

@@ -7,6 +7,8 @@
  *   shapes     1, 3, 17, 129, sizes that are no multiple of the micro-tile
  *              or the vector width, k beyond one k block, columns beyond
  *              one column block, row strides of 1024 floats (packed A, B)
+ *   A packing  read in place unless a tile's rows put more lines into one
+ *              L1 set than it has ways (the plan itself, test_pack_a_rule)
  *   batches    n = 1, 2, about half, and the largest (1: dense's dot
  *              kernel for a largest batch of 1)
  *   targets    the host (AVX-512 here), x86-64-v3 (AVX2) and x86-64 (SSE),
@@ -27,9 +29,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "backend/gemm.h"
+#include "backend/gemm_internal.h"
 #include "backend/llvm_internal.h"
 #include "include/karp.h"
 #include "numcheck.h"
@@ -251,6 +255,8 @@ static const int64_t shapes[][3] = {
     {1, 1, 1},       {3, 17, 5},     {17, 3, 17},    {129, 129, 3},  {784, 128, 64},
     {128, 10, 64},   {100, 33, 13},  {2500, 40, 9},  {1024, 33, 20}, {1000, 600, 12},
     {37, 1024, 7},   {16, 16, 16},   {31, 47, 65},   {40, 2500, 9},
+    /* 16-row tiles of x at 4 KiB: more lines in one L1 set than it has ways, A packed */
+    {1024, 16, 32},
     /* a largest batch of 1: dense's row of dot products (emit_dense.c) */
     {784, 128, 1},   {37, 19, 1},    {3, 5, 1},      {9216, 40, 1},
 };
@@ -442,6 +448,39 @@ START_TEST(test_grouped_custom_packers)
 }
 END_TEST
 
+/* The plan packs x (A of dense) only when a tile's rows, 4 KiB apart, put
+ * more lines into one L1 set than the set has ways: 16 rows (16 columns,
+ * one vector a row) do, 8 rows (128 columns, two vectors) do not. */
+static KpGemmPlan dense_plan(int64_t in, int64_t out, int64_t batch)
+{
+    KpGemm g = {
+        .name = "dense",
+        .m = {1, true}, .n = {out, false}, .k = {in, false}, .groups = {1, false},
+        .a = {.source = KP_GEMM_VIEW, .view = {.arg = 0, .rs = in, .cs = 1}},
+        .b = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = 1, .cs = in}},
+        .c = {.arg = 3, .rs = out, .cs = 1},
+    };
+    KpGemmPlan p;
+    KpDiag d;
+    kp_diag_init(&d);
+    ck_assert_int_eq(kp_gemm_plan(&g, 16, batch, &p, &d), 0);
+    return p;
+}
+
+START_TEST(test_pack_a_rule)
+{
+    long ways = sysconf(_SC_LEVEL1_DCACHE_ASSOC);
+    if (ways < 8 || ways >= 16)
+        return;                 /* unknown, or a cache these two shapes do not separate */
+    KpGemmPlan p16 = dense_plan(1024, 16, 32), p8 = dense_plan(1024, 128, 64);
+    ck_assert_int_eq(p16.mr, 16);
+    ck_assert_msg(p16.pack_a, "16 rows 4 KiB apart in %ld ways: A should be packed", ways);
+    ck_assert_int_eq(p8.mr, 8);
+    ck_assert_msg(!p8.pack_a, "8 rows 4 KiB apart in %ld ways: A should be read in place", ways);
+    ck_assert(p8.pack_b && p16.pack_b);     /* W^T is always packed */
+}
+END_TEST
+
 static void report(const char *what)
 {
     fprintf(stderr, "%s: worst %.3g of the tolerance\n", what, worst);
@@ -458,6 +497,7 @@ static Suite *gemm_suite(void)
     tcase_add_test(tc, test_grad_w_accumulates);
     tcase_add_test(tc, test_epilogues);
     tcase_add_test(tc, test_split_k);
+    tcase_add_test(tc, test_pack_a_rule);
     tcase_add_test(tc, test_grouped_custom_packers);
     suite_add_tcase(s, tc);
     return s;
