@@ -3,6 +3,7 @@
  *
  *   <prefix>.group<k>(args of member 1, args of member 2, ...)
  *       ctx = {those arguments}
+ *       each member with a prologue (emit.h): its node function as share -1
  *       krt_parallel_run(<prefix>.group<k>.body, &ctx)      one fork, one join
  *   <prefix>.group<k>.body(ctx, t, nt)                      on every thread t
  *       member 1's node function (its arguments from ctx, t, nt)
@@ -23,6 +24,8 @@
  * those members as <prefix>.group<k>.nodx, which train_step and a
  * karp_backward without dx call.
  */
+#include <string.h>
+
 #include "codegen.h"
 
 LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *group, const LLVMValueRef *members, int count,
@@ -82,6 +85,19 @@ LLVMValueRef kp_cg_emit_group(KpEmit *e, const char *group, const LLVMValueRef *
     for (int i = 0; i < total; i++)
         LLVMBuildStore(e->b, LLVMGetParam(fn, (unsigned)i),
                        LLVMBuildStructGEP2(e->b, ctx_ty, slot, (unsigned)i, ""));
+    /* the members' prologues (emit.h), share -1 of 1, on this thread */
+    for (int m = 0; m < count; m++) {
+        if (!LLVMGetStringAttributeAtIndex(members[m], LLVMAttributeFunctionIndex, KP_PROLOGUE_ATTR,
+                                           (unsigned)strlen(KP_PROLOGUE_ATTR)))
+            continue;
+        LLVMValueRef args[KP_MAX_ARGS];
+        for (int i = 0; i < nargs[m]; i++)
+            args[i] = LLVMGetParam(fn, (unsigned)(first[m] + i));
+        args[nargs[m]] = kp_i64(e, -1);
+        args[nargs[m] + 1] = kp_i64(e, 1);
+        LLVMBuildCall2(e->b, LLVMGlobalGetValueType(members[m]), members[m], args,
+                       (unsigned)nargs[m] + 2, "");
+    }
     if (!fork) {
         LLVMValueRef bargs[3] = {slot, kp_i64(e, 0), kp_i64(e, 1)};
         LLVMBuildCall2(e->b, bty, body, bargs, 3, "");

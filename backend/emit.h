@@ -190,7 +190,8 @@ LLVMValueRef kp_max_i64(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
  * In a group member (e->share_t set) the node function calls the kernel
  * itself over share t of nt of [begin, end), cut as krt_parallel_for
  * cuts it (with parallel false: all of it in share 0).  A node that can
- * join a group makes exactly one such call and has no other effect. */
+ * join a group makes exactly one such call and has no other effect
+ * (but for a prologue, below). */
 /* Elements of memory-bound work (read and written) below which a loop is
  * not worth a thread team: forking and joining one costs microseconds,
  * about what this much work takes.  The memory-bound emitters make their
@@ -206,6 +207,17 @@ typedef struct KpKernelArgs {
 typedef void (*KpKernelGen)(KpEmit *e, const KpKernelArgs *a, void *user);
 void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValueRef end,
                       int parallel, KpKernelGen gen, void *user);
+/* Work a node does once per call, on the calling thread, before its
+ * parallel region (a transposed copy of a weight into the call's shared
+ * scratch, say): the code emitted between kp_prologue_begin and
+ * kp_prologue_end.  Outside a group it runs in place.  In a group member
+ * the node function runs it, and only it, when called as share -1 of 1,
+ * which the group's function does for such members (the function
+ * attribute KP_PROLOGUE_ATTR marks them) before it forks; the code after
+ * kp_prologue_end is the share's. */
+#define KP_PROLOGUE_ATTR "karpc-prologue"
+LLVMBasicBlockRef kp_prologue_begin(KpEmit *e);
+void kp_prologue_end(KpEmit *e, LLVMBasicBlockRef share);
 /* kp_emit_parallel over n * per_sample units of work (rows, planes,
  * samples) of unit_elems elements each (read and written), grouped into
  * items of at least KP_GRAIN elements: gen gets a range of units in

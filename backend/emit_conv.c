@@ -537,6 +537,15 @@ void kp_emit_conv2d_grad_x_direct(KpEmit *e, const KpNode *n)
         kp_emit_conv(e, &m);
 }
 
+bool kp_emit_conv2d_grad_x_outer(KpEmit *e, const KpNode *n)
+{
+    KpConvMap m = grad_x_map(n);
+    if (e->accumulate || !kp_conv_grad_x_outer_fits(&m, e->g ? e->g->max_batch : 1, e->vw))
+        return false;
+    kp_emit_conv_grad_x_outer(e, &m);
+    return true;
+}
+
 /* dy [N,F,OH,OW], weight [C,F,kh,kw], x (shape) -> dx [N,C,H,W] */
 int emit_conv2d_transpose_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
 {

@@ -189,12 +189,14 @@ int emit_conv2d(KpEmit *e, const KpNode *n, KpDiag *d)
     return 0;
 }
 
-/* The input gradient: at stride 1 by gemm_wins over the input channels;
- * a larger stride is split into phases by the direct kernel. */
+/* The input gradient: Winograd, or for a small image with ragged dx rows
+ * the kernel with lanes along dx's channels (emit_conv_grad_x_outer.c);
+ * else at stride 1 by gemm_wins over the input channels; a larger stride
+ * is split into phases by the direct kernel. */
 int emit_conv2d_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
 {
     const KpValue *dx = n->out;
-    if (kp_emit_conv2d_winograd(e, n, true))
+    if (kp_emit_conv2d_winograd(e, n, true) || kp_emit_conv2d_grad_x_outer(e, n))
         return 0;
     if (!strided(n) && gemm_wins(dx->dims[1], dx->dims[3], e->vw))
         return grad_x_gemm(e, n, d);

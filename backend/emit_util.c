@@ -429,6 +429,29 @@ static void units_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     u->gen(e, &b, u->user);
 }
 
+LLVMBasicBlockRef kp_prologue_begin(KpEmit *e)
+{
+    if (!e->share_t)
+        return NULL;
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                            LLVMCreateStringAttribute(e->ctx, KP_PROLOGUE_ATTR,
+                                                      (unsigned)strlen(KP_PROLOGUE_ATTR), "", 0));
+    LLVMBasicBlockRef pro = LLVMAppendBasicBlockInContext(e->ctx, fn, "prologue");
+    LLVMBasicBlockRef share = LLVMAppendBasicBlockInContext(e->ctx, fn, "share");
+    LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, e->share_t, kp_i64(e, -1), ""), pro, share);
+    LLVMPositionBuilderAtEnd(e->b, pro);
+    return share;
+}
+
+void kp_prologue_end(KpEmit *e, LLVMBasicBlockRef share)
+{
+    if (!share)
+        return;
+    LLVMBuildRetVoid(e->b);
+    LLVMPositionBuilderAtEnd(e->b, share);
+}
+
 void kp_emit_parallel_units(KpEmit *e, const char *name, int64_t per_sample, int64_t unit_elems,
                             KpKernelGen gen, void *user)
 {

@@ -153,12 +153,15 @@ typedef struct Model {
     const KarpModelDesc *d;
     int64_t in_size, out_size;
     KpOptimHyper h;
+    const char *cpu;              /* NULL: the host */
+    int vw;                       /* 0: the target's vector width */
 } Model;
 
 static void model_open(Model *m, int with_so)
 {
     m->ms = NULL;
-    kp_test_build_model(tmpdir, "m", m->json, KP_TEST_OPT(3), &m->prog, &m->mj, with_so ? &m->ms : NULL);
+    KpTargetOpts t = {.opt_level = KP_TEST_OPT(3), .cpu = m->cpu, .vector_width = m->vw};
+    kp_test_build_model_for(tmpdir, "m", m->json, &t, &m->prog, &m->mj, with_so ? &m->ms : NULL);
     ck_assert_ptr_nonnull(m->prog.train);
     m->d = m->mj->desc;
     m->in_size = kp_value_sample_size(m->prog.train->input);
@@ -444,7 +447,7 @@ START_TEST(test_random_mlps)
     double wb[3] = {0}, ws[2] = {0}, wc[2] = {0};
     int count = getenv("KP_TRAIN_MODELS") ? atoi(getenv("KP_TRAIN_MODELS")) : 12;
     for (int i = 0; i < count; i++) {
-        Model m;
+        Model m = {0};
         random_model(i, m.json, sizeof m.json);
         model_open(&m, i % 3 == 0);
         float *params = slab(m.d->param_floats * 4);
@@ -465,7 +468,11 @@ END_TEST
 /* Shapes that take the parallel paths (over 64k multiply-adds at the
  * largest batch), full and partial row blocks and column tiles: a
  * Fashion-MNIST MLP; wide odd layers; a loss-less model (forward and
- * backward only) and an optimizer without a loss (no train_step). */
+ * backward only) and an optimizer without a loss (no train_step).  And a
+ * small CNN compiled for 16-float vectors, whose convolutions' input
+ * gradients (13 and 11 wide, 16 and 32 channels) take the kernel with
+ * lanes along dx's channels inside the layers' groups, its weights
+ * transposed by the group's prologue (emit_conv_grad_x_outer.c). */
 START_TEST(test_larger_and_partial)
 {
     static const char *models[] = {
@@ -483,10 +490,20 @@ START_TEST(test_larger_and_partial)
         "{\"karp\": 1, \"name\": \"optonly\", \"input\": {\"shape\": [19]}, \"layers\": "
         "[{\"type\": \"dense\", \"units\": 7, \"activation\": \"relu\"}], "
         "\"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1, \"weight_decay\": 0.1}, \"batch\": 16}",
+        "{\"karp\": 1, \"name\": \"cnn\", \"input\": {\"shape\": [16, 13, 13]}, \"layers\": "
+        "[{\"type\": \"conv2d\", \"filters\": 32, \"kernel\": 3, \"activation\": \"relu\"}, "
+        "{\"type\": \"conv2d\", \"filters\": 16, \"kernel\": 3, \"padding\": 1, \"activation\": \"relu\"}, "
+        "{\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 5}], \"loss\": \"cross_entropy\", "
+        "\"optimizer\": {\"type\": \"adam\", \"lr\": 0.01}, \"batch\": 8}",
     };
     double wb[3] = {0}, ws[2] = {0}, wc[2] = {0};
-    for (int i = 0; i < 4; i++) {
-        Model m;
+    for (int i = 0; i < 5; i++) {
+        Model m = {0};
+        if (i == 4) {
+            if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+                continue;
+            m.cpu = "x86-64-v3", m.vw = 16;
+        }
         snprintf(m.json, sizeof m.json, "%s\n", models[i]);
         model_open(&m, i == 0);
         float *params = slab(m.d->param_floats * 4);

@@ -93,6 +93,11 @@ static const Geo geos[] = {
     {3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false},     /* padded (resnet's stem): x copied with its border */
     {16, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1, false},      /* padded, stride 2 */
     {8, 12, 9, 16, 5, 5, 2, 2, 0, 0, 1, 1, true},       /* uneven "same": more border right and below */
+    /* the input gradient with lanes along dx's channels (emit_conv_grad_x_outer.c): */
+    {32, 13, 13, 16, 3, 3, 1, 1, 0, 0, 1, 1, false},    /* keras_cnn's conv2d2 turned round: rows of 7 + 6 */
+    {70, 9, 11, 8, 3, 3, 1, 1, 1, 1, 1, 1, false},      /* 70 channels: a partial vector, a narrower block */
+    {16, 5, 20, 8, 5, 5, 1, 1, 2, 2, 1, 1, false},      /* 25 taps, rows off dy skipped, 2-4 tiles a row */
+    {16, 6, 9, 4, 3, 5, 1, 1, 0, 0, 1, 1, true},        /* 3x5, uneven "same" */
 };
 
 enum { MAXB = 3 };
@@ -238,6 +243,10 @@ static void check_geo(const Target *tg, const Geo *c, bool epi)
         float *o1 = floats(cap), *o2 = floats(cap), *ref = floats(cap);
         for (int64_t n = 1; n <= MAXB; n++) {
             int64_t cnt = dir == 2 ? ws : n * per;
+            /* new weights every batch: nothing a kernel derives from them
+             * (a transposed or transformed copy) may outlive its call */
+            for (int64_t i = 0; i < ws; i++)
+                t.w[i] = kp_test_uniform(&rng, -1.0f, 1.0f);
             if (dir == 2)       /* the slot holds values: both add into the same start */
                 for (int64_t i = 0; i < ws; i++)
                     o1[i] = o2[i] = ref[i] = (float)(i % 5) - 2.0f;
@@ -332,6 +341,45 @@ START_TEST(test_conv_outer_reached)
 }
 END_TEST
 
+/* Likewise for the input gradient with lanes along dx's channels: the
+ * geometries meant for it reach it (no Winograd below 32 channels), those
+ * it does not take (strides, dilation, few channels, many pixels, dx rows
+ * that fill 7/8 of their vectors or more, vectors of 8 or 4 floats) do not.
+ * On an AVX2 machine the grid reaches it through the 16-float target. */
+START_TEST(test_conv_grad_x_outer_reached)
+{
+    static const struct {
+        Geo g;
+        bool at[3];             /* 16-, 8- and 4-float vectors */
+    } cases[] = {
+        {{32, 13, 13, 16, 3, 3, 1, 1, 0, 0, 1, 1, false}, {true, false, false}},
+        {{70, 9, 11, 8, 3, 3, 1, 1, 1, 1, 1, 1, false}, {true, false, false}},
+        {{16, 5, 20, 8, 5, 5, 1, 1, 2, 2, 1, 1, false}, {true, false, false}},
+        {{16, 6, 9, 4, 3, 5, 1, 1, 0, 2, 1, 1, false}, {true, false, false}},
+        {{32, 26, 26, 64, 3, 3, 1, 1, 0, 0, 1, 1, false}, {true, false, false}},   /* fashion_cnn's conv2d1 */
+        {{16, 10, 10, 24, 3, 3, 2, 2, 1, 1, 1, 1, false}, {false, false, false}}, /* stride 2 */
+        {{6, 14, 13, 7, 3, 3, 1, 1, 2, 2, 2, 2, false}, {false, false, false}},   /* dilation 2 */
+        {{3, 11, 13, 5, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}},   /* 3 channels */
+        {{16, 40, 40, 16, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}}, /* 3 x 1600 pixels */
+        {{16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}}, /* rows of whole vectors */
+    };
+    static const int vws[3] = {16, 8, 4};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const Geo *c = &cases[i].g;
+        int64_t oh = (c->h + 2 * c->ph - (c->kh - 1) * c->dh - 1) / c->sh + 1;
+        int64_t ow = (c->w + 2 * c->pw - (c->kw - 1) * c->dw - 1) / c->sw + 1;
+        KpConvMap m = {.cin = c->f, .h = oh, .w = ow, .cout = c->c, .oh = c->h, .ow = c->w,
+                       .kh = c->kh, .kw = c->kw, .sh = c->sh, .sw = c->sw, .pt = c->ph, .pl = c->pw,
+                       .dh = c->dh, .dw = c->dw, .wco = c->kh * c->kw, .wci = c->c * c->kh * c->kw,
+                       .wki = c->kw, .wkj = 1, .transposed = 1};
+        for (int v = 0; v < 3; v++)
+            ck_assert_msg(kp_conv_grad_x_outer_fits(&m, MAXB, vws[v]) == cases[i].at[v],
+                          "geometry %zu at %d floats a vector: grad_x outer kernel %s", i, vws[v],
+                          cases[i].at[v] ? "not taken" : "taken");
+    }
+}
+END_TEST
+
 /* A residual block (its input gradient takes add and relu_grad as
  * epilogues), trained one step through the JIT and through a model.so:
  * the same loss and parameters, bit for bit. */
@@ -389,6 +437,7 @@ int main(void)
     tcase_add_test(tc, test_conv_epilogues);
     tcase_add_test(tc, test_conv_jit_so);
     tcase_add_test(tc, test_conv_outer_reached);
+    tcase_add_test(tc, test_conv_grad_x_outer_reached);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);

@@ -21,9 +21,22 @@
  * into *jit and, if so is not NULL, the model linked into dir/<name>.so
  * into *so.  Every failure is a test failure.  The caller closes both
  * models and frees *prog (kp_program_free). */
+static inline void kp_test_build_model_for(const char *dir, const char *name, const char *json,
+                                           const KpTargetOpts *target, KpProgram *prog,
+                                           karp_model **jit, karp_model **so);
+
 static inline void kp_test_build_model(const char *dir, const char *name, const char *json,
                                        int opt_level, KpProgram *prog, karp_model **jit,
                                        karp_model **so)
+{
+    KpTargetOpts t = {.opt_level = opt_level};
+    kp_test_build_model_for(dir, name, json, &t, prog, jit, so);
+}
+
+/* The same for a target of the caller's (a CPU, a vector width). */
+static inline void kp_test_build_model_for(const char *dir, const char *name, const char *json,
+                                           const KpTargetOpts *target, KpProgram *prog,
+                                           karp_model **jit, karp_model **so)
 {
     char path[512], obj[512], lib[512];
     snprintf(path, sizeof path, "%s/%s.json", dir, name);
@@ -33,7 +46,7 @@ static inline void kp_test_build_model(const char *dir, const char *name, const 
     KpDiag d;
     kp_diag_init(&d);
     ck_assert_msg(kp_build_program(path, NULL, 0, prog, &d) == 0, "%s\n%s", d.msg, json);
-    KpTargetOpts t = {.opt_level = opt_level};
+    KpTargetOpts t = *target;
     KpCodegen *cg = NULL;
     if (so) {   /* model.so as karpc -o builds it: objects of the partitions */
         ck_assert_msg(kp_llvm_codegen(prog, &t, &cg, &d) == 0, "%s\n%s", d.msg, json);
