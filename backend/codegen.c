@@ -521,7 +521,7 @@ int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, 
         entries.train_step = te.train_step;
         e.g = g;
     }
-    entries.scratch_bytes = e.scratch_bytes;
+    entries.scratch_bytes = e.scratch_bytes + e.scratch_tail_bytes;
     entries.scratch_shared_bytes = e.scratch_shared_bytes;
     if (rc == 0)
         rc = kp_llvm_emit_descriptor(cg->mod, g, p->train, p->no_train_reason,

@@ -56,7 +56,10 @@ typedef struct KpEmit {
                                    (kp_node_takes_seed), else NULL */
     int accumulate;             /* the output is a gradient slot: add into it */
     int64_t scratch_bytes;      /* the most any work item of the module takes from
-                                   krt_scratch (the descriptor's scratch_bytes) */
+                                   krt_scratch (the descriptor's scratch_bytes is
+                                   this plus scratch_tail_bytes) */
+    int64_t scratch_tail_bytes; /* the most any node keeps at the end of a slot
+                                   across the pieces of a call (kp_scratch_tail) */
     /* a member of a group (codegen_group.c): the node function takes its
      * share t of nt of the work, i64s after its other arguments; NULL
      * otherwise */
@@ -282,6 +285,15 @@ void kp_emit_xent_mean(KpEmit *e, LLVMValueRef terms, LLVMValueRef n, LLVMValueR
 /* The float (f32) value of an i64 count, splatted to ty if ty is a vector. */
 LLVMValueRef kp_count_f32(KpEmit *e, LLVMValueRef count, LLVMTypeRef ty);
 
+/* The tail of the thread's scratch slot: `bytes` (rounded up to 64) of
+ * data, then 64 bytes whose first i64 is a tag, at the end of the slot
+ * (krt_scratch_stride), past what any work item's kp_scratch use
+ * reaches.  So data a thread keeps there survives the other pieces of
+ * work and the other members of a group it runs in the same call; a node
+ * tags it (with a count the call's prologue bumps, say) to know whether
+ * it is this call's.  Every node using the tail writes its own tag, and
+ * the pool starts zeroed.  *tag receives the tag's address. */
+LLVMValueRef kp_scratch_tail(KpEmit *e, int64_t bytes, LLVMValueRef *tag);
 /* The call's shared scratch (krt_scratch_shared: one area for every
  * thread of the call, runtime/scratch.c) at byte at: a range a node took
  * with kp_scratch_shared_take. */

@@ -10,8 +10,8 @@
  * 13 of 16 lanes, a 26-wide one (fashion_cnn's conv2d1) 26 of 32.  Here a
  * register tile is p pixels of one dx row by cv vectors of channels:
  *
- *   per call:   Wt[f][ki][kj][c] <- W[f, c, ki, kj]   (vw x vw blocks transposed in registers,
- *               into the call's shared scratch, on the calling thread before the fork)
+ *   per thread and call:  Wt[f][ki][kj][c] <- W[f, c, ki, kj]  (vw x vw blocks transposed in
+ *               registers, at the tail of the thread's scratch slot, by its first piece of work)
  *   per tile:   for f, ki (dy row r + pt - ki inside), kj:
  *                   w[v]  = Wt[f][ki][kj][c0 + v*vw ..]           (cv loads)
  *                   b     = dy[n, f, r + pt - ki, ox + pl - kj]   (a broadcast per pixel ox)
@@ -39,7 +39,7 @@ typedef struct GxOuter {
     int64_t nblk;               /* channel blocks of cv vectors (the last maybe fewer) */
     int p, ntx;                 /* pixels per tile (the last tile maybe fewer), tiles per row */
     int64_t wt_bytes;           /* Wt: cin * taps * cpad floats */
-    int64_t shared_at;          /* Wt in the call's shared scratch */
+    int64_t shared_at;          /* the count of calls (i64) in the shared scratch */
 } GxOuter;
 
 /* Tiles: cv channel vectors by p pixels in 24 of the 32 registers, the
@@ -170,7 +170,16 @@ static void gx_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const GxOuter *s = user;
     const KpConvMap *m = &s->m;
-    LLVMValueRef Wt = kp_scratch_shared_at(e, s->shared_at);
+    /* Wt: this thread's copy at the tail of its slot, made by its first
+     * piece of this call (the tag differs from the call's count) */
+    LLVMValueRef call = LLVMBuildLoad2(e->b, e->i64, kp_scratch_shared_at(e, s->shared_at), "call");
+    LLVMValueRef tag;
+    LLVMValueRef Wt = kp_scratch_tail(e, s->wt_bytes, &tag);
+    LLVMValueRef stale = LLVMBuildICmp(e->b, LLVMIntNE, LLVMBuildLoad2(e->b, e->i64, tag, ""), call, "stale");
+    LLVMBasicBlockRef built = kp_if_begin(e, stale, "wt.build");
+    transpose_weights(e, s, a->p[m->iw], Wt);
+    LLVMBuildStore(e->b, call, tag);
+    kp_if_end(e, built);
     int crem = (int)(s->cvt % s->cv);
     KpLoop li;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
@@ -222,11 +231,12 @@ void kp_emit_conv_grad_x_outer(KpEmit *e, const KpConvMap *m)
 {
     GxOuter s = {.m = *m};
     plan(&s, e->vw);
-    s.shared_at = kp_scratch_shared_take(e, "conv_grad_x_outer", s.wt_bytes, 0);
-    /* Wt once per call, on the calling thread: before the region here, or
-     * in a group as this function's prologue, before the group's fork */
+    s.shared_at = kp_scratch_shared_take(e, "conv_grad_x_outer", 8, 0);
+    /* the count of calls, bumped once per call on the calling thread:
+     * before the region here, in a group as this function's prologue */
     LLVMBasicBlockRef body = kp_prologue_begin(e);
-    transpose_weights(e, &s, e->ptr_arg[m->iw], kp_scratch_shared_at(e, s.shared_at));
+    LLVMValueRef count = kp_scratch_shared_at(e, s.shared_at);
+    LLVMBuildStore(e->b, kp_iaddc(e, LLVMBuildLoad2(e->b, e->i64, count, ""), 1), count);
     kp_prologue_end(e, body);
     LLVMValueRef items = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, s.nblk * m->oh * s.ntx), "items");
     int64_t macs = (e->g ? e->g->max_batch : 1) * m->cout * m->oh * m->ow * m->cin * s.taps;

@@ -553,6 +553,24 @@ int64_t kp_scratch_shared_take(KpEmit *e, const char *kind, int64_t bytes, int64
     return at;
 }
 
+LLVMValueRef kp_scratch_tail(KpEmit *e, int64_t bytes, LLVMValueRef *tag)
+{
+    int64_t data = kp_round_up(bytes, 64);
+    if (data + 64 > e->scratch_tail_bytes)
+        e->scratch_tail_bytes = data + 64;
+    LLVMTypeRef ty = LLVMFunctionType(e->i64, NULL, 0, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, "krt_scratch_stride");
+    if (!fn)
+        fn = LLVMAddFunction(e->mod, "krt_scratch_stride", ty);
+    LLVMValueRef end = LLVMBuildCall2(e->b, ty, fn, NULL, 0, "stride");
+    LLVMTypeRef i8 = LLVMInt8TypeInContext(e->ctx);
+    LLVMValueRef slot = kp_scratch(e);
+    LLVMValueRef at = LLVMBuildNSWSub(e->b, end, kp_i64(e, 64), "");
+    *tag = LLVMBuildInBoundsGEP2(e->b, i8, slot, &at, 1, "tail.tag");
+    at = LLVMBuildNSWSub(e->b, at, kp_i64(e, data), "");
+    return LLVMBuildInBoundsGEP2(e->b, i8, slot, &at, 1, "tail");
+}
+
 LLVMValueRef kp_scratch_shared_at(KpEmit *e, int64_t at)
 {
     LLVMTypeRef ty = LLVMFunctionType(e->ptr, NULL, 0, 0);

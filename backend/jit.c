@@ -36,6 +36,7 @@ static LLVMErrorRef define_runtime_symbols(LLVMOrcLLJITRef jit, LLVMOrcJITDylibR
         {"krt_parallel_run", (void (*)(void))krt_parallel_run},
         {"krt_scratch", (void (*)(void))krt_scratch},
         {"krt_scratch_shared", (void (*)(void))krt_scratch_shared},
+        {"krt_scratch_stride", (void (*)(void))krt_scratch_stride},
         {"krt_scratch_bind", (void (*)(void))krt_scratch_bind},
     };
     enum { NSYM = sizeof runtime / sizeof runtime[0] };

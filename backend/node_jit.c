@@ -26,7 +26,7 @@ int kp_llvm_node_jit(const KpGraph *g, const KpNode *n, const KpTargetOpts *t, K
         LLVMSetLinkage(fn, LLVMExternalLinkage);
         LLVMSetValueName2(fn, "kernel", 6);
     }
-    out->scratch_bytes = e.scratch_bytes;
+    out->scratch_bytes = e.scratch_bytes + e.scratch_tail_bytes;
     out->scratch_shared_bytes = e.scratch_shared_bytes;
     LLVMOrcLLJITRef jit = NULL;
     int rc = !fn || kp_llvm_module_finish(cg, &e, d) < 0 || kp_llvm_jit_new(cg, &jit, d) < 0 ? -1 : 0;

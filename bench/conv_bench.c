@@ -229,7 +229,7 @@ static int bench(const Layer *l, int64_t n, int rounds, const KpPeak peak[3])
         int64_t nslots = 4, stride = (j.scratch_bytes + 63) / 64 * 64;
         int64_t shared = (j.scratch_shared_bytes + 63) / 64 * 64;
         char *pool = aligned_alloc(64, (size_t)(shared + nslots * stride + 64));
-        memset(pool, 0, (size_t)shared);     /* split GEMMs' counters start at 0 */
+        memset(pool, 0, (size_t)(shared + nslots * stride));   /* counters at 0, slot tails untagged */
         krt_scratch_bind(shared ? pool : NULL, stride ? pool + shared : NULL, stride, nslots);
         for (int th = 1; th <= 2; th++) {
             set_threads(th);

@@ -133,6 +133,9 @@ void krt_parallel_run(void (*body)(void *ctx, int64_t t, int64_t nt), void *ctx)
  * area every thread of the call shares (scratch_shared_bytes). */
 void *krt_scratch(void);
 void *krt_scratch_shared(void);
+/* The bytes of a slot: its last KpEmit.scratch_tail_bytes are a tail no
+ * kernel's ordinary scratch reaches (zero when the pool is reserved). */
+int64_t krt_scratch_stride(void);
 /* The descriptor's bind_scratch: the shared area and nslots slots of
  * stride bytes are the calling thread's until the next bind; slot 0 is
  * current. */

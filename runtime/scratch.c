@@ -11,7 +11,8 @@
  *     threads krt_parallel_for may use    krt_scratch(): the current slot,
  *     (KARP_ENOMEM if it fails);            KarpModelDesc.scratch_bytes,
  *   desc->bind_scratch(...) on the        krt_scratch_shared(): the call's
- *     calling thread                        shared area, scratch_shared_bytes
+ *     calling thread                        shared area, scratch_shared_bytes;
+ *                                         krt_scratch_stride(): the slots' size
  *
  *   pool:  | shared area | slot 0 | slot 1 | ... |      all 64-byte aligned
  *
@@ -33,6 +34,7 @@
  * it runs now. */
 static _Thread_local KpScratchPool bound;
 static _Thread_local char *current, *current_shared;
+static _Thread_local int64_t current_stride;
 
 void krt_scratch_bind(void *shared, void *slots, int64_t stride, int64_t nslots)
 {
@@ -42,6 +44,7 @@ void krt_scratch_bind(void *shared, void *slots, int64_t stride, int64_t nslots)
     bound.nslots = nslots;
     current = slots;
     current_shared = shared;
+    current_stride = stride;
 }
 
 void *krt_scratch(void)
@@ -54,6 +57,11 @@ void *krt_scratch_shared(void)
     return current_shared;
 }
 
+int64_t krt_scratch_stride(void)
+{
+    return current_stride;
+}
+
 KpScratchPool kp_rt_scratch_bound(void)
 {
     return bound;
@@ -61,8 +69,10 @@ KpScratchPool kp_rt_scratch_bound(void)
 
 void kp_rt_scratch_use(const KpScratchPool *pool, int64_t slot)
 {
-    if (pool->base)
+    if (pool->base) {
         current = pool->base + slot * pool->stride;
+        current_stride = pool->stride;
+    }
     if (pool->shared)
         current_shared = pool->shared;
 }
@@ -101,8 +111,9 @@ int kp_rt_scratch_reserve(const KarpModelDesc *d, KpScratchMem *s, const char *f
                                fn, ((double)want * (double)stride + (double)shared) / (1 << 20),
                                (long long)want, (long long)stride, (long long)shared);
         s->nslots = want;
-        /* the split GEMMs' counters start at zero and end every call there */
-        memset(s->mem, 0, (size_t)shared);
+        /* the split GEMMs' counters start at zero and end every call there;
+         * the slots' tails (KpEmit.scratch_tail_bytes) start untagged */
+        memset(s->mem, 0, (size_t)(shared + want * stride));
     }
     char *mem = s->mem;
     d->bind_scratch(shared ? mem : NULL, stride ? mem + shared : NULL, stride, s->nslots);

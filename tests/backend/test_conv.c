@@ -236,7 +236,7 @@ static void check_geo(const Target *tg, const Geo *c, bool epi)
         int64_t nslots = 4, stride = (j.scratch_bytes + 63) / 64 * 64;
         int64_t shared = (j.scratch_shared_bytes + 63) / 64 * 64;
         char *pool = aligned_alloc(64, (size_t)(shared + nslots * stride + 64));
-        memset(pool, 0, (size_t)shared);
+        memset(pool, 0, (size_t)(shared + nslots * stride));   /* counters, and the slots' tails untagged */
         krt_scratch_bind(shared ? pool : NULL, stride ? pool + shared : NULL, stride, nslots);
         int64_t per = dir == 0 ? ys : dir == 1 ? xs : 0;
         int64_t cap = dir == 2 ? ws : MAXB * per;

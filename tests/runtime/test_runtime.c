@@ -6,6 +6,7 @@
  * (runtime/team.c).
  */
 #include <check.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
@@ -488,6 +489,54 @@ START_TEST(test_parallel_for)
 }
 END_TEST
 
+/* Each piece of a region: the slot its thread runs with and the stride
+ * it reads (krt_scratch_stride: where a slot's tail starts). */
+typedef struct Slots {
+    char *base;
+    int64_t stride;
+    _Atomic int bad, pieces, others;
+} Slots;
+
+static void slot_piece(void *ctx, int64_t b, int64_t e)
+{
+    Slots *s = ctx;
+    char *slot = krt_scratch();
+    int64_t off = slot - s->base;
+    if (krt_scratch_stride() != s->stride || off < 0 || off % s->stride != 0 || off / s->stride >= 4)
+        atomic_fetch_add(&s->bad, 1);
+    if (off != 0)
+        atomic_fetch_add(&s->others, 1);
+    atomic_fetch_add(&s->pieces, 1);
+    /* long enough pieces that the other threads come and take some */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+    while ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) < 20000L * (e - b));
+}
+
+START_TEST(test_scratch_stride)
+{
+    enum { STRIDE = 256, SLOTS = 4 };
+    char *pool = aligned_alloc(64, SLOTS * STRIDE);
+    Slots s = {.base = pool, .stride = STRIDE};
+    krt_scratch_bind(NULL, pool, STRIDE, SLOTS);
+    ck_assert_ptr_eq(krt_scratch(), pool);
+    ck_assert_int_eq(krt_scratch_stride(), STRIDE);
+    for (int t = 1; t <= 3; t++) {
+        karp_set_threads(t);
+        krt_parallel_for(slot_piece, &s, 0, 64);
+    }
+    karp_set_threads(0);
+    ck_assert_int_gt(atomic_load(&s.pieces), 3);
+    ck_assert_int_eq(atomic_load(&s.bad), 0);
+    if (atomic_load(&s.others) == 0)   /* a machine too busy for a second thread to come */
+        fprintf(stderr, "test_scratch_stride: no piece ran on another thread\n");
+    krt_scratch_bind(NULL, NULL, 0, 0);
+    free(pool);
+}
+END_TEST
+
 /* On a thread of the host's that chose its own OpenMP thread count:
  * karp_set_threads(0) means that choice, not the processor count, and a
  * setting is applied on the thread that calls into the runtime. */
@@ -711,6 +760,7 @@ static Suite *runtime_suite(void)
     tcase_add_test(tc, test_cpu_check);
     tcase_add_test(tc, test_rng);
     tcase_add_test(tc, test_parallel_for);
+    tcase_add_test(tc, test_scratch_stride);
     tcase_add_test(tc, test_parallel_balance);
     tcase_add_test(tc, test_team);
     tcase_add_test(tc, test_threads_default);
