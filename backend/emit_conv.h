@@ -99,7 +99,7 @@ void kp_emit_conv2d_grad_w_outer(KpEmit *e, const KpConvMap *m);
  * at a largest batch of max_batch (16-float vectors, dx's pixels over it
  * at most KP_OUTER_MAX_PIXELS, dx rows leaving an eighth of their vectors
  * idle or more, whole vectors of dx channels or at least four, no
- * dilation), and the kernel.  kp_emit_conv2d_grad_x_outer emits a node
+ * dilation, a transposed weight of at most 256 KiB), and the kernel.  kp_emit_conv2d_grad_x_outer emits a node
  * that way when it fits and its dx is not a slot to add into; false
  * (nothing emitted) when not. */
 bool kp_conv_grad_x_outer_fits(const KpConvMap *m, int64_t max_batch, int vw);

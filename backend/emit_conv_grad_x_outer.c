@@ -29,7 +29,7 @@
 #include "gemm_internal.h"
 #include "../ir/epilogue.h"
 
-enum { MAXP = 16, MAXCV = 2, MAXTX = 6 };
+enum { MAXP = 16, MAXCV = 2, MAXTX = 6, MAX_WT = 256 << 10 };
 
 typedef struct GxOuter {
     KpConvMap m;                /* the scatter form: X = dy (cin = F), Y = dx (cout = C) */
@@ -224,7 +224,9 @@ bool kp_conv_grad_x_outer_fits(const KpConvMap *m, int64_t max_batch, int vw)
         return false;
     GxOuter s = {.m = *m};
     plan(&s, vw);
-    return s.ntx <= MAXTX && max_batch * m->oh * m->ow <= KP_OUTER_MAX_PIXELS;
+    /* every thread keeps its own copy of the transposed weight: at most
+     * MAX_WT bytes (keras' and fashion's layers: 72 KiB) */
+    return s.ntx <= MAXTX && max_batch * m->oh * m->ow <= KP_OUTER_MAX_PIXELS && s.wt_bytes <= MAX_WT;
 }
 
 void kp_emit_conv_grad_x_outer(KpEmit *e, const KpConvMap *m)

@@ -344,7 +344,8 @@ END_TEST
 /* Likewise for the input gradient with lanes along dx's channels: the
  * geometries meant for it reach it (no Winograd below 32 channels), those
  * it does not take (strides, dilation, few channels, many pixels, dx rows
- * that fill 7/8 of their vectors or more, vectors of 8 or 4 floats) do not.
+ * that fill 7/8 of their vectors or more, vectors of 8 or 4 floats, a
+ * transposed weight over 256 KiB) do not.
  * On an AVX2 machine the grid reaches it through the 16-float target. */
 START_TEST(test_conv_grad_x_outer_reached)
 {
@@ -362,6 +363,8 @@ START_TEST(test_conv_grad_x_outer_reached)
         {{3, 11, 13, 5, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}},   /* 3 channels */
         {{16, 40, 40, 16, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}}, /* 3 x 1600 pixels */
         {{16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}}, /* rows of whole vectors */
+        {{64, 9, 11, 112, 3, 3, 1, 1, 1, 1, 1, 1, false}, {true, false, false}},  /* a 252 KiB weight copy */
+        {{64, 9, 11, 128, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}}, /* 288 KiB: too big */
     };
     static const int vws[3] = {16, 8, 4};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
