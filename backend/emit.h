@@ -211,8 +211,8 @@ typedef void (*KpKernelGen)(KpEmit *e, const KpKernelArgs *a, void *user);
 void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValueRef end,
                       int parallel, KpKernelGen gen, void *user);
 /* Work a node does once per call, on the calling thread, before its
- * parallel region (a transposed copy of a weight into the call's shared
- * scratch, say): the code emitted between kp_prologue_begin and
+ * parallel region (bumping a count of calls in the shared scratch, say):
+ * the code emitted between kp_prologue_begin and
  * kp_prologue_end.  Outside a group it runs in place.  In a group member
  * the node function runs it, and only it, when called as share -1 of 1,
  * which the group's function does for such members (the function

@@ -472,7 +472,7 @@ static KpConvMap forward_map(const KpNode *n)
 }
 
 /* conv2d_grad_x's scatter form: dy [N,F,OH,OW], weight [F,C,kh,kw], x (shape) -> dx [N,C,H,W] */
-static KpConvMap grad_x_map(const KpNode *n)
+KpConvMap kp_conv_grad_x_map(const KpNode *n)
 {
     const KpValue *dy = n->in[0], *dx = n->out;
     KpConvMap m = {.cin = dy->dims[1], .h = dy->dims[2], .w = dy->dims[3],
@@ -501,7 +501,7 @@ void kp_emit_conv2d_direct(KpEmit *e, const KpNode *n)
 
 bool kp_emit_conv2d_winograd(KpEmit *e, const KpNode *n, bool grad_x)
 {
-    KpConvMap m = grad_x ? grad_x_map(n) : forward_map(n);
+    KpConvMap m = grad_x ? kp_conv_grad_x_map(n) : forward_map(n);
     if (m.transposed) {
         if (m.sh != 1 || m.sw != 1)
             return false;
@@ -532,14 +532,14 @@ int emit_conv2d_transpose(KpEmit *e, const KpNode *n, KpDiag *d)
 
 void kp_emit_conv2d_grad_x_direct(KpEmit *e, const KpNode *n)
 {
-    KpConvMap m = grad_x_map(n);
+    KpConvMap m = kp_conv_grad_x_map(n);
     if (!kp_emit_conv_grad_x_rows(e, &m))
         kp_emit_conv(e, &m);
 }
 
 bool kp_emit_conv2d_grad_x_outer(KpEmit *e, const KpNode *n)
 {
-    KpConvMap m = grad_x_map(n);
+    KpConvMap m = kp_conv_grad_x_map(n);
     if (e->accumulate || !kp_conv_grad_x_outer_fits(&m, e->g ? e->g->max_batch : 1, e->vw))
         return false;
     kp_emit_conv_grad_x_outer(e, &m);

@@ -94,14 +94,18 @@ enum { KP_OUTER_MAX_PIXELS = 4096 };
 bool kp_conv_grad_w_outer_fits(const KpConvMap *m, int64_t max_batch, int vw);
 void kp_emit_conv2d_grad_w_outer(KpEmit *e, const KpConvMap *m);
 
+/* conv2d_grad_x's scatter form: dy [N,F,OH,OW] (X, pointer 0), the
+ * weight [F,C,kh,kw] (pointer 1) -> dx [N,C,H,W]. */
+KpConvMap kp_conv_grad_x_map(const KpNode *n);
+
 /* conv2d's input gradient at stride 1 with the lanes along dx's channels
  * (emit_conv_grad_x_outer.c), for the scatter form m: whether it takes m
  * at a largest batch of max_batch (16-float vectors, dx's pixels over it
  * at most KP_OUTER_MAX_PIXELS, dx rows leaving an eighth of their vectors
  * idle or more, whole vectors of dx channels or at least four, no
- * dilation, a transposed weight of at most 256 KiB), and the kernel.  kp_emit_conv2d_grad_x_outer emits a node
- * that way when it fits and its dx is not a slot to add into; false
- * (nothing emitted) when not. */
+ * dilation, a transposed weight of at most 256 KiB), and the kernel.
+ * kp_emit_conv2d_grad_x_outer emits a node that way when it fits and its
+ * dx is not a slot to add into; false (nothing emitted) when not. */
 bool kp_conv_grad_x_outer_fits(const KpConvMap *m, int64_t max_batch, int vw);
 void kp_emit_conv_grad_x_outer(KpEmit *e, const KpConvMap *m);
 bool kp_emit_conv2d_grad_x_outer(KpEmit *e, const KpNode *n);

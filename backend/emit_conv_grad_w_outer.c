@@ -150,13 +150,10 @@ static void write_dw(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValue
                 LLVMBasicBlockRef join = NULL;
                 if (s->f % e->vw != 0)
                     join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntSLT, co, kp_i64(e, s->f), ""), "co.in");
-                LLVMValueRef x = row[l];
+                LLVMValueRef x = row[l], to = kp_gep(e, dW, at);
                 if (e->accumulate)
-                    x = LLVMBuildFAdd(e->b, kp_load_vec_masked(e, dW, at, taps, 0.0), x, "");
-                if (taps < e->vw)
-                    kp_store_vec_masked(e, x, dW, at, taps);
-                else
-                    kp_store_vec(e, x, dW, at);
+                    x = LLVMBuildFAdd(e->b, kp_gemm_load(e, to, taps), x, "");
+                kp_gemm_store(e, x, to, taps);
                 if (join)
                     kp_if_end(e, join);
             }

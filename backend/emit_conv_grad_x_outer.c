@@ -153,11 +153,7 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const GxOuter *s, LLVMValueRe
             if (m->cout % e->vw != 0)
                 in = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntSLT, c, kp_i64(e, m->cout), ""), "gx.c");
             LLVMValueRef at = kp_iadd(e, ybase, kp_imulc(e, c, m->oh * m->ow));
-            LLVMValueRef y = kp_emit_epilogue(e, e->node, a->p, row[l], at, p < e->vw ? p : 0);
-            if (p < e->vw)
-                kp_store_vec_masked(e, y, Y, at, p);
-            else
-                kp_store_vec(e, y, Y, at);
+            kp_gemm_store(e, kp_emit_epilogue(e, e->node, a->p, row[l], at, p < e->vw ? p : 0), kp_gep(e, Y, at), p);
             if (in)
                 kp_if_end(e, in);
         }

@@ -31,13 +31,19 @@ LLVMValueRef kp_lane_index(KpEmit *e, LLVMValueRef base, int64_t s)
     return LLVMBuildAdd(e->b, v, LLVMConstVector(elts, (unsigned)e->vw), "");
 }
 
+/* A call to the runtime's `name`, which takes nothing and returns ret. */
+static LLVMValueRef runtime_get(KpEmit *e, const char *name, LLVMTypeRef ret)
+{
+    LLVMTypeRef ty = LLVMFunctionType(ret, NULL, 0, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, name);
+    if (!fn)
+        fn = LLVMAddFunction(e->mod, name, ty);
+    return LLVMBuildCall2(e->b, ty, fn, NULL, 0, "");
+}
+
 LLVMValueRef kp_scratch(KpEmit *e)
 {
-    LLVMTypeRef ty = LLVMFunctionType(e->ptr, NULL, 0, 0);
-    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, "krt_scratch");
-    if (!fn)
-        fn = LLVMAddFunction(e->mod, "krt_scratch", ty);
-    return LLVMBuildCall2(e->b, ty, fn, NULL, 0, "scratch");
+    return runtime_get(e, "krt_scratch", e->ptr);
 }
 
 void kp_prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at)
@@ -558,11 +564,7 @@ LLVMValueRef kp_scratch_tail(KpEmit *e, int64_t bytes, LLVMValueRef *tag)
     int64_t data = kp_round_up(bytes, 64);
     if (data + 64 > e->scratch_tail_bytes)
         e->scratch_tail_bytes = data + 64;
-    LLVMTypeRef ty = LLVMFunctionType(e->i64, NULL, 0, 0);
-    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, "krt_scratch_stride");
-    if (!fn)
-        fn = LLVMAddFunction(e->mod, "krt_scratch_stride", ty);
-    LLVMValueRef end = LLVMBuildCall2(e->b, ty, fn, NULL, 0, "stride");
+    LLVMValueRef end = runtime_get(e, "krt_scratch_stride", e->i64);
     LLVMTypeRef i8 = LLVMInt8TypeInContext(e->ctx);
     LLVMValueRef slot = kp_scratch(e);
     LLVMValueRef at = LLVMBuildNSWSub(e->b, end, kp_i64(e, 64), "");
@@ -573,11 +575,7 @@ LLVMValueRef kp_scratch_tail(KpEmit *e, int64_t bytes, LLVMValueRef *tag)
 
 LLVMValueRef kp_scratch_shared_at(KpEmit *e, int64_t at)
 {
-    LLVMTypeRef ty = LLVMFunctionType(e->ptr, NULL, 0, 0);
-    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, "krt_scratch_shared");
-    if (!fn)
-        fn = LLVMAddFunction(e->mod, "krt_scratch_shared", ty);
-    LLVMValueRef base = LLVMBuildCall2(e->b, ty, fn, NULL, 0, "shared");
+    LLVMValueRef base = runtime_get(e, "krt_scratch_shared", e->ptr);
     LLVMValueRef off = kp_i64(e, at);
     return LLVMBuildInBoundsGEP2(e->b, LLVMInt8TypeInContext(e->ctx), base, &off, 1, "");
 }

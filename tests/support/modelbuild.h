@@ -20,20 +20,8 @@
 /* Write json to dir/<name>.json and build it into *prog; the JIT'd model
  * into *jit and, if so is not NULL, the model linked into dir/<name>.so
  * into *so.  Every failure is a test failure.  The caller closes both
- * models and frees *prog (kp_program_free). */
-static inline void kp_test_build_model_for(const char *dir, const char *name, const char *json,
-                                           const KpTargetOpts *target, KpProgram *prog,
-                                           karp_model **jit, karp_model **so);
-
-static inline void kp_test_build_model(const char *dir, const char *name, const char *json,
-                                       int opt_level, KpProgram *prog, karp_model **jit,
-                                       karp_model **so)
-{
-    KpTargetOpts t = {.opt_level = opt_level};
-    kp_test_build_model_for(dir, name, json, &t, prog, jit, so);
-}
-
-/* The same for a target of the caller's (a CPU, a vector width). */
+ * models and frees *prog (kp_program_free).  target: the CPU and vector
+ * width to compile for (kp_test_build_model: the host's). */
 static inline void kp_test_build_model_for(const char *dir, const char *name, const char *json,
                                            const KpTargetOpts *target, KpProgram *prog,
                                            karp_model **jit, karp_model **so)
@@ -71,6 +59,14 @@ static inline void kp_test_build_model_for(const char *dir, const char *name, co
         *so = karp_open(lib, &err);
         ck_assert_msg(*so != NULL, "%s", err.message);
     }
+}
+
+static inline void kp_test_build_model(const char *dir, const char *name, const char *json,
+                                       int opt_level, KpProgram *prog, karp_model **jit,
+                                       karp_model **so)
+{
+    KpTargetOpts t = {.opt_level = opt_level};
+    kp_test_build_model_for(dir, name, json, &t, prog, jit, so);
 }
 
 #endif
