@@ -20,9 +20,14 @@
  *   M[co][xi][t] = sum over ci of U[xi][co][ci] V[ci][xi][t]
  *
  * with U the transformed weights and V the transformed patches of the
- * tiles t.  A work item is a block of RB tile rows of one sample, its
- * tiles numbered row after row (t = r*tw + tx), so that no lane is lost
- * to a row's end but in the block's last vector:
+ * tiles t.  A sample's tiles are numbered row after row (t = r*tw + tx)
+ * and a work item is a block of BT of them (whole vectors; the sample's
+ * last block takes what is left), so that no lane is lost but in a
+ * sample's last vector.  A block may start and end inside a tile row: it
+ * transforms the rows it touches whole, its V and M start at its first
+ * tile (the part of its first row before that lands in the margin before
+ * V, or in the unused tail of the previous row of V), and its output
+ * transform stores only its own tiles' columns of a shared row:
  *
  *   V  <- per input channel, each input row the block reads split into
  *         the patches' four columns (three vector loads, even and odd
@@ -293,6 +298,12 @@ static void gemm_tile(KpEmit *e, const KpWino *s, LLVMValueRef U, LLVMValueRef V
                          kp_iaddc(e, kp_iadd(e, mrow, col), f * 16 * s->ts + k * e->vw));
 }
 
+/* The vectors of GEMM work of a block of `tiles` tiles. */
+static int64_t block_vectors(int vw, int64_t tiles)
+{
+    return kp_ceil_div(tiles, vw);
+}
+
 /* The 16 GEMMs over the item's nvec vectors of tiles. */
 static void gemm(KpEmit *e, const KpWino *s, LLVMValueRef U, LLVMValueRef V, LLVMValueRef M,
                  LLVMValueRef nvec)
@@ -304,13 +315,13 @@ static void gemm(KpEmit *e, const KpWino *s, LLVMValueRef U, LLVMValueRef V, LLV
     kp_loop_begin(e, &lt, kp_i64(e, 0), whole, s->kv, "gtv");
     gemm_tile(e, s, U, V, M, lx.iv, lc.iv, lt.iv, (int)s->fb, (int)s->kv);
     kp_loop_end(e, &lt);
-    /* the vectors left, one narrower tile: a full block's and the last
-     * block's remainders are the only ones that occur */
+    /* the vectors left, one narrower tile: a full block's and a sample's
+     * last block's remainders are the only ones that occur */
     LLVMValueRef rest = LLVMBuildNSWSub(e->b, nvec, whole, "");
-    int64_t last = s->th % s->rb;
+    int64_t last = (s->th * s->tw) % s->bt;
     for (int r = 1; r < s->kv; r++) {
-        if (r != kp_ceil_div(s->rb * s->tw, e->vw) % s->kv &&
-            (last == 0 || r != kp_ceil_div(last * s->tw, e->vw) % s->kv))
+        if (r != block_vectors(e->vw, s->bt) % s->kv &&
+            (last == 0 || r != block_vectors(e->vw, last) % s->kv))
             continue;
         LLVMBasicBlockRef join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntEQ, rest, kp_i64(e, r), ""), "gtv.rest");
         gemm_tile(e, s, U, V, M, lx.iv, lc.iv, whole, (int)s->fb, r);
@@ -320,11 +331,42 @@ static void gemm(KpEmit *e, const KpWino *s, LLVMValueRef U, LLVMValueRef V, LLV
     kp_loop_end(e, &lx);
 }
 
+/* Store the 2*nj output vectors of a row from its first column on: the
+ * vectors' lanes past ow left alone, and where the row is shared with
+ * another block (whole false), the columns outside [c_lo, c_hi) too. */
+static void store_output_row(KpEmit *e, LLVMValueRef Y, LLVMValueRef at0, LLVMValueRef *v, int64_t ow,
+                             LLVMValueRef whole, LLVMValueRef c_lo, LLVMValueRef c_hi)
+{
+    int vw = e->vw;
+    int64_t nv = kp_ceil_div(ow, vw);
+    LLVMBasicBlockRef join = kp_if_begin(e, whole, "ystore.whole");
+    for (int64_t q = 0; q < nv; q++) {
+        int64_t lanes = ow - q * vw < vw ? ow - q * vw : vw;
+        if (lanes < vw)
+            kp_store_vec_masked(e, v[q], Y, kp_iaddc(e, at0, q * vw), (int)lanes);
+        else
+            kp_store_vec(e, v[q], Y, kp_iaddc(e, at0, q * vw));
+    }
+    kp_if_end(e, join);
+    join = kp_if_begin(e, LLVMBuildNot(e->b, whole, ""), "ystore.part");
+    LLVMValueRef lo = kp_lane_index(e, c_lo, 0);
+    LLVMValueRef hi = kp_lane_index(e, kp_min_i64(e, c_hi, kp_i64(e, ow)), 0);
+    for (int64_t q = 0; q < nv; q++) {
+        LLVMValueRef col = kp_lane_index(e, kp_i64(e, q * vw), 1);
+        LLVMValueRef mask = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, col, lo, ""),
+                                         LLVMBuildICmp(e->b, LLVMIntSLT, col, hi, ""), "");
+        masked_store(e, v[q], Y, kp_iaddc(e, at0, q * vw), mask);
+    }
+    kp_if_end(e, join);
+}
+
 /* Output rows 2*ty, 2*ty + 1 of every channel from M: A^T m A + bias,
  * each tile's two columns interleaved, the epilogues, stored (the columns
- * past ow and a second row past oh left alone). */
+ * past ow and a second row past oh left alone).  M's tiles are numbered
+ * from tile (ty0, 0); the block owns those in [tfirst, tend). */
 static void transform_output(KpEmit *e, const KpKernelArgs *a, const KpWino *s, LLVMValueRef M,
-                             LLVMValueRef n, LLVMValueRef ty0, LLVMValueRef nrows)
+                             LLVMValueRef n, LLVMValueRef ty0, LLVMValueRef nrows, LLVMValueRef tfirst,
+                             LLVMValueRef tend)
 {
     const KpConvMap *m = &s->m;
     int vw = e->vw;
@@ -337,6 +379,12 @@ static void transform_output(KpEmit *e, const KpKernelArgs *a, const KpWino *s, 
     LLVMValueRef ybase = kp_imulc(e, kp_iadd(e, kp_imulc(e, kp_iadd(e, kp_imulc(e, n, m->cout), lc.iv), m->oh),
                                              kp_imulc(e, ty, 2)), m->ow);
     LLVMValueRef mat = kp_iadd(e, kp_imulc(e, lc.iv, 16 * s->ts), kp_imulc(e, lr.iv, s->tw));
+    /* the block's tiles of this row: [lo, hi) */
+    LLVMValueRef rowt = kp_imulc(e, lr.iv, s->tw);
+    LLVMValueRef lo = kp_max_i64(e, LLVMBuildNSWSub(e->b, tfirst, rowt, ""), kp_i64(e, 0));
+    LLVMValueRef hi = kp_min_i64(e, LLVMBuildNSWSub(e->b, tend, rowt, ""), kp_i64(e, s->tw));
+    LLVMValueRef whole = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, lo, kp_i64(e, 0), ""),
+                                      LLVMBuildICmp(e->b, LLVMIntEQ, hi, kp_i64(e, s->tw), ""), "whole");
     LLVMValueRef y[2][64][2];
     for (int64_t j = 0; j < s->nj; j++) {
         LLVMValueRef mv[4][4], t[2][4], x[4], out[2];
@@ -362,6 +410,7 @@ static void transform_output(KpEmit *e, const KpKernelArgs *a, const KpWino *s, 
         if (i == 1 && m->oh % 2)
             join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntSLT, kp_iaddc(e, kp_imulc(e, ty, 2), 1),
                                                 kp_i64(e, m->oh), ""), "yrow.second");
+        LLVMValueRef out[128];
         for (int64_t j = 0; j < s->nj; j++)
             for (int h = 0; h < 2; h++) {
                 int64_t c0 = 2 * j * vw + h * vw;
@@ -370,12 +419,10 @@ static void transform_output(KpEmit *e, const KpKernelArgs *a, const KpWino *s, 
                     continue;
                 LLVMValueRef v = kp_interleave(e, y[i][j][0], y[i][j][1], h);
                 LLVMValueRef at = kp_iaddc(e, ybase, i * m->ow + c0);
-                v = kp_emit_epilogue(e, e->node, a->p, v, at, lanes < vw ? (int)lanes : 0);
-                if (lanes < vw)
-                    kp_store_vec_masked(e, v, Y, at, (int)lanes);
-                else
-                    kp_store_vec(e, v, Y, at);
+                out[2 * j + h] = kp_emit_epilogue(e, e->node, a->p, v, at, lanes < vw ? (int)lanes : 0);
             }
+        store_output_row(e, Y, kp_iaddc(e, ybase, i * m->ow), out, m->ow, whole, kp_imulc(e, lo, 2),
+                         kp_imulc(e, hi, 2));
         if (join)
             kp_if_end(e, join);
     }
@@ -407,39 +454,63 @@ LLVMValueRef kp_wino_rowbuf(KpEmit *e, const KpWino *s)
     return rowbuf;
 }
 
-/* item = n * blocks + block; block b is tile rows [b*rb, b*rb + rb) */
+/* Floats before V: room for the part of a block's first tile row that
+ * lies before the block's first tile (at most tw - 1 floats). */
+static int64_t v_margin(const KpWino *s, int vw)
+{
+    return kp_round_up(s->tw, vw);
+}
+
+/* item = n * blocks + block; block b is tiles [b*bt, min(b*bt + bt, th*tw))
+ * of sample n, which touch tile rows ty0 .. ty0 + nrows - 1 */
 static void wino_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const KpWino *s = user;
     LLVMValueRef U = kp_scratch(e);
-    LLVMValueRef V = kp_gep(e, U, kp_i64(e, s->u_floats));
+    LLVMValueRef V = kp_gep(e, U, kp_i64(e, s->u_floats + v_margin(s, e->vw)));
     LLVMValueRef M = kp_gep(e, V, kp_i64(e, s->v_floats));
     LLVMValueRef rowbuf = kp_wino_rowbuf(e, s);
     transform_weights(e, a, s, U);
     /* the lanes past an item's tiles are read, never used: keep them finite */
-    LLVMBuildMemSet(e->b, V, LLVMConstInt(LLVMInt8TypeInContext(e->ctx), 0, 0),
-                    kp_i64(e, 4 * (s->v_floats + s->m_floats)), 4);
-    int64_t blocks = kp_ceil_div(s->th, s->rb);
+    LLVMBuildMemSet(e->b, kp_gep(e, U, kp_i64(e, s->u_floats)), LLVMConstInt(LLVMInt8TypeInContext(e->ctx), 0, 0),
+                    kp_i64(e, 4 * (v_margin(s, e->vw) + s->v_floats + s->m_floats)), 4);
+    int64_t tiles = s->th * s->tw, blocks = kp_ceil_div(tiles, s->bt);
     KpLoop li;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
     LLVMValueRef n = LLVMBuildUDiv(e->b, li.iv, kp_i64(e, blocks), "n");
-    LLVMValueRef ty0 = kp_imulc(e, LLVMBuildURem(e->b, li.iv, kp_i64(e, blocks), ""), s->rb);
-    LLVMValueRef nrows = kp_min_i64(e, kp_i64(e, s->rb), LLVMBuildNSWSub(e->b, kp_i64(e, s->th), ty0, ""));
-    kp_wino_transform_input(e, a, s, V, rowbuf, n, ty0, nrows);
-    LLVMValueRef nvec = LLVMBuildUDiv(e->b, kp_iaddc(e, kp_imulc(e, nrows, s->tw), e->vw - 1),
+    LLVMValueRef t0 = kp_imulc(e, LLVMBuildURem(e->b, li.iv, kp_i64(e, blocks), ""), s->bt);
+    LLVMValueRef t1 = kp_min_i64(e, kp_iaddc(e, t0, s->bt), kp_i64(e, tiles));
+    LLVMValueRef ty0 = LLVMBuildUDiv(e->b, t0, kp_i64(e, s->tw), "ty0");
+    LLVMValueRef nrows = LLVMBuildNSWSub(e->b, LLVMBuildUDiv(e->b, kp_iaddc(e, t1, -1), kp_i64(e, s->tw), ""),
+                                         kp_iaddc(e, ty0, -1), "nrows");
+    /* the block's first tile, counted from its first row's start */
+    LLVMValueRef skew = LLVMBuildNSWSub(e->b, t0, kp_imulc(e, ty0, s->tw), "skew");
+    LLVMValueRef back = LLVMBuildNeg(e->b, skew, "");
+    kp_wino_transform_input(e, a, s, kp_gep(e, V, back), rowbuf, n, ty0, nrows);
+    LLVMValueRef nvec = LLVMBuildUDiv(e->b, kp_iaddc(e, LLVMBuildNSWSub(e->b, t1, t0, ""), e->vw - 1),
                                       kp_i64(e, e->vw), "");
     gemm(e, s, U, V, M, nvec);
-    transform_output(e, a, s, M, n, ty0, nrows);
+    transform_output(e, a, s, kp_gep(e, M, back), n, ty0, nrows, skew,
+                     LLVMBuildNSWAdd(e->b, skew, LLVMBuildNSWSub(e->b, t1, t0, ""), ""));
     kp_loop_end(e, &li);
 }
 
-/* The GEMM's cost for a block of rows tile rows: vectors of tiles, a
- * lone vector outside the whole register tiles counting double (FB
- * chains of fmas only: latency-bound). */
-static int64_t block_cost(const KpWino *s, int vw, int64_t rows)
+/* The GEMM's cost for a block of `tiles` tiles: vectors of tiles, a lone
+ * vector outside the whole register tiles counting double (FB chains of
+ * fmas only: latency-bound). */
+static int64_t block_cost(const KpWino *s, int vw, int64_t tiles)
 {
-    int64_t nvec = kp_ceil_div(rows * s->tw, vw), rest = nvec % s->kv;
+    int64_t nvec = block_vectors(vw, tiles), rest = nvec % s->kv;
     return nvec - rest + (rest == 1 ? 2 : rest);
+}
+
+/* The row length of V and M for blocks of bt tiles: a block's first row
+ * starts up to tw - 1 floats before it, its last row's last vector ends
+ * up to nj*vw - 1 floats past its last tile. */
+static int64_t block_row_floats(const KpWino *s, int vw, int64_t bt)
+{
+    int64_t ts = kp_round_up(bt - 1 + s->nj * vw, vw);
+    return ts % 16 == 0 ? ts + 8 : ts;
 }
 
 bool kp_conv_winograd_fits(const KpConvMap *m, int64_t max_batch, int64_t min_channels)
@@ -460,27 +531,35 @@ void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *map)
     kp_wino_tiles(&s, e->vw);
     s.kv = e->vw >= 16 ? 4 : 3;
     s.fb = kp_divisor_upto(map->cout, 4);
-    /* tile rows per item: the fewest vectors of GEMM work per tile over a
-     * sample's blocks, V and M of a block in half of L2 */
-    int64_t best = -1;
-    for (int64_t rb = 1; rb <= s.th; rb++) {
-        if (rb > 1 && 4 * 16 * (map->cin + map->cout) * kp_wino_row_floats(&s, e->vw, rb) > l2 / 2)
+    /* tiles per item: whole vectors, the fewest vectors of GEMM work over a
+     * sample's blocks, and of those the fewest blocks (each transforms the
+     * rows it touches whole), V and M of a block in half of L2 */
+    int64_t tiles = s.th * s.tw, best = -1;
+    for (int64_t bt = e->vw;; bt += e->vw) {
+        int64_t fill = bt < tiles ? bt : tiles;
+        if (bt > e->vw && 4 * 16 * (map->cin + map->cout) * block_row_floats(&s, e->vw, fill) > l2 / 2)
             break;
-        int64_t cost = (s.th / rb) * block_cost(&s, e->vw, rb);
-        if (s.th % rb)
-            cost += block_cost(&s, e->vw, s.th % rb);
-        if (best < 0 || cost < best) {
+        int64_t cost = (tiles / fill) * block_cost(&s, e->vw, fill);
+        if (tiles % fill)
+            cost += block_cost(&s, e->vw, tiles % fill);
+        if (best < 0 || cost <= best) {
             best = cost;
-            s.rb = rb;
+            s.bt = fill;
         }
+        if (fill == tiles)
+            break;
     }
-    s.ts = kp_wino_row_floats(&s, e->vw, s.rb);
+    s.ts = block_row_floats(&s, e->vw, s.bt);
+    /* the most tile rows a block touches: from its first row's last tile */
+    s.rb = (s.tw - 1 + s.bt - 1) / s.tw + 1;
+    if (s.rb > s.th)
+        s.rb = s.th;
     s.u_floats = 16 * map->cout * map->cin;
     s.v_floats = 16 * map->cin * s.ts;
     s.m_floats = 16 * map->cout * s.ts;
-    int64_t bytes = 4 * (s.u_floats + s.v_floats + s.m_floats);
+    int64_t bytes = 4 * (s.u_floats + v_margin(&s, e->vw) + s.v_floats + s.m_floats);
     if (bytes > e->scratch_bytes)
         e->scratch_bytes = bytes;
-    LLVMValueRef items = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, kp_ceil_div(s.th, s.rb)), "items");
+    LLVMValueRef items = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, kp_ceil_div(tiles, s.bt)), "items");
     kp_emit_parallel(e, "conv_winograd", kp_i64(e, 0), items, 1, wino_kernel, &s);
 }

@@ -12,7 +12,8 @@ typedef struct KpWino {
     KpConvMap m;                /* X: m.ix, m.cin, m.h, m.w; the tiles cover m.oh x m.ow */
     int64_t th, tw;             /* tiles per sample: rows, columns */
     int64_t nj;                 /* vectors along a tile row */
-    int64_t rb;                 /* tile rows per block */
+    int64_t rb;                 /* tile rows per block (the forward: the most a block spans) */
+    int64_t bt;                 /* the forward's tiles per block (a block may start mid-row) */
     int64_t ts;                 /* floats per row of V (a block's tiles and a row's overrun) */
     int64_t fb, kv;             /* GEMM register tile */
     int64_t u_floats, v_floats, m_floats;

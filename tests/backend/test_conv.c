@@ -11,7 +11,8 @@
  *               input gradients whose dy rows fill more lanes than dx's
  *               (the row kernel: padding top or left, a masked dy vector);
  *               Winograd's 3x3 kernel (fashion_cnn's conv2, odd output
- *               sizes with padding, 34 and 36 channels; its weight
+ *               sizes with padding, 34 and 36 channels, blocks of tiles
+ *               that start and end inside a tile row; its weight
  *               gradient from 16 channels: 17 -> 19 too, several samples
  *               a block and a chunk of the batch each); the weight
  *               gradient by outer products (a partial vector and tile of
@@ -86,6 +87,8 @@ static const Geo geos[] = {
     /* Winograd F(2x2, 3x3) (emit_conv_winograd.c), 32 channels and more: */
     {32, 11, 13, 40, 3, 3, 1, 1, 1, 1, 1, 1, false},    /* odd output sizes, padding 1 */
     {36, 7, 9, 34, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* channels no multiple of the tile or vector */
+    {48, 25, 21, 48, 3, 3, 1, 1, 1, 1, 1, 1, false},    /* 143 tiles: blocks that start mid-row, oh odd */
+    {32, 9, 40, 32, 3, 3, 1, 1, 1, 1, 1, 1, false},     /* tile rows of two vectors, split by blocks */
     /* the weight gradient by outer products (emit_conv_grad_w_outer.c): */
     {8, 9, 11, 70, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* 70 filters: a partial vector and tile of them */
     {4, 12, 11, 16, 3, 3, 1, 2, 0, 0, 2, 2, false},     /* stride (1,2), dilation 2 */
