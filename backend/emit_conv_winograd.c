@@ -234,6 +234,12 @@ void kp_wino_transform_input(KpEmit *e, const KpKernelArgs *a, const KpWino *s, 
         iyc = kp_min_i64(e, kp_max_i64(e, iy, kp_i64(e, 0)), kp_i64(e, m->h - 1));
     }
     LLVMValueRef rowat = kp_iadd(e, plane, kp_imulc(e, iyc, m->w));
+    /* the same row of the next channel, read one channel's rows from now:
+     * rows of one channel are a short stream the hardware prefetcher
+     * hardly starts on before the next channel's begins */
+    for (int64_t f = 0; f < m->w; f += 16)
+        kp_prefetch(e, X, kp_iaddc(e, rowat, m->h * m->w + f));
+    kp_prefetch(e, X, kp_iaddc(e, rowat, m->h * m->w + m->w - 1));
     for (int64_t j = 0; j < s->nj; j++) {
         LLVMValueRef d[4], w[4];
         patch_row(e, s, X, rowat, valid, j, d);

@@ -135,6 +135,10 @@ static void transform_dy(KpEmit *e, const KpKernelArgs *a, const WinoW *s, LLVMV
             y = kp_min_i64(e, y, kp_i64(e, m->oh - 1));
         }
         rowat[i] = kp_iadd(e, plane, kp_imulc(e, y, m->ow));
+        /* the same row of the next channel (see kp_wino_transform_input) */
+        for (int64_t f = 0; f < m->ow; f += 16)
+            kp_prefetch(e, a->p[IDY], kp_iaddc(e, rowat[i], m->oh * m->ow + f));
+        kp_prefetch(e, a->p[IDY], kp_iaddc(e, rowat[i], m->oh * m->ow + m->ow - 1));
     }
     LLVMValueRef at = kp_iadd(e, kp_imulc(e, lc.iv, 16 * w->ts), kp_imulc(e, lr.iv, w->tw));
     for (int64_t j = 0; j < w->nj; j++) {
