@@ -270,6 +270,9 @@ KpMapFn kp_map_mul(void);
  * (masked, for a partial vector).  Returns v itself when n->nepi is 0. */
 LLVMValueRef kp_emit_epilogue(KpEmit *e, const KpNode *n, const LLVMValueRef *p, LLVMValueRef v,
                               LLVMValueRef idx, int lanes);
+/* Prefetch the line at flat index idx of every operand n's epilogues
+ * read (kp_emit_epilogue's p and idx). */
+void kp_prefetch_epilogue(KpEmit *e, const KpNode *n, const LLVMValueRef *p, LLVMValueRef idx);
 
 /* cross_entropy's gradient over rows [r0, r1) of logits x [., cols] with
  * int32 labels (one per row): dx rows = (softmax(x) - onehot) / n; and

@@ -384,6 +384,15 @@ static void transform_output(KpEmit *e, const KpKernelArgs *a, const KpWino *s, 
     LLVMValueRef bias = m->ib >= 0 ? kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, a->p[m->ib], lc.iv), "")) : NULL;
     LLVMValueRef ybase = kp_imulc(e, kp_iadd(e, kp_imulc(e, kp_iadd(e, kp_imulc(e, n, m->cout), lc.iv), m->oh),
                                              kp_imulc(e, ty, 2)), m->ow);
+    /* the epilogues' operands in this channel's next two rows, read one
+     * tile row (every channel's) from now: across the channels they are
+     * short streams, which the hardware prefetcher does not follow */
+    for (int i = 0; i < 2; i++) {
+        LLVMValueRef next = kp_iaddc(e, ybase, (2 + i) * m->ow);
+        for (int64_t f = 0; f < m->ow; f += 16)
+            kp_prefetch_epilogue(e, e->node, a->p, kp_iaddc(e, next, f));
+        kp_prefetch_epilogue(e, e->node, a->p, kp_iaddc(e, next, m->ow - 1));
+    }
     LLVMValueRef mat = kp_iadd(e, kp_imulc(e, lc.iv, 16 * s->ts), kp_imulc(e, lr.iv, s->tw));
     /* the block's tiles of this row: [lo, hi) */
     LLVMValueRef rowt = kp_imulc(e, lr.iv, s->tw);
