@@ -70,7 +70,7 @@ bool kp_conv_winograd_fits(const KpConvMap *m, int64_t max_batch, int64_t min_ch
 /* Fewer input or output channels than this keep the direct forward and
  * input gradient: at 16, resnet_cifar's 3x3 layers measured no faster by
  * Winograd forward and slower for the input gradient on 2 threads. */
-enum { KP_WINO_MIN_CHANNELS = 32 };
+enum { KP_WINO_MIN_CHANNELS = 16 };
 void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *m);
 bool kp_emit_conv2d_winograd(KpEmit *e, const KpNode *n, bool grad_x);
 /* conv2d_grad_w's sum m (kp_conv_grad_w_map) the same way

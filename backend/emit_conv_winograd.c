@@ -549,16 +549,17 @@ void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *map)
     /* tiles per item: whole vectors, the fewest vectors of GEMM work over a
      * sample's blocks, and of those the fewest blocks (each transforms the
      * rows it touches whole), V and M of a block in half of L2 */
-    int64_t tiles = s.th * s.tw, best = -1;
+    int64_t tiles = s.th * s.tw, best = -1, best_blocks = 0;
     for (int64_t bt = e->vw;; bt += e->vw) {
         int64_t fill = bt < tiles ? bt : tiles;
         if (bt > e->vw && 4 * 16 * (map->cin + map->cout) * block_row_floats(&s, e->vw, fill) > l2 / 2)
             break;
-        int64_t cost = (tiles / fill) * block_cost(&s, e->vw, fill);
+        int64_t cost = (tiles / fill) * block_cost(&s, e->vw, fill), blocks = kp_ceil_div(tiles, fill);
         if (tiles % fill)
             cost += block_cost(&s, e->vw, tiles % fill);
-        if (best < 0 || cost <= best) {
+        if (best < 0 || cost < best || (cost == best && blocks < best_blocks)) {
             best = cost;
+            best_blocks = blocks;
             s.bt = fill;
         }
         if (fill == tiles)

@@ -218,7 +218,8 @@ static int bench(const Layer *l, int64_t n, int rounds, const KpPeak peak[3])
     printf("\n%s, batch %lld: %.3f GFLOP per direction\n", l->name, (long long)n, flop * 1e-9);
     printf("  %-8s %3s %16s %17s %17s\n", "", "thr", "karpc GF/s %peak", "oneDNN plain", "oneDNN blocked");
     for (int dir = 0; dir < 3; dir++) {
-        KpTargetOpts t = {.opt_level = 3};
+        /* KARPC_BENCH_CPU=x86-64-v3 times the AVX2 kernels on an AVX-512 machine */
+        KpTargetOpts t = {.opt_level = 3, .cpu = getenv("KARPC_BENCH_CPU")};
         KpNodeJit j;
         KpDiag d;
         kp_diag_init(&d);

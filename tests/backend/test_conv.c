@@ -84,7 +84,7 @@ static const Geo geos[] = {
     {6, 6, 10, 4, 3, 5, 1, 1, 0, 1, 1, 1, false},       /* 3x5, left padding, 2 channels an item */
     {2, 7, 9, 3, 3, 3, 1, 1, 0, 0, 1, 1, false},        /* dy 7 wide: its vector masked */
     {3, 6, 18, 4, 3, 3, 1, 1, 0, 0, 1, 1, false},       /* dy 16, dx 18 (the AVX-512 case too) */
-    /* Winograd F(2x2, 3x3) (emit_conv_winograd.c), 32 channels and more: */
+    /* Winograd F(2x2, 3x3) (emit_conv_winograd.c), 16 channels and more (17 -> 19 above too): */
     {32, 11, 13, 40, 3, 3, 1, 1, 1, 1, 1, 1, false},    /* odd output sizes, padding 1 */
     {36, 7, 9, 34, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* channels no multiple of the tile or vector */
     {48, 25, 21, 48, 3, 3, 1, 1, 1, 1, 1, 1, false},    /* 143 tiles: blocks that start mid-row, oh odd */
@@ -97,7 +97,8 @@ static const Geo geos[] = {
     {16, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1, false},      /* padded, stride 2 */
     {8, 12, 9, 16, 5, 5, 2, 2, 0, 0, 1, 1, true},       /* uneven "same": more border right and below */
     /* the input gradient with lanes along dx's channels (emit_conv_grad_x_outer.c): */
-    {32, 13, 13, 16, 3, 3, 1, 1, 0, 0, 1, 1, false},    /* keras_cnn's conv2d2 turned round: rows of 7 + 6 */
+    {32, 13, 13, 12, 3, 3, 1, 1, 0, 0, 1, 1, false},    /* keras_cnn's conv2d2 turned round: rows of 7 + 6
+                                                            (12 filters: Winograd takes 16 and more) */
     {70, 9, 11, 8, 3, 3, 1, 1, 1, 1, 1, 1, false},      /* 70 channels: a partial vector, a narrower block */
     {16, 5, 20, 8, 5, 5, 1, 1, 2, 2, 1, 1, false},      /* 25 taps, rows off dy skipped, 2-4 tiles a row */
     {16, 6, 9, 4, 3, 5, 1, 1, 0, 0, 1, 1, true},        /* 3x5, uneven "same" */
@@ -359,7 +360,8 @@ START_TEST(test_conv_outer_reached)
 END_TEST
 
 /* Likewise for the input gradient with lanes along dx's channels: the
- * geometries meant for it reach it (no Winograd below 32 channels), those
+ * geometries meant for it reach it (no Winograd below 16 channels: at the
+ * grid's batch of 3 Winograd comes first), those
  * it does not take (strides, dilation, few channels, many pixels, dx rows
  * that fill 7/8 of their vectors or more, vectors of 8 or 4 floats, a
  * transposed weight over 256 KiB) do not.
@@ -367,7 +369,7 @@ END_TEST
 START_TEST(test_conv_grad_x_outer_reached)
 {
     static const Reach cases[] = {
-        {{32, 13, 13, 16, 3, 3, 1, 1, 0, 0, 1, 1, false}, {true, false, false}},
+        {{32, 13, 13, 12, 3, 3, 1, 1, 0, 0, 1, 1, false}, {true, false, false}},
         {{70, 9, 11, 8, 3, 3, 1, 1, 1, 1, 1, 1, false}, {true, false, false}},
         {{16, 5, 20, 8, 5, 5, 1, 1, 2, 2, 1, 1, false}, {true, false, false}},
         {{16, 6, 9, 4, 3, 5, 1, 1, 0, 0, 1, 1, true}, {true, false, false}},      /* uneven "same" */
