@@ -68,8 +68,10 @@ bool kp_emit_conv_grad_x_rows(KpEmit *e, const KpConvMap *m);
  * emitted) when not. */
 bool kp_conv_winograd_fits(const KpConvMap *m, int64_t max_batch, int64_t min_channels);
 /* Fewer input or output channels than this keep the direct forward and
- * input gradient: at 16, resnet_cifar's 3x3 layers measured no faster by
- * Winograd forward and slower for the input gradient on 2 threads. */
+ * input gradient (the GEMMs' sums over the input channels get too short
+ * for the transforms).  It was 32 until the blocks of tiles and the
+ * prefetches of emit_conv_winograd.c made resnet_cifar's 16-channel
+ * layers half again as fast by Winograd (docs/kernels-conv.md). */
 enum { KP_WINO_MIN_CHANNELS = 16 };
 void kp_emit_conv_winograd(KpEmit *e, const KpConvMap *m);
 bool kp_emit_conv2d_winograd(KpEmit *e, const KpNode *n, bool grad_x);

@@ -454,12 +454,16 @@ void kp_wino_tiles(KpWino *s, int vw)
     s->rows_inside = m->pt <= 0 && 2 * (s->th - 1) - m->pt + 3 <= m->h - 1;
 }
 
+/* ts, or ts + 8 if V's rows of one xi, 16*ts floats apart, would be a
+ * multiple of 1 KiB apart: they would share a few L1 sets */
+static int64_t off_sets(int64_t ts)
+{
+    return ts % 16 == 0 ? ts + 8 : ts;
+}
+
 int64_t kp_wino_row_floats(const KpWino *s, int vw, int64_t rb)
 {
-    int64_t ts = kp_round_up((rb - 1) * s->tw + s->nj * vw, vw);
-    /* V's rows of one xi are 16*ts floats apart: a multiple of 1 KiB would
-     * put them in a few L1 sets */
-    return ts % 16 == 0 ? ts + 8 : ts;
+    return off_sets(kp_round_up((rb - 1) * s->tw + s->nj * vw, vw));
 }
 
 LLVMValueRef kp_wino_rowbuf(KpEmit *e, const KpWino *s)
@@ -524,8 +528,7 @@ static int64_t block_cost(const KpWino *s, int vw, int64_t tiles)
  * up to nj*vw - 1 floats past its last tile. */
 static int64_t block_row_floats(const KpWino *s, int vw, int64_t bt)
 {
-    int64_t ts = kp_round_up(bt - 1 + s->nj * vw, vw);
-    return ts % 16 == 0 ? ts + 8 : ts;
+    return off_sets(kp_round_up(bt - 1 + s->nj * vw, vw));
 }
 
 bool kp_conv_winograd_fits(const KpConvMap *m, int64_t max_batch, int64_t min_channels)
