@@ -104,6 +104,10 @@ LLVMValueRef kp_iadd(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
  * at may lie outside the tensor: the address is a plain GEP and a
  * prefetch never faults). */
 void kp_prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at);
+/* Prefetch the lines of the `floats` floats at p[at ..]: short runs (a
+ * row of each channel plane, say) that the hardware prefetcher does not
+ * start on before the kernel moves to the next. */
+void kp_prefetch_span(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int64_t floats);
 LLVMValueRef kp_iaddc(KpEmit *e, LLVMValueRef a, int64_t c);
 /* <vw x i64> {base, base + s, base + 2s, ...} (s = 0: base splatted). */
 LLVMValueRef kp_lane_index(KpEmit *e, LLVMValueRef base, int64_t s);
@@ -270,9 +274,10 @@ KpMapFn kp_map_mul(void);
  * (masked, for a partial vector).  Returns v itself when n->nepi is 0. */
 LLVMValueRef kp_emit_epilogue(KpEmit *e, const KpNode *n, const LLVMValueRef *p, LLVMValueRef v,
                               LLVMValueRef idx, int lanes);
-/* Prefetch the line at flat index idx of every operand n's epilogues
- * read (kp_emit_epilogue's p and idx). */
-void kp_prefetch_epilogue(KpEmit *e, const KpNode *n, const LLVMValueRef *p, LLVMValueRef idx);
+/* kp_prefetch_span of the `floats` elements from flat index idx of every
+ * operand n's epilogues read (kp_emit_epilogue's p and idx). */
+void kp_prefetch_epilogue(KpEmit *e, const KpNode *n, const LLVMValueRef *p, LLVMValueRef idx,
+                          int64_t floats);
 
 /* cross_entropy's gradient over rows [r0, r1) of logits x [., cols] with
  * int32 labels (one per row): dx rows = (softmax(x) - onehot) / n; and

@@ -188,8 +188,7 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase 
         /* the row the next item (oy + 1) reads first, while this one works */
         LLVMValueRef iy = addc(e, oy, (m->kh - 1) * m->dh - m->pt + 1);
         LLVMValueRef at = add(e, mul(e, add(e, plane, iy), m->w), addc(e, mul(e, ox0, m->sw), -m->pl));
-        for (int64_t off = 0; off < (int64_t)t.nv * e->vw + (m->kw - 1) * m->dw; off += 16)
-            kp_prefetch(e, X, addc(e, at, off));
+        kp_prefetch_span(e, X, at, (int64_t)t.nv * e->vw + (m->kw - 1) * m->dw);
     }
     kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, m->kh), 1, "ki");
     LLVMValueRef iy = add(e, addc(e, mul(e, oy, m->sh), -m->pt), mul(e, lk.iv, m->dh));

@@ -76,8 +76,7 @@ static void rows_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef plane = kp_imulc(e, kp_iadd(e, kp_imulc(e, n, m->cin), lc.iv), m->h);
     /* the dy row the next item (r + 1) reads first, while this one works */
     LLVMValueRef next = kp_imulc(e, kp_iadd(e, plane, kp_iaddc(e, oy, m->pt + 1)), m->w);
-    for (int64_t off = 0; off < m->w; off += 16)
-        kp_prefetch(e, X, kp_iaddc(e, next, off));         /* may pass the end */
+    kp_prefetch_span(e, X, next, m->w);                 /* may pass the end */
     LLVMValueRef wf = kp_iadd(e, kp_iaddc(e, kp_imulc(e, co0, m->wco), m->w0), kp_imulc(e, lc.iv, m->wci));
     kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, m->kh), 1, "ki");
     LLVMValueRef iy = LLVMBuildNSWSub(e->b, kp_iaddc(e, oy, m->pt), lk.iv, "");

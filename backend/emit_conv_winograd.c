@@ -237,9 +237,7 @@ void kp_wino_transform_input(KpEmit *e, const KpKernelArgs *a, const KpWino *s, 
     /* the same row of the next channel, read one channel's rows from now:
      * rows of one channel are a short stream the hardware prefetcher
      * hardly starts on before the next channel's begins */
-    for (int64_t f = 0; f < m->w; f += 16)
-        kp_prefetch(e, X, kp_iaddc(e, rowat, m->h * m->w + f));
-    kp_prefetch(e, X, kp_iaddc(e, rowat, m->h * m->w + m->w - 1));
+    kp_prefetch_span(e, X, kp_iaddc(e, rowat, m->h * m->w), m->w);
     for (int64_t j = 0; j < s->nj; j++) {
         LLVMValueRef d[4], w[4];
         patch_row(e, s, X, rowat, valid, j, d);
@@ -387,12 +385,7 @@ static void transform_output(KpEmit *e, const KpKernelArgs *a, const KpWino *s, 
     /* the epilogues' operands in this channel's next two rows, read one
      * tile row (every channel's) from now: across the channels they are
      * short streams, which the hardware prefetcher does not follow */
-    for (int i = 0; i < 2; i++) {
-        LLVMValueRef next = kp_iaddc(e, ybase, (2 + i) * m->ow);
-        for (int64_t f = 0; f < m->ow; f += 16)
-            kp_prefetch_epilogue(e, e->node, a->p, kp_iaddc(e, next, f));
-        kp_prefetch_epilogue(e, e->node, a->p, kp_iaddc(e, next, m->ow - 1));
-    }
+    kp_prefetch_epilogue(e, e->node, a->p, kp_iaddc(e, ybase, 2 * m->ow), 2 * m->ow);
     LLVMValueRef mat = kp_iadd(e, kp_imulc(e, lc.iv, 16 * s->ts), kp_imulc(e, lr.iv, s->tw));
     /* the block's tiles of this row: [lo, hi) */
     LLVMValueRef rowt = kp_imulc(e, lr.iv, s->tw);

@@ -136,9 +136,7 @@ static void transform_dy(KpEmit *e, const KpKernelArgs *a, const WinoW *s, LLVMV
         }
         rowat[i] = kp_iadd(e, plane, kp_imulc(e, y, m->ow));
         /* the same row of the next channel (see kp_wino_transform_input) */
-        for (int64_t f = 0; f < m->ow; f += 16)
-            kp_prefetch(e, a->p[IDY], kp_iaddc(e, rowat[i], m->oh * m->ow + f));
-        kp_prefetch(e, a->p[IDY], kp_iaddc(e, rowat[i], m->oh * m->ow + m->ow - 1));
+        kp_prefetch_span(e, a->p[IDY], kp_iaddc(e, rowat[i], m->oh * m->ow), m->ow);
     }
     LLVMValueRef at = kp_iadd(e, kp_imulc(e, lc.iv, 16 * w->ts), kp_imulc(e, lr.iv, w->tw));
     for (int64_t j = 0; j < w->nj; j++) {

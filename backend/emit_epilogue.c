@@ -43,9 +43,10 @@ LLVMValueRef kp_emit_epilogue(KpEmit *e, const KpNode *n, const LLVMValueRef *p,
     return v;
 }
 
-void kp_prefetch_epilogue(KpEmit *e, const KpNode *n, const LLVMValueRef *p, LLVMValueRef idx)
+void kp_prefetch_epilogue(KpEmit *e, const KpNode *n, const LLVMValueRef *p, LLVMValueRef idx,
+                          int64_t floats)
 {
     for (int k = 0; k < n->nepi; k++)
         for (int a = 0; a < n->epi[k].nargs; a++)
-            kp_prefetch(e, p[n->epi[k].arg[a]], idx);
+            kp_prefetch_span(e, p[n->epi[k].arg[a]], idx, floats);
 }

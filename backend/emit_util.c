@@ -54,6 +54,16 @@ void kp_prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at)
     kp_intrinsic(e, "llvm.prefetch", over, 1, args, 4);
 }
 
+void kp_prefetch_span(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int64_t floats)
+{
+    /* a line every 16 floats, and the last float's, which that stride
+     * misses when the run does not start on a line */
+    for (int64_t off = 0; off < floats; off += 16)
+        kp_prefetch(e, p, kp_iaddc(e, at, off));
+    if (floats > 1)
+        kp_prefetch(e, p, kp_iaddc(e, at, floats - 1));
+}
+
 LLVMValueRef kp_iaddc(KpEmit *e, LLVMValueRef a, int64_t c)
 {
     return c == 0 ? a : LLVMBuildNSWAdd(e->b, a, kp_i64(e, c), "");
