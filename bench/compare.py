@@ -48,7 +48,15 @@ def karpc_run(karpc, model, batch, threads):
     doc = json.loads(run([karpc, "bench", model, "--batch", str(batch), "--threads", str(threads),
                           "--no-kernels", "--json"]))
     whole = {g["entry"]: g["whole"]["median_s"] for g in doc["graphs"]}
-    return whole, doc["machine"]
+    mc = doc["machine"]
+    # where the cores sat (a cache line's round trip) and how many steps the
+    # runtime ran on one thread (runtime/adapt.h), for the per-round columns
+    step = next(g["whole"] for g in doc["graphs"] if g["entry"] == "train_step")
+    whole["cores"] = "/".join("%.0f" % mc[k] if k in mc else "?"
+                              for k in ("round_trip_ns_start", "round_trip_ns_end"))
+    whole["one"] = ("%.0f%%" % (100.0 * step["one_thread_calls"] / step["calls"])
+                    if "one_thread_calls" in step else "-")
+    return whole, mc
 
 
 def torch_run(model, batch, threads, infer):
@@ -104,10 +112,12 @@ def main():
                     machine[t] = mc
                     torch_info = pt
                     row = rows.setdefault((m, b, t), {"k": [], "p": [], "ki": [], "pi": [],
-                                                      "load": []})
+                                                      "load": [], "cores": [], "one": []})
                     row["k"].append(k["train_step"])
                     row["p"].append(pt["train_step"]["median_s"])
                     row["load"].append(loadavg())
+                    row["cores"].append(k["cores"])
+                    row["one"].append(k["one"])
                     if infer:
                         row["ki"].append(k["infer"])
                         row["pi"].append(pt["infer"]["median_s"])
@@ -154,9 +164,14 @@ def write_report(a, rows, machine, torch_info, compiles, models, batches, thread
               "each round's pair of runs (the pair's own threads count in it; well above the core "
               "count, the 2-thread figures are noise: PyTorch's OpenMP team waits for its "
               "descheduled threads, karpc's for a piece a descheduled thread has begun; other "
-              "guests on the host do not show in it, only in the spread of the rounds).", "",
-              "| model | batch | threads | karpc | PyTorch | PyTorch / karpc | target | met | per round | load |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "guests on the host do not show in it, only in the spread of the rounds). "
+              "round trip: a cache line between the first two cores and back at the start and the "
+              "end of karpc's run, in ns (about 60: one core complex, a shared L3; about 340: two, "
+              "none shared; the host moves the guest's cores between the two every few seconds). "
+              "1 thread: the share of karpc's timed steps the runtime ran on one thread because two "
+              "measured slower then (docs/abi.md, \"Adaptive thread count\").", "",
+              "| model | batch | threads | karpc | PyTorch | PyTorch / karpc | target | met | per round | load | round trip | 1 thread |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         for b in batches:
             for t in threads:
@@ -166,8 +181,11 @@ def write_report(a, rows, machine, torch_info, compiles, models, batches, thread
                 met = "-" if target is None else ("yes" if p / k >= target else "**no**")
                 load = ", ".join(x.split()[0] for x in row["load"])
                 each = ", ".join(f"{pp / kk:.2f}" for kk, pp in zip(row["k"], row["p"]))
+                cores = ", ".join(row["cores"]) if t > 1 else "-"
+                one = ", ".join(row["one"]) if t > 1 else "-"
                 lines.append(f"| {m} | {b} | {t} | {fmt_time(k)} | {fmt_time(p)} | {p / k:.2f} | "
-                             f"{'>= %gx' % target if target else '-'} | {met} | {each} | {load} |")
+                             f"{'>= %gx' % target if target else '-'} | {met} | {each} | {load} | "
+                             f"{cores} | {one} |")
     lines += ["", "## infer, fashion_mlp, batch 1", "",
               "| threads | karpc | PyTorch | PyTorch / karpc | target | met | karpc per round |",
               "|---|---|---|---|---|---|---|"]

@@ -63,6 +63,8 @@ typedef struct BenchGraph {
     int nk;
     BenchKernel *k;         /* malloc'd */
     BenchTimes whole;       /* the entry through karp_infer / karp_train_step */
+    int64_t one_thread;     /* train_step: of whole.calls, those the runtime ran on one
+                               thread (runtime/adapt.h); -1: not adaptive */
     double loss;            /* train_step: the last loss (NAN for infer) */
 } BenchGraph;
 
@@ -72,6 +74,8 @@ typedef struct BenchMachine {
     KpPeak peak;
     KpBandwidth bw;
     char load_start[64], load_end[64];  /* /proc/loadavg */
+    double round_trip_ns[2];            /* a cache line between two cores and back, at the
+                                           start and at the end (backend/core_latency.h) */
 } BenchMachine;
 
 typedef struct BenchRun {

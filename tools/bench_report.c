@@ -58,6 +58,9 @@ static void print_header(const BenchRun *run)
            "%.1f GB/s copy (%d threads)\n",
            mc->peak.gflops, mc->peak.lanes, mc->peak.threads, mc->bw.triad_gbs, mc->bw.copy_gbs,
            mc->bw.threads);
+    printf("cores: a cache line's round trip between the first two, %.0f ns (start), %.0f ns (end); "
+           "past ~150 ns they share no L3 (docs/abi.md, \"Adaptive thread count\")\n",
+           mc->round_trip_ns[0], mc->round_trip_ns[1]);
     printf("compile: %.3f s (parse, passes, LLVM -O3, JIT; kernels exported)\n", run->compile_s);
 }
 
@@ -107,9 +110,12 @@ void kp_bench_print_text(const BenchRun *run)
     printf("\nwhole entries (median of the calls after 13 warm-up calls):\n");
     for (int g = 0; g < run->ngraphs; g++) {
         const BenchGraph *bg = &run->graph[g];
-        printf("  %-10s n = %-5lld median %10.2f us, best %10.2f us, %5d calls, %12.0f samples/s\n",
+        printf("  %-10s n = %-5lld median %10.2f us, best %10.2f us, %5d calls, %12.0f samples/s",
                bg->entry, (long long)bg->n, bg->whole.median * 1e6, bg->whole.best * 1e6,
                bg->whole.calls, (double)bg->n / bg->whole.median);
+        if (bg->one_thread >= 0)
+            printf(", %lld on 1 thread", (long long)bg->one_thread);
+        printf("\n");
     }
     if (run->ngraphs < 2)
         printf("  train_step: none (the model has no loss, no optimizer, or no training code)\n");
@@ -174,6 +180,9 @@ static cJSON *machine_json(const BenchRun *run)
     cJSON_AddNumberToObject(o, "copy_gbs", mc->bw.copy_gbs);
     cJSON_AddStringToObject(o, "load_start", mc->load_start);
     cJSON_AddStringToObject(o, "load_end", mc->load_end);
+    for (int i = 0; i < 2; i++)
+        if (!isnan(mc->round_trip_ns[i]))
+            cJSON_AddNumberToObject(o, i ? "round_trip_ns_end" : "round_trip_ns_start", mc->round_trip_ns[i]);
     return o;
 }
 
@@ -204,6 +213,8 @@ int kp_bench_print_json(const BenchRun *run)
             cJSON_AddItemToArray(ks, kernel_json(run, &bg->k[i]));
         cJSON *w = times_json(&bg->whole);
         cJSON_AddNumberToObject(w, "samples_per_s", (double)bg->n / bg->whole.median);
+        if (bg->one_thread >= 0)
+            cJSON_AddNumberToObject(w, "one_thread_calls", (double)bg->one_thread);
         if (!isnan(bg->loss))
             cJSON_AddNumberToObject(w, "loss", bg->loss);
         cJSON_AddItemToObject(o, "whole", w);

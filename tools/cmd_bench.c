@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../backend/core_latency.h"
 #include "../runtime/model.h"
 #include "bench.h"
 #include "cli.h"
@@ -208,7 +209,9 @@ static int bench_entry(BenchRun *run, karp_model *m, const KpKernelList *l, Benc
     }
     for (int i = 0; i < 10; i++)
         fn(c);
+    int64_t one = m->adapt.calls_one, all = m->adapt.calls_all;
     bg->whole = kp_bench_time(fn, c, run->plan.repeats, 2.0, 20, 5000);
+    bg->one_thread = train && m->adapt.calls_all > all ? m->adapt.calls_one - one : -1;
     bg->loss = train ? c->loss : NAN;
     if (c->rc)
         return kp_cli_fail("bench: %s", karp_last_error());
@@ -257,6 +260,7 @@ int kp_cmd_bench(int argc, char **argv)
     BenchRun run = {.model = a.model, .plan = a.plan};
     read_machine(&run.machine);
     read_load(run.machine.load_start, sizeof run.machine.load_start);
+    run.machine.round_trip_ns[0] = kp_measure_core_round_trip();
 
     KpProgram p = {0};
     KpKernelList *l = NULL;
@@ -279,6 +283,7 @@ int kp_cmd_bench(int argc, char **argv)
                 kp_bench_peers_run(&run, &run.graph[g].k[k], run.batch, a.plan.repeats);
     }
     if (rc == 0) {
+        run.machine.round_trip_ns[1] = kp_measure_core_round_trip();
         read_load(run.machine.load_end, sizeof run.machine.load_end);
         if (a.json)
             rc = kp_bench_print_json(&run);

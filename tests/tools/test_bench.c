@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "testutil.h"
@@ -144,6 +145,14 @@ START_TEST(json_lists_every_kernel)
     ck_assert(number(mc, "copy_gbs") > 0 && number(mc, "cores") >= 1);
     ck_assert_int_eq((int)number(mc, "threads"), 2);
     string(mc, "cpu");
+    /* where the first two cores sit: a round trip of a cache line, some
+     * tens to some hundreds of ns on a quiet machine (far more when a
+     * test beside takes a core; absent with one processor) */
+    if (sysconf(_SC_NPROCESSORS_ONLN) >= 2)
+        for (int i = 0; i < 2; i++) {
+            double ns = number(mc, i ? "round_trip_ns_end" : "round_trip_ns_start");
+            ck_assert_msg(ns > 1 && ns < 1e9, "round trip %g ns", ns);
+        }
 
     KpProgram p;
     KpDiag d;
@@ -161,6 +170,10 @@ START_TEST(json_lists_every_kernel)
     ck_assert_ptr_nonnull(strstr(want, "adam_update"));
     ck_assert_ptr_nonnull(strstr(want, "train.group"));     /* a kernel of several nodes */
     check_graph(cJSON_GetArrayItem(graphs, 1), "train_step", want);
+    /* 2 threads allowed: the steps the runtime ran on one are counted */
+    const cJSON *step = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(graphs, 1), "whole");
+    double one = number(step, "one_thread_calls");
+    ck_assert(one >= 0 && one <= number(step, "calls"));
     kp_program_free(&p);
     cJSON_Delete(doc);
     kp_test_run_free(&r);
