@@ -230,7 +230,10 @@ const char *karp_get_metadata(const karp_model *m, const char *key);
 /* Threads used by the parallel loops of every model (OpenMP's setting);
  * 0 = default.  The loops run on the runtime's own threads; a host with
  * OpenMP work of its own sets KARP_THREAD_POOL=openmp in the environment
- * to run them on OpenMP's instead (docs/abi.md, "Threads"). */
+ * to run them on OpenMP's instead (docs/abi.md, "Threads").  It is the
+ * most karp_train_step uses: a step measured faster on one thread (two
+ * cores that share no cache) runs on one; KARP_ADAPTIVE_THREADS=0 in the
+ * environment turns that off (docs/abi.md, "Adaptive thread count"). */
 int karp_set_threads(int nthreads);
 
 /* The calling thread's last error message ("" if none). */

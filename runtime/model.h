@@ -11,6 +11,7 @@
 
 #include "../include/karp.h"
 #include "../include/karp_abi.h"
+#include "adapt.h"
 
 /* Scratch memory for generated kernels (scratch.c): an area shared by
  * the call's chunks, and nslots slots of stride bytes, one per chunk of
@@ -59,6 +60,7 @@ struct karp_model {
     int64_t seed_step;              /* kp_rt_call_seed: the step of the last call */
     int64_t seed_calls;             /*   and how many calls that step has had */
     KpMeta meta;                    /* from karp_load / karp_set_metadata */
+    KpAdapt adapt;                  /* train_step's thread count (adapt.h) */
 };
 
 /* Build a model from a descriptor: check ABI version and CPU features,

@@ -9,7 +9,9 @@
  * karp_train_step, karp_load and karp_init_params leave it describing
  * nothing karp_backward could use, so they clear last_n.
  */
+#include <omp.h>
 #include <string.h>
+#include <time.h>
 
 #include "model.h"
 
@@ -30,6 +32,33 @@ static int check_model(const karp_model *m, const char *fn)
         return kp_rt_error(NULL, KARP_EUNSUPPORTED, "%s: model '%s' cannot be trained: %s", fn,
                            m->desc->name, m->desc->no_train_reason);
     return 0;
+}
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* The step on the thread count m->adapt chooses (adapt.h): OpenMP's
+ * setting of this thread carries it to the generated code's regions
+ * (parallel.c), and goes back after the call. */
+static float adapted_step(karp_model *m, const float *x, const void *target, int64_t n)
+{
+    const KarpModelDesc *d = m->desc;
+    int nt = omp_get_max_threads();
+    int use = kp_rt_adapt_enabled() ? kp_adapt_threads(&m->adapt, n, nt) : nt;
+    if (use != nt)
+        omp_set_num_threads(use);
+    double t0 = now();
+    float l = d->train_step(m->params, m->grads, m->opt, m->tws, x, target, n, m->step,
+                            kp_rt_call_seed(m, m->step));
+    if (use != nt)
+        omp_set_num_threads(nt);
+    if (kp_rt_adapt_enabled())
+        kp_adapt_record(&m->adapt, use, now() - t0);
+    return l;
 }
 
 int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n, float *loss)
@@ -60,8 +89,7 @@ int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n
     m->step++;
     kp_rt_params_changed(m);
     m->last_n = 0; /* tws now holds this x's activations, last_x another's */
-    float l = d->train_step(m->params, m->grads, m->opt, m->tws, x, target, n, m->step,
-                            kp_rt_call_seed(m, m->step));
+    float l = adapted_step(m, x, target, n);
     if (loss)
         *loss = l;
     return kp_rt_check_after(m, fn, m->step, &l, NULL, n, KP_RT_RAN_FORWARD | KP_RT_RAN_LOSS | KP_RT_RAN_BACKWARD);
