@@ -45,18 +45,21 @@ def loadavg():
 
 
 def karpc_run(karpc, model, batch, threads):
+    """The entries' median seconds, the machine block, and for the per-round
+    columns where the cores sat (a cache line's round trip at the start and
+    end) and the share of steps the runtime ran on one thread (runtime/adapt.h)."""
     doc = json.loads(run([karpc, "bench", model, "--batch", str(batch), "--threads", str(threads),
                           "--no-kernels", "--json"]))
     whole = {g["entry"]: g["whole"]["median_s"] for g in doc["graphs"]}
     mc = doc["machine"]
-    # where the cores sat (a cache line's round trip) and how many steps the
-    # runtime ran on one thread (runtime/adapt.h), for the per-round columns
     step = next(g["whole"] for g in doc["graphs"] if g["entry"] == "train_step")
-    whole["cores"] = "/".join("%.0f" % mc[k] if k in mc else "?"
-                              for k in ("round_trip_ns_start", "round_trip_ns_end"))
-    whole["one"] = ("%.0f%%" % (100.0 * step["one_thread_calls"] / step["calls"])
-                    if "one_thread_calls" in step else "-")
-    return whole, mc
+    placement = {
+        "cores": "/".join("%.0f" % mc[k] if k in mc else "?"
+                          for k in ("round_trip_ns_start", "round_trip_ns_end")),
+        "one": ("%.0f%%" % (100.0 * step["one_thread_calls"] / step["calls"])
+                if "one_thread_calls" in step else "-"),
+    }
+    return whole, mc, placement
 
 
 def torch_run(model, batch, threads, infer):
@@ -107,7 +110,7 @@ def main():
             for b in batches:
                 for t in threads:
                     infer = m == "fashion_mlp" and b == 1
-                    k, mc = karpc_run(a.karpc, path[m], b, t)
+                    k, mc, place = karpc_run(a.karpc, path[m], b, t)
                     pt = torch_run(path[m], b, t, infer)
                     machine[t] = mc
                     torch_info = pt
@@ -116,8 +119,8 @@ def main():
                     row["k"].append(k["train_step"])
                     row["p"].append(pt["train_step"]["median_s"])
                     row["load"].append(loadavg())
-                    row["cores"].append(k["cores"])
-                    row["one"].append(k["one"])
+                    row["cores"].append(place["cores"])
+                    row["one"].append(place["one"])
                     if infer:
                         row["ki"].append(k["infer"])
                         row["pi"].append(pt["infer"]["median_s"])

@@ -47,8 +47,8 @@ static double now(void)
 static float adapted_step(karp_model *m, const float *x, const void *target, int64_t n)
 {
     const KarpModelDesc *d = m->desc;
-    int nt = omp_get_max_threads();
-    int use = kp_rt_adapt_enabled() ? kp_adapt_threads(&m->adapt, n, nt) : nt;
+    int nt = omp_get_max_threads(), adapt = kp_rt_adapt_enabled();
+    int use = adapt ? kp_adapt_threads(&m->adapt, n, nt) : nt;
     if (use != nt)
         omp_set_num_threads(use);
     double t0 = now();
@@ -56,7 +56,7 @@ static float adapted_step(karp_model *m, const float *x, const void *target, int
                             kp_rt_call_seed(m, m->step));
     if (use != nt)
         omp_set_num_threads(nt);
-    if (kp_rt_adapt_enabled())
+    if (adapt)
         kp_adapt_record(&m->adapt, use, now() - t0);
     return l;
 }
