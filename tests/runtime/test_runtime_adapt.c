@@ -7,6 +7,7 @@
 #include <check.h>
 
 #include "runtime/adapt.h"
+#include "testutil.h"
 
 /* A machine whose calls take t_all seconds on all threads, t_one on one. */
 typedef struct Sim {
@@ -135,9 +136,5 @@ int main(void)
     tcase_add_test(tc, test_noise_does_not_switch);
     tcase_add_test(tc, test_new_batch_starts_over);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return kp_test_main(s, CK_FORK_GETENV);
 }
