@@ -29,6 +29,9 @@ typedef struct KpTargetOpts {
                                    AVX-512, 8 with AVX, else 4).  Tests set 16 or 4 to run
                                    the other widths' kernels on this CPU (LLVM splits or
                                    widens the vectors): same results, other speed */
+    bool no_fold_updates;       /* train_step keeps the optimizer step out of the weight
+                                   gradients at batch 1 (backend/fold_update.c): the
+                                   tests' unfolded step, to compare bit for bit */
 } KpTargetOpts;
 
 /* The most partitions a module is compiled in (so objects per model). */

@@ -112,6 +112,7 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, boo
     LLVMTypeRef params[KP_MAX_ARGS];
     e->node = n;
     e->with_loss = whole && n->loss.on;
+    e->update_rest = !whole && n->nin == 0;
     e->nptr = n->nin == 0 ? 3 : n->nin + 1 + n->naux;
     int seeded = kp_node_takes_seed(n), share = n->group > 0 ? 2 : 0;
     for (int i = 0; i < e->nptr; i++)
@@ -122,7 +123,7 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, boo
         LLVMFunctionType(e->void_t, params, (unsigned)(e->nptr + 1 + seeded + share), 0);
     char name[128];
     snprintf(name, sizeof name, "%s.node%d.%s%s", prefix, n->id, kp_op_name(n->op),
-             n->loss.on && !whole ? ".noloss" : "");
+             whole ? "" : n->nin == 0 ? ".rest" : ".noloss");
     e->fn = LLVMAddFunction(e->mod, name, ty);
     LLVMSetLinkage(e->fn, LLVMInternalLinkage);
     /* entries call a node each: inlining them would only copy the
@@ -157,7 +158,7 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, boo
     LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
     int rc = emitters[n->op](e, n, d);
     e->accumulate = 0;
-    e->with_loss = false;
+    e->with_loss = e->update_rest = false;
     e->seed = e->share_t = e->share_nt = NULL;
     if (rc < 0)
         return NULL;
@@ -179,21 +180,68 @@ static bool dx_member(const KpGraph *g, const KpNode *n)
     return n->phase == KP_PHASE_INPUT_GRAD && kp_node_run_phase(g, n) == KP_PHASE_BACKWARD;
 }
 
+int kp_cg_folded(const KpEmit *e, int id)
+{
+    for (int k = 0; e->folded && k < e->folded->count; k++)
+        if (e->folded->node[k] == id)
+            return k;
+    return -1;
+}
+
+bool kp_cg_left_out(const KpEmit *e, const KpNode *n)
+{
+    return dx_member(e->g, n) || kp_cg_folded(e, n->id) >= 0;
+}
+
+/* fold(dy, x, params, opt, step): the k-th folded update's kernel
+ * (emit_optim.c), named after its dense_grad_w node. */
+static LLVMValueRef emit_folded(KpEmit *e, const char *prefix, int k, KpDiag *d)
+{
+    const KpGraph *g = e->g;
+    const KpNode *gw = g->nodes[e->folded->node[k]], *u = g->nodes[e->folded->update];
+    e->nptr = 4;
+    LLVMTypeRef params[5] = {e->ptr, e->ptr, e->ptr, e->ptr, e->i64};
+    char name[128];
+    snprintf(name, sizeof name, "%s.node%d.%s.%s", prefix, gw->id, kp_op_name(gw->op),
+             kp_op_name(u->op));
+    e->node = gw;
+    e->fn = LLVMAddFunction(e->mod, name, LLVMFunctionType(e->void_t, params, (unsigned)e->nptr + 1, 0));
+    LLVMSetLinkage(e->fn, LLVMInternalLinkage);
+    unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+    for (int i = 0; i < e->nptr; i++) {
+        e->ptr_arg[i] = LLVMGetParam(e->fn, (unsigned)i);
+        e->noalias[i] = 1;     /* workspace, parameters and state: apart */
+        LLVMAddAttributeAtIndex(e->fn, (unsigned)i + 1, LLVMCreateEnumAttribute(e->ctx, noalias, 0));
+    }
+    e->n = LLVMGetParam(e->fn, (unsigned)e->nptr);
+    e->regions = e->forks = 0;
+    LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
+    if (kp_emit_folded_update(e, gw, u, d) < 0)
+        return NULL;
+    LLVMBuildRetVoid(e->b);
+    return e->fn;
+}
+
 /* The functions of the group of nodes [i, end), whose node functions are
  * fns[i, end): the group's into fns[i] (NULL into the other members'),
- * and when some members run only with dx, the group's without them into
- * fns[nnodes + i]. */
+ * when some members run only with dx, the group's without them into
+ * fns[nnodes + i], and when train_step folds some into the update (and
+ * others remain), the group's without those either into fns[2 nnodes + i]. */
 static int emit_group(KpEmit *e, const char *prefix, int grp, LLVMValueRef *fns, const int *forks,
                       int i, int end, KpDiag *d)
 {
     const KpGraph *g = e->g;
-    LLVMValueRef part[KP_CG_GROUP_ARGS];
-    int fork = 0, part_fork = 0, count = 0;
+    LLVMValueRef part[KP_CG_GROUP_ARGS], step[KP_CG_GROUP_ARGS];
+    int fork = 0, part_fork = 0, count = 0, step_fork = 0, nstep = 0;
     for (int j = i; j < end; j++) {
         fork |= forks[j] > 0;
         if (!dx_member(g, g->nodes[j]) && count < KP_CG_GROUP_ARGS) {
             part[count++] = fns[j];
             part_fork |= forks[j] > 0;
+        }
+        if (!kp_cg_left_out(e, g->nodes[j]) && nstep < KP_CG_GROUP_ARGS) {
+            step[nstep++] = fns[j];
+            step_fork |= forks[j] > 0;
         }
     }
     char name[128];
@@ -206,6 +254,11 @@ static int emit_group(KpEmit *e, const char *prefix, int grp, LLVMValueRef *fns,
         if (!(fns[g->nnodes + i] = kp_cg_emit_group(e, name, part, count, part_fork, d)))
             return -1;
     }
+    if (nstep > 0 && nstep < count) {
+        snprintf(name, sizeof name, "%s.group%d.step", prefix, grp);
+        if (!(fns[2 * g->nnodes + i] = kp_cg_emit_group(e, name, step, nstep, step_fork, d)))
+            return -1;
+    }
     fns[i] = whole;
     for (int j = i + 1; j < end; j++)
         fns[j] = NULL;
@@ -215,7 +268,7 @@ static int emit_group(KpEmit *e, const char *prefix, int grp, LLVMValueRef *fns,
 LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
 {
     const KpGraph *g = e->g;
-    LLVMValueRef *fns = calloc(2 * (size_t)g->nnodes + 1, sizeof *fns);
+    LLVMValueRef *fns = calloc(3 * (size_t)g->nnodes + 1, sizeof *fns);
     int *forks = calloc((size_t)g->nnodes + 1, sizeof *forks);
     if (!fns || !forks) {
         free(fns);
@@ -226,12 +279,20 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
     for (int i = 0; i < g->nnodes; i++) {
         const KpNode *n = g->nodes[i];
         if (!(fns[i] = kp_cg_emit_node(e, prefix, n, true, &forks[i], d)) ||
-            (n->loss.on && !(fns[g->nnodes + i] = kp_cg_emit_node(e, prefix, n, false, NULL, d)))) {
+            (n->loss.on && !(fns[g->nnodes + i] = kp_cg_emit_node(e, prefix, n, false, NULL, d))) ||
+            (e->folded && e->folded->update == i &&
+             !(fns[2 * g->nnodes + i] = kp_cg_emit_node(e, prefix, n, false, NULL, d)))) {
             free(fns);
             free(forks);
             return NULL;
         }
     }
+    for (int k = 0; e->folded && k < e->folded->count; k++)
+        if (!(e->folded->fn[k] = emit_folded(e, prefix, k, d))) {
+            free(fns);
+            free(forks);
+            return NULL;
+        }
     /* a group's first member: the group's function; the others: NULL */
     for (int i = 0; i < g->nnodes;) {
         int end = i + 1;
@@ -309,7 +370,7 @@ int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValue
     const KpNode *ran[KP_CG_GROUP_ARGS];    /* the nodes the call computes */
     int nargs = 0, nran = 0;
     for (int k = n->id; k < end; k++) {
-        if (!whole && dx_member(g, g->nodes[k]))
+        if (!whole && kp_cg_left_out(e, g->nodes[k]))
             continue;
         if (nargs + KP_MAX_ARGS > KP_CG_GROUP_ARGS)
             return kp_error(d, "internal error: group %d has too many arguments", n->group);
@@ -503,6 +564,7 @@ int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, 
     cg->jobs = t ? t->jobs : 0;
     KpEmit e;
     kp_emit_init(&e, cg->ctx, cg->mod, g, cg->cfg.vector_width);
+    e.no_fold = t->no_fold_updates;
     if (t->keep_kernels && !(e.kernels = cg->kernels = calloc(1, sizeof *cg->kernels))) {
         LLVMDisposeBuilder(e.b);
         kp_llvm_free(cg);

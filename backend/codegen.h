@@ -36,7 +36,7 @@ typedef struct KpEntryEnv {
 LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, bool whole,
                              int *forks, KpDiag *d);
 /* One function per node of e->g, named "<prefix>.node<id>.<op>", and one
- * per group, "<prefix>.group<k>"; returns an array of 2 * g->nnodes
+ * per group, "<prefix>.group<k>"; returns an array of 3 * g->nnodes
  * functions (free() it), NULL with a diagnostic.  fns[i] is what the
  * entries call for node i: its node function, or for the first member of
  * a group the group's function, NULL for the group's other members.
@@ -46,16 +46,29 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, boo
  *     the BACKWARD nodes (kp_node_run_phase), the group's function without
  *     those members, "<prefix>.group<k>.nodx", for an entry without dx;
  *   - for a node with a fused loss, its function without the loss, for an
- *     entry that does not run the LOSS phase. */
+ *     entry that does not run the LOSS phase.
+ * fns[2 nnodes + i], with e->folded (train_step's folded updates): for
+ * the first member of a group with folded members and others, the
+ * group's function without the folded and the dx members,
+ * "<prefix>.group<k>.step"; for the update, its function without the
+ * folded ranges, "<prefix>.node<id>.<op>.rest".  The folded kernels go
+ * into e->folded->fn, "<prefix>.node<id>.dense_grad_w.<update op>". */
 LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d);
 /* A call to fn, what kp_cg_emit_nodes gave for node n, from the entry
  * (builder positioned in it): n's arguments, or the arguments of every
  * member of n's group one after the other.  whole false: fn is the
  * lesser function fns[nnodes + n->id], whose arguments leave out the
  * members that run only with dx and give null pointers for a fused
- * loss's target and outputs.  Nothing for fn NULL. */
+ * loss's target and outputs, and (with e->folded) the folded members.
+ * Nothing for fn NULL. */
 int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValueRef fn,
                     bool whole, KpDiag *d);
+/* k if node id is e->folded's k-th folded dense_grad_w, else -1 (always
+ * -1 without e->folded). */
+int kp_cg_folded(const KpEmit *e, int id);
+/* Whether a lesser call (kp_cg_call_node, whole false) leaves group member
+ * n out: it runs only with dx, or train_step folds it into the update. */
+bool kp_cg_left_out(const KpEmit *e, const KpNode *n);
 /* The most arguments a group's function takes. */
 #define KP_CG_GROUP_ARGS 256
 /* The function `name` of a group whose members' node functions (emitted

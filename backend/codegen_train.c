@@ -18,6 +18,10 @@
  *       FORWARD (a fused loss computed with its head), LOSS, BACKWARD
  *       (groups through .nodx), UPDATE; grads zeroed; the loss scalar
  *       returned                                   (with a loss and an optimizer)
+ *       At batch 1 the update may be folded into weight gradients
+ *       (fold_update.c): such a dense_grad_w is left out of its group
+ *       (.step) or not called, its folded kernel runs right after, and
+ *       the update's .rest function leaves its floats out.
  *
  * Within an entry the phases run in that order, each phase's nodes in the
  * graph's (topological) order.  Storage to argument: codegen.h.
@@ -101,6 +105,15 @@ static LLVMValueRef value_bytes(KpEmit *e, const KpValue *v, LLVMValueRef n)
     return kp_i64(e, per);
 }
 
+/* The trainable floats the folded kernels update. */
+static int64_t folded_floats(const KpEmit *e)
+{
+    int64_t sum = 0;
+    for (int k = 0; e->folded && k < e->folded->count; k++)
+        sum += e->folded->floats[k];
+    return sum;
+}
+
 /* After an update: the gradients of the parameters it does not train
  * (running statistics, after trainable_floats) zeroed; the update zeroed
  * the others as it read them (emit_optim.c). */
@@ -175,6 +188,59 @@ static LLVMValueRef emit_apply(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
     return fn;
 }
 
+/* train_step's call of the k-th folded kernel: fold(dy, x, params, opt,
+ * step), listed as computing the dense_grad_w and the update's share. */
+static int call_folded(KpEmit *e, const KpEntryEnv *env, int k, KpDiag *d)
+{
+    const KpGraph *g = e->g;
+    const KpNode *gw = g->nodes[e->folded->node[k]], *u = g->nodes[e->folded->update];
+    LLVMValueRef args[5];
+    KpKernelArg what[5];
+    const KpValue *vals[3] = {gw->in[0], gw->in[1], u->out};
+    for (int i = 0; i < 3; i++) {
+        if (!(args[i] = kp_cg_value_ptr(e, env, vals[i], d)))
+            return -1;
+        what[i] = kp_karg_value(vals[i]);
+    }
+    args[3] = env->opt, what[3] = kp_karg(KP_KARG_OPT);
+    args[4] = env->step, what[4] = kp_karg(KP_KARG_STEP);
+    LLVMValueRef fn = e->folded->fn[k];
+    LLVMBuildCall2(e->b, LLVMGlobalGetValueType(fn), fn, args, 5, "");
+    if (!e->kernels)
+        return 0;
+    const KpNode *nodes[2] = {gw, u};
+    if (kp_cg_note_call(e, env, fn, nodes, 2, what, 5, d) < 0)
+        return -1;
+    e->kernels->k[e->kernels->n - 1].update_floats = e->folded->floats[k];
+    return 0;
+}
+
+/* train_step's BACKWARD nodes: a group through its .step function (or
+ * .nodx, or whole), then the folded kernels of its members; a folded node
+ * outside a group as its folded kernel. */
+static int run_step_backward(KpEmit *e, const KpEntryEnv *env, LLVMValueRef *fns, KpDiag *d)
+{
+    const KpGraph *g = e->g;
+    int N = g->nnodes;
+    for (int i = 0; i < N; i++) {
+        const KpNode *n = g->nodes[i];
+        if (n->phase != KP_PHASE_BACKWARD || !fns[i])
+            continue;   /* another phase, or a group member after the first */
+        int end = i + 1, kept = !kp_cg_left_out(e, n);
+        while (n->group > 0 && end < N && g->nodes[end]->group == n->group)
+            kept += !kp_cg_left_out(e, g->nodes[end++]);
+        LLVMValueRef fn = fns[2 * N + i] ? fns[2 * N + i] : fns[N + i] ? fns[N + i] : fns[i];
+        if (kept > 0 && kp_cg_call_node(e, env, n, fn, false, d) < 0)
+            return -1;
+        for (int k = i; k < end; k++) {
+            int f = kp_cg_folded(e, k);
+            if (f >= 0 && call_folded(e, env, f, d) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 static LLVMValueRef emit_train_step(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
 {
     LLVMTypeRef pt[9] = {e->ptr, e->ptr, e->ptr, e->ptr, e->ptr, e->ptr, e->i64, e->i64, e->i64};
@@ -185,12 +251,20 @@ static LLVMValueRef emit_train_step(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
                       .n = LLVMGetParam(fn, 6), .step = LLVMGetParam(fn, 7),
                       .seed = LLVMGetParam(fn, 8)};
     /* the forward with the losses fused into it, the backward without dx */
-    static const KpPhase order[] = {KP_PHASE_FORWARD, KP_PHASE_LOSS, KP_PHASE_BACKWARD,
-                                    KP_PHASE_UPDATE};
-    static const bool whole[] = {true, true, false, true};
-    for (int k = 0; k < 4; k++)
-        if (run_phase(e, &env, fns, order[k], whole[k], d) < 0)
+    if (run_phase(e, &env, fns, KP_PHASE_FORWARD, true, d) < 0 ||
+        run_phase(e, &env, fns, KP_PHASE_LOSS, true, d) < 0 || run_step_backward(e, &env, fns, d) < 0)
+        return NULL;
+    for (int i = 0; i < e->g->nnodes; i++) {
+        const KpNode *n = e->g->nodes[i];
+        LLVMValueRef rest = fns[2 * e->g->nnodes + i];
+        int64_t left = kp_value_numel(n->out, 1) - folded_floats(e);
+        if (n->phase != KP_PHASE_UPDATE || (rest && left == 0))
+            continue;   /* not an update, or every float folded */
+        if (kp_cg_call_node(e, &env, n, rest ? rest : fns[i], true, d) < 0)
             return NULL;
+        if (rest && e->kernels)
+            e->kernels->k[e->kernels->n - 1].update_floats = left;
+    }
     zero_grads(e, &env);
     LLVMValueRef loss = kp_cg_value_ptr(e, &env, e->g->loss_value, d);
     if (!loss)
@@ -205,7 +279,15 @@ int kp_cg_train_entries(KpEmit *e, KpTrainEntries *out, KpDiag *d)
     memset(out, 0, sizeof *out);
     int has_optim = g->optimizer && strcmp(g->optimizer, "none") != 0;
     int has_loss = g->loss_value != NULL;
+    KpFolded folded;
+    kp_fold_updates(g, &folded);
+    /* only train_step calls the folded kernels and the lesser functions
+     * they need (the other entries see no folds) */
+    if (!has_loss || !has_optim || e->no_fold)
+        folded.count = 0;
+    e->folded = folded.count > 0 ? &folded : NULL;
     LLVMValueRef *fns = kp_cg_emit_nodes(e, "train", d);
+    e->folded = NULL;
     if (!fns)
         return -1;
     int rc = -1;
@@ -213,10 +295,12 @@ int kp_cg_train_entries(KpEmit *e, KpTrainEntries *out, KpDiag *d)
         goto done;
     if (has_optim && !(out->apply = emit_apply(e, fns, d)))
         goto done;
+    e->folded = folded.count > 0 ? &folded : NULL;
     if (has_optim && has_loss && !(out->train_step = emit_train_step(e, fns, d)))
         goto done;
     rc = 0;
 done:
+    e->folded = NULL;
     free(fns);
     return rc;
 }

@@ -35,6 +35,20 @@
 /* All its arguments at most: the pointers, n, the seed, a share's t and nt. */
 #define KP_MAX_ARGS (KP_MAX_PTR + 4)
 
+/* train_step's optimizer step folded into the weight gradients of a
+ * model compiled for batch 1 (fold_update.c, emit_optim.c): node[k], a
+ * dense_grad_w, and the update's step over the trainable floats
+ * [from[k], from[k] + floats[k]) become one kernel, fn[k]; the update's
+ * lesser function leaves those ranges out.  Ascending by from. */
+#define KP_MAX_FOLDED 32
+typedef struct KpFolded {
+    int count;
+    int update;                         /* the update node's id */
+    int node[KP_MAX_FOLDED];
+    int64_t from[KP_MAX_FOLDED], floats[KP_MAX_FOLDED];
+    LLVMValueRef fn[KP_MAX_FOLDED];     /* set by kp_cg_emit_nodes */
+} KpFolded;
+
 typedef struct KpEmit {
     LLVMContextRef ctx;
     LLVMModuleRef mod;
@@ -76,6 +90,11 @@ typedef struct KpEmit {
         int group;
     } shared_ranges[KP_MAX_SHARED_RANGES];
     int nshared_ranges;
+    KpFolded *folded;           /* while the train graph's functions and train_step
+                                   are emitted: its folded updates, or NULL */
+    bool no_fold;               /* KpTargetOpts.no_fold_updates */
+    bool update_rest;           /* the update's lesser function is emitted: the
+                                   ranges of e->folded left out */
     bool with_loss;             /* the node's fused loss (KpNode.loss) is emitted too:
                                    the node function train_step calls */
 } KpEmit;
@@ -94,6 +113,14 @@ int kp_node_takes_seed(const KpNode *n);
 #include "../ir/ops.def"
 #undef O
 /* For a row whose code generation a later issue brings: a diagnostic. */
+
+/* The body of the folded kernel of grad_w (a dense_grad_w) and update
+ * (emit_optim.c): the function's pointers e->ptr_arg[0..3] are dy, x, the
+ * parameter slab and the optimizer state, e->n the step. */
+int kp_emit_folded_update(KpEmit *e, const KpNode *grad_w, const KpNode *update, KpDiag *d);
+/* Which dense_grad_w nodes of e->g train_step folds its update into
+ * (fold_update.c): f->count 0 when none. */
+void kp_fold_updates(const KpGraph *g, KpFolded *f);
 
 /* --- constants and types --------------------------------------------- */
 LLVMValueRef kp_i64(KpEmit *e, int64_t v);

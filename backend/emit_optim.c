@@ -11,27 +11,60 @@
  *             theta -= (s m) / (sqrt(v) / c + eps)                (m = opt[0, P), v = opt[P, 2P))
  *             s = (float)(lr / (1 - b1^t)), c = (float)sqrt(1 - b2^t), in double,
  *             once per kernel call (libm's pow there; none in the loop)
+ *             sqrt(v) / c taken as (float)((double)sqrt(v) * (1 / (double)c)), with
+ *             1 / (double)c once per call: the same float (below), one division
+ *             per float instead of two — the step is bound by the divider at
+ *             batch 1, where its slabs come from L3
  * P = param_floats.  The node function is (params, grads, opt, step):
  * see emit.h.  Chunks of CHUNK floats in parallel, whole vectors then a
  * scalar tail; every float is updated alone, so the thread count does not
  * matter.  Each gradient is zeroed right after the step reads it (the
  * entries' contract: gradients are zero after an update), which saves the
  * entry a second pass over the gradient slab.
+ *
+ * Why (float)((double)a * r), r = RN(1 / (double)c), is the float a / c:
+ * the double product is within 2^-52 (relative) of a / c (two roundings
+ * of 2^-53), while the quotient of two floats is never a float midpoint
+ * and never nearer to one than about 2^-49 relative (a - m c, m a 25-bit
+ * midpoint, is a nonzero multiple of the product's last place, some
+ * 2^-49 of it; more where a has fewer bits or the result is subnormal).
+ * So the product rounds to the float the division rounds to, and zeros,
+ * infinities and NaN come out as the division's.
+ *
+ * Folded updates (train_step of a model compiled for batch 1, see
+ * backend/fold_update.c): a dense layer's weight gradient there is the
+ * outer product dy x, which dense_grad_w writes into the gradient slab
+ * and the update reads back — four passes over a slab as large as the
+ * weight, which at fashion_cnn's 128 x 9216 comes from L3.  The folded
+ * kernel computes each element of dy x where the step needs it, with
+ * dense_grad_w's one fused multiply-add from zero, so the gradient slab is
+ * never touched (it stays zero, as the contract wants) and the parameters
+ * are the unfolded step's bit for bit:
+ *     fold(dy, x, params, opt, step)     rows of W in parallel
+ * and the update's lesser function, which train_step calls instead of the
+ * whole one, leaves the folded ranges out (e->update_rest).
  */
 #include "emit.h"
 
 enum { CHUNK = 8192 };
 
 typedef struct Optim Optim;
-/* Update the floats at i (a vector when vec). */
-typedef void (*StepFn)(KpEmit *e, const KpKernelArgs *a, const Optim *o, LLVMValueRef i, int vec);
+/* The step of the floats at i (a vector when vec) of a parameter range:
+ * theta at th[i], its moments at m[i] and v[i] (NULL where the optimizer
+ * keeps none), its gradient g (loaded or computed by the caller). */
+typedef struct StepAt {
+    LLVMValueRef th, m, v, i, g;
+} StepAt;
+typedef void (*StepFn)(KpEmit *e, const Optim *o, const StepAt *at, int vec);
 
 struct Optim {
     StepFn step;
     KpOptimHyper h;
     int64_t count;                  /* trainable floats */
     int64_t pfloats;                /* the slab: v of adam at opt + pfloats */
-    LLVMValueRef s, c;              /* adam: set in the kernel's prologue */
+    int64_t from, len;              /* the range [from, from + len) a region updates */
+    LLVMValueRef s, rc;             /* adam, set in the kernel's prologue: s, and 1 / c
+                                       in double */
 };
 
 static LLVMValueRef ld(KpEmit *e, LLVMValueRef p, LLVMValueRef i, int vec)
@@ -67,37 +100,51 @@ static LLVMValueRef fadd(KpEmit *e, LLVMValueRef a, LLVMValueRef b)
     return LLVMBuildFAdd(e->b, a, b, "");
 }
 
-static void step_sgd(KpEmit *e, const KpKernelArgs *a, const Optim *o, LLVMValueRef i, int vec)
+static void step_sgd(KpEmit *e, const Optim *o, const StepAt *at, int vec)
 {
-    LLVMValueRef th = ld(e, a->p[0], i, vec), g = ld(e, a->p[1], i, vec);
-    LLVMValueRef u = fmul(e, c(e, o->h.lr, vec), fadd(e, g, fmul(e, c(e, o->h.weight_decay, vec), th)));
-    st(e, LLVMBuildFSub(e->b, th, u, ""), a->p[0], i, vec);
+    LLVMValueRef th = ld(e, at->th, at->i, vec);
+    LLVMValueRef u = fmul(e, c(e, o->h.lr, vec), fadd(e, at->g, fmul(e, c(e, o->h.weight_decay, vec), th)));
+    st(e, LLVMBuildFSub(e->b, th, u, ""), at->th, at->i, vec);
 }
 
-static void step_momentum(KpEmit *e, const KpKernelArgs *a, const Optim *o, LLVMValueRef i, int vec)
+static void step_momentum(KpEmit *e, const Optim *o, const StepAt *at, int vec)
 {
     float omb = 1.0f - o->h.beta;
-    LLVMValueRef th = ld(e, a->p[0], i, vec), g = ld(e, a->p[1], i, vec), v = ld(e, a->p[2], i, vec);
-    v = fadd(e, fmul(e, c(e, o->h.beta, vec), v), fmul(e, c(e, omb, vec), g));
-    st(e, v, a->p[2], i, vec);
-    st(e, LLVMBuildFSub(e->b, th, fmul(e, c(e, o->h.lr, vec), v), ""), a->p[0], i, vec);
+    LLVMValueRef th = ld(e, at->th, at->i, vec), v = ld(e, at->m, at->i, vec);
+    v = fadd(e, fmul(e, c(e, o->h.beta, vec), v), fmul(e, c(e, omb, vec), at->g));
+    st(e, v, at->m, at->i, vec);
+    st(e, LLVMBuildFSub(e->b, th, fmul(e, c(e, o->h.lr, vec), v), ""), at->th, at->i, vec);
 }
 
-static void step_adam(KpEmit *e, const KpKernelArgs *a, const Optim *o, LLVMValueRef i, int vec)
+/* The float a / c, as (float)((double)a * rc) (file comment). */
+static LLVMValueRef div_c(KpEmit *e, const Optim *o, LLVMValueRef a, int vec)
+{
+    LLVMTypeRef d = LLVMDoubleTypeInContext(e->ctx);
+    LLVMTypeRef dt = vec ? LLVMVectorType(d, (unsigned)e->vw) : d;
+    LLVMValueRef rc = o->rc;
+    if (vec) {
+        LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetUndef(dt), rc, kp_i32(e, 0), "");
+        rc = LLVMBuildShuffleVector(e->b, v, LLVMGetUndef(dt),
+                                    LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw)), "rc");
+    }
+    LLVMValueRef wide = LLVMBuildFPExt(e->b, a, dt, "");
+    return LLVMBuildFPTrunc(e->b, LLVMBuildFMul(e->b, wide, rc, ""), vec ? e->vec : e->f32, "");
+}
+
+static void step_adam(KpEmit *e, const Optim *o, const StepAt *at, int vec)
 {
     float omb1 = 1.0f - o->h.beta1, omb2 = 1.0f - o->h.beta2;
-    LLVMValueRef vi = LLVMBuildNSWAdd(e->b, i, kp_i64(e, o->pfloats), "");
-    LLVMValueRef th = ld(e, a->p[0], i, vec), g = ld(e, a->p[1], i, vec);
-    LLVMValueRef m = ld(e, a->p[2], i, vec), v = ld(e, a->p[2], vi, vec);
+    LLVMValueRef th = ld(e, at->th, at->i, vec), g = at->g;
+    LLVMValueRef m = ld(e, at->m, at->i, vec), v = ld(e, at->v, at->i, vec);
     m = fadd(e, fmul(e, c(e, o->h.beta1, vec), m), fmul(e, c(e, omb1, vec), g));
     v = fadd(e, fmul(e, c(e, o->h.beta2, vec), v), fmul(e, fmul(e, c(e, omb2, vec), g), g));
-    st(e, m, a->p[2], i, vec);
-    st(e, v, a->p[2], vi, vec);
+    st(e, m, at->m, at->i, vec);
+    st(e, v, at->v, at->i, vec);
     LLVMTypeRef ty = LLVMTypeOf(v);
     LLVMValueRef sq = kp_intrinsic(e, "llvm.sqrt", &ty, 1, &v, 1);
-    LLVMValueRef den = fadd(e, LLVMBuildFDiv(e->b, sq, splat_if(e, o->c, vec), ""), c(e, o->h.eps, vec));
+    LLVMValueRef den = fadd(e, div_c(e, o, sq, vec), c(e, o->h.eps, vec));
     LLVMValueRef u = LLVMBuildFDiv(e->b, fmul(e, splat_if(e, o->s, vec), m), den, "");
-    st(e, LLVMBuildFSub(e->b, th, u, ""), a->p[0], i, vec);
+    st(e, LLVMBuildFSub(e->b, th, u, ""), at->th, at->i, vec);
 }
 
 /* (float)(num / (1 - beta^step)) or, with root, (float)sqrt(1 - beta^step), in double. */
@@ -117,39 +164,97 @@ static LLVMValueRef correction(KpEmit *e, double num, float beta, LLVMValueRef s
     return LLVMBuildFPTrunc(e->b, r, e->f32, "");
 }
 
+/* Adam's bias corrections, once per work range of a kernel. */
+static void prologue(KpEmit *e, Optim *o, LLVMValueRef step)
+{
+    if (o->step == step_adam) {
+        o->s = correction(e, (double)o->h.lr, o->h.beta1, step, 0);
+        LLVMTypeRef d = LLVMDoubleTypeInContext(e->ctx);
+        LLVMValueRef c = correction(e, 0.0, o->h.beta2, step, 1);
+        o->rc = LLVMBuildFDiv(e->b, LLVMConstReal(d, 1.0), LLVMBuildFPExt(e->b, c, d, ""), "rc");
+    }
+}
+
+/* The moments of the floats from p on in the optimizer state (NULL where
+ * the optimizer keeps none): m at opt[p], v at opt[P + p]. */
+static void moments(KpEmit *e, const Optim *o, LLVMValueRef opt, int64_t p, StepAt *at)
+{
+    at->m = at->v = NULL;
+    if (o->step == step_sgd)
+        return;
+    at->m = kp_gep(e, opt, kp_i64(e, p));
+    if (o->step == step_adam)
+        at->v = kp_gep(e, opt, kp_i64(e, o->pfloats + p));
+}
+
+/* The slab's update: item k is the floats [from + k CHUNK, ...) of the
+ * range, each with its gradient, which is zeroed after the read. */
 static void optim_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     Optim *o = user;
-    if (o->step == step_adam) {
-        o->s = correction(e, (double)o->h.lr, o->h.beta1, a->n, 0);
-        o->c = correction(e, 0.0, o->h.beta2, a->n, 1);
-    }
+    prologue(e, o, a->n);
+    StepAt at = {.th = a->p[0]};
+    moments(e, o, a->p[2], 0, &at);
     KpLoop li, lv, ls;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "chunk");
-    LLVMValueRef lo = LLVMBuildNSWMul(e->b, li.iv, kp_i64(e, CHUNK), "lo");
-    LLVMValueRef hi = kp_min_i64(e, LLVMBuildNSWAdd(e->b, lo, kp_i64(e, CHUNK), ""), kp_i64(e, o->count));
+    LLVMValueRef lo = kp_iaddc(e, kp_imulc(e, li.iv, CHUNK), o->from);
+    LLVMValueRef hi = kp_min_i64(e, kp_iaddc(e, lo, CHUNK), kp_i64(e, o->from + o->len));
     LLVMValueRef len = LLVMBuildNSWSub(e->b, hi, lo, "");
     LLVMValueRef vend = LLVMBuildNSWAdd(e->b, lo, LLVMBuildAnd(e->b, len, kp_i64(e, ~(int64_t)(e->vw - 1)), ""), "vend");
-    kp_loop_begin(e, &lv, lo, vend, e->vw, "v");
-    o->step(e, a, o, lv.iv, 1);
-    st(e, c(e, 0.0, 1), a->p[1], lv.iv, 1);
-    kp_loop_end(e, &lv);
-    kp_loop_begin(e, &ls, vend, hi, 1, "s");
-    o->step(e, a, o, ls.iv, 0);
-    st(e, c(e, 0.0, 0), a->p[1], ls.iv, 0);
-    kp_loop_end(e, &ls);
+    for (int vec = 1; vec >= 0; vec--) {
+        KpLoop *l = vec ? &lv : &ls;
+        kp_loop_begin(e, l, vec ? lo : vend, vec ? vend : hi, vec ? e->vw : 1, vec ? "v" : "s");
+        at.i = l->iv;
+        at.g = ld(e, a->p[1], l->iv, vec);
+        o->step(e, o, &at, vec);
+        st(e, c(e, 0.0, vec), a->p[1], l->iv, vec);
+        kp_loop_end(e, l);
+    }
     kp_loop_end(e, &li);
 }
 
+/* One parallel region over the floats [from, from + len). */
+static void emit_range(KpEmit *e, const KpNode *n, Optim o, int64_t from, int64_t len, int k)
+{
+    int64_t items = kp_ceil_div(len, CHUNK);
+    if (items <= 0)
+        return;
+    o.from = from, o.len = len;
+    char name[48];
+    if (k)
+        snprintf(name, sizeof name, "%s.range%d", kp_op_name(n->op), k);
+    else
+        snprintf(name, sizeof name, "%s", kp_op_name(n->op));
+    kp_emit_parallel(e, name, kp_i64(e, 0), kp_i64(e, items), items > 1, optim_kernel, &o);
+}
+
+/* Every trainable float, or (train_step's lesser function) those outside
+ * the ranges folded into weight gradients (e->folded). */
 static int emit_optim(KpEmit *e, const KpNode *n, StepFn step)
 {
     Optim o = {.step = step, .h = n->attr.optim, .count = kp_value_numel(n->out, 1),
                .pfloats = e->g->param_floats};
-    int64_t items = (o.count + CHUNK - 1) / CHUNK;
-    if (items == 0)
+    if (!e->update_rest) {
+        emit_range(e, n, o, 0, o.count, 0);
         return 0;
-    kp_emit_parallel(e, kp_op_name(n->op), kp_i64(e, 0), kp_i64(e, items), items > 1, optim_kernel, &o);
+    }
+    int64_t at = 0;
+    for (int k = 0; k < e->folded->count; k++) {
+        emit_range(e, n, o, at, e->folded->from[k] - at, k + 1);
+        at = e->folded->from[k] + e->folded->floats[k];
+    }
+    emit_range(e, n, o, at, o.count - at, e->folded->count + 1);
     return 0;
+}
+
+static StepFn step_of(KpOp op)
+{
+    switch (op) {
+    case KP_OP_sgd_update: return step_sgd;
+    case KP_OP_momentum_update: return step_momentum;
+    case KP_OP_adam_update: return step_adam;
+    default: return NULL;
+    }
 }
 
 int emit_sgd_update(KpEmit *e, const KpNode *n, KpDiag *d)
@@ -165,4 +270,60 @@ int emit_momentum_update(KpEmit *e, const KpNode *n, KpDiag *d)
 int emit_adam_update(KpEmit *e, const KpNode *n, KpDiag *d)
 {
     return emit_optim(e, n, step_adam);
+}
+
+/* --- an update folded into a weight gradient at batch 1 ----------------- */
+
+typedef struct Folded {
+    Optim o;
+    int64_t at, in, out, rows;      /* the weight [out, in] at params + at; rows per item */
+} Folded;
+
+/* Item k: rows [k rows, ...) of W.  Row r's gradient is dy[r] x, one
+ * fused multiply-add from zero per element as dense_grad_w's outer
+ * product makes it (emit_grad_dense.c), then the step. */
+static void folded_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    Folded *f = user;
+    Optim *o = &f->o;
+    prologue(e, o, a->n);
+    LLVMValueRef dy = a->p[0], x = a->p[1];
+    StepAt at = {.th = kp_gep(e, a->p[2], kp_i64(e, f->at))};
+    moments(e, o, a->p[3], f->at, &at);
+    int64_t whole = f->in / e->vw * e->vw;
+    KpLoop li, lr, lj;
+    kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
+    LLVMValueRef r0 = kp_imulc(e, li.iv, f->rows);
+    LLVMValueRef r1 = kp_min_i64(e, kp_iaddc(e, r0, f->rows), kp_i64(e, f->out));
+    kp_loop_begin(e, &lr, r0, r1, 1, "row");
+    LLVMValueRef ds = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, dy, lr.iv), "dy");
+    LLVMValueRef row = kp_imulc(e, lr.iv, f->in);
+    for (int vec = 1; vec >= 0; vec--) {
+        if (vec ? whole == 0 : whole == f->in)
+            continue;
+        kp_loop_begin(e, &lj, kp_i64(e, vec ? 0 : whole), kp_i64(e, vec ? whole : f->in),
+                      vec ? e->vw : 1, vec ? "v" : "s");
+        LLVMValueRef xv = ld(e, x, lj.iv, vec);
+        at.i = kp_iadd(e, row, lj.iv);
+        at.g = kp_fma(e, splat_if(e, ds, vec), xv, c(e, 0.0, vec));
+        o->step(e, o, &at, vec);
+        kp_loop_end(e, &lj);
+    }
+    kp_loop_end(e, &lr);
+    kp_loop_end(e, &li);
+}
+
+int kp_emit_folded_update(KpEmit *e, const KpNode *grad_w, const KpNode *update, KpDiag *d)
+{
+    StepFn step = step_of(update->op);
+    if (!step || grad_w->op != KP_OP_dense_grad_w)
+        return kp_error(d, "internal error: node %d (%s) cannot be folded into node %d (%s)",
+                        update->id, kp_op_name(update->op), grad_w->id, kp_op_name(grad_w->op));
+    Folded f = {.o = {.step = step, .h = update->attr.optim, .count = kp_value_numel(update->out, 1),
+                      .pfloats = e->g->param_floats},
+                .at = grad_w->out->offset, .out = grad_w->in[0]->dims[1], .in = grad_w->in[1]->dims[1]};
+    f.rows = f.in >= CHUNK ? 1 : CHUNK / f.in;
+    int64_t items = kp_ceil_div(f.out, f.rows);
+    kp_emit_parallel(e, "folded", kp_i64(e, 0), kp_i64(e, items), items > 1, folded_kernel, &f);
+    return 0;
 }

@@ -54,6 +54,9 @@ typedef struct KpKernel {
     int *node;              /* the nodes it computes: ids in that graph (malloc'd) */
     int nargs;
     KpKernelArg *arg;       /* its arguments in order (malloc'd) */
+    int64_t update_floats;  /* a call that updates part of the trainable floats
+                               (train_step's folded updates, emit_optim.c): how
+                               many; 0: all its update node's */
 } KpKernel;
 
 /* Every call of every entry, entries in the order they were emitted. */

@@ -125,6 +125,11 @@ static void describe(BenchKernel *bk, int64_t n)
         if (nd->loss.on)
             kp_bench_append(bk->ops, sizeof bk->ops, "+", kp_op_name(nd->loss.op));
         KpCost c = kp_node_cost(nd, n);
+        if (nd->nin == 0 && bk->k->update_floats > 0) {
+            /* a share of the update (a folded one, or the rest of one) */
+            double share = (double)bk->k->update_floats / (double)kp_value_numel(nd->out, 1);
+            c.flops *= share, c.bytes *= share;
+        }
         bk->cost.flops += c.flops;
         bk->cost.bytes += c.bytes;
     }

@@ -155,12 +155,14 @@ typedef struct Model {
     KpOptimHyper h;
     const char *cpu;              /* NULL: the host */
     int vw;                       /* 0: the target's vector width */
+    bool no_fold;                 /* KpTargetOpts.no_fold_updates */
 } Model;
 
 static void model_open(Model *m, int with_so)
 {
     m->ms = NULL;
-    KpTargetOpts t = {.opt_level = KP_TEST_OPT(3), .cpu = m->cpu, .vector_width = m->vw};
+    KpTargetOpts t = {.opt_level = KP_TEST_OPT(3), .cpu = m->cpu, .vector_width = m->vw,
+                      .no_fold_updates = m->no_fold};
     kp_test_build_model_for(tmpdir, "m", m->json, &t, &m->prog, &m->mj, with_so ? &m->ms : NULL);
     ck_assert_ptr_nonnull(m->prog.train);
     m->d = m->mj->desc;
@@ -242,7 +244,7 @@ static void check_backward(const Model *m, const float *params, double *worst)
     const KarpModelDesc *d = m->d;
     const int64_t batches[] = {1, 7, d->max_batch};
     for (int b = 0; b < 3; b++) {
-        int64_t n = batches[b], nin = n * m->in_size, nout = n * m->out_size;
+        int64_t n = batches[b] < d->max_batch ? batches[b] : d->max_batch, nin = n * m->in_size, nout = n * m->out_size;
         float *x = malloc((size_t)nin * 4), *dy = malloc((size_t)nout * 4);
         float *y = malloc((size_t)nout * 4), *yr = malloc((size_t)nout * 4);
         float *dx = malloc((size_t)nin * 4), *dxr = malloc((size_t)nin * 4), *dx2 = malloc((size_t)nin * 4);
@@ -355,7 +357,7 @@ static void check_steps(const Model *m, const float *params, int compose, double
     state_copy(&one, &g, d), state_copy(&so, &g, d);
     const int64_t batches[] = {d->max_batch, 5, 1, d->max_batch};
     for (int64_t step = 1; step <= 4; step++) {
-        int64_t n = batches[step - 1], nin = n * m->in_size, nout = n * m->out_size;
+        int64_t n = batches[step - 1] < d->max_batch ? batches[step - 1] : d->max_batch, nin = n * m->in_size, nout = n * m->out_size;
         float *x = malloc((size_t)nin * 4), *yr = malloc((size_t)nout * 4), *dy = malloc((size_t)nout * 4);
         void *target = malloc((size_t)nout * 4);
         random_batch(m, n, x, target);
@@ -442,6 +444,29 @@ static void teardown(void)
     ck_assert_int_eq(system(cmd), 0);
 }
 
+/* Every check above on model m from freshly initialized parameters, the
+ * worst ratios into wb, ws and wc; returns those parameters (free them). */
+static float *check_model(Model *m, double wb[3], double ws[2], double wc[2])
+{
+    float *params = slab(m->d->param_floats * 4);
+    init_params(m->d, params);
+    check_backward(m, params, wb);
+    if (m->d->train_step)
+        check_steps(m, params, 0, ws);
+    if (m->d->apply) {
+        check_steps(m, params, 1, wc);
+        check_apply_exact(m, params);
+    }
+    return params;
+}
+
+static void report(const char *what, const double wb[3], const double ws[2], const double wc[2])
+{
+    fprintf(stderr, "%s: worst of the tolerance: y %.3g, grads %.3g, dx %.3g; train_step loss "
+            "%.3g, step %.3g; forward+backward+apply step %.3g\n", what, wb[0], wb[1], wb[2], ws[0],
+            ws[1], wc[1]);
+}
+
 START_TEST(test_random_mlps)
 {
     double wb[3] = {0}, ws[2] = {0}, wc[2] = {0};
@@ -450,18 +475,10 @@ START_TEST(test_random_mlps)
         Model m = {0};
         random_model(i, m.json, sizeof m.json);
         model_open(&m, i % 3 == 0);
-        float *params = slab(m.d->param_floats * 4);
-        init_params(m.d, params);
-        check_backward(&m, params, wb);
-        check_steps(&m, params, 0, ws);
-        check_steps(&m, params, 1, wc);
-        check_apply_exact(&m, params);
-        free(params);
+        free(check_model(&m, wb, ws, wc));
         model_close(&m);
     }
-    fprintf(stderr, "train: worst of the tolerance: y %.3g, grads %.3g, dx %.3g; train_step loss "
-            "%.3g, step %.3g; forward+backward+apply step %.3g\n", wb[0], wb[1], wb[2], ws[0], ws[1],
-            wc[1]);
+    report("train", wb, ws, wc);
 }
 END_TEST
 
@@ -509,21 +526,76 @@ START_TEST(test_larger_and_partial)
         }
         snprintf(m.json, sizeof m.json, "%s\n", models[i]);
         model_open(&m, i == 0);
-        float *params = slab(m.d->param_floats * 4);
-        init_params(m.d, params);
-        check_backward(&m, params, wb);
-        if (m.d->train_step)
-            check_steps(&m, params, 0, ws);
-        if (m.d->apply) {
-            check_steps(&m, params, 1, wc);
-            check_apply_exact(&m, params);
-        }
-        free(params);
+        free(check_model(&m, wb, ws, wc));
         model_close(&m);
     }
-    fprintf(stderr, "larger: worst of the tolerance: y %.3g, grads %.3g, dx %.3g; train_step loss "
-            "%.3g, step %.3g; forward+backward+apply step %.3g\n", wb[0], wb[1], wb[2], ws[0], ws[1],
-            wc[1]);
+    report("larger", wb, ws, wc);
+}
+END_TEST
+
+/* Models compiled for batch 1, where train_step folds the optimizer step
+ * into the dense layers' weight gradients (backend/fold_update.c): the
+ * same checks as above, so a folded step that computed another gradient,
+ * left a gradient nonzero, or changed a weight before a later gradient
+ * read it would be caught against the interpreter.  Widths that are not
+ * a multiple of the vector (the scalar tails), rows shorter than a chunk
+ * (several rows per work item), every optimizer, a CNN's dense head. */
+START_TEST(test_batch1_folded)
+{
+    static const char *models[] = {
+        "{\"karp\": 1, \"name\": \"fm1\", \"input\": {\"shape\": [1, 28, 28]}, \"layers\": "
+        "[{\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 128, \"activation\": \"relu\"}, "
+        "{\"type\": \"dense\", \"units\": 10}], \"loss\": \"cross_entropy\", "
+        "\"optimizer\": {\"type\": \"adam\", \"lr\": 0.001}, \"batch\": 1}",
+        "{\"karp\": 1, \"name\": \"wide1\", \"input\": {\"shape\": [301]}, \"layers\": "
+        "[{\"type\": \"dense\", \"units\": 129, \"activation\": \"tanh\"}, "
+        "{\"type\": \"dense\", \"units\": 67, \"activation\": \"sigmoid\"}], \"loss\": \"bce\", "
+        "\"optimizer\": {\"type\": \"momentum\", \"lr\": 0.05}, \"batch\": 1}",
+        "{\"karp\": 1, \"name\": \"sgd1\", \"input\": {\"shape\": [2000]}, \"layers\": "
+        "[{\"type\": \"dense\", \"units\": 4, \"activation\": \"tanh\"}, "
+        "{\"type\": \"dense\", \"units\": 40, \"activation\": \"relu\"}, "
+        "{\"type\": \"dense\", \"units\": 7}], \"loss\": \"mse\", "
+        "\"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1, \"weight_decay\": 0.1}, \"batch\": 1}",
+        "{\"karp\": 1, \"name\": \"cnn1\", \"input\": {\"shape\": [3, 12, 12]}, \"layers\": "
+        "[{\"type\": \"conv2d\", \"filters\": 8, \"kernel\": 3, \"activation\": \"relu\"}, "
+        "{\"type\": \"maxpool2d\", \"size\": 2}, {\"type\": \"flatten\"}, "
+        "{\"type\": \"dense\", \"units\": 33, \"activation\": \"relu\"}, "
+        "{\"type\": \"dense\", \"units\": 5}], \"loss\": \"cross_entropy\", "
+        "\"optimizer\": {\"type\": \"adam\", \"lr\": 0.01}, \"batch\": 1}",
+    };
+    double wb[3] = {0}, ws[2] = {0}, wc[2] = {0};
+    for (int i = 0; i < 4; i++) {
+        Model m = {0}, u = {.no_fold = true};
+        snprintf(m.json, sizeof m.json, "%s\n", models[i]);
+        model_open(&m, i % 2 == 0);
+        ck_assert_int_eq((int)m.d->max_batch, 1);
+        float *params = check_model(&m, wb, ws, wc);
+        model_close(&m);
+        /* the step without the fold, from the same state: the same bits */
+        model_open(&m, 0);
+        memcpy(u.json, m.json, sizeof u.json);
+        model_open(&u, 0);
+        State a, b;
+        state_new(&a, m.d), state_new(&b, u.d);
+        memcpy(a.params, params, (size_t)m.d->param_floats * 4);
+        state_copy(&b, &a, m.d);
+        for (int64_t step = 1; step <= 3; step++) {
+            float *x = malloc((size_t)m.in_size * 4);
+            void *target = malloc((size_t)m.out_size * 4);
+            random_batch(&m, 1, x, target);
+            float la = m.d->train_step(a.params, a.grads, a.opt, a.tws, x, target, 1, step, 0);
+            float lb = u.d->train_step(b.params, b.grads, b.opt, b.tws, x, target, 1, step, 0);
+            ck_assert_msg(memcmp(&la, &lb, 4) == 0 && state_same(&a, &b, m.d),
+                          "step %lld: the folded train_step differs from the unfolded one\n%s",
+                          (long long)step, m.json);
+            free(x), free(target);
+        }
+        state_free(&a), state_free(&b);
+        free(params);
+        model_close(&m);
+        model_close(&u);
+    }
+    report("batch 1", wb, ws, wc);
 }
 END_TEST
 
@@ -535,6 +607,7 @@ static Suite *train_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_random_mlps);
     tcase_add_test(tc, test_larger_and_partial);
+    tcase_add_test(tc, test_batch1_folded);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -180,6 +180,44 @@ START_TEST(json_lists_every_kernel)
 }
 END_TEST
 
+static bool ends_with(const char *s, const char *tail)
+{
+    size_t n = strlen(s), m = strlen(tail);
+    return n >= m && strcmp(s + n - m, tail) == 0;
+}
+
+/* Compiled for batch 1, train_step folds adam into both dense layers'
+ * weight gradients (backend/fold_update.c): the listing shows the folded
+ * kernels, the rest of the update, and no dense_grad_w alone. */
+START_TEST(batch1_lists_the_folded_update)
+{
+    KpRun r = kp_test_run("%s bench %s --repeats 2 --batch 1 --json", KARPC_EXE, model);
+    ck_assert_msg(r.status == 0, "karpc bench: %s", r.err);
+    cJSON *doc = cJSON_Parse(r.out);
+    ck_assert_msg(doc != NULL, "not JSON:\n%s", r.out);
+    const cJSON *step = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "graphs"), 1);
+    ck_assert_str_eq(string(step, "entry"), "train_step");
+    int folded = 0, rest = 0, alone = 0;
+    const cJSON *k;
+    cJSON_ArrayForEach(k, cJSON_GetObjectItemCaseSensitive(step, "kernels"))
+    {
+        const char *name = string(k, "kernel");
+        if (ends_with(name, ".dense_grad_w.adam_update")) {
+            folded++;
+            ck_assert_str_eq(string(k, "ops"), "dense_grad_w,adam_update");
+            ck_assert(number(k, "flops") > 0 && number(k, "bytes") > 0);
+        }
+        rest += ends_with(name, ".adam_update.rest");
+        alone += ends_with(name, ".dense_grad_w");
+    }
+    ck_assert_int_eq(folded, 2);
+    ck_assert_int_eq(rest, 1);
+    ck_assert_int_eq(alone, 0);
+    cJSON_Delete(doc);
+    kp_test_run_free(&r);
+}
+END_TEST
+
 START_TEST(text_and_peers)
 {
     KpRun r = kp_test_run("%s bench %s --repeats 1 --batch 2", KARPC_EXE, model);
@@ -247,6 +285,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, json_lists_every_kernel);
     tcase_add_test(tc, text_and_peers);
+    tcase_add_test(tc, batch1_lists_the_folded_update);
     tcase_add_test(tc, errors);
     suite_add_tcase(s, tc);
     return s;
