@@ -17,6 +17,12 @@
 #include "../ir/ir.h"
 #include "../passes/passes.h"
 
+typedef enum KpFoldUpdates {
+    KP_FOLD_AUTO,       /* where the layer's slabs do not fit in the cores' L2 */
+    KP_FOLD_NEVER,
+    KP_FOLD_ALWAYS      /* wherever it is correct */
+} KpFoldUpdates;
+
 typedef struct KpTargetOpts {
     int opt_level;              /* 0..3 */
     const char *cpu;            /* NULL: host */
@@ -29,9 +35,9 @@ typedef struct KpTargetOpts {
                                    AVX-512, 8 with AVX, else 4).  Tests set 16 or 4 to run
                                    the other widths' kernels on this CPU (LLVM splits or
                                    widens the vectors): same results, other speed */
-    bool no_fold_updates;       /* train_step keeps the optimizer step out of the weight
-                                   gradients at batch 1 (backend/fold_update.c): the
-                                   tests' unfolded step, to compare bit for bit */
+    KpFoldUpdates fold_updates; /* train_step's optimizer step in the weight gradients
+                                   at batch 1 (backend/fold_update.c): AUTO, or the
+                                   tests' NEVER and ALWAYS, to compare the two */
 } KpTargetOpts;
 
 /* The most partitions a module is compiled in (so objects per model). */

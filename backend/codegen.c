@@ -564,7 +564,7 @@ int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, 
     cg->jobs = t ? t->jobs : 0;
     KpEmit e;
     kp_emit_init(&e, cg->ctx, cg->mod, g, cg->cfg.vector_width);
-    e.no_fold = t->no_fold_updates;
+    e.fold_updates = t->fold_updates;
     if (t->keep_kernels && !(e.kernels = cg->kernels = calloc(1, sizeof *cg->kernels))) {
         LLVMDisposeBuilder(e.b);
         kp_llvm_free(cg);

@@ -280,10 +280,10 @@ int kp_cg_train_entries(KpEmit *e, KpTrainEntries *out, KpDiag *d)
     int has_optim = g->optimizer && strcmp(g->optimizer, "none") != 0;
     int has_loss = g->loss_value != NULL;
     KpFolded folded;
-    kp_fold_updates(g, &folded);
+    kp_fold_updates(g, e->fold_updates, &folded);
     /* only train_step calls the folded kernels and the lesser functions
      * they need (the other entries see no folds) */
-    if (!has_loss || !has_optim || e->no_fold)
+    if (!has_loss || !has_optim)
         folded.count = 0;
     e->folded = folded.count > 0 ? &folded : NULL;
     LLVMValueRef *fns = kp_cg_emit_nodes(e, "train", d);

@@ -92,7 +92,7 @@ typedef struct KpEmit {
     int nshared_ranges;
     KpFolded *folded;           /* while the train graph's functions and train_step
                                    are emitted: its folded updates, or NULL */
-    bool no_fold;               /* KpTargetOpts.no_fold_updates */
+    int fold_updates;           /* KpTargetOpts.fold_updates */
     bool update_rest;           /* the update's lesser function is emitted: the
                                    ranges of e->folded left out */
     bool with_loss;             /* the node's fused loss (KpNode.loss) is emitted too:
@@ -118,9 +118,9 @@ int kp_node_takes_seed(const KpNode *n);
  * (emit_optim.c): the function's pointers e->ptr_arg[0..3] are dy, x, the
  * parameter slab and the optimizer state, e->n the step. */
 int kp_emit_folded_update(KpEmit *e, const KpNode *grad_w, const KpNode *update, KpDiag *d);
-/* Which dense_grad_w nodes of e->g train_step folds its update into
- * (fold_update.c): f->count 0 when none. */
-void kp_fold_updates(const KpGraph *g, KpFolded *f);
+/* Which dense_grad_w nodes of g train_step folds its update into
+ * (fold_update.c), with mode a KpFoldUpdates: f->count 0 when none. */
+void kp_fold_updates(const KpGraph *g, int mode, KpFolded *f);
 
 /* --- constants and types --------------------------------------------- */
 LLVMValueRef kp_i64(KpEmit *e, int64_t v);

@@ -155,14 +155,14 @@ typedef struct Model {
     KpOptimHyper h;
     const char *cpu;              /* NULL: the host */
     int vw;                       /* 0: the target's vector width */
-    bool no_fold;                 /* KpTargetOpts.no_fold_updates */
+    KpFoldUpdates fold;           /* KpTargetOpts.fold_updates */
 } Model;
 
 static void model_open(Model *m, int with_so)
 {
     m->ms = NULL;
     KpTargetOpts t = {.opt_level = KP_TEST_OPT(3), .cpu = m->cpu, .vector_width = m->vw,
-                      .no_fold_updates = m->no_fold};
+                      .fold_updates = m->fold};
     kp_test_build_model_for(tmpdir, "m", m->json, &t, &m->prog, &m->mj, with_so ? &m->ms : NULL);
     ck_assert_ptr_nonnull(m->prog.train);
     m->d = m->mj->desc;
@@ -534,12 +534,15 @@ START_TEST(test_larger_and_partial)
 END_TEST
 
 /* Models compiled for batch 1, where train_step folds the optimizer step
- * into the dense layers' weight gradients (backend/fold_update.c): the
- * same checks as above, so a folded step that computed another gradient,
- * left a gradient nonzero, or changed a weight before a later gradient
- * read it would be caught against the interpreter.  Widths that are not
- * a multiple of the vector (the scalar tails), rows shorter than a chunk
- * (several rows per work item), every optimizer, a CNN's dense head. */
+ * into the dense layers' weight gradients (backend/fold_update.c; forced
+ * with KP_FOLD_ALWAYS: these layers fit in L2, where the default leaves
+ * them): the same checks as above, so a folded step that computed another
+ * gradient, left a gradient nonzero, or changed a weight before a later
+ * gradient read it would be caught against the interpreter; and bit for
+ * bit the step of the same model without the fold (KP_FOLD_NEVER).
+ * Widths that are not a multiple of the vector (the scalar tails), rows
+ * shorter than a chunk (several rows per work item), every optimizer, a
+ * CNN's dense head. */
 START_TEST(test_batch1_folded)
 {
     static const char *models[] = {
@@ -565,7 +568,7 @@ START_TEST(test_batch1_folded)
     };
     double wb[3] = {0}, ws[2] = {0}, wc[2] = {0};
     for (int i = 0; i < 4; i++) {
-        Model m = {0}, u = {.no_fold = true};
+        Model m = {.fold = KP_FOLD_ALWAYS}, u = {.fold = KP_FOLD_NEVER};
         snprintf(m.json, sizeof m.json, "%s\n", models[i]);
         model_open(&m, i % 2 == 0);
         ck_assert_int_eq((int)m.d->max_batch, 1);
