@@ -156,6 +156,7 @@ typedef struct Model {
     const char *cpu;              /* NULL: the host */
     int vw;                       /* 0: the target's vector width */
     KpFoldUpdates fold;           /* KpTargetOpts.fold_updates */
+    bool no_group;                /* --no-group: every node its own kernel */
 } Model;
 
 static void model_open(Model *m, int with_so)
@@ -163,7 +164,10 @@ static void model_open(Model *m, int with_so)
     m->ms = NULL;
     KpTargetOpts t = {.opt_level = KP_TEST_OPT(3), .cpu = m->cpu, .vector_width = m->vw,
                       .fold_updates = m->fold};
-    kp_test_build_model_for(tmpdir, "m", m->json, &t, &m->prog, &m->mj, with_so ? &m->ms : NULL);
+    KpPassOpts po;
+    kp_pass_opts_init(&po);
+    po.group = !m->no_group;
+    kp_test_build_model_po(tmpdir, "m", m->json, &po, &t, &m->prog, &m->mj, with_so ? &m->ms : NULL);
     ck_assert_ptr_nonnull(m->prog.train);
     m->d = m->mj->desc;
     m->in_size = kp_value_sample_size(m->prog.train->input);
@@ -567,9 +571,10 @@ START_TEST(test_batch1_folded)
         "\"optimizer\": {\"type\": \"adam\", \"lr\": 0.01}, \"batch\": 1}",
     };
     double wb[3] = {0}, ws[2] = {0}, wc[2] = {0};
-    for (int i = 0; i < 4; i++) {
-        Model m = {.fold = KP_FOLD_ALWAYS}, u = {.fold = KP_FOLD_NEVER};
-        snprintf(m.json, sizeof m.json, "%s\n", models[i]);
+    for (int i = 0; i < 5; i++) {
+        /* the last: fm1 without groups (a folded node not in a group) */
+        Model m = {.fold = KP_FOLD_ALWAYS, .no_group = i == 4}, u = {.fold = KP_FOLD_NEVER};
+        snprintf(m.json, sizeof m.json, "%s\n", models[i % 4]);
         model_open(&m, i % 2 == 0);
         ck_assert_int_eq((int)m.d->max_batch, 1);
         float *params = check_model(&m, wb, ws, wc);

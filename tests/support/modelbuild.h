@@ -20,11 +20,12 @@
 /* Write json to dir/<name>.json and build it into *prog; the JIT'd model
  * into *jit and, if so is not NULL, the model linked into dir/<name>.so
  * into *so.  Every failure is a test failure.  The caller closes both
- * models and frees *prog (kp_program_free).  target: the CPU and vector
- * width to compile for (kp_test_build_model: the host's). */
-static inline void kp_test_build_model_for(const char *dir, const char *name, const char *json,
-                                           const KpTargetOpts *target, KpProgram *prog,
-                                           karp_model **jit, karp_model **so)
+ * models and frees *prog (kp_program_free).  po: the passes (NULL: their
+ * defaults); target: the CPU and vector width to compile for
+ * (kp_test_build_model: the host's). */
+static inline void kp_test_build_model_po(const char *dir, const char *name, const char *json,
+                                          const KpPassOpts *po, const KpTargetOpts *target,
+                                          KpProgram *prog, karp_model **jit, karp_model **so)
 {
     char path[512], obj[512], lib[512];
     snprintf(path, sizeof path, "%s/%s.json", dir, name);
@@ -33,7 +34,7 @@ static inline void kp_test_build_model_for(const char *dir, const char *name, co
     ck_assert_int_eq(kp_test_write_file(path, json), 0);
     KpDiag d;
     kp_diag_init(&d);
-    ck_assert_msg(kp_build_program(path, NULL, 0, prog, &d) == 0, "%s\n%s", d.msg, json);
+    ck_assert_msg(kp_build_program(path, po, 0, prog, &d) == 0, "%s\n%s", d.msg, json);
     KpTargetOpts t = *target;
     KpCodegen *cg = NULL;
     if (so) {   /* model.so as karpc -o builds it: objects of the partitions */
@@ -59,6 +60,14 @@ static inline void kp_test_build_model_for(const char *dir, const char *name, co
         *so = karp_open(lib, &err);
         ck_assert_msg(*so != NULL, "%s", err.message);
     }
+}
+
+/* The same with the passes' defaults. */
+static inline void kp_test_build_model_for(const char *dir, const char *name, const char *json,
+                                           const KpTargetOpts *target, KpProgram *prog,
+                                           karp_model **jit, karp_model **so)
+{
+    kp_test_build_model_po(dir, name, json, NULL, target, prog, jit, so);
 }
 
 static inline void kp_test_build_model(const char *dir, const char *name, const char *json,
