@@ -16,12 +16,12 @@
  *     step would change them after the whole backward;
  *   - (KP_FOLD_AUTO) the layer's floats, 16 bytes each in the parameter,
  *     gradient and optimizer slabs, do not fit in the L2 caches of the
- *     cores.  The fold saves three passes over the gradient slab, but its
+ *     cores.  The fold saves four passes over the gradient slab, but its
  *     kernel is one more parallel region in the step; from L2 the passes
  *     cost less than that.  Measured on the 2-core Zen 4 (1 MiB of L2
  *     each), batch 1, 2 threads, cores near, alternated runs: fashion_cnn's
- *     dense4 (1.2 M floats, 19 MB) 864-914 -> 749-761 us a step (with the
- *     division below, emit_optim.c), keras_cnn's dense5 (102 k floats,
+ *     dense4 (1.2 M floats, 19 MB) 864-914 -> 749-761 us a step (with
+ *     Adam's one division fewer, emit_optim.c), keras_cnn's dense5 (102 k floats,
  *     1.6 MB) 157-160 -> 166-177 us.
  * karp_backward and karp_apply are untouched: they still write and read
  * the gradients.
