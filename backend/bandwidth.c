@@ -12,23 +12,17 @@
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
+
+#include "../runtime/clock.h"
 
 enum { ELEMS = 16 << 20, RUNS = 5 };  /* 64 MiB of floats per array */
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* The best rate of RUNS runs of one loop, in bytes per second. */
 static double best_rate(float *a, const float *b, const float *c, int nthreads, int triad)
 {
     double best = 0;
     for (int r = 0; r < RUNS; r++) {
-        double t0 = now();
+        double t0 = kp_seconds();
         if (triad) {
 #pragma omp parallel for schedule(static) num_threads(nthreads)
             for (int64_t i = 0; i < ELEMS; i++)
@@ -38,7 +32,7 @@ static double best_rate(float *a, const float *b, const float *c, int nthreads, 
             for (int64_t i = 0; i < ELEMS; i++)
                 a[i] = b[i];
         }
-        double dt = now() - t0;
+        double dt = kp_seconds() - t0;
         double bytes = (double)ELEMS * sizeof(float) * (triad ? 3 : 2);
         if (dt > 0 && bytes / dt > best)
             best = bytes / dt;

@@ -106,6 +106,30 @@ int kp_node_takes_seed(const KpNode *n)
     return n->op == KP_OP_dropout_mask;
 }
 
+/* An internal noinline function `name` of type ty, its first e->nptr
+ * parameters the pointers e->ptr_arg (noalias where e->noalias says), the
+ * next one e->n; the builder at its entry. */
+static void open_fn(KpEmit *e, const char *name, LLVMTypeRef ty)
+{
+    e->fn = LLVMAddFunction(e->mod, name, ty);
+    LLVMSetLinkage(e->fn, LLVMInternalLinkage);
+    /* entries call a node each: inlining them would only copy the
+     * kernels into every entry that runs them (and slow down O3) */
+    unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
+    LLVMAddAttributeAtIndex(e->fn, LLVMAttributeFunctionIndex,
+                            LLVMCreateEnumAttribute(e->ctx, noinline, 0));
+    unsigned kind = LLVMGetEnumAttributeKindForName("noalias", 7);
+    for (int i = 0; i < e->nptr; i++) {
+        e->ptr_arg[i] = LLVMGetParam(e->fn, (unsigned)i);
+        if (e->noalias[i])
+            LLVMAddAttributeAtIndex(e->fn, (unsigned)i + 1,
+                                    LLVMCreateEnumAttribute(e->ctx, kind, 0));
+    }
+    e->n = LLVMGetParam(e->fn, (unsigned)e->nptr);
+    e->regions = e->forks = 0;
+    LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
+}
+
 LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, bool whole,
                              int *forks, KpDiag *d)
 {
@@ -124,14 +148,6 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, boo
     char name[128];
     snprintf(name, sizeof name, "%s.node%d.%s%s", prefix, n->id, kp_op_name(n->op),
              whole ? "" : n->nin == 0 ? ".rest" : ".noloss");
-    e->fn = LLVMAddFunction(e->mod, name, ty);
-    LLVMSetLinkage(e->fn, LLVMInternalLinkage);
-    /* entries call a node each: inlining them would only copy the
-     * kernels into every entry that runs them (and slow down O3) */
-    unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
-    LLVMAddAttributeAtIndex(e->fn, LLVMAttributeFunctionIndex,
-                            LLVMCreateEnumAttribute(e->ctx, noinline, 0));
-
     /* an input and an output sharing bytes (in place) drop noalias */
     for (int i = 0; i < e->nptr; i++)
         e->noalias[i] = 1;
@@ -140,22 +156,12 @@ LLVMValueRef kp_cg_emit_node(KpEmit *e, const char *prefix, const KpNode *n, boo
             if (may_overlap(e->g, n->in[i], kp_node_output(n, o)))
                 e->noalias[i] = e->noalias[n->nin + o] = 0;
     e->accumulate = n->out->storage == KP_STORE_GRAD;
-    unsigned kind = LLVMGetEnumAttributeKindForName("noalias", 7);
-    for (int i = 0; i < e->nptr; i++) {
-        e->ptr_arg[i] = LLVMGetParam(e->fn, (unsigned)i);
-        if (e->noalias[i])
-            LLVMAddAttributeAtIndex(e->fn, (unsigned)i + 1,
-                                    LLVMCreateEnumAttribute(e->ctx, kind, 0));
-    }
-    e->n = LLVMGetParam(e->fn, (unsigned)e->nptr);
+    open_fn(e, name, ty);
     e->seed = seeded ? LLVMGetParam(e->fn, (unsigned)e->nptr + 1) : NULL;
     if (share) {
         e->share_t = LLVMGetParam(e->fn, (unsigned)(e->nptr + 1 + seeded));
         e->share_nt = LLVMGetParam(e->fn, (unsigned)(e->nptr + 2 + seeded));
     }
-    e->regions = e->forks = 0;
-
-    LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
     int rc = emitters[n->op](e, n, d);
     e->accumulate = 0;
     e->with_loss = e->update_rest = false;
@@ -205,17 +211,9 @@ static LLVMValueRef emit_folded(KpEmit *e, const char *prefix, int k, KpDiag *d)
     snprintf(name, sizeof name, "%s.node%d.%s.%s", prefix, gw->id, kp_op_name(gw->op),
              kp_op_name(u->op));
     e->node = gw;
-    e->fn = LLVMAddFunction(e->mod, name, LLVMFunctionType(e->void_t, params, (unsigned)e->nptr + 1, 0));
-    LLVMSetLinkage(e->fn, LLVMInternalLinkage);
-    unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
-    for (int i = 0; i < e->nptr; i++) {
-        e->ptr_arg[i] = LLVMGetParam(e->fn, (unsigned)i);
+    for (int i = 0; i < e->nptr; i++)
         e->noalias[i] = 1;     /* workspace, parameters and state: apart */
-        LLVMAddAttributeAtIndex(e->fn, (unsigned)i + 1, LLVMCreateEnumAttribute(e->ctx, noalias, 0));
-    }
-    e->n = LLVMGetParam(e->fn, (unsigned)e->nptr);
-    e->regions = e->forks = 0;
-    LLVMPositionBuilderAtEnd(e->b, LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry"));
+    open_fn(e, name, LLVMFunctionType(e->void_t, params, (unsigned)e->nptr + 1, 0));
     if (kp_emit_folded_update(e, gw, u, d) < 0)
         return NULL;
     LLVMBuildRetVoid(e->b);
@@ -295,10 +293,8 @@ LLVMValueRef *kp_cg_emit_nodes(KpEmit *e, const char *prefix, KpDiag *d)
         }
     /* a group's first member: the group's function; the others: NULL */
     for (int i = 0; i < g->nnodes;) {
-        int end = i + 1;
+        int end = kp_group_end(g, g->nodes[i]);
         int grp = g->nodes[i]->group;
-        while (grp > 0 && end < g->nnodes && g->nodes[end]->group == grp)
-            end++;
         if (grp > 0 && emit_group(e, prefix, grp, fns, forks, i, end, d) < 0) {
             free(fns);
             free(forks);
@@ -362,9 +358,7 @@ int kp_cg_call_node(KpEmit *e, const KpEntryEnv *env, const KpNode *n, LLVMValue
     if (!fn)
         return 0;   /* a group member: its group's function runs it */
     const KpGraph *g = e->g;
-    int end = n->id + 1;
-    while (n->group > 0 && end < g->nnodes && g->nodes[end]->group == n->group)
-        end++;
+    int end = kp_group_end(g, n);
     LLVMValueRef args[KP_CG_GROUP_ARGS];
     KpKernelArg what[KP_CG_GROUP_ARGS];     /* the same arguments, for e->kernels */
     const KpNode *ran[KP_CG_GROUP_ARGS];    /* the nodes the call computes */

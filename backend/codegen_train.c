@@ -110,7 +110,7 @@ static int64_t folded_floats(const KpEmit *e)
 {
     int64_t sum = 0;
     for (int k = 0; e->folded && k < e->folded->count; k++)
-        sum += e->folded->floats[k];
+        sum += kp_value_numel(kp_folded_grad(e->g, e->folded, k), 1);
     return sum;
 }
 
@@ -211,7 +211,7 @@ static int call_folded(KpEmit *e, const KpEntryEnv *env, int k, KpDiag *d)
     const KpNode *nodes[2] = {gw, u};
     if (kp_cg_note_call(e, env, fn, nodes, 2, what, 5, d) < 0)
         return -1;
-    e->kernels->k[e->kernels->n - 1].update_floats = e->folded->floats[k];
+    e->kernels->k[e->kernels->n - 1].update_floats = kp_value_numel(gw->out, 1);
     return 0;
 }
 
@@ -226,9 +226,9 @@ static int run_step_backward(KpEmit *e, const KpEntryEnv *env, LLVMValueRef *fns
         const KpNode *n = g->nodes[i];
         if (n->phase != KP_PHASE_BACKWARD || !fns[i])
             continue;   /* another phase, or a group member after the first */
-        int end = i + 1, kept = !kp_cg_left_out(e, n);
-        while (n->group > 0 && end < N && g->nodes[end]->group == n->group)
-            kept += !kp_cg_left_out(e, g->nodes[end++]);
+        int end = kp_group_end(g, n), kept = 0;
+        for (int k = i; k < end; k++)
+            kept += !kp_cg_left_out(e, g->nodes[k]);
         LLVMValueRef fn = fns[2 * N + i] ? fns[2 * N + i] : fns[N + i] ? fns[N + i] : fns[i];
         if (kept > 0 && kp_cg_call_node(e, env, n, fn, false, d) < 0)
             return -1;

@@ -10,7 +10,8 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <time.h>
+
+#include "../runtime/clock.h"
 
 enum { TRIPS = 20000, RUNS = 5 };
 #define RUN_SECONDS 0.02        /* a run's most: a busy machine may deschedule a thread */
@@ -46,13 +47,6 @@ static void *answer(void *arg)
     }
 }
 
-static double seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -62,7 +56,7 @@ static int cmp_double(const void *a, const void *b)
 /* One run: up to TRIPS round trips or RUN_SECONDS, ns per trip. */
 static double one_run(Pong *p, long *next)
 {
-    double t0 = seconds(), dt = 0;
+    double t0 = kp_seconds(), dt = 0;
     long trips = 0;
     while (trips < TRIPS) {
         long t = 2 * (*next)++ + 1;
@@ -70,10 +64,10 @@ static double one_run(Pong *p, long *next)
         while (atomic_load_explicit(&p->turn, memory_order_acquire) != t + 1)
             ;
         trips++;
-        if (trips % 256 == 0 && (dt = seconds() - t0) > RUN_SECONDS)
+        if (trips % 256 == 0 && (dt = kp_seconds() - t0) > RUN_SECONDS)
             break;
     }
-    dt = seconds() - t0;
+    dt = kp_seconds() - t0;
     return dt * 1e9 / (double)trips;
 }
 

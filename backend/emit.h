@@ -37,17 +37,24 @@
 
 /* train_step's optimizer step folded into the weight gradients of a
  * model compiled for batch 1 (fold_update.c, emit_optim.c): node[k], a
- * dense_grad_w, and the update's step over the trainable floats
- * [from[k], from[k] + floats[k]) become one kernel, fn[k]; the update's
- * lesser function leaves those ranges out.  Ascending by from. */
+ * dense_grad_w, and the update's step over the trainable floats its
+ * output covers (kp_folded_grad) become one kernel, fn[k]; the update's
+ * lesser function leaves those ranges out.  Ascending by the output's
+ * offset. */
 #define KP_MAX_FOLDED 32
 typedef struct KpFolded {
     int count;
     int update;                         /* the update node's id */
     int node[KP_MAX_FOLDED];
-    int64_t from[KP_MAX_FOLDED], floats[KP_MAX_FOLDED];
     LLVMValueRef fn[KP_MAX_FOLDED];     /* set by kp_cg_emit_nodes */
 } KpFolded;
+
+/* The gradient the k-th folded node writes: the floats [offset,
+ * offset + kp_value_numel(v, 1)) of the trainable range. */
+static inline const KpValue *kp_folded_grad(const KpGraph *g, const KpFolded *f, int k)
+{
+    return g->nodes[f->node[k]]->out;
+}
 
 typedef struct KpEmit {
     LLVMContextRef ctx;
@@ -160,7 +167,7 @@ LLVMValueRef kp_i32(KpEmit *e, int32_t v);
 LLVMValueRef kp_fconst(LLVMTypeRef ty, double v);
 /* An i32 constant of the integer type matching the float type ty. */
 LLVMValueRef kp_iconst_like(KpEmit *e, LLVMTypeRef fty, int32_t v);
-/* A <vw x float> with every lane s. */
+/* A vector of vw lanes of s (a float, or any scalar), every lane s. */
 LLVMValueRef kp_splat(KpEmit *e, LLVMValueRef s);
 /* a and b interleaved, lane by lane, from their lower (or upper) halves. */
 LLVMValueRef kp_interleave(KpEmit *e, LLVMValueRef a, LLVMValueRef b, bool upper);

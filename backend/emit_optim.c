@@ -29,7 +29,8 @@
  * midpoint, is a nonzero multiple of the product's last place, some
  * 2^-49 of it; more where a has fewer bits or the result is subnormal).
  * So the product rounds to the float the division rounds to, and zeros,
- * infinities and NaN come out as the division's.
+ * infinities and NaN come out as the division's (test_backend_train
+ * test_division_in_double tries it on random bit patterns).
  *
  * Folded updates (train_step of a model compiled for batch 1, see
  * backend/fold_update.c): a dense layer's weight gradient there is the
@@ -119,15 +120,8 @@ static void step_momentum(KpEmit *e, const Optim *o, const StepAt *at, int vec)
 /* The float a / c, as (float)((double)a * rc) (file comment). */
 static LLVMValueRef div_c(KpEmit *e, const Optim *o, LLVMValueRef a, int vec)
 {
-    LLVMTypeRef d = LLVMDoubleTypeInContext(e->ctx);
-    LLVMTypeRef dt = vec ? LLVMVectorType(d, (unsigned)e->vw) : d;
-    LLVMValueRef rc = o->rc;
-    if (vec) {
-        LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetUndef(dt), rc, kp_i32(e, 0), "");
-        rc = LLVMBuildShuffleVector(e->b, v, LLVMGetUndef(dt),
-                                    LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw)), "rc");
-    }
-    LLVMValueRef wide = LLVMBuildFPExt(e->b, a, dt, "");
+    LLVMValueRef rc = splat_if(e, o->rc, vec);
+    LLVMValueRef wide = LLVMBuildFPExt(e->b, a, LLVMTypeOf(rc), "");
     return LLVMBuildFPTrunc(e->b, LLVMBuildFMul(e->b, wide, rc, ""), vec ? e->vec : e->f32, "");
 }
 
@@ -240,8 +234,9 @@ static int emit_optim(KpEmit *e, const KpNode *n, StepFn step)
     }
     int64_t at = 0;
     for (int k = 0; k < e->folded->count; k++) {
-        emit_range(e, n, o, at, e->folded->from[k] - at, k + 1);
-        at = e->folded->from[k] + e->folded->floats[k];
+        const KpValue *gv = kp_folded_grad(e->g, e->folded, k);
+        emit_range(e, n, o, at, gv->offset - at, k + 1);
+        at = gv->offset + kp_value_numel(gv, 1);
     }
     emit_range(e, n, o, at, o.count - at, e->folded->count + 1);
     return 0;

@@ -141,9 +141,10 @@ void kp_transpose_vw(KpEmit *e, LLVMValueRef *row)
 
 LLVMValueRef kp_splat(KpEmit *e, LLVMValueRef s)
 {
-    LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetPoison(e->vec), s, kp_i32(e, 0), "");
+    LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(s), (unsigned)e->vw);
+    LLVMValueRef v = LLVMBuildInsertElement(e->b, LLVMGetPoison(vt), s, kp_i32(e, 0), "");
     LLVMValueRef zeros = LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw));
-    return LLVMBuildShuffleVector(e->b, v, LLVMGetPoison(e->vec), zeros, "");
+    return LLVMBuildShuffleVector(e->b, v, LLVMGetPoison(vt), zeros, "");
 }
 
 LLVMValueRef kp_mask_first(KpEmit *e, int k)

@@ -32,15 +32,6 @@
 #include "emit.h"
 #include "gemm.h"
 
-/* The node ids just past n's group (n's own id + 1 outside a group). */
-static int group_end(const KpGraph *g, const KpNode *n)
-{
-    int end = n->id + 1;
-    while (n->group > 0 && end < g->nnodes && g->nodes[end]->group == n->group)
-        end++;
-    return end;
-}
-
 static bool overlaps(const KpValue *v, KpStorage storage, int64_t from, int64_t floats)
 {
     return v->storage == storage && v->offset < from + floats &&
@@ -84,7 +75,7 @@ static bool foldable(const KpGraph *g, const KpNode *n, int64_t trained, int mod
     int64_t from = n->out->offset, floats = kp_value_numel(n->out, 1);
     return from >= 0 && from + floats <= trained &&
            n->in[0]->dims[1] * n->in[1]->dims[1] == floats &&
-           !written_elsewhere(g, n, from, floats) && !read_after(g, group_end(g, n), from, floats);
+           !written_elsewhere(g, n, from, floats) && !read_after(g, kp_group_end(g, n), from, floats);
 }
 
 void kp_fold_updates(const KpGraph *g, int mode, KpFolded *f)
@@ -112,11 +103,11 @@ void kp_fold_updates(const KpGraph *g, int mode, KpFolded *f)
         /* keep the ranges ascending (they are disjoint: no other node
          * writes a folded node's gradients) */
         int k = f->count++;
-        while (k > 0 && f->from[k - 1] > n->out->offset) {
-            f->node[k] = f->node[k - 1], f->from[k] = f->from[k - 1], f->floats[k] = f->floats[k - 1];
+        while (k > 0 && kp_folded_grad(g, f, k - 1)->offset > n->out->offset) {
+            f->node[k] = f->node[k - 1];
             k--;
         }
-        f->node[k] = n->id, f->from[k] = n->out->offset, f->floats[k] = kp_value_numel(n->out, 1);
+        f->node[k] = n->id;
     }
     if (f->count > 0)
         f->update = u->id;

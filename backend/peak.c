@@ -12,16 +12,10 @@
 
 #include <immintrin.h>
 #include <omp.h>
-#include <time.h>
+
+#include "../runtime/clock.h"
 
 enum { CHAINS = 12 };
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* CHAIN_OP(a0..a11) with the accumulators as named locals, which the
  * compiler keeps in registers (an array of them it kept in memory). */
@@ -113,10 +107,10 @@ KpPeak kp_measure_peak(int nthreads, int max_lanes)
     /* calibrate to about 20 ms per run on one thread */
     long iters = 1 << 16;
     for (;;) {
-        double t = now();
+        double t = kp_seconds();
         volatile float sink = run(p.lanes, iters);
         (void)sink;
-        if (now() - t > 0.005 || iters > (1L << 34))
+        if (kp_seconds() - t > 0.005 || iters > (1L << 34))
             break;
         iters *= 2;
     }
@@ -124,7 +118,7 @@ KpPeak kp_measure_peak(int nthreads, int max_lanes)
 
     double best = 0;
     for (int rep = 0; rep < 3; rep++) {
-        double t0 = now();
+        double t0 = kp_seconds();
         volatile float sink = 0;
 #pragma omp parallel num_threads(p.threads)
         {
@@ -132,7 +126,7 @@ KpPeak kp_measure_peak(int nthreads, int max_lanes)
 #pragma omp atomic
             sink += s;
         }
-        double dt = now() - t0;
+        double dt = kp_seconds() - t0;
         double flops = (double)p.threads * (double)iters * CHAINS * p.lanes * 2.0;
         if (flops / dt > best)
             best = flops / dt;

@@ -130,6 +130,14 @@ KpPhase kp_node_run_phase(const KpGraph *g, const KpNode *n)
     return g->nodes[k]->phase == KP_PHASE_BACKWARD ? KP_PHASE_BACKWARD : n->phase;
 }
 
+int kp_group_end(const KpGraph *g, const KpNode *n)
+{
+    int end = n->id + 1;
+    while (n->group > 0 && end < g->nnodes && g->nodes[end]->group == n->group)
+        end++;
+    return end;
+}
+
 KpNode *kp_node_new(KpGraph *g, KpOp op, const char *name, const char *where, int nin,
                     KpValue *const *in)
 {

@@ -291,6 +291,9 @@ bool kp_value_trainable(const KpValue *v);
  * that group runs among the BACKWARD nodes, and its INPUT_GRAD members
  * only in an entry that computes dx. */
 KpPhase kp_node_run_phase(const KpGraph *g, const KpNode *n);
+/* The id just past the last node of n's group (n->id + 1 outside a group):
+ * a group's members are adjacent. */
+int kp_group_end(const KpGraph *g, const KpNode *n);
 
 /* Recompute every value's users from the nodes. */
 void kp_fill_uses(KpGraph *g);

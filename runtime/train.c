@@ -11,8 +11,8 @@
  */
 #include <omp.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "model.h"
 
 static int check_n(const karp_model *m, const char *fn, int64_t n)
@@ -34,13 +34,6 @@ static int check_model(const karp_model *m, const char *fn)
     return 0;
 }
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* The step on the thread count m->adapt chooses (adapt.h): OpenMP's
  * setting of this thread carries it to the generated code's regions
  * (parallel.c), and goes back after the call. */
@@ -51,13 +44,13 @@ static float adapted_step(karp_model *m, const float *x, const void *target, int
     int use = adapt ? kp_adapt_threads(&m->adapt, n, nt) : nt;
     if (use != nt)
         omp_set_num_threads(use);
-    double t0 = now();
+    double t0 = kp_seconds();
     float l = d->train_step(m->params, m->grads, m->opt, m->tws, x, target, n, m->step,
                             kp_rt_call_seed(m, m->step));
     if (use != nt)
         omp_set_num_threads(nt);
     if (adapt)
-        kp_adapt_record(&m->adapt, use, now() - t0);
+        kp_adapt_record(&m->adapt, use, kp_seconds() - t0);
     return l;
 }
 

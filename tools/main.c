@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "karp.h"
+#include "../runtime/clock.h"
 
 static const char usage[] =
     "usage: karpc model.json -o model.so [--header model.h] [-O0..3]\n"
@@ -70,9 +71,7 @@ const char *kp_cli_take(int argc, char **argv, int *i, const char *name, int *mi
 
 double kp_cli_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    return kp_seconds();
 }
 
 int main(int argc, char **argv)
