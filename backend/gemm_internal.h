@@ -22,6 +22,8 @@ typedef struct KpGemmPlan {
     int64_t nrow_chunks;        /* at the largest batch */
     int64_t ncol_chunks;
     bool pack_a, pack_b;
+    bool fuse_b;                /* B packed by the first row tile of each block,
+                                   which reads it in place (gemm_kernel.c) */
     int64_t a_floats, b_floats; /* packed blocks in the scratch buffer */
     int64_t scratch_bytes;      /* per thread, 0 if none */
     /* split k (tiny C, long k): at most kchunks_max chunks (1: no split) of

@@ -10,6 +10,15 @@
  *
  *   rows of a chunk:   | mr | mr | ... | mr |1|1|1|
  *
+ * A B whose rows are contiguous along C's columns but must be packed
+ * (rows a multiple of 1 KiB apart) is packed by the first row tile of each
+ * block: it reads B in place, stores each vector into the panel as it
+ * uses it and prefetches the next tile's lines of the same rows, so the
+ * block's trip from L3 or memory overlaps that tile's multiply-adds
+ * instead of running alone before them.  The later row tiles read the
+ * panels.  A row chunk with no full row tile (a batch below mr) has the
+ * packer do it first, as before.
+ *
  * A chunk of a split k stores its sums plainly into its own partial C;
  * the reduction walks the same tiles, adding the chunks' partials in
  * chunk order before the final store.
@@ -28,6 +37,7 @@ typedef struct Block {
     LLVMValueRef grp, i0, pc, kc, jc, ncur;
     LLVMValueRef first, last;   /* i1: the first and the last k block */
     bool one_k;                 /* K is one block: first and last always */
+    bool packing;               /* this row tile reads B in place and packs it */
     bool reduce;                /* the tiles add the chunks' partials (no k) */
     int64_t wlast;              /* columns of the last column block of C */
 } Block;
@@ -134,12 +144,15 @@ static void multiply(const Block *s, int mr, int nv, int lanes, LLVMValueRef i, 
     const KpGemm *g = s->g;
     bool accumulate = g->accumulate && !s->it->partials;
     ARows a = a_rows(s, i);
-    LLVMValueRef bbase[KP_GEMM_MAX_NV];
-    int64_t bks = 0;
-    for (int v = 0; v < nv; v++)
+    LLVMValueRef bbase[KP_GEMM_MAX_NV], bsrc[KP_GEMM_MAX_NV];
+    int64_t bks = 0, rs = g->b.view.rs;
+    for (int v = 0; v < nv; v++) {
         bbase[v] = b_vec(s, j, v, &bks);
+        if (s->packing)
+            bsrc[v] = kp_gemm_view_at(e, s->ka, &g->b.view, s->grp, s->pc, kp_iaddc(e, j, (int64_t)v * e->vw));
+    }
     /* lanes past C are read only from packed panels (never past their end) */
-    int bmask = !s->p->pack_b && g->b.source == KP_GEMM_VIEW ? lanes : e->vw;
+    int bmask = s->packing || (!s->p->pack_b && g->b.source == KP_GEMM_VIEW) ? lanes : e->vw;
     LLVMValueRef zero = kp_fconst(e->vec, 0.0);
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) {
@@ -154,8 +167,20 @@ static void multiply(const Block *s, int mr, int nv, int lanes, LLVMValueRef i, 
     KpLoop lk;
     kp_loop_begin(e, &lk, kp_i64(e, 0), s->kc, 1, "k");
     LLVMValueRef bv[KP_GEMM_MAX_NV];
-    for (int v = 0; v < nv; v++)
-        bv[v] = kp_gemm_load(e, kp_gep(e, bbase[v], kp_imulc(e, lk.iv, bks)), v == nv - 1 ? bmask : e->vw);
+    for (int v = 0; v < nv; v++) {
+        if (!s->packing) {
+            bv[v] = kp_gemm_load(e, kp_gep(e, bbase[v], kp_imulc(e, lk.iv, bks)), v == nv - 1 ? bmask : e->vw);
+            continue;
+        }
+        /* the source row, the panel's lanes past C zero; the next tile's
+         * lines of the same row prefetched (the block comes from L3 or
+         * memory once, here, with the multiply-adds to cover it) */
+        LLVMValueRef src = kp_gep(e, bsrc[v], kp_imulc(e, lk.iv, rs));
+        bv[v] = kp_gemm_load(e, src, v == nv - 1 ? bmask : e->vw);
+        kp_gemm_store(e, bv[v], kp_gep(e, bbase[v], kp_imulc(e, lk.iv, bks)), e->vw);
+        if (v % (KP_GEMM_PANEL / e->vw) == 0)
+            kp_prefetch(e, src, kp_i64(e, (int64_t)nv * e->vw));
+    }
     LLVMValueRef ak = kp_imulc(e, lk.iv, a.ks);
     for (int r = 0; r < mr; r++) {
         LLVMValueRef x = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, a.base, kp_iaddc(e, ak, r * a.rs)), "");
@@ -279,24 +304,6 @@ static void row_tiles(const Block *s, int mr, int nv, LLVMValueRef i)
         kp_if_end(e, join);
 }
 
-/* The rows [i0, i0 + mi) of the item across the column block: tiles of
- * mr rows, then one-row tiles for what is left. */
-static void rows(const Block *s, LLVMValueRef mi)
-{
-    KpEmit *e = s->e;
-    const KpGemmPlan *p = s->p;
-    LLVMValueRef full = LLVMBuildUDiv(e->b, mi, kp_i64(e, p->mr), "rowtiles");
-    KpLoop lr;
-    kp_loop_begin(e, &lr, kp_i64(e, 0), full, 1, "it");
-    row_tiles(s, p->mr, p->nv, kp_iadd(e, s->i0, kp_imulc(e, lr.iv, p->mr)));
-    kp_loop_end(e, &lr);
-    if (p->row_nv == 0)
-        return;
-    kp_loop_begin(e, &lr, kp_imulc(e, full, p->mr), mi, 1, "ir");
-    row_tiles(s, 1, p->row_nv, kp_iadd(e, s->i0, lr.iv));
-    kp_loop_end(e, &lr);
-}
-
 static void pack(const Block *s, const KpGemmOperand *op, LLVMValueRef dst, LLVMValueRef l0,
                  LLVMValueRef nl, int w, bool is_b)
 {
@@ -306,6 +313,38 @@ static void pack(const Block *s, const KpGemmOperand *op, LLVMValueRef dst, LLVM
         op->pack(s->e, &a, op->pack_user);
     else
         kp_gemm_pack_view(s->e, &a, &op->view);
+}
+
+/* The rows [i0, i0 + mi) of the item across the column block: tiles of
+ * mr rows, then one-row tiles for what is left. */
+static void rows(const Block *s, LLVMValueRef mi)
+{
+    KpEmit *e = s->e;
+    const KpGemmPlan *p = s->p;
+    LLVMValueRef full = LLVMBuildUDiv(e->b, mi, kp_i64(e, p->mr), "rowtiles");
+    LLVMValueRef from = kp_i64(e, 0);
+    if (p->fuse_b && !s->reduce) {
+        /* the first row tile packs B; without one, the packer does */
+        LLVMValueRef some = LLVMBuildICmp(e->b, LLVMIntUGT, full, kp_i64(e, 0), "");
+        LLVMBasicBlockRef no = kp_if_begin(e, LLVMBuildNot(e->b, some, ""), "pack");
+        pack(s, &s->g->b, s->bpk, s->jc, s->ncur, KP_GEMM_PANEL, true);
+        kp_if_end(e, no);
+        LLVMBasicBlockRef yes = kp_if_begin(e, some, "fused");
+        Block first = *s;
+        first.packing = true;
+        row_tiles(&first, p->mr, p->nv, s->i0);
+        kp_if_end(e, yes);
+        from = LLVMBuildZExt(e->b, some, e->i64, "");
+    }
+    KpLoop lr;
+    kp_loop_begin(e, &lr, from, full, 1, "it");
+    row_tiles(s, p->mr, p->nv, kp_iadd(e, s->i0, kp_imulc(e, lr.iv, p->mr)));
+    kp_loop_end(e, &lr);
+    if (p->row_nv == 0)
+        return;
+    kp_loop_begin(e, &lr, kp_imulc(e, full, p->mr), mi, 1, "ir");
+    row_tiles(s, 1, p->row_nv, kp_iadd(e, s->i0, lr.iv));
+    kp_loop_end(e, &lr);
 }
 
 static Block block(KpEmit *e, const KpGemm *g, const KpGemmPlan *p, const KpKernelArgs *ka,
@@ -341,7 +380,7 @@ void kp_gemm_item(KpEmit *e, const KpGemm *g, const KpGemmPlan *p, const KpKerne
     kp_loop_begin(e, &lj, it->j0, it->jend, p->nc, "jc");
     s.jc = lj.iv;
     s.ncur = kp_min_i64(e, kp_i64(e, p->nc), LLVMBuildNSWSub(e->b, it->jend, lj.iv, ""));
-    if (p->pack_b)
+    if (p->pack_b && !p->fuse_b)
         pack(&s, &g->b, s.bpk, s.jc, s.ncur, KP_GEMM_PANEL, true);
     rows(&s, it->mi);
     kp_loop_end(e, &lj);

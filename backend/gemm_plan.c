@@ -237,6 +237,7 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
                 (g->a.source == KP_GEMM_VIEW && g->a.view.rs != 1 && rows_collide(&h, p->mr, g->a.view.rs));
     p->pack_b = g->b.source == KP_GEMM_CUSTOM ||
                 (g->b.source == KP_GEMM_VIEW && (g->b.view.cs != 1 || g->b.view.rs % 1024 == 0));
+    p->fuse_b = p->pack_b && g->b.source == KP_GEMM_VIEW && g->b.view.cs == 1;
 
     /* kc: A micro-panel in 60% of L1; balanced k blocks */
     int64_t kc_max = h.l1 * 3 / 5 / (4 * p->mr);

@@ -257,6 +257,9 @@ static const int64_t shapes[][3] = {
     {37, 1024, 7},   {16, 16, 16},   {31, 47, 65},   {40, 2500, 9},
     /* 16-row tiles of x at 4 KiB: more lines in one L1 set than it has ways, A packed */
     {1024, 16, 32},
+    /* W's and x's rows 8 KiB apart, packed by the first row tile of each block
+     * (fused): several k blocks and column blocks, a short last column block */
+    {2048, 600, 24},
     /* a largest batch of 1: dense's row of dot products (emit_dense.c) */
     {784, 128, 1},   {37, 19, 1},    {3, 5, 1},      {9216, 40, 1},
 };
@@ -481,6 +484,32 @@ START_TEST(test_pack_a_rule)
 }
 END_TEST
 
+/* B rows whose stride is a multiple of 1 KiB are packed; the first row
+ * tile of each block packs them as it reads them when they are contiguous
+ * along C's columns (W in dense_grad_x), not when they need a transpose
+ * (W^T in dense). */
+START_TEST(test_fused_pack_rule)
+{
+    KpGemm g = {
+        .name = "dense_grad_x",
+        .m = {1, true}, .n = {2048, false}, .k = {600, false}, .groups = {1, false},
+        .a = {.source = KP_GEMM_VIEW, .view = {.arg = 0, .rs = 600, .cs = 1}},
+        .b = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = 2048, .cs = 1}},
+        .c = {.arg = 3, .rs = 2048, .cs = 1},
+    };
+    KpGemmPlan p;
+    KpDiag d;
+    kp_diag_init(&d);
+    ck_assert_int_eq(kp_gemm_plan(&g, 16, 24, &p, &d), 0);
+    ck_assert(p.pack_b && p.fuse_b);
+    g.b.view.rs = 2000;         /* no multiple of 1 KiB: read in place */
+    ck_assert_int_eq(kp_gemm_plan(&g, 16, 24, &p, &d), 0);
+    ck_assert(!p.pack_b && !p.fuse_b);
+    KpGemmPlan t = dense_plan(2048, 600, 24);
+    ck_assert(t.pack_b && !t.fuse_b);
+}
+END_TEST
+
 static void report(const char *what)
 {
     fprintf(stderr, "%s: worst %.3g of the tolerance\n", what, worst);
@@ -498,6 +527,7 @@ static Suite *gemm_suite(void)
     tcase_add_test(tc, test_epilogues);
     tcase_add_test(tc, test_split_k);
     tcase_add_test(tc, test_pack_a_rule);
+    tcase_add_test(tc, test_fused_pack_rule);
     tcase_add_test(tc, test_grouped_custom_packers);
     suite_add_tcase(s, tc);
     return s;
