@@ -254,10 +254,11 @@ static LLVMValueRef emit_train_step(KpEmit *e, LLVMValueRef *fns, KpDiag *d)
     if (run_phase(e, &env, fns, KP_PHASE_FORWARD, true, d) < 0 ||
         run_phase(e, &env, fns, KP_PHASE_LOSS, true, d) < 0 || run_step_backward(e, &env, fns, d) < 0)
         return NULL;
+    int64_t folded = folded_floats(e);
     for (int i = 0; i < e->g->nnodes; i++) {
         const KpNode *n = e->g->nodes[i];
         LLVMValueRef rest = fns[2 * e->g->nnodes + i];
-        int64_t left = kp_value_numel(n->out, 1) - folded_floats(e);
+        int64_t left = kp_value_numel(n->out, 1) - folded;
         if (n->phase != KP_PHASE_UPDATE || (rest && left == 0))
             continue;   /* not an update, or every float folded */
         if (kp_cg_call_node(e, &env, n, rest ? rest : fns[i], true, d) < 0)

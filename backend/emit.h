@@ -125,6 +125,8 @@ int kp_node_takes_seed(const KpNode *n);
  * (emit_optim.c): the function's pointers e->ptr_arg[0..3] are dy, x, the
  * parameter slab and the optimizer state, e->n the step. */
 int kp_emit_folded_update(KpEmit *e, const KpNode *grad_w, const KpNode *update, KpDiag *d);
+/* Whether kp_emit_folded_update has a step for the update op. */
+bool kp_emit_can_fold_update(KpOp op);
 /* Which dense_grad_w nodes of g train_step folds its update into
  * (fold_update.c), with mode a KpFoldUpdates: f->count 0 when none. */
 void kp_fold_updates(const KpGraph *g, int mode, KpFolded *f);

@@ -222,11 +222,26 @@ static void emit_range(KpEmit *e, const KpNode *n, Optim o, int64_t from, int64_
     kp_emit_parallel(e, name, kp_i64(e, 0), kp_i64(e, items), items > 1, optim_kernel, &o);
 }
 
+static StepFn step_of(KpOp op)
+{
+    switch (op) {
+    case KP_OP_sgd_update: return step_sgd;
+    case KP_OP_momentum_update: return step_momentum;
+    case KP_OP_adam_update: return step_adam;
+    default: return NULL;
+    }
+}
+
+bool kp_emit_can_fold_update(KpOp op)
+{
+    return step_of(op) != NULL;
+}
+
 /* Every trainable float, or (train_step's lesser function) those outside
  * the ranges folded into weight gradients (e->folded). */
-static int emit_optim(KpEmit *e, const KpNode *n, StepFn step)
+static int emit_optim(KpEmit *e, const KpNode *n)
 {
-    Optim o = {.step = step, .h = n->attr.optim, .count = kp_value_numel(n->out, 1),
+    Optim o = {.step = step_of(n->op), .h = n->attr.optim, .count = kp_value_numel(n->out, 1),
                .pfloats = e->g->param_floats};
     if (!e->update_rest) {
         emit_range(e, n, o, 0, o.count, 0);
@@ -242,29 +257,19 @@ static int emit_optim(KpEmit *e, const KpNode *n, StepFn step)
     return 0;
 }
 
-static StepFn step_of(KpOp op)
-{
-    switch (op) {
-    case KP_OP_sgd_update: return step_sgd;
-    case KP_OP_momentum_update: return step_momentum;
-    case KP_OP_adam_update: return step_adam;
-    default: return NULL;
-    }
-}
-
 int emit_sgd_update(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    return emit_optim(e, n, step_sgd);
+    return emit_optim(e, n);
 }
 
 int emit_momentum_update(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    return emit_optim(e, n, step_momentum);
+    return emit_optim(e, n);
 }
 
 int emit_adam_update(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    return emit_optim(e, n, step_adam);
+    return emit_optim(e, n);
 }
 
 /* --- an update folded into a weight gradient at batch 1 ----------------- */

@@ -63,11 +63,10 @@ static bool read_after(const KpGraph *g, int from_id, int64_t from, int64_t floa
     return false;
 }
 
-static bool foldable(const KpGraph *g, const KpNode *n, int64_t trained, int mode)
+/* min_floats: a smaller layer is left as it is (KP_FOLD_AUTO's rule) */
+static bool foldable(const KpGraph *g, const KpNode *n, int64_t trained, int64_t min_floats)
 {
-    int64_t l1, l2, cores;
-    kp_gemm_host(&l1, &l2, &cores);
-    if (mode == KP_FOLD_AUTO && 16 * kp_value_numel(n->out, 1) <= l2 * cores)
+    if (kp_value_numel(n->out, 1) < min_floats)
         return false;
     if (n->op != KP_OP_dense_grad_w || n->phase != KP_PHASE_BACKWARD || n->nepi > 0 ||
         n->out->storage != KP_STORE_GRAD || n->in[0]->rank != 2 || n->in[1]->rank != 2)
@@ -92,13 +91,17 @@ void kp_fold_updates(const KpGraph *g, int mode, KpFolded *f)
             return;     /* two updates: not a graph autodiff makes */
         u = g->nodes[i];
     }
-    if (!u || u->nin != 0 ||
-        (u->op != KP_OP_sgd_update && u->op != KP_OP_momentum_update && u->op != KP_OP_adam_update))
+    if (!u || u->nin != 0 || !kp_emit_can_fold_update(u->op))
         return;
-    int64_t trained = kp_value_numel(u->out, 1);
+    int64_t trained = kp_value_numel(u->out, 1), min_floats = 0;
+    if (mode == KP_FOLD_AUTO) {
+        int64_t l1, l2, cores;
+        kp_gemm_host(&l1, &l2, &cores);
+        min_floats = l2 * cores / 16 + 1;   /* 16 bytes a float over the slabs */
+    }
     for (int i = 0; i < g->nnodes && f->count < KP_MAX_FOLDED; i++) {
         const KpNode *n = g->nodes[i];
-        if (!foldable(g, n, trained, mode))
+        if (!foldable(g, n, trained, min_floats))
             continue;
         /* keep the ranges ascending (they are disjoint: no other node
          * writes a folded node's gradients) */

@@ -486,9 +486,32 @@ START_TEST(test_random_mlps)
 }
 END_TEST
 
+/* Two models both tests below run, each at its own largest batch (the
+ * format's one %d): a Fashion-MNIST MLP and wide odd layers (rows of 301
+ * and 129 floats). */
+static const char *const FM_MLP =
+    "{\"karp\": 1, \"name\": \"fm\", \"input\": {\"shape\": [1, 28, 28]}, \"layers\": "
+    "[{\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 128, \"activation\": \"relu\"}, "
+    "{\"type\": \"dense\", \"units\": 10}], \"loss\": \"cross_entropy\", "
+    "\"optimizer\": {\"type\": \"adam\", \"lr\": 0.001}, \"batch\": %d}\n";
+static const char *const WIDE_MLP =
+    "{\"karp\": 1, \"name\": \"wide\", \"input\": {\"shape\": [301]}, \"layers\": "
+    "[{\"type\": \"dense\", \"units\": 129, \"activation\": \"tanh\"}, "
+    "{\"type\": \"dense\", \"units\": 67, \"activation\": \"sigmoid\"}], \"loss\": \"bce\", "
+    "\"optimizer\": {\"type\": \"momentum\", \"lr\": 0.05}, \"batch\": %d}\n";
+
+/* m->json: models[i - 2] for i >= 2, else FM_MLP or WIDE_MLP at batch b */
+static void model_json(Model *m, const char *const *models, int i, int b)
+{
+    if (i < 2)
+        snprintf(m->json, sizeof m->json, i == 0 ? FM_MLP : WIDE_MLP, b);
+    else
+        snprintf(m->json, sizeof m->json, "%s\n", models[i - 2]);
+}
+
 /* Shapes that take the parallel paths (over 64k multiply-adds at the
- * largest batch), full and partial row blocks and column tiles: a
- * Fashion-MNIST MLP; wide odd layers; a loss-less model (forward and
+ * largest batch), full and partial row blocks and column tiles: FM_MLP
+ * at batch 64; WIDE_MLP at 37; a loss-less model (forward and
  * backward only) and an optimizer without a loss (no train_step).  And a
  * small CNN compiled for 16-float vectors, whose convolutions' input
  * gradients (13 and 9 wide, 16 and 32 channels; 12 filters in the second
@@ -500,14 +523,6 @@ END_TEST
 START_TEST(test_larger_and_partial)
 {
     static const char *models[] = {
-        "{\"karp\": 1, \"name\": \"fm\", \"input\": {\"shape\": [1, 28, 28]}, \"layers\": "
-        "[{\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 128, \"activation\": \"relu\"}, "
-        "{\"type\": \"dense\", \"units\": 10}], \"loss\": \"cross_entropy\", "
-        "\"optimizer\": {\"type\": \"adam\", \"lr\": 0.001}, \"batch\": 64}",
-        "{\"karp\": 1, \"name\": \"wide\", \"input\": {\"shape\": [301]}, \"layers\": "
-        "[{\"type\": \"dense\", \"units\": 129, \"activation\": \"tanh\"}, "
-        "{\"type\": \"dense\", \"units\": 67, \"activation\": \"sigmoid\"}], \"loss\": \"bce\", "
-        "\"optimizer\": {\"type\": \"momentum\", \"lr\": 0.05}, \"batch\": 37}",
         "{\"karp\": 1, \"name\": \"noloss\", \"input\": {\"shape\": [40]}, \"layers\": "
         "[{\"type\": \"dense\", \"units\": 500, \"activation\": \"leaky_relu\"}, "
         "{\"type\": \"dense\", \"units\": 9, \"activation\": \"softmax\"}], \"batch\": 20}",
@@ -528,7 +543,7 @@ START_TEST(test_larger_and_partial)
                 continue;
             m.cpu = "x86-64-v3", m.vw = 16;
         }
-        snprintf(m.json, sizeof m.json, "%s\n", models[i]);
+        model_json(&m, models, i, i == 0 ? 64 : 37);
         model_open(&m, i == 0);
         free(check_model(&m, wb, ws, wc));
         model_close(&m);
@@ -550,14 +565,6 @@ END_TEST
 START_TEST(test_batch1_folded)
 {
     static const char *models[] = {
-        "{\"karp\": 1, \"name\": \"fm1\", \"input\": {\"shape\": [1, 28, 28]}, \"layers\": "
-        "[{\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 128, \"activation\": \"relu\"}, "
-        "{\"type\": \"dense\", \"units\": 10}], \"loss\": \"cross_entropy\", "
-        "\"optimizer\": {\"type\": \"adam\", \"lr\": 0.001}, \"batch\": 1}",
-        "{\"karp\": 1, \"name\": \"wide1\", \"input\": {\"shape\": [301]}, \"layers\": "
-        "[{\"type\": \"dense\", \"units\": 129, \"activation\": \"tanh\"}, "
-        "{\"type\": \"dense\", \"units\": 67, \"activation\": \"sigmoid\"}], \"loss\": \"bce\", "
-        "\"optimizer\": {\"type\": \"momentum\", \"lr\": 0.05}, \"batch\": 1}",
         "{\"karp\": 1, \"name\": \"sgd1\", \"input\": {\"shape\": [2000]}, \"layers\": "
         "[{\"type\": \"dense\", \"units\": 4, \"activation\": \"tanh\"}, "
         "{\"type\": \"dense\", \"units\": 40, \"activation\": \"relu\"}, "
@@ -572,9 +579,9 @@ START_TEST(test_batch1_folded)
     };
     double wb[3] = {0}, ws[2] = {0}, wc[2] = {0};
     for (int i = 0; i < 5; i++) {
-        /* the last: fm1 without groups (a folded node not in a group) */
+        /* the last: FM_MLP without groups (a folded node not in a group) */
         Model m = {.fold = KP_FOLD_ALWAYS, .no_group = i == 4}, u = {.fold = KP_FOLD_NEVER};
-        snprintf(m.json, sizeof m.json, "%s\n", models[i % 4]);
+        model_json(&m, models, i % 4, 1);
         model_open(&m, i % 2 == 0);
         ck_assert_int_eq((int)m.d->max_batch, 1);
         float *params = check_model(&m, wb, ws, wc);
