@@ -156,6 +156,14 @@ LLVMValueRef kp_imulc(KpEmit *e, LLVMValueRef a, int64_t c);
  * block that kp_if_end branches to and continues in. */
 LLVMBasicBlockRef kp_if_begin(KpEmit *e, LLVMValueRef cond, const char *name);
 void kp_if_end(KpEmit *e, LLVMBasicBlockRef join);
+
+/* Pieces of work that count themselves done on an i64 counter (atomic
+ * add, acquire-release): kp_last_begin opens a block that only the piece
+ * completing the count of `parts` runs, which sees every other piece's
+ * stores; kp_last_end sets the counter back to 0 (release: zero again for
+ * the next call) and closes the block. */
+LLVMBasicBlockRef kp_last_begin(KpEmit *e, LLVMValueRef counter, LLVMValueRef parts);
+void kp_last_end(KpEmit *e, LLVMValueRef counter, LLVMBasicBlockRef join);
 static inline int64_t kp_ceil_div(int64_t a, int64_t b)
 {
     return (a + b - 1) / b;

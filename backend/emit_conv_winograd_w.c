@@ -329,15 +329,9 @@ static void wino_w_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 
     LLVMValueRef cat = kp_i64(e, s->chunks * s->part_floats * 4);
     LLVMValueRef counter = LLVMBuildInBoundsGEP2(e->b, i8, shared, &cat, 1, "");
-    LLVMValueRef done = LLVMBuildAtomicRMW(e->b, LLVMAtomicRMWBinOpAdd, counter, kp_i64(e, 1),
-                                           LLVMAtomicOrderingAcquireRelease, 0);
-    LLVMValueRef last = LLVMBuildICmp(e->b, LLVMIntEQ, done, kp_iaddc(e, chunks, -1), "");
-    LLVMBasicBlockRef join = kp_if_begin(e, last, "reduce");
+    LLVMBasicBlockRef join = kp_last_begin(e, counter, chunks);
     finish(e, a, s, shared, chunks);
-    LLVMValueRef reset = LLVMBuildStore(e->b, kp_i64(e, 0), counter);
-    LLVMSetOrdering(reset, LLVMAtomicOrderingRelease);
-    LLVMSetAlignment(reset, 8);
-    kp_if_end(e, join);
+    kp_last_end(e, counter, join);
     kp_loop_end(e, &li);
 }
 

@@ -28,30 +28,49 @@
  * per step, which the prefetchers do not follow: for fashion_cnn's dense4
  * (W 128 x 9216) that was the slowest kernel of the batch-1 step.  Each
  * dx element still sums over k in order from zero (or its current value),
- * with the same fused multiply-adds, so the bits are the GEMM's.  The
+ * with the same fused multiply-adds, so the bits are the GEMM's.
+ *
+ * A weight worth two threads (kp_gemm_worth_threads) is read in two
+ * halves of its rows instead, half h's items before half h+1's: item
+ * (h, c) sums rows [h kh, (h+1) kh) into partial h of columns c (the
+ * call's shared scratch), and the second of the two to finish adds
+ * dx[c] (+)= p0[c] + p1[c].  With two threads the first thread's share is
+ * then the first half of W's rows, the rows it reads in the forward's dot
+ * kernel and writes in the update: cut by columns, each core read half of
+ * every row, and on cores that share no cache the update then waited on
+ * the other core's copies of the lines it wrote (fashion_cnn's dense4 at
+ * batch 1: docs/kernels-gemm.md, "Batch 1 on cores far apart").  The
+ * halves come from the shape alone, so the bits do not depend on the host
+ * or the thread count (they are no longer the one-pass sum's).  The
  * weight gradient at batch 1 is an outer product, dW[o,:] (+)= dy[o] x,
  * one fused multiply-add per element as in the GEMM (dense_outer): rows of
  * dW stream through once while x stays in cache.
  */
 #include "../ir/epilogue.h"
+#include "../passes/passes.h"
 #include "gemm.h"
 
 typedef struct DenseAxpy {
     int64_t in, out, cv;        /* cv: whole vectors of columns per item */
     int accumulate;
     int dx_arg;                 /* the output's argument */
+    int64_t halves, kh;         /* W's rows in `halves` parts (1 or 2) of kh */
+    int64_t citems;             /* items per half */
+    int64_t part_floats;        /* one partial dx, whole vectors */
+    int64_t shared_at;          /* partials, then a counter per column item */
 } DenseAxpy;
 
-/* dx's columns [v0, v1) in vectors (or the last, partial vector with
- * masked): for k in order, dx[j] = fma(dy[k], W[k][j], dx[j]), four k at
- * a time between a load and a store of dx */
-static void axpy_columns(KpEmit *e, const KpKernelArgs *a, const DenseAxpy *s, LLVMValueRef v0,
-                         LLVMValueRef v1, int masked)
+/* dst's columns [v0, v1) in vectors (or the last, partial vector with
+ * masked): for k in [k0, k1) in order, dst[j] = fma(dy[k], W[k][j],
+ * dst[j]), from zero unless add, four k at a time between a load and a
+ * store of dst */
+static void axpy_columns(KpEmit *e, const KpKernelArgs *a, const DenseAxpy *s, LLVMValueRef dx,
+                         int64_t k0, int64_t k1, int add, LLVMValueRef v0, LLVMValueRef v1, int masked)
 {
-    LLVMValueRef dy = a->p[0], W = a->p[1], dx = a->p[s->dx_arg];
+    LLVMValueRef dy = a->p[0], W = a->p[1];
     int rem = (int)(s->in % e->vw);
     KpLoop lj, lk;
-    if (!s->accumulate) {
+    if (!add) {
         kp_loop_begin(e, &lj, v0, v1, 1, "zero");
         LLVMValueRef j = kp_imulc(e, lj.iv, e->vw);
         if (masked)
@@ -60,21 +79,21 @@ static void axpy_columns(KpEmit *e, const KpKernelArgs *a, const DenseAxpy *s, L
             kp_store_vec(e, kp_fconst(e->vec, 0.0), dx, j);
         kp_loop_end(e, &lj);
     }
-    int64_t groups = s->out / 4;
+    int64_t groups = (k1 - k0) / 4;
     for (int tail = 0; tail < 2; tail++) {
-        int64_t nk = tail ? s->out % 4 : 4;
+        int64_t nk = tail ? (k1 - k0) % 4 : 4;
         if (nk == 0 || (!tail && groups == 0))
             continue;
-        LLVMValueRef k0;
+        LLVMValueRef kq;
         if (!tail) {
-            kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, groups * 4), 4, "k");
-            k0 = lk.iv;
+            kp_loop_begin(e, &lk, kp_i64(e, k0), kp_i64(e, k0 + groups * 4), 4, "k");
+            kq = lk.iv;
         } else {
-            k0 = kp_i64(e, groups * 4);
+            kq = kp_i64(e, k0 + groups * 4);
         }
         LLVMValueRef d[4], row[4];
         for (int q = 0; q < nk; q++) {
-            LLVMValueRef k = kp_iaddc(e, k0, q);
+            LLVMValueRef k = kp_iaddc(e, kq, q);
             d[q] = kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, dy, k), "dy"));
             row[q] = kp_imulc(e, k, s->in);
         }
@@ -98,21 +117,80 @@ static void axpy_columns(KpEmit *e, const KpKernelArgs *a, const DenseAxpy *s, L
 
 /* item i: whole vectors [i cv, min((i+1) cv, in / vw)), and the last item
  * the partial vector too */
+/* dx's columns [v0, v1) (+)= p0 + p1, in that order */
+static void add_halves(KpEmit *e, const DenseAxpy *s, LLVMValueRef dx, LLVMValueRef p0, LLVMValueRef v0,
+                       LLVMValueRef v1, int masked)
+{
+    int rem = (int)(s->in % e->vw);
+    LLVMValueRef p1 = kp_gep(e, p0, kp_i64(e, s->part_floats));
+    KpLoop lj;
+    kp_loop_begin(e, &lj, v0, v1, 1, "j");
+    LLVMValueRef j = kp_imulc(e, lj.iv, e->vw);
+    LLVMValueRef c = LLVMBuildFAdd(e->b, kp_load_vec(e, p0, j), kp_load_vec(e, p1, j), "");
+    if (s->accumulate)
+        c = LLVMBuildFAdd(e->b, masked ? kp_load_vec_masked(e, dx, j, rem, 0.0) : kp_load_vec(e, dx, j), c, "");
+    if (masked)
+        kp_store_vec_masked(e, c, dx, j, rem);
+    else
+        kp_store_vec(e, c, dx, j);
+    kp_loop_end(e, &lj);
+}
+
+/* The columns of item c (its vectors, and the partial vector for the
+ * last item): dst's sums over rows [k0, k1), or the halves added. */
+static void item_columns(KpEmit *e, const KpKernelArgs *a, const DenseAxpy *s, LLVMValueRef c,
+                         LLVMValueRef dst, int64_t k0, int64_t k1, int add, LLVMValueRef part0)
+{
+    int64_t whole = s->in / e->vw;
+    LLVMValueRef v0 = kp_imulc(e, c, s->cv);
+    LLVMValueRef v1 = kp_min_i64(e, kp_imulc(e, kp_iaddc(e, c, 1), s->cv), kp_i64(e, whole));
+    for (int masked = 0; masked < 2; masked++) {
+        LLVMBasicBlockRef join = NULL;
+        if (masked) {
+            if (s->in % e->vw == 0)
+                break;
+            v0 = kp_i64(e, whole);
+            v1 = kp_i64(e, whole + 1);
+            join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntEQ, c, kp_i64(e, s->citems - 1), ""),
+                               "partial");
+        }
+        if (part0)
+            add_halves(e, s, dst, part0, v0, v1, masked);
+        else
+            axpy_columns(e, a, s, dst, k0, k1, add, v0, v1, masked);
+        if (join)
+            kp_if_end(e, join);
+    }
+}
+
 static void dense_axpy_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const DenseAxpy *s = user;
-    int64_t whole = s->in / e->vw, items = kp_ceil_div(whole ? whole : 1, s->cv);
+    LLVMValueRef dx = a->p[s->dx_arg];
     KpLoop li;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
-    LLVMValueRef v0 = kp_imulc(e, li.iv, s->cv);
-    LLVMValueRef v1 = kp_min_i64(e, kp_imulc(e, kp_iaddc(e, li.iv, 1), s->cv), kp_i64(e, whole));
-    axpy_columns(e, a, s, v0, v1, 0);
-    if (s->in % e->vw) {
-        LLVMValueRef last = LLVMBuildICmp(e->b, LLVMIntEQ, li.iv, kp_i64(e, items - 1), "");
-        LLVMBasicBlockRef join = kp_if_begin(e, last, "partial");
-        axpy_columns(e, a, s, kp_i64(e, whole), kp_i64(e, whole + 1), 1);
-        kp_if_end(e, join);
+    if (s->halves == 1) {
+        item_columns(e, a, s, li.iv, dx, 0, s->out, s->accumulate, NULL);
+        kp_loop_end(e, &li);
+        return;
     }
+    LLVMValueRef h = LLVMBuildUDiv(e->b, li.iv, kp_i64(e, s->citems), "half");
+    LLVMValueRef c = LLVMBuildURem(e->b, li.iv, kp_i64(e, s->citems), "cols");
+    LLVMValueRef shared = kp_scratch_shared_at(e, s->shared_at);
+    LLVMValueRef part0 = LLVMBuildBitCast(e->b, shared, LLVMPointerTypeInContext(e->ctx, 0), "");
+    LLVMValueRef second = LLVMBuildICmp(e->b, LLVMIntEQ, h, kp_i64(e, 1), "");
+    LLVMBasicBlockRef join = kp_if_begin(e, LLVMBuildNot(e->b, second, ""), "first_half");
+    item_columns(e, a, s, c, part0, 0, s->kh, 0, NULL);
+    kp_if_end(e, join);
+    join = kp_if_begin(e, second, "second_half");
+    item_columns(e, a, s, c, kp_gep(e, part0, kp_i64(e, s->part_floats)), s->kh, s->out, 0, NULL);
+    kp_if_end(e, join);
+    LLVMTypeRef i8 = LLVMInt8TypeInContext(e->ctx);
+    LLVMValueRef at = kp_iaddc(e, kp_imulc(e, c, 8), 4 * 2 * s->part_floats);
+    LLVMValueRef counter = LLVMBuildInBoundsGEP2(e->b, i8, shared, &at, 1, "counter");
+    join = kp_last_begin(e, counter, kp_i64(e, 2));
+    item_columns(e, a, s, c, dx, 0, 0, 0, part0);
+    kp_last_end(e, counter, join);
     kp_loop_end(e, &li);
 }
 
@@ -124,10 +202,19 @@ static void dense_axpy(KpEmit *e, const KpNode *n, int64_t in, int64_t out)
     kp_gemm_host(&l1, &l2, &cores);
     int64_t whole = in / e->vw, most = 1024 / e->vw;
     int64_t rounds = kp_ceil_div(whole, cores * most);
-    DenseAxpy s = {.in = in, .out = out, .accumulate = e->accumulate, .dx_arg = n->nin};
+    DenseAxpy s = {.in = in, .out = out, .accumulate = e->accumulate, .dx_arg = n->nin, .halves = 1};
     s.cv = whole ? kp_ceil_div(whole, cores * (rounds ? rounds : 1)) : 1;
-    int64_t items = kp_ceil_div(whole ? whole : 1, s.cv);
-    bool parallel = items > 1 && kp_gemm_worth_threads(in * out, 4 * in * out);
+    s.citems = kp_ceil_div(whole ? whole : 1, s.cv);
+    bool worth = kp_gemm_worth_threads(in * out, 4 * in * out);
+    if (kp_dense_grad_x_halves(e->g, n)) {
+        s.halves = 2;
+        s.kh = kp_ceil_div(out, 2);
+        s.part_floats = kp_round_up(in, e->vw);
+        int64_t bytes = 4 * 2 * s.part_floats + 8 * s.citems;
+        s.shared_at = kp_scratch_shared_take(e, "dense_axpy", bytes, s.part_floats);
+    }
+    int64_t items = s.halves * s.citems;
+    bool parallel = items > 1 && worth;
     kp_emit_parallel(e, "dense_axpy", kp_i64(e, 0), kp_i64(e, items), parallel, dense_axpy_kernel, &s);
 }
 

@@ -90,6 +90,22 @@ void kp_if_end(KpEmit *e, LLVMBasicBlockRef join)
     LLVMPositionBuilderAtEnd(e->b, join);
 }
 
+LLVMBasicBlockRef kp_last_begin(KpEmit *e, LLVMValueRef counter, LLVMValueRef parts)
+{
+    LLVMValueRef done = LLVMBuildAtomicRMW(e->b, LLVMAtomicRMWBinOpAdd, counter, kp_i64(e, 1),
+                                           LLVMAtomicOrderingAcquireRelease, 0);
+    LLVMValueRef last = LLVMBuildICmp(e->b, LLVMIntEQ, done, kp_iaddc(e, parts, -1), "last");
+    return kp_if_begin(e, last, "last");
+}
+
+void kp_last_end(KpEmit *e, LLVMValueRef counter, LLVMBasicBlockRef join)
+{
+    LLVMValueRef reset = LLVMBuildStore(e->b, kp_i64(e, 0), counter);
+    LLVMSetOrdering(reset, LLVMAtomicOrderingRelease);
+    LLVMSetAlignment(reset, 8);
+    kp_if_end(e, join);
+}
+
 LLVMValueRef kp_i32(KpEmit *e, int32_t v)
 {
     return LLVMConstInt(e->i32, (unsigned long long)(int64_t)v, 1);

@@ -102,23 +102,11 @@ static void split_item(KpEmit *e, const Job *j, const KpKernelArgs *a, KpGemmIte
     LLVMValueRef at = LLVMBuildNSWAdd(e->b, kp_i64(e, p->counters_at),
                                       LLVMBuildNSWMul(e->b, tile, kp_i64(e, 8), ""), "");
     LLVMValueRef counter = LLVMBuildInBoundsGEP2(e->b, i8, shared, &at, 1, "");
-    LLVMValueRef done = LLVMBuildAtomicRMW(e->b, LLVMAtomicRMWBinOpAdd, counter, kp_i64(e, 1),
-                                           LLVMAtomicOrderingAcquireRelease, 0);
-    LLVMValueRef last = LLVMBuildICmp(e->b, LLVMIntEQ, done,
-                                      LLVMBuildNSWSub(e->b, r->kchunks, kp_i64(e, 1), ""), "");
-    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
-    LLVMBasicBlockRef red = LLVMAppendBasicBlockInContext(e->ctx, fn, "reduce");
-    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "reduced");
-    LLVMBuildCondBr(e->b, last, red, join);
-    LLVMPositionBuilderAtEnd(e->b, red);
+    LLVMBasicBlockRef join = kp_last_begin(e, counter, r->kchunks);
     it->partials = part0;
     it->nchunks = r->kchunks;
     kp_gemm_reduce(e, g, p, a, it);
-    LLVMValueRef reset = LLVMBuildStore(e->b, kp_i64(e, 0), counter);
-    LLVMSetOrdering(reset, LLVMAtomicOrderingRelease);
-    LLVMSetAlignment(reset, 8);
-    LLVMBuildBr(e->b, join);
-    LLVMPositionBuilderAtEnd(e->b, join);
+    kp_last_end(e, counter, join);
 }
 
 static void kernel(KpEmit *e, const KpKernelArgs *a, void *user)

@@ -31,8 +31,9 @@
  * level that has two or more of them one group number.
  *
  * Not grouped: views (no kernel), the optimizer update and PREPARE nodes
- * (alone in their entries), and nodes of other phases, with one
- * exception below.  The memory plan gives a group one position in the
+ * (alone in their entries), a batch-1 dense_grad_x that splits its
+ * weight's rows (kp_dense_grad_x_halves, passes.h), and nodes of other
+ * phases, with one exception below.  The memory plan gives a group one position in the
  * schedule (its members run at the same time) and writes no member over
  * an input in place, because another member may still read it.
  *
@@ -83,13 +84,23 @@ static int node_rank(const KpNode *n)
     return phase_rank(joins_backward(n) ? KP_PHASE_BACKWARD : n->phase);
 }
 
-/* Not a view, an update or a node with a fused loss (whose mean follows
- * its parallel region, which a group member cannot have). */
-static bool groupable(const KpNode *n)
+/* Not a view, an update, a node with a fused loss (whose mean follows
+ * its parallel region, which a group member cannot have) or a batch-1
+ * dense_grad_x that splits its weight's rows (kp_dense_grad_x_halves). */
+static bool groupable(const KpGraph *g, const KpNode *n)
 {
-    return !kp_op_is_view(n->op) && n->nin > 0 && !n->loss.on &&
+    return !kp_op_is_view(n->op) && n->nin > 0 && !n->loss.on && !kp_dense_grad_x_halves(g, n) &&
            (n->phase == KP_PHASE_FORWARD || n->phase == KP_PHASE_LOSS ||
             n->phase == KP_PHASE_BACKWARD || n->phase == KP_PHASE_INPUT_GRAD);
+}
+
+bool kp_dense_grad_x_halves(const KpGraph *g, const KpNode *n)
+{
+    if (n->op != KP_OP_dense_grad_x || g->max_batch != 1 || n->nepi != 0)
+        return false;
+    int64_t out = n->in[1]->dims[0], in = n->in[1]->dims[1];
+    /* 128 KiB of weight (the backend's kp_gemm_worth_threads), 2 x 16 rows */
+    return 4 * in * out >= (128 << 10) && out >= 32;
 }
 
 typedef struct Key {
@@ -158,12 +169,12 @@ int kp_pass_group(KpGraph *g, const KpPassOpts *o, KpDiag *d)
             end++;
         int count = 0;
         for (int j = k; j < end; j++)
-            count += groupable(keys[j].n);
+            count += groupable(g, keys[j].n);
         if (count >= 2) {
             groups++;
             members += count;
             for (int j = k; j < end; j++)
-                if (groupable(keys[j].n))
+                if (groupable(g, keys[j].n))
                     keys[j].n->group = groups;
         }
         k = end;

@@ -100,6 +100,13 @@ int kp_pass_fusion(KpGraph *g, const KpPassOpts *o, KpDiag *d);
  * kernels of a level that has two or more one group number (KpNode.group):
  * the backend runs a group as one parallel region.  Off with --no-group. */
 int kp_pass_group(KpGraph *g, const KpPassOpts *o, KpDiag *d);
+/* Whether n, a dense_grad_x of a graph compiled for batch 1 without
+ * epilogues, reads a weight large enough to be split by its rows between
+ * the threads (backend/emit_grad_dense.c, dense_axpy's halves).  Such a
+ * node runs alone, not in a group: a group's shares go to whichever
+ * thread comes first, and the halves only pay when the first thread takes
+ * the first half of W's rows, as in the layer's forward and update. */
+bool kp_dense_grad_x_halves(const KpGraph *g, const KpNode *n);
 /* layout (layout.c), inference graphs: constant weights repacked once by
  * PREPARE nodes into the layout their kernel reads (packed gemm panels);
  * reorders only where layouts meet.  Off with --no-layout. */

@@ -366,8 +366,20 @@ START_TEST(batch_one_dx)
         ck_assert_int_eq(karp_param_find(m[i], "dense0.weight", &w[i][0]), 0);
         ck_assert_int_eq(karp_param_find(m[i], "dense1.weight", &w[i][1]), 0);
     }
-    ck_assert_msg(memcmp(dx[0], dx[1], sizeof dx[0]) == 0,
-                  "batch-1 dx: other bits than the batch-2 model's GEMM");
+    /* dense0's weight (300 x 1003) is worth two threads, so its dx sums the
+     * two halves of W's rows apart (emit_grad_dense.c): against the
+     * reference below, and the same bits on one thread as on two */
+    float dx1[AIN];
+    karp_set_threads(1);
+    ck_assert_int_eq(karp_zero_gradients(m[0]), 0);
+    ck_assert_int_eq(karp_forward(m[0], x, 1, y), 0);
+    ck_assert_int_eq(karp_backward(m[0], dy, dx1), 0);
+    karp_set_threads(0);
+    ck_assert_msg(memcmp(dx[0], dx1, sizeof dx1) == 0, "batch-1 dx: other bits on one thread");
+    ck_assert_msg(memcmp(dx[0], dx[1], sizeof dx[0]) != 0,
+                  "batch-1 dx: the GEMM's bits, so the rows were not summed in halves");
+    double rg = kp_test_tolerance_ratio(dx[0], dx[1], AIN);
+    ck_assert_msg(rg <= 1.0, "batch-1 dx off the batch-2 model's by %.3g x tolerance", rg);
     /* dW of the first layer is dh x^T, dh from dense_axpy: the GEMM's bits.
      * The head's is dy h^T, and h comes from the batch-1 forward, a dot
      * product in another order than the GEMM's: against the reference. */
