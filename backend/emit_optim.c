@@ -16,8 +16,9 @@
  *             per float instead of two — the step is bound by the divider at
  *             batch 1, where its slabs come from L3
  * P = param_floats.  The node function is (params, grads, opt, step):
- * see emit.h.  Chunks of CHUNK floats in parallel, whole vectors then a
- * scalar tail; every float is updated alone, so the thread count does not
+ * see emit.h.  Chunks of CHUNK floats in parallel from PAR_MIN_ITEMS chunks
+ * on (a few chunks cost less on one core than a fork to a core that shares
+ * no cache with it: docs/training.md), whole vectors then a scalar tail; every float is updated alone, so the thread count does not
  * matter.  Each gradient is zeroed right after the step reads it (the
  * entries' contract: gradients are zero after an update), which saves the
  * entry a second pass over the gradient slab.
@@ -47,7 +48,7 @@
  */
 #include "emit.h"
 
-enum { CHUNK = 8192 };
+enum { CHUNK = 8192, PAR_MIN_ITEMS = 4 };
 
 typedef struct Optim Optim;
 /* The step of the floats at i (a vector when vec) of a parameter range:
@@ -219,7 +220,7 @@ static void emit_range(KpEmit *e, const KpNode *n, Optim o, int64_t from, int64_
         snprintf(name, sizeof name, "%s.range%d", kp_op_name(n->op), k);
     else
         snprintf(name, sizeof name, "%s", kp_op_name(n->op));
-    kp_emit_parallel(e, name, kp_i64(e, 0), kp_i64(e, items), items > 1, optim_kernel, &o);
+    kp_emit_parallel(e, name, kp_i64(e, 0), kp_i64(e, items), items >= PAR_MIN_ITEMS, optim_kernel, &o);
 }
 
 static StepFn step_of(KpOp op)
