@@ -35,6 +35,16 @@
  * element is one chain of fmas per lane in (g, p) order and one tree
  * over the lanes, whatever the items, the thread count or the host's
  * caches: the results do not depend on them.
+ *
+ * A small dW (its accumulators within SPLIT_ACC bytes: a first layer's
+ * 16 x 27, a 1x1 projection's 32 x 16) over many samples is split by the
+ * samples instead: SPLIT_CHUNKS fixed chunks of them, each an item over
+ * the whole dW, so no thread packs B for rows another thread packs it for
+ * too (two row items packed all of im2col twice, and resnet_cifar's stem
+ * ran no faster on two threads than on one).  A chunk's lane sums go to
+ * its partial dW in the call's shared scratch; the last chunk to finish
+ * (kp_last_begin) adds the partials in chunk order.  The chunks come from
+ * the shape and the batch, not the host or the thread count.
  */
 #include "emit_conv.h"
 #include "gemm_internal.h"
@@ -49,7 +59,11 @@ typedef struct Dot {
     int64_t pb, pbr;            /* pixels per block, a sample's part of a B row (a multiple of 16) */
     int64_t gb, brs;            /* samples per block (small images), B's row stride */
     int64_t acc_floats;         /* scratch: acc, then B */
+    int64_t chunks;             /* sample chunks (1: none), each an item over all of dW */
+    int64_t shared_at;          /* with chunks: partial dW per chunk, then a counter per tap item */
 } Dot;
+
+enum { SPLIT_ACC = 64 << 10, SPLIT_CHUNKS = 4 };
 
 /* Costs in multiply-adds: packing one float of B (a vector of vw from
  * one or two masked loads, about 3 cycles) costs what about 6 multiply-
@@ -123,6 +137,14 @@ static void plan(Dot *s, int vw, int64_t max_batch)
                 s->mb = mb, s->tb = tb;
             }
         }
+    }
+    /* a small dW over many samples: chunks of the samples, all of dW an item */
+    s->chunks = 1;
+    int64_t mall = kp_round_up(s->m, s->mr), tall = kp_round_up(s->t, s->nr);
+    if (4 * mall * tall * vw <= SPLIT_ACC && max_batch >= SPLIT_CHUNKS &&
+        max_batch * s->m * s->t * s->npix >= (1 << 19)) {
+        s->chunks = SPLIT_CHUNKS;
+        s->mb = mall, s->tb = tall;
     }
     s->items_t = kp_ceil_div(s->t, s->tb);
     s->items_m = kp_ceil_div(s->m, s->mb);
@@ -247,18 +269,28 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     Item it = {.acc = scratch, .bp = kp_gep(e, scratch, kp_i64(e, s->acc_floats))};
     KpLoop li, lg, lp, lt;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
-    LLVMValueRef im = LLVMBuildUDiv(e->b, li.iv, kp_i64(e, s->items_t), "");
-    LLVMValueRef itt = LLVMBuildURem(e->b, li.iv, kp_i64(e, s->items_t), "");
+    /* item = (chunk * items_m + row item) * items_t + tap item */
+    LLVMValueRef blk = LLVMBuildURem(e->b, li.iv, kp_i64(e, s->items_m * s->items_t), "");
+    LLVMValueRef chunk = LLVMBuildUDiv(e->b, li.iv, kp_i64(e, s->items_m * s->items_t), "chunk");
+    LLVMValueRef im = LLVMBuildUDiv(e->b, blk, kp_i64(e, s->items_t), "");
+    LLVMValueRef itt = LLVMBuildURem(e->b, blk, kp_i64(e, s->items_t), "");
+    /* the chunk's samples [g0, g1): n cut into `chunks` parts, the first n % chunks one longer */
+    LLVMValueRef q = LLVMBuildUDiv(e->b, a->n, kp_i64(e, s->chunks), "");
+    LLVMValueRef r = LLVMBuildURem(e->b, a->n, kp_i64(e, s->chunks), "");
+    LLVMValueRef g0 = kp_iadd(e, LLVMBuildNSWMul(e->b, chunk, q, ""), kp_min_i64(e, chunk, r));
+    LLVMValueRef c1 = kp_iaddc(e, chunk, 1);
+    LLVMValueRef g1 = kp_iadd(e, LLVMBuildNSWMul(e->b, c1, q, ""), kp_min_i64(e, c1, r));
     it.m0 = kp_imulc(e, im, s->mb);
     it.t0 = kp_imulc(e, itt, s->tb);
     LLVMValueRef mn = kp_min_i64(e, kp_i64(e, s->mb), LLVMBuildNSWSub(e->b, kp_i64(e, s->m), it.m0, ""));
     LLVMValueRef tn = kp_min_i64(e, kp_i64(e, s->tb), LLVMBuildNSWSub(e->b, kp_i64(e, s->t), it.t0, ""));
-    kp_loop_begin(e, &lg, kp_i64(e, 0), a->n, s->gb, "g");
+    kp_loop_begin(e, &lg, g0, g1, s->gb, "g");
     it.g = lg.iv;
-    it.gn = kp_min_i64(e, kp_i64(e, s->gb), LLVMBuildNSWSub(e->b, a->n, lg.iv, ""));
+    it.gn = kp_min_i64(e, kp_i64(e, s->gb), LLVMBuildNSWSub(e->b, g1, lg.iv, ""));
     kp_loop_begin(e, &lp, kp_i64(e, 0), kp_i64(e, s->npix), s->pb, "pb");
     it.p0 = lp.iv;
-    it.first = LLVMBuildICmp(e->b, LLVMIntEQ, LLVMBuildOr(e->b, lg.iv, lp.iv, ""), kp_i64(e, 0), "first");
+    it.first = LLVMBuildICmp(e->b, LLVMIntEQ, LLVMBuildOr(e->b, LLVMBuildNSWSub(e->b, lg.iv, g0, ""), lp.iv, ""),
+                             kp_i64(e, 0), "first");
     it.pn = kp_min_i64(e, kp_i64(e, s->pb), LLVMBuildNSWSub(e->b, kp_i64(e, s->npix), lp.iv, ""));
     KpLoop lgs;
     kp_loop_begin(e, &lgs, kp_i64(e, 0), it.gn, 1, "pack");
@@ -279,19 +311,47 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     kp_loop_end(e, &lp);
     kp_loop_end(e, &lg);
 
-    /* dW[m0 + m][t0 + t] (+)= the lanes of acc[m][t], summed by a fixed tree */
+    /* dW[m0 + m][t0 + t] (+)= the lanes of acc[m][t], summed by a fixed tree
+     * (with chunks: into the chunk's partial, 0 for a chunk without samples) */
     KpLoop lm, lk;
-    LLVMValueRef dW = a->p[2];
+    LLVMValueRef dW = a->p[2], shared = NULL, part = dW;
+    LLVMValueRef some = LLVMBuildICmp(e->b, LLVMIntULT, g0, g1, "");
+    if (s->chunks > 1) {
+        shared = kp_scratch_shared_at(e, s->shared_at);
+        part = kp_gep(e, shared, LLVMBuildNSWMul(e->b, chunk, kp_i64(e, s->m * s->t), ""));
+    }
     kp_loop_begin(e, &lm, kp_i64(e, 0), mn, 1, "wm");
     kp_loop_begin(e, &lk, kp_i64(e, 0), tn, 1, "wt");
     LLVMValueRef v = kp_load_vec(e, it.acc, kp_imulc(e, kp_iadd(e, kp_imulc(e, lm.iv, s->tb), lk.iv), e->vw));
     LLVMValueRef sum = kp_reduce_add(e, v);
     LLVMValueRef at = kp_iadd(e, kp_imulc(e, kp_iadd(e, it.m0, lm.iv), s->t), kp_iadd(e, it.t0, lk.iv));
-    if (e->accumulate)
+    if (s->chunks > 1)
+        sum = LLVMBuildSelect(e->b, some, sum, kp_fconst(e->f32, 0.0), "");
+    else if (e->accumulate)
         sum = LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, dW, at), ""), sum, "");
-    LLVMBuildStore(e->b, sum, kp_gep(e, dW, at));
+    LLVMBuildStore(e->b, sum, kp_gep(e, part, at));
     kp_loop_end(e, &lk);
     kp_loop_end(e, &lm);
+    if (s->chunks > 1) {
+        /* the block's last chunk: dW (+)= p0 + p1 + ..., in chunk order */
+        LLVMTypeRef i8 = LLVMInt8TypeInContext(e->ctx);
+        LLVMValueRef cat = kp_iaddc(e, kp_imulc(e, blk, 8), 4 * s->chunks * s->m * s->t);
+        LLVMValueRef counter = LLVMBuildInBoundsGEP2(e->b, i8, shared, &cat, 1, "counter");
+        LLVMBasicBlockRef join = kp_last_begin(e, counter, kp_i64(e, s->chunks));
+        kp_loop_begin(e, &lm, kp_i64(e, 0), mn, 1, "sm");
+        kp_loop_begin(e, &lk, kp_i64(e, 0), tn, 1, "st");
+        LLVMValueRef w = kp_iadd(e, kp_imulc(e, kp_iadd(e, it.m0, lm.iv), s->t), kp_iadd(e, it.t0, lk.iv));
+        LLVMValueRef total = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, shared, w), "");
+        for (int64_t c = 1; c < s->chunks; c++)
+            total = LLVMBuildFAdd(e->b, total, LLVMBuildLoad2(e->b, e->f32,
+                                  kp_gep(e, shared, kp_iaddc(e, w, c * s->m * s->t)), ""), "");
+        if (e->accumulate)
+            total = LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, dW, w), ""), total, "");
+        LLVMBuildStore(e->b, total, kp_gep(e, dW, w));
+        kp_loop_end(e, &lk);
+        kp_loop_end(e, &lm);
+        kp_last_end(e, counter, join);
+    }
     kp_loop_end(e, &li);
 }
 
@@ -301,8 +361,12 @@ static void emit_dot(KpEmit *e, Dot *s)
     int64_t bytes = 4 * (s->acc_floats + s->tb * s->brs);
     if (bytes > e->scratch_bytes)
         e->scratch_bytes = bytes;
-    int64_t items = s->items_m * s->items_t;
+    int64_t items = s->chunks * s->items_m * s->items_t;
     int64_t macs = e->g->max_batch * s->m * s->t * s->npix;
+    if (s->chunks > 1)
+        s->shared_at = kp_scratch_shared_take(e, "conv_grad_w_chunks",
+                                              4 * s->chunks * s->m * s->t + 8 * s->items_m * s->items_t,
+                                              s->m * s->t);
     kp_emit_parallel(e, "conv_grad_w", kp_i64(e, 0), kp_i64(e, items), macs >= (1 << 19) && items > 1,
                      dot_kernel, s);
 }

@@ -104,6 +104,15 @@ static const Geo geos[] = {
     {16, 6, 9, 4, 3, 5, 1, 1, 0, 0, 1, 1, true},        /* 3x5, uneven "same" */
 };
 
+/* The dot kernel's weight gradient by chunks of the samples (emit_conv_grad_w.c),
+ * at a largest batch of CHUNKED_MAXB: n = 1..6, chunks without samples below 4,
+ * uneven chunks at 5 and 6 */
+enum { CHUNKED_MAXB = 6 };
+static const Geo chunked_geos[] = {
+    {3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false},     /* resnet's stem */
+    {16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1, 1, false},    /* resnet's projection */
+};
+
 enum { MAXB = 3 };
 
 static uint64_t rng = 777;
@@ -216,10 +225,12 @@ static void reference(int dir, bool epi, const KpRefConv *k, const Data *t, floa
 
 static const char *dir_name[3] = {"conv2d", "conv2d_grad_x", "conv2d_grad_w"};
 
-static void check_geo(const Target *tg, const Geo *c, bool epi)
+/* maxb: the largest batch, n = 1 .. maxb; chunked: the weight gradient is
+ * expected to split the samples */
+static void check_geo(const Target *tg, const Geo *c, bool epi, int64_t maxb, bool chunked)
 {
     KpGraph *g = kp_graph_new();
-    g->max_batch = MAXB;
+    g->max_batch = maxb;
     KpNode *nd[3];
     make_nodes(g, c, epi, nd);
     const KpValue *y = nd[0]->out;
@@ -227,8 +238,8 @@ static void check_geo(const Target *tg, const Geo *c, bool epi)
                    .oh = y->dims[2], .ow = y->dims[3], .sh = c->sh, .sw = c->sw,
                    .pt = nd[0]->attr.padding[0], .pl = nd[0]->attr.padding[1], .dh = c->dh, .dw = c->dw};
     int64_t xs = c->c * c->h * c->w, ys = c->f * k.oh * k.ow, ws = c->f * c->c * c->kh * c->kw;
-    int64_t big = MAXB * (xs > ys ? xs : ys);
-    Data t = {floats(MAXB * xs), floats(ws), floats(c->f), floats(MAXB * ys), floats(big), floats(big)};
+    int64_t big = maxb * (xs > ys ? xs : ys);
+    Data t = {floats(maxb * xs), floats(ws), floats(c->f), floats(maxb * ys), floats(big), floats(big)};
     for (int dir = 0; dir < 3; dir++) {
         if (dir == 2 && epi)
             continue;
@@ -237,15 +248,19 @@ static void check_geo(const Target *tg, const Geo *c, bool epi)
         KpDiag d;
         kp_diag_init(&d);
         ck_assert_msg(kp_llvm_node_jit(g, nd[dir], &opts, &j, &d) == 0, "%s", d.msg);
+        if (dir == 2 && chunked)    /* its partial sums in the shared scratch (the unchunked
+                                       dot kernel keeps none; these layers get no Winograd) */
+            ck_assert_msg(j.scratch_shared_bytes > 0, "%s: grad_w of %lld -> %lld: not by chunks "
+                          "of the samples", tg->name, (long long)c->c, (long long)c->f);
         int64_t nslots = 4, stride = (j.scratch_bytes + 63) / 64 * 64;
         int64_t shared = (j.scratch_shared_bytes + 63) / 64 * 64;
         char *pool = aligned_alloc(64, (size_t)(shared + nslots * stride + 64));
         memset(pool, 0, (size_t)(shared + nslots * stride));   /* counters, and the slots' tails untagged */
         krt_scratch_bind(shared ? pool : NULL, stride ? pool + shared : NULL, stride, nslots);
         int64_t per = dir == 0 ? ys : dir == 1 ? xs : 0;
-        int64_t cap = dir == 2 ? ws : MAXB * per;
+        int64_t cap = dir == 2 ? ws : maxb * per;
         float *o1 = floats(cap), *o2 = floats(cap), *ref = floats(cap);
-        for (int64_t n = 1; n <= MAXB; n++) {
+        for (int64_t n = 1; n <= maxb; n++) {
             int64_t cnt = dir == 2 ? ws : n * per;
             /* new weights every batch: nothing a kernel derives from them
              * (a transposed or transformed copy) may outlive its call */
@@ -294,7 +309,7 @@ static void grid(bool epi)
     for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++)
         if (runs_here(&targets[ti]))
             for (size_t i = 0; i < sizeof geos / sizeof geos[0]; i++)
-                check_geo(&targets[ti], &geos[i], epi);
+                check_geo(&targets[ti], &geos[i], epi, MAXB, false);
     printf("conv%s: worst of the tolerance: forward %.3g, grad_x %.3g, grad_w %.3g\n",
            epi ? " with epilogues" : "", worst[0], worst[1], worst[2]);
 }
@@ -302,6 +317,15 @@ static void grid(bool epi)
 START_TEST(test_conv_directions)
 {
     grid(false);
+}
+END_TEST
+
+START_TEST(test_conv_grad_w_chunked)
+{
+    for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++)
+        if (runs_here(&targets[ti]))
+            for (size_t i = 0; i < sizeof chunked_geos / sizeof chunked_geos[0]; i++)
+                check_geo(&targets[ti], &chunked_geos[i], false, CHUNKED_MAXB, true);
 }
 END_TEST
 
@@ -441,6 +465,7 @@ int main(void)
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, test_conv_directions);
     tcase_add_test(tc, test_conv_epilogues);
+    tcase_add_test(tc, test_conv_grad_w_chunked);
     tcase_add_test(tc, test_conv_jit_so);
     tcase_add_test(tc, test_conv_outer_reached);
     tcase_add_test(tc, test_conv_grad_x_outer_reached);
