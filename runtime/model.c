@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "data.h"
 #include "model.h"
 
@@ -262,6 +263,7 @@ typedef struct KpWsNode {
     struct KpWsNode *next;
     void *mem;
     KpScratchMem scratch;
+    KpAdapt adapt;              /* the thread count of the calls that take it */
 } KpWsNode;
 
 static int push_ws(karp_model *m, void *mem)
@@ -397,6 +399,49 @@ void karp_close(karp_model *m)
         release(owner);
 }
 
+void kp_rt_adapted_call(KpAdapt *a, int64_t n, void (*fn)(void *arg), void *arg)
+{
+    if (!kp_rt_adapt_enabled()) {
+        fn(arg);
+        return;
+    }
+    int nt = omp_get_max_threads();
+    int use = kp_adapt_threads(a, n, nt);
+    if (use != nt)
+        omp_set_num_threads(use);
+    double t0 = kp_seconds();
+    fn(arg);
+    double t = kp_seconds() - t0;
+    if (use != nt)
+        omp_set_num_threads(nt);
+    kp_adapt_record(a, use, t);
+}
+
+void kp_rt_infer_thread_counts(karp_model *m, int64_t *one, int64_t *all)
+{
+    *one = *all = 0;
+    pthread_mutex_lock(&m->infer_lock);
+    for (const KpWsNode *node = m->ws_free; node; node = node->next)
+        *one += node->adapt.calls_one, *all += node->adapt.calls_all;
+    pthread_mutex_unlock(&m->infer_lock);
+}
+
+typedef struct InferCall {
+    karp_model *m;
+    void *ws;
+    const float *x;
+    float *y;
+    int64_t n;
+} InferCall;
+
+static void infer_call(void *arg)
+{
+    const InferCall *c = arg;
+    c->m->desc->infer(c->m->params, c->m->prep, c->ws, c->x, c->y, c->n);
+}
+
+/* Each workspace keeps its own adaptive thread count (adapt.h): calls on
+ * several threads at once take different workspaces, so none shares one. */
 int karp_infer(karp_model *m, const float *x, int64_t n, float *y)
 {
     if (!m)
@@ -441,8 +486,10 @@ int karp_infer(karp_model *m, const float *x, int64_t n, float *y)
         }
         pthread_mutex_unlock(&m->infer_lock);
     }
-    if (rc == 0)
-        m->desc->infer(m->params, m->prep, node->mem, x, y, n);
+    if (rc == 0) {
+        InferCall c = {.m = m, .ws = node->mem, .x = x, .y = y, .n = n};
+        kp_rt_adapted_call(&node->adapt, n, infer_call, &c);
+    }
     pthread_mutex_lock(&m->infer_lock);
     node->next = m->ws_free;
     m->ws_free = node;

@@ -157,6 +157,13 @@ void kp_rt_scratch_free(KpScratchMem *s);
 /* Make the calling thread use the count chosen by karp_set_threads()
  * (OpenMP keeps that setting per thread). */
 void kp_rt_apply_threads(void);
+/* fn(arg) on the thread count a chooses for batch size n (adapt.h: all
+ * of OpenMP's threads or one), the choice carried by this thread's
+ * OpenMP setting and put back after the call, and the call's time
+ * recorded; just fn(arg) when KARP_ADAPTIVE_THREADS=0. */
+void kp_rt_adapted_call(KpAdapt *a, int64_t n, void (*fn)(void *arg), void *arg);
+/* Calls of karp_infer so far on one thread (the adaptive choice) and in all. */
+void kp_rt_infer_thread_counts(karp_model *m, int64_t *one, int64_t *all);
 
 /* The seed of a forward or train_step call (dropout masks): a function of
  * the model's seed, the optimizer step the call belongs to (m->step + 1

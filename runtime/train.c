@@ -34,24 +34,28 @@ static int check_model(const karp_model *m, const char *fn)
     return 0;
 }
 
-/* The step on the thread count m->adapt chooses (adapt.h): OpenMP's
- * setting of this thread carries it to the generated code's regions
- * (parallel.c), and goes back after the call. */
+typedef struct StepCall {
+    karp_model *m;
+    const float *x;
+    const void *target;
+    int64_t n;
+    float loss;
+} StepCall;
+
+static void step_call(void *arg)
+{
+    StepCall *c = arg;
+    karp_model *m = c->m;
+    c->loss = m->desc->train_step(m->params, m->grads, m->opt, m->tws, c->x, c->target, c->n,
+                                  m->step, kp_rt_call_seed(m, m->step));
+}
+
+/* The step on the thread count m->adapt chooses (adapt.h). */
 static float adapted_step(karp_model *m, const float *x, const void *target, int64_t n)
 {
-    const KarpModelDesc *d = m->desc;
-    int nt = omp_get_max_threads(), adapt = kp_rt_adapt_enabled();
-    int use = adapt ? kp_adapt_threads(&m->adapt, n, nt) : nt;
-    if (use != nt)
-        omp_set_num_threads(use);
-    double t0 = kp_seconds();
-    float l = d->train_step(m->params, m->grads, m->opt, m->tws, x, target, n, m->step,
-                            kp_rt_call_seed(m, m->step));
-    if (use != nt)
-        omp_set_num_threads(nt);
-    if (adapt)
-        kp_adapt_record(&m->adapt, use, kp_seconds() - t0);
-    return l;
+    StepCall c = {.m = m, .x = x, .target = target, .n = n};
+    kp_rt_adapted_call(&m->adapt, n, step_call, &c);
+    return c.loss;
 }
 
 int karp_train_step(karp_model *m, const float *x, const void *target, int64_t n, float *loss)

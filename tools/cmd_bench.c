@@ -186,6 +186,15 @@ static double timed_train(void *arg)
 }
 
 /* One entry: warm-up calls, its kernels in place, then the entry whole. */
+/* Calls of the entry so far on one thread (the runtime's adaptive choice) and in all. */
+static void thread_counts(karp_model *m, bool train, int64_t *one, int64_t *all)
+{
+    if (train)
+        *one = m->adapt.calls_one, *all = m->adapt.calls_all;
+    else
+        kp_rt_infer_thread_counts(m, one, all);
+}
+
 static int bench_entry(BenchRun *run, karp_model *m, const KpKernelList *l, BenchGraph *bg,
                        EntryCall *c)
 {
@@ -209,9 +218,11 @@ static int bench_entry(BenchRun *run, karp_model *m, const KpKernelList *l, Benc
     }
     for (int i = 0; i < 10; i++)
         fn(c);
-    int64_t one = m->adapt.calls_one, all = m->adapt.calls_all;
+    int64_t one, all, one2, all2;
+    thread_counts(m, train, &one, &all);
     bg->whole = kp_bench_time(fn, c, run->plan.repeats, 2.0, 20, 5000);
-    bg->one_thread = train && m->adapt.calls_all > all ? m->adapt.calls_one - one : -1;
+    thread_counts(m, train, &one2, &all2);
+    bg->one_thread = all2 > all ? one2 - one : -1;
     bg->loss = train ? c->loss : NAN;
     if (c->rc)
         return kp_cli_fail("bench: %s", karp_last_error());

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "include/karpc.h"
+#include "runtime/model.h"
 #include "testutil.h"
 
 static char *dir;
@@ -288,6 +289,33 @@ START_TEST(threads_infer_one_model)
 }
 END_TEST
 
+/* karp_infer picks its thread count as train_step does (runtime/adapt.h),
+ * per workspace: after the warm-up calls some run on one thread (the
+ * probes), and every call gives the same floats. */
+START_TEST(threads_infer_adapts)
+{
+    enum { CALLS = 40 };
+    karp_model *m = compile_json("cnn.json", cnn_json);
+    static float x[NB * 128], y0[NB * 5], y[NB * 5];
+    for (int i = 0; i < NB * 128; i++)
+        x[i] = sinf((float)i);
+    ck_assert_int_eq(karp_set_threads(2), 0);
+    ck_assert_int_eq(karp_infer(m, x, NB, y0), 0);
+    int same = 0;
+    for (int c = 1; c < CALLS; c++) {
+        ck_assert_int_eq(karp_infer(m, x, NB, y), 0);
+        same += memcmp(y, y0, sizeof y) == 0;
+    }
+    int64_t one, all;
+    kp_rt_infer_thread_counts(m, &one, &all);
+    ck_assert_int_eq(same, CALLS - 1);
+    ck_assert_int_eq(all, CALLS);
+    ck_assert_msg(one >= KP_ADAPT_PROBE, "%lld of %d calls on one thread", (long long)one, CALLS);
+    ck_assert_int_eq(karp_set_threads(0), 0);
+    karp_close(m);
+}
+END_TEST
+
 /* ---- limits ---- */
 
 START_TEST(limits_model_file)
@@ -417,6 +445,7 @@ static Suite *suite(void)
     tcase_add_test(tc, numerics_activation);
     tcase_add_test(tc, threads_compile_and_train);
     tcase_add_test(tc, threads_infer_one_model);
+    tcase_add_test(tc, threads_infer_adapts);
     tcase_add_test(tc, limits_model_file);
     tcase_add_test(tc, limits_too_large_for_memory);
     tcase_add_test(tc, limits_many_layers);
