@@ -115,8 +115,6 @@ static void axpy_columns(KpEmit *e, const KpKernelArgs *a, const DenseAxpy *s, L
     }
 }
 
-/* item i: whole vectors [i cv, min((i+1) cv, in / vw)), and the last item
- * the partial vector too */
 /* dx's columns [v0, v1) (+)= p0 + p1, in that order */
 static void add_halves(KpEmit *e, const DenseAxpy *s, LLVMValueRef dx, LLVMValueRef p0, LLVMValueRef v0,
                        LLVMValueRef v1, int masked)
@@ -136,8 +134,9 @@ static void add_halves(KpEmit *e, const DenseAxpy *s, LLVMValueRef dx, LLVMValue
     kp_loop_end(e, &lj);
 }
 
-/* The columns of item c (its vectors, and the partial vector for the
- * last item): dst's sums over rows [k0, k1), or the halves added. */
+/* The columns of item c: whole vectors [c cv, min((c+1) cv, in / vw)),
+ * and for the last item the partial vector too; dst's sums over rows
+ * [k0, k1), or the halves added. */
 static void item_columns(KpEmit *e, const KpKernelArgs *a, const DenseAxpy *s, LLVMValueRef c,
                          LLVMValueRef dst, int64_t k0, int64_t k1, int add, LLVMValueRef part0)
 {
@@ -176,8 +175,7 @@ static void dense_axpy_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     }
     LLVMValueRef h = LLVMBuildUDiv(e->b, li.iv, kp_i64(e, s->citems), "half");
     LLVMValueRef c = LLVMBuildURem(e->b, li.iv, kp_i64(e, s->citems), "cols");
-    LLVMValueRef shared = kp_scratch_shared_at(e, s->shared_at);
-    LLVMValueRef part0 = LLVMBuildBitCast(e->b, shared, LLVMPointerTypeInContext(e->ctx, 0), "");
+    LLVMValueRef part0 = kp_scratch_shared_at(e, s->shared_at);     /* partials, then counters */
     LLVMValueRef second = LLVMBuildICmp(e->b, LLVMIntEQ, h, kp_i64(e, 1), "");
     LLVMBasicBlockRef join = kp_if_begin(e, LLVMBuildNot(e->b, second, ""), "first_half");
     item_columns(e, a, s, c, part0, 0, s->kh, 0, NULL);
@@ -187,7 +185,7 @@ static void dense_axpy_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     kp_if_end(e, join);
     LLVMTypeRef i8 = LLVMInt8TypeInContext(e->ctx);
     LLVMValueRef at = kp_iaddc(e, kp_imulc(e, c, 8), 4 * 2 * s->part_floats);
-    LLVMValueRef counter = LLVMBuildInBoundsGEP2(e->b, i8, shared, &at, 1, "counter");
+    LLVMValueRef counter = LLVMBuildInBoundsGEP2(e->b, i8, part0, &at, 1, "counter");
     join = kp_last_begin(e, counter, kp_i64(e, 2));
     item_columns(e, a, s, c, dx, 0, 0, 0, part0);
     kp_last_end(e, counter, join);

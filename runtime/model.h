@@ -162,7 +162,8 @@ void kp_rt_apply_threads(void);
  * OpenMP setting and put back after the call, and the call's time
  * recorded; just fn(arg) when KARP_ADAPTIVE_THREADS=0. */
 void kp_rt_adapted_call(KpAdapt *a, int64_t n, void (*fn)(void *arg), void *arg);
-/* Calls of karp_infer so far on one thread (the adaptive choice) and in all. */
+/* Calls of karp_infer so far on one thread (the adaptive choice) and in
+ * all, over the idle workspaces (a call under way holds its own). */
 void kp_rt_infer_thread_counts(karp_model *m, int64_t *one, int64_t *all);
 
 /* The seed of a forward or train_step call (dropout masks): a function of
