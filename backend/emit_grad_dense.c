@@ -16,9 +16,10 @@
  *
  * Every operand is contiguous along the columns of C or readable in
  * place, so the generator packs only where cache sets collide.  Each C
- * element is summed by one thread over k in order, from zero or (for a
- * gradient slot) from its current value, so results do not depend on the
- * thread count.  The bias gradient sums each output over the batch in
+ * element is summed over k in order, from zero or (for a gradient slot)
+ * from its current value, by one thread (or, for dense_axpy's halves
+ * below, as two fixed partial sums added in order), so results do not
+ * depend on the thread count.  The bias gradient sums each output over the batch in
  * order, one thread per vector of outputs.
  *
  * A model compiled for batch 1 takes the input gradient as row updates
