@@ -123,28 +123,30 @@ static void plan(Dot *s, int vw, int64_t max_batch)
     s->brs = s->gb * s->pbr;
     if (s->gb > 1 && s->brs % 256 == 0)
         s->brs += KP_GEMM_PANEL;
-    double best = -1;
-    for (int64_t it = 1; it <= kp_ceil_div(s->t, s->nr) && it <= 64; it++) {
-        int64_t tb = kp_round_up(kp_ceil_div(s->t, it), s->nr);
-        for (int64_t im = 1; im <= kp_ceil_div(s->m, s->mr) && im <= 16; im++) {
-            int64_t mb = kp_round_up(kp_ceil_div(s->m, im), s->mr);
-            int64_t bytes = 4 * (mb * tb * vw + tb * s->brs);
-            if (bytes > l2 / 2 && (tb > s->nr || mb > s->mr))
-                continue;
-            double cost = span(s, mb, tb, cores);
-            if (best < 0 || cost < best * 0.999) {
-                best = cost;
-                s->mb = mb, s->tb = tb;
-            }
-        }
-    }
-    /* a small dW over many samples: chunks of the samples, all of dW an item */
+    /* a small dW over many samples: chunks of the samples, all of dW an
+     * item; otherwise rows and taps split by the busiest thread's work */
     s->chunks = 1;
     int64_t mall = kp_round_up(s->m, s->mr), tall = kp_round_up(s->t, s->nr);
     if (4 * mall * tall * vw <= SPLIT_ACC && max_batch >= SPLIT_CHUNKS &&
         max_batch * s->m * s->t * s->npix >= (1 << 19)) {
         s->chunks = SPLIT_CHUNKS;
         s->mb = mall, s->tb = tall;
+    } else {
+        double best = -1;
+        for (int64_t it = 1; it <= kp_ceil_div(s->t, s->nr) && it <= 64; it++) {
+            int64_t tb = kp_round_up(kp_ceil_div(s->t, it), s->nr);
+            for (int64_t im = 1; im <= kp_ceil_div(s->m, s->mr) && im <= 16; im++) {
+                int64_t mb = kp_round_up(kp_ceil_div(s->m, im), s->mr);
+                int64_t bytes = 4 * (mb * tb * vw + tb * s->brs);
+                if (bytes > l2 / 2 && (tb > s->nr || mb > s->mr))
+                    continue;
+                double cost = span(s, mb, tb, cores);
+                if (best < 0 || cost < best * 0.999) {
+                    best = cost;
+                    s->mb = mb, s->tb = tb;
+                }
+            }
+        }
     }
     s->items_t = kp_ceil_div(s->t, s->tb);
     s->items_m = kp_ceil_div(s->m, s->mb);
@@ -314,9 +316,9 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     /* dW[m0 + m][t0 + t] (+)= the lanes of acc[m][t], summed by a fixed tree
      * (with chunks: into the chunk's partial, 0 for a chunk without samples) */
     KpLoop lm, lk;
-    LLVMValueRef dW = a->p[2], shared = NULL, part = dW;
-    LLVMValueRef some = LLVMBuildICmp(e->b, LLVMIntULT, g0, g1, "");
+    LLVMValueRef dW = a->p[2], shared = NULL, part = dW, some = NULL;
     if (s->chunks > 1) {
+        some = LLVMBuildICmp(e->b, LLVMIntULT, g0, g1, "some");
         shared = kp_scratch_shared_at(e, s->shared_at);
         part = kp_gep(e, shared, LLVMBuildNSWMul(e->b, chunk, kp_i64(e, s->m * s->t), ""));
     }

@@ -19,8 +19,8 @@
  * element is summed over k in order, from zero or (for a gradient slot)
  * from its current value, by one thread (or, for dense_axpy's halves
  * below, as two fixed partial sums added in order), so results do not
- * depend on the thread count.  The bias gradient sums each output over the batch in
- * order, one thread per vector of outputs.
+ * depend on the thread count.  The bias gradient sums each output over
+ * the batch in order, one thread per vector of outputs.
  *
  * A model compiled for batch 1 takes the input gradient as row updates
  * instead (dense_axpy): dx += dy[k] W[k,:] for k in order, each work item

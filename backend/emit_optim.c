@@ -18,8 +18,8 @@
  * P = param_floats.  The node function is (params, grads, opt, step):
  * see emit.h.  Chunks of CHUNK floats in parallel from PAR_MIN_ITEMS chunks
  * on (a few chunks cost less on one core than a fork to a core that shares
- * no cache with it: docs/training.md), whole vectors then a scalar tail; every float is updated alone, so the thread count does not
- * matter.  Each gradient is zeroed right after the step reads it (the
+ * no cache with it: docs/training.md), whole vectors then a scalar tail;
+ * every float is updated alone, so the thread count does not matter.  Each gradient is zeroed right after the step reads it (the
  * entries' contract: gradients are zero after an update), which saves the
  * entry a second pass over the gradient slab.
  *

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "../passes/passes.h"
 #include "gemm_internal.h"
 
 /* Below this many multiply-adds a thread team costs more than it saves:
@@ -35,7 +36,7 @@
  * A C of at most SPLIT_C floats gives the threads too few tiles: with k at
  * least two chunks of SPLIT_K, k is split into at most SPLIT_MAX fixed
  * chunks, from the shape alone (never the host or the thread count). */
-enum { PAR_MIN_MACS = 1 << 19, PAR_MIN_B = 128 << 10, SPLIT_C = 4096, SPLIT_K = 2048, SPLIT_MAX = 16 };
+enum { PAR_MIN_MACS = 1 << 19, PAR_MIN_B = KP_PAR_MIN_BYTES, SPLIT_C = 4096, SPLIT_K = 2048, SPLIT_MAX = 16 };
 
 typedef struct Host {
     int64_t l1, l1_ways, l2;

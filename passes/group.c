@@ -33,9 +33,10 @@
  * Not grouped: views (no kernel), the optimizer update and PREPARE nodes
  * (alone in their entries), a batch-1 dense_grad_x that splits its
  * weight's rows (kp_dense_grad_x_halves, passes.h), and nodes of other
- * phases, with one exception below.  The memory plan gives a group one position in the
- * schedule (its members run at the same time) and writes no member over
- * an input in place, because another member may still read it.
+ * phases, with one exception below.  The memory plan gives a group one
+ * position in the schedule (its members run at the same time) and writes
+ * no member over an input in place, because another member may still
+ * read it.
  *
  * The input gradient.  INPUT_GRAD nodes (what only karp_backward's dx
  * needs) run after the BACKWARD ones, and only when dx is asked for;
@@ -99,8 +100,8 @@ bool kp_dense_grad_x_halves(const KpGraph *g, const KpNode *n)
     if (n->op != KP_OP_dense_grad_x || g->max_batch != 1 || n->nepi != 0)
         return false;
     int64_t out = n->in[1]->dims[0], in = n->in[1]->dims[1];
-    /* 128 KiB of weight (the backend's kp_gemm_worth_threads), 2 x 16 rows */
-    return 4 * in * out >= (128 << 10) && out >= 32;
+    /* a weight worth two threads, and halves of 16 rows or more */
+    return 4 * in * out >= KP_PAR_MIN_BYTES && out >= 32;
 }
 
 typedef struct Key {

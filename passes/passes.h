@@ -100,6 +100,11 @@ int kp_pass_fusion(KpGraph *g, const KpPassOpts *o, KpDiag *d);
  * kernels of a level that has two or more one group number (KpNode.group):
  * the backend runs a group as one parallel region.  Off with --no-group. */
 int kp_pass_group(KpGraph *g, const KpPassOpts *o, KpDiag *d);
+/* Bytes of one operand (a weight) from which a kernel is worth a second
+ * thread however few its multiply-adds: two cores read its halves from
+ * two L2s.  The backend's GEMM plan (kp_gemm_worth_threads) and
+ * kp_dense_grad_x_halves below read it from here. */
+enum { KP_PAR_MIN_BYTES = 128 << 10 };
 /* Whether n, a dense_grad_x of a graph compiled for batch 1 without
  * epilogues, reads a weight large enough to be split by its rows between
  * the threads (backend/emit_grad_dense.c, dense_axpy's halves).  Such a

@@ -9,10 +9,8 @@
  * karp_train_step, karp_load and karp_init_params leave it describing
  * nothing karp_backward could use, so they clear last_n.
  */
-#include <omp.h>
 #include <string.h>
 
-#include "clock.h"
 #include "model.h"
 
 static int check_n(const karp_model *m, const char *fn, int64_t n)
