@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -247,13 +248,24 @@ static int check_memory(const KarpModelDesc *d, const char *what, karp_error *er
                        (long long)d->max_batch, (double)phys / (1 << 30));
 }
 
-/* 64-byte aligned, at least 64 bytes, zeroed. */
+enum { HUGE_PAGE = 2 << 20 };
+
+/* 64-byte aligned, at least 64 bytes, zeroed.  From 2 MiB on, whole
+ * 2 MiB pages asked to be huge ones. */
 static void *alloc_slab(int64_t bytes)
 {
     size_t n = bytes < 64 ? 64 : ((size_t)bytes + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, n);
-    if (p)
-        memset(p, 0, n);
+    size_t align = 64;
+    if (n >= HUGE_PAGE) {
+        align = HUGE_PAGE;
+        n = (n + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
+    }
+    void *p = aligned_alloc(align, n);
+    if (!p)
+        return NULL;
+    if (align == HUGE_PAGE)
+        (void)madvise(p, n, MADV_HUGEPAGE);
+    memset(p, 0, n);
     return p;
 }
 

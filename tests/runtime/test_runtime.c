@@ -60,6 +60,30 @@ START_TEST(test_new_and_infer)
 }
 END_TEST
 
+/* Blocks of 2 MiB and more sit on 2 MiB boundaries (huge pages asked for,
+ * docs/abi.md "Memory"), zeroed; smaller ones stay 64-byte aligned. */
+START_TEST(test_large_slabs_huge_aligned)
+{
+    KarpModelDesc d = tiny_desc();
+    d.workspace_bytes = (3 << 20) + 64;
+    d.train_workspace_bytes = 5 << 20;
+    karp_error err = {.code = 99};
+    karp_model *m = kp_rt_model_new(&d, NULL, NULL, &err);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_uint_eq((uintptr_t)m->ws % (2 << 20), 0);
+    ck_assert_uint_eq((uintptr_t)m->tws % (2 << 20), 0);
+    ck_assert_uint_eq((uintptr_t)m->params % 64, 0);
+    const unsigned char *ws = m->ws, *tws = m->tws;
+    size_t nonzero = 0;
+    for (int64_t i = 0; i < d.workspace_bytes; i++)
+        nonzero += ws[i] != 0;
+    for (int64_t i = 0; i < d.train_workspace_bytes; i++)
+        nonzero += tws[i] != 0;
+    ck_assert_uint_eq(nonzero, 0);
+    karp_close(m);
+}
+END_TEST
+
 START_TEST(test_infer_errors)
 {
     karp_model *m = tiny_open(static_tiny());
@@ -750,6 +774,7 @@ static Suite *runtime_suite(void)
     Suite *s = suite_create("runtime");
     TCase *tc = tcase_create("model");
     tcase_add_test(tc, test_new_and_infer);
+    tcase_add_test(tc, test_large_slabs_huge_aligned);
     tcase_add_test(tc, test_infer_errors);
     tcase_add_test(tc, test_params_and_info);
     tcase_add_test(tc, test_bad_descriptors);
