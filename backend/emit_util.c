@@ -372,6 +372,12 @@ void kp_emit_parallel(KpEmit *e, const char *name, LLVMValueRef begin, LLVMValue
     snprintf(buf, sizeof buf, "%s.kernel", base);
     LLVMValueRef kernel = LLVMAddFunction(e->mod, buf, kty);
     LLVMSetLinkage(kernel, LLVMInternalLinkage);
+    /* its one call site (the body, the node function or a group's share)
+     * takes it in before the pipeline simplifies anything: the inliner
+     * would take it anyway, but only after simplifying the kernel alone
+     * and then again inside its caller (docs/compile-time.md, item 6) */
+    unsigned always = LLVMGetEnumAttributeKindForName("alwaysinline", 12);
+    LLVMAddAttributeAtIndex(kernel, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(e->ctx, always, 0));
     for (int i = 0; i < e->nptr; i++)
         if (e->noalias[i])
             add_noalias(e, kernel, (unsigned)i + 1);

@@ -63,7 +63,12 @@ int kp_llvm_default_jobs(void)
  * distribution, loop load elimination, called-value propagation,
  * aggressive InstCombine, BDCE, float2int, loop sinking, and the passes
  * for coroutines, OpenMP, instrumentation and remarks.  Loop unrolling
- * stays: kp_loop_end_unrolled's loops ask for it. */
+ * stays: kp_loop_end_unrolled's loops ask for it.  The function
+ * simplification passes run once over each function, not inside a
+ * call-graph walk that ran them on a parallel loop's kernel and again on
+ * the body it was inlined into (item 6): the kernels are `alwaysinline`
+ * (kp_emit_parallel), and `cgscc(inline)` is left only the small calls
+ * (a group's members, mergefunc's thunks). */
 #define SCFG_(fwd, icmp, lookup, loops, common, unpred)                                         \
     "simplifycfg<bonus-inst-threshold=1;" fwd "forward-switch-cond;" icmp "switch-range-to-icmp;" \
     lookup "switch-to-lookup;" loops "keep-loops;" common "hoist-common-insts;" common            \
@@ -80,8 +85,8 @@ static const char O2_PIPELINE[] =
     "ipsccp,globalopt,"
     "function<eager-inv>(mem2reg," IC "," SCFG "),"
     "always-inline,require<globals-aa>,function(invalidate<aa>),require<profile-summary>,"
-    "cgscc(devirt<4>(inline,function-attrs<skip-non-recursive-function-attrs>,"
-    "function<eager-inv;no-rerun>("
+    "cgscc(inline),"
+    "function<eager-inv>("
     "sroa<modify-cfg>,early-cse<memssa>,jump-threading,correlated-propagation," SCFG "," IC ","
     "tailcallelim," SCFG ",reassociate,constraint-elimination,"
     "loop-mssa(loop-instsimplify,loop-simplifycfg,licm<no-allowspeculation>," ROTATE "," LICM ","
@@ -90,7 +95,6 @@ static const char O2_PIPELINE[] =
     "sroa<modify-cfg>,vector-combine,mldst-motion<no-split-footer-bb>,gvn<>,sccp," IC ","
     "jump-threading,correlated-propagation,adce,memcpyopt,loop-mssa(" LICM "),"
     SCFG_("no-", "", "no-", "", "", "no-") "),"
-    "function-attrs)),"
     "deadargelim,globalopt,globaldce,rpo-function-attrs,recompute-globalsaa,"
     "function<eager-inv>(lower-constant-intrinsics,loop(" ROTATE ",loop-deletion),"
     "inject-tli-mappings,loop-vectorize<no-interleave-forced-only;no-vectorize-forced-only;>,"
