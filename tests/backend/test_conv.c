@@ -28,9 +28,9 @@
  *               gradient's phases too)
  *   accumulate  conv2d_grad_w adds into a gradient slot holding values
  *   threads     1 and 2 threads give the same bits
+ * and a residual conv model through the JIT and a model.so: same bits.
  * Every target of a geometry draws the same inputs, so the reference is
  * computed once per geometry, direction and batch (RefCache).
- * and a residual conv model through the JIT and a model.so: same bits.
  *
  * Tolerance: |got - ref| <= 1e-5 (|ref| + mean |ref|) (kp_test_tolerance_ratio).
  */
