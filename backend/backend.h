@@ -72,6 +72,15 @@ int kp_llvm_write_objects(KpCodegen *cg, const char *stem, int *nobjs, KpDiag *d
 /* -1 on failure, -2 when the runtime refused the model for memory (KARP_ENOMEM). */
 int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d);
 void kp_llvm_free(KpCodegen *cg);
+/* The partitions the module was compiled in (kp_llvm_jit,
+ * kp_llvm_write_objects): how many, and each one's time in LLVM's
+ * optimization pipeline and in code generation, in ms (karpc --stats);
+ * n = 0 before they ran or when the module was optimized whole. */
+typedef struct KpPartTimes {
+    int n;
+    double pipeline_ms[KP_LLVM_MAX_PARTS], codegen_ms[KP_LLVM_MAX_PARTS];
+} KpPartTimes;
+KpPartTimes kp_llvm_part_times(const KpCodegen *cg);
 
 /* One node of a planned graph (values with storage) JIT-compiled alone,
  * as a model compiles it, into

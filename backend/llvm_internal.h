@@ -38,6 +38,7 @@ struct KpCodegen {
     int jobs;                   /* KpTargetOpts.jobs */
     int optimized;              /* the whole module went through the pipeline; 0: only
                                    verified and mergefunc'ed (kp_llvm_objects does the rest) */
+    KpPartTimes parts;          /* kp_llvm_objects' partitions, timed */
 };
 
 /* A codegen with an empty module named name for the target t (NULL:

@@ -44,6 +44,7 @@
 
 #include <llvm/Config/llvm-config.h>
 
+#include "../runtime/clock.h"
 #include "llvm_internal.h"
 
 #define MAX_PARTS KP_LLVM_MAX_PARTS
@@ -385,6 +386,7 @@ typedef struct Job {
     LLVMTargetMachineRef tm;
     int opt_level;
     LLVMMemoryBufferRef obj;    /* out */
+    double pipeline_s, codegen_s;   /* out */
     char err[512];              /* out, when obj is NULL */
 } Job;
 
@@ -402,11 +404,15 @@ static void *run_job(void *arg)
     }
     cut_partition(j->mod, j->pl, j->part);
     char *msg = NULL;
-    if (kp_llvm_run_pipeline(j->mod, j->tm, j->opt_level, j->err, sizeof j->err) == 0 &&
-        LLVMTargetMachineEmitToMemoryBuffer(j->tm, j->mod, LLVMObjectFile, &msg, &j->obj)) {
+    double t0 = kp_seconds();
+    int rc = kp_llvm_run_pipeline(j->mod, j->tm, j->opt_level, j->err, sizeof j->err);
+    double t1 = kp_seconds();
+    if (rc == 0 && LLVMTargetMachineEmitToMemoryBuffer(j->tm, j->mod, LLVMObjectFile, &msg, &j->obj)) {
         snprintf(j->err, sizeof j->err, "code generation failed: %s", msg ? msg : "?");
         j->obj = NULL;
     }
+    j->pipeline_s = t1 - t0;
+    j->codegen_s = kp_seconds() - t1;
     LLVMDisposeMessage(msg);
     if (ctx) {
         LLVMDisposeModule(j->mod);
@@ -449,7 +455,10 @@ int kp_llvm_objects(KpCodegen *cg, int jobs, LLVMMemoryBufferRef *objs, int *nob
     /* the codegen's module was partition 0, cut: no use to anyone now */
     LLVMDisposeModule(cg->mod);
     cg->mod = NULL;
+    cg->parts.n = pl.nparts;
     for (int p = 0; p < pl.nparts; p++) {
+        cg->parts.pipeline_ms[p] = 1e3 * job[p].pipeline_s;
+        cg->parts.codegen_ms[p] = 1e3 * job[p].codegen_s;
         if (rc == 0 && !job[p].obj)
             rc = kp_error(d, "internal error: partition %d of %d: %s", p, pl.nparts, job[p].err);
         if (job[p].tm && p > 0)
@@ -465,4 +474,9 @@ int kp_llvm_objects(KpCodegen *cg, int jobs, LLVMMemoryBufferRef *objs, int *nob
         LLVMDisposeMemoryBuffer(bc);
     plan_free(&pl);
     return rc;
+}
+
+KpPartTimes kp_llvm_part_times(const KpCodegen *cg)
+{
+    return cg ? cg->parts : (KpPartTimes){0};
 }

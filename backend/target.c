@@ -6,10 +6,12 @@
  * both produce the same machine code.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <llvm-c/Error.h>
+#include <llvm-c/Support.h>
 #include <llvm-c/Target.h>
 
 #include "../runtime/model.h"
@@ -18,11 +20,29 @@
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_failed;
 
+/* KARPC_LLVM_ARGS: options for LLVM's own command line, separated by
+ * spaces (for measuring the compiler, e.g. "-time-passes": docs/compile-time.md). */
+static void llvm_args(void)
+{
+    const char *env = getenv("KARPC_LLVM_ARGS");
+    if (!env || !*env)
+        return;
+    static char buf[512];
+    snprintf(buf, sizeof buf, "%s", env);
+    const char *argv[17] = {"karpc"};
+    int argc = 1;
+    for (char *save = NULL, *tok = strtok_r(buf, " ", &save); tok && argc < 17;
+         tok = strtok_r(NULL, " ", &save))
+        argv[argc++] = tok;
+    LLVMParseCommandLineOptions(argc, argv, NULL);
+}
+
 static void init_native(void)
 {
     if (LLVMInitializeNativeTarget() || LLVMInitializeNativeAsmPrinter() ||
         LLVMInitializeNativeAsmParser())
         init_failed = 1;
+    llvm_args();
 }
 
 int kp_llvm_error(KpDiag *d, LLVMErrorRef err, const char *what)

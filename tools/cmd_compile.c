@@ -203,6 +203,7 @@ static void print_graph_figures(const char *which, const KpGraph *with, const Kp
 /* Compile times by phase, in seconds; jit >= 0 when the code went to the JIT. */
 typedef struct PhaseTimes {
     double front, cg, obj, link, jit;
+    KpPartTimes parts;          /* the object phase (or the JIT's) by partition */
 } PhaseTimes;
 
 /* --stats: the parameters, each pass run with its time and report, then
@@ -238,6 +239,12 @@ static int print_stats(const KpProgram *p, const CompileArgs *a, const KpPassLog
         printf("time: frontend+passes %.1f ms, codegen+optimize %.1f ms, object %.1f ms, "
                "link %.1f ms\n",
                t->front * 1e3, t->cg * 1e3, t->obj * 1e3, t->link * 1e3);
+    if (t->parts.n > 0) {
+        printf("partitions: %d, each LLVM pipeline / code generation:", t->parts.n);
+        for (int i = 0; i < t->parts.n; i++)
+            printf("%s %.1f / %.1f ms", i ? "," : "", t->parts.pipeline_ms[i], t->parts.codegen_ms[i]);
+        printf("\n");
+    }
     kp_program_free(&base);
     return 0;
 }
@@ -254,6 +261,7 @@ static int jit_compile(const KpProgram *p, const CompileArgs *a, PhaseTimes *t, 
         rc = kp_llvm_jit(cg, &m, d) < 0 ? -1 : 0;
     t->cg = t1 - t0;
     t->jit = kp_cli_now() - t1;
+    t->parts = kp_llvm_part_times(cg);
     kp_llvm_free(cg);
     karp_close(m);
     return rc;
@@ -295,6 +303,7 @@ int kp_cmd_compile(int argc, char **argv)
                 rc = kp_llvm_emit_file(cg, k, a.out ? a.out : "-", &d);
         } else if (rc == 0) {
             rc = build_shared(cg, &a, &d, &t.obj, &t.link);
+            t.parts = kp_llvm_part_times(cg);
         }
     } else if (rc == 0 && a.stats && !a.passes.dump_after) {
         rc = jit_compile(&p, &a, &t, &d);

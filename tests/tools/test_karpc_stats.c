@@ -42,6 +42,28 @@ static Figures figures(const char *out, const char *graph)
     return f;
 }
 
+/* The partitions line: "partitions: P, each LLVM pipeline / code generation: A / B ms, ...",
+ * P, checked against the number of times it lists; -1 if they disagree. */
+static int partitions(const char *out)
+{
+    char *l = line_starting(out, "partitions: ");
+    int n = -1, listed = 0;
+    ck_assert_int_eq(sscanf(l, "partitions: %d, each LLVM pipeline / code generation:", &n), 1);
+    const char *p = strchr(l, ':');
+    p = strchr(p + 1, ':') + 1;
+    double a, b;
+    int used;
+    while (sscanf(p, " %lf / %lf ms%n", &a, &b, &used) == 2) {
+        ck_assert(a >= 0 && b > 0);
+        listed++;
+        p += used;
+        if (*p == ',')
+            p++;
+    }
+    free(l);
+    return listed == n ? n : -1;
+}
+
 START_TEST(stats_per_pass_and_figures)
 {
     KpRun r = kp_test_run("%s %sdead_branch.json --stats", KARPC_EXE, GOLDEN);
@@ -76,6 +98,12 @@ START_TEST(stats_per_pass_and_figures)
     l = line_starting(r.out, "time: ");
     ck_assert_ptr_nonnull(strstr(l, "frontend+passes "));
     free(l);
+    ck_assert_int_ge(partitions(r.out), 1);
+    ck_assert_int_le(partitions(r.out), 8);
+    kp_test_run_free(&r);
+    r = kp_test_run("%s %sdead_branch.json --stats --jobs 1", KARPC_EXE, GOLDEN);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_int_eq(partitions(r.out), 1);
     kp_test_run_free(&r);
 }
 END_TEST
