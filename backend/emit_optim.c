@@ -19,9 +19,10 @@
  * see emit.h.  Chunks of CHUNK floats in parallel from PAR_MIN_ITEMS chunks
  * on (a few chunks cost less on one core than a fork to a core that shares
  * no cache with it: docs/training.md), whole vectors then a scalar tail;
- * every float is updated alone, so the thread count does not matter.  Each gradient is zeroed right after the step reads it (the
- * entries' contract: gradients are zero after an update), which saves the
- * entry a second pass over the gradient slab.
+ * every float is updated alone, so the thread count does not matter.
+ * Each gradient is zeroed right after the step reads it (the entries'
+ * contract: gradients are zero after an update), which saves the entry a
+ * second pass over the gradient slab.
  *
  * Why (float)((double)a * r), r = RN(1 / (double)c), is the float a / c:
  * the double product is within 2^-52 (relative) of a / c (two roundings

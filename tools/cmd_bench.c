@@ -185,7 +185,6 @@ static double timed_train(void *arg)
     return c->rc ? -1 : dt;
 }
 
-/* One entry: warm-up calls, its kernels in place, then the entry whole. */
 /* Calls of the entry so far on one thread (the runtime's adaptive choice) and in all. */
 static void thread_counts(karp_model *m, bool train, int64_t *one, int64_t *all)
 {
@@ -195,6 +194,7 @@ static void thread_counts(karp_model *m, bool train, int64_t *one, int64_t *all)
         kp_rt_infer_thread_counts(m, one, all);
 }
 
+/* One entry: warm-up calls, its kernels in place, then the entry whole. */
 static int bench_entry(BenchRun *run, karp_model *m, const KpKernelList *l, BenchGraph *bg,
                        EntryCall *c)
 {

@@ -344,15 +344,20 @@ static bool runs_here(const Target *t)
     return !t->avx2 || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
 }
 
+/* Geometry c on every target this CPU runs, against one set of references. */
+static void every_target(const Geo *c, bool epi, int64_t maxb, bool chunked)
+{
+    RefCache rc = {0};
+    for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++)
+        if (runs_here(&targets[ti]))
+            check_geo(&targets[ti], c, epi, maxb, chunked, &rc);
+    ref_cache_free(&rc);
+}
+
 static void grid(bool epi)
 {
-    for (size_t i = 0; i < sizeof geos / sizeof geos[0]; i++) {
-        RefCache rc = {0};
-        for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++)
-            if (runs_here(&targets[ti]))
-                check_geo(&targets[ti], &geos[i], epi, MAXB, false, &rc);
-        ref_cache_free(&rc);
-    }
+    for (size_t i = 0; i < sizeof geos / sizeof geos[0]; i++)
+        every_target(&geos[i], epi, MAXB, false);
     printf("conv%s: worst of the tolerance: forward %.3g, grad_x %.3g, grad_w %.3g\n",
            epi ? " with epilogues" : "", worst[0], worst[1], worst[2]);
 }
@@ -365,13 +370,8 @@ END_TEST
 
 START_TEST(test_conv_grad_w_chunked)
 {
-    for (size_t i = 0; i < sizeof chunked_geos / sizeof chunked_geos[0]; i++) {
-        RefCache rc = {0};
-        for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++)
-            if (runs_here(&targets[ti]))
-                check_geo(&targets[ti], &chunked_geos[i], false, CHUNKED_MAXB, true, &rc);
-        ref_cache_free(&rc);
-    }
+    for (size_t i = 0; i < sizeof chunked_geos / sizeof chunked_geos[0]; i++)
+        every_target(&chunked_geos[i], false, CHUNKED_MAXB, true);
 }
 END_TEST
 
