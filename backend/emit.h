@@ -140,6 +140,9 @@ LLVMValueRef kp_iadd(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
  * at may lie outside the tensor: the address is a plain GEP and a
  * prefetch never faults). */
 void kp_prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at);
+/* The same into L2 only: data for after the current loop (the next
+ * sample's rows, say) that would push what the loop uses out of L1. */
+void kp_prefetch_l2(KpEmit *e, LLVMValueRef p, LLVMValueRef at);
 /* Prefetch the lines of the `floats` floats at p[at ..]: short runs (a
  * row of each channel plane, say) that the hardware prefetcher does not
  * start on before the kernel moves to the next. */

@@ -88,10 +88,12 @@ KpConvMap kp_conv_grad_w_map(const KpNode *n);
 /* conv2d's weight gradient as outer products, the lanes along the output
  * channels (emit_conv_grad_w_outer.c): whether m (the forward's map) is
  * one it takes at a largest batch of max_batch, and the kernel (pointers:
- * dy, x, dW).  It takes images whose pixels over the largest batch are at
- * most KP_OUTER_MAX_PIXELS (there the dot kernel's sums across lanes and
- * im2col packing cost the most), at least as many taps as filters, and
- * whole vectors of filters or at least four. */
+ * dy, x, dW).  It takes at least as many taps as filters, whole vectors
+ * of filters or at least four, and images whose pixels over the largest
+ * batch are at most KP_OUTER_MAX_PIXELS (there the dot kernel's sums
+ * across lanes and im2col packing cost the most) or, past that, a largest
+ * batch of 4 or more and a dW of at most 1 MiB (then it works by chunks
+ * of the samples). */
 enum { KP_OUTER_MAX_PIXELS = 4096 };
 bool kp_conv_grad_w_outer_fits(const KpConvMap *m, int64_t max_batch, int vw);
 void kp_emit_conv2d_grad_w_outer(KpEmit *e, const KpConvMap *m);

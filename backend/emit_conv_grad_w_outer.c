@@ -22,8 +22,18 @@
  * channels the call's items read.  A work item is one register tile of dW
  * (taps by channel vectors); its sums wait in the scratch between samples
  * and go to dW, transposed, after the last.
- * Every element is one chain of fmas in (g, oy, ox) order, whatever the
- * items or the thread count: the results do not depend on them.
+ *
+ * Over many pixels (more than KP_OUTER_MAX_PIXELS in the largest batch)
+ * an item is instead a chunk of the samples over all of dW: OUTER_CHUNKS
+ * fixed chunks (the first n mod OUTER_CHUNKS one sample longer), so that
+ * each thread transposes and copies only its own samples (with items of
+ * tiles, every thread did it for every sample; resnet_cifar's stride-2
+ * layer then ran no faster on two threads than on one).  A chunk's sums
+ * go to its partial dW in the call's shared scratch, and the last chunk to
+ * finish (kp_last_begin) adds the partials in chunk order.
+ * Every element is one chain of fmas in (g, oy, ox) order (per chunk),
+ * whatever the items or the thread count: the results do not depend on
+ * them.
  */
 #include "emit_conv.h"
 #include "gemm_internal.h"
@@ -39,17 +49,37 @@ typedef struct Outer {
     bool copy;
     int64_t hp, wpr;
     int64_t acc_at, xp_at;      /* scratch: dyT, the sums acc[t][fpad], xp */
+    int64_t chunks;             /* sample chunks (1: none), each an item over all of dW */
+    int64_t shared_at;          /* with chunks: partial dW [f][t] per chunk, then a counter */
 } Outer;
 
+/* Chunks of the samples, and the largest dW (bytes) split by them: the
+ * partials wait in the shared scratch, one per chunk.  MAX_R: taps a
+ * register tile. */
+enum { OUTER_CHUNKS = 4, OUTER_CHUNK_DW = 1 << 20, MAX_R = 24 };
+
+/* The tile's sums: zero at the first sample, kept in the scratch until the
+ * last, then written (added to what is there when accumulate) to dst,
+ * [f][t] like dW. */
+typedef struct Sums {
+    LLVMValueRef first, last, dst;
+    bool accumulate;
+} Sums;
+
 /* Register tile accumulators: 24 vectors of the 32 with AVX-512, 12 of 16
- * with AVX2, the rest for the channel vectors and the broadcast. */
-static void plan(Outer *s, int vw)
+ * with AVX2, the rest for the channel vectors and the broadcast.  Taps
+ * tiles of whole input channels when one fits: the taps' offsets in x are
+ * then constants from one base, so the pixel loop keeps one index for all
+ * of them, not a pointer per tap (12 adds a pixel beside 24 fmas). */
+static void plan(Outer *s, int vw, int64_t max_batch)
 {
     int budget = vw >= 16 ? 24 : 12;
     s->fv = kp_ceil_div(s->f, vw);
     s->fpad = s->fv * vw;
     s->cv = (int)(s->fv < budget / 6 ? s->fv : budget / 6);
-    s->r = budget / s->cv > 12 ? 12 : budget / s->cv;
+    s->r = budget / s->cv > MAX_R ? MAX_R : budget / s->cv;
+    if (s->kh * s->kw <= s->r)
+        s->r = (int)(s->r / (s->kh * s->kw) * (s->kh * s->kw));
     s->tiles_t = kp_ceil_div(s->t, s->r);
     s->blocks_f = kp_ceil_div(s->fv, s->cv);
     s->acc_at = s->npix * s->fpad;
@@ -58,13 +88,17 @@ static void plan(Outer *s, int vw)
     s->copy = s->pt != 0 || s->pl != 0 || s->hp > s->h || wp > s->w;
     s->wpr = s->copy ? kp_round_up(wp, vw) : s->w;
     s->xp_at = s->acc_at + s->tiles_t * s->r * s->fpad;
+    s->chunks = max_batch * s->npix > KP_OUTER_MAX_PIXELS ? OUTER_CHUNKS : 1;
 }
 
 /* xp[ci][yy][xx] = x_g[ci][yy - pt][xx - pl] for ci in [c0, c1), zero
  * outside the image: rows of vectors, their lanes past the image masked
- * (runtime masks). */
+ * (runtime masks).  With ahead, the same lines of the next sample are
+ * prefetched into L2 as they go: the image comes from memory (a layer's
+ * input, written long before its weight gradient), and its lines then
+ * arrive while this sample's tiles run instead of stalling the next copy. */
 static void copy_padded(KpEmit *e, const Outer *s, LLVMValueRef xg, LLVMValueRef xp, LLVMValueRef c0,
-                        LLVMValueRef c1)
+                        LLVMValueRef c1, bool ahead)
 {
     KpLoop lc, ly, lx;
     kp_loop_begin(e, &lc, c0, c1, 1, "pc");
@@ -83,6 +117,8 @@ static void copy_padded(KpEmit *e, const Outer *s, LLVMValueRef xg, LLVMValueRef
     LLVMTypeRef over[2] = {e->vec, e->ptr};
     LLVMValueRef args[4] = {LLVMBuildGEP2(e->b, e->f32, xg, &at, 1, ""), kp_i32(e, 4), ok, kp_fconst(e->vec, 0.0)};
     kp_store_vec(e, kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4), xp, kp_iadd(e, dst, lx.iv));
+    if (ahead)
+        kp_prefetch_l2(e, xg, kp_iaddc(e, at, s->c * s->h * s->w));
     kp_loop_end(e, &lx);
     kp_loop_end(e, &ly);
     kp_loop_end(e, &lc);
@@ -133,10 +169,10 @@ static void transpose_dy(KpEmit *e, const Outer *s, LLVMValueRef dyg, LLVMValueR
 /* dW[co][t0 + j] (+)= sum[j][v] lane l, co = co0 + v*vw + l (below f):
  * the tile transposed in registers, vw taps at a time, so that each
  * channel's taps are one masked store. */
-static void write_dw(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValueRef sum[][4], LLVMValueRef t0,
+static void write_dw(KpEmit *e, const Outer *s, const Sums *o, LLVMValueRef sum[][4], LLVMValueRef t0,
                      LLVMValueRef co0, int r, int cv)
 {
-    LLVMValueRef dW = a->p[2];
+    LLVMValueRef dW = o->dst;
     for (int v = 0; v < cv; v++)
         for (int jb = 0; jb < r; jb += e->vw) {
             int taps = r - jb < e->vw ? r - jb : e->vw;
@@ -151,7 +187,7 @@ static void write_dw(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValue
                 if (s->f % e->vw != 0)
                     join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntSLT, co, kp_i64(e, s->f), ""), "co.in");
                 LLVMValueRef x = row[l], to = kp_gep(e, dW, at);
-                if (e->accumulate)
+                if (o->accumulate)
                     x = LLVMBuildFAdd(e->b, kp_gemm_load(e, to, taps), x, "");
                 kp_gemm_store(e, x, to, taps);
                 if (join)
@@ -162,22 +198,30 @@ static void write_dw(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValue
 
 /* Taps [t0, t0 + r) by channel vectors [v0, v0 + cv) over sample g's
  * pixels: the sums from acc (zero for the first sample) and back. */
-static void tile(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValueRef x, LLVMValueRef dyT,
-                 LLVMValueRef acc, LLVMValueRef g, LLVMValueRef t0, LLVMValueRef v0, int r, int cv)
+static void tile(KpEmit *e, const Outer *s, const Sums *o, LLVMValueRef x, LLVMValueRef dyT, LLVMValueRef acc,
+                 LLVMValueRef g, LLVMValueRef t0, LLVMValueRef v0, int r, int cv)
 {
-    LLVMValueRef slot[12][4], xoff[12];
-    LLVMValueRef first = LLVMBuildICmp(e->b, LLVMIntEQ, g, kp_i64(e, 0), "first");
+    LLVMValueRef slot[MAX_R][4], xoff[MAX_R];
+    LLVMValueRef first = o->first;
     LLVMValueRef co0 = kp_imulc(e, v0, e->vw);
     int64_t khkw = s->kh * s->kw, hr = s->copy ? s->hp : s->h;
     LLVMValueRef xg = s->copy ? kp_i64(e, 0) : kp_imulc(e, g, s->c * s->h * s->w);
+    /* tiles of whole channels (plan): t0's channel, then constants */
+    LLVMValueRef cbase = s->r % khkw == 0
+        ? kp_iadd(e, xg, kp_imulc(e, LLVMBuildUDiv(e->b, t0, kp_i64(e, khkw), ""), hr * s->wpr)) : NULL;
     for (int j = 0; j < r; j++) {
         LLVMValueRef tap = kp_iaddc(e, t0, j);
-        LLVMValueRef ci = LLVMBuildUDiv(e->b, tap, kp_i64(e, khkw), "");
-        LLVMValueRef k = LLVMBuildURem(e->b, tap, kp_i64(e, khkw), "");
-        LLVMValueRef ki = LLVMBuildUDiv(e->b, k, kp_i64(e, s->kw), "");
-        LLVMValueRef kj = LLVMBuildURem(e->b, k, kp_i64(e, s->kw), "");
-        xoff[j] = kp_iadd(e, kp_iadd(e, xg, kp_imulc(e, ci, hr * s->wpr)),
-                          kp_iadd(e, kp_imulc(e, ki, s->dh * s->wpr), kp_imulc(e, kj, s->dw)));
+        if (cbase) {
+            int64_t k = j % khkw;
+            xoff[j] = kp_iaddc(e, cbase, j / khkw * hr * s->wpr + k / s->kw * s->dh * s->wpr + k % s->kw * s->dw);
+        } else {
+            LLVMValueRef ci = LLVMBuildUDiv(e->b, tap, kp_i64(e, khkw), "");
+            LLVMValueRef k = LLVMBuildURem(e->b, tap, kp_i64(e, khkw), "");
+            LLVMValueRef ki = LLVMBuildUDiv(e->b, k, kp_i64(e, s->kw), "");
+            LLVMValueRef kj = LLVMBuildURem(e->b, k, kp_i64(e, s->kw), "");
+            xoff[j] = kp_iadd(e, kp_iadd(e, xg, kp_imulc(e, ci, hr * s->wpr)),
+                              kp_iadd(e, kp_imulc(e, ki, s->dh * s->wpr), kp_imulc(e, kj, s->dw)));
+        }
         for (int v = 0; v < cv; v++) {
             LLVMValueRef at = kp_iadd(e, kp_imulc(e, tap, s->fpad), kp_iaddc(e, co0, v * e->vw));
             slot[j][v] = kp_alloca(e, e->vec, "acc");
@@ -204,11 +248,11 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValueRef 
     }
     kp_gemm_loop_end(e, &lx);
     kp_gemm_loop_end(e, &ly);
-    LLVMValueRef sum[12][4];
+    LLVMValueRef sum[MAX_R][4];
     for (int j = 0; j < r; j++)
         for (int v = 0; v < cv; v++)
             sum[j][v] = LLVMBuildLoad2(e->b, e->vec, slot[j][v], "");
-    LLVMValueRef last = LLVMBuildICmp(e->b, LLVMIntEQ, g, LLVMBuildNSWSub(e->b, a->n, kp_i64(e, 1), ""), "");
+    LLVMValueRef last = o->last;
     LLVMBasicBlockRef join = kp_if_begin(e, LLVMBuildNot(e->b, last, ""), "keep");
     for (int j = 0; j < r; j++)
         for (int v = 0; v < cv; v++) {
@@ -217,13 +261,13 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValueRef 
         }
     kp_if_end(e, join);
     join = kp_if_begin(e, last, "write");
-    write_dw(e, a, s, sum, t0, co0, r, cv);
+    write_dw(e, s, o, sum, t0, co0, r, cv);
     kp_if_end(e, join);
 }
 
 /* The item's tile: whole, or the last taps (t % r of them) or the last
  * channel vectors (fv % cv of them), each its own code. */
-static void item_tile(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValueRef x, LLVMValueRef dyT,
+static void item_tile(KpEmit *e, const Outer *s, const Sums *o, LLVMValueRef x, LLVMValueRef dyT,
                       LLVMValueRef acc, LLVMValueRef g, LLVMValueRef tt, LLVMValueRef fb)
 {
     int rrem = (int)(s->t % s->r), crem = (int)(s->fv % s->cv);
@@ -238,7 +282,7 @@ static void item_tile(KpEmit *e, const KpKernelArgs *a, const Outer *s, LLVMValu
             LLVMValueRef cf = crem ? (lf ? last_f : LLVMBuildNot(e->b, last_f, "")) : NULL;
             LLVMValueRef cond = ct && cf ? LLVMBuildAnd(e->b, ct, cf, "") : ct ? ct : cf;
             LLVMBasicBlockRef join = cond ? kp_if_begin(e, cond, "otile") : NULL;
-            tile(e, a, s, x, dyT, acc, g, t0, v0, lt ? rrem : s->r, lf ? crem : s->cv);
+            tile(e, s, o, x, dyT, acc, g, t0, v0, lt ? rrem : s->r, lf ? crem : s->cv);
             if (join)
                 kp_if_end(e, join);
         }
@@ -272,13 +316,70 @@ static void outer_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef x = a->p[1];
     if (s->copy) {
         x = kp_gep(e, dyT, kp_i64(e, s->xp_at));
-        copy_padded(e, s, kp_gep(e, a->p[1], kp_imulc(e, lg.iv, s->c * s->h * s->w)), x, c0, c1);
+        copy_padded(e, s, kp_gep(e, a->p[1], kp_imulc(e, lg.iv, s->c * s->h * s->w)), x, c0, c1, false);
     }
+    Sums o = {.first = LLVMBuildICmp(e->b, LLVMIntEQ, lg.iv, kp_i64(e, 0), "first"),
+              .last = LLVMBuildICmp(e->b, LLVMIntEQ, lg.iv, LLVMBuildNSWSub(e->b, a->n, kp_i64(e, 1), ""), "last"),
+              .dst = a->p[2], .accumulate = e->accumulate};
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
-    item_tile(e, a, s, x, dyT, acc, lg.iv, LLVMBuildURem(e->b, li.iv, kp_i64(e, s->tiles_t), ""),
+    item_tile(e, s, &o, x, dyT, acc, lg.iv, LLVMBuildURem(e->b, li.iv, kp_i64(e, s->tiles_t), ""),
               LLVMBuildUDiv(e->b, li.iv, kp_i64(e, s->tiles_t), ""));
     kp_loop_end(e, &li);
     kp_loop_end(e, &lg);
+}
+
+/* item = chunk: its samples [g0, g1) over every tile into its partial dW,
+ * zero when it has none; the last chunk to finish adds the partials. */
+static void chunk_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const Outer *s = user;
+    LLVMValueRef dyT = kp_scratch(e);
+    LLVMValueRef acc = kp_gep(e, dyT, kp_i64(e, s->acc_at));
+    LLVMValueRef x = s->copy ? kp_gep(e, dyT, kp_i64(e, s->xp_at)) : a->p[1];
+    LLVMValueRef shared = kp_scratch_shared_at(e, s->shared_at);
+    int64_t ft = s->f * s->t;
+    KpLoop li, lg, lt, lw;
+    kp_loop_begin(e, &li, a->begin, a->end, 1, "chunk");
+    LLVMValueRef q = LLVMBuildUDiv(e->b, a->n, kp_i64(e, s->chunks), "");
+    LLVMValueRef rem = LLVMBuildURem(e->b, a->n, kp_i64(e, s->chunks), "");
+    LLVMValueRef g0 = kp_iadd(e, LLVMBuildNSWMul(e->b, li.iv, q, ""), kp_min_i64(e, li.iv, rem));
+    LLVMValueRef c1 = kp_iaddc(e, li.iv, 1);
+    LLVMValueRef g1 = kp_iadd(e, LLVMBuildNSWMul(e->b, c1, q, ""), kp_min_i64(e, c1, rem));
+    LLVMValueRef part = kp_gep(e, shared, kp_imulc(e, li.iv, ft));
+    LLVMBasicBlockRef join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntEQ, g0, g1, ""), "none");
+    kp_loop_begin(e, &lw, kp_i64(e, 0), kp_i64(e, ft), 1, "zero");
+    LLVMBuildStore(e->b, kp_fconst(e->f32, 0.0), kp_gep(e, part, lw.iv));
+    kp_loop_end(e, &lw);
+    kp_if_end(e, join);
+    kp_loop_begin(e, &lg, g0, g1, 1, "g");
+    transpose_dy(e, s, kp_gep(e, a->p[0], kp_imulc(e, lg.iv, s->f * s->npix)), dyT);
+    if (s->copy)
+        copy_padded(e, s, kp_gep(e, a->p[1], kp_imulc(e, lg.iv, s->c * s->h * s->w)), x, kp_i64(e, 0),
+                    kp_i64(e, s->c), true);
+    Sums o = {.first = LLVMBuildICmp(e->b, LLVMIntEQ, lg.iv, g0, "first"),
+              .last = LLVMBuildICmp(e->b, LLVMIntEQ, lg.iv, kp_iaddc(e, g1, -1), "last"), .dst = part};
+    kp_loop_begin(e, &lt, kp_i64(e, 0), kp_i64(e, s->tiles_t * s->blocks_f), 1, "tile");
+    item_tile(e, s, &o, x, dyT, acc, lg.iv, LLVMBuildURem(e->b, lt.iv, kp_i64(e, s->tiles_t), ""),
+              LLVMBuildUDiv(e->b, lt.iv, kp_i64(e, s->tiles_t), ""));
+    kp_loop_end(e, &lt);
+    kp_loop_end(e, &lg);
+    /* the last chunk: dW (+)= p0 + p1 + ..., in chunk order */
+    LLVMTypeRef i8 = LLVMInt8TypeInContext(e->ctx);
+    LLVMValueRef cat = kp_i64(e, 4 * s->chunks * ft);
+    LLVMValueRef counter = LLVMBuildInBoundsGEP2(e->b, i8, shared, &cat, 1, "counter");
+    join = kp_last_begin(e, counter, kp_i64(e, s->chunks));
+    kp_loop_begin(e, &lw, kp_i64(e, 0), kp_i64(e, ft), 1, "sum");
+    LLVMValueRef total = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, shared, lw.iv), "");
+    for (int64_t c = 1; c < s->chunks; c++)
+        total = LLVMBuildFAdd(e->b, total, LLVMBuildLoad2(e->b, e->f32,
+                              kp_gep(e, shared, kp_iaddc(e, lw.iv, c * ft)), ""), "");
+    LLVMValueRef to = kp_gep(e, a->p[2], lw.iv);
+    if (e->accumulate)
+        total = LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->f32, to, ""), total, "");
+    LLVMBuildStore(e->b, total, to);
+    kp_loop_end(e, &lw);
+    kp_last_end(e, counter, join);
+    kp_loop_end(e, &li);
 }
 
 bool kp_conv_grad_w_outer_fits(const KpConvMap *m, int64_t max_batch, int vw)
@@ -289,7 +390,9 @@ bool kp_conv_grad_w_outer_fits(const KpConvMap *m, int64_t max_batch, int vw)
      * 9 taps by 32 channels, measured 6.4 us against 5.9 at batch 1) */
     if ((m->cout % vw != 0 && m->cout < 4 * vw) || m->cin * m->kh * m->kw < m->cout)
         return false;
-    return max_batch * m->oh * m->ow <= KP_OUTER_MAX_PIXELS;
+    /* more pixels: chunks of the samples, their partial dWs within bounds */
+    return max_batch * m->oh * m->ow <= KP_OUTER_MAX_PIXELS ||
+           (max_batch >= OUTER_CHUNKS && 4 * m->cout * m->cin * m->kh * m->kw <= OUTER_CHUNK_DW);
 }
 
 void kp_emit_conv2d_grad_w_outer(KpEmit *e, const KpConvMap *m)
@@ -299,12 +402,20 @@ void kp_emit_conv2d_grad_w_outer(KpEmit *e, const KpConvMap *m)
                .dh = m->dh, .dw = m->dw};
     s.t = s.c * s.kh * s.kw;
     s.npix = s.oh * s.ow;
-    plan(&s, e->vw);
+    int64_t max_batch = e->g ? e->g->max_batch : 1;
+    plan(&s, e->vw, max_batch);
     int64_t bytes = 4 * (s.xp_at + (s.copy ? s.c * s.hp * s.wpr : 0));
     if (bytes > e->scratch_bytes)
         e->scratch_bytes = bytes;
+    int64_t macs = max_batch * s.f * s.t * s.npix;
+    if (s.chunks > 1) {
+        s.shared_at = kp_scratch_shared_take(e, "conv_grad_w_outer_chunks", 4 * s.chunks * s.f * s.t + 8,
+                                             s.f * s.t);
+        kp_emit_parallel(e, "conv_grad_w_outer", kp_i64(e, 0), kp_i64(e, s.chunks), macs >= (1 << 19),
+                         chunk_kernel, &s);
+        return;
+    }
     int64_t items = s.tiles_t * s.blocks_f;
-    int64_t macs = (e->g ? e->g->max_batch : 1) * s.f * s.t * s.npix;
     kp_emit_parallel(e, "conv_grad_w_outer", kp_i64(e, 0), kp_i64(e, items), macs >= (1 << 19) && items > 1,
                      outer_kernel, &s);
 }

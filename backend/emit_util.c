@@ -46,12 +46,23 @@ LLVMValueRef kp_scratch(KpEmit *e)
     return runtime_get(e, "krt_scratch", e->ptr);
 }
 
-void kp_prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at)
+/* locality 3: into L1 (prefetcht0 on x86), 2: into L2 (prefetcht1) */
+static void prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int locality)
 {
     LLVMValueRef ptr = LLVMBuildGEP2(e->b, e->f32, p, &at, 1, "");
     LLVMTypeRef over[1] = {e->ptr};
-    LLVMValueRef args[4] = {ptr, kp_i32(e, 0), kp_i32(e, 3), kp_i32(e, 1)};
+    LLVMValueRef args[4] = {ptr, kp_i32(e, 0), kp_i32(e, locality), kp_i32(e, 1)};
     kp_intrinsic(e, "llvm.prefetch", over, 1, args, 4);
+}
+
+void kp_prefetch(KpEmit *e, LLVMValueRef p, LLVMValueRef at)
+{
+    prefetch(e, p, at, 3);
+}
+
+void kp_prefetch_l2(KpEmit *e, LLVMValueRef p, LLVMValueRef at)
+{
+    prefetch(e, p, at, 2);
 }
 
 void kp_prefetch_span(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int64_t floats)

@@ -18,7 +18,7 @@
  *               gradient by outer products (a partial vector and tile of
  *               filters, stride and dilation, more taps a tile than lanes,
  *               padding: x copied with its border)
- *   batches     n = 1, 2 and 3 of a largest batch of 3
+ *   batches     n = 3, 2 and 1 of a largest batch of 3 (the largest first)
  *   targets     the host (AVX-512 here) and x86-64-v3 (AVX2), each that
  *               this CPU runs; and x86-64-v3 with the kernels of 16- and
  *               4-float vectors, so that an AVX2 machine checks the
@@ -106,13 +106,19 @@ static const Geo geos[] = {
     {16, 6, 9, 4, 3, 5, 1, 1, 0, 0, 1, 1, true},        /* 3x5, uneven "same" */
 };
 
-/* The dot kernel's weight gradient by chunks of the samples (emit_conv_grad_w.c),
- * at a largest batch of CHUNKED_MAXB: n = 1..6, chunks without samples below 4,
- * uneven chunks at 5 and 6 */
+/* The weight gradient by chunks of the samples, at a largest batch of
+ * CHUNKED_MAXB: n = 1..6, chunks without samples below 4, uneven chunks
+ * at 5 and 6.  The dot kernel's (emit_conv_grad_w.c) for fewer taps than
+ * filters, the outer products' (emit_conv_grad_w_outer.c) past
+ * KP_OUTER_MAX_PIXELS pixels in the largest batch. */
 enum { CHUNKED_MAXB = 6 };
-static const Geo chunked_geos[] = {
-    {3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false},     /* resnet's stem */
-    {16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1, 1, false},    /* resnet's projection */
+static const struct {
+    Geo g;
+    bool outer;
+} chunked_geos[] = {
+    {{3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false}, true},     /* resnet's stem */
+    {{16, 55, 55, 32, 3, 3, 2, 2, 1, 1, 1, 1, false}, true},    /* stride 2, padded, 28x28 out */
+    {{16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1, 1, false}, false},   /* resnet's projection: 16 taps */
 };
 
 enum { MAXB = 3 };
@@ -294,7 +300,9 @@ static void check_geo(const Target *tg, const Geo *c, bool epi, int64_t maxb, bo
         int64_t per = dir == 0 ? ys : dir == 1 ? xs : 0;
         int64_t cap = dir == 2 ? ws : maxb * per;
         float *o1 = floats(cap), *o2 = floats(cap), *ref = floats(cap);
-        for (int64_t n = 1; n <= maxb; n++) {
+        /* the largest batch first: a smaller one then finds the scratch
+         * (a chunk's partial sums, say) holding a larger one's values */
+        for (int64_t n = maxb; n >= 1; n--) {
             int64_t cnt = dir == 2 ? ws : n * per;
             /* new weights every batch: nothing a kernel derives from them
              * (a transposed or transformed copy) may outlive its call */
@@ -370,8 +378,19 @@ END_TEST
 
 START_TEST(test_conv_grad_w_chunked)
 {
-    for (size_t i = 0; i < sizeof chunked_geos / sizeof chunked_geos[0]; i++)
-        every_target(&chunked_geos[i], false, CHUNKED_MAXB, true);
+    for (size_t i = 0; i < sizeof chunked_geos / sizeof chunked_geos[0]; i++) {
+        KpGraph *g = kp_graph_new();
+        g->max_batch = CHUNKED_MAXB;
+        KpNode *nd[3];
+        make_nodes(g, &chunked_geos[i].g, false, nd);
+        KpConvMap m = kp_conv_grad_w_map(nd[2]);
+        for (int vw = 4; vw <= 16; vw *= 2)
+            ck_assert_msg(kp_conv_grad_w_outer_fits(&m, CHUNKED_MAXB, vw) == chunked_geos[i].outer,
+                          "chunked geometry %zu at %d floats a vector: outer products %s", i, vw,
+                          chunked_geos[i].outer ? "not taken" : "taken");
+        kp_graph_free(g);
+        every_target(&chunked_geos[i].g, false, CHUNKED_MAXB, true);
+    }
 }
 END_TEST
 
