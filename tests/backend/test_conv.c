@@ -117,7 +117,7 @@ static const struct {
     bool outer;
 } chunked_geos[] = {
     {{3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false}, true},     /* resnet's stem */
-    {{16, 55, 55, 32, 3, 3, 2, 2, 1, 1, 1, 1, false}, true},    /* stride 2, padded, 28x28 out */
+    {{4, 54, 54, 32, 3, 3, 2, 2, 1, 1, 1, 1, false}, true},     /* stride 2, padded, 27x27 out */
     {{16, 32, 32, 32, 1, 1, 2, 2, 0, 0, 1, 1, false}, false},   /* resnet's projection: 16 taps */
 };
 
