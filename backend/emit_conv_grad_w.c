@@ -276,12 +276,8 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef chunk = LLVMBuildUDiv(e->b, li.iv, kp_i64(e, s->items_m * s->items_t), "chunk");
     LLVMValueRef im = LLVMBuildUDiv(e->b, blk, kp_i64(e, s->items_t), "");
     LLVMValueRef itt = LLVMBuildURem(e->b, blk, kp_i64(e, s->items_t), "");
-    /* the chunk's samples [g0, g1): n cut into `chunks` parts, the first n % chunks one longer */
-    LLVMValueRef q = LLVMBuildUDiv(e->b, a->n, kp_i64(e, s->chunks), "");
-    LLVMValueRef r = LLVMBuildURem(e->b, a->n, kp_i64(e, s->chunks), "");
-    LLVMValueRef g0 = kp_iadd(e, LLVMBuildNSWMul(e->b, chunk, q, ""), kp_min_i64(e, chunk, r));
-    LLVMValueRef c1 = kp_iaddc(e, chunk, 1);
-    LLVMValueRef g1 = kp_iadd(e, LLVMBuildNSWMul(e->b, c1, q, ""), kp_min_i64(e, c1, r));
+    LLVMValueRef g0, g1;
+    kp_conv_chunk_samples(e, a->n, s->chunks, chunk, &g0, &g1);
     it.m0 = kp_imulc(e, im, s->mb);
     it.t0 = kp_imulc(e, itt, s->tb);
     LLVMValueRef mn = kp_min_i64(e, kp_i64(e, s->mb), LLVMBuildNSWSub(e->b, kp_i64(e, s->m), it.m0, ""));
@@ -343,18 +339,35 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
         kp_loop_begin(e, &lm, kp_i64(e, 0), mn, 1, "sm");
         kp_loop_begin(e, &lk, kp_i64(e, 0), tn, 1, "st");
         LLVMValueRef w = kp_iadd(e, kp_imulc(e, kp_iadd(e, it.m0, lm.iv), s->t), kp_iadd(e, it.t0, lk.iv));
-        LLVMValueRef total = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, shared, w), "");
-        for (int64_t c = 1; c < s->chunks; c++)
-            total = LLVMBuildFAdd(e->b, total, LLVMBuildLoad2(e->b, e->f32,
-                                  kp_gep(e, shared, kp_iaddc(e, w, c * s->m * s->t)), ""), "");
-        if (e->accumulate)
-            total = LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, dW, w), ""), total, "");
-        LLVMBuildStore(e->b, total, kp_gep(e, dW, w));
+        kp_conv_chunks_add(e, shared, w, s->chunks, s->m * s->t, dW, e->accumulate);
         kp_loop_end(e, &lk);
         kp_loop_end(e, &lm);
         kp_last_end(e, counter, join);
     }
     kp_loop_end(e, &li);
+}
+
+void kp_conv_chunk_samples(KpEmit *e, LLVMValueRef n, int64_t chunks, LLVMValueRef chunk, LLVMValueRef *g0,
+                           LLVMValueRef *g1)
+{
+    LLVMValueRef q = LLVMBuildUDiv(e->b, n, kp_i64(e, chunks), "");
+    LLVMValueRef r = LLVMBuildURem(e->b, n, kp_i64(e, chunks), "");
+    *g0 = kp_iadd(e, LLVMBuildNSWMul(e->b, chunk, q, ""), kp_min_i64(e, chunk, r));
+    LLVMValueRef c1 = kp_iaddc(e, chunk, 1);
+    *g1 = kp_iadd(e, LLVMBuildNSWMul(e->b, c1, q, ""), kp_min_i64(e, c1, r));
+}
+
+void kp_conv_chunks_add(KpEmit *e, LLVMValueRef part, LLVMValueRef w, int64_t chunks, int64_t stride,
+                        LLVMValueRef dW, bool accumulate)
+{
+    LLVMValueRef total = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, part, w), "");
+    for (int64_t c = 1; c < chunks; c++) {
+        LLVMValueRef p = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, part, kp_iaddc(e, w, c * stride)), "");
+        total = LLVMBuildFAdd(e->b, total, p, "");
+    }
+    if (accumulate)
+        total = LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, dW, w), ""), total, "");
+    LLVMBuildStore(e->b, total, kp_gep(e, dW, w));
 }
 
 static void emit_dot(KpEmit *e, Dot *s)

@@ -340,11 +340,8 @@ static void chunk_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     int64_t ft = s->f * s->t;
     KpLoop li, lg, lt, lw;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "chunk");
-    LLVMValueRef q = LLVMBuildUDiv(e->b, a->n, kp_i64(e, s->chunks), "");
-    LLVMValueRef rem = LLVMBuildURem(e->b, a->n, kp_i64(e, s->chunks), "");
-    LLVMValueRef g0 = kp_iadd(e, LLVMBuildNSWMul(e->b, li.iv, q, ""), kp_min_i64(e, li.iv, rem));
-    LLVMValueRef c1 = kp_iaddc(e, li.iv, 1);
-    LLVMValueRef g1 = kp_iadd(e, LLVMBuildNSWMul(e->b, c1, q, ""), kp_min_i64(e, c1, rem));
+    LLVMValueRef g0, g1;
+    kp_conv_chunk_samples(e, a->n, s->chunks, li.iv, &g0, &g1);
     LLVMValueRef part = kp_gep(e, shared, kp_imulc(e, li.iv, ft));
     LLVMBasicBlockRef join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntEQ, g0, g1, ""), "none");
     kp_loop_begin(e, &lw, kp_i64(e, 0), kp_i64(e, ft), 1, "zero");
@@ -369,14 +366,7 @@ static void chunk_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef counter = LLVMBuildInBoundsGEP2(e->b, i8, shared, &cat, 1, "counter");
     join = kp_last_begin(e, counter, kp_i64(e, s->chunks));
     kp_loop_begin(e, &lw, kp_i64(e, 0), kp_i64(e, ft), 1, "sum");
-    LLVMValueRef total = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, shared, lw.iv), "");
-    for (int64_t c = 1; c < s->chunks; c++)
-        total = LLVMBuildFAdd(e->b, total, LLVMBuildLoad2(e->b, e->f32,
-                              kp_gep(e, shared, kp_iaddc(e, lw.iv, c * ft)), ""), "");
-    LLVMValueRef to = kp_gep(e, a->p[2], lw.iv);
-    if (e->accumulate)
-        total = LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->f32, to, ""), total, "");
-    LLVMBuildStore(e->b, total, to);
+    kp_conv_chunks_add(e, shared, lw.iv, s->chunks, ft, a->p[2], e->accumulate);
     kp_loop_end(e, &lw);
     kp_last_end(e, counter, join);
     kp_loop_end(e, &li);
