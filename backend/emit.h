@@ -167,6 +167,12 @@ void kp_if_end(KpEmit *e, LLVMBasicBlockRef join);
  * the next call) and closes the block. */
 LLVMBasicBlockRef kp_last_begin(KpEmit *e, LLVMValueRef counter, LLVMValueRef parts);
 void kp_last_end(KpEmit *e, LLVMValueRef counter, LLVMBasicBlockRef join);
+/* Kernels that sum by fixed chunks of the samples (the convolutions'
+ * weight gradients, batchnorm), so the order of the sums does not depend
+ * on the thread count: chunk `chunk` of n samples cut into `chunks` parts,
+ * the first n % chunks one sample longer, is [*g0, *g1). */
+void kp_chunk_samples(KpEmit *e, LLVMValueRef n, LLVMValueRef chunks, LLVMValueRef chunk, LLVMValueRef *g0,
+                      LLVMValueRef *g1);
 static inline int64_t kp_ceil_div(int64_t a, int64_t b)
 {
     return (a + b - 1) / b;

@@ -85,11 +85,6 @@ bool kp_emit_conv2d_winograd_w(KpEmit *e, const KpConvMap *m);
  * output dW pointer 2 (the weight and bias unused). */
 KpConvMap kp_conv_grad_w_map(const KpNode *n);
 
-/* The weight gradients by chunks of the samples (the dot kernel's and the
- * outer products'): chunk `chunk` of n samples cut into `chunks` fixed
- * parts, the first n % chunks one sample longer, is [*g0, *g1). */
-void kp_conv_chunk_samples(KpEmit *e, LLVMValueRef n, int64_t chunks, LLVMValueRef chunk, LLVMValueRef *g0,
-                           LLVMValueRef *g1);
 /* dW[w] = the chunks' partial sums part[c * stride + w] added in chunk
  * order (added to dW[w] when accumulate): what the last chunk to finish
  * does for each element. */

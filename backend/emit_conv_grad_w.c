@@ -277,7 +277,7 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef im = LLVMBuildUDiv(e->b, blk, kp_i64(e, s->items_t), "");
     LLVMValueRef itt = LLVMBuildURem(e->b, blk, kp_i64(e, s->items_t), "");
     LLVMValueRef g0, g1;
-    kp_conv_chunk_samples(e, a->n, s->chunks, chunk, &g0, &g1);
+    kp_chunk_samples(e, a->n, kp_i64(e, s->chunks), chunk, &g0, &g1);
     it.m0 = kp_imulc(e, im, s->mb);
     it.t0 = kp_imulc(e, itt, s->tb);
     LLVMValueRef mn = kp_min_i64(e, kp_i64(e, s->mb), LLVMBuildNSWSub(e->b, kp_i64(e, s->m), it.m0, ""));
@@ -345,16 +345,6 @@ static void dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
         kp_last_end(e, counter, join);
     }
     kp_loop_end(e, &li);
-}
-
-void kp_conv_chunk_samples(KpEmit *e, LLVMValueRef n, int64_t chunks, LLVMValueRef chunk, LLVMValueRef *g0,
-                           LLVMValueRef *g1)
-{
-    LLVMValueRef q = LLVMBuildUDiv(e->b, n, kp_i64(e, chunks), "");
-    LLVMValueRef r = LLVMBuildURem(e->b, n, kp_i64(e, chunks), "");
-    *g0 = kp_iadd(e, LLVMBuildNSWMul(e->b, chunk, q, ""), kp_min_i64(e, chunk, r));
-    LLVMValueRef c1 = kp_iaddc(e, chunk, 1);
-    *g1 = kp_iadd(e, LLVMBuildNSWMul(e->b, c1, q, ""), kp_min_i64(e, c1, r));
 }
 
 void kp_conv_chunks_add(KpEmit *e, LLVMValueRef part, LLVMValueRef w, int64_t chunks, int64_t stride,

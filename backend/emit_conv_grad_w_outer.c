@@ -341,7 +341,7 @@ static void chunk_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     KpLoop li, lg, lt, lw;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "chunk");
     LLVMValueRef g0, g1;
-    kp_conv_chunk_samples(e, a->n, s->chunks, li.iv, &g0, &g1);
+    kp_chunk_samples(e, a->n, kp_i64(e, s->chunks), li.iv, &g0, &g1);
     LLVMValueRef part = kp_gep(e, shared, kp_imulc(e, li.iv, ft));
     LLVMBasicBlockRef join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntEQ, g0, g1, ""), "none");
     kp_loop_begin(e, &lw, kp_i64(e, 0), kp_i64(e, ft), 1, "zero");

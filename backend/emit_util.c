@@ -117,6 +117,16 @@ void kp_last_end(KpEmit *e, LLVMValueRef counter, LLVMBasicBlockRef join)
     kp_if_end(e, join);
 }
 
+void kp_chunk_samples(KpEmit *e, LLVMValueRef n, LLVMValueRef chunks, LLVMValueRef chunk, LLVMValueRef *g0,
+                      LLVMValueRef *g1)
+{
+    LLVMValueRef q = LLVMBuildUDiv(e->b, n, chunks, "");
+    LLVMValueRef r = LLVMBuildURem(e->b, n, chunks, "");
+    *g0 = kp_iadd(e, LLVMBuildNSWMul(e->b, chunk, q, ""), kp_min_i64(e, chunk, r));
+    LLVMValueRef c1 = kp_iaddc(e, chunk, 1);
+    *g1 = kp_iadd(e, LLVMBuildNSWMul(e->b, c1, q, ""), kp_min_i64(e, c1, r));
+}
+
 LLVMValueRef kp_i32(KpEmit *e, int32_t v)
 {
     return LLVMConstInt(e->i32, (unsigned long long)(int64_t)v, 1);

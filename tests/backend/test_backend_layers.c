@@ -621,7 +621,9 @@ END_TEST
  * than a vector), 35 (vectors and a masked rest) and 256 floats, 1, 3 and
  * 17 channels, a relu before it (its gradient an epilogue of
  * batchnorm_bwd) and after it; one model big enough for several work
- * items of channels. */
+ * items of channels.  With the max batch of 5, planes of 16 floats and
+ * more take the chunks of the samples (emit_batchnorm.c): 4 chunks at n =
+ * 5; at n = 1 one, cut into runs of 5 channels for the 32x32 planes. */
 START_TEST(test_batchnorm_sweeps)
 {
     /* batchnorm straight on the input, so the model's dx is batchnorm's:

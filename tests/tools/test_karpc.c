@@ -122,6 +122,30 @@ static void expect_error(const char *args, int status, const char *message)
     kp_test_run_free(&r);
 }
 
+/* resnet_cifar's batchnorms by chunks of the samples from a max batch of
+ * 4 (two regions: sums, then planes; backend/emit_batchnorm.c), by runs of
+ * channels below it (one region) */
+START_TEST(batchnorm_by_samples)
+{
+    static const char *const model = KARP_SOURCE_DIR "/examples/resnet_cifar.json";
+    KpRun r = kp_test_run("%s %s --batch 4 --emit=llvm", KARPC_EXE, model);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "batchnorm_fwd.bn.sums.body"));
+    ck_assert_ptr_nonnull(strstr(r.out, "batchnorm_fwd.bn.planes.body"));
+    ck_assert_ptr_nonnull(strstr(r.out, "batchnorm_bwd.bn.sums.body"));
+    ck_assert_ptr_nonnull(strstr(r.out, "batchnorm_bwd.bn.planes.body"));
+    ck_assert_ptr_null(strstr(r.out, "batchnorm_fwd.bn.body"));
+    kp_test_run_free(&r);
+
+    r = kp_test_run("%s %s --batch 3 --emit=llvm", KARPC_EXE, model);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "batchnorm_fwd.bn.body"));
+    ck_assert_ptr_nonnull(strstr(r.out, "batchnorm_bwd.bn.body"));
+    ck_assert_ptr_null(strstr(r.out, ".bn.sums"));
+    kp_test_run_free(&r);
+}
+END_TEST
+
 START_TEST(command_errors)
 {
     expect_error("", 2, "usage: karpc model.json -o model.so [--header model.h] [-O0..3]");
@@ -250,6 +274,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, compile_and_run_aot_matches_jit);
     tcase_add_test(tc, emit_outputs);
+    tcase_add_test(tc, batchnorm_by_samples);
     tcase_add_test(tc, command_errors);
     tcase_add_test(tc, eval_on_idx);
     tcase_add_test(tc, target_cpu_and_features);
