@@ -442,15 +442,27 @@ static LLVMValueRef grad_w_of_sums(KpEmit *e, const KpKernelArgs *a, const Bn *s
 }
 
 /* dx's coefficients of channel c from sum dy and sum dy xhat (doubles) */
-static Dx dx_of_sums(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c, LLVMValueRef mean,
-                     LLVMValueRef inv, LLVMValueRef sdy, LLVMValueRef sdyx)
+enum { DX_COEFFS = 3 };
+
+/* dx's coefficients of channel c as doubles, mdy, k and scale, from sum dy
+ * and sum dy xhat */
+static void dx_coeffs(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValueRef c, LLVMValueRef inv,
+                      LLVMValueRef sdy, LLVMValueRef sdyx, LLVMValueRef coef[DX_COEFFS])
 {
     LLVMValueRef cnt = LLVMBuildSIToFP(e->b, mul(e, a->n, s->hw), f64(e), "cnt");
+    coef[0] = LLVMBuildFDiv(e->b, sdy, cnt, "mdy");
+    coef[1] = LLVMBuildFDiv(e->b, LLVMBuildFMul(e->b, sdyx, dbl(e, inv), ""), cnt, "k");
+    coef[2] = LLVMBuildFMul(e->b, dbl(e, ld(e, a->p[3], c)), dbl(e, inv), "scale");
+}
+
+/* the coefficients and the channel's mean (a float), splatted */
+static Dx dx_splat(KpEmit *e, const Bn *s, LLVMValueRef mean, const LLVMValueRef coef[DX_COEFFS])
+{
     Dx z = {.dv = LLVMVectorType(f64(e), (unsigned)e->vw), .s = s};
     z.mean = dsplat(e, z.dv, dbl(e, mean));
-    z.mdy = dsplat(e, z.dv, LLVMBuildFDiv(e->b, sdy, cnt, ""));
-    z.k = dsplat(e, z.dv, LLVMBuildFDiv(e->b, LLVMBuildFMul(e->b, sdyx, dbl(e, inv), ""), cnt, ""));
-    z.scale = dsplat(e, z.dv, LLVMBuildFMul(e->b, dbl(e, ld(e, a->p[3], c)), dbl(e, inv), ""));
+    z.mdy = dsplat(e, z.dv, coef[0]);
+    z.k = dsplat(e, z.dv, coef[1]);
+    z.scale = dsplat(e, z.dv, coef[2]);
     return z;
 }
 
@@ -464,7 +476,9 @@ static void grad_channel(KpEmit *e, const KpKernelArgs *a, const Bn *s, LLVMValu
     LLVMValueRef sdyx = grad_w_of_sums(e, a, s, c, sum, inv);
     if (s->node->op == KP_OP_batchnorm_grad_w)
         return;
-    Dx z = dx_of_sums(e, a, s, c, mean, inv, sum[0], sdyx);
+    LLVMValueRef coef[DX_COEFFS];
+    dx_coeffs(e, a, s, c, inv, sum[0], sdyx, coef);
+    Dx z = dx_splat(e, s, mean, coef);
     channel_sweep(e, a, s, c, kp_i64(e, 0), a->n, dx_vec, &z, 0);
 }
 
@@ -499,8 +513,9 @@ enum { BN_CHUNKS = 4, BN_PHASED_HW = 16 };
 
 typedef struct Phased {
     Bn s;
-    int64_t at;     /* shared scratch: partial sums [BN_CHUNKS][C][2], then the batch's
-                       sums [C][2] (doubles), then the counter of items done */
+    int64_t at;     /* shared scratch: partial sums [BN_CHUNKS][C][2], then dx's
+                       coefficients [C][DX_COEFFS] (doubles; batchnorm_bwd), then the
+                       counter of items done */
 } Phased;
 
 static LLVMValueRef dgep(KpEmit *e, LLVMValueRef p, LLVMValueRef i)
@@ -529,7 +544,7 @@ static void phase_items(KpEmit *e, const Bn *s, LLVMValueRef n, LLVMValueRef *ch
  * the two sums of each channel over the chunk's samples into its
  * partials; the item that completes the count adds them in chunk order
  * and computes what phase 2 reads: the statistics (batchnorm_fwd: stats,
- * running stats) or the weight gradients and the batch's sums
+ * running stats) or the weight gradients and dx's coefficients
  * (batchnorm_bwd). */
 static void phase_sums_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
@@ -538,7 +553,7 @@ static void phase_sums_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     int grad = s->node->op == KP_OP_batchnorm_bwd;
     LLVMValueRef part = kp_scratch_shared_at(e, ph->at);
     LLVMValueRef total = dgep(e, part, kp_i64(e, BN_CHUNKS * s->c * 2));
-    LLVMValueRef counter = dgep(e, part, kp_i64(e, (BN_CHUNKS + 1) * s->c * 2));
+    LLVMValueRef counter = dgep(e, part, kp_i64(e, (BN_CHUNKS * 2 + DX_COEFFS) * s->c));
     LLVMValueRef chunks, per, runs, g0, g1, sum[2], mean, inv, k;
     phase_items(e, s, a->n, &chunks, &per, &runs);
     KpLoop li, lc, lk;
@@ -576,9 +591,10 @@ static void phase_sums_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
         sum[i] = LLVMBuildLoad2(e->b, f64(e), dgep(e, acc, kp_i64(e, i)), "");
     if (grad) {
         grad_stats(e, a, s, lc.iv, &mean, &inv);
-        LLVMValueRef at2 = mul(e, lc.iv, 2);
-        LLVMBuildStore(e->b, sum[0], dgep(e, total, at2));
-        LLVMBuildStore(e->b, grad_w_of_sums(e, a, s, lc.iv, sum, inv), dgep(e, total, add(e, at2, kp_i64(e, 1))));
+        LLVMValueRef coef[DX_COEFFS], at3 = mul(e, lc.iv, DX_COEFFS);
+        dx_coeffs(e, a, s, lc.iv, inv, sum[0], grad_w_of_sums(e, a, s, lc.iv, sum, inv), coef);
+        for (int i = 0; i < DX_COEFFS; i++)
+            LLVMBuildStore(e->b, coef[i], dgep(e, total, add(e, at3, kp_i64(e, i))));
     } else {
         stats_of_sums(e, a, s, lc.iv, stats_shift(e, a, s, lc.iv), sum, a->p[s->node->nin + 1]);
     }
@@ -588,7 +604,7 @@ static void phase_sums_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 }
 
 /* Phase 2, planes [begin, end) (sample-major, so a run of samples): y
- * from the statistics, or dx from the batch's sums */
+ * from the statistics, or dx from its coefficients */
 static void phase_planes_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const Phased *ph = user;
@@ -599,11 +615,10 @@ static void phase_planes_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef c = LLVMBuildSRem(e->b, lp.iv, kp_i64(e, s->c), "c");
     LLVMValueRef base = mul(e, lp.iv, s->hw);
     if (s->node->op == KP_OP_batchnorm_bwd) {
-        LLVMValueRef mean, inv, at2 = mul(e, c, 2);
-        grad_stats(e, a, s, c, &mean, &inv);
-        LLVMValueRef sdy = LLVMBuildLoad2(e->b, f64(e), dgep(e, total, at2), "");
-        LLVMValueRef sdyx = LLVMBuildLoad2(e->b, f64(e), dgep(e, total, add(e, at2, kp_i64(e, 1))), "");
-        Dx z = dx_of_sums(e, a, s, c, mean, inv, sdy, sdyx);
+        LLVMValueRef coef[DX_COEFFS], at = mul(e, c, DX_COEFFS);
+        for (int i = 0; i < DX_COEFFS; i++)
+            coef[i] = LLVMBuildLoad2(e->b, f64(e), dgep(e, total, add(e, at, kp_i64(e, i))), "");
+        Dx z = dx_splat(e, s, ld(e, a->p[2], c), coef);
         plane_sweep(e, a, s->hw, base, dx_vec, &z);
     } else {                                  /* x, rmean, rvar, gamma, beta -> y, aux stats */
         LLVMValueRef st = a->p[s->node->nin + 1];
@@ -628,7 +643,7 @@ static int emit_phased(KpEmit *e, const KpNode *n, ChannelFn f)
     const Bn *s = &ph.s;
     if (e->share_t || s->hw < BN_PHASED_HW || e->g->max_batch < BN_CHUNKS)
         return emit_channels(e, n, f);
-    ph.at = kp_scratch_shared_take(e, "bn_chunks", 8 * (BN_CHUNKS + 1) * s->c * 2 + 8, s->c);
+    ph.at = kp_scratch_shared_take(e, "bn_chunks", 8 * (BN_CHUNKS * 2 + DX_COEFFS) * s->c + 8, s->c);
     LLVMValueRef chunks, per, runs;
     phase_items(e, s, e->n, &chunks, &per, &runs);
     int parallel = e->g->max_batch * s->hw * s->c >= 2 * BN_GRAIN;
