@@ -178,33 +178,52 @@ static double pack_cost(const KpGemmView *v, bool is_b)
 }
 
 /* Estimated cycles of the grid r x c: the busiest thread's micro-tiles
- * and its share of the packing, plus the cost of an item. */
+ * and its share of the packing, plus the cost of an item.  With tail,
+ * also half an item: the wait for the last one when a core runs slower
+ * than the other (parallel.c's threads take work from a slow one only
+ * in whole items). */
 static double grid_cost(const KpGemmPlan *p, const Host *h, int64_t groups, int64_t m, int64_t n,
-                        int64_t k, int64_t r, int64_t c, double pa, double pb)
+                        int64_t k, int64_t r, int64_t c, double pa, double pb, bool tail)
 {
     int64_t rows = kp_round_up(kp_ceil_div(m, r), p->mr), cols = kp_round_up(kp_ceil_div(n, c), p->nv * p->vw);
     int64_t items = groups * r * c;
     double per_item = (double)rows * (double)cols * (double)k / (2.0 * p->vw) + 2000.0;
     int64_t threads = items < h->cores ? items : h->cores;
-    double span = (double)kp_ceil_div(items, h->cores) * per_item;
+    double span = (double)kp_ceil_div(items, h->cores) * per_item + (tail ? per_item / 2 : 0);
     double packing = (double)groups * (pa * (double)(m * k * c) + pb * (double)(n * k * r));
     return span + packing / (double)threads;
 }
 
+/* The grid of least cost; with tail, only the row chunks are chosen
+ * (the columns stay at the plan's ncol_chunks). */
 static void choose_grid(KpGemmPlan *p, const Host *h, int64_t groups, int64_t m, int64_t n,
-                        int64_t k, double pa, double pb, bool full_rows)
+                        int64_t k, double pa, double pb, bool full_rows, bool tail)
 {
     double best = -1;
     int64_t rmax = kp_ceil_div(m, p->mr), cmax = full_rows ? 1 : kp_ceil_div(n, p->nv * p->vw);
+    int64_t c0 = tail ? p->ncol_chunks : 1, c1 = tail ? p->ncol_chunks : cmax;
     for (int64_t r = 1; r <= rmax && r <= 64; r++)
-        for (int64_t c = 1; c <= cmax && c <= 64; c++) {
-            double cost = grid_cost(p, h, groups, m, n, k, r, c, pa, pb);
+        for (int64_t c = c0; c <= c1 && c <= 64; c++) {
+            double cost = grid_cost(p, h, groups, m, n, k, r, c, pa, pb, tail);
             if (best < 0 || cost < best) {
                 best = cost;
                 p->nrow_chunks = r;
                 p->ncol_chunks = c;
             }
         }
+}
+
+/* Whether more row chunks cost nothing but their items' overhead: nothing
+ * is packed (each row chunk would pack B again) and the columns of B an
+ * item reads stay in half of L2 for the next row chunk.  Then the rows
+ * are cut finer than the cores alone ask, so that a fast core can take
+ * whole items from a slow one: mlp dense1's dW (128 x 784 x 64) on the
+ * two cores of the Zen 5, one of which runs 6% slower on an FMA loop,
+ * went from 2 items to 8 and 0.92x the time (docs/kernels-gemm.md). */
+static bool rows_cheap(const KpGemmPlan *p, const Host *h, int64_t n, int64_t k)
+{
+    int64_t cols = kp_round_up(kp_ceil_div(n, p->ncol_chunks), (int64_t)p->nv * p->vw);
+    return !p->pack_a && !p->pack_b && 4 * k * cols <= h->l2 / 2;
 }
 
 /* The vectors of a tile of `rows` rows: at least 8 fma chains where the
@@ -257,7 +276,9 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     p->parallel = kp_gemm_worth_threads(macs, wide_b ? 4 * n * k : 0) && h.cores > 1;
     p->nrow_chunks = p->ncol_chunks = 1;
     if (p->parallel)
-        choose_grid(p, &h, groups, m, n, k, pa, pb, g->full_rows);
+        choose_grid(p, &h, groups, m, n, k, pa, pb, g->full_rows, false);
+    if (p->parallel && rows_cheap(p, &h, n, k))
+        choose_grid(p, &h, groups, m, n, k, pa, pb, g->full_rows, true);
     p->mci = kp_round_up(kp_ceil_div(m, p->nrow_chunks), p->mr);
     p->nci = kp_round_up(kp_ceil_div(n, p->ncol_chunks), nr);
     p->nc = p->nci <= nc_max ? p->nci : kp_ceil_div(p->nci, kp_ceil_div(p->nci, nc_max));

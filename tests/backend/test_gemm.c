@@ -510,6 +510,37 @@ START_TEST(test_fused_pack_rule)
 }
 END_TEST
 
+/* More row chunks than the cores ask where they cost no packing and B
+ * stays in L2 (mlp dense1's dW: a fast core takes whole items from a
+ * slow one), the grid of least time alone where a row chunk packs B
+ * again (dense's W^T). */
+START_TEST(test_rows_for_a_slow_core)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN), l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (cores < 2 || l2 < 512 * 1024)
+        return;                 /* one item, or a B that leaves L2 */
+    KpGemm g = {
+        .name = "grad_w",
+        .m = {128, false}, .n = {784, false}, .k = {1, true}, .groups = {1, false},
+        .a = {.source = KP_GEMM_VIEW, .view = {.arg = 0, .rs = 1, .cs = 128}},
+        .b = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = 784, .cs = 1}},
+        .c = {.arg = 2, .rs = 784, .cs = 1},
+        .accumulate = true,
+    };
+    KpGemmPlan p;
+    KpDiag d;
+    kp_diag_init(&d);
+    ck_assert_int_eq(kp_gemm_plan(&g, 16, 64, &p, &d), 0);
+    ck_assert(!p.pack_a && !p.pack_b && p.parallel);
+    ck_assert_msg(p.nrow_chunks * p.ncol_chunks >= 2 * cores,
+                  "dW 128 x 784 x 64: %lld x %lld items for %ld cores",
+                  (long long)p.nrow_chunks, (long long)p.ncol_chunks, cores);
+    KpGemmPlan t = dense_plan(784, 128, 64);
+    ck_assert(t.pack_b);
+    ck_assert_int_eq(t.nrow_chunks, 1);
+}
+END_TEST
+
 static void report(const char *what)
 {
     fprintf(stderr, "%s: worst %.3g of the tolerance\n", what, worst);
@@ -528,6 +559,7 @@ static Suite *gemm_suite(void)
     tcase_add_test(tc, test_split_k);
     tcase_add_test(tc, test_pack_a_rule);
     tcase_add_test(tc, test_fused_pack_rule);
+    tcase_add_test(tc, test_rows_for_a_slow_core);
     tcase_add_test(tc, test_grouped_custom_packers);
     suite_add_tcase(s, tc);
     return s;
