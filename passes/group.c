@@ -32,11 +32,12 @@
  *
  * Not grouped: views (no kernel), the optimizer update and PREPARE nodes
  * (alone in their entries), a batch-1 dense_grad_x that splits its
- * weight's rows (kp_dense_grad_x_halves, passes.h), and nodes of other
- * phases, with one exception below.  The memory plan gives a group one
- * position in the schedule (its members run at the same time) and writes
- * no member over an input in place, because another member may still
- * read it.
+ * weight's rows (kp_dense_grad_x_halves, passes.h), a kernel that is
+ * large at the largest batch (kp_group_too_large: a fork saved is nothing
+ * to it), and nodes of other phases, with one exception below.  The
+ * memory plan gives a group one position in the schedule (its members run
+ * at the same time) and writes no member over an input in place, because
+ * another member may still read it.
  *
  * The input gradient.  INPUT_GRAD nodes (what only karp_backward's dx
  * needs) run after the BACKWARD ones, and only when dx is asked for;
@@ -59,6 +60,8 @@
 #include "passes.h"
 
 #include <stdlib.h>
+
+#include "../ir/cost.h"
 
 /* Phases in the order the entries run them, PREPARE first. */
 static int phase_rank(KpPhase ph)
@@ -85,12 +88,31 @@ static int node_rank(const KpNode *n)
     return phase_rank(joins_backward(n) ? KP_PHASE_BACKWARD : n->phase);
 }
 
+/* Whether n at the largest batch is worth a parallel region of its own:
+ * its time on one core, estimated from its cost (ir/cost.h) at 100
+ * GFLOP/s and 20 GB/s, is GROUP_MAX_US or more.  A region's fork and
+ * join cost a few microseconds, under 5% of such a kernel; in a group its
+ * items go out in the group's few shares instead of its own finer cut,
+ * and a thread's shares of two members cover different samples.
+ * resnet_cifar's step at batch 64 on two threads took 0.94x the time
+ * with its convolutions' gradient pairs (1.8-3.7 ms estimated) out of
+ * their groups (docs/passes-group.md, "Large kernels"). */
+enum { GROUP_MAX_US = 100 };
+
+bool kp_group_too_large(const KpGraph *g, const KpNode *n)
+{
+    KpCost c = kp_node_cost(n, g->max_batch > 0 ? g->max_batch : 1);
+    return c.flops / 1e5 + c.bytes / 2e4 >= GROUP_MAX_US;
+}
+
 /* Not a view, an update, a node with a fused loss (whose mean follows
- * its parallel region, which a group member cannot have) or a batch-1
- * dense_grad_x that splits its weight's rows (kp_dense_grad_x_halves). */
+ * its parallel region, which a group member cannot have), a batch-1
+ * dense_grad_x that splits its weight's rows (kp_dense_grad_x_halves) or
+ * a kernel large enough to be a region of its own (kp_group_too_large). */
 static bool groupable(const KpGraph *g, const KpNode *n)
 {
     return !kp_op_is_view(n->op) && n->nin > 0 && !n->loss.on && !kp_dense_grad_x_halves(g, n) &&
+           !kp_group_too_large(g, n) &&
            (n->phase == KP_PHASE_FORWARD || n->phase == KP_PHASE_LOSS ||
             n->phase == KP_PHASE_BACKWARD || n->phase == KP_PHASE_INPUT_GRAD);
 }

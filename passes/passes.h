@@ -112,6 +112,10 @@ enum { KP_PAR_MIN_BYTES = 128 << 10 };
  * thread comes first, and the halves only pay when the first thread takes
  * the first half of W's rows, as in the layer's forward and update. */
 bool kp_dense_grad_x_halves(const KpGraph *g, const KpNode *n);
+/* Whether n is large enough at the graph's largest batch to run as a
+ * parallel region of its own rather than in a group: its time on one
+ * core, estimated from its cost (ir/cost.h), is 100 us or more. */
+bool kp_group_too_large(const KpGraph *g, const KpNode *n);
 /* layout (layout.c), inference graphs: constant weights repacked once by
  * PREPARE nodes into the layout their kernel reads (packed gemm panels);
  * reorders only where layouts meet.  Off with --no-layout. */
