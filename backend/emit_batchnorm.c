@@ -441,7 +441,7 @@ static LLVMValueRef grad_w_of_sums(KpEmit *e, const KpKernelArgs *a, const Bn *s
     return sdyx;
 }
 
-/* dx's coefficients of channel c from sum dy and sum dy xhat (doubles) */
+/* doubles a channel's dx takes from its sums (dx_coeffs) */
 enum { DX_COEFFS = 3 };
 
 /* dx's coefficients of channel c as doubles, mdy, k and scale, from sum dy
