@@ -30,7 +30,7 @@ typedef struct KpTargetOpts {
     bool keep_kernels;          /* kernels exported and their calls listed (kernels.h):
                                    karpc bench */
     int jobs;                   /* threads optimizing and compiling partitions of the
-                                   module; 0: one per CPU, at most KP_LLVM_MAX_PARTS */
+                                   module; 0: one per CPU, at most KP_LLVM_MAX_JOBS */
     int vector_width;           /* floats per explicit vector; 0: the target's (16 with
                                    AVX-512, 8 with AVX, else 4).  Tests set 16 or 4 to run
                                    the other widths' kernels on this CPU (LLVM splits or
@@ -40,8 +40,10 @@ typedef struct KpTargetOpts {
                                    tests' NEVER and ALWAYS, to compare the two */
 } KpTargetOpts;
 
-/* The most partitions a module is compiled in (so objects per model). */
-#define KP_LLVM_MAX_PARTS 8
+/* The most threads compiling a module, and the most partitions it is
+ * compiled in (so objects per model): three per thread. */
+#define KP_LLVM_MAX_JOBS 8
+#define KP_LLVM_MAX_PARTS (3 * KP_LLVM_MAX_JOBS)
 
 typedef enum KpEmitKind { KP_EMIT_LLVM, KP_EMIT_ASM, KP_EMIT_OBJ } KpEmitKind;
 
@@ -73,11 +75,13 @@ int kp_llvm_write_objects(KpCodegen *cg, const char *stem, int *nobjs, KpDiag *d
 int kp_llvm_jit(KpCodegen *cg, karp_model **out, KpDiag *d);
 void kp_llvm_free(KpCodegen *cg);
 /* The partitions the module was compiled in (kp_llvm_jit,
- * kp_llvm_write_objects): how many, and each one's time in LLVM's
+ * kp_llvm_write_objects): how many, by how many threads, and each one's
+ * size (IR instructions before optimization) and time in LLVM's
  * optimization pipeline and in code generation, in ms (karpc --stats);
  * n = 0 before they ran or when the module was optimized whole. */
 typedef struct KpPartTimes {
-    int n;
+    int n, threads;
+    int64_t insts[KP_LLVM_MAX_PARTS];
     double pipeline_ms[KP_LLVM_MAX_PARTS], codegen_ms[KP_LLVM_MAX_PARTS];
 } KpPartTimes;
 KpPartTimes kp_llvm_part_times(const KpCodegen *cg);

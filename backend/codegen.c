@@ -546,6 +546,24 @@ int kp_llvm_module_finish(KpCodegen *cg, KpEmit *e, KpDiag *d)
     return kp_llvm_optimize(cg, d);
 }
 
+/* The slabs the model will allocate, as the descriptor gives them
+ * (descriptor.c; runtime/model.c's slab_sizes). */
+static void set_slab_sizes(KpCodegen *cg, const KpProgram *p)
+{
+    const KpGraph *g = p->infer, *tg = p->train;
+    int64_t input = 1;
+    for (int i = 1; i < g->input->rank; i++)
+        input *= g->input->dims[i];
+    cg->slabs = (KpSlabs){
+        .param_floats = g->param_floats,
+        .opt_slots = tg ? tg->opt_slots : 0,
+        .prep_floats = g->prep_floats,
+        .input_floats = g->max_batch * input,
+        .workspace_bytes = g->workspace_bytes,
+        .train_workspace_bytes = tg ? tg->workspace_bytes : 0,
+    };
+}
+
 int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, KpDiag *d)
 {
     *out = NULL;
@@ -591,6 +609,7 @@ int kp_llvm_codegen(const KpProgram *p, const KpTargetOpts *t, KpCodegen **out, 
         kp_llvm_free(cg);
         return -1;
     }
+    set_slab_sizes(cg, p);
     *out = cg;
     return 0;
 }
@@ -607,5 +626,6 @@ void kp_llvm_free(KpCodegen *cg)
         LLVMDisposeTargetMachine(cg->tm);
     kp_llvm_target_config_free(&cg->cfg);
     kp_kernel_list_free(cg->kernels);
+    kp_rt_slabs_free(&cg->slabs);
     free(cg);
 }

@@ -16,6 +16,7 @@
 #include <llvm-c/Orc.h>
 #include <llvm-c/TargetMachine.h>
 
+#include "../runtime/model.h"
 #include "backend.h"
 
 typedef struct KpTargetConfig {
@@ -39,6 +40,13 @@ struct KpCodegen {
     int optimized;              /* the whole module went through the pipeline; 0: only
                                    verified and mergefunc'ed (kp_llvm_objects does the rest) */
     KpPartTimes parts;          /* kp_llvm_objects' partitions, timed */
+    /* Work with no part in the code that kp_llvm_objects runs on the first
+     * thread done with its partition, while the others still compile (the
+     * JIT's model slabs); NULL: none.  It runs exactly once. */
+    void (*side_job)(void *arg);
+    void *side_arg;
+    KpSlabs slabs;              /* the model's slab sizes (kp_llvm_codegen), and the
+                                   slabs the JIT has made for it until the model takes them */
 };
 
 /* A codegen with an empty module named name for the target t (NULL:
@@ -59,6 +67,7 @@ int kp_llvm_jit_new(KpCodegen *cg, LLVMOrcLLJITRef *out, KpDiag *d);
  * module is consumed.  objs must hold KP_LLVM_MAX_PARTS buffers; the
  * caller owns them. */
 int kp_llvm_objects(KpCodegen *cg, int jobs, LLVMMemoryBufferRef *objs, int *nobjs, KpDiag *d);
+/* ... and cg->side_job, if set, run once on the first thread done. */
 /* The CPUs this process may run on, 1..KP_LLVM_MAX_PARTS. */
 int kp_llvm_default_jobs(void);
 /* default<O{opt_level}> on mod for tm, with the vectorizers and the

@@ -1,23 +1,30 @@
 /*
  * partition.c — the module to machine code in parallel: split into
- * partitions by function, each optimized and compiled to an object in a
- * thread of its own, with its own LLVM context and target machine.
+ * partitions by function, each optimized and compiled to an object, with
+ * its own LLVM context, by one of the compile threads (one per CPU, each
+ * with its own target machine), which take the partitions from a queue.
  *
  * LLVM spends nearly all of a model's compile time in function passes and
  * instruction selection, one function at a time, and a model has tens to
  * hundreds of kernel functions.  So
  *
- *   module --mergefunc--> bitcode ──parse──> partition 1: foreign bodies
- *      │                                      dropped -> O2 -> object (thread)
- *      └─ (in place) ──────────────────────> partition 0: likewise (caller)
+ *   module --mergefunc--> bitcode ──parse──> partition k >= 1: foreign
+ *      │                                      bodies dropped -> O2 -> object
+ *      └─ (in place) ──────────────────────> partition 0: likewise
+ *
+ *   queue: 0 1 2 3 4 5   (two threads: 35, 24, 17, 12, 8, 6% of the IR)
+ *          each thread takes the next when it is done; the first to find
+ *          none left runs the side job (the JIT's model slabs)
  *
  * What goes together: a function and everything it references except
  * the node functions it calls (noinline: entries and groups call node
  * functions, which never inline), so a node function, its parallel-loop
  * bodies and their helpers stay in one partition.  Functions a global's
  * initializer points at (the descriptor's entries) and the globals go to
- * partition 0.  The pieces are dealt out largest first to the lightest
- * partition, sized by instruction count.
+ * partition 0.  The pieces are dealt out largest first, sized by
+ * instruction count, each to the partition furthest below its share
+ * (queue_shares): a thread the host runs slower, or one whose pieces cost
+ * more per instruction, ends up with fewer of the small last ones.
  *
  * A local function referenced from another partition becomes external
  * with hidden visibility under its own (module-unique) name: the objects
@@ -31,8 +38,10 @@
  * node functions called once per run, their loops are untouched.
  */
 #define _GNU_SOURCE             /* sched_getaffinity */
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -53,7 +62,7 @@ int kp_llvm_default_jobs(void)
 {
     cpu_set_t set;
     int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
-    return n < 1 ? 1 : n > MAX_PARTS ? MAX_PARTS : n;
+    return n < 1 ? 1 : n > KP_LLVM_MAX_JOBS ? KP_LLVM_MAX_JOBS : n;
 }
 
 #if LLVM_VERSION_MAJOR == 19
@@ -144,6 +153,7 @@ typedef struct Plan {
     int *part;                  /* each one's partition; -1: a declaration */
     char *exported;             /* local, referenced from another partition */
     int nparts;
+    int64_t load[MAX_PARTS];    /* each partition's IR instructions */
 } Plan;
 
 static int fn_index(const Plan *pl, LLVMValueRef f)
@@ -234,9 +244,28 @@ static void plan_free(Plan *pl)
     free(pl->exported);
 }
 
-/* Group the functions of mod and deal the groups out to at most nparts
- * partitions (fewer when there are fewer groups). */
-static int plan_parts(LLVMModuleRef mod, int nparts, Plan *pl)
+/* The partitions for `threads` threads taking them from one queue: three
+ * per thread, each planned a fixed ratio smaller than the one before
+ * (0.7 for two threads, closer to 1 for more), so that the last ones to
+ * be taken are small and a thread the host runs slower ends up with less
+ * (docs/compile-time.md, item 7).  One thread: one partition.  At most
+ * `most` partitions. */
+static int queue_shares(int threads, int most, double *share)
+{
+    int n = threads <= 1 ? 1 : 3 * threads > MAX_PARTS ? MAX_PARTS : 3 * threads;
+    n = n < most ? n : most < 1 ? 1 : most;
+    double q = threads <= 1 ? 1.0 : pow(0.7, 2.0 / threads), sum = 0;
+    for (int p = 0; p < n; p++)
+        sum += share[p] = pow(q, p);
+    for (int p = 0; p < n; p++)
+        share[p] /= sum;
+    return n;
+}
+
+/* Group the functions of mod and deal the groups out to the partitions
+ * of queue_shares(threads) (fewer when there are fewer groups): largest
+ * first, each to the partition furthest below its share. */
+static int plan_parts(LLVMModuleRef mod, int threads, Plan *pl)
 {
     memset(pl, 0, sizeof *pl);
     for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f))
@@ -282,13 +311,15 @@ static int plan_parts(LLVMModuleRef mod, int nparts, Plan *pl)
             order[b] = order[b - 1];
             order[b - 1] = t;
         }
-    pl->nparts = nparts < 1 ? 1 : nparts > MAX_PARTS ? MAX_PARTS : nparts;
-    if (pl->nparts > ngroups + 1)
-        pl->nparts = ngroups + 1;
-    int64_t load[MAX_PARTS] = {0};
+    double share[MAX_PARTS];
+    pl->nparts = queue_shares(threads, ngroups + 1, share);
+    int64_t load[MAX_PARTS] = {0}, total = 0;
     for (int i = 0; i < pl->nfn; i++)
-        if (!LLVMIsDeclaration(pl->fn[i]) && find(up, i) == i && pinned[i])
-            load[0] += size[i];
+        if (!LLVMIsDeclaration(pl->fn[i]) && find(up, i) == i) {
+            total += size[i];
+            if (pinned[i])
+                load[0] += size[i];
+        }
     int *where = calloc(n, sizeof *where);
     if (!where) {
         free(up), free(pinned), free(size), free(order);
@@ -298,11 +329,22 @@ static int plan_parts(LLVMModuleRef mod, int nparts, Plan *pl)
     for (int g = 0; g < ngroups; g++) {
         int best = 0;
         for (int p = 1; p < pl->nparts; p++)
-            if (load[p] < load[best])
+            if (share[p] * (double)total - (double)load[p] >
+                share[best] * (double)total - (double)load[best])
                 best = p;
         where[order[g]] = best;
         load[best] += size[order[g]];
     }
+    /* no empty partitions: the ones left keep their order */
+    int renum[MAX_PARTS], used = 0;
+    for (int p = 0; p < pl->nparts; p++) {
+        renum[p] = p == 0 || load[p] > 0 ? used++ : -1;
+        if (renum[p] >= 0)
+            pl->load[renum[p]] = load[p];
+    }
+    for (int g = 0; g < ngroups; g++)
+        where[order[g]] = renum[where[order[g]]];
+    pl->nparts = used;
     for (int i = 0; i < pl->nfn; i++)
         pl->part[i] = LLVMIsDeclaration(pl->fn[i]) ? -1 : where[find(up, i)];
     for (int i = 0; i < pl->nfn; i++) {
@@ -383,31 +425,30 @@ typedef struct Job {
     int part;
     LLVMModuleRef mod;          /* partition 0: the codegen's module, cut in place */
     LLVMMemoryBufferRef bitcode;    /* the others parse this */
-    LLVMTargetMachineRef tm;
     int opt_level;
     LLVMMemoryBufferRef obj;    /* out */
     double pipeline_s, codegen_s;   /* out */
     char err[512];              /* out, when obj is NULL */
 } Job;
 
-static void *run_job(void *arg)
+/* One partition to an object, with the taking thread's target machine. */
+static void run_job(Job *j, LLVMTargetMachineRef tm)
 {
-    Job *j = arg;
     LLVMContextRef ctx = NULL;
     if (!j->mod) {
         ctx = LLVMContextCreate();
         if (LLVMParseBitcodeInContext2(ctx, j->bitcode, &j->mod)) {
             snprintf(j->err, sizeof j->err, "cannot read back the module's bitcode");
             LLVMContextDispose(ctx);
-            return NULL;
+            return;
         }
     }
     cut_partition(j->mod, j->pl, j->part);
     char *msg = NULL;
     double t0 = kp_seconds();
-    int rc = kp_llvm_run_pipeline(j->mod, j->tm, j->opt_level, j->err, sizeof j->err);
+    int rc = kp_llvm_run_pipeline(j->mod, tm, j->opt_level, j->err, sizeof j->err);
     double t1 = kp_seconds();
-    if (rc == 0 && LLVMTargetMachineEmitToMemoryBuffer(j->tm, j->mod, LLVMObjectFile, &msg, &j->obj)) {
+    if (rc == 0 && LLVMTargetMachineEmitToMemoryBuffer(tm, j->mod, LLVMObjectFile, &msg, &j->obj)) {
         snprintf(j->err, sizeof j->err, "code generation failed: %s", msg ? msg : "?");
         j->obj = NULL;
     }
@@ -419,6 +460,32 @@ static void *run_job(void *arg)
         LLVMContextDispose(ctx);
         j->mod = NULL;
     }
+}
+
+/* The partitions in plan order, taken by the threads as they come free;
+ * the first thread to find none left runs cg->side_job. */
+typedef struct Queue {
+    Job *job;
+    int n;
+    atomic_int next, side_taken;
+    void (*side)(void *arg);
+    void *side_arg;
+} Queue;
+
+typedef struct Worker {
+    Queue *q;
+    LLVMTargetMachineRef tm;    /* each thread its own */
+} Worker;
+
+static void *run_queue(void *arg)
+{
+    Worker *w = arg;
+    Queue *q = w->q;
+    int i;
+    while ((i = atomic_fetch_add(&q->next, 1)) < q->n)
+        run_job(&q->job[i], w->tm);
+    if (q->side && !atomic_exchange(&q->side_taken, 1))
+        q->side(q->side_arg);
     return NULL;
 }
 
@@ -427,42 +494,50 @@ int kp_llvm_objects(KpCodegen *cg, int jobs, LLVMMemoryBufferRef *objs, int *nob
     *nobjs = 0;
     if (!cg || !cg->mod)
         return kp_error(d, "internal error: no module to compile");
+    int threads = jobs > 0 ? jobs : kp_llvm_default_jobs();
+    threads = threads > KP_LLVM_MAX_JOBS ? KP_LLVM_MAX_JOBS : threads;
     Plan pl;
-    if (plan_parts(cg->mod, jobs > 0 ? jobs : kp_llvm_default_jobs(), &pl) < 0)
+    if (plan_parts(cg->mod, threads, &pl) < 0)
         return kp_error(d, "out of memory");
+    threads = threads < pl.nparts ? threads : pl.nparts;
     Job job[MAX_PARTS];
     memset(job, 0, sizeof job);
     LLVMMemoryBufferRef bc = pl.nparts > 1 ? LLVMWriteBitcodeToMemoryBuffer(cg->mod) : NULL;
-    int rc = 0;
-    for (int p = 0; p < pl.nparts && rc == 0; p++) {
+    for (int p = 0; p < pl.nparts; p++)
         job[p] = (Job){.pl = &pl, .part = p, .bitcode = bc, .opt_level = cg->cfg.opt_level};
-        if (!(job[p].tm = p == 0 ? cg->tm : kp_llvm_target_machine(&cg->cfg, d)))
-            rc = -1;
-    }
     job[0].mod = cg->mod;
-    pthread_t tid[MAX_PARTS];
-    int started[MAX_PARTS] = {0};
-    for (int p = 1; p < pl.nparts && rc == 0; p++)
-        started[p] = pthread_create(&tid[p], NULL, run_job, &job[p]) == 0;
-    if (rc == 0)
-        run_job(&job[0]);
-    for (int p = 1; p < pl.nparts; p++) {
-        if (started[p])
-            pthread_join(tid[p], NULL);
-        else if (rc == 0)
-            run_job(&job[p]);   /* no thread to be had: here, then */
+    Queue q = {.job = job, .n = pl.nparts, .side = cg->side_job, .side_arg = cg->side_arg};
+    Worker w[KP_LLVM_MAX_JOBS];
+    pthread_t tid[KP_LLVM_MAX_JOBS];
+    int started[KP_LLVM_MAX_JOBS] = {0};
+    w[0] = (Worker){.q = &q, .tm = cg->tm};
+    for (int t = 1; t < threads; t++) {
+        w[t] = (Worker){.q = &q, .tm = kp_llvm_target_machine(&cg->cfg, d)};
+        if (!w[t].tm) {         /* fewer threads, then */
+            threads = t;
+            break;
+        }
+        started[t] = pthread_create(&tid[t], NULL, run_queue, &w[t]) == 0;
+    }
+    run_queue(&w[0]);           /* with no thread to be had, here it all runs */
+    int rc = 0;
+    for (int t = 1; t < threads; t++) {
+        if (started[t])
+            pthread_join(tid[t], NULL);
+        if (w[t].tm)
+            LLVMDisposeTargetMachine(w[t].tm);
     }
     /* the codegen's module was partition 0, cut: no use to anyone now */
     LLVMDisposeModule(cg->mod);
     cg->mod = NULL;
     cg->parts.n = pl.nparts;
+    cg->parts.threads = threads;
     for (int p = 0; p < pl.nparts; p++) {
+        cg->parts.insts[p] = pl.load[p];
         cg->parts.pipeline_ms[p] = 1e3 * job[p].pipeline_s;
         cg->parts.codegen_ms[p] = 1e3 * job[p].codegen_s;
         if (rc == 0 && !job[p].obj)
             rc = kp_error(d, "internal error: partition %d of %d: %s", p, pl.nparts, job[p].err);
-        if (job[p].tm && p > 0)
-            LLVMDisposeTargetMachine(job[p].tm);
     }
     for (int p = 0; p < pl.nparts; p++) {
         if (rc == 0)

@@ -7,6 +7,7 @@
  * train.c.
  */
 #include <math.h>
+#include <stdbool.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,6 +270,73 @@ static void *alloc_slab(int64_t bytes)
     return p;
 }
 
+/* The slab sizes desc asks for. */
+static KpSlabs slab_sizes(const KarpModelDesc *d)
+{
+    return (KpSlabs){
+        .param_floats = d->param_floats,
+        .opt_slots = d->opt_slots,
+        .prep_floats = d->prep_floats,
+        .input_floats = d->max_batch * kp_rt_input_size(d),
+        .workspace_bytes = d->workspace_bytes,
+        .train_workspace_bytes = d->train_workspace_bytes,
+    };
+}
+
+static bool same_sizes(const KpSlabs *a, const KpSlabs *b)
+{
+    return a->param_floats == b->param_floats && a->opt_slots == b->opt_slots &&
+           a->prep_floats == b->prep_floats && a->input_floats == b->input_floats &&
+           a->workspace_bytes == b->workspace_bytes &&
+           a->train_workspace_bytes == b->train_workspace_bytes;
+}
+
+/* In double: the sizes are not checked yet. */
+static double slab_bytes(const KpSlabs *s)
+{
+    return ((double)s->param_floats * (2.0 + (double)s->opt_slots) + (double)s->prep_floats +
+            (double)s->input_floats) * sizeof(float) +
+           (double)s->workspace_bytes + (double)s->train_workspace_bytes;
+}
+
+void kp_rt_slabs_free(KpSlabs *s)
+{
+    if (!s)
+        return;
+    free(s->params), free(s->grads), free(s->opt), free(s->prep), free(s->last_x);
+    free(s->ws), free(s->tws);
+    s->params = s->grads = s->opt = s->prep = s->last_x = NULL;
+    s->ws = s->tws = NULL;
+}
+
+static int alloc_slabs(KpSlabs *s)
+{
+    int64_t pbytes = s->param_floats * (int64_t)sizeof(float);
+    s->params = alloc_slab(pbytes);
+    s->ws = alloc_slab(s->workspace_bytes);
+    s->grads = alloc_slab(pbytes);
+    s->opt = alloc_slab(s->opt_slots * pbytes);
+    s->tws = alloc_slab(s->train_workspace_bytes);
+    s->last_x = alloc_slab(s->input_floats * (int64_t)sizeof(float));
+    bool prep_ok = s->prep_floats == 0 ||
+                   (s->prep = alloc_slab(s->prep_floats * (int64_t)sizeof(float)));
+    if (!prep_ok || !s->params || !s->ws || !s->grads || !s->opt || !s->tws || !s->last_x) {
+        kp_rt_slabs_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+int kp_rt_slabs_alloc(KpSlabs *s)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    if (s->param_floats < 0 || s->opt_slots < 0 || s->prep_floats < 0 || s->input_floats < 0 ||
+        s->workspace_bytes < 0 || s->train_workspace_bytes < 0 ||
+        (pages > 0 && psize > 0 && slab_bytes(s) > (double)pages * (double)psize / 2))
+        return -1;
+    return alloc_slabs(s);
+}
+
 /* One idle inference workspace on the model's free list, with the
  * scratch pool of the call that takes it. */
 typedef struct KpWsNode {
@@ -321,8 +389,8 @@ int64_t kp_rt_input_size(const KarpModelDesc *d)
     return shape_numel(d->input_shape, d->input_rank);
 }
 
-karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, void *owner,
-                                  void (*release)(void *owner), karp_error *err)
+static karp_model *model_new(const KarpModelDesc *desc, const char *what, KpSlabs *slabs,
+                             void *owner, void (*release)(void *owner), karp_error *err)
 {
     karp_model *m = NULL;
     char whatbuf[300];
@@ -354,17 +422,22 @@ karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, v
         goto nomem;
     m->desc = desc;
     pthread_mutex_init(&m->infer_lock, NULL);
-    int64_t pbytes = desc->param_floats * (int64_t)sizeof(float);
-    m->params = alloc_slab(pbytes);
-    m->ws = alloc_slab(desc->workspace_bytes);
-    m->grads = alloc_slab(pbytes);
-    m->opt = alloc_slab(desc->opt_slots * pbytes);
-    m->tws = alloc_slab(desc->train_workspace_bytes);
-    m->last_x = alloc_slab(desc->max_batch * kp_rt_input_size(desc) * (int64_t)sizeof(float));
-    if (desc->prep_floats > 0 && !(m->prep = alloc_slab(desc->prep_floats * (int64_t)sizeof(float))))
-        goto nomem;
-    if (!m->params || !m->ws || !m->grads || !m->opt || !m->tws || !m->last_x)
-        goto nomem;
+    KpSlabs own = slab_sizes(desc);
+    if (slabs && slabs->params && same_sizes(slabs, &own)) {
+        own = *slabs;           /* made while the code compiled */
+        *slabs = (KpSlabs){0};
+    } else {
+        kp_rt_slabs_free(slabs);
+        if (alloc_slabs(&own) != 0)
+            goto nomem;
+    }
+    m->params = own.params;
+    m->ws = own.ws;
+    m->grads = own.grads;
+    m->opt = own.opt;
+    m->tws = own.tws;
+    m->last_x = own.last_x;
+    m->prep = own.prep;
     if (push_ws(m, m->ws) != 0)
         goto nomem;
     m->ws_count = 1;
@@ -386,15 +459,28 @@ nomem:
         pthread_mutex_destroy(&m->infer_lock);
     free(m);
 fail:
+    kp_rt_slabs_free(slabs);
     if (release)
         release(owner);
     return NULL;
 }
 
+karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, void *owner,
+                                  void (*release)(void *owner), karp_error *err)
+{
+    return model_new(desc, what, NULL, owner, release, err);
+}
+
 karp_model *kp_rt_model_new(const KarpModelDesc *desc, void *owner, void (*release)(void *owner),
                             karp_error *err)
 {
-    return kp_rt_model_new_named(desc, NULL, owner, release, err);
+    return model_new(desc, NULL, NULL, owner, release, err);
+}
+
+karp_model *kp_rt_model_new_slabs(const KarpModelDesc *desc, KpSlabs *slabs, void *owner,
+                                  void (*release)(void *owner), karp_error *err)
+{
+    return model_new(desc, NULL, slabs, owner, release, err);
 }
 
 void karp_close(karp_model *m)

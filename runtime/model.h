@@ -73,6 +73,30 @@ karp_model *kp_rt_model_new(const KarpModelDesc *desc, void *owner, void (*relea
 karp_model *kp_rt_model_new_named(const KarpModelDesc *desc, const char *what, void *owner,
                                   void (*release)(void *owner), karp_error *err);
 
+/* A model's slabs, made before its descriptor exists: the JIT has them
+ * allocated and zeroed by a core that is done compiling while the other
+ * still compiles (backend/jit.c), and kp_rt_model_new_slabs takes them
+ * when their sizes are the descriptor's.  The sizes are set by the
+ * caller, the pointers by kp_rt_slabs_alloc. */
+typedef struct KpSlabs {
+    int64_t param_floats, opt_slots, prep_floats;
+    int64_t input_floats;           /* max_batch * an input sample's floats: last_x */
+    int64_t workspace_bytes, train_workspace_bytes;
+    float *params, *grads, *opt, *prep, *last_x;
+    void *ws, *tws;
+} KpSlabs;
+/* Allocate and zero the slabs of s's sizes: 0, or -1 with none kept
+ * (out of memory, or more than half of this machine's memory, which is
+ * left to the model's own check and message). */
+int kp_rt_slabs_alloc(KpSlabs *s);
+/* Free what s holds (NULL accepted); the sizes stay. */
+void kp_rt_slabs_free(KpSlabs *s);
+/* kp_rt_model_new, taking slabs' blocks when they are all there and of
+ * the descriptor's sizes (slabs is left empty); otherwise slabs is
+ * freed and the model allocates its own.  slabs NULL: as kp_rt_model_new. */
+karp_model *kp_rt_model_new_slabs(const KarpModelDesc *desc, KpSlabs *slabs, void *owner,
+                                  void (*release)(void *owner), karp_error *err);
+
 /* The parameters changed: the next infer re-runs prepare first. */
 void kp_rt_params_changed(const karp_model *m);
 

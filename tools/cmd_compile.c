@@ -81,7 +81,7 @@ static int parse_args(int argc, char **argv, CompileArgs *a)
                 return 1;
         } else if ((v = take(argc, argv, &i, "--jobs"))) {
             long jobs;
-            if (kp_cli_int("--jobs", v, 1, KP_LLVM_MAX_PARTS, &jobs))
+            if (kp_cli_int("--jobs", v, 1, KP_LLVM_MAX_JOBS, &jobs))
                 return 1;
             a->target.jobs = (int)jobs;
         } else if (strlen(s) == 3 && s[0] == '-' && s[1] == 'O' && s[2] >= '0' && s[2] <= '3') {
@@ -240,7 +240,11 @@ static int print_stats(const KpProgram *p, const CompileArgs *a, const KpPassLog
                "link %.1f ms\n",
                t->front * 1e3, t->cg * 1e3, t->obj * 1e3, t->link * 1e3);
     if (t->parts.n > 0) {
-        printf("partitions: %d, each LLVM pipeline / code generation:", t->parts.n);
+        printf("partitions: %d for %d thread%s (IR instructions", t->parts.n, t->parts.threads,
+               t->parts.threads == 1 ? "" : "s");
+        for (int i = 0; i < t->parts.n; i++)
+            printf(" %lld", (long long)t->parts.insts[i]);
+        printf("), each LLVM pipeline / code generation:");
         for (int i = 0; i < t->parts.n; i++)
             printf("%s %.1f / %.1f ms", i ? "," : "", t->parts.pipeline_ms[i], t->parts.codegen_ms[i]);
         printf("\n");

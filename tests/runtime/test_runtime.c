@@ -84,6 +84,79 @@ START_TEST(test_large_slabs_huge_aligned)
 }
 END_TEST
 
+/* Slabs made ahead of the model (the JIT makes them while LLVM
+ * compiles): taken when every size is the descriptor's, freed and
+ * replaced by the model's own when one is not; refused when larger than
+ * half the machine's memory. */
+static KpSlabs tiny_slabs(const KarpModelDesc *d)
+{
+    return (KpSlabs){.param_floats = d->param_floats,
+                     .opt_slots = d->opt_slots,
+                     .prep_floats = d->prep_floats,
+                     .input_floats = d->max_batch * d->input_shape[0],
+                     .workspace_bytes = d->workspace_bytes,
+                     .train_workspace_bytes = d->train_workspace_bytes};
+}
+
+START_TEST(test_slabs_made_ahead)
+{
+    KarpModelDesc d = tiny_desc();
+    d.train_workspace_bytes = 3 << 20;
+    KpSlabs s = tiny_slabs(&d);
+    ck_assert_int_eq(kp_rt_slabs_alloc(&s), 0);
+    float *params = s.params;
+    void *tws = s.tws;
+    ck_assert_uint_eq((uintptr_t)tws % (2 << 20), 0);
+    memset(tws, 0, (size_t)d.train_workspace_bytes);
+    karp_error err = {.code = 99};
+    karp_model *m = kp_rt_model_new_slabs(&d, &s, NULL, NULL, &err);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_int_eq(err.code, 0);
+    ck_assert_ptr_eq(m->params, params);
+    ck_assert_ptr_eq(m->tws, tws);
+    ck_assert_ptr_null(s.params);
+    ck_assert_ptr_null(s.tws);
+    /* initialized like any new model: same parameters as one made alone */
+    karp_model *alone = kp_rt_model_new(&d, NULL, NULL, &err);
+    ck_assert_ptr_nonnull(alone);
+    ck_assert_mem_eq(m->params, alone->params, (size_t)d.param_floats * sizeof(float));
+    karp_close(alone);
+    karp_close(m);
+
+    /* one size off: not taken (ASan sees them freed) */
+    s = tiny_slabs(&d);
+    s.workspace_bytes += 64;
+    ck_assert_int_eq(kp_rt_slabs_alloc(&s), 0);
+    params = s.params;
+    m = kp_rt_model_new_slabs(&d, &s, NULL, NULL, &err);
+    ck_assert_ptr_nonnull(m);
+    ck_assert_ptr_null(s.params);
+    ck_assert_ptr_null(s.ws);
+    karp_close(m);
+
+    /* a descriptor the runtime refuses: the slabs are freed with it */
+    s = tiny_slabs(&d);
+    ck_assert_int_eq(kp_rt_slabs_alloc(&s), 0);
+    KarpModelDesc bad = d;
+    bad.abi_version = KARP_ABI_VERSION + 1;
+    ck_assert_ptr_null(kp_rt_model_new_slabs(&bad, &s, NULL, NULL, &err));
+    ck_assert_int_eq(err.code, KARP_EABI);
+    ck_assert_ptr_null(s.params);
+
+    /* more than half of memory, or a negative size: none made */
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    s = tiny_slabs(&d);
+    s.train_workspace_bytes = (int64_t)pages * psize / 2 + 1;
+    ck_assert_int_eq(kp_rt_slabs_alloc(&s), -1);
+    ck_assert_ptr_null(s.params);
+    ck_assert_ptr_null(s.tws);
+    s = tiny_slabs(&d);
+    s.prep_floats = -1;
+    ck_assert_int_eq(kp_rt_slabs_alloc(&s), -1);
+    kp_rt_slabs_free(NULL);
+}
+END_TEST
+
 START_TEST(test_infer_errors)
 {
     karp_model *m = tiny_open(static_tiny());
@@ -775,6 +848,7 @@ static Suite *runtime_suite(void)
     TCase *tc = tcase_create("model");
     tcase_add_test(tc, test_new_and_infer);
     tcase_add_test(tc, test_large_slabs_huge_aligned);
+    tcase_add_test(tc, test_slabs_made_ahead);
     tcase_add_test(tc, test_infer_errors);
     tcase_add_test(tc, test_params_and_info);
     tcase_add_test(tc, test_bad_descriptors);

@@ -42,26 +42,46 @@ static Figures figures(const char *out, const char *graph)
     return f;
 }
 
-/* The partitions line: "partitions: P, each LLVM pipeline / code generation: A / B ms, ...",
- * P, checked against the number of times it lists; -1 if they disagree. */
-static int partitions(const char *out)
+/* The partitions line: "partitions: P for T threads (IR instructions I0 I1 ...), each LLVM
+ * pipeline / code generation: A / B ms, ...".  The sizes go to insts (room for 24), T to
+ * *threads; returns P, checked against the sizes and times it lists (-1 if they disagree). */
+typedef struct Parts {
+    int n, threads;
+    long long insts[24];
+} Parts;
+
+static Parts partitions(const char *out)
 {
     char *l = line_starting(out, "partitions: ");
-    int n = -1, listed = 0;
-    ck_assert_int_eq(sscanf(l, "partitions: %d, each LLVM pipeline / code generation:", &n), 1);
-    const char *p = strchr(l, ':');
-    p = strchr(p + 1, ':') + 1;
+    Parts r = {.n = -1};
+    int used = 0;
+    ck_assert_msg(sscanf(l, "partitions: %d for %d thread%n", &r.n, &r.threads, &used) == 2 &&
+                      used > 0, "cannot read '%s'", l);
+    ck_assert(r.n >= 1 && r.n <= 24);
+    const char *p = l + used + (l[used] == 's');
+    ck_assert_msg(strncmp(p, " (IR instructions", 17) == 0, "at '%s'", p);
+    p += 17;
+    int sizes = 0, times = 0, k;
+    long long v;
+    while (sizes < 24 && sscanf(p, " %lld%n", &v, &k) == 1) {
+        ck_assert(v > 0);
+        r.insts[sizes++] = v;
+        p += k;
+    }
+    ck_assert_msg(strncmp(p, "), each LLVM pipeline / code generation:", 40) == 0, "at '%s'", p);
+    p += 40;
     double a, b;
-    int used;
-    while (sscanf(p, " %lf / %lf ms%n", &a, &b, &used) == 2) {
+    while (sscanf(p, " %lf / %lf ms%n", &a, &b, &k) == 2) {
         ck_assert(a >= 0 && b > 0);
-        listed++;
-        p += used;
+        times++;
+        p += k;
         if (*p == ',')
             p++;
     }
     free(l);
-    return listed == n ? n : -1;
+    if (sizes != r.n || times != r.n)
+        r.n = -1;
+    return r;
 }
 
 START_TEST(stats_per_pass_and_figures)
@@ -98,13 +118,47 @@ START_TEST(stats_per_pass_and_figures)
     l = line_starting(r.out, "time: ");
     ck_assert_ptr_nonnull(strstr(l, "frontend+passes "));
     free(l);
-    ck_assert_int_ge(partitions(r.out), 1);
-    ck_assert_int_le(partitions(r.out), 8);
+    Parts pt = partitions(r.out);
+    ck_assert_int_ge(pt.n, 1);
+    ck_assert_int_le(pt.n, 3 * pt.threads);
     kp_test_run_free(&r);
     r = kp_test_run("%s %sdead_branch.json --stats --jobs 1", KARPC_EXE, GOLDEN);
     ck_assert_msg(r.status == 0, "%s", r.err);
-    ck_assert_int_eq(partitions(r.out), 1);
+    pt = partitions(r.out);
+    ck_assert_int_eq(pt.n, 1);
+    ck_assert_int_eq(pt.threads, 1);
     kp_test_run_free(&r);
+}
+END_TEST
+
+/* Two threads take the partitions from a queue, three each, each planned
+ * smaller than the one before (docs/compile-time.md, item 7); together
+ * they hold the whole module, as the one partition of one thread does. */
+START_TEST(partitions_shrink)
+{
+    KpRun r = kp_test_run("%s %s/examples/fashion_cnn.json --stats --jobs 2", KARPC_EXE,
+                          KARP_SOURCE_DIR);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    Parts two = partitions(r.out);
+    kp_test_run_free(&r);
+    ck_assert_int_eq(two.n, 6);
+    ck_assert_int_eq(two.threads, 2);
+    long long sum = 0;
+    for (int i = 0; i < two.n; i++) {
+        sum += two.insts[i];
+        if (i > 0)
+            ck_assert_msg(two.insts[i] <= two.insts[i - 1], "partition %d: %lld > %lld", i,
+                          two.insts[i], two.insts[i - 1]);
+    }
+    /* the largest planned at 0.7^-5 = 6x the smallest: not as even as before */
+    ck_assert_int_ge(two.insts[0], 3 * two.insts[5]);
+    r = kp_test_run("%s %s/examples/fashion_cnn.json --stats --jobs 1", KARPC_EXE,
+                    KARP_SOURCE_DIR);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    Parts one = partitions(r.out);
+    kp_test_run_free(&r);
+    ck_assert_int_eq(one.n, 1);
+    ck_assert_int_eq(one.insts[0], sum);
 }
 END_TEST
 
@@ -152,6 +206,7 @@ static Suite *suite(void)
     TCase *t = tcase_create("stats");
     tcase_add_test(t, stats_per_pass_and_figures);
     tcase_add_test(t, stats_with_passes_off);
+    tcase_add_test(t, partitions_shrink);
     tcase_add_test(t, dump_after_text_and_dot);
     suite_add_tcase(s, t);
     return s;
