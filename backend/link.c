@@ -132,7 +132,7 @@ static void one_line(char *s)
 int kp_link_shared(const char *const *objs, int nobjs, const char *so_path,
                    const char *runtime_lib, KpDiag *d)
 {
-    enum { MAXOBJ = 16 };
+    enum { MAXOBJ = KP_LLVM_MAX_PARTS };
     if (nobjs < 1 || nobjs > MAXOBJ)
         return kp_error(d, "internal error: %d objects to link", nobjs);
     char lib[PATH_MAX];

@@ -61,6 +61,42 @@ START_TEST(compile_and_run_aot_matches_jit)
 }
 END_TEST
 
+/* Eight compile threads cut fashion_cnn into more than 16 partitions
+ * (three per thread, fewer where the groups run out: docs/compile-time.md,
+ * item 7), all linked into model.so; it computes what --jobs 1 does. */
+START_TEST(many_partitions_link)
+{
+    const char *cnn = KARP_SOURCE_DIR "/examples/fashion_cnn.json";
+    char *so8 = kp_test_path(dir, "cnn8.so"), *so1 = kp_test_path(dir, "cnn1.so");
+    KpRun r = kp_test_run("%s %s --jobs 8 -o %s", KARPC_EXE, cnn, so8);
+    ck_assert_msg(r.status == 0, "karpc --jobs 8: %s", r.err);
+    kp_test_run_free(&r);
+    r = kp_test_run("%s %s --jobs 1 -o %s", KARPC_EXE, cnn, so1);
+    ck_assert_msg(r.status == 0, "karpc --jobs 1: %s", r.err);
+    kp_test_run_free(&r);
+    KpRun a8 = kp_test_run("%s/examples/host_aot %s 3", KARP_BINARY_DIR, so8);
+    KpRun a1 = kp_test_run("%s/examples/host_aot %s 3", KARP_BINARY_DIR, so1);
+    ck_assert_msg(a8.status == 0, "host_aot: %s", a8.err);
+    ck_assert_msg(a1.status == 0, "host_aot: %s", a1.err);
+    ck_assert_ptr_nonnull(strstr(a8.out, "y[2] ="));
+    ck_assert_str_eq(a8.out, a1.out);
+    kp_test_run_free(&a8);
+    kp_test_run_free(&a1);
+    r = kp_test_run("%s %s --stats --jobs 8", KARPC_EXE, cnn);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    const char *l = strstr(r.out, "partitions: ");
+    int parts = 0, threads = 0;
+    ck_assert_ptr_nonnull(l);
+    ck_assert_int_eq(sscanf(l, "partitions: %d for %d threads", &parts, &threads), 2);
+    ck_assert_int_eq(threads, 8);
+    ck_assert_int_gt(parts, 16);    /* kp_link_shared's old limit */
+    ck_assert_int_le(parts, 24);
+    kp_test_run_free(&r);
+    free(so8);
+    free(so1);
+}
+END_TEST
+
 START_TEST(emit_outputs)
 {
     KpRun r = kp_test_run("%s %s --emit=ir", KARPC_EXE, MODEL);
@@ -279,6 +315,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, compile_and_run_aot_matches_jit);
+    tcase_add_test(tc, many_partitions_link);
     tcase_add_test(tc, emit_outputs);
     tcase_add_test(tc, batchnorm_by_samples);
     tcase_add_test(tc, command_errors);
