@@ -511,14 +511,15 @@ int kp_llvm_objects(KpCodegen *cg, int jobs, LLVMMemoryBufferRef *objs, int *nob
     pthread_t tid[KP_LLVM_MAX_JOBS];
     int started[KP_LLVM_MAX_JOBS] = {0};
     w[0] = (Worker){.q = &q, .tm = cg->tm};
-    for (int t = 1; t < threads; t++) {
+    for (int t = 1; t < threads; t++) {     /* every target machine before any thread runs */
         w[t] = (Worker){.q = &q, .tm = kp_llvm_target_machine(&cg->cfg, d)};
         if (!w[t].tm) {         /* fewer threads, then */
             threads = t;
             break;
         }
-        started[t] = pthread_create(&tid[t], NULL, run_queue, &w[t]) == 0;
     }
+    for (int t = 1; t < threads; t++)
+        started[t] = pthread_create(&tid[t], NULL, run_queue, &w[t]) == 0;
     run_queue(&w[0]);           /* with no thread to be had, here it all runs */
     int rc = 0;
     for (int t = 1; t < threads; t++) {
