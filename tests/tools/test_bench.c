@@ -245,8 +245,13 @@ START_TEST(text_and_peers)
     ck_assert_ptr_nonnull(strstr(r.out, "dense+relu"));
     kp_test_run_free(&r);
 
-    /* with or without OpenBLAS and oneDNN on the machine */
-    r = kp_test_run("%s bench %s --repeats 1 --peers --json", KARPC_EXE, model);
+    /* with or without OpenBLAS and oneDNN on the machine.  Not leak-checked:
+     * in the sanitizer build LeakSanitizer's exit-time tracer once crashed
+     * here ("Tracer caught signal 11"), an intermittent failure of the
+     * sanitizer runtime with the peers' thread pools alive; the run above
+     * checks karpc bench's own allocations. */
+    r = kp_test_run("ASAN_OPTIONS=\"$ASAN_OPTIONS:detect_leaks=0\" %s bench %s --repeats 1 --peers "
+                    "--json", KARPC_EXE, model);
     ck_assert_msg(r.status == 0, "karpc bench --peers: %s", r.err);
     cJSON *doc = cJSON_Parse(r.out);
     ck_assert_ptr_nonnull(doc);
