@@ -217,16 +217,43 @@ static int check_desc(const KarpModelDesc *d, const char *what, karp_error *err)
     return rc ? rc : check_training(d, what, err);
 }
 
-/* The bytes a new model allocates: parameters, gradients, optimizer
- * state, prepared slab, both workspaces, the copy of the last input and
- * the scratch of every thread for inference and for training. */
-static int64_t model_bytes(const KarpModelDesc *d)
+/* This machine's physical memory in bytes; 0 when it cannot tell. */
+static double phys_bytes(void)
 {
-    int64_t pbytes = d->param_floats * (int64_t)sizeof(float);
-    return pbytes * (2 + d->opt_slots) + d->prep_floats * (int64_t)sizeof(float) +
-           d->workspace_bytes + d->train_workspace_bytes +
-           d->max_batch * kp_rt_input_size(d) * (int64_t)sizeof(float) +
-           2 * (kp_rt_scratch_stride(d) * omp_get_max_threads() + d->scratch_shared_bytes);
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    return pages > 0 && psize > 0 ? (double)pages * (double)psize : 0;
+}
+
+/* The slab sizes desc asks for. */
+static KpSlabs slab_sizes(const KarpModelDesc *d)
+{
+    return (KpSlabs){
+        .param_floats = d->param_floats,
+        .opt_slots = d->opt_slots,
+        .prep_floats = d->prep_floats,
+        .input_floats = d->max_batch * kp_rt_input_size(d),
+        .workspace_bytes = d->workspace_bytes,
+        .train_workspace_bytes = d->train_workspace_bytes,
+    };
+}
+
+/* In double: kp_rt_slabs_alloc's sizes come unchecked. */
+static double slab_bytes(const KpSlabs *s)
+{
+    return ((double)s->param_floats * (2.0 + (double)s->opt_slots) + (double)s->prep_floats +
+            (double)s->input_floats) * sizeof(float) +
+           (double)s->workspace_bytes + (double)s->train_workspace_bytes;
+}
+
+/* The bytes a new model allocates: its slabs (parameters, gradients,
+ * optimizer state, prepared slab, both workspaces, the copy of the last
+ * input) and the scratch of every thread for inference and for training. */
+static double model_bytes(const KarpModelDesc *d)
+{
+    KpSlabs s = slab_sizes(d);
+    return slab_bytes(&s) +
+           2.0 * ((double)kp_rt_scratch_stride(d) * omp_get_max_threads() +
+                  (double)d->scratch_shared_bytes);
 }
 
 /* Policy for a model too large for memory: refuse it before allocating
@@ -235,18 +262,15 @@ static int64_t model_bytes(const KarpModelDesc *d)
  * it is touched); smaller allocations that fail give KARP_ENOMEM. */
 static int check_memory(const KarpModelDesc *d, const char *what, karp_error *err)
 {
-    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-    if (pages <= 0 || psize <= 0)
-        return 0;
-    int64_t phys = (int64_t)pages * psize, need = model_bytes(d);
-    if (need <= phys)
+    double phys = phys_bytes(), need = model_bytes(d);
+    if (phys == 0 || need <= phys)
         return 0;
     return kp_rt_error(err, KARP_ENOMEM,
                        "%s: needs %.1f GiB of memory (%lld parameter floats, %lld workspace "
                        "bytes, batch %lld), more than this machine's %.1f GiB",
-                       what, (double)need / (1 << 30), (long long)d->param_floats,
+                       what, need / (1 << 30), (long long)d->param_floats,
                        (long long)(d->workspace_bytes + d->train_workspace_bytes),
-                       (long long)d->max_batch, (double)phys / (1 << 30));
+                       (long long)d->max_batch, phys / (1 << 30));
 }
 
 enum { HUGE_PAGE = 2 << 20 };
@@ -270,33 +294,12 @@ static void *alloc_slab(int64_t bytes)
     return p;
 }
 
-/* The slab sizes desc asks for. */
-static KpSlabs slab_sizes(const KarpModelDesc *d)
-{
-    return (KpSlabs){
-        .param_floats = d->param_floats,
-        .opt_slots = d->opt_slots,
-        .prep_floats = d->prep_floats,
-        .input_floats = d->max_batch * kp_rt_input_size(d),
-        .workspace_bytes = d->workspace_bytes,
-        .train_workspace_bytes = d->train_workspace_bytes,
-    };
-}
-
 static bool same_sizes(const KpSlabs *a, const KpSlabs *b)
 {
     return a->param_floats == b->param_floats && a->opt_slots == b->opt_slots &&
            a->prep_floats == b->prep_floats && a->input_floats == b->input_floats &&
            a->workspace_bytes == b->workspace_bytes &&
            a->train_workspace_bytes == b->train_workspace_bytes;
-}
-
-/* In double: the sizes are not checked yet. */
-static double slab_bytes(const KpSlabs *s)
-{
-    return ((double)s->param_floats * (2.0 + (double)s->opt_slots) + (double)s->prep_floats +
-            (double)s->input_floats) * sizeof(float) +
-           (double)s->workspace_bytes + (double)s->train_workspace_bytes;
 }
 
 void kp_rt_slabs_free(KpSlabs *s)
@@ -329,10 +332,10 @@ static int alloc_slabs(KpSlabs *s)
 
 int kp_rt_slabs_alloc(KpSlabs *s)
 {
-    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    double phys = phys_bytes();
     if (s->param_floats < 0 || s->opt_slots < 0 || s->prep_floats < 0 || s->input_floats < 0 ||
         s->workspace_bytes < 0 || s->train_workspace_bytes < 0 ||
-        (pages > 0 && psize > 0 && slab_bytes(s) > (double)pages * (double)psize / 2))
+        (phys > 0 && slab_bytes(s) > phys / 2))
         return -1;
     return alloc_slabs(s);
 }
