@@ -162,6 +162,29 @@ START_TEST(partitions_shrink)
 }
 END_TEST
 
+/* bench/compile_ab.sh, the compile-time comparison of two builds
+ * (docs/bench.md), run here with this build as both */
+START_TEST(compile_ab_script)
+{
+    KpRun r = kp_test_run("%s/bench/compile_ab.sh %s %s %sdead_branch.json 2", KARP_SOURCE_DIR,
+                          KARP_BINARY_DIR, KARP_BINARY_DIR, GOLDEN);
+    ck_assert_msg(r.status == 0, "%s", r.err);
+    double ma = 0, mb = 0, ratio = 0;
+    const char *a = strstr(r.out, "A "), *b = strstr(r.out, "\nB "), *q = strstr(r.out, "B / A: ");
+    ck_assert_msg(a && b && q, "%s", r.out);
+    ck_assert_int_eq(sscanf(strstr(a, "median "), "median %lf ms", &ma), 1);
+    ck_assert_int_eq(sscanf(strstr(b, "median "), "median %lf ms", &mb), 1);
+    ck_assert_int_eq(sscanf(q, "B / A: %lf", &ratio), 1);
+    ck_assert(ma > 0 && mb > 0 && ratio > 0);
+    ck_assert_double_eq_tol(ratio, mb / ma, 0.006);
+    kp_test_run_free(&r);
+    r = kp_test_run("%s/bench/compile_ab.sh %s", KARP_SOURCE_DIR, KARP_BINARY_DIR);
+    ck_assert_int_eq(r.status, 2);
+    ck_assert_str_eq(r.err, "usage: bench/compile_ab.sh A_BUILD_DIR B_BUILD_DIR MODEL [ROUNDS]\n");
+    kp_test_run_free(&r);
+}
+END_TEST
+
 /* the flags reach the passes: switched off, a pass is not run or listed */
 START_TEST(stats_with_passes_off)
 {
@@ -207,6 +230,7 @@ static Suite *suite(void)
     tcase_add_test(t, stats_per_pass_and_figures);
     tcase_add_test(t, stats_with_passes_off);
     tcase_add_test(t, partitions_shrink);
+    tcase_add_test(t, compile_ab_script);
     tcase_add_test(t, dump_after_text_and_dot);
     suite_add_tcase(s, t);
     return s;
