@@ -8,9 +8,10 @@
  * instruction selection, one function at a time, and a model has tens to
  * hundreds of kernel functions.  So
  *
- *   module --mergefunc--> bitcode ──parse──> partition k >= 1: foreign
- *      │                                      bodies dropped -> O2 -> object
- *      └─ (in place) ──────────────────────> partition 0: likewise
+ *   module --mergefunc--> bitcode ──lazy read──> partition k >= 1: its
+ *      │                      own bodies read in, the others not -> O2 -> object
+ *      └─ (in place) ──────────────────────────> partition 0: foreign bodies
+ *                                                 dropped -> O2 -> object
  *
  *   queue: 0 1 2 3 4 5   (two threads: 35, 24, 17, 12, 8, 6% of the IR)
  *          each thread takes the next when it is done; the first to find
@@ -42,6 +43,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -386,16 +388,33 @@ static void make_hidden(LLVMValueRef g)
 }
 
 /* mod (a copy of the planned module, functions in the same order) cut
- * down to partition p. */
-static void cut_partition(LLVMModuleRef mod, const Plan *pl, int p)
+ * down to partition p.  A lazily read copy (lazy: bodies still in the
+ * bitcode) has this partition's bodies read in first; another partition's
+ * body is read only when something here refers to its function, which
+ * then becomes a declaration (mergefunc's thunks across partitions, the
+ * descriptor's pointers), and dropped right away; the others are deleted
+ * unread below.  An empty legacy function pass manager is the C API's way
+ * to read in one body (llvm::FunctionPassManager::run materializes it). */
+static void cut_partition(LLVMModuleRef mod, const Plan *pl, int p, bool lazy)
 {
+    LLVMPassManagerRef reader = lazy ? LLVMCreateFunctionPassManagerForModule(mod) : NULL;
     int k = 0;
+    if (reader)
+        for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f), k++)
+            if (pl->part[k] == p)
+                LLVMRunFunctionPassManager(reader, f);
+    k = 0;
     for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f), k++) {
-        if (pl->part[k] >= 0 && pl->part[k] != p)
+        if (pl->part[k] >= 0 && pl->part[k] != p) {
+            if (reader && LLVMGetFirstUse(f))
+                LLVMRunFunctionPassManager(reader, f);
             drop_body(f);
+        }
         if (pl->exported[k])
             make_hidden(f);
     }
+    if (reader)
+        LLVMDisposePassManager(reader);
     /* the other partitions' functions nothing here calls go (the order
      * still matches the plan's: nothing was deleted above) */
     k = 0;
@@ -436,14 +455,19 @@ static void run_job(Job *j, LLVMTargetMachineRef tm)
 {
     LLVMContextRef ctx = NULL;
     if (!j->mod) {
+        /* the module takes the view (not the bytes, which every job reads) */
         ctx = LLVMContextCreate();
-        if (LLVMParseBitcodeInContext2(ctx, j->bitcode, &j->mod)) {
+        LLVMMemoryBufferRef view = LLVMCreateMemoryBufferWithMemoryRange(
+            LLVMGetBufferStart(j->bitcode), LLVMGetBufferSize(j->bitcode), "partition", 0);
+        if (LLVMGetBitcodeModuleInContext2(ctx, view, &j->mod)) {
             snprintf(j->err, sizeof j->err, "cannot read back the module's bitcode");
+            LLVMDisposeMemoryBuffer(view);
             LLVMContextDispose(ctx);
+            j->mod = NULL;
             return;
         }
     }
-    cut_partition(j->mod, j->pl, j->part);
+    cut_partition(j->mod, j->pl, j->part, ctx != NULL);
     char *msg = NULL;
     double t0 = kp_seconds();
     int rc = kp_llvm_run_pipeline(j->mod, tm, j->opt_level, j->err, sizeof j->err);
