@@ -28,15 +28,19 @@ median() {
 
 total "$a" >/dev/null
 total "$b" >/dev/null
-ta="" tb=""
+ta="" tb="" ratios=""
 i=0
 while [ "$i" -lt "$rounds" ]; do
     x=$(total "$a") y=$(total "$b")
     [ -n "$x" ] && [ -n "$y" ] || { echo "compile_ab: no time: line from karpc" >&2; exit 1; }
     ta="$ta $x" tb="$tb $y"
+    ratios="$ratios $(awk -v a="$x" -v b="$y" 'BEGIN {printf "%.4f", b / a}')"
     i=$((i + 1))
 done
 ma=$(printf '%s\n' $ta | median) mb=$(printf '%s\n' $tb | median)
 echo "A $a: median $ma ms (runs:$ta)"
 echo "B $b: median $mb ms (runs:$tb)"
 awk -v a="$ma" -v b="$mb" 'BEGIN {printf "B / A: %.2f\n", b / a}'
+# a slow spell of the host moves both builds' runs of a round together:
+# the ratio within each round sees less of it than the medians do
+printf 'B / A within a round: median %.2f\n' "$(printf '%s\n' $ratios | median)"

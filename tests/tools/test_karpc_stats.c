@@ -5,6 +5,7 @@
  */
 #include <check.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +178,14 @@ START_TEST(compile_ab_script)
     ck_assert_int_eq(sscanf(q, "B / A: %lf", &ratio), 1);
     ck_assert(ma > 0 && mb > 0 && ratio > 0);
     ck_assert_double_eq_tol(ratio, mb / ma, 0.006);
+    /* the median of the two rounds' ratios: the lower one */
+    double xa[2], xb[2], within = 0;
+    ck_assert_int_eq(sscanf(strstr(a, "runs:"), "runs: %lf %lf", &xa[0], &xa[1]), 2);
+    ck_assert_int_eq(sscanf(strstr(b, "runs:"), "runs: %lf %lf", &xb[0], &xb[1]), 2);
+    const char *w = strstr(r.out, "B / A within a round: median ");
+    ck_assert_msg(w, "%s", r.out);
+    ck_assert_int_eq(sscanf(w, "B / A within a round: median %lf", &within), 1);
+    ck_assert_double_eq_tol(within, fmin(xb[0] / xa[0], xb[1] / xa[1]), 0.006);
     kp_test_run_free(&r);
     r = kp_test_run("%s/bench/compile_ab.sh %s", KARP_SOURCE_DIR, KARP_BINARY_DIR);
     ck_assert_int_eq(r.status, 2);
