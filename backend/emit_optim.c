@@ -13,8 +13,9 @@
  *             once per kernel call (libm's pow there; none in the loop)
  *             sqrt(v) / c taken as (float)((double)sqrt(v) * (1 / (double)c)), with
  *             1 / (double)c once per call: the same float (below), one division
- *             per float instead of two — the step is bound by the divider at
- *             batch 1, where its slabs come from L3
+ *             per float instead of two — on the Zen 4 where this was measured the
+ *             step was bound by the divider at batch 1 (on the Zen 5, by moving
+ *             its slabs to and from L3: docs/training.md)
  * P = param_floats.  The node function is (params, grads, opt, step):
  * see emit.h.  Chunks of CHUNK floats in parallel from PAR_MIN_ITEMS chunks
  * on (a few chunks cost less on one core than a fork to a core that shares
