@@ -14,16 +14,22 @@
  *
  *   warm-up      the first KP_ADAPT_WARM calls at a batch size: all threads
  *   probe        every `interval` calls, KP_ADAPT_PROBE calls on the
- *                other choice; its figure is the fastest of them (the
- *                first pays for the caches the switch leaves behind)
+ *                other choice; its figure is the middle one (the first
+ *                pays for the caches the switch leaves behind, and the
+ *                fastest of a noisy choice is not what it usually takes)
  *   switch       when the probe beat the choice in use (an exponential
  *                average of its calls) by KP_ADAPT_MARGIN; the interval
  *                goes back to KP_ADAPT_BASE calls
  *   back off     when it did not, the interval doubles, up to
  *                KP_ADAPT_MAX calls, so a choice that keeps losing costs
  *                little
- *   alarm        when the choice in use gets KP_ADAPT_ALARM times slower
- *                than its best since it was chosen, a probe at once
+ *   alarm        when KP_ADAPT_SLOW_RUN calls in a row of the choice in
+ *                use take KP_ADAPT_ALARM times its best since it was
+ *                chosen, a probe at once, against the fastest of those
+ *                calls; a slow call counts at KP_ADAPT_ALARM times the
+ *                best in the average, so that lone slow calls (an
+ *                interrupt, the host's other guests) neither sound the
+ *                alarm nor make the choice in use look slower than it is
  *
  * Which thread count ran a call changes nothing in its results (every
  * kernel sums in an order of its own, parallel.c), so the choice is only
@@ -37,9 +43,10 @@
 
 enum {
     KP_ADAPT_WARM = 8,
-    KP_ADAPT_PROBE = 2,
+    KP_ADAPT_PROBE = 3,
     KP_ADAPT_BASE = 16,
     KP_ADAPT_MAX = 1024,
+    KP_ADAPT_SLOW_RUN = 3,
 };
 #define KP_ADAPT_MARGIN 0.10
 #define KP_ADAPT_ALARM 1.5
@@ -51,7 +58,9 @@ typedef struct KpAdapt {
     int64_t interval;       /* calls from a decision to the next probe */
     double est[2];          /* seconds a call: [0] all threads, [1] one (0: unknown) */
     double best;            /* the lowest est[one] since that choice was made */
-    double probe_min;       /* the fastest call of the probe under way */
+    double probe_t[KP_ADAPT_PROBE]; /* the calls of the probe under way */
+    double slow_min;        /* the fastest call of the slow run under way */
+    int slow_run;           /* calls in a row past the alarm's level */
     int one;                /* the choice in use: 1 = one thread */
     int probe_left;         /* calls of the probe still to run */
     int ran_one;            /* the last call ran on one thread */

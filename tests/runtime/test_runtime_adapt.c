@@ -2,7 +2,8 @@
  * test_runtime_adapt.c — train_step's choice between all its threads and
  * one (runtime/adapt.c), driven with made-up call times: it stays on the
  * faster choice, probes the other rarely, moves within a few calls when
- * the choice in use slows down, and starts over at a new batch size.
+ * the choice in use slows down, lets lone slow calls pass, and starts over
+ * at a new batch size.
  */
 #include <check.h>
 
@@ -53,7 +54,7 @@ START_TEST(test_stays_on_all_threads)
     ck_assert_int_eq(a.one, 0);
     ck_assert_int_eq(sw, 0);
     ck_assert_int_gt(one, 0);
-    ck_assert_int_le(one, 2 * 12);
+    ck_assert_int_le(one, KP_ADAPT_PROBE * 12);
     ck_assert_int_eq(a.calls_all, 5000);
     ck_assert_int_eq(a.calls_one, one);
     ck_assert_int_eq(a.interval, KP_ADAPT_MAX);
@@ -70,7 +71,7 @@ START_TEST(test_moves_to_one_thread)
     int64_t one = run(&a, &s, 1, 2, 5000, &sw);
     ck_assert_int_eq(a.one, 1);
     ck_assert_int_eq(sw, KP_ADAPT_WARM + KP_ADAPT_PROBE);
-    ck_assert_int_ge(one, 5000 - KP_ADAPT_WARM - KP_ADAPT_PROBE - 2 * 12);
+    ck_assert_int_ge(one, 5000 - KP_ADAPT_WARM - KP_ADAPT_PROBE - KP_ADAPT_PROBE * 12);
 }
 END_TEST
 
@@ -110,6 +111,33 @@ START_TEST(test_noise_does_not_switch)
 }
 END_TEST
 
+START_TEST(test_lone_slow_calls_do_not_switch)
+{
+    /* fashion_mlp's inference at batch 1 on two cores that share no L3
+     * (docs/abi.md): one thread 2.3 or 2.7 us a call, but every 37th
+     * call held up for 20 us; two threads 2.15 us in one call of four and
+     * 3.1-3.4 us in the others.  A lone slow call is no reason to look,
+     * and two threads' fastest call is not what they usually take: nearly
+     * every call runs on one thread (the earlier policy, whose average
+     * took the 20 us whole and whose probe took its fastest call, ran
+     * half of them on two and switched 270 times) */
+    static const double all[4] = {2.15e-6, 3.3e-6, 3.1e-6, 3.4e-6};
+    KpAdapt a = {0};
+    int64_t on_one = 0, switches = 0;
+    int prev = 0;
+    for (int64_t i = 1; i <= 5000; i++) {
+        int t = kp_adapt_threads(&a, 1, 2);
+        on_one += t == 1;
+        kp_adapt_record(&a, t, t == 1 ? (i % 37 == 0 ? 20e-6 : i % 2 ? 2.7e-6 : 2.3e-6) : all[i % 4]);
+        switches += a.one != prev;
+        prev = a.one;
+    }
+    ck_assert_int_eq(a.one, 1);
+    ck_assert_int_le(switches, 1);
+    ck_assert_int_ge(on_one, 4900);
+}
+END_TEST
+
 START_TEST(test_new_batch_starts_over)
 {
     KpAdapt a = {0};
@@ -134,6 +162,7 @@ int main(void)
     tcase_add_test(tc, test_moves_to_one_thread);
     tcase_add_test(tc, test_follows_the_placement);
     tcase_add_test(tc, test_noise_does_not_switch);
+    tcase_add_test(tc, test_lone_slow_calls_do_not_switch);
     tcase_add_test(tc, test_new_batch_starts_over);
     suite_add_tcase(s, tc);
     return kp_test_main(s, CK_FORK_GETENV);
