@@ -27,9 +27,8 @@ int kp_adapt_threads(KpAdapt *a, int64_t n, int nt)
     if (n != a->n)
         start_over(a, n);
     a->calls++;
-    if (a->probe_left == 0 && a->calls >= a->next_probe && a->est[a->one] > 0) {
+    if (a->probe_left == 0 && a->calls >= a->next_probe && a->est[a->one] > 0)
         a->probe_left = KP_ADAPT_PROBE;
-    }
     a->ran_one = a->probe_left > 0 ? !a->one : a->one;
     return a->ran_one ? 1 : nt;
 }
