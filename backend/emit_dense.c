@@ -45,15 +45,22 @@ static void loss_rows(KpEmit *e, const KpKernelArgs *a, LLVMValueRef i0, LLVMVal
  * Compiled for a largest batch of 1, C is one row and the GEMM would pack
  * all of W into panels on every call to use each float once (the
  * training forward at batch 1: 4.7 MB for fashion_cnn's dense4, three
- * passes over it).  Instead, a work item is vw columns j0..: vw vector
- * accumulators, acc[c] += x[k..k+vw) * W[j0 + c, k..k+vw), one fma chain
- * per lane in k order (the k tail masked), then the vw accumulators are
- * summed across their lanes by a fixed tree into one vector (lane c: column
- * j0 + c), which gets the bias and the epilogues like a GEMM tile.  Each
- * column is summed by one thread in one order: no result depends on the
- * thread count. */
+ * passes over it).  Instead, a work item is vw columns j0.., taken as
+ * two halves of rows = vw/2 rows of W each: 2 x rows vector accumulators,
+ * acc[r][u] += x[k..k+vw) * W[j0 + r, k..k+vw) for the u-th of each two
+ * vectors of k, one fma chain per lane in k order (the vectors left over,
+ * then the masked k tail, go to the first chains); then acc[r][0] +
+ * acc[r][1], and the vw rows are summed across their lanes by a fixed
+ * tree into one vector (lane c: column j0 + c), which gets the bias and
+ * the epilogues like a GEMM tile.  Half the rows at a time, not all vw:
+ * rows 4 KiB-multiples apart (fashion_cnn's dense4, 9216 inputs) fall
+ * into one L1 set, and vw of them outnumber its ways; 8 rows ran 1.3-1.4x
+ * faster there and 1.1x on rows apart (docs/kernels-gemm.md).  Each column
+ * is summed by one thread in one order: no result depends on the thread
+ * count. */
 typedef struct DenseDot {
     int64_t in, out;
+    int rows;
     KpGemmOut o;
 } DenseDot;
 
@@ -78,41 +85,61 @@ static void dense_dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const DenseDot *s = user;
     int64_t vw = e->vw, kw = s->in / vw, krem = s->in % vw;
+    int R = s->rows, U = (int)vw / R;
+    int64_t kmain = kw / U * U;         /* vectors of k in whole steps of U */
     LLVMValueRef X = a->p[0], W = a->p[1];
     KpLoop li, lk;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "cols");
     LLVMValueRef j0 = LLVMBuildNSWMul(e->b, li.iv, kp_i64(e, vw), "j0");
-    LLVMValueRef wrow[64], acc[64];
-    for (int c = 0; c < vw; c++) {
-        /* columns past the end read the last row; their lanes are not stored */
-        LLVMValueRef j = kp_min_i64(e, LLVMBuildNSWAdd(e->b, j0, kp_i64(e, c), ""), kp_i64(e, s->out - 1));
-        wrow[c] = LLVMBuildNSWMul(e->b, j, kp_i64(e, s->in), "");
-        acc[c] = kp_alloca(e, e->vec, "acc");
-        LLVMBuildStore(e->b, kp_fconst(e->vec, 0.0), acc[c]);
-    }
-    for (int tail = 0; tail < 2; tail++) {
-        if (tail && !krem)
-            break;
-        LLVMValueRef k;
-        if (!tail) {
-            kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, kw * vw), vw, "k");
-            k = lk.iv;
-        } else {
-            k = kp_i64(e, kw * vw);
-        }
-        LLVMValueRef xv = tail ? kp_load_vec_masked(e, X, k, (int)krem, 0.0) : kp_load_vec(e, X, k);
-        for (int c = 0; c < vw; c++) {
-            LLVMValueRef at = LLVMBuildNSWAdd(e->b, wrow[c], k, "");
-            LLVMValueRef wv = tail ? kp_load_vec_masked(e, W, at, (int)krem, 0.0) : kp_load_vec(e, W, at);
-            LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, acc[c], "");
-            LLVMBuildStore(e->b, kp_fma(e, xv, wv, old), acc[c]);
-        }
-        if (!tail)
-            kp_loop_end(e, &lk);
-    }
     LLVMValueRef v[64];
-    for (int c = 0; c < vw; c++)
-        v[c] = LLVMBuildLoad2(e->b, e->vec, acc[c], "");
+    for (int g = 0; g < vw / R; g++) {
+        LLVMValueRef wrow[64], acc[64][16];
+        for (int r = 0; r < R; r++) {
+            /* columns past the end read the last row; their lanes are not stored */
+            LLVMValueRef j = kp_min_i64(e, LLVMBuildNSWAdd(e->b, j0, kp_i64(e, g * R + r), ""),
+                                        kp_i64(e, s->out - 1));
+            wrow[r] = LLVMBuildNSWMul(e->b, j, kp_i64(e, s->in), "");
+            for (int u = 0; u < U; u++) {
+                acc[r][u] = kp_alloca(e, e->vec, "acc");
+                LLVMBuildStore(e->b, kp_fconst(e->vec, 0.0), acc[r][u]);
+            }
+        }
+        /* step 0: the whole steps of U vectors; 1: the vectors left; 2: the masked tail */
+        for (int step = 0; step < 3; step++) {
+            int64_t nvec = step == 0 ? U : step == 1 ? kw - kmain : 1;
+            if ((step == 0 && kmain == 0) || (step == 1 && nvec == 0) || (step == 2 && !krem))
+                continue;
+            LLVMValueRef k;
+            if (step == 0) {
+                kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, kmain * vw), U * vw, "k");
+                k = lk.iv;
+            } else {
+                k = kp_i64(e, (step == 1 ? kmain : kw) * vw);
+            }
+            for (int u = 0; u < nvec; u++) {
+                LLVMValueRef ku = LLVMBuildNSWAdd(e->b, k, kp_i64(e, u * vw), "");
+                LLVMValueRef xv = step == 2 ? kp_load_vec_masked(e, X, ku, (int)krem, 0.0) : kp_load_vec(e, X, ku);
+                for (int r = 0; r < R; r++) {
+                    LLVMValueRef at = LLVMBuildNSWAdd(e->b, wrow[r], ku, "");
+                    LLVMValueRef wv = step == 2 ? kp_load_vec_masked(e, W, at, (int)krem, 0.0)
+                                                : kp_load_vec(e, W, at);
+                    LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, acc[r][u], "");
+                    LLVMBuildStore(e->b, kp_fma(e, xv, wv, old), acc[r][u]);
+                }
+            }
+            if (step == 0)
+                kp_loop_end(e, &lk);
+        }
+        for (int r = 0; r < R; r++) {
+            LLVMValueRef part[16];
+            for (int u = 0; u < U; u++)
+                part[u] = LLVMBuildLoad2(e->b, e->vec, acc[r][u], "");
+            for (int w = U; w > 1; w /= 2)      /* a fixed tree: adjacent pairs */
+                for (int p = 0; p < w / 2; p++)
+                    part[p] = LLVMBuildFAdd(e->b, part[2 * p], part[2 * p + 1], "");
+            v[g * R + r] = part[0];
+        }
+    }
     KpGemmTile t = {.ka = a, .g = kp_i64(e, 0), .i0 = kp_i64(e, 0), .j0 = j0, .mr = 1, .nv = 1,
                     .lanes = (int)vw};
     t.acc[0][0] = sum_lanes_of(e, v);
@@ -142,7 +169,7 @@ static void dense_dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 
 static void dense_dot(KpEmit *e, int64_t in, int64_t out, const KpGemmOut *o)
 {
-    DenseDot s = {.in = in, .out = out, .o = *o};
+    DenseDot s = {.in = in, .out = out, .rows = e->vw > 2 ? e->vw / 2 : e->vw, .o = *o};
     int64_t items = (out + e->vw - 1) / e->vw;
     bool parallel = items > 1 && kp_gemm_worth_threads(in * out, 4 * in * out);
     kp_emit_parallel(e, "dense_dot", kp_i64(e, 0), kp_i64(e, items), parallel, dense_dot_kernel, &s);

@@ -79,6 +79,8 @@ static const Case cases[] = {
     {"cnn dense dW 128x9216x64", GRAD_W, 128, 9216, 64, 0},
     {"mlp dense1 infer batch 1", DENSE_PACKED, 1, 128, 784, 1},
     {"mlp dense1 fwd batch 1", DENSE, 1, 128, 784, 1},
+    {"cnn dense infer batch 1", DENSE_PACKED, 1, 128, 9216, 1},
+    {"cnn dense fwd batch 1", DENSE, 1, 128, 9216, 1},
 };
 
 static double now(void)

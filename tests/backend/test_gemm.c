@@ -260,8 +260,9 @@ static const int64_t shapes[][3] = {
     /* W's and x's rows 8 KiB apart, packed by the first row tile of each block
      * (fused): several k blocks and column blocks, a short last column block */
     {2048, 600, 24},
-    /* a largest batch of 1: dense's row of dot products (emit_dense.c) */
-    {784, 128, 1},   {37, 19, 1},    {3, 5, 1},      {9216, 40, 1},
+    /* a largest batch of 1: dense's row of dot products (emit_dense.c): k in
+     * pairs of vectors with one left over (784, 20) or not, a masked tail */
+    {784, 128, 1},   {37, 19, 1},    {3, 5, 1},      {9216, 40, 1},  {20, 7, 1},
 };
 
 static void report(const char *what);
