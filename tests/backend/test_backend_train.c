@@ -561,7 +561,8 @@ END_TEST
  * bit the step of the same model without the fold (KP_FOLD_NEVER).
  * Widths that are not a multiple of the vector (the scalar tails), rows
  * shorter than a chunk (several rows per work item), every optimizer, a
- * CNN's dense head. */
+ * CNN's dense head, and a folded layer whose input gradient is summed in
+ * halves. */
 START_TEST(test_batch1_folded)
 {
     static const char *models[] = {
@@ -576,12 +577,20 @@ START_TEST(test_batch1_folded)
         "{\"type\": \"dense\", \"units\": 33, \"activation\": \"relu\"}, "
         "{\"type\": \"dense\", \"units\": 5}], \"loss\": \"cross_entropy\", "
         "\"optimizer\": {\"type\": \"adam\", \"lr\": 0.01}, \"batch\": 1}",
+        /* a folded second layer whose dx (no epilogue: the first layer has
+         * no activation) is read in two halves of W's rows (196 KB of W, 48
+         * rows; emit_grad_dense.c) */
+        "{\"karp\": 1, \"name\": \"dx1\", \"input\": {\"shape\": [64]}, \"layers\": "
+        "[{\"type\": \"dense\", \"units\": 1024}, "
+        "{\"type\": \"dense\", \"units\": 48, \"activation\": \"relu\"}, "
+        "{\"type\": \"dense\", \"units\": 5}], \"loss\": \"cross_entropy\", "
+        "\"optimizer\": {\"type\": \"adam\", \"lr\": 0.01}, \"batch\": 1}",
     };
     double wb[3] = {0}, ws[2] = {0}, wc[2] = {0};
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         /* the last: FM_MLP without groups (a folded node not in a group) */
-        Model m = {.fold = KP_FOLD_ALWAYS, .no_group = i == 4}, u = {.fold = KP_FOLD_NEVER};
-        model_json(&m, models, i % 4, 1);
+        Model m = {.fold = KP_FOLD_ALWAYS, .no_group = i == 5}, u = {.fold = KP_FOLD_NEVER};
+        model_json(&m, models, i % 5, 1);
         model_open(&m, i % 2 == 0);
         ck_assert_int_eq((int)m.d->max_batch, 1);
         float *params = check_model(&m, wb, ws, wc);
