@@ -118,7 +118,8 @@ static void dense_dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
             }
             for (int u = 0; u < nvec; u++) {
                 LLVMValueRef ku = LLVMBuildNSWAdd(e->b, k, kp_i64(e, u * vw), "");
-                LLVMValueRef xv = step == 2 ? kp_load_vec_masked(e, X, ku, (int)krem, 0.0) : kp_load_vec(e, X, ku);
+                LLVMValueRef xv = step == 2 ? kp_load_vec_masked(e, X, ku, (int)krem, 0.0)
+                                            : kp_load_vec(e, X, ku);
                 for (int r = 0; r < R; r++) {
                     LLVMValueRef at = LLVMBuildNSWAdd(e->b, wrow[r], ku, "");
                     LLVMValueRef wv = step == 2 ? kp_load_vec_masked(e, W, at, (int)krem, 0.0)
