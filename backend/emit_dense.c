@@ -60,7 +60,6 @@ static void loss_rows(KpEmit *e, const KpKernelArgs *a, LLVMValueRef i0, LLVMVal
  * count. */
 typedef struct DenseDot {
     int64_t in, out;
-    int rows;
     KpGemmOut o;
 } DenseDot;
 
@@ -85,7 +84,7 @@ static void dense_dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const DenseDot *s = user;
     int64_t vw = e->vw, kw = s->in / vw, krem = s->in % vw;
-    int R = s->rows, U = (int)vw / R;
+    int R = vw > 2 ? (int)vw / 2 : (int)vw, U = (int)vw / R;     /* rows at a time, chains a row */
     int64_t kmain = kw / U * U;         /* vectors of k in whole steps of U */
     LLVMValueRef X = a->p[0], W = a->p[1];
     KpLoop li, lk;
@@ -170,7 +169,7 @@ static void dense_dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 
 static void dense_dot(KpEmit *e, int64_t in, int64_t out, const KpGemmOut *o)
 {
-    DenseDot s = {.in = in, .out = out, .rows = e->vw > 2 ? e->vw / 2 : e->vw, .o = *o};
+    DenseDot s = {.in = in, .out = out, .o = *o};
     int64_t items = (out + e->vw - 1) / e->vw;
     bool parallel = items > 1 && kp_gemm_worth_threads(in * out, 4 * in * out);
     kp_emit_parallel(e, "dense_dot", kp_i64(e, 0), kp_i64(e, items), parallel, dense_dot_kernel, &s);
