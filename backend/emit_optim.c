@@ -11,11 +11,11 @@
  *             theta -= (s m) / (sqrt(v) / c + eps)                (m = opt[0, P), v = opt[P, 2P))
  *             s = (float)(lr / (1 - b1^t)), c = (float)sqrt(1 - b2^t), in double,
  *             once per kernel call (libm's pow there; none in the loop)
- *             sqrt(v) / c taken as (float)((double)sqrt(v) * (1 / (double)c)), with
- *             1 / (double)c once per call: the same float (below), one division
- *             per float instead of two — on the Zen 4 where this was measured the
- *             step was bound by the divider at batch 1 (on the Zen 5, by moving
- *             its slabs to and from L3: docs/training.md)
+ *             sqrt(v) / c computed without a division but with the division's
+ *             float (below): one division per float instead of two — on the Zen 4
+ *             where this was first measured the step was bound by the divider at
+ *             batch 1 (on the Zen 5, by moving its slabs to and from L3, and by
+ *             the instructions around them: docs/training.md)
  * P = param_floats.  The node function is (params, grads, opt, step):
  * see emit.h.  Chunks of CHUNK floats in parallel from PAR_MIN_ITEMS chunks
  * on (a few chunks cost less on one core than a fork to a core that shares
@@ -25,15 +25,29 @@
  * contract: gradients are zero after an update), which saves the entry a
  * second pass over the gradient slab.
  *
- * Why (float)((double)a * r), r = RN(1 / (double)c), is the float a / c:
- * the double product is within 2^-52 (relative) of a / c (two roundings
- * of 2^-53), while the quotient of two floats is never a float midpoint
- * and never nearer to one than about 2^-49 relative (a - m c, m a 25-bit
- * midpoint, is a nonzero multiple of the product's last place, some
- * 2^-49 of it; more where a has fewer bits or the result is subnormal).
- * So the product rounds to the float the division rounds to, and zeros,
- * infinities and NaN come out as the division's (test_backend_train
- * test_division_in_double tries it on random bit patterns).
+ * Why the float a / c comes out of y = RN(1/c) (a float, once per call),
+ * q0 = RN(a y) and q = RN(q0 + RN(a - c q0) y), the last two by fused
+ * multiply-adds.  a = sqrt(v) is zero, infinite, NaN or a normal float of
+ * at least 2^-75, and c = RN(sqrt(1 - b2^t)) lies in [2^-12, 1] (b2 is a
+ * float below 1), so nothing below underflows or overflows and only the
+ * significands matter: take a and c in [1, 2).  y is within 2^-25 of 1/c,
+ * so a y is within a 2^-25 (< 2^-24) of a / c.  Where a / c >= 1 an ulp of
+ * it is 2^-23, and q0, within 2^-24 of a y, is a faithful quotient (one of
+ * the two floats around a / c).  From a faithful quotient and a reciprocal
+ * within 2^-24 (relative) of 1/c, the residual a - c q0 is exact and
+ * q0 + residual y rounds to RN(a / c) (Markstein's theorem; Muller et
+ * al., Handbook of Floating-Point Arithmetic, on division by fused
+ * multiply-adds).  Where a / c < 1 (a < c) the ulp is 2^-24 and q0 can
+ * miss by more than an ulp: only where a |1/c - y| >= 2^-25.  Those pairs,
+ * 2^-25 / |1/c - y| <= a < c for every significand of c (and every a for
+ * the 64 largest c, whose a / c lie near 1/2), were all tried
+ * (bench/div_by_c.c, 8.0 * 10^12 pairs): q was a / c in every one.
+ * Infinite a makes the residual NaN, so a NaN result is replaced by q0,
+ * which is a / c there (infinity, or NaN for NaN a).  Three vector
+ * operations and a blend where the double product took eight (two
+ * conversions each way): 5-15% of fashion_cnn's batch-1 train_step on
+ * the Zen 5 (docs/training.md).  test_backend_train test_division_by_c
+ * checks it over whole binades of a for chosen c and on random pairs.
  *
  * Folded updates (train_step of a model compiled for batch 1, see
  * backend/fold_update.c): a dense layer's weight gradient there is the
@@ -67,8 +81,8 @@ struct Optim {
     int64_t count;                  /* trainable floats */
     int64_t pfloats;                /* the slab: v of adam at opt + pfloats */
     int64_t from, len;              /* the range [from, from + len) a region updates */
-    LLVMValueRef s, rc;             /* adam, set in the kernel's prologue: s, and 1 / c
-                                       in double */
+    LLVMValueRef s, c, y;           /* adam, set in the kernel's prologue: s, c and
+                                       RN(1 / c) */
 };
 
 static LLVMValueRef ld(KpEmit *e, LLVMValueRef p, LLVMValueRef i, int vec)
@@ -120,12 +134,14 @@ static void step_momentum(KpEmit *e, const Optim *o, const StepAt *at, int vec)
     st(e, LLVMBuildFSub(e->b, th, fmul(e, c(e, o->h.lr, vec), v), ""), at->th, at->i, vec);
 }
 
-/* The float a / c, as (float)((double)a * rc) (file comment). */
+/* The float a / c by multiply-adds (file comment). */
 static LLVMValueRef div_c(KpEmit *e, const Optim *o, LLVMValueRef a, int vec)
 {
-    LLVMValueRef rc = splat_if(e, o->rc, vec);
-    LLVMValueRef wide = LLVMBuildFPExt(e->b, a, LLVMTypeOf(rc), "");
-    return LLVMBuildFPTrunc(e->b, LLVMBuildFMul(e->b, wide, rc, ""), vec ? e->vec : e->f32, "");
+    LLVMValueRef cc = splat_if(e, o->c, vec), y = splat_if(e, o->y, vec);
+    LLVMValueRef q0 = fmul(e, a, y);
+    LLVMValueRef q = kp_fma(e, kp_fma(e, LLVMBuildFNeg(e->b, q0, ""), cc, a), y, q0);
+    LLVMValueRef nan = LLVMBuildFCmp(e->b, LLVMRealUNO, q, q, "");
+    return LLVMBuildSelect(e->b, nan, q0, q, "");
 }
 
 static void step_adam(KpEmit *e, const Optim *o, const StepAt *at, int vec)
@@ -166,9 +182,8 @@ static void prologue(KpEmit *e, Optim *o, LLVMValueRef step)
 {
     if (o->step == step_adam) {
         o->s = correction(e, (double)o->h.lr, o->h.beta1, step, 0);
-        LLVMTypeRef d = LLVMDoubleTypeInContext(e->ctx);
-        LLVMValueRef c = correction(e, 0.0, o->h.beta2, step, 1);
-        o->rc = LLVMBuildFDiv(e->b, LLVMConstReal(d, 1.0), LLVMBuildFPExt(e->b, c, d, ""), "rc");
+        o->c = correction(e, 0.0, o->h.beta2, step, 1);
+        o->y = LLVMBuildFDiv(e->b, LLVMConstReal(e->f32, 1.0), o->c, "y");
     }
 }
 

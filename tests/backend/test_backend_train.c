@@ -623,24 +623,64 @@ START_TEST(test_batch1_folded)
 }
 END_TEST
 
-/* The generated adam divides sqrt(v) by c as (float)((double)a * (1 /
- * (double)c)) (backend/emit_optim.c says why that is always a / c): the
- * two on random bit patterns for both (every exponent, subnormals,
- * infinities and NaN among them), NaN against NaN. */
-START_TEST(test_division_in_double)
+/* The generated adam's sqrt(v) / c, without a division (backend/emit_optim.c
+ * says why it is the float a / c): y = RN(1/c), q0 = RN(a y),
+ * q = RN(q0 + RN(a - c q0) y), q0 where that is NaN. */
+static float div_c(float a, float c, float y)
 {
+    float q0 = a * y, q = fmaf(fmaf(-q0, c, a), y, q0);
+    return isnan(q) ? q0 : q;
+}
+
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* 0 where div_c(a, c) is a / c to the bit (NaN for NaN), else 1 after
+ * saying so (the first few). */
+static int64_t div_c_differs(float a, float c, int64_t *told)
+{
+    volatile float q = a / c, p = div_c(a, c, 1.0f / c);
+    if ((isnan(q) && isnan(p)) || memcmp((const void *)&q, (const void *)&p, 4) == 0)
+        return 0;
+    if ((*told)++ < 3)
+        fprintf(stderr, "%a / %a: %a, by multiply-adds %a\n", a, c, q, p);
+    return 1;
+}
+
+/* a = sqrt(v) is 0, infinite, NaN or a normal float >= 2^-75; c =
+ * RN(sqrt(1 - b2^t)) is in [2^-12, 1].  Over that domain the quotient's
+ * bits depend on the significands alone, so every a of one binade against
+ * chosen c (1, the largest significand, the ones whose RN(1/c) is furthest
+ * from 1/c, Adam's first steps) covers those c; then random pairs over the
+ * whole domain, special values included. */
+START_TEST(test_division_by_c)
+{
+    int64_t differ = 0, told = 0;
+    float cs[] = {1.0f, 0x1.fffffep-1f, 0x1.fffffap-1f, 0x1.fffff6p-4f, 0x1p-12f,
+                  (float)sqrt(1 - pow(0.999f, 1)), (float)sqrt(1 - pow(0.999f, 2)),
+                  (float)sqrt(1 - pow(0.999f, 1000))};
+    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++)
+        for (uint32_t m = 0; m < 1u << 23; m++)
+            differ += div_c_differs(from_bits(127u << 23 | m), cs[k], &told);
     uint64_t s = 0x9E3779B97F4A7C15ull;
-    int64_t differ = 0;
-    for (int64_t i = 0; i < 10000000; i++) {
+    for (int64_t i = 0; i < 4000000; i++) {
         s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-        uint32_t ua = (uint32_t)s, uc = (uint32_t)(s >> 32);
-        float a, c;
-        memcpy(&a, &ua, 4), memcpy(&c, &uc, 4);
-        volatile float q = a / c;
-        volatile float p = (float)((double)a * (1.0 / (double)c));
-        if (!(isnan(q) && isnan(p)) && memcmp((const void *)&q, (const void *)&p, 4) != 0 && differ++ < 3)
-            fprintf(stderr, "%a / %a: %a, in double %a\n", a, c, q, p);
+        float a = sqrtf(from_bits((uint32_t)s & 0x7FFFFFFFu));
+        float c;
+        if (i % 2) {
+            float b2 = from_bits((uint32_t)(s >> 32) % 0x3F800000u); /* [0, 1) */
+            c = (float)sqrt(1 - pow(b2, (double)(1 + (s >> 40) % 100000)));
+        } else {
+            c = from_bits(0x39800000u + (uint32_t)(s >> 32) % (0x3F800001u - 0x39800000u)); /* [2^-12, 1] */
+        }
+        differ += div_c_differs(a, c, &told);
     }
+    differ += div_c_differs(INFINITY, 0.5f, &told) + div_c_differs(0.0f, 0.5f, &told) +
+              div_c_differs(NAN, 0.5f, &told);
     ck_assert_int_eq(differ, 0);
 }
 END_TEST
@@ -654,7 +694,7 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_random_mlps);
     tcase_add_test(tc, test_larger_and_partial);
     tcase_add_test(tc, test_batch1_folded);
-    tcase_add_test(tc, test_division_in_double);
+    tcase_add_test(tc, test_division_by_c);
     suite_add_tcase(s, tc);
     return s;
 }
