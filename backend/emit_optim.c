@@ -43,7 +43,9 @@
  * the 64 largest c, whose a / c lie near 1/2), were all tried
  * (bench/div_by_c.c, 8.0 * 10^12 pairs): q was a / c in every one.
  * Infinite a makes the residual NaN, so a NaN result is replaced by q0,
- * which is a / c there (infinity, or NaN for NaN a).  Three vector
+ * which is a / c there (infinity, or NaN for NaN a).  So does c = 0, where
+ * a b2 given just below 1 rounds to the float 1: y is infinite and q0 is
+ * the division's infinity (NaN for a = 0).  Three vector
  * operations and a blend where the double product took eight (two
  * conversions each way): 5-15% of fashion_cnn's batch-1 train_step on
  * the Zen 5 (docs/training.md).  test_backend_train test_division_by_c
