@@ -52,12 +52,15 @@ def karpc_run(karpc, model, batch, threads):
                           "--no-kernels", "--json"]))
     whole = {g["entry"]: g["whole"]["median_s"] for g in doc["graphs"]}
     mc = doc["machine"]
-    step = next(g["whole"] for g in doc["graphs"] if g["entry"] == "train_step")
+    def one_thread(entry):
+        w = next((g["whole"] for g in doc["graphs"] if g["entry"] == entry), {})
+        return ("%.0f%%" % (100.0 * w["one_thread_calls"] / w["calls"])
+                if "one_thread_calls" in w and w.get("calls") else "-")
     placement = {
         "cores": "/".join("%.0f" % mc[k] if k in mc else "?"
                           for k in ("round_trip_ns_start", "round_trip_ns_end")),
-        "one": ("%.0f%%" % (100.0 * step["one_thread_calls"] / step["calls"])
-                if "one_thread_calls" in step else "-"),
+        "one": one_thread("train_step"),
+        "one_infer": one_thread("infer"),
     }
     return whole, mc, placement
 
@@ -115,13 +118,15 @@ def main():
                     machine[t] = mc
                     torch_info = pt
                     row = rows.setdefault((m, b, t), {"k": [], "p": [], "ki": [], "pi": [],
-                                                      "load": [], "cores": [], "one": []})
+                                                      "load": [], "cores": [], "one": [],
+                                                      "one_infer": []})
                     row["k"].append(k["train_step"])
                     row["p"].append(pt["train_step"]["median_s"])
                     row["load"].append(loadavg())
                     row["cores"].append(place["cores"])
                     row["one"].append(place["one"])
                     if infer:
+                        row["one_infer"].append(place["one_infer"])
                         row["ki"].append(k["infer"])
                         row["pi"].append(pt["infer"]["median_s"])
                     print(f"round {r + 1}: {m} batch {b} threads {t}: karpc {fmt_time(k['train_step'])}"
@@ -190,16 +195,20 @@ def write_report(a, rows, machine, torch_info, compiles, models, batches, thread
                              f"{'>= %gx' % target if target else '-'} | {met} | {each} | {load} | "
                              f"{cores} | {one} |")
     lines += ["", "## infer, fashion_mlp, batch 1", "",
-              "| threads | karpc | PyTorch | PyTorch / karpc | target | met | karpc per round |",
-              "|---|---|---|---|---|---|---|"]
+              "round trip and 1 thread as above, for karp_infer's calls (its thread count adapts "
+              "as train_step's does).", "",
+              "| threads | karpc | PyTorch | PyTorch / karpc | target | met | karpc per round | round trip | 1 thread |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for t in threads:
         row = rows.get(("fashion_mlp", 1, t))
         if not row or not row["ki"]:
             continue
         k, p = med(row["ki"]), med(row["pi"])
         each = ", ".join(fmt_time(x) for x in row["ki"])
+        cores = ", ".join(row["cores"]) if t > 1 else "-"
+        one = ", ".join(row["one_infer"]) if t > 1 else "-"
         lines.append(f"| {t} | {fmt_time(k)} | {fmt_time(p)} | {p / k:.1f} | < {INFER_TARGET_US:g} us | "
-                     f"{'yes' if k * 1e6 < INFER_TARGET_US else '**no**'} | {each} |")
+                     f"{'yes' if k * 1e6 < INFER_TARGET_US else '**no**'} | {each} | {cores} | {one} |")
     lines += ["", "## compile time (JIT, -O2, `karpc MODEL --stats -O2`, median of 3)", "",
               "| model | seconds | target | met |", "|---|---|---|---|"]
     for m in models:
