@@ -52,10 +52,12 @@ def karpc_run(karpc, model, batch, threads):
                           "--no-kernels", "--json"]))
     whole = {g["entry"]: g["whole"]["median_s"] for g in doc["graphs"]}
     mc = doc["machine"]
+
     def one_thread(entry):
         w = next((g["whole"] for g in doc["graphs"] if g["entry"] == entry), {})
         return ("%.0f%%" % (100.0 * w["one_thread_calls"] / w["calls"])
                 if "one_thread_calls" in w and w.get("calls") else "-")
+
     placement = {
         "cores": "/".join("%.0f" % mc[k] if k in mc else "?"
                           for k in ("round_trip_ns_start", "round_trip_ns_end")),
