@@ -13,11 +13,19 @@
  *
  * with AVX-512 intrinsics, and prints each phase's time per step (thread 0's clock, after a
  * quarter of the steps as warm-up).  On cores that share no cache, mode 0
- * moves a quarter of W between them every step.  Not part of the test
- * suite:
+ * moves a quarter of W between them every step.
+ *
+ * The optional DIV says how the update's denominator sqrt(v) / c + eps
+ * divides by Adam's bias correction c (backend/emit_optim.c): 0, not at
+ * all (sqrt(v) + eps, the cost of memory, the square root and the one
+ * division left); 1, in double, (float)((double)sqrt(v) * (1 / (double)c)),
+ * the generated step's way until 2026-12-06; 2, as the generated step does
+ * now, y = RN(1/c), q0 = RN(a y), q0 + RN(a - c q0) y by fused
+ * multiply-adds (q0 where that is NaN).  Not part of the test suite:
  *
  *   OMP_PROC_BIND=true build/bench/row_cut 0 2000
  *   OMP_PROC_BIND=true build/bench/row_cut 1 2000
+ *   OMP_PROC_BIND=true build/bench/row_cut 1 2000 1      (then 2, then 0)
  */
 #include <errno.h>
 #include <immintrin.h>
@@ -59,12 +67,14 @@ static float *floats(size_t count, float value)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: row_cut MODE STEPS   (MODE 0: grad_x by columns, 1: by rows)\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: row_cut MODE STEPS [DIV]   (MODE 0: grad_x by columns, 1: by rows; "
+                        "DIV 0: no division by c, 1: in double, 2: by fused multiply-adds)\n");
         return 2;
     }
     long mode = arg("MODE", argv[1], 1), steps = arg("STEPS", argv[2], 1000000);
-    if (mode < 0 || steps < 0)
+    long div = argc == 4 ? arg("DIV", argv[3], 2) : 0;
+    if (mode < 0 || steps < 0 || div < 0)
         return 2;
     if (steps < 4) {
         fprintf(stderr, "row_cut: STEPS: expected at least 4, found %ld\n", steps);
@@ -87,6 +97,9 @@ int main(int argc, char **argv)
     double tf = 0, tg = 0, tu = 0;
     const __m512 b1 = _mm512_set1_ps(0.9f), ob1 = _mm512_set1_ps(0.1f), b2 = _mm512_set1_ps(0.999f),
                  ob2 = _mm512_set1_ps(0.001f), lr = _mm512_set1_ps(0.001f), eps = _mm512_set1_ps(1e-8f);
+    const float cf = 0.0316069f;            /* c = RN(sqrt(1 - 0.999)), Adam's first step */
+    const __m512 c = _mm512_set1_ps(cf), y1 = _mm512_set1_ps(1.0f / cf);
+    const __m512d rc = _mm512_set1_pd(1.0 / (double)cf);
 #pragma omp parallel num_threads(2)
     {
         int t = omp_get_thread_num();
@@ -132,7 +145,17 @@ int main(int argc, char **argv)
                     __m512 v = _mm512_fmadd_ps(b2, _mm512_load_ps(V + k), _mm512_mul_ps(_mm512_mul_ps(ob2, g), g));
                     _mm512_store_ps(M + k, m);
                     _mm512_store_ps(V + k, v);
-                    __m512 u = _mm512_div_ps(_mm512_mul_ps(lr, m), _mm512_add_ps(_mm512_sqrt_ps(v), eps));
+                    __m512 a = _mm512_sqrt_ps(v);
+                    if (div == 1) {
+                        __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(a)), rc));
+                        __m256 hi = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1)), rc));
+                        a = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+                    } else if (div == 2) {
+                        __m512 q0 = _mm512_mul_ps(a, y1);
+                        __m512 q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, c, a), y1, q0);
+                        a = _mm512_mask_mov_ps(q, _mm512_cmp_ps_mask(q, q, _CMP_UNORD_Q), q0);
+                    }
+                    __m512 u = _mm512_div_ps(_mm512_mul_ps(lr, m), _mm512_add_ps(a, eps));
                     _mm512_store_ps(W + k, _mm512_sub_ps(_mm512_load_ps(W + k), u));
                 }
             }
@@ -143,8 +166,10 @@ int main(int argc, char **argv)
         }
     }
     double n = (double)(steps - steps / 4);
-    printf("grad_x by %s: forward %.1f us, grad_x %.1f us, update %.1f us, step %.1f us "
-           "(y[0] %g, dx[0] %g)\n", mode ? "rows" : "columns", 1e6 * tf / n, 1e6 * tg / n,
+    printf("grad_x by %s, %s: forward %.1f us, grad_x %.1f us, update %.1f us, step %.1f us "
+           "(y[0] %g, dx[0] %g)\n", mode ? "rows" : "columns",
+           div == 0 ? "no division by c" : div == 1 ? "division by c in double" : "division by c by fmas",
+           1e6 * tf / n, 1e6 * tg / n,
            1e6 * tu / n, 1e6 * (tf + tg + tu) / n, (double)y[0], (double)dx[0]);
     free(W), free(M), free(V), free(x), free(dx), free(part);
     return 0;
