@@ -37,6 +37,16 @@ typedef struct KpGemmPlan {
     int64_t n_par;              /* a batch below this is one work item (1: never) */
 } KpGemmPlan;
 
+/* Choices of the plan forced by KARPC_GEMM_PLAN (gemm_tune.c), for
+ * measuring: 0 (pack_a: -1) where the plan chooses. */
+typedef struct KpGemmTune {
+    int64_t mr, nv, kc, nc, pack_a, rows, cols;
+    bool show;                  /* print each plan to stderr */
+} KpGemmTune;
+
+/* t from KARPC_GEMM_PLAN; -1 and a message when it does not parse. */
+int kp_gemm_tune(KpGemmTune *t, KpDiag *d);
+
 /* The plan for g on vectors of vw floats, sized for the host's caches and
  * cores and for a batch of at most max_batch. */
 int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDiag *d);

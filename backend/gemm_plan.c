@@ -249,8 +249,19 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     if (g->c.cs != 1 || g->a.source == KP_GEMM_PANELS || (g->b.source == KP_GEMM_PANELS && g->k.batched))
         return kp_error(d, "internal error: GEMM %s: C must be contiguous along its rows, A cannot "
                         "be prepacked, B's panels need a static k", g->name);
+    KpGemmTune t;
+    if (kp_gemm_tune(&t, d) < 0)
+        return -1;
+    if (t.nv && t.nv * vw % KP_GEMM_PANEL)
+        return kp_error(d, "KARPC_GEMM_PLAN: nv=%lld: tiles of %lld columns with %d-float vectors; "
+                        "expected a multiple of %d columns", (long long)t.nv, (long long)(t.nv * vw),
+                        vw, KP_GEMM_PANEL);
     Host h = host();
     choose_tile(p, m, n);
+    if (t.mr)
+        p->mr = (int)(t.mr < m ? t.mr : m);
+    if (t.nv)
+        p->nv = (int)t.nv;
 
     /* (an inference conv's constant weight never collides: passes/layout.c pads such rows) */
     p->pack_a = g->a.source == KP_GEMM_CUSTOM ||
@@ -258,16 +269,19 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     p->pack_b = g->b.source == KP_GEMM_CUSTOM ||
                 (g->b.source == KP_GEMM_VIEW && (g->b.view.cs != 1 || g->b.view.rs % 1024 == 0));
     p->fuse_b = p->pack_b && g->b.source == KP_GEMM_VIEW && g->b.view.cs == 1;
+    if (t.pack_a >= 0 && g->a.source == KP_GEMM_VIEW)
+        p->pack_a = t.pack_a;
 
     /* kc: A micro-panel in 60% of L1; balanced k blocks */
     int64_t kc_max = h.l1 * 3 / 5 / (4 * p->mr);
     kc_max = kc_max < 64 ? 64 : kc_max > 1024 ? 1024 : kc_max;
+    kc_max = t.kc ? t.kc : kc_max;
     p->kc = g->k.batched ? kc_max : kp_ceil_div(k, kp_ceil_div(k, kc_max));
 
     /* nc: B block in half of L2 */
     int64_t nr = (int64_t)p->nv * vw;
     int64_t nc_max = h.l2 / 2 / (4 * p->kc) / nr * nr;
-    nc_max = nc_max < nr ? nr : nc_max;
+    nc_max = t.nc ? kp_round_up(t.nc, nr) : nc_max < nr ? nr : nc_max;
 
     int64_t macs = groups * m * n * k;
     double pa = p->pack_a ? (g->a.source == KP_GEMM_CUSTOM ? 0.5 : pack_cost(&g->a.view, 0)) : 0;
@@ -279,6 +293,10 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
         choose_grid(p, &h, groups, m, n, k, pa, pb, g->full_rows, false);
     if (p->parallel && rows_cheap(p, &h, n, k))
         choose_grid(p, &h, groups, m, n, k, pa, pb, g->full_rows, true);
+    if (p->parallel && t.rows) {
+        p->nrow_chunks = t.rows;
+        p->ncol_chunks = g->full_rows ? 1 : t.cols;
+    }
     p->mci = kp_round_up(kp_ceil_div(m, p->nrow_chunks), p->mr);
     p->nci = kp_round_up(kp_ceil_div(n, p->ncol_chunks), nr);
     p->nc = p->nci <= nc_max ? p->nci : kp_ceil_div(p->nci, kp_ceil_div(p->nci, nc_max));
@@ -316,5 +334,12 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     p->a_floats = p->pack_a ? kp_round_up(arows * p->kc + vw, 16) : 0;
     p->b_floats = p->pack_b ? kp_round_up(p->nc, KP_GEMM_PANEL) * p->kc : 0;
     p->scratch_bytes = 4 * (p->a_floats + p->b_floats);
+    if (t.show)
+        fprintf(stderr, "gemm plan %s %lld x %lld x %lld: tile %d x %d vectors, kc %lld, nc %lld, grid "
+                "%lld x %lld%s, A %s, B %s\n", g->name, (long long)m, (long long)n, (long long)k, p->mr,
+                p->nv, (long long)p->kc, (long long)p->nc, (long long)p->nrow_chunks,
+                (long long)p->ncol_chunks, p->parallel ? "" : " (one thread)",
+                p->pack_a ? "packed" : "in place", p->fuse_b ? "packed by the first row tile"
+                : p->pack_b ? "packed" : "in place");
     return 0;
 }

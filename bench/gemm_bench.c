@@ -28,6 +28,14 @@
  *       default 15 rounds, the host CPU ("host"; e.g. x86-64-v3 for the AVX2 code,
  *       measured against the 8-lane peak), every case (else those whose
  *       name contains filter)
+ *
+ *   gemm_bench --ab PLAN [rounds [cpu [filter]]]
+ *       karpc against itself: each case compiled twice, A with the stock
+ *       plan and B with KARPC_GEMM_PLAN=PLAN (backend/gemm_tune.c, e.g.
+ *       "kc=256,pack_a=1"), in one process; per round, 10 calls of each
+ *       in turn, which goes first alternating; printed: the median over
+ *       the rounds of B's time over A's, with the 10th and 90th
+ *       percentiles (below 1: B is faster)
  */
 #include <dlfcn.h>
 #include <math.h>
@@ -208,6 +216,53 @@ static void time_case(const Case *c, const KpNodeJit *j, Ops *o, int rounds, dou
     }
 }
 
+/* Per round, B's time over A's for 10 calls each, the order alternating;
+ * printed: the median ratio and its 10th-90th percentiles. */
+static void ab_case(const Case *c, const KpNodeJit *ja, const KpNodeJit *jb, Ops *o, int rounds, int th)
+{
+    double *ratio = calloc((size_t)rounds, sizeof(double));
+    for (int w = 0; w < 3; w++)
+        run_karpc(c, ja, o), run_karpc(c, jb, o);
+    for (int r = 0; r < rounds; r++) {
+        double ta = 0, tb = 0;
+        for (int q = 0; q < 10; q++) {
+            const KpNodeJit *first = q & 1 ? jb : ja, *second = q & 1 ? ja : jb;
+            double t0 = now();
+            run_karpc(c, first, o);
+            double t1 = now();
+            run_karpc(c, second, o);
+            double t2 = now();
+            ta += q & 1 ? t2 - t1 : t1 - t0;
+            tb += q & 1 ? t1 - t0 : t2 - t1;
+        }
+        ratio[r] = tb / ta;
+    }
+    qsort(ratio, (size_t)rounds, sizeof(double), cmp_double);
+    printf("%-34s %3d %8.3f %7.3f-%.3f\n", c->name, th, ratio[rounds / 2], ratio[rounds / 10],
+           ratio[rounds - 1 - rounds / 10]);
+    fflush(stdout);
+    free(ratio);
+}
+
+/* The case's kernel under KARPC_GEMM_PLAN=plan (NULL: the stock plan). */
+static int compile_case(const Case *c, const KpTargetOpts *target, const char *plan, KpGraph **g,
+                        KpNodeJit *j)
+{
+    *g = kp_graph_new();
+    (*g)->max_batch = c->kind == GRAD_W ? c->k : c->m;
+    KpNode *nd = make_node(*g, c);
+    KpDiag d;
+    kp_diag_init(&d);
+    if (plan)
+        setenv("KARPC_GEMM_PLAN", plan, 1);
+    int rc = kp_llvm_node_jit(*g, nd, target, j, &d);
+    if (plan)
+        unsetenv("KARPC_GEMM_PLAN");
+    if (rc < 0)
+        fprintf(stderr, "gemm_bench: %s: %s\n", c->name, d.msg);
+    return rc;
+}
+
 static void load_peers(void)
 {
     void *h = dlopen("/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
@@ -229,18 +284,30 @@ int main(int argc, char **argv)
      * pool for the three, else libgomp's threads spin after a peer's turn
      * beside karpc's team (docs/abi.md, "A host with OpenMP work of its own") */
     setenv("KARP_THREAD_POOL", "openmp", 1);
+    const char *plan = NULL;
+    if (argc > 2 && strcmp(argv[1], "--ab") == 0) {
+        plan = argv[2];
+        unsetenv("KARPC_GEMM_PLAN");    /* A is the stock plan */
+        argc -= 2, argv += 2;
+    }
     int rounds = argc > 1 ? atoi(argv[1]) : 15;
     const char *cpu = argc > 2 && strcmp(argv[2], "host") != 0 ? argv[2] : NULL;
     const char *filter = argc > 3 ? argv[3] : "";
-    if (rounds < 1) {
-        fprintf(stderr, "usage: gemm_bench [rounds [cpu|host [filter]]]\n");
+    if (rounds < 1 || (argc > 1 && strcmp(argv[1], "--ab") == 0)) {
+        fprintf(stderr, "usage: gemm_bench [--ab PLAN] [rounds [cpu|host [filter]]]\n");
         return 1;
     }
     load_peers();
-    printf("OpenBLAS (openblas-openmp): %s; oneDNN: %s; karpc for %s\n", cblas ? "found" : "missing",
-           dnnl ? "found" : "missing", cpu ? cpu : "the host CPU");
-    /* the peak at the vector width the code is compiled for */
     KpTargetOpts target = {.opt_level = 3, .cpu = cpu};
+    if (plan) {
+        printf("karpc for %s: A the stock plan, B KARPC_GEMM_PLAN=%s; %d rounds\n\n", cpu ? cpu : "the host CPU",
+               plan, rounds);
+        printf("%-34s %3s %8s %13s\n", "case", "thr", "B/A", "10-90%");
+    } else {
+        printf("OpenBLAS (openblas-openmp): %s; oneDNN: %s; karpc for %s\n", cblas ? "found" : "missing",
+               dnnl ? "found" : "missing", cpu ? cpu : "the host CPU");
+    }
+    /* the peak at the vector width the code is compiled for */
     KpTargetConfig cfg;
     KpDiag dg;
     kp_diag_init(&dg);
@@ -251,27 +318,23 @@ int main(int argc, char **argv)
     int lanes = cfg.vector_width;
     kp_llvm_target_config_free(&cfg);
     KpPeak peak[3];
-    for (int t = 1; t <= 2; t++)
+    for (int t = 1; t <= 2 && !plan; t++)
         peak[t] = kp_measure_peak(t, lanes);
-    printf("peak: %.0f GFLOP/s on 1 thread, %.0f on 2 (%d-lane FMA); median of %d rounds\n\n",
-           peak[1].gflops, peak[2].gflops, peak[1].lanes, rounds);
-    printf("%-34s %3s %15s %15s %15s %7s %7s\n", "case", "thr", "karpc GF/s %pk", "OpenBLAS",
-           "oneDNN", "k/OB", "k/DNNL");
+    if (!plan) {
+        printf("peak: %.0f GFLOP/s on 1 thread, %.0f on 2 (%d-lane FMA); median of %d rounds\n\n",
+               peak[1].gflops, peak[2].gflops, peak[1].lanes, rounds);
+        printf("%-34s %3s %15s %15s %15s %7s %7s\n", "case", "thr", "karpc GF/s %pk", "OpenBLAS",
+               "oneDNN", "k/OB", "k/DNNL");
+    }
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const Case *c = &cases[ci];
         if (!strstr(c->name, filter))
             continue;
-        KpGraph *g = kp_graph_new();
-        int64_t batch = c->kind == GRAD_W ? c->k : c->m;
-        g->max_batch = batch;
-        KpNode *nd = make_node(g, c);
-        KpNodeJit j;
-        KpDiag d;
-        kp_diag_init(&d);
-        if (kp_llvm_node_jit(g, nd, &target, &j, &d) < 0) {
-            fprintf(stderr, "gemm_bench: %s: %s\n", c->name, d.msg);
+        KpGraph *g, *gb = NULL;
+        KpNodeJit j, jb;
+        if (compile_case(c, &target, NULL, &g, &j) < 0 || (plan && compile_case(c, &target, plan, &gb, &jb) < 0))
             return 1;
-        }
+        int64_t batch = c->kind == GRAD_W ? c->k : c->m;
         Ops o = {.batch = batch};
         int64_t asz = c->m * c->k, bsz = c->k * c->n;
         o.a = buffer(asz, 1);
@@ -284,13 +347,19 @@ int main(int argc, char **argv)
         for (int64_t p = 0; p < np * 16; p++)      /* panel[p/16][k][p%16] = W[p][k] */
             for (int64_t k = 0; k < c->k; k++)
                 o.panels[(p / 16) * c->k * 16 + k * 16 + p % 16] = p < c->n ? o.b[p * c->k + k] : 0;
-        int64_t nslots = 4, stride = (j.scratch_bytes + 63) / 64 * 64;
-        int64_t shared = (j.scratch_shared_bytes + 63) / 64 * 64;
+        int64_t sb = plan && jb.scratch_bytes > j.scratch_bytes ? jb.scratch_bytes : j.scratch_bytes;
+        int64_t sh = plan && jb.scratch_shared_bytes > j.scratch_shared_bytes ? jb.scratch_shared_bytes
+                                                                              : j.scratch_shared_bytes;
+        int64_t nslots = 4, stride = (sb + 63) / 64 * 64, shared = (sh + 63) / 64 * 64;
         char *pool = aligned_alloc(64, (size_t)(shared + nslots * stride + 64));
         memset(pool, 0, (size_t)shared);     /* split GEMMs' counters start at 0 */
         krt_scratch_bind(shared ? pool : NULL, stride ? pool + shared : NULL, stride, nslots);
         for (int th = 1; th <= 2; th++) {
             set_threads(th);
+            if (plan) {
+                ab_case(c, &j, &jb, &o, rounds, th);
+                continue;
+            }
             double med[3];
             time_case(c, &j, &o, rounds, med);
             double flop = 2.0 * (double)c->m * (double)c->n * (double)c->k;
@@ -306,6 +375,10 @@ int main(int argc, char **argv)
         free(o.a), free(o.b), free(o.bias), free(o.c), free(o.cpeer), free(o.panels);
         kp_llvm_node_jit_free(&j);
         kp_graph_free(g);
+        if (plan) {
+            kp_llvm_node_jit_free(&jb);
+            kp_graph_free(gb);
+        }
     }
     return 0;
 }

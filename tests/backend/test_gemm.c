@@ -189,6 +189,17 @@ static void reference(const Case *c, const float *a, const float *b, const float
         ref_epilogue(c, ref, extra, count);
 }
 
+/* The kernel's scratch slots, bound for the runtime; free after use. */
+static char *bind_scratch(const KpNodeJit *j)
+{
+    int64_t nslots = 4, stride = (j->scratch_bytes + 63) / 64 * 64;
+    int64_t shared = (j->scratch_shared_bytes + 63) / 64 * 64;
+    char *pool = aligned_alloc(64, (size_t)(shared + nslots * stride + 64));
+    memset(pool, 0, (size_t)shared);     /* split GEMMs' counters start at 0 */
+    krt_scratch_bind(shared ? pool : NULL, stride ? pool + shared : NULL, stride, nslots);
+    return pool;
+}
+
 static void check_case(const Target *t, const Case *c)
 {
     KpGraph *g = kp_graph_new();
@@ -199,11 +210,7 @@ static void check_case(const Target *t, const Case *c)
     KpDiag d;
     kp_diag_init(&d);
     ck_assert_msg(kp_llvm_node_jit(g, nd, &opts, &j, &d) == 0, "%s", d.msg);
-    int64_t nslots = 4, stride = (j.scratch_bytes + 63) / 64 * 64;
-    int64_t shared = (j.scratch_shared_bytes + 63) / 64 * 64;
-    char *pool = aligned_alloc(64, (size_t)(shared + nslots * stride + 64));
-    memset(pool, 0, (size_t)shared);     /* split GEMMs' counters start at 0 */
-    krt_scratch_bind(shared ? pool : NULL, stride ? pool + shared : NULL, stride, nslots);
+    char *pool = bind_scratch(&j);
 
     int64_t mb = c->maxb, rows_a = c->op == KP_OP_dense || c->op == KP_OP_dense_packed ? c->in : c->out;
     int64_t ycount = c->op == KP_OP_dense_grad_w ? c->out * c->in
@@ -543,6 +550,110 @@ START_TEST(test_rows_for_a_slow_core)
 }
 END_TEST
 
+/* c's output at its largest batch on 2 threads (dense_grad_w added to
+ * i % 7 - 3), its kernel compiled under KARPC_GEMM_PLAN=plan (NULL: the
+ * stock plan) */
+static void forced_output(const Case *c, const char *plan, const float *a, const float *b,
+                          const float *bias, float *y, int64_t ycount)
+{
+    KpGraph *g = kp_graph_new();
+    g->max_batch = c->maxb;
+    KpNode *nd = make_node(g, c);
+    KpTargetOpts opts = {.opt_level = KP_TEST_OPT(3)};
+    KpNodeJit j;
+    KpDiag d;
+    kp_diag_init(&d);
+    if (plan)
+        setenv("KARPC_GEMM_PLAN", plan, 1);
+    int rc = kp_llvm_node_jit(g, nd, &opts, &j, &d);
+    unsetenv("KARPC_GEMM_PLAN");
+    ck_assert_msg(rc == 0, "KARPC_GEMM_PLAN=%s: %s", plan ? plan : "", d.msg);
+    char *pool = bind_scratch(&j);
+    for (int64_t i = 0; i < ycount; i++)
+        y[i] = (float)(i % 7) - 3.0f;
+    karp_set_threads(2);
+    run(&j, c, a, b, bias, NULL, y, c->maxb);
+    karp_set_threads(0);
+    krt_scratch_bind(NULL, NULL, 0, 0);
+    free(pool);
+    kp_llvm_node_jit_free(&j);
+    kp_graph_free(g);
+}
+
+/* Any plan KARPC_GEMM_PLAN forces gives the stock plan's bits: tiles, k
+ * and column blocks, A packed or not and the item grid change the speed
+ * only (every element one fma chain in k order). */
+START_TEST(test_forced_plans)
+{
+    static const Case cases[] = {
+        {KP_OP_dense, 2048, 600, 24, KP_OP_COUNT, 0},          /* W^T packed, 3 k blocks */
+        {KP_OP_dense_grad_x, 1024, 33, 20, KP_OP_COUNT, 0},    /* W packed by the first tile */
+        {KP_OP_dense_grad_w, 784, 128, 64, KP_OP_COUNT, 0},    /* accumulates, k batched */
+    };
+    static const char *plans[] = {
+        "kc=100,nc=40,pack_a=1,grid=3x2,mr=5,nv=1",
+        "kc=7,mr=16,nv=3,pack_a=0,grid=1x1",
+        "nv=4,mr=3,kc=513,grid=2x5,show",
+        "pack_a=1",
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const Case *c = &cases[ci];
+        bool dense = c->op == KP_OP_dense;
+        int64_t rows_a = dense ? c->in : c->out;
+        int64_t ycount = c->op == KP_OP_dense_grad_w ? c->out * c->in
+                         : c->maxb * (c->op == KP_OP_dense_grad_x ? c->in : c->out);
+        float *a = floats(c->maxb * rows_a), *bias = floats(c->out);
+        float *b = floats(c->op == KP_OP_dense_grad_w ? c->maxb * c->in : c->out * c->in);
+        float *stock = floats(ycount), *y = floats(ycount);
+        forced_output(c, NULL, a, b, bias, stock, ycount);
+        for (size_t pi = 0; pi < sizeof plans / sizeof plans[0]; pi++) {
+            forced_output(c, plans[pi], a, b, bias, y, ycount);
+            ck_assert_msg(memcmp(y, stock, (size_t)ycount * sizeof *y) == 0,
+                          "%s %lld->%lld: KARPC_GEMM_PLAN=%s changed the result", kp_op_name(c->op),
+                          (long long)c->in, (long long)c->out, plans[pi]);
+        }
+        free(a), free(b), free(bias), free(stock), free(y);
+    }
+}
+END_TEST
+
+/* A KARPC_GEMM_PLAN that does not parse stops the compile with what was
+ * expected. */
+START_TEST(test_forced_plan_errors)
+{
+    static const struct {
+        const char *plan, *msg;
+        int vw;
+    } bad[] = {
+        {"kc=abc", "KARPC_GEMM_PLAN: \"kc=abc\": expected kc=N, N from 1 to 65536", 16},
+        {"mr=17", "KARPC_GEMM_PLAN: \"mr=17\": expected mr=N, N from 1 to 16", 16},
+        {"kc=64,grid=2", "KARPC_GEMM_PLAN: \"grid=2\": expected grid=RxC, R and C from 1 to 64", 16},
+        {"pack_a=2", "KARPC_GEMM_PLAN: \"pack_a=2\": expected pack_a=N, N from 0 to 1", 16},
+        {"tile=8", "KARPC_GEMM_PLAN: unknown choice \"tile=8\" (expected mr, nv, kc, nc, pack_a, "
+                   "grid=, or show)", 16},
+        {"nv=1", "KARPC_GEMM_PLAN: nv=1: tiles of 8 columns with 8-float vectors; expected a "
+                 "multiple of 16 columns", 8},
+    };
+    KpGemm g = {
+        .name = "grad_x",
+        .m = {1, true}, .n = {300, false}, .k = {40, false}, .groups = {1, false},
+        .a = {.source = KP_GEMM_VIEW, .view = {.arg = 0, .rs = 40, .cs = 1}},
+        .b = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = 300, .cs = 1}},
+        .c = {.arg = 2, .rs = 300, .cs = 1},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        KpGemmPlan p;
+        KpDiag d;
+        kp_diag_init(&d);
+        setenv("KARPC_GEMM_PLAN", bad[i].plan, 1);
+        int rc = kp_gemm_plan(&g, bad[i].vw, 8, &p, &d);
+        unsetenv("KARPC_GEMM_PLAN");
+        ck_assert_int_eq(rc, -1);
+        ck_assert_str_eq(d.msg, bad[i].msg);
+    }
+}
+END_TEST
+
 static void report(const char *what)
 {
     fprintf(stderr, "%s: worst %.3g of the tolerance\n", what, worst);
@@ -563,6 +674,8 @@ static Suite *gemm_suite(void)
     tcase_add_test(tc, test_fused_pack_rule);
     tcase_add_test(tc, test_rows_for_a_slow_core);
     tcase_add_test(tc, test_grouped_custom_packers);
+    tcase_add_test(tc, test_forced_plans);
+    tcase_add_test(tc, test_forced_plan_errors);
     suite_add_tcase(s, tc);
     return s;
 }
