@@ -6,8 +6,8 @@
  *               hold beside nv B vectors and a broadcast (32 registers for
  *               AVX-512, 16 for AVX2); nv*vw a multiple of the 16-column
  *               panel
- *   kc          the A micro-panel (mr x kc) stays in L1 while the B block
- *               streams past it
+ *   kc          the A micro-panel (mr x kc) in 2/3 of L1: k blocks as long
+ *               as that allows, each a pass over C fewer
  *   nc          the B block (kc x nc) stays in L2 while the row tiles
  *               sweep it
  *   item grid   row chunks x column chunks: enough items for the cores,
@@ -272,8 +272,9 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     if (t.pack_a >= 0 && g->a.source == KP_GEMM_VIEW)
         p->pack_a = t.pack_a;
 
-    /* kc: A micro-panel in 60% of L1; balanced k blocks */
-    int64_t kc_max = h.l1 * 3 / 5 / (4 * p->mr);
+    /* kc: A micro-panel in 2/3 of L1 (fewer, longer k blocks measured
+     * faster than a smaller share: docs/kernels-gemm.md); balanced k blocks */
+    int64_t kc_max = h.l1 * 2 / 3 / (4 * p->mr);
     kc_max = kc_max < 64 ? 64 : kc_max > 1024 ? 1024 : kc_max;
     kc_max = t.kc ? t.kc : kc_max;
     p->kc = g->k.batched ? kc_max : kp_ceil_div(k, kp_ceil_div(k, kc_max));
