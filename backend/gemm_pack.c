@@ -55,16 +55,19 @@ static LLVMValueRef masked_load(KpEmit *e, LLVMValueRef ptr, LLVMValueRef mask)
     return kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
 }
 
-/* One vector of lines at dst, of which `lanes` belong to the panel.  A's
- * panels are written in increasing address order and A's block has a
- * vector of slack after it (the plan's a_floats), so a short vector is
- * stored whole: its lanes past the panel land where the next store (or
- * the next panel, or the slack) goes, and are overwritten.  A masked
- * store is microcoded on AMD cores (AVX2): it was a quarter of the time
- * of a 64x128x9216 dense on a Zen 3, which packs 6-row panels. */
+/* One vector of lines at dst, of which `lanes` belong to the panel.  A
+ * panel no wider than a vector (every stock plan's A) is written in
+ * increasing address order and A's block has a vector of slack after it
+ * (the plan's a_floats), so a short vector is stored whole: its lanes past
+ * the panel land where the next store (or the next panel, or the slack)
+ * goes, and are overwritten.  A masked store is microcoded on AMD cores
+ * (AVX2): it was a quarter of the time of a 64x128x9216 dense on a Zen 3,
+ * which packs 6-row panels.  A wider panel (mr above the vector width,
+ * forced by KARPC_GEMM_PLAN) is written a vector of lines at a time over
+ * all k, so its short vector would land on lines already written: masked. */
 static void store_panel(KpEmit *e, const KpGemmPackArgs *p, LLVMValueRef v, LLVMValueRef dst, int lanes)
 {
-    kp_gemm_store(e, v, dst, p->is_b ? lanes : e->vw);
+    kp_gemm_store(e, v, dst, p->is_b || p->w > e->vw ? lanes : e->vw);
 }
 
 /* Lines contiguous: per panel and k, the w lines in vectors, masked to

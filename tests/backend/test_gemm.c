@@ -553,13 +553,13 @@ END_TEST
 /* c's output at its largest batch on 2 threads (dense_grad_w added to
  * i % 7 - 3), its kernel compiled under KARPC_GEMM_PLAN=plan (NULL: the
  * stock plan) */
-static void forced_output(const Case *c, const char *plan, const float *a, const float *b,
-                          const float *bias, float *y, int64_t ycount)
+static void forced_output(const Target *tg, const Case *c, const char *plan, const float *a,
+                          const float *b, const float *bias, float *y, int64_t ycount)
 {
     KpGraph *g = kp_graph_new();
     g->max_batch = c->maxb;
     KpNode *nd = make_node(g, c);
-    KpTargetOpts opts = {.opt_level = KP_TEST_OPT(3)};
+    KpTargetOpts opts = {.opt_level = KP_TEST_OPT(3), .cpu = tg->cpu, .vector_width = tg->vw};
     KpNodeJit j;
     KpDiag d;
     kp_diag_init(&d);
@@ -567,7 +567,7 @@ static void forced_output(const Case *c, const char *plan, const float *a, const
         setenv("KARPC_GEMM_PLAN", plan, 1);
     int rc = kp_llvm_node_jit(g, nd, &opts, &j, &d);
     unsetenv("KARPC_GEMM_PLAN");
-    ck_assert_msg(rc == 0, "KARPC_GEMM_PLAN=%s: %s", plan ? plan : "", d.msg);
+    ck_assert_msg(rc == 0, "%s: KARPC_GEMM_PLAN=%s: %s", tg->name, plan ? plan : "", d.msg);
     char *pool = bind_scratch(&j);
     for (int64_t i = 0; i < ycount; i++)
         y[i] = (float)(i % 7) - 3.0f;
@@ -580,21 +580,13 @@ static void forced_output(const Case *c, const char *plan, const float *a, const
     kp_graph_free(g);
 }
 
-/* Any plan KARPC_GEMM_PLAN forces gives the stock plan's bits: tiles, k
- * and column blocks, A packed or not and the item grid change the speed
- * only (every element one fma chain in k order). */
-START_TEST(test_forced_plans)
+/* Each forced plan against the stock plan on target tg, bit for bit. */
+static void forced_plans_on(const Target *tg, const char *const *plans, size_t nplans)
 {
     static const Case cases[] = {
         {KP_OP_dense, 2048, 600, 24, KP_OP_COUNT, 0},          /* W^T packed, 3 k blocks */
         {KP_OP_dense_grad_x, 1024, 33, 20, KP_OP_COUNT, 0},    /* W packed by the first tile */
         {KP_OP_dense_grad_w, 784, 128, 64, KP_OP_COUNT, 0},    /* accumulates, k batched */
-    };
-    static const char *plans[] = {
-        "kc=100,nc=40,pack_a=1,grid=3x2,mr=5,nv=1",
-        "kc=7,mr=16,nv=3,pack_a=0,grid=1x1",
-        "nv=4,mr=3,kc=513,grid=2x5,show",
-        "pack_a=1",
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const Case *c = &cases[ci];
@@ -605,14 +597,34 @@ START_TEST(test_forced_plans)
         float *a = floats(c->maxb * rows_a), *bias = floats(c->out);
         float *b = floats(c->op == KP_OP_dense_grad_w ? c->maxb * c->in : c->out * c->in);
         float *stock = floats(ycount), *y = floats(ycount);
-        forced_output(c, NULL, a, b, bias, stock, ycount);
-        for (size_t pi = 0; pi < sizeof plans / sizeof plans[0]; pi++) {
-            forced_output(c, plans[pi], a, b, bias, y, ycount);
+        forced_output(tg, c, NULL, a, b, bias, stock, ycount);
+        for (size_t pi = 0; pi < nplans; pi++) {
+            forced_output(tg, c, plans[pi], a, b, bias, y, ycount);
             ck_assert_msg(memcmp(y, stock, (size_t)ycount * sizeof *y) == 0,
-                          "%s %lld->%lld: KARPC_GEMM_PLAN=%s changed the result", kp_op_name(c->op),
-                          (long long)c->in, (long long)c->out, plans[pi]);
+                          "%s: %s %lld->%lld: KARPC_GEMM_PLAN=%s changed the result", tg->name,
+                          kp_op_name(c->op), (long long)c->in, (long long)c->out, plans[pi]);
         }
         free(a), free(b), free(bias), free(stock), free(y);
+    }
+}
+
+/* Any plan KARPC_GEMM_PLAN forces gives the stock plan's bits: tiles, k
+ * and column blocks, A packed or not and the item grid change the speed
+ * only (every element one fma chain in k order). */
+START_TEST(test_forced_plans)
+{
+    /* nv a multiple of 4: SSE's 4-float vectors need four for a 16-column panel */
+    static const char *plans[] = {
+        "kc=100,nc=40,pack_a=1,grid=3x2,mr=5,nv=4",
+        "kc=7,mr=16,nv=4,pack_a=0,grid=1x1",
+        "nv=4,mr=3,kc=513,grid=2x5,show",
+        "pack_a=1,mr=7",
+        "mr=1,nv=8,kc=64,pack_a=1",
+    };
+    for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++) {
+        const Target *tg = &targets[ti];
+        if (runs_here(tg))
+            forced_plans_on(tg, plans, sizeof plans / sizeof plans[0]);
     }
 }
 END_TEST
