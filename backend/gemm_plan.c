@@ -10,6 +10,8 @@
  *               as that allows, each a pass over C fewer
  *   nc          the B block (kc x nc) stays in L2 while the row tiles
  *               sweep it
+ *   pack A      where a tile's rows, or the lines of its k steps, crowd a
+ *               set of L1 or L2 beyond its ways
  *   item grid   row chunks x column chunks: enough items for the cores,
  *               each packed block duplicated as little as possible (an
  *               item packs its own rows of A and columns of B)
@@ -39,7 +41,7 @@
 enum { PAR_MIN_MACS = 1 << 19, PAR_MIN_B = KP_PAR_MIN_BYTES, SPLIT_C = 4096, SPLIT_K = 2048, SPLIT_MAX = 16 };
 
 typedef struct Host {
-    int64_t l1, l1_ways, l2;
+    int64_t l1, l1_ways, l2, l2_ways;
     int64_t cores;
 } Host;
 
@@ -95,15 +97,19 @@ static Host host(void)
     h.l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
     h.l1_ways = sysconf(_SC_LEVEL1_DCACHE_ASSOC);
     h.l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    h.l2_ways = sysconf(_SC_LEVEL2_CACHE_ASSOC);
     if (h.l1 <= 0)
         h.l1 = sysfs_cache(1, "size");
     if (h.l1_ways <= 0)
         h.l1_ways = sysfs_cache(1, "ways_of_associativity");
     if (h.l2 <= 0)
         h.l2 = sysfs_cache(2, "size");
+    if (h.l2_ways <= 0)
+        h.l2_ways = sysfs_cache(2, "ways_of_associativity");
     h.l1 = within(h.l1, 16 << 10, 256 << 10, 32 << 10);
     h.l1_ways = within(h.l1_ways, 2, 32, 8);
     h.l2 = within(h.l2, 128 << 10, 16 << 20, 512 << 10);
+    h.l2_ways = within(h.l2_ways, 2, 32, 8);
     h.cores = within(sysconf(_SC_NPROCESSORS_ONLN), 1, 1024, 1);
     return h;
 }
@@ -167,6 +173,36 @@ static bool rows_collide(const Host *h, int mr, int64_t rs)
         worst = same > worst ? same : worst;
     }
     return worst > h->l1_ways;
+}
+
+/* Whether the lines of an A micro-panel read in place (mr rows rs floats
+ * apart, kc steps of k cs floats apart), with its k steps on lines of
+ * their own (cs of 16 floats or more), crowd one set of a cache of
+ * `bytes` and `ways` beyond its ways; then A is packed.  dense_grad_w's A
+ * is dy^T: its k steps are the batch's rows, `out` floats apart.  At 1024
+ * outputs they are 4 KiB apart: a batch of 64 puts its micro-panel into
+ * one L1 set, a batch of 1024 into 16 sets of the 1 MiB L2, from which it
+ * came again from L3 for every column tile (docs/kernels-gemm.md, "A
+ * packed where its k steps crowd a set"). */
+static bool panel_crowds(int64_t bytes, int64_t ways, int mr, int64_t kc, int64_t rs, int64_t cs)
+{
+    int64_t sets = bytes / (64 * ways);
+    if (cs < 16 || sets < 1 || sets > 1 << 16)
+        return false;
+    int64_t *count = calloc((size_t)sets, sizeof *count), worst = 0;
+    if (!count)
+        return false;
+    for (int64_t k = 0; k < kc; k++)
+        for (int64_t line = -1, i = 0; i < mr; i++) {
+            int64_t at = (i * rs + k * cs) * 4 / 64;
+            if (at == line)
+                continue;       /* the tile's rows on one line */
+            line = at;
+            int64_t c = ++count[at % sets];
+            worst = c > worst ? c : worst;
+        }
+    free(count);
+    return worst > ways;
 }
 
 /* Cycles per element of a packed block: vector copies where the lines are
@@ -263,21 +299,26 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     if (t.nv)
         p->nv = (int)t.nv;
 
-    /* (an inference conv's constant weight never collides: passes/layout.c pads such rows) */
-    p->pack_a = g->a.source == KP_GEMM_CUSTOM ||
-                (g->a.source == KP_GEMM_VIEW && g->a.view.rs != 1 && rows_collide(&h, p->mr, g->a.view.rs));
-    p->pack_b = g->b.source == KP_GEMM_CUSTOM ||
-                (g->b.source == KP_GEMM_VIEW && (g->b.view.cs != 1 || g->b.view.rs % 1024 == 0));
-    p->fuse_b = p->pack_b && g->b.source == KP_GEMM_VIEW && g->b.view.cs == 1;
-    if (t.pack_a >= 0 && g->a.source == KP_GEMM_VIEW)
-        p->pack_a = t.pack_a;
-
     /* kc: A micro-panel in 2/3 of L1 (fewer, longer k blocks measured
      * faster than a smaller share: docs/kernels-gemm.md); balanced k blocks */
     int64_t kc_max = h.l1 * 2 / 3 / (4 * p->mr);
     kc_max = kc_max < 64 ? 64 : kc_max > 1024 ? 1024 : kc_max;
     kc_max = t.kc ? t.kc : kc_max;
     p->kc = g->k.batched ? kc_max : kp_ceil_div(k, kp_ceil_div(k, kc_max));
+
+    /* (an inference conv's constant weight never collides: passes/layout.c pads such rows) */
+    const KpGemmView *av = &g->a.view;
+    int64_t kblock = p->kc < k ? p->kc : k;
+    p->pack_a = g->a.source == KP_GEMM_CUSTOM ||
+                (g->a.source == KP_GEMM_VIEW &&
+                 ((av->rs != 1 && rows_collide(&h, p->mr, av->rs)) ||
+                  panel_crowds(h.l1, h.l1_ways, p->mr, kblock, av->rs, av->cs) ||
+                  panel_crowds(h.l2, h.l2_ways, p->mr, kblock, av->rs, av->cs)));
+    p->pack_b = g->b.source == KP_GEMM_CUSTOM ||
+                (g->b.source == KP_GEMM_VIEW && (g->b.view.cs != 1 || g->b.view.rs % 1024 == 0));
+    p->fuse_b = p->pack_b && g->b.source == KP_GEMM_VIEW && g->b.view.cs == 1;
+    if (t.pack_a >= 0 && g->a.source == KP_GEMM_VIEW)
+        p->pack_a = t.pack_a;
 
     /* nc: B block in half of L2 */
     int64_t nr = (int64_t)p->nv * vw;
@@ -332,7 +373,8 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
         p->parallel = h.cores > 1;
     }
     int64_t arows = p->n_par > 1 ? kp_round_up(m, p->mr) : p->mci;
-    p->a_floats = p->pack_a ? kp_round_up(arows * p->kc + vw, 16) : 0;
+    /* (a batched k has kc at its most, but a block never passes k at the largest batch) */
+    p->a_floats = p->pack_a ? kp_round_up(arows * (p->kc < k ? p->kc : k) + vw, 16) : 0;
     p->b_floats = p->pack_b ? kp_round_up(p->nc, KP_GEMM_PANEL) * p->kc : 0;
     p->scratch_bytes = 4 * (p->a_floats + p->b_floats);
     if (t.show)

@@ -9,7 +9,8 @@
  * found with dlopen at run time — the build never needs them; a peer that
  * is missing prints "-".  Row-major throughout:
  *
- *   sgemm 1024^3      C = A B           dense_grad_x at batch 1024 (NN)
+ *   sgemm 1024^3      C = A B           dense_grad_x at batch 1024 (NN);
+ *                                       dense and dense_grad_w too (NT, TN)
  *   forward           y = x W^T (+b)    dense (W packed per call) and
  *                                       dense_packed (W packed once), NT
  *   dx                dx = dy W         dense_grad_x, NN
@@ -74,6 +75,8 @@ typedef struct Case {
 static const Case cases[] = {
     {"sgemm 1024^3 (dense_grad_x, NN)", GRAD_X, 1024, 1024, 1024, 0},
     {"sgemm 1024^3 (dense, NT)", DENSE, 1024, 1024, 1024, 0},
+    {"sgemm 1024^3 (dense_grad_w, TN)", GRAD_W, 1024, 1024, 1024, 0},
+    {"wide dW 1024x1024x64", GRAD_W, 1024, 1024, 64, 0},
     {"mlp dense1 fwd 64x128x784", DENSE, 64, 128, 784, 1},
     {"mlp dense1 infer (packed)", DENSE_PACKED, 64, 128, 784, 1},
     {"mlp dense2 fwd 64x10x128", DENSE, 64, 10, 128, 0},

@@ -267,6 +267,9 @@ static const int64_t shapes[][3] = {
     /* W's and x's rows 8 KiB apart, packed by the first row tile of each block
      * (fused): several k blocks and column blocks, a short last column block */
     {2048, 600, 24},
+    /* dense_grad_w's dy^T with its batch rows 4 KiB apart: 64 steps of k in
+     * one L1 set, A packed */
+    {40, 1024, 64},
     /* a largest batch of 1: dense's row of dot products (emit_dense.c): k in
      * pairs of vectors with one left over (784, 20) or not, a masked tail */
     {784, 128, 1},   {37, 19, 1},    {3, 5, 1},      {9216, 40, 1},  {20, 7, 1},
@@ -521,6 +524,33 @@ START_TEST(test_fused_pack_rule)
 }
 END_TEST
 
+/* dense_grad_w's A is dy^T, its steps of k (the batch's rows) `out`
+ * floats apart: at 1024 outputs all 4 KiB apart, so a batch of 64 puts
+ * the micro-panel into one L1 set and a batch of 1024 into a few L2 sets:
+ * packed.  At 128 outputs (mlp dense1's dW) 64 steps spread over 8 L1
+ * sets, 8 lines each: read in place. */
+START_TEST(test_pack_a_far_k)
+{
+    long ways = sysconf(_SC_LEVEL1_DCACHE_ASSOC);
+    if (ways < 8 || ways > 32)
+        return;                 /* unknown, or too few ways for 8 lines a set */
+    for (int i = 0; i < 3; i++) {
+        static const int64_t outs[3] = {1024, 1024, 128}, batches[3] = {64, 1024, 64};
+        KpGemm g = {
+            .name = "grad_w",
+            .m = {outs[i], false}, .n = {100, false}, .k = {1, true}, .groups = {1, false},
+            .a = {.source = KP_GEMM_VIEW, .view = {.arg = 0, .rs = 1, .cs = outs[i]}},
+            .b = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = 100, .cs = 1}},
+            .c = {.arg = 2, .rs = 100, .cs = 1},
+            .accumulate = true,
+        };
+        KpGemmPlan p = plan_of(&g, batches[i]);
+        ck_assert_msg(p.pack_a == (outs[i] == 1024), "dW %lld outputs at batch %lld: A %s",
+                      (long long)outs[i], (long long)batches[i], p.pack_a ? "packed" : "in place");
+    }
+}
+END_TEST
+
 /* More row chunks than the cores ask where they cost no packing and B
  * stays in L2 (mlp dense1's dW: a fast core takes whole items from a
  * slow one), the grid of least time alone, at most an item a core, where
@@ -684,6 +714,7 @@ static Suite *gemm_suite(void)
     tcase_add_test(tc, test_split_k);
     tcase_add_test(tc, test_pack_a_rule);
     tcase_add_test(tc, test_fused_pack_rule);
+    tcase_add_test(tc, test_pack_a_far_k);
     tcase_add_test(tc, test_rows_for_a_slow_core);
     tcase_add_test(tc, test_grouped_custom_packers);
     tcase_add_test(tc, test_forced_plans);
