@@ -70,14 +70,48 @@ static void store_panel(KpEmit *e, const KpGemmPackArgs *p, LLVMValueRef v, LLVM
     kp_gemm_store(e, v, dst, p->is_b || p->w > e->vw ? lanes : e->vw);
 }
 
+/* A's panels narrower than a vector, g = vw / w of them to a vector: per
+ * k one vector of vw lines loaded and its w-lane parts stored into the g
+ * panels, for the whole groups of g panels; returns the first panel left.
+ * Each line of the source is then read once, not once per panel (dy^T at
+ * 1024 outputs: a line per step of k, 4 KiB apart, gone from L1 before
+ * the next panel's pass came back to it). */
+static LLVMValueRef pack_line_groups(KpEmit *e, const KpGemmPackArgs *p, const Src *s, LLVMValueRef panels)
+{
+    int g = e->vw / p->w;
+    LLVMValueRef groups = LLVMBuildUDiv(e->b, panels, kp_i64(e, g), "groups");
+    KpLoop lg, lk;
+    kp_loop_begin(e, &lg, kp_i64(e, 0), groups, 1, "pg");
+    LLVMValueRef l = kp_imulc(e, lg.iv, e->vw);
+    LLVMValueRef mask = lanes_below(e, l, p->nl);
+    kp_loop_begin(e, &lk, kp_i64(e, 0), p->kc, 1, "pk");
+    LLVMValueRef v = masked_load(e, src_at(e, s, l, lk.iv), mask);
+    for (int i = 0; i < g; i++) {
+        LLVMValueRef idx[64];
+        for (int q = 0; q < p->w; q++)
+            idx[q] = kp_i32(e, i * p->w + q);
+        LLVMValueRef part = LLVMBuildShuffleVector(e->b, v, LLVMGetPoison(e->vec),
+                                                   LLVMConstVector(idx, (unsigned)p->w), "");
+        LLVMValueRef t = kp_iaddc(e, kp_imulc(e, lg.iv, g), i);
+        LLVMValueRef st = LLVMBuildStore(e->b, part, dst_at(e, p, t, lk.iv, 0));
+        LLVMSetAlignment(st, 4);
+    }
+    kp_gemm_loop_end(e, &lk);
+    kp_gemm_loop_end(e, &lg);
+    return kp_imulc(e, groups, g);
+}
+
 /* Lines contiguous: per panel and k, the w lines in vectors, masked to
- * the lines the block has. */
+ * the lines the block has (A's narrow panels first in groups). */
 static void pack_lines(KpEmit *e, const KpGemmPackArgs *p, const Src *s)
 {
     LLVMValueRef panels = LLVMBuildUDiv(e->b, LLVMBuildNSWAdd(e->b, p->nl, kp_i64(e, p->w - 1), ""),
                                         kp_i64(e, p->w), "panels");
+    LLVMValueRef from = kp_i64(e, 0);
+    if (!p->is_b && p->w < e->vw && e->vw % p->w == 0)
+        from = pack_line_groups(e, p, s, panels);
     KpLoop lt, lk;
-    kp_loop_begin(e, &lt, kp_i64(e, 0), panels, 1, "pt");
+    kp_loop_begin(e, &lt, from, panels, 1, "pt");
     LLVMValueRef l = kp_imulc(e, lt.iv, p->w);
     for (int q = 0; q < p->w; q += e->vw) {
         LLVMValueRef lq = LLVMBuildNSWAdd(e->b, l, kp_i64(e, q), "");
