@@ -187,8 +187,8 @@ static bool rows_collide(const Host *h, int mr, int64_t rs)
 static bool panel_crowds(int64_t bytes, int64_t ways, int mr, int64_t kc, int64_t rs, int64_t cs)
 {
     int64_t sets = bytes / (64 * ways);
-    if (cs < 16 || sets < 1 || sets > 1 << 16)
-        return false;
+    if (cs < 16 || rs < 0 || sets < 1 || sets > 1 << 16)
+        return false;           /* (no view has negative strides; the count needs none) */
     int64_t *count = calloc((size_t)sets, sizeof *count), worst = 0;
     if (!count)
         return false;
