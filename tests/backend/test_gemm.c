@@ -200,23 +200,63 @@ static char *bind_scratch(const KpNodeJit *j)
     return pool;
 }
 
-static void check_case(const Target *t, const Case *c)
-{
-    KpGraph *g = kp_graph_new();
-    g->max_batch = c->maxb;
-    KpNode *nd = make_node(g, c);
-    KpTargetOpts opts = {.opt_level = KP_TEST_OPT(3), .cpu = t->cpu, .vector_width = t->vw};
+/* c's node JIT-compiled alone for target t (under KARPC_GEMM_PLAN=plan
+ * unless NULL), its scratch bound */
+typedef struct Kernel {
+    KpGraph *g;
     KpNodeJit j;
+    char *pool;
+} Kernel;
+
+static void kernel_open(Kernel *k, const Target *t, const Case *c, const char *plan)
+{
+    k->g = kp_graph_new();
+    k->g->max_batch = c->maxb;
+    KpNode *nd = make_node(k->g, c);
+    KpTargetOpts opts = {.opt_level = KP_TEST_OPT(3), .cpu = t->cpu, .vector_width = t->vw};
     KpDiag d;
     kp_diag_init(&d);
-    ck_assert_msg(kp_llvm_node_jit(g, nd, &opts, &j, &d) == 0, "%s", d.msg);
-    char *pool = bind_scratch(&j);
+    if (plan)
+        setenv("KARPC_GEMM_PLAN", plan, 1);
+    int rc = kp_llvm_node_jit(k->g, nd, &opts, &k->j, &d);
+    unsetenv("KARPC_GEMM_PLAN");
+    ck_assert_msg(rc == 0, "%s: KARPC_GEMM_PLAN=%s: %s", t->name, plan ? plan : "", d.msg);
+    k->pool = bind_scratch(&k->j);
+}
 
-    int64_t mb = c->maxb, rows_a = c->op == KP_OP_dense || c->op == KP_OP_dense_packed ? c->in : c->out;
-    int64_t ycount = c->op == KP_OP_dense_grad_w ? c->out * c->in
-                     : mb * (c->op == KP_OP_dense_grad_x ? c->in : c->out);
-    float *a = floats(mb * rows_a);
-    float *w = floats(c->op == KP_OP_dense_grad_w ? mb * c->in : c->out * c->in);
+static void kernel_close(Kernel *k)
+{
+    krt_scratch_bind(NULL, NULL, 0, 0);
+    free(k->pool);
+    kp_llvm_node_jit_free(&k->j);
+    kp_graph_free(k->g);
+}
+
+/* Floats of c's A (x or dy), of its weight operand (W, or x for
+ * dense_grad_w) and of its result, at the largest batch */
+static int64_t a_count(const Case *c)
+{
+    return c->maxb * (c->op == KP_OP_dense || c->op == KP_OP_dense_packed ? c->in : c->out);
+}
+
+static int64_t w_count(const Case *c)
+{
+    return c->op == KP_OP_dense_grad_w ? c->maxb * c->in : c->out * c->in;
+}
+
+static int64_t y_count(const Case *c)
+{
+    return c->op == KP_OP_dense_grad_w ? c->out * c->in
+           : c->maxb * (c->op == KP_OP_dense_grad_x ? c->in : c->out);
+}
+
+static void check_case(const Target *t, const Case *c)
+{
+    Kernel k;
+    kernel_open(&k, t, c, NULL);
+    int64_t mb = c->maxb, ycount = y_count(c);
+    float *a = floats(a_count(c));
+    float *w = floats(w_count(c));
     float *b = c->op == KP_OP_dense_packed ? panels_of(w, c->out, c->in) : w;
     float *bias = floats(c->out), *extra = floats(ycount);
     float *y1 = floats(ycount), *y2 = floats(ycount), *ref = floats(ycount);
@@ -228,9 +268,9 @@ static void check_case(const Target *t, const Case *c)
                 y1[i] = y2[i] = ref[i] = (float)(i % 7) - 3.0f;
         }
         karp_set_threads(2);
-        run(&j, c, a, b, bias, extra, y2, n);
+        run(&k.j, c, a, b, bias, extra, y2, n);
         karp_set_threads(1);
-        run(&j, c, a, b, bias, extra, y1, n);
+        run(&k.j, c, a, b, bias, extra, y1, n);
         karp_set_threads(0);
         int64_t cnt = c->op == KP_OP_dense_grad_w ? ycount : n * (ycount / mb);
         ck_assert_msg(memcmp(y1, y2, (size_t)cnt * sizeof *y1) == 0,
@@ -243,13 +283,10 @@ static void check_case(const Target *t, const Case *c)
                       c->epi == KP_OP_COUNT ? "none" : kp_op_name(c->epi), (long long)n, r);
         worst = r > worst ? r : worst;
     }
-    krt_scratch_bind(NULL, NULL, 0, 0);
-    free(pool);
+    kernel_close(&k);
     if (b != w)
         free(b);
     free(a), free(w), free(bias), free(extra), free(y1), free(y2), free(ref);
-    kp_llvm_node_jit_free(&j);
-    kp_graph_free(g);
 }
 
 static bool runs_here(const Target *t)
@@ -584,30 +621,16 @@ END_TEST
  * i % 7 - 3), its kernel compiled under KARPC_GEMM_PLAN=plan (NULL: the
  * stock plan) */
 static void forced_output(const Target *tg, const Case *c, const char *plan, const float *a,
-                          const float *b, const float *bias, float *y, int64_t ycount)
+                          const float *b, const float *bias, float *y)
 {
-    KpGraph *g = kp_graph_new();
-    g->max_batch = c->maxb;
-    KpNode *nd = make_node(g, c);
-    KpTargetOpts opts = {.opt_level = KP_TEST_OPT(3), .cpu = tg->cpu, .vector_width = tg->vw};
-    KpNodeJit j;
-    KpDiag d;
-    kp_diag_init(&d);
-    if (plan)
-        setenv("KARPC_GEMM_PLAN", plan, 1);
-    int rc = kp_llvm_node_jit(g, nd, &opts, &j, &d);
-    unsetenv("KARPC_GEMM_PLAN");
-    ck_assert_msg(rc == 0, "%s: KARPC_GEMM_PLAN=%s: %s", tg->name, plan ? plan : "", d.msg);
-    char *pool = bind_scratch(&j);
-    for (int64_t i = 0; i < ycount; i++)
+    Kernel k;
+    kernel_open(&k, tg, c, plan);
+    for (int64_t i = 0; i < y_count(c); i++)
         y[i] = (float)(i % 7) - 3.0f;
     karp_set_threads(2);
-    run(&j, c, a, b, bias, NULL, y, c->maxb);
+    run(&k.j, c, a, b, bias, NULL, y, c->maxb);
     karp_set_threads(0);
-    krt_scratch_bind(NULL, NULL, 0, 0);
-    free(pool);
-    kp_llvm_node_jit_free(&j);
-    kp_graph_free(g);
+    kernel_close(&k);
 }
 
 /* Each forced plan against the stock plan on target tg, bit for bit. */
@@ -620,16 +643,12 @@ static void forced_plans_on(const Target *tg, const char *const *plans, size_t n
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const Case *c = &cases[ci];
-        bool dense = c->op == KP_OP_dense;
-        int64_t rows_a = dense ? c->in : c->out;
-        int64_t ycount = c->op == KP_OP_dense_grad_w ? c->out * c->in
-                         : c->maxb * (c->op == KP_OP_dense_grad_x ? c->in : c->out);
-        float *a = floats(c->maxb * rows_a), *bias = floats(c->out);
-        float *b = floats(c->op == KP_OP_dense_grad_w ? c->maxb * c->in : c->out * c->in);
+        int64_t ycount = y_count(c);
+        float *a = floats(a_count(c)), *b = floats(w_count(c)), *bias = floats(c->out);
         float *stock = floats(ycount), *y = floats(ycount);
-        forced_output(tg, c, NULL, a, b, bias, stock, ycount);
+        forced_output(tg, c, NULL, a, b, bias, stock);
         for (size_t pi = 0; pi < nplans; pi++) {
-            forced_output(tg, c, plans[pi], a, b, bias, y, ycount);
+            forced_output(tg, c, plans[pi], a, b, bias, y);
             ck_assert_msg(memcmp(y, stock, (size_t)ycount * sizeof *y) == 0,
                           "%s: %s %lld->%lld: KARPC_GEMM_PLAN=%s changed the result", tg->name,
                           kp_op_name(c->op), (long long)c->in, (long long)c->out, plans[pi]);
