@@ -70,35 +70,50 @@ static void store_panel(KpEmit *e, const KpGemmPackArgs *p, LLVMValueRef v, LLVM
     kp_gemm_store(e, v, dst, p->is_b || p->w > e->vw ? lanes : e->vw);
 }
 
-/* A's panels narrower than a vector, g = vw / w of them to a vector: per
- * k one vector of vw lines loaded and its w-lane parts stored into the g
- * panels, for the whole groups of g panels; returns the first panel left.
- * Each line of the source is then read once, not once per panel (dy^T at
- * 1024 outputs: a line per step of k, 4 KiB apart, gone from L1 before
- * the next panel's pass came back to it). */
-static LLVMValueRef pack_line_groups(KpEmit *e, const KpGemmPackArgs *p, const Src *s, LLVMValueRef panels)
+/* Steps of k ahead that the A packer prefetches its source lines: each
+ * step is a line (or two) on a page of its own where dy^T's rows are
+ * 1024 outputs long, too far for the hardware prefetcher to follow. */
+#define PACK_AHEAD 16
+
+/* A's panels narrower than a vector, g = vw / w of them to a vector, in
+ * groups of `lines` vectors: per k those vectors of lines loaded, the
+ * same lines `PACK_AHEAD` steps on prefetched, and each vector's w-lane
+ * parts stored into its g panels; from panel t0 for the whole groups
+ * there; returns the first panel left.  Each line of the source is read
+ * once, not once per panel (dy^T at 1024 outputs: a line per step of k,
+ * 4 KiB apart, gone from L1 before the next panel's pass came back), and
+ * a page, once entered, gives `lines` vectors. */
+static LLVMValueRef pack_line_groups(KpEmit *e, const KpGemmPackArgs *p, const Src *s, LLVMValueRef t0,
+                                     LLVMValueRef panels, int lines)
 {
-    int g = e->vw / p->w;
-    LLVMValueRef groups = LLVMBuildUDiv(e->b, panels, kp_i64(e, g), "groups");
+    int g = e->vw / p->w, per = g * lines;
+    LLVMValueRef left = LLVMBuildNSWSub(e->b, panels, t0, "");
+    LLVMValueRef groups = LLVMBuildUDiv(e->b, left, kp_i64(e, per), "groups");
     KpLoop lg, lk;
     kp_loop_begin(e, &lg, kp_i64(e, 0), groups, 1, "pg");
-    LLVMValueRef l = kp_imulc(e, lg.iv, e->vw);
-    LLVMValueRef mask = lanes_below(e, l, p->nl);
+    LLVMValueRef t = kp_iadd(e, t0, kp_imulc(e, lg.iv, per));
+    LLVMValueRef l[4], mask[4];
+    for (int u = 0; u < lines; u++) {
+        l[u] = kp_imulc(e, kp_iaddc(e, t, u * g), p->w);
+        mask[u] = lanes_below(e, l[u], p->nl);
+    }
     kp_loop_begin(e, &lk, kp_i64(e, 0), p->kc, 1, "pk");
-    LLVMValueRef v = masked_load(e, src_at(e, s, l, lk.iv), mask);
-    for (int i = 0; i < g; i++) {
-        LLVMValueRef idx[64];
-        for (int q = 0; q < p->w; q++)
-            idx[q] = kp_i32(e, i * p->w + q);
-        LLVMValueRef part = LLVMBuildShuffleVector(e->b, v, LLVMGetPoison(e->vec),
-                                                   LLVMConstVector(idx, (unsigned)p->w), "");
-        LLVMValueRef t = kp_iaddc(e, kp_imulc(e, lg.iv, g), i);
-        LLVMValueRef st = LLVMBuildStore(e->b, part, dst_at(e, p, t, lk.iv, 0));
-        LLVMSetAlignment(st, 4);
+    for (int u = 0; u < lines; u++) {
+        LLVMValueRef v = masked_load(e, src_at(e, s, l[u], lk.iv), mask[u]);
+        kp_prefetch(e, src_at(e, s, l[u], kp_iaddc(e, lk.iv, PACK_AHEAD)), kp_i64(e, 0));
+        for (int i = 0; i < g; i++) {
+            LLVMValueRef idx[64];
+            for (int q = 0; q < p->w; q++)
+                idx[q] = kp_i32(e, i * p->w + q);
+            LLVMValueRef part = LLVMBuildShuffleVector(e->b, v, LLVMGetPoison(e->vec),
+                                                       LLVMConstVector(idx, (unsigned)p->w), "");
+            LLVMValueRef st = LLVMBuildStore(e->b, part, dst_at(e, p, kp_iaddc(e, t, u * g + i), lk.iv, 0));
+            LLVMSetAlignment(st, 4);
+        }
     }
     kp_gemm_loop_end(e, &lk);
     kp_gemm_loop_end(e, &lg);
-    return kp_imulc(e, groups, g);
+    return kp_iadd(e, t0, kp_imulc(e, groups, per));
 }
 
 /* Lines contiguous: per panel and k, the w lines in vectors, masked to
@@ -108,8 +123,10 @@ static void pack_lines(KpEmit *e, const KpGemmPackArgs *p, const Src *s)
     LLVMValueRef panels = LLVMBuildUDiv(e->b, LLVMBuildNSWAdd(e->b, p->nl, kp_i64(e, p->w - 1), ""),
                                         kp_i64(e, p->w), "panels");
     LLVMValueRef from = kp_i64(e, 0);
-    if (!p->is_b && p->w < e->vw && e->vw % p->w == 0)
-        from = pack_line_groups(e, p, s, panels);
+    if (!p->is_b && p->w < e->vw && e->vw % p->w == 0) {
+        from = pack_line_groups(e, p, s, from, panels, 2);
+        from = pack_line_groups(e, p, s, from, panels, 1);
+    }
     KpLoop lt, lk;
     kp_loop_begin(e, &lt, from, panels, 1, "pt");
     LLVMValueRef l = kp_imulc(e, lt.iv, p->w);

@@ -588,6 +588,30 @@ START_TEST(test_pack_a_far_k)
 }
 END_TEST
 
+/* Where A is packed by its own pass and B by the first row tile (sgemm
+ * TN: dy^T and x of a 1024-1024 layer at batch 1024), the cores split
+ * the rows: each item packs its rows of A once and B again, which its
+ * multiply-adds hide.  Split by columns, every item would pack all of A. */
+START_TEST(test_pack_twice)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    KpGemm g = {
+        .name = "grad_w",
+        .m = {1024, false}, .n = {1024, false}, .k = {1, true}, .groups = {1, false},
+        .a = {.source = KP_GEMM_VIEW, .view = {.arg = 0, .rs = 1, .cs = 1024}},
+        .b = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = 1024, .cs = 1}},
+        .c = {.arg = 2, .rs = 1024, .cs = 1},
+        .accumulate = true,
+    };
+    KpGemmPlan p = plan_of(&g, 1024);
+    if (cores < 2 || !p.pack_a)
+        return;                 /* one item, or caches where A's k steps do not crowd */
+    ck_assert(p.fuse_b && p.parallel);
+    ck_assert_msg(p.ncol_chunks == 1 && p.nrow_chunks >= 2, "dW 1024 x 1024 x 1024: %lld x %lld items",
+                  (long long)p.nrow_chunks, (long long)p.ncol_chunks);
+}
+END_TEST
+
 /* More row chunks than the cores ask where they cost no packing and B
  * stays in L2 (mlp dense1's dW: a fast core takes whole items from a
  * slow one), the grid of least time alone, at most an item a core, where
@@ -640,6 +664,7 @@ static void forced_plans_on(const Target *tg, const char *const *plans, size_t n
         {KP_OP_dense, 2048, 600, 24, KP_OP_COUNT, 0},          /* W^T packed, 3 k blocks */
         {KP_OP_dense_grad_x, 1024, 33, 20, KP_OP_COUNT, 0},    /* W packed by the first tile */
         {KP_OP_dense_grad_w, 784, 128, 64, KP_OP_COUNT, 0},    /* accumulates, k batched */
+        {KP_OP_dense_grad_w, 40, 100, 64, KP_OP_COUNT, 0},     /* A's panels in groups and alone */
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const Case *c = &cases[ci];
@@ -669,6 +694,10 @@ START_TEST(test_forced_plans)
         "nv=4,mr=3,kc=513,grid=2x5,show",
         "pack_a=1,mr=7",
         "mr=1,nv=8,kc=64,pack_a=1",
+        /* row chunks of 56 and 44 (100 outputs): A's panels two vectors
+         * to a step, one, and one by one, the last group masked */
+        "pack_a=1,mr=8,grid=2x1",
+        "pack_a=1,mr=2,grid=2x1",
     };
     for (size_t ti = 0; ti < sizeof targets / sizeof targets[0]; ti++) {
         const Target *tg = &targets[ti];
@@ -734,6 +763,7 @@ static Suite *gemm_suite(void)
     tcase_add_test(tc, test_pack_a_rule);
     tcase_add_test(tc, test_fused_pack_rule);
     tcase_add_test(tc, test_pack_a_far_k);
+    tcase_add_test(tc, test_pack_twice);
     tcase_add_test(tc, test_rows_for_a_slow_core);
     tcase_add_test(tc, test_grouped_custom_packers);
     tcase_add_test(tc, test_forced_plans);
