@@ -111,7 +111,8 @@ KpConvMap kp_conv_grad_x_map(const KpNode *n);
 /* conv2d's input gradient at stride 1 with the lanes along dx's channels
  * (emit_conv_grad_x_outer.c), for the scatter form m: whether it takes m
  * at a largest batch of max_batch (16-float vectors, dx's pixels over it
- * at most KP_OUTER_MAX_PIXELS, dx rows leaving an eighth of their vectors
+ * at most KP_OUTER_MAX_PIXELS unless its rows are at most a vector wide,
+ * dx rows leaving an eighth of their vectors
  * idle or more, whole vectors of dx channels or at least four, no
  * dilation, a transposed weight of at most 256 KiB), and the kernel.
  * kp_emit_conv2d_grad_x_outer emits a node that way when it fits and its

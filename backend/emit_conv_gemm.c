@@ -189,14 +189,20 @@ int emit_conv2d(KpEmit *e, const KpNode *n, KpDiag *d)
     return 0;
 }
 
-/* The input gradient: Winograd, or for a small image with ragged dx rows
- * the kernel with lanes along dx's channels (emit_conv_grad_x_outer.c);
- * else at stride 1 by gemm_wins over the input channels; a larger stride
- * is split into phases by the direct kernel. */
+/* The input gradient: for ragged dx rows of at most a vector the kernel
+ * with lanes along dx's channels (emit_conv_grad_x_outer.c), since
+ * Winograd's tiles would fill half a vector of a row or less (keras_cnn's
+ * conv2d2: 7 tiles of 16 lanes; the channel-lane kernel ran 1.3x faster
+ * on one thread, 1.7x on two, docs/kernels-conv.md); else Winograd, else
+ * that kernel for other ragged rows; else at stride 1 by gemm_wins over
+ * the input channels; a larger stride is split into phases by the direct
+ * kernel. */
 int emit_conv2d_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
 {
     const KpValue *dx = n->out;
-    if (kp_emit_conv2d_winograd(e, n, true) || kp_emit_conv2d_grad_x_outer(e, n))
+    bool narrow = dx->dims[3] <= e->vw;
+    if ((narrow && kp_emit_conv2d_grad_x_outer(e, n)) || kp_emit_conv2d_winograd(e, n, true) ||
+        kp_emit_conv2d_grad_x_outer(e, n))
         return 0;
     if (!strided(n) && gemm_wins(dx->dims[1], dx->dims[3], e->vw))
         return grad_x_gemm(e, n, d);

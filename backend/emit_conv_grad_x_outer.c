@@ -222,7 +222,10 @@ bool kp_conv_grad_x_outer_fits(const KpConvMap *m, int64_t max_batch, int vw)
     plan(&s, vw);
     /* every thread keeps its own copy of the transposed weight: at most
      * MAX_WT bytes (keras' and fashion's layers: 72 KiB) */
-    return s.ntx <= MAXTX && max_batch * m->oh * m->ow <= KP_OUTER_MAX_PIXELS && s.wt_bytes <= MAX_WT;
+    /* rows of at most a vector at any batch (there it beats Winograd:
+     * emit_conv2d_grad_x), wider ones up to KP_OUTER_MAX_PIXELS */
+    bool pixels = m->ow <= vw || max_batch * m->oh * m->ow <= KP_OUTER_MAX_PIXELS;
+    return s.ntx <= MAXTX && pixels && s.wt_bytes <= MAX_WT;
 }
 
 void kp_emit_conv_grad_x_outer(KpEmit *e, const KpConvMap *m)

@@ -451,7 +451,7 @@ END_TEST
 /* Likewise for the input gradient with lanes along dx's channels: the
  * geometries meant for it reach it (no Winograd below 16 channels: at the
  * grid's batch of 3 Winograd comes first), those
- * it does not take (strides, dilation, few channels, many pixels, dx rows
+ * it does not take (strides, dilation, few channels, many pixels in rows wider than a vector, dx rows
  * that fill 7/8 of their vectors or more, vectors of 8 or 4 floats, a
  * transposed weight over 256 KiB) do not.
  * On an AVX2 machine the grid reaches it through the 16-float target. */
@@ -467,6 +467,7 @@ START_TEST(test_conv_grad_x_outer_reached)
         {{6, 14, 13, 7, 3, 3, 1, 1, 2, 2, 2, 2, false}, {false, false, false}},   /* dilation 2 */
         {{3, 11, 13, 5, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}},   /* 3 channels */
         {{16, 40, 40, 16, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}}, /* 3 x 1600 pixels */
+        {{16, 120, 13, 16, 3, 3, 1, 1, 0, 0, 1, 1, false}, {true, false, false}}, /* 3 x 1560, rows of 13 */
         {{16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}}, /* rows of whole vectors */
         {{64, 9, 11, 112, 3, 3, 1, 1, 1, 1, 1, 1, false}, {true, false, false}},  /* a 252 KiB weight copy */
         {{64, 9, 11, 128, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}}, /* 288 KiB: too big */
