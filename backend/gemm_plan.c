@@ -330,9 +330,10 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     double pb = p->pack_b ? (g->b.source == KP_GEMM_CUSTOM ? 0.5 : pack_cost(&g->b.view, 1)) : 0;
     /* B packed by its first row tile comes in while that tile's
      * multiply-adds run; A's packer is a pass of its own.  sgemm TN
-     * 1024^3 (A = dy^T packed, B = x packed so) took 0.88x the time on a
-     * 2 x 1 grid, B packed twice, as on 1 x 2, A packed twice
-     * (docs/kernels-gemm.md, "Which operand to pack twice"). */
+     * 1024^3 (A = dy^T packed, B = x packed so) took 0.88-0.93x the time
+     * on a 2 x 1 grid, B packed twice, as on 1 x 2, A packed twice
+     * (docs/kernels-gemm.md, "A's packer prefetches, two vectors a step;
+     * which operand to pack twice"). */
     if (p->fuse_b)
         pb /= 4;
     bool wide_b = !g->k.batched && groups == 1 && 4 * n * k >= PAR_MIN_B;

@@ -694,8 +694,9 @@ START_TEST(test_forced_plans)
         "nv=4,mr=3,kc=513,grid=2x5,show",
         "pack_a=1,mr=7",
         "mr=1,nv=8,kc=64,pack_a=1",
-        /* row chunks of 56 and 44 (100 outputs): A's panels two vectors
-         * to a step, one, and one by one, the last group masked */
+        /* 100 outputs in row chunks of 56 and 44 (mr 8) or 50 and 50
+         * (mr 2): A's panels two vectors to a step, one, and one by one;
+         * with mr 8 the 44 rows' last group masked */
         "pack_a=1,mr=8,grid=2x1",
         "pack_a=1,mr=2,grid=2x1",
     };
