@@ -202,7 +202,7 @@ int emit_conv2d_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
     const KpValue *dx = n->out;
     bool narrow = dx->dims[3] <= e->vw;
     if ((narrow && kp_emit_conv2d_grad_x_outer(e, n)) || kp_emit_conv2d_winograd(e, n, true) ||
-        kp_emit_conv2d_grad_x_outer(e, n))
+        (!narrow && kp_emit_conv2d_grad_x_outer(e, n)))
         return 0;
     if (!strided(n) && gemm_wins(dx->dims[1], dx->dims[3], e->vw))
         return grad_x_gemm(e, n, d);

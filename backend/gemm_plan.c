@@ -156,42 +156,17 @@ static void choose_tile(KpGemmPlan *p, int64_t mmax, int64_t n)
         p->mr = (int)mmax;
 }
 
-/* Whether mr rows rs floats apart put more lines into one L1 set than it
- * has ways: then a row's line is gone before its next 15 floats are read,
- * and A is packed.  Up to the ways, A is read in place: on the Zen 4
- * (8 ways) its 8-row tiles at strides of 4 KiB (sgemm 1024^3) and 36 KiB
- * (fashion_cnn's dense4, k = 9216) ran faster in place than packed: 1024^3
- * 87-91% -> 93-95% of peak, dense4's forward 35-72% -> 87% (its packer
- * reads 16 rows for an 8-row panel; docs/kernels-gemm.md). */
-static bool rows_collide(const Host *h, int mr, int64_t rs)
-{
-    int64_t sets = h->l1 / (64 * h->l1_ways), worst = 0;
-    for (int i = 0; i < mr; i++) {
-        int64_t same = 0, si = (int64_t)i * rs * 4 / 64 % sets;
-        for (int j = 0; j < mr; j++)
-            same += (int64_t)j * rs * 4 / 64 % sets == si;
-        worst = same > worst ? same : worst;
-    }
-    return worst > h->l1_ways;
-}
-
-/* Whether the lines of an A micro-panel read in place (mr rows rs floats
- * apart, kc steps of k cs floats apart), with its k steps on lines of
- * their own (cs of 16 floats or more), crowd one set of a cache of
- * `bytes` and `ways` beyond its ways; then A is packed.  dense_grad_w's A
- * is dy^T: its k steps are the batch's rows, `out` floats apart.  At 1024
- * outputs they are 4 KiB apart: a batch of 64 puts its micro-panel into
- * one L1 set, a batch of 1024 into 16 sets of the 1 MiB L2, from which it
- * came again from L3 for every column tile (docs/kernels-gemm.md, "A
- * packed where its k steps crowd a set"). */
-static bool panel_crowds(int64_t bytes, int64_t ways, int mr, int64_t kc, int64_t rs, int64_t cs)
+/* The most lines of an A micro-panel read in place that fall into one
+ * set of a cache of `bytes` and `ways`: mr rows rs floats apart, kc steps
+ * of k cs floats apart, rows that share a line counted once. */
+static int64_t worst_set(int64_t bytes, int64_t ways, int mr, int64_t kc, int64_t rs, int64_t cs)
 {
     int64_t sets = bytes / (64 * ways);
-    if (cs < 16 || rs < 0 || sets < 1 || sets > 1 << 16)
-        return false;           /* (no view has negative strides; the count needs none) */
+    if (rs < 0 || cs < 0 || sets < 1 || sets > 1 << 16)
+        return 0;               /* (no view has negative strides; the count needs none) */
     int64_t *count = calloc((size_t)sets, sizeof *count), worst = 0;
     if (!count)
-        return false;
+        return 0;
     for (int64_t k = 0; k < kc; k++)
         for (int64_t line = -1, i = 0; i < mr; i++) {
             int64_t at = (i * rs + k * cs) * 4 / 64;
@@ -202,15 +177,46 @@ static bool panel_crowds(int64_t bytes, int64_t ways, int mr, int64_t kc, int64_
             worst = c > worst ? c : worst;
         }
     free(count);
-    return worst > ways;
+    return worst;
+}
+
+/* Whether mr rows rs floats apart put more lines into one L1 set than it
+ * has ways: then a row's line is gone before its next 15 floats are read,
+ * and A is packed.  Up to the ways, A is read in place: on the Zen 4
+ * (8 ways) its 8-row tiles at strides of 4 KiB (sgemm 1024^3) and 36 KiB
+ * (fashion_cnn's dense4, k = 9216) ran faster in place than packed: 1024^3
+ * 87-91% -> 93-95% of peak, dense4's forward 35-72% -> 87% (its packer
+ * reads 16 rows for an 8-row panel; docs/kernels-gemm.md). */
+static bool rows_collide(const Host *h, int mr, int64_t rs)
+{
+    return worst_set(h->l1, h->l1_ways, mr, 1, rs, 0) > h->l1_ways;
+}
+
+/* Whether the lines of an A micro-panel read in place, its k steps on
+ * lines of their own (cs of 16 floats or more), crowd one set of a cache
+ * of `bytes` and `ways` beyond its ways; then A is packed.  dense_grad_w's
+ * A is dy^T: its k steps are the batch's rows, `out` floats apart.  At
+ * 1024 outputs they are 4 KiB apart: a batch of 64 puts its micro-panel
+ * into one L1 set, a batch of 1024 into 16 sets of the 1 MiB L2, from
+ * which it came again from L3 for every column tile (docs/kernels-gemm.md,
+ * "A packed where its k steps crowd a set"). */
+static bool panel_crowds(int64_t bytes, int64_t ways, int mr, int64_t kc, int64_t rs, int64_t cs)
+{
+    return cs >= 16 && worst_set(bytes, ways, mr, kc, rs, cs) > ways;
 }
 
 /* Cycles per element of a packed block: vector copies where the lines are
- * contiguous in the source, shuffles or scalars otherwise. */
-static double pack_cost(const KpGemmView *v, bool is_b)
+ * contiguous in the source, shuffles or scalars otherwise; a quarter of
+ * that for a B packed by its first row tile, whose reads come in while
+ * that tile's multiply-adds run (A's packer is a pass of its own).  sgemm
+ * TN 1024^3 (A = dy^T packed, B = x packed so) took 0.88-0.93x the time
+ * on a 2 x 1 grid, B packed twice, as on 1 x 2, A packed twice
+ * (docs/kernels-gemm.md, "A's packer prefetches, two vectors a step;
+ * which operand to pack twice"). */
+static double pack_cost(const KpGemmView *v, bool is_b, bool fused)
 {
     int64_t line_stride = is_b ? v->cs : v->rs;
-    return line_stride == 1 ? 0.1 : 0.5;
+    return (line_stride == 1 ? 0.1 : 0.5) / (fused ? 4 : 1);
 }
 
 /* Estimated cycles of the grid r x c: the busiest thread's micro-tiles
@@ -326,16 +332,8 @@ int kp_gemm_plan(const KpGemm *g, int vw, int64_t max_batch, KpGemmPlan *p, KpDi
     nc_max = t.nc ? kp_round_up(t.nc, nr) : nc_max < nr ? nr : nc_max;
 
     int64_t macs = groups * m * n * k;
-    double pa = p->pack_a ? (g->a.source == KP_GEMM_CUSTOM ? 0.5 : pack_cost(&g->a.view, 0)) : 0;
-    double pb = p->pack_b ? (g->b.source == KP_GEMM_CUSTOM ? 0.5 : pack_cost(&g->b.view, 1)) : 0;
-    /* B packed by its first row tile comes in while that tile's
-     * multiply-adds run; A's packer is a pass of its own.  sgemm TN
-     * 1024^3 (A = dy^T packed, B = x packed so) took 0.88-0.93x the time
-     * on a 2 x 1 grid, B packed twice, as on 1 x 2, A packed twice
-     * (docs/kernels-gemm.md, "A's packer prefetches, two vectors a step;
-     * which operand to pack twice"). */
-    if (p->fuse_b)
-        pb /= 4;
+    double pa = p->pack_a ? (g->a.source == KP_GEMM_CUSTOM ? 0.5 : pack_cost(&g->a.view, false, false)) : 0;
+    double pb = p->pack_b ? (g->b.source == KP_GEMM_CUSTOM ? 0.5 : pack_cost(&g->b.view, true, p->fuse_b)) : 0;
     bool wide_b = !g->k.batched && groups == 1 && 4 * n * k >= PAR_MIN_B;
     p->parallel = kp_gemm_worth_threads(macs, wide_b ? 4 * n * k : 0) && h.cores > 1;
     p->nrow_chunks = p->ncol_chunks = 1;

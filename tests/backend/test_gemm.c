@@ -509,6 +509,20 @@ static KpGemmPlan plan_of(const KpGemm *g, int64_t batch)
     return p;
 }
 
+/* dense_grad_w's GEMM for a layer of `in` inputs and `out` outputs:
+ * dW [out x in] += dy^T · x, k the batch. */
+static KpGemm grad_w_gemm(int64_t in, int64_t out)
+{
+    return (KpGemm){
+        .name = "grad_w",
+        .m = {out, false}, .n = {in, false}, .k = {1, true}, .groups = {1, false},
+        .a = {.source = KP_GEMM_VIEW, .view = {.arg = 0, .rs = 1, .cs = out}},
+        .b = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = in, .cs = 1}},
+        .c = {.arg = 2, .rs = in, .cs = 1},
+        .accumulate = true,
+    };
+}
+
 /* The plan packs x (A of dense) only when a tile's rows, 4 KiB apart, put
  * more lines into one L1 set than the set has ways: 16 rows (16 columns,
  * one vector a row) do, 8 rows (128 columns, two vectors) do not. */
@@ -573,14 +587,7 @@ START_TEST(test_pack_a_far_k)
         return;                 /* unknown, or too few ways for 8 lines a set */
     for (int i = 0; i < 3; i++) {
         static const int64_t outs[3] = {1024, 1024, 128}, batches[3] = {64, 1024, 64};
-        KpGemm g = {
-            .name = "grad_w",
-            .m = {outs[i], false}, .n = {100, false}, .k = {1, true}, .groups = {1, false},
-            .a = {.source = KP_GEMM_VIEW, .view = {.arg = 0, .rs = 1, .cs = outs[i]}},
-            .b = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = 100, .cs = 1}},
-            .c = {.arg = 2, .rs = 100, .cs = 1},
-            .accumulate = true,
-        };
+        KpGemm g = grad_w_gemm(100, outs[i]);
         KpGemmPlan p = plan_of(&g, batches[i]);
         ck_assert_msg(p.pack_a == (outs[i] == 1024), "dW %lld outputs at batch %lld: A %s",
                       (long long)outs[i], (long long)batches[i], p.pack_a ? "packed" : "in place");
@@ -595,14 +602,7 @@ END_TEST
 START_TEST(test_pack_twice)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    KpGemm g = {
-        .name = "grad_w",
-        .m = {1024, false}, .n = {1024, false}, .k = {1, true}, .groups = {1, false},
-        .a = {.source = KP_GEMM_VIEW, .view = {.arg = 0, .rs = 1, .cs = 1024}},
-        .b = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = 1024, .cs = 1}},
-        .c = {.arg = 2, .rs = 1024, .cs = 1},
-        .accumulate = true,
-    };
+    KpGemm g = grad_w_gemm(1024, 1024);
     KpGemmPlan p = plan_of(&g, 1024);
     if (cores < 2 || !p.pack_a)
         return;                 /* one item, or caches where A's k steps do not crowd */
@@ -621,14 +621,7 @@ START_TEST(test_rows_for_a_slow_core)
     long cores = sysconf(_SC_NPROCESSORS_ONLN), l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
     if (cores < 2 || l2 < 512 * 1024)
         return;                 /* one item, or a B that leaves L2 */
-    KpGemm g = {
-        .name = "grad_w",
-        .m = {128, false}, .n = {784, false}, .k = {1, true}, .groups = {1, false},
-        .a = {.source = KP_GEMM_VIEW, .view = {.arg = 0, .rs = 1, .cs = 128}},
-        .b = {.source = KP_GEMM_VIEW, .view = {.arg = 1, .rs = 784, .cs = 1}},
-        .c = {.arg = 2, .rs = 784, .cs = 1},
-        .accumulate = true,
-    };
+    KpGemm g = grad_w_gemm(784, 128);
     KpGemmPlan p = plan_of(&g, 64);
     ck_assert(!p.pack_a && !p.pack_b && p.parallel);
     ck_assert_msg(p.nrow_chunks * p.ncol_chunks >= 2 * cores,
