@@ -293,6 +293,9 @@ LLVMValueRef kp_min(KpEmit *e, LLVMValueRef a, LLVMValueRef b);
 /* Horizontal sum / max of a vector by halving (a fixed tree). */
 LLVMValueRef kp_reduce_add(KpEmit *e, LLVMValueRef v);
 LLVMValueRef kp_reduce_max(KpEmit *e, LLVMValueRef v);
+/* Lane c of the result: the sum of v[c]'s lanes, for vw vectors v (a
+ * fixed tree: adjacent pairs, level by level; v is overwritten). */
+LLVMValueRef kp_sum_lanes(KpEmit *e, LLVMValueRef *v);
 /* e^x, tanh(x), 1/(1+e^-x) without libm: range reduction and polynomials,
  * about 1 ulp; vectorizable.  x is a float or a vector of float. */
 LLVMValueRef kp_emit_exp(KpEmit *e, LLVMValueRef x);

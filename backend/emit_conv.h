@@ -79,6 +79,9 @@ bool kp_emit_conv2d_winograd(KpEmit *e, const KpNode *n, bool grad_x);
  * (emit_conv_winograd_w.c) when its forward fits; false (nothing emitted)
  * when not. */
 bool kp_emit_conv2d_winograd_w(KpEmit *e, const KpConvMap *m);
+/* Whether that kernel takes m at a largest batch of max_batch with its
+ * GEMMs' lanes along the tiles (not along the input channels). */
+bool kp_conv_winograd_w_tiles_in_lanes(const KpConvMap *m, int64_t max_batch, int vw);
 
 /* conv2d_grad_w's sum, dy [N,F,OH,OW], x [N,C,H,W] -> dW [F,C,kh,kw], as
  * the forward's map (cin, h, w: x; cout, oh, ow: dy): X is pointer 1, the

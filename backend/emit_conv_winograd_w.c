@@ -16,18 +16,22 @@
  * Work items are S chunks of the batch (S: the host's cores, at most the
  * batch).  A chunk sums its samples' tiles into its partial dU in the
  * call's shared scratch, block by block (a block: RB tile rows of one
- * sample):
+ * sample, or whole samples):
  *
  *   V  <- the forward's input transform (kp_wino_transform_input):
  *         V[ci][xi][t], vectors along the tiles
- *   Vt <- V transposed in vw x vw blocks: Vt[xi][t][ci], vectors along
- *         the input channels, which the GEMMs need: a reduction over t
- *         with t along the lanes would leave every dU element in a
- *         vector of partial sums, 16 x co x ci of them
  *   D  <- per output channel, each tile row's two dy rows split into
  *         even and odd columns (constant masks at the edge), A . A^T
- *   dU <- the 16 GEMMs, xi by xi: FB output channels x KV vectors of
- *         input channels in registers, D broadcast, Vt's rows streamed
+ *   dU <- the 16 GEMMs, xi by xi, one of two ways:
+ *         - tiles in the lanes, where a block has TILES_PER_FILTER tiles
+ *           per output channel or more: vw accumulators (4 output x 4
+ *           input channels with AVX-512, 2 x 4 with AVX2), each a vector
+ *           of partial sums along the tiles,
+ *           D's and V's rows streamed as they are; at the block's end a
+ *           fixed tree sums them across their lanes into one vector
+ *         - input channels in the lanes: V transposed in vw x vw blocks
+ *           to Vt[xi][t][ci]; FB output channels x KV vectors of input
+ *           channels in registers, D broadcast, Vt's rows streamed
  *
  * then counts itself done; the chunk that completes the count adds the
  * S partials in order 0, 1, ... and writes dW = G^T dU G (added into a
@@ -41,11 +45,12 @@
 typedef struct WinoW {
     KpWino w;                   /* X = x (pointer 1); the tiles cover dy */
     int64_t cip;                /* input channels in whole vectors */
+    bool tiles_in_lanes;        /* the GEMMs' lanes: V's tiles, or Vt's input channels */
     int64_t tsv;                /* rows of Vt per xi: a block's tiles in whole vectors */
+    int64_t vt_floats;          /* Vt (0 with the tiles in the lanes) */
     int64_t gb;                 /* samples per block (1 unless rb is th) */
     int64_t chunks;             /* S */
     int64_t part_floats;        /* one chunk's partial dU [16][cout][cip] */
-    int64_t vt_floats;
     int64_t shared_at;          /* the partials, then the counter (bytes) */
 } WinoW;
 
@@ -60,6 +65,15 @@ enum { BLOCK_TILES = 128, SCRATCH_L2 = 4 };
  * 16->16 32x32 layers) this one measured 94 GFLOP/s counted as direct
  * convolution against 50-60 on 1 thread, 120-143 against 79-86 on 2. */
 enum { WINO_W_MIN_CHANNELS = 16 };
+
+/* The GEMMs take the tiles along their lanes where a block has at least
+ * this many tiles per output channel: then the sums across the lanes
+ * (about 57 instructions per 4 x 4 register tile, xi and block) cost less
+ * than transposing V (about 6 per vector of V, xi and block).  resnet's
+ * 16-channel 32 x 32 layers (16 tiles per filter) measured 1.2x faster
+ * so; its 32-channel ones (4), fashion's and keras' (2.25) the same or
+ * slower (docs/kernels-conv.md). */
+enum { TILES_PER_FILTER = 8 };
 
 /* Vt[xi][t][ci] from V[ci][xi][t] for the block's nvec vectors of tiles:
  * vw rows of V at a time, transposed in registers (kp_transpose_vw). */
@@ -156,9 +170,103 @@ static void transform_dy(KpEmit *e, const KpKernelArgs *a, const WinoW *s, LLVMV
     kp_loop_end(e, &lc);
 }
 
+/* Lanes l of p[at ..] where mask (NULL: every lane), the others zero. */
+static LLVMValueRef load_lanes(KpEmit *e, LLVMValueRef p, LLVMValueRef at, LLVMValueRef mask)
+{
+    if (!mask)
+        return kp_load_vec(e, p, at);
+    LLVMTypeRef over[2] = {e->vec, e->ptr};
+    LLVMValueRef args[4] = {kp_gep(e, p, at), kp_i32(e, 4), mask, kp_fconst(e->vec, 0.0)};
+    return kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+}
+
+/* One step of the tile: the vector of tiles from t = at (mask: the lanes
+ * below nt, or NULL) of fb rows of D and kb rows of V. */
+static void tile_step(KpEmit *e, LLVMValueRef D, LLVMValueRef V, LLVMValueRef const *drow,
+                      LLVMValueRef const *vrow, LLVMValueRef at, LLVMValueRef mask, LLVMValueRef const *acc,
+                      int fb, int kb, int KB)
+{
+    LLVMValueRef d[16], v[16];
+    for (int f = 0; f < fb; f++)
+        d[f] = load_lanes(e, D, kp_iadd(e, drow[f], at), mask);
+    for (int k = 0; k < kb; k++)
+        v[k] = load_lanes(e, V, kp_iadd(e, vrow[k], at), mask);
+    for (int f = 0; f < fb; f++)
+        for (int k = 0; k < kb; k++) {
+            LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, acc[f * KB + k], "");
+            LLVMBuildStore(e->b, kp_fma(e, d[f], v[k], old), acc[f * KB + k]);
+        }
+}
+
+/* dU[xi][co0 + f][ci0 + k] += sum over the block's nt tiles of
+ * D[co0 + f][xi][t] V[ci0 + k][xi][t], f < fb, k < kb (at most FB x KB
+ * = vw): the tiles along the lanes, one accumulator each, summed across
+ * their lanes at the end by one fixed tree into a vector whose lane
+ * f*KB + k is dU's (f, k). */
+static void gemm_tile_t(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef V,
+                      LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, LLVMValueRef ci0, int fb, int kb)
+{
+    const KpWino *w = &s->w;
+    int vw = e->vw, KB = (int)w->kv;
+    LLVMValueRef acc[64] = {NULL}, drow[16], vrow[16];
+    for (int f = 0; f < fb; f++) {
+        drow[f] = kp_imulc(e, kp_iadd(e, kp_imulc(e, kp_iaddc(e, co0, f), 16), xi), w->ts);
+        for (int k = 0; k < kb; k++) {
+            acc[f * KB + k] = kp_alloca(e, e->vec, "acc");
+            LLVMBuildStore(e->b, kp_fconst(e->vec, 0.0), acc[f * KB + k]);
+        }
+    }
+    for (int k = 0; k < kb; k++)
+        vrow[k] = kp_imulc(e, kp_iadd(e, kp_imulc(e, kp_iaddc(e, ci0, k), 16), xi), w->ts);
+    LLVMValueRef whole = LLVMBuildUDiv(e->b, nt, kp_i64(e, vw), "");
+    KpLoop lt;
+    kp_loop_begin(e, &lt, kp_i64(e, 0), whole, 1, "gt");
+    tile_step(e, D, V, drow, vrow, kp_imulc(e, lt.iv, vw), NULL, acc, fb, kb, KB);
+    kp_loop_end(e, &lt);
+    /* the block's last tiles: past them, D and V hold other blocks' values */
+    LLVMValueRef tail = kp_imulc(e, whole, vw);
+    LLVMBasicBlockRef join = kp_if_begin(e, LLVMBuildICmp(e->b, LLVMIntSLT, tail, nt, ""), "gtail");
+    LLVMValueRef mask = LLVMBuildICmp(e->b, LLVMIntSLT, kp_lane_index(e, tail, 1), kp_lane_index(e, nt, 0), "");
+    tile_step(e, D, V, drow, vrow, tail, mask, acc, fb, kb, KB);
+    kp_if_end(e, join);
+
+    LLVMValueRef v[64];
+    for (int i = 0; i < vw; i++)
+        v[i] = acc[i] ? LLVMBuildLoad2(e->b, e->vec, acc[i], "") : kp_fconst(e->vec, 0.0);
+    LLVMValueRef sum = kp_sum_lanes(e, v);
+    LLVMTypeRef part = LLVMVectorType(e->f32, (unsigned)kb);
+    LLVMValueRef uat = kp_iadd(e, kp_imulc(e, kp_iadd(e, kp_imulc(e, xi, w->m.cout), co0), s->cip), ci0);
+    for (int f = 0; f < fb; f++) {
+        LLVMValueRef idx[16];
+        for (int k = 0; k < kb; k++)
+            idx[k] = kp_i32(e, f * KB + k);
+        LLVMValueRef add = LLVMBuildShuffleVector(e->b, sum, LLVMGetPoison(e->vec),
+                                                  LLVMConstVector(idx, (unsigned)kb), "");
+        LLVMValueRef to = kp_gep(e, dU, kp_iaddc(e, uat, f * s->cip));
+        LLVMValueRef old = LLVMBuildLoad2(e->b, part, to, "");
+        LLVMSetAlignment(old, 4);
+        LLVMValueRef st = LLVMBuildStore(e->b, kp_wino_fadd(e, old, add), to);
+        LLVMSetAlignment(st, 4);
+    }
+}
+
+/* Output channels co0 .. co0 + fb: the whole KB-wide tiles of input
+ * channels, then the channels left (V: the tiles along the lanes). */
+static void gemm_row_t(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef V,
+                     LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, int fb)
+{
+    int64_t cin = s->w.m.cin, KB = s->w.kv, whole = cin / KB * KB;
+    KpLoop lc;
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, whole), KB, "gci");
+    gemm_tile_t(e, s, dU, D, V, nt, xi, co0, lc.iv, fb, (int)KB);
+    kp_loop_end(e, &lc);
+    if (cin > whole)
+        gemm_tile_t(e, s, dU, D, V, nt, xi, co0, kp_i64(e, whole), fb, (int)(cin - whole));
+}
+
 /* dU[xi][co0 + f][(cv0 + k)*vw ..] += sum over the block's nt tiles of
  * D[co0 + f][xi][t] Vt[xi][t][..], for f < fb, k < kv. */
-static void gemm_tile(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef Vt,
+static void gemm_tile_c(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef Vt,
                       LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, LLVMValueRef cv0, int fb, int kv)
 {
     const KpWino *w = &s->w;
@@ -194,31 +302,32 @@ static void gemm_tile(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D
 }
 
 /* Output channels co0 .. co0 + fb: the whole KV tiles of input channel
- * vectors, then the vectors left. */
-static void gemm_row(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef Vt,
+ * vectors, then the vectors left (Vt: the channels along the lanes). */
+static void gemm_row_c(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef Vt,
                      LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, int fb)
 {
     int64_t ncv = s->cip / e->vw, whole = ncv / s->w.kv * s->w.kv;
     KpLoop lv;
     kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, whole), s->w.kv, "gcv");
-    gemm_tile(e, s, dU, D, Vt, nt, xi, co0, lv.iv, fb, (int)s->w.kv);
+    gemm_tile_c(e, s, dU, D, Vt, nt, xi, co0, lv.iv, fb, (int)s->w.kv);
     kp_loop_end(e, &lv);
     if (ncv > whole)
-        gemm_tile(e, s, dU, D, Vt, nt, xi, co0, kp_i64(e, whole), fb, (int)(ncv - whole));
+        gemm_tile_c(e, s, dU, D, Vt, nt, xi, co0, kp_i64(e, whole), fb, (int)(ncv - whole));
 }
 
 /* The 16 GEMMs of a block of nt tiles into the chunk's dU. */
-static void gemm(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef Vt,
-                 LLVMValueRef nt)
+static void gemm(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef V, LLVMValueRef nt)
 {
+    void (*row)(KpEmit *, const WinoW *, LLVMValueRef, LLVMValueRef, LLVMValueRef, LLVMValueRef,
+                LLVMValueRef, LLVMValueRef, int) = s->tiles_in_lanes ? gemm_row_t : gemm_row_c;
     int64_t cout = s->w.m.cout, whole = cout / s->w.fb * s->w.fb;
     KpLoop lx, lc;
     kp_loop_begin(e, &lx, kp_i64(e, 0), kp_i64(e, 16), 1, "gxi");
     kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, whole), s->w.fb, "gco");
-    gemm_row(e, s, dU, D, Vt, nt, lx.iv, lc.iv, (int)s->w.fb);
+    row(e, s, dU, D, V, nt, lx.iv, lc.iv, (int)s->w.fb);
     kp_loop_end(e, &lc);
     if (cout > whole)
-        gemm_row(e, s, dU, D, Vt, nt, lx.iv, kp_i64(e, whole), (int)(cout - whole));
+        row(e, s, dU, D, V, nt, lx.iv, kp_i64(e, whole), (int)(cout - whole));
     kp_loop_end(e, &lx);
 }
 
@@ -297,7 +406,7 @@ static void wino_w_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef rowbuf = kp_wino_rowbuf(e, w);
     /* V's channels past cin are transposed into lanes of the GEMMs too:
      * zero (the lanes past a block's tiles are never read) */
-    if (s->cip > w->m.cin)
+    if (!s->tiles_in_lanes && s->cip > w->m.cin)
         LLVMBuildMemSet(e->b, kp_gep(e, V, kp_i64(e, w->m.cin * 16 * w->ts)), LLVMConstInt(i8, 0, 0),
                         kp_i64(e, 4 * (s->cip - w->m.cin) * 16 * w->ts), 4);
     LLVMValueRef shared = kp_scratch_shared_at(e, s->shared_at);
@@ -322,8 +431,9 @@ static void wino_w_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     transform_dy(e, a, s, kp_gep(e, D, t0), g, ty0, nrows);
     kp_loop_end(e, &ls);
     LLVMValueRef nt = kp_imulc(e, LLVMBuildNSWMul(e->b, nrows, gn, ""), w->tw);
-    transpose(e, s, V, Vt, LLVMBuildUDiv(e->b, kp_iaddc(e, nt, e->vw - 1), kp_i64(e, e->vw), ""));
-    gemm(e, s, dU, D, Vt, nt);
+    if (!s->tiles_in_lanes)
+        transpose(e, s, V, Vt, LLVMBuildUDiv(e->b, kp_iaddc(e, nt, e->vw - 1), kp_i64(e, e->vw), ""));
+    gemm(e, s, dU, D, s->tiles_in_lanes ? V : Vt, nt);
     kp_loop_end(e, &lb);
     kp_loop_end(e, &lg);
 
@@ -342,6 +452,55 @@ static int64_t scratch_floats(const WinoW *s, int vw, int64_t rb, int64_t gb)
     return 16 * (s->cip * ts + tsv * s->cip + s->w.m.cout * ts);
 }
 
+/* s's blocks, scratch layout and GEMM for s->w.m at a largest batch of
+ * max_batch and vectors of vw floats. */
+static void plan(WinoW *s, int64_t max_batch, int vw)
+{
+    KpWino *w = &s->w;
+    const KpConvMap *m = &w->m;
+    int64_t l1, l2, cores;
+    kp_gemm_host(&l1, &l2, &cores);
+    s->cip = kp_round_up(m->cin, vw);
+    kp_wino_tiles(w, vw);
+    s->chunks = cores < max_batch ? cores : max_batch;
+    s->part_floats = 16 * m->cout * s->cip;
+    /* a block: a whole sample, or several of a small one (at least
+     * BLOCK_TILES tiles: a register tile's sums wait in dU once per block),
+     * as long as V, Vt and D stay within SCRATCH_L2 times L2 */
+    for (w->rb = w->th, s->gb = 1; w->rb > 1 && scratch_floats(s, vw, w->rb, 1) * 4 > SCRATCH_L2 * l2; w->rb--)
+        ;
+    w->rb = kp_ceil_div(w->th, kp_ceil_div(w->th, w->rb));
+    if (w->rb == w->th) {
+        s->gb = kp_ceil_div(BLOCK_TILES, w->th * w->tw);
+        s->gb = s->gb > max_batch ? max_batch : s->gb;
+        while (s->gb > 1 && scratch_floats(s, vw, w->rb, s->gb) * 4 > SCRATCH_L2 * l2)
+            s->gb--;
+    }
+    w->ts = kp_wino_row_floats(w, vw, w->rb * s->gb);
+    s->tiles_in_lanes = w->rb * s->gb * w->tw >= TILES_PER_FILTER * m->cout;
+    if (s->tiles_in_lanes) {
+        w->kv = vw < 4 ? vw : 4;
+        w->fb = vw / w->kv;
+        w->v_floats = 16 * m->cin * w->ts;
+    } else {
+        w->kv = s->cip / vw < 2 ? s->cip / vw : 2;
+        w->fb = (vw >= 16 ? 24 : 12) / w->kv;
+        w->fb = w->fb > m->cout ? m->cout : w->fb;
+        w->v_floats = 16 * s->cip * w->ts;
+        s->tsv = kp_round_up(w->rb * s->gb * w->tw, vw);
+        s->vt_floats = 16 * s->tsv * s->cip;
+    }
+}
+
+bool kp_conv_winograd_w_tiles_in_lanes(const KpConvMap *m, int64_t max_batch, int vw)
+{
+    if (!kp_conv_winograd_fits(m, max_batch, WINO_W_MIN_CHANNELS))
+        return false;
+    WinoW s = {.w = {.m = *m}};
+    plan(&s, max_batch, vw);
+    return s.tiles_in_lanes;
+}
+
 /* dy [N,F,OH,OW], x [N,C,H,W] -> dW [F,C,3,3] */
 bool kp_emit_conv2d_winograd_w(KpEmit *e, const KpConvMap *map)
 {
@@ -349,33 +508,10 @@ bool kp_emit_conv2d_winograd_w(KpEmit *e, const KpConvMap *map)
     int64_t max_batch = e->g ? e->g->max_batch : 1;
     if (!kp_conv_winograd_fits(&m, max_batch, WINO_W_MIN_CHANNELS))
         return false;
-    int64_t l1, l2, cores;
-    kp_gemm_host(&l1, &l2, &cores);
     int vw = e->vw;
-    WinoW s = {.w = {.m = m}, .cip = kp_round_up(m.cin, vw)};
+    WinoW s = {.w = {.m = m}};
     KpWino *w = &s.w;
-    kp_wino_tiles(w, vw);
-    w->kv = s.cip / vw < 2 ? s.cip / vw : 2;
-    w->fb = (vw >= 16 ? 24 : 12) / w->kv;
-    w->fb = w->fb > m.cout ? m.cout : w->fb;
-    s.chunks = cores < max_batch ? cores : max_batch;
-    s.part_floats = 16 * m.cout * s.cip;
-    /* a block: a whole sample, or several of a small one (at least
-     * BLOCK_TILES tiles: a register tile's sums wait in dU once per block),
-     * as long as V, Vt and D stay within SCRATCH_L2 times L2 */
-    for (w->rb = w->th, s.gb = 1; w->rb > 1 && scratch_floats(&s, vw, w->rb, 1) * 4 > SCRATCH_L2 * l2; w->rb--)
-        ;
-    w->rb = kp_ceil_div(w->th, kp_ceil_div(w->th, w->rb));
-    if (w->rb == w->th) {
-        s.gb = kp_ceil_div(BLOCK_TILES, w->th * w->tw);
-        s.gb = s.gb > max_batch ? max_batch : s.gb;
-        while (s.gb > 1 && scratch_floats(&s, vw, w->rb, s.gb) * 4 > SCRATCH_L2 * l2)
-            s.gb--;
-    }
-    w->ts = kp_wino_row_floats(w, vw, w->rb * s.gb);
-    s.tsv = kp_round_up(w->rb * s.gb * w->tw, vw);
-    w->v_floats = 16 * s.cip * w->ts;
-    s.vt_floats = 16 * s.tsv * s.cip;
+    plan(&s, max_batch, vw);
     int64_t bytes = 4 * (w->v_floats + s.vt_floats + 16 * m.cout * w->ts);
     if (bytes > e->scratch_bytes)
         e->scratch_bytes = bytes;

@@ -63,23 +63,6 @@ typedef struct DenseDot {
     KpGemmOut o;
 } DenseDot;
 
-/* lane c of the result: the sum of v[c]'s lanes (a fixed tree: adjacent
- * pairs, level by level) */
-static LLVMValueRef sum_lanes_of(KpEmit *e, LLVMValueRef *v)
-{
-    LLVMValueRef lo[64], hi[64];
-    for (int i = 0; i < e->vw; i++)
-        lo[i] = kp_i32(e, 2 * i), hi[i] = kp_i32(e, 2 * i + 1);
-    LLVMValueRef mlo = LLVMConstVector(lo, (unsigned)e->vw), mhi = LLVMConstVector(hi, (unsigned)e->vw);
-    for (int w = e->vw; w > 1; w /= 2)
-        for (int p = 0; p < w / 2; p++) {
-            LLVMValueRef a = LLVMBuildShuffleVector(e->b, v[2 * p], v[2 * p + 1], mlo, "");
-            LLVMValueRef b = LLVMBuildShuffleVector(e->b, v[2 * p], v[2 * p + 1], mhi, "");
-            v[p] = LLVMBuildFAdd(e->b, a, b, "");
-        }
-    return v[0];
-}
-
 static void dense_dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const DenseDot *s = user;
@@ -142,7 +125,7 @@ static void dense_dot_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     }
     KpGemmTile t = {.ka = a, .g = kp_i64(e, 0), .i0 = kp_i64(e, 0), .j0 = j0, .mr = 1, .nv = 1,
                     .lanes = (int)vw};
-    t.acc[0][0] = sum_lanes_of(e, v);
+    t.acc[0][0] = kp_sum_lanes(e, v);
     int64_t last = s->out % vw;
     if (last) {
         /* the last item's columns are fewer: its own masked store */

@@ -574,6 +574,21 @@ LLVMValueRef kp_reduce_max(KpEmit *e, LLVMValueRef v)
     return reduce(e, v, 1);
 }
 
+LLVMValueRef kp_sum_lanes(KpEmit *e, LLVMValueRef *v)
+{
+    LLVMValueRef lo[64], hi[64];
+    for (int i = 0; i < e->vw; i++)
+        lo[i] = kp_i32(e, 2 * i), hi[i] = kp_i32(e, 2 * i + 1);
+    LLVMValueRef mlo = LLVMConstVector(lo, (unsigned)e->vw), mhi = LLVMConstVector(hi, (unsigned)e->vw);
+    for (int w = e->vw; w > 1; w /= 2)
+        for (int p = 0; p < w / 2; p++) {
+            LLVMValueRef a = LLVMBuildShuffleVector(e->b, v[2 * p], v[2 * p + 1], mlo, "");
+            LLVMValueRef b = LLVMBuildShuffleVector(e->b, v[2 * p], v[2 * p + 1], mhi, "");
+            v[p] = LLVMBuildFAdd(e->b, a, b, "");
+        }
+    return v[0];
+}
+
 LLVMValueRef kp_numel(KpEmit *e, const KpValue *v)
 {
     return LLVMBuildNSWMul(e->b, e->n, kp_i64(e, kp_value_sample_size(v)), "");

@@ -91,6 +91,9 @@ static const Geo geos[] = {
     {36, 7, 9, 34, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* channels no multiple of the tile or vector */
     {48, 25, 21, 48, 3, 3, 1, 1, 1, 1, 1, 1, false},    /* 143 tiles: blocks that start mid-row, oh odd */
     {32, 9, 40, 32, 3, 3, 1, 1, 1, 1, 1, 1, false},     /* tile rows of two vectors, split by blocks */
+    /* its weight gradient with the tiles in the GEMMs' lanes (emit_conv_winograd_w.c): */
+    {16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false},    /* resnet_cifar's b1 */
+    {17, 30, 30, 19, 3, 3, 1, 1, 1, 1, 1, 1, false},    /* 225 tiles: a masked last vector; partial 4 x 4 tiles */
     /* the weight gradient by outer products (emit_conv_grad_w_outer.c): */
     {8, 9, 11, 70, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* 70 filters: a partial vector and tile of them */
     {4, 12, 11, 16, 3, 3, 1, 2, 0, 0, 2, 2, false},     /* stride (1,2), dilation 2 */
@@ -408,7 +411,9 @@ typedef struct Reach {
     bool at[3];                 /* 16-, 8- and 4-float vectors */
 } Reach;
 
-static void check_reached(const Reach *cases, size_t count, bool grad_x)
+typedef bool (*Taken)(const KpConvMap *m, int64_t max_batch, int vw);
+
+static void check_reached(const Reach *cases, size_t count, bool grad_x, Taken taken, const char *kernel)
 {
     static const int vws[3] = {16, 8, 4};
     for (size_t i = 0; i < count; i++) {
@@ -417,13 +422,9 @@ static void check_reached(const Reach *cases, size_t count, bool grad_x)
         KpNode *nd[3];
         make_nodes(g, &cases[i].g, false, nd);
         KpConvMap m = grad_x ? kp_conv_grad_x_map(nd[1]) : kp_conv_grad_w_map(nd[2]);
-        for (int v = 0; v < 3; v++) {
-            bool taken = grad_x ? kp_conv_grad_x_outer_fits(&m, MAXB, vws[v])
-                                : kp_conv_grad_w_outer_fits(&m, MAXB, vws[v]);
-            ck_assert_msg(taken == cases[i].at[v], "geometry %zu at %d floats a vector: %s kernel %s", i,
-                          vws[v], grad_x ? "grad_x channel-lane" : "grad_w outer-product",
-                          cases[i].at[v] ? "not taken" : "taken");
-        }
+        for (int v = 0; v < 3; v++)
+            ck_assert_msg(taken(&m, MAXB, vws[v]) == cases[i].at[v], "geometry %zu at %d floats a vector: %s %s", i,
+                          vws[v], kernel, cases[i].at[v] ? "not taken" : "taken");
         kp_graph_free(g);
     }
 }
@@ -444,7 +445,8 @@ START_TEST(test_conv_outer_reached)
         {{16, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1, false}, {true, true, true}},
         {{16, 8, 8, 32, 1, 1, 1, 1, 0, 0, 1, 1, false}, {false, false, false}},    /* 16 taps, 32 filters */
     };
-    check_reached(cases, sizeof cases / sizeof cases[0], false);
+    check_reached(cases, sizeof cases / sizeof cases[0], false, kp_conv_grad_w_outer_fits,
+                  "grad_w outer-product kernel");
 }
 END_TEST
 
@@ -472,7 +474,26 @@ START_TEST(test_conv_grad_x_outer_reached)
         {{64, 9, 11, 112, 3, 3, 1, 1, 1, 1, 1, 1, false}, {true, false, false}},  /* a 252 KiB weight copy */
         {{64, 9, 11, 128, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}}, /* 288 KiB: too big */
     };
-    check_reached(cases, sizeof cases / sizeof cases[0], true);
+    check_reached(cases, sizeof cases / sizeof cases[0], true, kp_conv_grad_x_outer_fits,
+                  "grad_x channel-lane kernel");
+}
+END_TEST
+
+/* The Winograd weight gradient puts the tiles in its GEMMs' lanes where a
+ * block has 8 tiles or more per filter (the grid's two geometries for it
+ * do), and the input channels elsewhere. */
+START_TEST(test_winograd_w_tiles_in_lanes_reached)
+{
+    static const Reach cases[] = {
+        {{16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false}, {true, true, true}},     /* resnet's b1: 256 tiles */
+        {{17, 30, 30, 19, 3, 3, 1, 1, 1, 1, 1, 1, false}, {true, true, true}},     /* 225 tiles, 19 filters */
+        {{32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}},  /* 2 x 64 tiles, 32 filters */
+        {{32, 26, 26, 64, 3, 3, 1, 1, 0, 0, 1, 1, false}, {false, false, false}},  /* fashion_cnn's conv2d1 */
+        {{48, 25, 21, 48, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}},
+        {{16, 10, 10, 24, 3, 3, 2, 2, 1, 1, 1, 1, false}, {false, false, false}},  /* stride 2: no Winograd */
+    };
+    check_reached(cases, sizeof cases / sizeof cases[0], false, kp_conv_winograd_w_tiles_in_lanes,
+                  "Winograd weight gradient with the tiles in the lanes");
 }
 END_TEST
 
@@ -535,6 +556,7 @@ int main(void)
     tcase_add_test(tc, test_conv_jit_so);
     tcase_add_test(tc, test_conv_outer_reached);
     tcase_add_test(tc, test_conv_grad_x_outer_reached);
+    tcase_add_test(tc, test_winograd_w_tiles_in_lanes_reached);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
