@@ -7,8 +7,9 @@
  * exactly the inputs it sees inside the entry, workspace ranges shared by
  * several values included.  For each:
  *
- *   1. every buffer it gets a pointer to (inputs, output, the slabs of an
- *      update) is saved;
+ *   1. every buffer that a second call would find changed by the first
+ *      (save_buffers: written and read, or an input under an output) is
+ *      saved;
  *   2. its reference kernel gets copies of its inputs (and of the slabs);
  *   3. the generated kernel is called repeatedly, each call timed alone,
  *      the saved buffers put back before each call and outside its time —
@@ -22,7 +23,7 @@
  *      gradient copy accumulates and its parameter copy takes repeated
  *      updates, which plain C runs at the same speed.
  *
- * Times are of a warm cache: step 3 has just written every operand.  Views
+ * Times are of a warm cache: step 3 has just touched every operand.  Views
  * left on their input's storage (flatten, reshape: no code) are called but
  * not reported, as the kernel count of --stats leaves them out.
  */
@@ -197,13 +198,54 @@ static KpInterpNode *ref_setup(const BenchKernel *bk, const KpGraph *g, const Kp
     return s;
 }
 
-/* Save what the kernel may write: every buffer it gets. */
-static int save_buffers(const KpKernel *k, const KpEntryBufs *b, GenCall *gc)
+/* Whether argument a is a buffer the kernel writes: an output of one of
+ * its nodes (a gradient it adds into, the parameters an update changes),
+ * or the gradient or optimizer slab whole. */
+static bool written(const BenchKernel *bk, const KpKernelArg *a)
 {
+    if (a->kind == KP_KARG_GRADS || a->kind == KP_KARG_OPT)
+        return true;
+    if (a->kind != KP_KARG_VALUE)
+        return false;
+    for (int i = 0; i < bk->k->nnodes; i++)
+        for (int o = 0; o < kp_node_nout(bk->node[i]); o++)
+            if (kp_node_output(bk->node[i], o)->id == a->value)
+                return true;
+    return false;
+}
+
+static bool overlap(uintptr_t a, size_t an, uintptr_t b, size_t bn)
+{
+    return an && bn && a < b + bn && b < a + an;
+}
+
+/* Save what a second call would find changed by the first: a buffer the
+ * kernel writes and also reads (a gradient it adds into, the parameters
+ * and state of an update, an output on its input's storage), and an input
+ * that a written buffer overlaps.  Inputs only read, and outputs written
+ * whole and not read, are left as the last call leaves them: copying them
+ * back from the calling thread would move every line of them into its
+ * core's cache before each call, and on cores that share no cache the
+ * other thread would fetch its share from there, which no call inside the
+ * entry does (docs/bench.md, "Kernels in place"). */
+static int save_buffers(const BenchKernel *bk, const KpEntryBufs *b, GenCall *gc)
+{
+    const KpKernel *k = bk->k;
     gc->nsaved = 0;
     for (int a = 0; a < k->nargs; a++) {
         size_t bytes = (size_t)kp_kernel_arg_bytes(&k->arg[a], b);
         if (bytes == 0)
+            continue;
+        const KpKernelArg *ka = &k->arg[a];
+        bool w = written(bk, ka), keep = ka->kind != KP_KARG_VALUE || ka->storage == KP_STORE_GRAD ||
+                                        ka->storage == KP_STORE_PARAM || ka->storage == KP_STORE_PREP;
+        keep = keep && w;
+        for (int o = 0; o < k->nargs && !keep; o++) {
+            size_t ob = (size_t)kp_kernel_arg_bytes(&k->arg[o], b);
+            if (o != a && written(bk, &k->arg[o]) != w && overlap(gc->w[a], bytes, gc->w[o], ob))
+                keep = true;    /* an input and an output on one buffer */
+        }
+        if (!keep)
             continue;
         void *copy = malloc(bytes);
         if (!copy)
@@ -252,7 +294,7 @@ static int time_kernel(karp_model *m, const KpGraph *g, const KpEntryBufs *b, co
     describe(bk, b->n);
     RefCall rc = {.bk = bk};
     kp_diag_init(&rc.d);
-    if (save_buffers(k, b, &gc) < 0 || !(rc.s = ref_setup(bk, g, b, &gc, slabs))) {
+    if (save_buffers(bk, b, &gc) < 0 || !(rc.s = ref_setup(bk, g, b, &gc, slabs))) {
         free_call(&gc);
         return kp_cli_fail("bench: out of memory");
     }
