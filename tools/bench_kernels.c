@@ -200,17 +200,23 @@ static KpInterpNode *ref_setup(const BenchKernel *bk, const KpGraph *g, const Kp
 
 /* Whether argument a is a buffer the kernel writes: an output of one of
  * its nodes (a gradient it adds into, the parameters an update changes),
- * or the gradient or optimizer slab whole. */
+ * a frozen parameter among its inputs (batchnorm's running statistics,
+ * updated in place by the forward), or the gradient or optimizer slab. */
 static bool written(const BenchKernel *bk, const KpKernelArg *a)
 {
     if (a->kind == KP_KARG_GRADS || a->kind == KP_KARG_OPT)
         return true;
     if (a->kind != KP_KARG_VALUE)
         return false;
-    for (int i = 0; i < bk->k->nnodes; i++)
-        for (int o = 0; o < kp_node_nout(bk->node[i]); o++)
-            if (kp_node_output(bk->node[i], o)->id == a->value)
+    for (int i = 0; i < bk->k->nnodes; i++) {
+        const KpNode *nd = bk->node[i];
+        for (int o = 0; o < kp_node_nout(nd); o++)
+            if (kp_node_output(nd, o)->id == a->value)
                 return true;
+        for (int j = 0; j < nd->nin; j++)
+            if (nd->in[j]->id == a->value && nd->in[j]->frozen)
+                return true;
+    }
     return false;
 }
 
