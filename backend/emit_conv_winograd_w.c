@@ -26,9 +26,9 @@
  *         - tiles in the lanes, where a block has TILES_PER_FILTER tiles
  *           per output channel or more: vw accumulators (4 output x 4
  *           input channels with AVX-512, 2 x 4 with AVX2), each a vector
- *           of partial sums along the tiles,
- *           D's and V's rows streamed as they are; at the block's end a
- *           fixed tree sums them across their lanes into one vector
+ *           of partial sums along the tiles, D's and V's rows streamed as
+ *           they are; at the block's end a fixed tree sums them across
+ *           their lanes into one vector
  *         - input channels in the lanes: V transposed in vw x vw blocks
  *           to Vt[xi][t][ci]; FB output channels x KV vectors of input
  *           channels in registers, D broadcast, Vt's rows streamed
@@ -204,7 +204,7 @@ static void tile_step(KpEmit *e, LLVMValueRef D, LLVMValueRef V, LLVMValueRef co
  * their lanes at the end by one fixed tree into a vector whose lane
  * f*KB + k is dU's (f, k). */
 static void gemm_tile_t(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef V,
-                      LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, LLVMValueRef ci0, int fb, int kb)
+                        LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, LLVMValueRef ci0, int fb, int kb)
 {
     const KpWino *w = &s->w;
     int vw = e->vw, KB = (int)w->kv;
@@ -253,7 +253,7 @@ static void gemm_tile_t(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef
 /* Output channels co0 .. co0 + fb: the whole KB-wide tiles of input
  * channels, then the channels left (V: the tiles along the lanes). */
 static void gemm_row_t(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef V,
-                     LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, int fb)
+                       LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, int fb)
 {
     int64_t cin = s->w.m.cin, KB = s->w.kv, whole = cin / KB * KB;
     KpLoop lc;
@@ -267,7 +267,7 @@ static void gemm_row_t(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef 
 /* dU[xi][co0 + f][(cv0 + k)*vw ..] += sum over the block's nt tiles of
  * D[co0 + f][xi][t] Vt[xi][t][..], for f < fb, k < kv. */
 static void gemm_tile_c(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef Vt,
-                      LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, LLVMValueRef cv0, int fb, int kv)
+                        LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, LLVMValueRef cv0, int fb, int kv)
 {
     const KpWino *w = &s->w;
     LLVMValueRef acc[24][4];
@@ -304,7 +304,7 @@ static void gemm_tile_c(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef
 /* Output channels co0 .. co0 + fb: the whole KV tiles of input channel
  * vectors, then the vectors left (Vt: the channels along the lanes). */
 static void gemm_row_c(KpEmit *e, const WinoW *s, LLVMValueRef dU, LLVMValueRef D, LLVMValueRef Vt,
-                     LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, int fb)
+                       LLVMValueRef nt, LLVMValueRef xi, LLVMValueRef co0, int fb)
 {
     int64_t ncv = s->cip / e->vw, whole = ncv / s->w.kv * s->w.kv;
     KpLoop lv;
