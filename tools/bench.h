@@ -66,6 +66,10 @@ typedef struct BenchGraph {
     int64_t one_thread;     /* train_step: of whole.calls, those the runtime ran on one
                                thread (runtime/adapt.h); -1: not adaptive */
     double loss;            /* train_step: the last loss (NAN for infer) */
+    bool replayed;          /* its kernels were timed: replay_crc is set */
+    uint32_t replay_crc;    /* CRC-32C of the parameter, gradient and optimizer
+                               slabs and of y right after the replay: one call's
+                               state, whatever the calls per kernel */
 } BenchGraph;
 
 typedef struct BenchMachine {

@@ -218,6 +218,11 @@ int kp_bench_print_json(const BenchRun *run)
         if (!isnan(bg->loss))
             cJSON_AddNumberToObject(w, "loss", bg->loss);
         cJSON_AddItemToObject(o, "whole", w);
+        if (bg->replayed) {
+            char crc[16];
+            snprintf(crc, sizeof crc, "%08x", (unsigned)bg->replay_crc);
+            cJSON_AddStringToObject(o, "replay_state_crc32c", crc);
+        }
         cJSON_AddItemToArray(graphs, o);
     }
     char *text = cJSON_Print(root);

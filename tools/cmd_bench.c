@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "../backend/core_latency.h"
+#include "../runtime/checkpoint.h"
 #include "../runtime/model.h"
 #include "bench.h"
 #include "cli.h"
@@ -213,6 +214,13 @@ static int bench_entry(BenchRun *run, karp_model *m, const KpKernelList *l, Benc
         b.seed = 1;
         if (kp_bench_kernels(m, l, bg->g, &b, &run->plan, bg))
             return 1;
+        bg->replayed = true;
+        bg->replay_crc = kp_rt_crc32c(0, b.params, (size_t)b.param_floats * 4);
+        if (b.grads)
+            bg->replay_crc = kp_rt_crc32c(bg->replay_crc, b.grads, (size_t)b.param_floats * 4);
+        if (b.opt_floats)
+            bg->replay_crc = kp_rt_crc32c(bg->replay_crc, b.opt, (size_t)b.opt_floats * 4);
+        bg->replay_crc = kp_rt_crc32c(bg->replay_crc, c->y, (size_t)(c->n * info.output_size) * 4);
         if (train)
             karp_zero_gradients(m);     /* as the entry does after its update */
     }

@@ -34,6 +34,25 @@ static const char wide[] =
     " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"adam\", \"lr\": 0.001},\n"
     " \"batch\": 1, \"seed\": 1}\n";
 
+/* batchnorm (its running statistics updated in place), a residual add,
+ * relu, dropout and momentum: kernels that read what they write. */
+static const char residual[] =
+    "{\"karp\": 1, \"name\": \"res\", \"input\": {\"shape\": [2, 8, 8]},\n"
+    " \"nodes\": [\n"
+    "  {\"name\": \"c0\", \"type\": \"conv2d\", \"input\": \"input\", \"filters\": 4, \"kernel\": 3, \"padding\": \"same\", \"bias\": false},\n"
+    "  {\"name\": \"bn0\", \"type\": \"batchnorm\", \"input\": \"c0\"},\n"
+    "  {\"name\": \"r0\", \"type\": \"relu\", \"input\": \"bn0\"},\n"
+    "  {\"name\": \"c1\", \"type\": \"conv2d\", \"input\": \"r0\", \"filters\": 4, \"kernel\": 3, \"padding\": \"same\", \"bias\": false},\n"
+    "  {\"name\": \"bn1\", \"type\": \"batchnorm\", \"input\": \"c1\"},\n"
+    "  {\"name\": \"sum\", \"type\": \"add\", \"inputs\": [\"bn1\", \"r0\"]},\n"
+    "  {\"name\": \"r1\", \"type\": \"relu\", \"input\": \"sum\"},\n"
+    "  {\"name\": \"f\", \"type\": \"flatten\", \"input\": \"r1\"},\n"
+    "  {\"name\": \"drop\", \"type\": \"dropout\", \"input\": \"f\", \"rate\": 0.25},\n"
+    "  {\"name\": \"head\", \"type\": \"dense\", \"input\": \"drop\", \"units\": 3}],\n"
+    " \"output\": \"head\",\n"
+    " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"momentum\", \"lr\": 0.1, \"beta\": 0.9},\n"
+    " \"batch\": 4, \"seed\": 1}\n";
+
 static char *dir, *model;
 
 static void setup(void)
@@ -189,6 +208,45 @@ START_TEST(json_lists_every_kernel)
 }
 END_TEST
 
+/* The replay_state_crc32c of each entry of `karpc bench FILE --repeats R`. */
+static void replay_crcs(const char *file, int repeats, char crc[2][16])
+{
+    KpRun r = kp_test_run("%s bench %s --repeats %d --json", KARPC_EXE, file, repeats);
+    ck_assert_msg(r.status == 0, "karpc bench: %s", r.err);
+    cJSON *doc = cJSON_Parse(r.out);
+    ck_assert_msg(doc != NULL, "not JSON:\n%s", r.out);
+    const cJSON *graphs = cJSON_GetObjectItemCaseSensitive(doc, "graphs");
+    ck_assert_int_eq(cJSON_GetArraySize(graphs), 2);
+    for (int g = 0; g < 2; g++) {
+        const char *c = string(cJSON_GetArrayItem(graphs, g), "replay_state_crc32c");
+        ck_assert_int_eq((int)strlen(c), 8);
+        snprintf(crc[g], 16, "%s", c);
+    }
+    cJSON_Delete(doc);
+    kp_test_run_free(&r);
+}
+
+/* Each kernel's timed calls start from the state before its first one:
+ * the parameters, gradients, optimizer state and outputs after the replay
+ * are the same with 1 call a kernel as with 4 (batchnorm's running
+ * statistics, momentum, gradients added into, an in-place relu). */
+START_TEST(replay_leaves_one_calls_state)
+{
+    char *file = kp_test_path(dir, "res.json");
+    ck_assert_int_eq(kp_test_write_file(file, residual), 0);
+    const char *files[2] = {model, file};
+    for (int f = 0; f < 2; f++) {
+        char one[2][16], four[2][16];
+        replay_crcs(files[f], 1, one);
+        replay_crcs(files[f], 4, four);
+        for (int g = 0; g < 2; g++)
+            ck_assert_msg(strcmp(one[g], four[g]) == 0, "%s, %s: state after 1 call a kernel %s, after 4 %s",
+                          files[f], g ? "train_step" : "infer", one[g], four[g]);
+    }
+    free(file);
+}
+END_TEST
+
 static bool ends_with(const char *s, const char *tail)
 {
     size_t n = strlen(s), m = strlen(tail);
@@ -308,6 +366,7 @@ static Suite *suite(void)
     tcase_add_test(tc, json_lists_every_kernel);
     tcase_add_test(tc, text_and_peers);
     tcase_add_test(tc, batch1_lists_the_folded_update);
+    tcase_add_test(tc, replay_leaves_one_calls_state);
     tcase_add_test(tc, errors);
     suite_add_tcase(s, tc);
     return s;
