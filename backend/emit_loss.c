@@ -117,10 +117,126 @@ int emit_cross_entropy(KpEmit *e, const KpNode *n, KpDiag *d)
     return 0;
 }
 
+/* --- rows across the lanes (cols <= vw) ----------------------------------
+ *
+ * A head of few classes (10) fills 10 of 16 lanes, and each row's max,
+ * sum and log wait on one another: about 200 cycles a row.  Here a vector
+ * holds vw rows and column j of each (gathered), so the rows run side by
+ * side.  The float operations per row are those of the row form above:
+ * max over the columns (exact in any order), the sum of e^(x - max) in the
+ * order of kp_reduce_add's halving tree over a row vector whose lanes past
+ * cols are zero (a lane known zero is not added: x + 0 is x for the sums
+ * of exponentials), the same exp and log elementwise.  So the loss and
+ * d_output are the row form's bit for bit, and the unfused
+ * cross_entropy_kernel's. */
+
+/* sum over j < cols of v[j], as kp_reduce_add would add a vector of vw
+ * lanes holding v[j] in lane j and zero past cols; v is overwritten. */
+static LLVMValueRef tree_sum(KpEmit *e, LLVMValueRef *v, int64_t cols)
+{
+    bool live[64];
+    for (int j = 0; j < e->vw; j++)
+        live[j] = j < cols;
+    for (int w = e->vw; w > 1; w /= 2)
+        for (int i = 0; i < w / 2; i++) {
+            if (live[i] && live[i + w / 2])
+                v[i] = LLVMBuildFAdd(e->b, v[i], v[i + w / 2], "");
+            else if (live[i + w / 2])
+                v[i] = v[i + w / 2];
+            live[i] = live[i] || live[i + w / 2];
+        }
+    return v[0];
+}
+
+static LLVMValueRef splat_i32(KpEmit *e, int64_t c)
+{
+    LLVMValueRef el[64];
+    for (int l = 0; l < e->vw; l++)
+        el[l] = kp_i32(e, (int)c);
+    return LLVMConstVector(el, (unsigned)e->vw);
+}
+
+static LLVMValueRef gather_f32(KpEmit *e, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef mask)
+{
+    LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, p, &idx, 1, "");
+    LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
+    LLVMValueRef args[4] = {ptrs, kp_i32(e, 4), mask, kp_fconst(e->vec, 0.0)};
+    return kp_intrinsic(e, "llvm.masked.gather", over, 2, args, 4);
+}
+
+static void scatter_f32(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef mask)
+{
+    LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, p, &idx, 1, "");
+    LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
+    LLVMValueRef args[4] = {v, ptrs, kp_i32(e, 4), mask};
+    kp_intrinsic(e, "llvm.masked.scatter", over, 2, args, 4);
+}
+
+/* Rows r .. r + vw (those below r1) of kp_emit_xent_rows, one per lane. */
+static void xent_lanes(KpEmit *e, LLVMValueRef x, LLVMValueRef labels, LLVMValueRef dx, LLVMValueRef terms,
+                       LLVMValueRef r, LLVMValueRef r1, int64_t cols, LLVMValueRef nf)
+{
+    int vw = e->vw;
+    LLVMValueRef rows = kp_lane_index(e, r, 1);
+    LLVMValueRef mask = LLVMBuildICmp(e->b, LLVMIntSLT, rows, kp_lane_index(e, r1, 0), "");
+    LLVMValueRef at = LLVMBuildNSWMul(e->b, rows, kp_lane_index(e, kp_i64(e, cols), 0), "");
+    LLVMValueRef xc[64], ec[64];
+    LLVMValueRef mv = kp_fconst(e->vec, -INFINITY);
+    for (int64_t j = 0; j < cols; j++) {
+        xc[j] = gather_f32(e, x, LLVMBuildNSWAdd(e->b, at, kp_lane_index(e, kp_i64(e, j), 0), ""), mask);
+        mv = kp_max(e, mv, xc[j]);
+    }
+    for (int64_t j = 0; j < cols; j++)
+        ec[j] = kp_emit_exp(e, LLVMBuildFSub(e->b, xc[j], mv, ""));
+    LLVMValueRef sum[64];
+    for (int64_t j = 0; j < cols; j++)
+        sum[j] = ec[j];
+    LLVMValueRef sv = tree_sum(e, sum, cols);
+    /* the labels: lanes past r1 read nothing (and count as invalid) */
+    LLVMTypeRef ivec = LLVMVectorType(e->i32, (unsigned)vw);
+    LLVMValueRef lp = LLVMBuildInBoundsGEP2(e->b, e->i32, labels, &r, 1, "");
+    LLVMTypeRef over[2] = {ivec, e->ptr};
+    LLVMValueRef largs[4] = {lp, kp_i32(e, 4), mask, LLVMConstAllOnes(ivec)};
+    LLVMValueRef lab = kp_intrinsic(e, "llvm.masked.load", over, 2, largs, 4);
+    LLVMValueRef colsv = splat_i32(e, cols);
+    LLVMValueRef valid = LLVMBuildICmp(e->b, LLVMIntULT, lab, colsv, "valid");
+    if (terms) {
+        LLVMValueRef xl = kp_fconst(e->vec, NAN);
+        for (int64_t j = 0; j < cols; j++) {
+            LLVMValueRef jv = splat_i32(e, j);
+            xl = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, lab, jv, ""), xc[j], xl, "");
+        }
+        LLVMValueRef term = LLVMBuildFAdd(e->b, LLVMBuildFSub(e->b, mv, xl, ""), kp_emit_log(e, sv), "");
+        LLVMTypeRef sover[2] = {e->vec, e->ptr};
+        LLVMValueRef sargs[4] = {term, kp_gep(e, terms, r), kp_i32(e, 4), mask};
+        kp_intrinsic(e, "llvm.masked.store", sover, 2, sargs, 4);
+    }
+    LLVMValueRef lv = LLVMBuildSelect(e->b, valid, lab, LLVMConstAllOnes(ivec), "");
+    for (int64_t j = 0; j < cols; j++) {
+        LLVMValueRef jv = splat_i32(e, j);
+        LLVMValueRef oh = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, lv, jv, ""),
+                                          kp_fconst(e->vec, 1.0), kp_fconst(e->vec, 0.0), "");
+        LLVMValueRef g = LLVMBuildFDiv(e->b, LLVMBuildFSub(e->b, LLVMBuildFDiv(e->b, ec[j], sv, ""), oh, ""),
+                                       nf, "");
+        LLVMValueRef idx = LLVMBuildNSWAdd(e->b, at, kp_lane_index(e, kp_i64(e, j), 0), "");
+        if (e->accumulate)
+            g = LLVMBuildFAdd(e->b, gather_f32(e, dx, idx, mask), g, "");
+        scatter_f32(e, g, dx, idx, mask);
+    }
+}
+
 void kp_emit_xent_rows(KpEmit *e, LLVMValueRef x, LLVMValueRef labels, LLVMValueRef dx,
                        LLVMValueRef terms, LLVMValueRef r0, LLVMValueRef r1, int64_t cols,
                        LLVMValueRef n)
 {
+    if (cols <= e->vw) {
+        LLVMValueRef nf = kp_count_f32(e, n, e->vec);
+        KpLoop lb;
+        kp_loop_begin(e, &lb, r0, r1, e->vw, "rows");
+        xent_lanes(e, x, labels, dx, terms, lb.iv, r1, cols, nf);
+        kp_loop_end(e, &lb);
+        return;
+    }
     int64_t kmain = cols - cols % e->vw;
     int rem = (int)(cols % e->vw);
     LLVMValueRef lanes[64];
