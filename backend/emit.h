@@ -211,6 +211,14 @@ void kp_store_vec(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i);
 LLVMValueRef kp_load_vec_masked(KpEmit *e, LLVMValueRef p, LLVMValueRef i, int k,
                                 double passthru);
 void kp_store_vec_masked(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i, int k);
+/* The same for the lanes of a <vw x i1> mask (computed at run time, say). */
+LLVMValueRef kp_load_vec_where(KpEmit *e, LLVMValueRef p, LLVMValueRef i, LLVMValueRef mask,
+                               double passthru);
+void kp_store_vec_where(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i, LLVMValueRef mask);
+/* p[idx[l]] for the lanes of mask (the others zero), and its store: idx a
+ * <vw x i64> of float indices; a masked-off lane's index is never used. */
+LLVMValueRef kp_gather_where(KpEmit *e, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef mask);
+void kp_scatter_where(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef mask);
 
 /* --- control flow -------------------------------------------------------- */
 typedef struct KpLoop {

@@ -109,14 +109,6 @@ LLVMValueRef kp_wino_below(KpEmit *e, LLVMValueRef ci0, int64_t c)
     return LLVMBuildICmp(e->b, LLVMIntSLT, kp_lane_index(e, ci0, 1), kp_lane_index(e, kp_i64(e, c), 0), "");
 }
 
-static void masked_store(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef at,
-                         LLVMValueRef mask)
-{
-    LLVMTypeRef over[2] = {e->vec, e->ptr};
-    LLVMValueRef args[4] = {v, kp_gep(e, p, at), kp_i32(e, 4), mask};
-    kp_intrinsic(e, "llvm.masked.store", over, 2, args, 4);
-}
-
 /* The three rows of G times x0, x1, x2 (a column or a row of a 3x3):
  * out[0..3] = x0, (x0 + x1 + x2)/2, (x0 - x1 + x2)/2, x2. */
 static void times_g(KpEmit *e, LLVMValueRef x0, LLVMValueRef x1, LLVMValueRef x2, LLVMValueRef *out)
@@ -173,7 +165,7 @@ static void transform_weights(KpEmit *e, const KpKernelArgs *a, const KpWino *s,
         times_g(e, t[i][0], t[i][1], t[i][2], u[i]);
     for (int xi = 0; xi < 16; xi++) {
         LLVMValueRef at = kp_iadd(e, kp_imulc(e, kp_iaddc(e, lc.iv, xi * m->cout), m->cin), lb.iv);
-        masked_store(e, u[xi / 4][xi % 4], U, at, mask);
+        kp_store_vec_where(e, u[xi / 4][xi % 4], U, at, mask);
     }
     kp_loop_end(e, &lb);
     kp_loop_end(e, &lc);
@@ -359,7 +351,7 @@ static void store_output_row(KpEmit *e, LLVMValueRef Y, LLVMValueRef at0, LLVMVa
         LLVMValueRef col = kp_lane_index(e, kp_i64(e, q * vw), 1);
         LLVMValueRef mask = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, col, lo, ""),
                                          LLVMBuildICmp(e->b, LLVMIntSLT, col, hi, ""), "");
-        masked_store(e, v[q], Y, kp_iaddc(e, at0, q * vw), mask);
+        kp_store_vec_where(e, v[q], Y, kp_iaddc(e, at0, q * vw), mask);
     }
     kp_if_end(e, join);
 }

@@ -170,14 +170,10 @@ static void transform_dy(KpEmit *e, const KpKernelArgs *a, const WinoW *s, LLVMV
     kp_loop_end(e, &lc);
 }
 
-/* Lanes l of p[at ..] where mask (NULL: every lane), the others zero. */
-static LLVMValueRef load_lanes(KpEmit *e, LLVMValueRef p, LLVMValueRef at, LLVMValueRef mask)
+/* A vector of tiles at p[at ..]: the lanes of mask (NULL: all), the others zero. */
+static LLVMValueRef tiles(KpEmit *e, LLVMValueRef p, LLVMValueRef at, LLVMValueRef mask)
 {
-    if (!mask)
-        return kp_load_vec(e, p, at);
-    LLVMTypeRef over[2] = {e->vec, e->ptr};
-    LLVMValueRef args[4] = {kp_gep(e, p, at), kp_i32(e, 4), mask, kp_fconst(e->vec, 0.0)};
-    return kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+    return mask ? kp_load_vec_where(e, p, at, mask, 0.0) : kp_load_vec(e, p, at);
 }
 
 /* One step of the tile: the vector of tiles from t = at (mask: the lanes
@@ -188,9 +184,9 @@ static void tile_step(KpEmit *e, LLVMValueRef D, LLVMValueRef V, LLVMValueRef co
 {
     LLVMValueRef d[16], v[16];
     for (int f = 0; f < fb; f++)
-        d[f] = load_lanes(e, D, kp_iadd(e, drow[f], at), mask);
+        d[f] = tiles(e, D, kp_iadd(e, drow[f], at), mask);
     for (int k = 0; k < kb; k++)
-        v[k] = load_lanes(e, V, kp_iadd(e, vrow[k], at), mask);
+        v[k] = tiles(e, V, kp_iadd(e, vrow[k], at), mask);
     for (int f = 0; f < fb; f++)
         for (int k = 0; k < kb; k++) {
             LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, acc[f * KB + k], "");
@@ -379,16 +375,10 @@ static void finish(KpEmit *e, const KpKernelArgs *a, const WinoW *s, LLVMValueRe
     LLVMValueRef base = kp_imulc(e, kp_iadd(e, kp_imulc(e, lc.iv, m->cin), lv.iv), 9);
     for (int k = 0; k < 9; k++) {
         LLVMValueRef idx = kp_lane_index(e, kp_iaddc(e, base, k), 9);
-        LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, a->p[IDW], &idx, 1, "");
         LLVMValueRef v = out[k / 3][k % 3];
-        if (e->accumulate) {
-            LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
-            LLVMValueRef args[4] = {ptrs, kp_i32(e, 4), mask, kp_fconst(e->vec, 0.0)};
-            v = kp_wino_fadd(e, v, kp_intrinsic(e, "llvm.masked.gather", over, 2, args, 4));
-        }
-        LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
-        LLVMValueRef args[4] = {v, ptrs, kp_i32(e, 4), mask};
-        kp_intrinsic(e, "llvm.masked.scatter", over, 2, args, 4);
+        if (e->accumulate)
+            v = kp_wino_fadd(e, v, kp_gather_where(e, a->p[IDW], idx, mask));
+        kp_scatter_where(e, v, a->p[IDW], idx, mask);
     }
     kp_loop_end(e, &lv);
     kp_loop_end(e, &lc);

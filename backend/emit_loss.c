@@ -148,30 +148,6 @@ static LLVMValueRef tree_sum(KpEmit *e, LLVMValueRef *v, int64_t cols)
     return v[0];
 }
 
-static LLVMValueRef splat_i32(KpEmit *e, int64_t c)
-{
-    LLVMValueRef el[64];
-    for (int l = 0; l < e->vw; l++)
-        el[l] = kp_i32(e, (int)c);
-    return LLVMConstVector(el, (unsigned)e->vw);
-}
-
-static LLVMValueRef gather_f32(KpEmit *e, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef mask)
-{
-    LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, p, &idx, 1, "");
-    LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
-    LLVMValueRef args[4] = {ptrs, kp_i32(e, 4), mask, kp_fconst(e->vec, 0.0)};
-    return kp_intrinsic(e, "llvm.masked.gather", over, 2, args, 4);
-}
-
-static void scatter_f32(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef mask)
-{
-    LLVMValueRef ptrs = LLVMBuildGEP2(e->b, e->f32, p, &idx, 1, "");
-    LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
-    LLVMValueRef args[4] = {v, ptrs, kp_i32(e, 4), mask};
-    kp_intrinsic(e, "llvm.masked.scatter", over, 2, args, 4);
-}
-
 /* Rows r .. r + vw (those below r1) of kp_emit_xent_rows, one per lane. */
 static void xent_lanes(KpEmit *e, LLVMValueRef x, LLVMValueRef labels, LLVMValueRef dx, LLVMValueRef terms,
                        LLVMValueRef r, LLVMValueRef r1, int64_t cols, LLVMValueRef nf)
@@ -183,7 +159,7 @@ static void xent_lanes(KpEmit *e, LLVMValueRef x, LLVMValueRef labels, LLVMValue
     LLVMValueRef xc[64], ec[64];
     LLVMValueRef mv = kp_fconst(e->vec, -INFINITY);
     for (int64_t j = 0; j < cols; j++) {
-        xc[j] = gather_f32(e, x, LLVMBuildNSWAdd(e->b, at, kp_lane_index(e, kp_i64(e, j), 0), ""), mask);
+        xc[j] = kp_gather_where(e, x, LLVMBuildNSWAdd(e->b, at, kp_lane_index(e, kp_i64(e, j), 0), ""), mask);
         mv = kp_max(e, mv, xc[j]);
     }
     for (int64_t j = 0; j < cols; j++)
@@ -197,31 +173,29 @@ static void xent_lanes(KpEmit *e, LLVMValueRef x, LLVMValueRef labels, LLVMValue
     LLVMValueRef lp = LLVMBuildInBoundsGEP2(e->b, e->i32, labels, &r, 1, "");
     LLVMTypeRef over[2] = {ivec, e->ptr};
     LLVMValueRef largs[4] = {lp, kp_i32(e, 4), mask, LLVMConstAllOnes(ivec)};
-    LLVMValueRef lab = kp_intrinsic(e, "llvm.masked.load", over, 2, largs, 4);
-    LLVMValueRef colsv = splat_i32(e, cols);
-    LLVMValueRef valid = LLVMBuildICmp(e->b, LLVMIntULT, lab, colsv, "valid");
+    LLVMValueRef lab = LLVMBuildSExt(e->b, kp_intrinsic(e, "llvm.masked.load", over, 2, largs, 4),
+                                     LLVMVectorType(e->i64, (unsigned)vw), "label");
+    LLVMValueRef valid = LLVMBuildICmp(e->b, LLVMIntULT, lab, kp_lane_index(e, kp_i64(e, cols), 0), "valid");
     if (terms) {
         LLVMValueRef xl = kp_fconst(e->vec, NAN);
         for (int64_t j = 0; j < cols; j++) {
-            LLVMValueRef jv = splat_i32(e, j);
+            LLVMValueRef jv = kp_lane_index(e, kp_i64(e, j), 0);
             xl = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, lab, jv, ""), xc[j], xl, "");
         }
         LLVMValueRef term = LLVMBuildFAdd(e->b, LLVMBuildFSub(e->b, mv, xl, ""), kp_emit_log(e, sv), "");
-        LLVMTypeRef sover[2] = {e->vec, e->ptr};
-        LLVMValueRef sargs[4] = {term, kp_gep(e, terms, r), kp_i32(e, 4), mask};
-        kp_intrinsic(e, "llvm.masked.store", sover, 2, sargs, 4);
+        kp_store_vec_where(e, term, terms, r, mask);
     }
-    LLVMValueRef lv = LLVMBuildSelect(e->b, valid, lab, LLVMConstAllOnes(ivec), "");
+    LLVMValueRef lv = LLVMBuildSelect(e->b, valid, lab, kp_lane_index(e, kp_i64(e, -1), 0), "");
     for (int64_t j = 0; j < cols; j++) {
-        LLVMValueRef jv = splat_i32(e, j);
+        LLVMValueRef jv = kp_lane_index(e, kp_i64(e, j), 0);
         LLVMValueRef oh = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, lv, jv, ""),
                                           kp_fconst(e->vec, 1.0), kp_fconst(e->vec, 0.0), "");
         LLVMValueRef g = LLVMBuildFDiv(e->b, LLVMBuildFSub(e->b, LLVMBuildFDiv(e->b, ec[j], sv, ""), oh, ""),
                                        nf, "");
         LLVMValueRef idx = LLVMBuildNSWAdd(e->b, at, kp_lane_index(e, kp_i64(e, j), 0), "");
         if (e->accumulate)
-            g = LLVMBuildFAdd(e->b, gather_f32(e, dx, idx, mask), g, "");
-        scatter_f32(e, g, dx, idx, mask);
+            g = LLVMBuildFAdd(e->b, kp_gather_where(e, dx, idx, mask), g, "");
+        kp_scatter_where(e, g, dx, idx, mask);
     }
 }
 

@@ -234,20 +234,52 @@ void kp_store_vec(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i)
     LLVMSetAlignment(s, 4);
 }
 
+LLVMValueRef kp_load_vec_where(KpEmit *e, LLVMValueRef p, LLVMValueRef i, LLVMValueRef mask,
+                               double passthru)
+{
+    LLVMTypeRef over[2] = {e->vec, e->ptr};
+    LLVMValueRef args[4] = {kp_gep(e, p, i), kp_i32(e, 4), mask, kp_fconst(e->vec, passthru)};
+    return kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+}
+
+void kp_store_vec_where(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i, LLVMValueRef mask)
+{
+    LLVMTypeRef over[2] = {e->vec, e->ptr};
+    LLVMValueRef args[4] = {v, kp_gep(e, p, i), kp_i32(e, 4), mask};
+    kp_intrinsic(e, "llvm.masked.store", over, 2, args, 4);
+}
+
 LLVMValueRef kp_load_vec_masked(KpEmit *e, LLVMValueRef p, LLVMValueRef i, int k,
                                 double passthru)
 {
-    LLVMTypeRef over[2] = {e->vec, e->ptr};
-    LLVMValueRef args[4] = {kp_gep(e, p, i), kp_i32(e, 4), kp_mask_first(e, k),
-                            kp_fconst(e->vec, passthru)};
-    return kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+    return kp_load_vec_where(e, p, i, kp_mask_first(e, k), passthru);
 }
 
 void kp_store_vec_masked(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef i, int k)
 {
-    LLVMTypeRef over[2] = {e->vec, e->ptr};
-    LLVMValueRef args[4] = {v, kp_gep(e, p, i), kp_i32(e, 4), kp_mask_first(e, k)};
-    kp_intrinsic(e, "llvm.masked.store", over, 2, args, 4);
+    kp_store_vec_where(e, v, p, i, kp_mask_first(e, k));
+}
+
+/* the address of a masked-off lane may lie outside the tensor: plain GEP */
+static LLVMValueRef lane_ptrs(KpEmit *e, LLVMValueRef p, LLVMValueRef idx)
+{
+    return LLVMBuildGEP2(e->b, e->f32, p, &idx, 1, "");
+}
+
+LLVMValueRef kp_gather_where(KpEmit *e, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef mask)
+{
+    LLVMValueRef ptrs = lane_ptrs(e, p, idx);
+    LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
+    LLVMValueRef args[4] = {ptrs, kp_i32(e, 4), mask, kp_fconst(e->vec, 0.0)};
+    return kp_intrinsic(e, "llvm.masked.gather", over, 2, args, 4);
+}
+
+void kp_scatter_where(KpEmit *e, LLVMValueRef v, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef mask)
+{
+    LLVMValueRef ptrs = lane_ptrs(e, p, idx);
+    LLVMTypeRef over[2] = {e->vec, LLVMTypeOf(ptrs)};
+    LLVMValueRef args[4] = {v, ptrs, kp_i32(e, 4), mask};
+    kp_intrinsic(e, "llvm.masked.scatter", over, 2, args, 4);
 }
 
 void kp_loop_begin(KpEmit *e, KpLoop *l, LLVMValueRef begin, LLVMValueRef end, int64_t step,

@@ -237,32 +237,36 @@ static bool overlap(uintptr_t a, size_t an, uintptr_t b, size_t bn)
 static int save_buffers(const BenchKernel *bk, const KpEntryBufs *b, GenCall *gc)
 {
     const KpKernel *k = bk->k;
+    size_t *bytes = calloc((size_t)k->nargs + 1, sizeof *bytes);
+    bool *w = calloc((size_t)k->nargs + 1, sizeof *w);
+    int rc = bytes && w ? 0 : -1;
+    for (int a = 0; rc == 0 && a < k->nargs; a++) {
+        bytes[a] = (size_t)kp_kernel_arg_bytes(&k->arg[a], b);
+        w[a] = written(bk, &k->arg[a]);
+    }
     gc->nsaved = 0;
-    for (int a = 0; a < k->nargs; a++) {
-        size_t bytes = (size_t)kp_kernel_arg_bytes(&k->arg[a], b);
-        if (bytes == 0)
-            continue;
+    for (int a = 0; rc == 0 && a < k->nargs; a++) {
         const KpKernelArg *ka = &k->arg[a];
-        bool w = written(bk, ka), keep = ka->kind != KP_KARG_VALUE || ka->storage == KP_STORE_GRAD ||
-                                        ka->storage == KP_STORE_PARAM || ka->storage == KP_STORE_PREP;
-        keep = keep && w;
-        for (int o = 0; o < k->nargs && !keep; o++) {
-            size_t ob = (size_t)kp_kernel_arg_bytes(&k->arg[o], b);
-            if (o != a && written(bk, &k->arg[o]) != w && overlap(gc->w[a], bytes, gc->w[o], ob))
-                keep = true;    /* an input and an output on one buffer */
-        }
-        if (!keep)
+        bool keep = w[a] && (ka->kind != KP_KARG_VALUE || ka->storage == KP_STORE_GRAD ||
+                             ka->storage == KP_STORE_PARAM || ka->storage == KP_STORE_PREP);
+        for (int o = 0; o < k->nargs && !keep; o++)
+            keep = o != a && w[o] != w[a] && overlap(gc->w[a], bytes[a], gc->w[o], bytes[o]);
+        if (!keep || bytes[a] == 0)     /* (an input and an output on one buffer: kept) */
             continue;
-        void *copy = malloc(bytes);
-        if (!copy)
-            return -1;
+        void *copy = malloc(bytes[a]);
+        if (!copy) {
+            rc = -1;
+            break;
+        }
         gc->saved[gc->nsaved].at = (void *)(uintptr_t)gc->w[a];
         gc->saved[gc->nsaved].copy = copy;
-        gc->saved[gc->nsaved].bytes = bytes;
-        memcpy(copy, gc->saved[gc->nsaved].at, bytes);
+        gc->saved[gc->nsaved].bytes = bytes[a];
+        memcpy(copy, gc->saved[gc->nsaved].at, bytes[a]);
         gc->nsaved++;
     }
-    return 0;
+    free(bytes);
+    free(w);
+    return rc;
 }
 
 static void free_call(GenCall *gc)
