@@ -17,7 +17,8 @@
  * computed by the peers.  OpenBLAS: the OpenMP build first (it shares
  * karpc's OpenMP threads instead of fighting them), then the default one;
  * its thread count set to karpc's; oneDNN (Debian's, OpenMP) follows the
- * OpenMP setting karpc bench made.  Inputs are seeded uniform [0,1).
+ * OpenMP setting karpc bench made.  Inputs are seeded uniform [0,1); an
+ * output added into (dW) is put back before each call, as karpc's is.
  */
 #include <dlfcn.h>
 #include <stdlib.h>
@@ -91,6 +92,8 @@ typedef struct PeerJob {
     float beta;
     KpRefConv s;
     float *a, *b, *c, *col;     /* gemm: A, B, C; conv: x or dy, w or x, y or dw or dx */
+    float *c0;                  /* an output added into (dW): its values before the calls */
+    int64_t c_floats;
 } PeerJob;
 
 /* col [C*kh*kw, OH*OW] of one sample x [C,H,W] */
@@ -132,12 +135,31 @@ static void col2im(float *dx, const float *col, const KpRefConv *s)
             }
 }
 
+/* An output the job adds into, put back before each call and outside its
+ * time, as karpc bench puts back a gradient its kernel adds into
+ * (bench_kernels.c): by the threads that make the call, each a contiguous
+ * share.  Left as the last call left it, each thread would find its own
+ * share of C in its own core's caches, as no call inside a training step
+ * does. */
+static void put_back(const PeerJob *j)
+{
+    enum { FLOATS = 64 };   /* an item: four cache lines */
+    int64_t items = (j->c_floats + FLOATS - 1) / FLOATS;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < items; i++) {
+        int64_t from = i * FLOATS, count = j->c_floats - from < FLOATS ? j->c_floats - from : FLOATS;
+        memcpy(j->c + from, j->c0 + from, (size_t)count * sizeof *j->c);
+    }
+}
+
 static double timed_peer(void *arg)
 {
     PeerJob *j = arg;
     const KpRefConv *s = &j->s;
     int64_t ckk = s->c * s->kh * s->kw, ohw = s->oh * s->ow;
     int64_t xs = s->c * s->h * s->w, ys = s->f * ohw;
+    if (j->c0)
+        put_back(j);
     double t0 = kp_cli_now();
     switch (j->kind) {
     case GEMM:
@@ -253,6 +275,13 @@ static bool time_node(int p, const KpNode *nd, int64_t n, long repeats, BenchTim
                                   sizes[i], 7 + (uint64_t)i);
         ok &= buf[i] != NULL;
     }
+    bool adds = (j.kind == GEMM && j.beta != 0.0f) || j.kind == CONV_GRAD_W;
+    if (ok && adds) {
+        j.c_floats = sizes[2];
+        ok = (j.c0 = malloc((size_t)sizes[2] * sizeof(float))) != NULL;
+        if (ok)
+            memcpy(j.c0, buf[2], (size_t)sizes[2] * sizeof(float));
+    }
     if (ok) {
         j.which = p;
         j.a = buf[0], j.b = buf[1], j.c = buf[2], j.col = buf[3];
@@ -262,6 +291,7 @@ static bool time_node(int p, const KpNode *nd, int64_t n, long repeats, BenchTim
     }
     for (int i = 0; i < 4; i++)
         free(buf[i]);
+    free(j.c0);
     return ok && t->calls > 0;
 }
 

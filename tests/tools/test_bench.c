@@ -211,7 +211,7 @@ END_TEST
 /* The replay_state_crc32c of each entry of `karpc bench FILE --repeats R`. */
 static void replay_crcs(const char *file, int repeats, char crc[2][16])
 {
-    KpRun r = kp_test_run("%s bench %s --repeats %d --json", KARPC_EXE, file, repeats);
+    KpRun r = kp_test_run("%s bench %s --repeats %d --threads 2 --json", KARPC_EXE, file, repeats);
     ck_assert_msg(r.status == 0, "karpc bench: %s", r.err);
     cJSON *doc = cJSON_Parse(r.out);
     ck_assert_msg(doc != NULL, "not JSON:\n%s", r.out);
@@ -229,7 +229,9 @@ static void replay_crcs(const char *file, int repeats, char crc[2][16])
 /* Each kernel's timed calls start from the state before its first one:
  * the parameters, gradients, optimizer state and outputs after the replay
  * are the same with 1 call a kernel as with 4 (batchnorm's running
- * statistics, momentum, gradients added into, an in-place relu). */
+ * statistics, momentum, gradients added into, an in-place relu), the
+ * buffers put back by two threads, each its share of 256-byte items
+ * (dW of 1024 floats: 16 items; a bias of 16 floats: one short item). */
 START_TEST(replay_leaves_one_calls_state)
 {
     char *file = kp_test_path(dir, "res.json");
