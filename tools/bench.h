@@ -52,6 +52,7 @@ typedef struct BenchKernel {
     char shape[48];         /* the (first) node's output at n: "64x128" */
     KpCost cost;
     BenchTimes gen, ref;
+    BenchTimes step;        /* inside whole replays of the entry (kp_bench_in_step) */
     BenchPeer peer[BENCH_NPEERS];
 } BenchKernel;
 
@@ -66,6 +67,7 @@ typedef struct BenchGraph {
     int64_t one_thread;     /* train_step: of whole.calls, those the runtime ran on one
                                thread (runtime/adapt.h); -1: not adaptive */
     double loss;            /* train_step: the last loss (NAN for infer) */
+    BenchTimes step_total;  /* the kernels of one whole replay, summed (kp_bench_in_step) */
     bool replayed;          /* its kernels were timed: replay_crc is set */
     uint32_t replay_crc;    /* CRC-32C of the parameter, gradient and optimizer
                                slabs and of y right after the replay: one call's
@@ -100,6 +102,15 @@ typedef struct BenchRun {
  * into, just run through the entry so b holds realistic values.  0, or 1
  * reported. */
 int kp_bench_kernels(karp_model *m, const KpKernelList *l, const KpGraph *g, KpEntryBufs *b,
+                     const BenchPlan *plan, BenchGraph *bg);
+/* After kp_bench_kernels: the entry replayed whole, its kernels called in
+ * order with nothing put back, as many times as plan says; each kernel's
+ * call timed, so that its time is what it takes inside the entry, with
+ * the caches as the kernels before it leave them (bk->step,
+ * bg->step_total).  For train_step every replay is a training step: the
+ * gradients that the update does not zero are zeroed after it, as the
+ * entry does.  0, or 1 reported. */
+int kp_bench_in_step(karp_model *m, const KpKernelList *l, const KpGraph *g, const KpEntryBufs *b,
                      const BenchPlan *plan, BenchGraph *bg);
 /* Free what kp_bench_kernels allocated in bg. */
 void kp_bench_graph_free(BenchGraph *bg);

@@ -42,6 +42,16 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The best and the median of t[0, count), count > 0 (sorted in place). */
+static BenchTimes times_of(double *t, int count)
+{
+    BenchTimes r = {.calls = count};
+    qsort(t, (size_t)count, sizeof *t, cmp_double);
+    r.best = t[0];
+    r.median = count % 2 ? t[count / 2] : 0.5 * (t[count / 2 - 1] + t[count / 2]);
+    return r;
+}
+
 BenchTimes kp_bench_time(double (*fn)(void *arg), void *arg, long repeats, double budget_s,
                          int min_calls, int max_calls)
 {
@@ -59,11 +69,8 @@ BenchTimes kp_bench_time(double (*fn)(void *arg), void *arg, long repeats, doubl
         if (repeats <= 0 && r.calls >= min_calls && total >= budget_s)
             break;
     }
-    if (r.calls > 0) {
-        qsort(t, (size_t)r.calls, sizeof *t, cmp_double);
-        r.best = t[0];
-        r.median = r.calls % 2 ? t[r.calls / 2] : 0.5 * (t[r.calls / 2 - 1] + t[r.calls / 2]);
-    }
+    if (r.calls > 0)
+        r = times_of(t, r.calls);
     free(t);
     return r;
 }
@@ -383,5 +390,81 @@ int kp_bench_kernels(karp_model *m, const KpKernelList *l, const KpGraph *g, KpE
     }
     for (int i = 0; i < 3; i++)
         free(slabs[i]);
+    return rc;
+}
+
+/* One kernel of the entry in a whole replay: its code, its argument
+ * words, its row in bg->k (-1: not reported) and a time per replay. */
+typedef struct StepCall {
+    void *fn;
+    uint64_t *w;
+    int row;
+    double *t;
+} StepCall;
+
+enum { STEP_MIN = 5, STEP_MAX = 200 };
+#define STEP_BUDGET_S 0.5
+
+int kp_bench_in_step(karp_model *m, const KpKernelList *l, const KpGraph *g, const KpEntryBufs *b,
+                     const BenchPlan *plan, BenchGraph *bg)
+{
+    int cap = plan->repeats > 0 ? (int)plan->repeats : STEP_MAX, nc = 0, rc = 0;
+    StepCall *c = calloc((size_t)l->n + 1, sizeof *c);
+    double *total = malloc((size_t)cap * sizeof *total);
+    KpDiag d;
+    kp_diag_init(&d);
+    if (!c || !total)
+        rc = kp_cli_fail("bench: out of memory");
+    for (int i = 0; i < l->n && rc == 0; i++) {
+        const KpKernel *k = &l->k[i];
+        if (k->train != g->training || strcmp(k->entry, bg->entry) != 0)
+            continue;
+        StepCall *s = &c[nc++];
+        s->row = -1;
+        for (int r = 0; r < bg->nk; r++)
+            if (bg->k[r].k == k)
+                s->row = r;
+        s->w = malloc((size_t)(k->nargs + 1) * sizeof *s->w);
+        s->t = malloc((size_t)cap * sizeof *s->t);
+        if (!s->w || !s->t) {
+            rc = kp_cli_fail("bench: out of memory");
+            break;
+        }
+        for (int a = 0; a < k->nargs; a++)
+            s->w[a] = kp_kernel_arg_word(&k->arg[a], b);
+        if (kp_llvm_jit_lookup(m, k->trampoline, &s->fn, &d) < 0)
+            rc = kp_cli_fail("bench: %s", d.msg);
+    }
+    /* the gradients of what the update does not train (running statistics) */
+    float *untrained = g->training && b->grads ? b->grads + g->trainable_floats : NULL;
+    size_t untrained_bytes = (size_t)(b->param_floats - g->trainable_floats) * sizeof(float);
+    int rounds = 0;
+    double spent = 0;
+    while (rc == 0 && rounds < cap) {
+        total[rounds] = 0;
+        for (int i = 0; i < nc; i++) {
+            double t0 = kp_cli_now();
+            kp_kernel_call(c[i].fn, c[i].w);
+            c[i].t[rounds] = kp_cli_now() - t0;
+            total[rounds] += c[i].t[rounds];
+        }
+        if (untrained && untrained_bytes > 0)
+            memset(untrained, 0, untrained_bytes);
+        spent += total[rounds++];
+        if (plan->repeats <= 0 && rounds >= STEP_MIN && spent >= STEP_BUDGET_S)
+            break;
+    }
+    if (rc == 0 && rounds > 0) {
+        for (int i = 0; i < nc; i++)
+            if (c[i].row >= 0)
+                bg->k[c[i].row].step = times_of(c[i].t, rounds);
+        bg->step_total = times_of(total, rounds);
+    }
+    for (int i = 0; i < nc; i++) {
+        free(c[i].w);
+        free(c[i].t);
+    }
+    free(c);
+    free(total);
     return rc;
 }

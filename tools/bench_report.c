@@ -69,22 +69,23 @@ static void print_kernels(const BenchRun *run, const BenchGraph *bg)
     printf("\n%s (n = %lld): %d kernels, each timed in place (median of its calls, warm cache); "
            "ref: the reference kernel (plain C, one thread)\n",
            bg->entry, (long long)bg->n, bg->nk);
-    printf("%3s %-14s %-36s %-14s %10s %10s %8s %8s %8s %5s %6s", "#", "layer", "op(s)", "shape",
-           "gen us", "ref us", "speed-up", "GFLOP/s", "GB/s", "bound", "% peak");
+    printf("%3s %-14s %-36s %-14s %10s %10s %8s %8s %8s %5s %6s %10s", "#", "layer", "op(s)", "shape",
+           "gen us", "ref us", "speed-up", "GFLOP/s", "GB/s", "bound", "% peak", "in step us");
     if (run->plan.peers)
         for (int p = 0; p < BENCH_NPEERS; p++)
             printf(" %11s %6s", peer_names[p], "ratio");
     printf("\n");
-    double gen = 0, ref = 0;
+    double gen = 0, ref = 0, step = 0;
     for (int i = 0; i < bg->nk; i++) {
         const BenchKernel *bk = &bg->k[i];
         Rate r = rate(run, bk);
         gen += bk->gen.median;
         ref += bk->ref.median;
-        printf("%3d %-14.14s %-36.36s %-14.14s %10.2f %10.2f %7.1fx %8.2f %8.2f %5s %6.1f", i + 1,
-               layer_of(bk), bk->ops, bk->shape, bk->gen.median * 1e6, bk->ref.median * 1e6,
+        step += bk->step.median;
+        printf("%3d %-14.14s %-36.36s %-14.14s %10.2f %10.2f %7.1fx %8.2f %8.2f %5s %6.1f %10.2f",
+               i + 1, layer_of(bk), bk->ops, bk->shape, bk->gen.median * 1e6, bk->ref.median * 1e6,
                bk->ref.median / bk->gen.median, r.gflops, r.gbs, r.compute_bound ? "flop" : "mem",
-               r.pct);
+               r.pct, bk->step.median * 1e6);
         for (int p = 0; run->plan.peers && p < BENCH_NPEERS; p++) {
             const BenchPeer *pe = &bk->peer[p];
             if (pe->ran)
@@ -94,8 +95,11 @@ static void print_kernels(const BenchRun *run, const BenchGraph *bg)
         }
         printf("\n");
     }
-    printf("%3s %-14s %-36s %-14s %10.2f %10.2f %7.1fx\n", "", "all kernels", "", "", gen * 1e6,
-           ref * 1e6, gen > 0 ? ref / gen : 0);
+    printf("%3s %-14s %-36s %-14s %10.2f %10.2f %7.1fx %8s %8s %5s %6s %10.2f\n", "", "all kernels", "",
+           "", gen * 1e6, ref * 1e6, gen > 0 ? ref / gen : 0, "", "", "", "", step * 1e6);
+    printf("    in step us: each kernel inside whole replays of the entry, its kernels called in order "
+           "with nothing put back (median of %d); a replay's kernels together %.2f us\n",
+           bg->step_total.calls, bg->step_total.median * 1e6);
 }
 
 void kp_bench_print_text(const BenchRun *run)
@@ -145,6 +149,7 @@ static cJSON *kernel_json(const BenchRun *run, const BenchKernel *bk)
     cJSON_AddNumberToObject(o, "bytes", bk->cost.bytes);
     cJSON_AddItemToObject(o, "gen", times_json(&bk->gen));
     cJSON_AddItemToObject(o, "ref", times_json(&bk->ref));
+    cJSON_AddItemToObject(o, "in_step", times_json(&bk->step));
     cJSON_AddNumberToObject(o, "speedup", bk->ref.median / bk->gen.median);
     cJSON_AddNumberToObject(o, "gflops", r.gflops);
     cJSON_AddNumberToObject(o, "gbs", r.gbs);
@@ -222,6 +227,7 @@ int kp_bench_print_json(const BenchRun *run)
             char crc[16];
             snprintf(crc, sizeof crc, "%08x", (unsigned)bg->replay_crc);
             cJSON_AddStringToObject(o, "replay_state_crc32c", crc);
+            cJSON_AddItemToObject(o, "in_step_total", times_json(&bg->step_total));
         }
         cJSON_AddItemToArray(graphs, o);
     }

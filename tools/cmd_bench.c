@@ -195,7 +195,8 @@ static void thread_counts(karp_model *m, bool train, int64_t *one, int64_t *all)
         kp_rt_infer_thread_counts(m, one, all);
 }
 
-/* One entry: warm-up calls, its kernels in place, then the entry whole. */
+/* One entry: warm-up calls, its kernels in place, its kernels inside whole
+ * replays of it, then the entry whole. */
 static int bench_entry(BenchRun *run, karp_model *m, const KpKernelList *l, BenchGraph *bg,
                        EntryCall *c)
 {
@@ -223,6 +224,8 @@ static int bench_entry(BenchRun *run, karp_model *m, const KpKernelList *l, Benc
         bg->replay_crc = kp_rt_crc32c(bg->replay_crc, c->y, (size_t)(c->n * info.output_size) * 4);
         if (train)
             karp_zero_gradients(m);     /* as the entry does after its update */
+        if (kp_bench_in_step(m, l, bg->g, &b, &run->plan, bg))
+            return 1;
     }
     for (int i = 0; i < 10; i++)
         fn(c);

@@ -149,6 +149,7 @@ static void check_graph(const cJSON *graph, const char *entry, const char *want)
         ck_assert(number(k, "flops") >= 0 && number(k, "bytes") > 0);
         check_times(k, "gen", 2);
         check_times(k, "ref", 2);
+        check_times(k, "in_step", 2);   /* one call in each of 2 whole replays */
         ck_assert(number(k, "speedup") > 0 && number(k, "gbs") > 0 && number(k, "pct_peak") > 0);
         const char *bound = string(k, "bound");
         ck_assert(strcmp(bound, "flop") == 0 || strcmp(bound, "mem") == 0);
@@ -157,6 +158,7 @@ static void check_graph(const cJSON *graph, const char *entry, const char *want)
     const cJSON *whole = cJSON_GetObjectItemCaseSensitive(graph, "whole");
     check_times(graph, "whole", 2);
     ck_assert(number(whole, "samples_per_s") > 0);
+    check_times(graph, "in_step_total", 2);
 }
 
 START_TEST(json_lists_every_kernel)
@@ -302,6 +304,8 @@ START_TEST(text_and_peers)
     ck_assert_ptr_nonnull(strstr(r.out, "batch 2,"));
     ck_assert_ptr_nonnull(strstr(r.out, "train_step (n = 2)"));
     ck_assert_ptr_nonnull(strstr(r.out, "whole entries"));
+    ck_assert_ptr_nonnull(strstr(r.out, "in step us"));
+    ck_assert_ptr_nonnull(strstr(r.out, "with nothing put back (median of 1)"));
     ck_assert_ptr_nonnull(strstr(r.out, "dense+relu"));
     kp_test_run_free(&r);
 
