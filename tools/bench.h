@@ -68,10 +68,9 @@ typedef struct BenchGraph {
                                thread (runtime/adapt.h); -1: not adaptive */
     double loss;            /* train_step: the last loss (NAN for infer) */
     BenchTimes step_total;  /* the kernels of one whole replay, summed (kp_bench_in_step) */
-    bool replayed;          /* its kernels were timed: replay_crc is set */
-    uint32_t replay_crc;    /* CRC-32C of the parameter, gradient and optimizer
-                               slabs and of y right after the replay: one call's
-                               state, whatever the calls per kernel */
+    uint32_t replay_crc;    /* with the kernel tables: the CRC-32C of the parameter,
+                               gradient and optimizer slabs and of y right after the
+                               replay: one call's state, whatever the calls per kernel */
 } BenchGraph;
 
 typedef struct BenchMachine {

@@ -311,6 +311,25 @@ static void free_call(GenCall *gc)
     free(gc->w);
 }
 
+/* Whether kernel k of l is one that graph bg's entry calls. */
+static bool of_entry(const KpKernel *k, const KpGraph *g, const BenchGraph *bg)
+{
+    return k->train == g->training && strcmp(k->entry, bg->entry) == 0;
+}
+
+/* k's code (its trampoline) and its argument words on b's buffers, w[0,
+ * k->nargs): the call the entry makes.  0, or 1 reported. */
+static int bind_kernel(karp_model *m, const KpKernel *k, const KpEntryBufs *b, void **fn, uint64_t *w)
+{
+    KpDiag d;
+    kp_diag_init(&d);
+    if (kp_llvm_jit_lookup(m, k->trampoline, fn, &d) < 0)
+        return kp_cli_fail("bench: %s", d.msg);
+    for (int a = 0; a < k->nargs; a++)
+        w[a] = kp_kernel_arg_word(&k->arg[a], b);
+    return 0;
+}
+
 /* Time one kernel (bk->k set); the state after is one call's. */
 static int time_kernel(karp_model *m, const KpGraph *g, const KpEntryBufs *b, const BenchPlan *plan,
                        BenchKernel *bk, float *slabs[3])
@@ -318,18 +337,14 @@ static int time_kernel(karp_model *m, const KpGraph *g, const KpEntryBufs *b, co
     const KpKernel *k = bk->k;
     GenCall gc = {.w = calloc((size_t)k->nargs + 1, sizeof *gc.w),
                   .saved = calloc((size_t)k->nargs + 1, sizeof *gc.saved)};
-    KpDiag d;
-    kp_diag_init(&d);
     if (!gc.w || !gc.saved) {
         free_call(&gc);
         return kp_cli_fail("bench: out of memory");
     }
-    if (kp_llvm_jit_lookup(m, k->trampoline, &gc.fn, &d) < 0) {
+    if (bind_kernel(m, k, b, &gc.fn, gc.w)) {
         free_call(&gc);
-        return kp_cli_fail("bench: %s", d.msg);
+        return 1;
     }
-    for (int a = 0; a < k->nargs; a++)
-        gc.w[a] = kp_kernel_arg_word(&k->arg[a], b);
     if (no_code(bk)) {
         kp_kernel_call(gc.fn, gc.w);
         free_call(&gc);
@@ -371,7 +386,7 @@ int kp_bench_kernels(karp_model *m, const KpKernelList *l, const KpGraph *g, KpE
     int rc = bg->k && slabs[0] && slabs[1] && slabs[2] ? 0 : kp_cli_fail("bench: out of memory");
     for (int i = 0; i < l->n && rc == 0; i++) {
         const KpKernel *k = &l->k[i];
-        if (k->train != g->training || strcmp(k->entry, bg->entry) != 0)
+        if (!of_entry(k, g, bg))
             continue;
         BenchKernel *bk = &bg->k[bg->nk];
         memset(bk, 0, sizeof *bk);
@@ -411,13 +426,11 @@ int kp_bench_in_step(karp_model *m, const KpKernelList *l, const KpGraph *g, con
     int cap = plan->repeats > 0 ? (int)plan->repeats : STEP_MAX, nc = 0, rc = 0;
     StepCall *c = calloc((size_t)l->n + 1, sizeof *c);
     double *total = malloc((size_t)cap * sizeof *total);
-    KpDiag d;
-    kp_diag_init(&d);
     if (!c || !total)
         rc = kp_cli_fail("bench: out of memory");
     for (int i = 0; i < l->n && rc == 0; i++) {
         const KpKernel *k = &l->k[i];
-        if (k->train != g->training || strcmp(k->entry, bg->entry) != 0)
+        if (!of_entry(k, g, bg))
             continue;
         StepCall *s = &c[nc++];
         s->row = -1;
@@ -430,10 +443,7 @@ int kp_bench_in_step(karp_model *m, const KpKernelList *l, const KpGraph *g, con
             rc = kp_cli_fail("bench: out of memory");
             break;
         }
-        for (int a = 0; a < k->nargs; a++)
-            s->w[a] = kp_kernel_arg_word(&k->arg[a], b);
-        if (kp_llvm_jit_lookup(m, k->trampoline, &s->fn, &d) < 0)
-            rc = kp_cli_fail("bench: %s", d.msg);
+        rc = bind_kernel(m, k, b, &s->fn, s->w);
     }
     /* the gradients of what the update does not train (running statistics) */
     float *untrained = g->training && b->grads ? b->grads + g->trainable_floats : NULL;

@@ -223,7 +223,7 @@ int kp_bench_print_json(const BenchRun *run)
         if (!isnan(bg->loss))
             cJSON_AddNumberToObject(w, "loss", bg->loss);
         cJSON_AddItemToObject(o, "whole", w);
-        if (bg->replayed) {
+        if (run->plan.kernels) {
             char crc[16];
             snprintf(crc, sizeof crc, "%08x", (unsigned)bg->replay_crc);
             cJSON_AddStringToObject(o, "replay_state_crc32c", crc);

@@ -215,7 +215,6 @@ static int bench_entry(BenchRun *run, karp_model *m, const KpKernelList *l, Benc
         b.seed = 1;
         if (kp_bench_kernels(m, l, bg->g, &b, &run->plan, bg))
             return 1;
-        bg->replayed = true;
         bg->replay_crc = kp_rt_crc32c(0, b.params, (size_t)b.param_floats * 4);
         if (b.grads)
             bg->replay_crc = kp_rt_crc32c(bg->replay_crc, b.grads, (size_t)b.param_floats * 4);
