@@ -327,12 +327,20 @@ static LLVMValueRef load_lanes(KpEmit *e, LLVMValueRef p, LLVMValueRef i, int ma
 }
 
 /* db[o0 .. o0+VW) (+)= sum over rows i = 0, 1, ... of dy[i, o0 ..]. */
-static void bias_vec(KpEmit *e, const KpKernelArgs *a, int64_t out, LLVMValueRef o0, int masked,
-                     int rem)
+/* db[o] (+)= the sum over rows i < a->n of dy[i, o] (a->p[0] = dy [n, out],
+ * a->p[1] = db), summed in row order; items are vectors of o, the last
+ * may be partial (masked). */
+typedef struct BiasRows {
+    int64_t out;
+    int accumulate;
+} BiasRows;
+
+static void bias_vec(KpEmit *e, const KpKernelArgs *a, int64_t out, int accumulate,
+                     LLVMValueRef o0, int masked, int rem)
 {
     LLVMValueRef dy = a->p[0], db = a->p[1];
     LLVMValueRef acc = kp_alloca(e, e->vec, "acc");
-    LLVMBuildStore(e->b, e->accumulate ? load_lanes(e, db, o0, masked, rem) : kp_fconst(e->vec, 0.0),
+    LLVMBuildStore(e->b, accumulate ? load_lanes(e, db, o0, masked, rem) : kp_fconst(e->vec, 0.0),
                    acc);
     KpLoop li;
     kp_loop_begin(e, &li, kp_i64(e, 0), a->n, 1, "i");
@@ -348,17 +356,17 @@ static void bias_vec(KpEmit *e, const KpKernelArgs *a, int64_t out, LLVMValueRef
         kp_store_vec(e, res, db, o0);
 }
 
-/* Items are vectors of o; the last may be partial (masked). */
 static void bias_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
-    int64_t out = *(const int64_t *)user;
+    const BiasRows *r = user;
+    int64_t out = r->out;
     int rem = (int)(out % e->vw);
     int64_t nvec = (out + e->vw - 1) / e->vw;
     KpLoop lv;
     kp_loop_begin(e, &lv, a->begin, a->end, 1, "vec");
     LLVMValueRef o0 = LLVMBuildNSWMul(e->b, lv.iv, kp_i64(e, e->vw), "o0");
     if (rem == 0) {
-        bias_vec(e, a, out, o0, 0, 0);
+        bias_vec(e, a, out, r->accumulate, o0, 0, 0);
     } else {
         LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
         LLVMBasicBlockRef bw = LLVMAppendBasicBlockInContext(e->ctx, fn, "vec.whole");
@@ -366,18 +374,57 @@ static void bias_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
         LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, fn, "vec.join");
         LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, lv.iv, kp_i64(e, nvec - 1), ""), bw, bp);
         LLVMPositionBuilderAtEnd(e->b, bw);
-        bias_vec(e, a, out, o0, 0, 0);
+        bias_vec(e, a, out, r->accumulate, o0, 0, 0);
         LLVMBuildBr(e->b, join);
         LLVMPositionBuilderAtEnd(e->b, bp);
-        bias_vec(e, a, out, o0, 1, rem);
+        bias_vec(e, a, out, r->accumulate, o0, 1, rem);
         LLVMBuildBr(e->b, join);
         LLVMPositionBuilderAtEnd(e->b, join);
     }
     kp_loop_end(e, &lv);
 }
 
-/* db[c] (+)= the sum over n of dy[n,c,0..hw), vectors along hw (the last
- * masked), lanes summed by a fixed tree at the end; items are channels. */
+/* The sum of the hw floats at p + at: PLANE_ACCS vector accumulators
+ * taking the vectors in turn (the masked tail into the next one), then a
+ * fixed tree over them and over the lanes. */
+enum { PLANE_ACCS = 4 };
+
+LLVMValueRef kp_emit_plane_sum(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int64_t hw)
+{
+    int64_t vw = e->vw, nv = hw / vw, rem = hw % vw, looped = nv / PLANE_ACCS * PLANE_ACCS;
+    LLVMValueRef acc[PLANE_ACCS];
+    for (int u = 0; u < PLANE_ACCS; u++) {
+        acc[u] = kp_alloca(e, e->vec, "psum");
+        LLVMBuildStore(e->b, kp_fconst(e->vec, 0.0), acc[u]);
+    }
+    if (looped > 0) {
+        KpLoop lv;
+        kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, looped * vw), PLANE_ACCS * vw, "psum");
+        for (int u = 0; u < PLANE_ACCS; u++) {
+            LLVMValueRef i = LLVMBuildNSWAdd(e->b, at, LLVMBuildNSWAdd(e->b, lv.iv, kp_i64(e, u * vw), ""), "");
+            LLVMValueRef v = kp_load_vec(e, p, i);
+            LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->vec, acc[u], ""), v, ""),
+                           acc[u]);
+        }
+        kp_loop_end(e, &lv);
+    }
+    for (int64_t j = looped; j < nv + (rem > 0); j++) {
+        LLVMValueRef i = LLVMBuildNSWAdd(e->b, at, kp_i64(e, j * vw), "");
+        LLVMValueRef v = j < nv ? kp_load_vec(e, p, i) : kp_load_vec_masked(e, p, i, (int)rem, 0.0);
+        LLVMValueRef u = acc[j % PLANE_ACCS];
+        LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->vec, u, ""), v, ""), u);
+    }
+    LLVMValueRef v[PLANE_ACCS];
+    for (int u = 0; u < PLANE_ACCS; u++)
+        v[u] = LLVMBuildLoad2(e->b, e->vec, acc[u], "");
+    return kp_reduce_add(e, LLVMBuildFAdd(e->b, LLVMBuildFAdd(e->b, v[0], v[1], ""),
+                                          LLVMBuildFAdd(e->b, v[2], v[3], ""), ""));
+}
+
+/* db[c] (+)= the sums of the planes dy[n,c] (kp_emit_plane_sum) added in
+ * the order of n; items are channels.  A pooling gradient that folds the
+ * bias gradient (emit_pool.c) adds the same plane sums in the same order,
+ * so fused and unfused builds agree bit for bit. */
 typedef struct BiasPlanes {
     int64_t c, hw;
 } BiasPlanes;
@@ -386,31 +433,20 @@ static void bias_planes_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const BiasPlanes *s = user;
     LLVMValueRef dy = a->p[0], db = a->p[1];
-    int64_t nwhole = s->hw / e->vw, rem = s->hw % e->vw;
-    LLVMValueRef acc = kp_alloca(e, e->vec, "acc");
-    KpLoop lc, li, lv;
+    LLVMValueRef acc = kp_alloca(e, e->f32, "acc");
+    KpLoop lc, li;
     kp_loop_begin(e, &lc, a->begin, a->end, 1, "c");
-    LLVMBuildStore(e->b, kp_fconst(e->vec, 0.0), acc);
+    LLVMValueRef at = kp_gep(e, db, lc.iv);
+    LLVMBuildStore(e->b, e->accumulate ? LLVMBuildLoad2(e->b, e->f32, at, "") : kp_fconst(e->f32, 0.0),
+                   acc);
     kp_loop_begin(e, &li, kp_i64(e, 0), a->n, 1, "i");
     LLVMValueRef plane = LLVMBuildNSWMul(
         e->b, LLVMBuildNSWAdd(e->b, LLVMBuildNSWMul(e->b, li.iv, kp_i64(e, s->c), ""), lc.iv, ""),
         kp_i64(e, s->hw), "");
-    if (nwhole > 0) {
-        kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, nwhole * e->vw), e->vw, "v");
-        LLVMValueRef x = kp_load_vec(e, dy, LLVMBuildNSWAdd(e->b, plane, lv.iv, ""));
-        LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->vec, acc, ""), x, ""), acc);
-        kp_loop_end(e, &lv);
-    }
-    if (rem > 0) {
-        LLVMValueRef at = LLVMBuildNSWAdd(e->b, plane, kp_i64(e, nwhole * e->vw), "");
-        LLVMValueRef x = kp_load_vec_masked(e, dy, at, (int)rem, 0.0);
-        LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->vec, acc, ""), x, ""), acc);
-    }
+    LLVMValueRef sum = kp_emit_plane_sum(e, dy, plane, s->hw);
+    LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->f32, acc, ""), sum, ""), acc);
     kp_loop_end(e, &li);
-    LLVMValueRef sum = kp_reduce_add(e, LLVMBuildLoad2(e->b, e->vec, acc, ""));
-    if (e->accumulate)
-        sum = LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, db, lc.iv), ""), sum, "");
-    LLVMBuildStore(e->b, sum, kp_gep(e, db, lc.iv));
+    LLVMBuildStore(e->b, LLVMBuildLoad2(e->b, e->f32, acc, ""), at);
     kp_loop_end(e, &lc);
 }
 
@@ -429,6 +465,15 @@ int emit_bias_grad(KpEmit *e, const KpNode *n, KpDiag *d)
     }
     int64_t nvec = (out + e->vw - 1) / e->vw;
     int parallel = e->g->max_batch * out >= 65536;
-    kp_emit_parallel(e, "bias", kp_i64(e, 0), kp_i64(e, nvec), parallel, bias_kernel, &out);
+    BiasRows r = {out, e->accumulate};
+    kp_emit_parallel(e, "bias", kp_i64(e, 0), kp_i64(e, nvec), parallel, bias_kernel, &r);
     return 0;
+}
+
+void kp_emit_bias_rows(KpEmit *e, LLVMValueRef rows, LLVMValueRef db, LLVMValueRef n, int64_t cols)
+{
+    BiasRows r = {cols, 1};
+    KpKernelArgs a = {.p = {rows, db}, .n = n, .begin = kp_i64(e, 0),
+                      .end = kp_i64(e, (cols + e->vw - 1) / e->vw)};
+    bias_kernel(e, &a, &r);
 }

@@ -27,6 +27,7 @@
  */
 #include <math.h>
 
+#include "../ir/epilogue.h"
 #include "emit_conv.h"
 #include "emit_pool.h"
 
@@ -149,6 +150,15 @@ static void scalar_plane(KpEmit *e, const KpKernelArgs *a, const KpPool *s, LLVM
         plane_sweep(e, a, s, in0, 0);
 }
 
+/* The finished dx plane p's sum (in L1 still) into the shared scratch's
+ * sums[p], the way bias_grad sums a plane (kp_emit_plane_sum). */
+static void plane_sum(KpEmit *e, const KpKernelArgs *a, const KpPool *s, LLVMValueRef p)
+{
+    int64_t hw = s->h * s->w;
+    LLVMValueRef sum = kp_emit_plane_sum(e, a->p[s->node->nin], mul(e, p, hw), hw);
+    LLVMBuildStore(e->b, sum, kp_gep(e, kp_scratch_shared_at(e, s->sums_at), p));
+}
+
 static void pool_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const KpPool *s = user;
@@ -158,39 +168,55 @@ static void pool_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
         kp_pool_vec_plane(e, a, s, lp.iv);
     else
         scalar_plane(e, a, s, lp.iv);
+    if (s->sums_at >= 0)
+        plane_sum(e, a, s, lp.iv);
     kp_loop_end(e, &lp);
 }
 
-/* x or dy [N,C,*,*] (in 0), x [N,C,H,W] (in 1 of a gradient) -> out */
-static int emit_pool(KpEmit *e, const KpNode *n, int grad, int max)
+/* x or dy [N,C,*,*] (in 0), x [N,C,H,W] (in 1 of a gradient) -> out, and
+ * a folded bias gradient db [C] (aux 0 of a gradient): its planes' sums
+ * (plane_sum), then on the calling thread db[c] += the sums of channel c
+ * in sample order, so no sum depends on the thread count. */
+static int emit_pool(KpEmit *e, const KpNode *n, int grad, int max, KpDiag *d)
 {
     const KpValue *x = grad ? n->in[1] : n->in[0], *y = grad ? n->in[0] : n->out;
+    const KpValue *bias = kp_node_folded_bias(n);
     KpPool s = {.h = x->dims[2], .w = x->dims[3], .oh = y->dims[2], .ow = y->dims[3],
-                .grad = grad, .max = max, .node = n};
+                .grad = grad, .max = max, .node = n, .sums_at = -1};
     int64_t dh, dw;
     kp_conv_geometry(n, 0, &s.kh, &s.kw, &s.sh, &s.sw, &s.pt, &s.pl, &dh, &dw);
+    if (bias) {
+        if (bias->storage != KP_STORE_GRAD)
+            return kp_error(d, "internal error: %s's folded bias gradient is no gradient slot",
+                            kp_op_name(n->op));
+        int64_t planes = (e->g->max_batch > 0 ? e->g->max_batch : 1) * x->dims[1];
+        s.sums_at = kp_scratch_shared_take(e, "plane_sums", planes * 4, 0);
+    }
     /* items: planes, each reading and writing h w + oh ow elements */
     kp_emit_parallel_units(e, max ? "maxpool" : "avgpool", x->dims[1], s.h * s.w + s.oh * s.ow,
                            pool_kernel, &s);
+    if (bias)
+        kp_emit_bias_rows(e, kp_scratch_shared_at(e, s.sums_at), e->ptr_arg[n->nin + 1], e->n,
+                          x->dims[1]);
     return 0;
 }
 
 int emit_maxpool2d(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    return emit_pool(e, n, 0, 1);
+    return emit_pool(e, n, 0, 1, d);
 }
 
 int emit_avgpool2d(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    return emit_pool(e, n, 0, 0);
+    return emit_pool(e, n, 0, 0, d);
 }
 
 int emit_maxpool2d_grad(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    return emit_pool(e, n, 1, 1);
+    return emit_pool(e, n, 1, 1, d);
 }
 
 int emit_avgpool2d_grad(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    return emit_pool(e, n, 1, 0);
+    return emit_pool(e, n, 1, 0, d);
 }

@@ -21,6 +21,9 @@ typedef struct KpPool {
     int64_t h, w, oh, ow, kh, kw, sh, sw, pt, pl;
     int grad, max;
     const KpNode *node;
+    int64_t sums_at;            /* a folded bias gradient (a gradient's aux output): each
+                                   plane's sum of dx goes to this float array of the shared
+                                   scratch, [N][C]; -1 without */
 } KpPool;
 
 /* Kernel pointer indices: the pooled input x (forward) or dy (gradient)

@@ -19,6 +19,7 @@
  * gradient slab.  Inputs read only for their shape are left out.
  */
 #include "cost.h"
+#include "epilogue.h"
 
 #define O(op, kind, nin, shape, interp, emit, grad, cost) static KpCost cost(const KpNode *nd, int64_t n);
 #include "ops.def"
@@ -122,7 +123,9 @@ static KpCost cost_pool(const KpNode *nd, int64_t n)
 /* dy, x -> dx: one per window element of every dy element */
 static KpCost cost_maxpool2d_grad(const KpNode *nd, int64_t n)
 {
-    return io_cost(nd, n, numel(nd->in[0], n) * (double)(nd->attr.kernel[0] * nd->attr.kernel[1]));
+    /* and one add per element of dx for a folded bias gradient */
+    double sum = kp_node_folded_bias(nd) ? numel(nd->out, n) : 0;
+    return io_cost(nd, n, numel(nd->in[0], n) * (double)(nd->attr.kernel[0] * nd->attr.kernel[1]) + sum);
 }
 
 /* dy, x (shape) -> dx */

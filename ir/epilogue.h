@@ -81,4 +81,20 @@ static inline bool kp_op_takes_loss(KpOp op)
     return op == KP_OP_dense;
 }
 
+/* Ops whose emitter can also sum its final output (after the epilogues)
+ * into a bias gradient, the folded bias_grad of fusion.c: it finishes
+ * (n, c) planes one at a time, so each plane's sum is taken while the
+ * plane is in cache.  The node then has that gradient as its one aux
+ * output (kp_node_folded_bias). */
+static inline bool kp_op_takes_bias_grad(KpOp op)
+{
+    return op == KP_OP_maxpool2d_grad || op == KP_OP_avgpool2d_grad;
+}
+
+/* The bias gradient n adds its output's sums into, or NULL. */
+static inline KpValue *kp_node_folded_bias(const KpNode *n)
+{
+    return kp_op_takes_bias_grad(n->op) && n->naux == 1 ? n->aux[0] : NULL;
+}
+
 #endif

@@ -146,6 +146,14 @@ int kp_interp_exec(const KpInterp *it, const KpNode *nd, KpDiag *d)
         return -1;
     if (nd->nepi > 0)
         apply_epilogues(it, nd);
+    const KpValue *bias = kp_node_folded_bias(nd);
+    if (bias) {
+        /* the bias_grad fusion.c folded in, over the final output */
+        float *db = it->act[bias->id];
+        memset(db, 0, (size_t)bias->dims[0] * sizeof(float));
+        kp_ref_bias_backward(db, it->act[nd->out->id], it->n, nd->out->dims[1],
+                             kp_interp_hw(nd->out));
+    }
     if (nd->loss.on && it->run_loss && run_fused_loss(it, nd, d))
         return -1;
     for (int o = 0; o < kp_node_nout(nd); o++) {

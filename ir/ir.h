@@ -205,7 +205,8 @@ struct KpNode {
     KpValue *out;               /* the output (epilogues apply to it) */
     int naux;                   /* further outputs the same kernel writes: nodes
                                    merged by fusion.c (batchnorm_fwd's statistics,
-                                   batchnorm_bwd's parameter gradients) */
+                                   batchnorm_bwd's parameter gradients, a pooling
+                                   gradient's folded bias gradient) */
     KpValue *aux[KP_MAX_AUX];
     KpAttrs attr;
     KpPhase phase;              /* FORWARD unless autodiff says otherwise */

@@ -47,6 +47,21 @@
  * another phase than its weight gradients: those stay apart).  The merged
  * node takes the epilogues that follow it like any other.
  *
+ * Then a bias gradient that sums the output of a pooling gradient (a conv
+ * with a bias, then a relu, then a pool: the relu's gradient is already
+ * that node's epilogue) becomes the pooling gradient's aux output
+ * (ir/epilogue.h's kp_op_takes_bias_grad):
+ *
+ *   %30 = maxpool2d_grad %28, %9 -> relu_grad(%8)     %30, %33 = maxpool2d_grad
+ *   %33 = bias_grad %30                         =>        %28, %9 -> relu_grad(%8)
+ *
+ * The kernel sums each (n, c) plane of dx right after finishing it, while
+ * it is in cache, and adds the sums of a channel in sample order after its
+ * parallel region; bias_grad read all of dx again, from memory (the other
+ * core's half of it across the cores).  Both in one phase, dx not the
+ * node's loss or gradient slot, and only where bias_grad would run in a
+ * parallel region of its own (not in its layer's group at a small batch).
+ *
  * Last, the loss goes into the head.  cross_entropy and its gradient are
  * row-wise: each row of logits gives one term of the mean and one row of
  * d_output.  When the logits are the output of a dense (after its
@@ -267,6 +282,58 @@ static int merge_batchnorms(KpGraph *g)
     return merged;
 }
 
+/* --- bias gradients into the pooling gradients ------------------------------ */
+
+/* Whether b would run in a parallel region of its own: too large for a
+ * group (group.c's kp_group_too_large), or no other reader of its dy in
+ * its phase is small enough for one.  Otherwise (small batches) it rides
+ * in its layer's group with the weight gradient at no cost, and folding
+ * it would only add the plane sums and their serial tail to the pooling
+ * gradient: keras_cnn at batch 1, 2 threads, `karpc bench` in step,
+ * 139.2 -> 141.5 us. */
+static bool alone(const KpGraph *g, const KpNode *b)
+{
+    if (kp_group_too_large(g, b))
+        return true;
+    const KpValue *v = b->in[0];
+    for (int i = 0; i < v->nusers; i++) {
+        const KpNode *u = v->users[i];
+        if (u != b && u->phase == b->phase && !kp_group_too_large(g, u))
+            return false;
+    }
+    return true;
+}
+
+/* bias_grad of the output of a pooling gradient -> that node's aux output
+ * (ir/epilogue.h's kp_op_takes_bias_grad), where the bias_grad would run
+ * alone; true if folded. */
+static bool fold_bias_grad(KpGraph *g, KpNode *b)
+{
+    if (b->op != KP_OP_bias_grad || b->nepi > 0 || b->nin != 1 || b->out->role != KP_ROLE_GRAD)
+        return false;
+    KpValue *v = b->in[0];
+    KpNode *p = v->producer;
+    if (!p || !kp_op_takes_bias_grad(p->op) || p->out != v || p->naux > 0 || p->loss.on ||
+        p->phase != b->phase || v->rank != 4 || v->dtype != KP_F32 || b->out->rank != 1 ||
+        b->out->dims[0] != v->dims[1] || !alone(g, b))
+        return false;
+    adopt(p, b->out);
+    drop_node(g, b);
+    kp_fill_uses(g);
+    return true;
+}
+
+static int fold_bias_grads(KpGraph *g)
+{
+    int folded = 0;
+    for (int k = 0; k < g->nnodes; k++)
+        if (fold_bias_grad(g, g->nodes[k])) {
+            folded++;
+            k = -1;     /* node ids changed: from the start */
+        }
+    return folded;
+}
+
 /* --- the loss into the head ------------------------------------------------- */
 
 /* Most columns (classes) a fused loss takes: a work item of the head's
@@ -337,12 +404,14 @@ int kp_pass_fusion(KpGraph *g, const KpPassOpts *o, KpDiag *d)
     int merged = merge_batchnorms(g);
     while (fuse_one(g))
         fused++;
+    int biases = fold_bias_grads(g);
     bool loss = merge_loss(g);
     int hosts = 0;
     for (int i = 0; i < g->nnodes; i++)
         hosts += g->nodes[i]->nepi > 0;
-    kp_pass_report(o, "merged %d batchnorm node groups; fused %d epilogues into %d nodes%s: "
-                   "%d nodes -> %d", merged, fused, hosts, loss ? "; the loss into the head" : "",
-                   before, g->nnodes);
+    kp_pass_report(o, "merged %d batchnorm node groups; fused %d epilogues into %d nodes; "
+                   "folded %d bias gradients into pooling gradients%s: %d nodes -> %d", merged,
+                   fused, hosts, biases, loss ? "; the loss into the head" : "", before,
+                   g->nnodes);
     return 0;
 }

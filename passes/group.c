@@ -62,6 +62,7 @@
 #include <stdlib.h>
 
 #include "../ir/cost.h"
+#include "../ir/epilogue.h"
 
 /* Phases in the order the entries run them, PREPARE first. */
 static int phase_rank(KpPhase ph)
@@ -105,13 +106,15 @@ bool kp_group_too_large(const KpGraph *g, const KpNode *n)
     return c.flops / 1e5 + c.bytes / 2e4 >= GROUP_MAX_US;
 }
 
-/* Not a view, an update, a node with a fused loss (whose mean follows
- * its parallel region, which a group member cannot have), a batch-1
+/* Not a view, an update, a node with a fused loss or a folded bias
+ * gradient (whose mean or sums follow its parallel region, which a group
+ * member cannot have), a batch-1
  * dense_grad_x that splits its weight's rows (kp_dense_grad_x_halves) or
  * a kernel large enough to be a region of its own (kp_group_too_large). */
 static bool groupable(const KpGraph *g, const KpNode *n)
 {
-    return !kp_op_is_view(n->op) && n->nin > 0 && !n->loss.on && !kp_dense_grad_x_halves(g, n) &&
+    return !kp_op_is_view(n->op) && n->nin > 0 && !n->loss.on && !kp_node_folded_bias(n) &&
+           !kp_dense_grad_x_halves(g, n) &&
            !kp_group_too_large(g, n) &&
            (n->phase == KP_PHASE_FORWARD || n->phase == KP_PHASE_LOSS ||
             n->phase == KP_PHASE_BACKWARD || n->phase == KP_PHASE_INPUT_GRAD);

@@ -111,6 +111,21 @@ static int check_loss(const KpGraph *g, const KpNode *n, int k, KpDiag *d)
     return 0;
 }
 
+/* A folded bias gradient (fusion.c): the one aux output of a pooling
+ * gradient, a gradient slot of its channels, in no group (its sums over
+ * the samples follow the node's parallel region). */
+static int check_folded_bias(const KpNode *n, int k, KpDiag *d)
+{
+    if (!kp_op_takes_bias_grad(n->op) || n->naux == 0)
+        return 0;
+    const KpValue *b = kp_node_folded_bias(n);
+    if (!b || b->role != KP_ROLE_GRAD || b->rank != 1 || n->out->rank != 4 ||
+        b->dims[0] != n->out->dims[1] || n->group != 0)
+        return kp_error(d, "internal error: node %d (%s): a %s folds one bias gradient of its "
+                        "channels, in no group", k, node_label(n), kp_op_name(n->op));
+    return 0;
+}
+
 static int check_node(const KpGraph *g, const KpNode *n, int k, KpDiag *d)
 {
     const char *op = kp_op_name(n->op);
@@ -123,7 +138,7 @@ static int check_node(const KpGraph *g, const KpNode *n, int k, KpDiag *d)
         (n->nepi == 0 && want >= 0 && n->nin != want))
         return kp_error(d, "internal error: node %d (%s): %s has %d inputs, the op table says %d",
                         k, node_label(n), op, n->nin, want);
-    if (check_epilogues(n, k, d) || check_loss(g, n, k, d))
+    if (check_epilogues(n, k, d) || check_loss(g, n, k, d) || check_folded_bias(n, k, d))
         return -1;
     for (int i = 0; i < n->nin; i++) {
         const KpValue *v = n->in[i];

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../ir/epilogue.h"
 #include "../ir/interp_node.h"
 #include "../runtime/model.h"
 #include "bench.h"
@@ -159,6 +160,8 @@ static void describe(BenchKernel *bk, int64_t n)
             kp_bench_append(bk->ops, sizeof bk->ops, "+", kp_op_name(nd->epi[e].op));
         if (nd->loss.on)
             kp_bench_append(bk->ops, sizeof bk->ops, "+", kp_op_name(nd->loss.op));
+        if (kp_node_folded_bias(nd))
+            kp_bench_append(bk->ops, sizeof bk->ops, "+", kp_op_name(KP_OP_bias_grad));
         KpCost c = kp_node_cost(nd, n);
         if (nd->nin == 0 && bk->k->update_floats > 0) {
             /* a share of the update (a folded one, or the rest of one) */

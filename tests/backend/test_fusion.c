@@ -18,6 +18,7 @@
 #include "backend/backend.h"
 #include "frontend/spec.h"
 #include "include/karpc.h"
+#include "ir/epilogue.h"
 #include "ir/ir.h"
 #include "numcheck.h"
 #include "passes/passes.h"
@@ -529,6 +530,127 @@ START_TEST(fused_loss_parallel_rows)
 }
 END_TEST
 
+/* --- bias gradients folded into the pooling gradients ------------------------- */
+
+/* conv2d (bias, relu) -> pool -> dense: the conv's bias gradient sums the
+ * pool gradient's output.  13 x 13 planes (169 floats: vectors of four
+ * accumulators, whole ones left over and a masked tail); the vector path
+ * (2 x 2 windows) and the one-element path (overlapping 3 x 3, padding).
+ * 48 channels: at a largest batch of 64 the bias gradient reads 2.1 MB,
+ * too much for a group, so it is folded; at 1 it is not. */
+static const char *const folded_pools[] = {
+    "{\"type\": \"maxpool2d\", \"size\": 2}",
+    "{\"type\": \"maxpool2d\", \"size\": 3, \"stride\": 2}",
+    "{\"type\": \"avgpool2d\", \"size\": 2}",
+    "{\"type\": \"avgpool2d\", \"size\": 3, \"stride\": 1, \"padding\": 1}",
+};
+
+static int count_op(const KpGraph *g, KpOp op, int *folded)
+{
+    int c = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        c += g->nodes[i]->op == op;
+        *folded += kp_node_folded_bias(g->nodes[i]) != NULL;
+    }
+    return c;
+}
+
+/* The fold takes place (one bias_grad fewer, one pooling gradient with the
+ * conv's bias gradient as its aux output), and the fused build's gradients
+ * and trained parameters equal the unfused build's bit for bit at 1 and 2
+ * threads and batches of 64 and 5: each plane is summed in the same fixed
+ * order, and a channel's plane sums are added in sample order. */
+static char *folded_model(const char *dir, const char *pool, int batch)
+{
+    char json[1024], name[32];
+    snprintf(json, sizeof json,
+             "{\"karp\": 1, \"name\": \"folded\", \"input\": {\"shape\": [3, 13, 13]}, "
+             "\"layers\": [\n"
+             " {\"type\": \"conv2d\", \"name\": \"c\", \"filters\": 48, \"kernel\": 3, "
+             "\"padding\": \"same\", \"activation\": \"relu\"},\n %s,\n"
+             " {\"type\": \"flatten\"}, {\"type\": \"dense\", \"units\": 4}],\n"
+             " \"loss\": \"cross_entropy\", \"optimizer\": {\"type\": \"sgd\", \"lr\": 0.1}, "
+             "\"batch\": %d}\n",
+             pool, batch);
+    snprintf(name, sizeof name, "folded%d.json", batch);
+    char *path = kp_test_path(dir, name);
+    ck_assert_int_eq(kp_test_write_file(path, json), 0);
+    return path;
+}
+
+/* bias_grad nodes and folded ones in the train graph, fused and unfused */
+static void count_folds(const char *path, int biases[2], int folded[2])
+{
+    for (int fuse = 0; fuse < 2; fuse++) {
+        KpProgram p = program(path, fuse);
+        folded[fuse] = 0;
+        biases[fuse] = count_op(p.train, KP_OP_bias_grad, &folded[fuse]);
+        kp_program_free(&p);
+    }
+}
+
+START_TEST(bias_folded_into_pool_grad)
+{
+    enum { B = 64 };
+    char *dir = kp_test_tmpdir();
+    char *small = folded_model(dir, folded_pools[_i], 1);
+    int biases[2], folded[2];
+    count_folds(small, biases, folded);
+    ck_assert_int_eq(folded[1], 0);     /* batch 1: bias_grad stays in its layer's group */
+    ck_assert_int_eq(biases[1], biases[0]);
+    char *path = folded_model(dir, folded_pools[_i], B);
+    count_folds(path, biases, folded);
+    ck_assert_int_eq(folded[0], 0);
+    ck_assert_int_eq(folded[1], 1);
+    ck_assert_int_eq(biases[1], biases[0] - 1);
+
+    Pair p;
+    compile_pair(path, B, &p);
+    int64_t nx = B * p.info.input_size, ny = B * p.info.output_size;
+    float *x = malloc((size_t)nx * sizeof(float)), *dy = malloc((size_t)ny * sizeof(float));
+    float *y = malloc((size_t)ny * sizeof(float));
+    int32_t labels[B];
+    fill(x, nx, -1, 1);
+    fill(dy, ny, -1, 1);
+    for (int i = 0; i < B; i++)
+        labels[i] = (int32_t)kp_test_pick(&rng, 4);
+    static const int cases[][2] = {{B, 2}, {B, 1}, {5, 2}, {5, 1}};
+    for (int c = 0; c < 4; c++) {
+        int n = cases[c][0];
+        karp_set_threads(cases[c][1]);
+        for (int step = 0; step < 2; step++) {
+            for (int k = 0; k < 2; k++) {
+                ck_assert_int_eq(karp_zero_gradients(p.m[k]), 0);
+                if (step == 0) {
+                    /* two backward passes: the second adds into the first's gradients */
+                    for (int r = 0; r < 2; r++) {
+                        ck_assert_int_eq(karp_forward(p.m[k], x, n, y), 0);
+                        ck_assert_int_eq(karp_backward(p.m[k], dy, NULL), 0);
+                    }
+                } else {
+                    ck_assert_int_eq(karp_train_step(p.m[k], x, labels, n, NULL), 0);
+                }
+            }
+            for (int i = 0; i < karp_param_count(p.m[0]); i++) {
+                karp_param a, b;
+                ck_assert_int_eq(karp_param_get(p.m[0], i, &a), 0);
+                ck_assert_int_eq(karp_param_get(p.m[1], i, &b), 0);
+                const float *fa = step == 0 ? a.grad : a.data, *fb = step == 0 ? b.grad : b.data;
+                ck_assert_msg(memcmp(fa, fb, (size_t)a.size * sizeof(float)) == 0,
+                              "%s, batch %d, %d threads: %s of %s", folded_pools[_i], n,
+                              cases[c][1], step == 0 ? "the gradient" : "a train step's update",
+                              a.name);
+            }
+        }
+    }
+    karp_set_threads(0);
+    close_pair(&p);
+    free(x), free(dy), free(y);
+    kp_test_rmdir(dir);
+    free(small), free(path), free(dir);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("fusion");
@@ -542,6 +664,8 @@ static Suite *suite(void)
     tcase_add_loop_test(tc, fused_loss_bit_for_bit, 0,
                         (int)(sizeof loss_models / sizeof loss_models[0]));
     tcase_add_loop_test(tc, fused_loss_parallel_rows, 0, sizeof wide_heads / sizeof wide_heads[0]);
+    tcase_add_loop_test(tc, bias_folded_into_pool_grad, 0,
+                        (int)(sizeof folded_pools / sizeof folded_pools[0]));
     tcase_add_loop_test(tc, random_graphs_fused_equal_unfused, 0, 8);
     tcase_add_loop_test(tc, examples_fused_equal_unfused, 0,
                         (int)(sizeof examples / sizeof examples[0]));
