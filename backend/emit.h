@@ -356,9 +356,11 @@ void kp_emit_xent_mean(KpEmit *e, LLVMValueRef terms, LLVMValueRef n, LLVMValueR
 /* The sum of the hw floats at p + at (an i64 index), in the fixed order
  * every bias gradient of planes uses (emit_grad_dense.c). */
 LLVMValueRef kp_emit_plane_sum(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int64_t hw);
-/* db[c] += the sum over i < n of rows[i * cols + c], in the order of i,
- * on the calling thread (vectors of c; emit_grad_dense.c). */
-void kp_emit_bias_rows(KpEmit *e, LLVMValueRef rows, LLVMValueRef db, LLVMValueRef n, int64_t cols);
+/* db[c] (+)= the sum over i < n of rows[i * cols + c], in the order of
+ * i (added into db when accumulate), on the calling thread (vectors of c;
+ * emit_grad_dense.c). */
+void kp_emit_bias_rows(KpEmit *e, LLVMValueRef rows, LLVMValueRef db, LLVMValueRef n, int64_t cols,
+                       int accumulate);
 
 /* The float (f32) value of an i64 count, splatted to ty if ty is a vector. */
 LLVMValueRef kp_count_f32(KpEmit *e, LLVMValueRef count, LLVMTypeRef ty);

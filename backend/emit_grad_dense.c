@@ -422,12 +422,30 @@ LLVMValueRef kp_emit_plane_sum(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int64
 }
 
 /* db[c] (+)= the sums of the planes dy[n,c] (kp_emit_plane_sum) added in
- * the order of n; items are channels.  A pooling gradient that folds the
- * bias gradient (emit_pool.c) adds the same plane sums in the same order,
- * so fused and unfused builds agree bit for bit. */
+ * the order of n.  In a group, items are channels.  Alone in its region,
+ * items are runs of planes, sample-major like the kernel that wrote dy, so
+ * a thread mostly reads the planes its own core wrote; each plane's sum
+ * goes to sums[n][c] of the shared scratch, and after the region the
+ * calling thread adds them in the order of n (kp_emit_bias_rows).  A
+ * pooling gradient that folds the bias gradient (emit_pool.c) does the
+ * same.  All three add the same plane sums in the same order, so fused and
+ * unfused builds agree bit for bit, whatever the thread count. */
 typedef struct BiasPlanes {
     int64_t c, hw;
+    int64_t sums_at;            /* the plane sums' bytes in the shared scratch */
 } BiasPlanes;
+
+static void plane_sums_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
+{
+    const BiasPlanes *s = user;
+    LLVMValueRef sums = kp_scratch_shared_at(e, s->sums_at);
+    KpLoop lp;
+    kp_loop_begin(e, &lp, a->begin, a->end, 1, "plane");
+    LLVMValueRef sum = kp_emit_plane_sum(e, a->p[0], LLVMBuildNSWMul(e->b, lp.iv, kp_i64(e, s->hw), ""),
+                                         s->hw);
+    LLVMBuildStore(e->b, sum, kp_gep(e, sums, lp.iv));
+    kp_loop_end(e, &lp);
+}
 
 static void bias_planes_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
@@ -457,8 +475,16 @@ int emit_bias_grad(KpEmit *e, const KpNode *n, KpDiag *d)
     int64_t out = dy->dims[1], hw = 1;
     for (int k = 2; k < dy->rank; k++)
         hw *= dy->dims[k];
+    if (hw > 1 && n->group == 0 && e->g->max_batch > 1) {
+        /* a region of its own: planes sample-major, as their producer cut them */
+        BiasPlanes s = {out, hw, kp_scratch_shared_take(e, "plane_sums", e->g->max_batch * out * 4, 0)};
+        kp_emit_parallel_units(e, "bias", out, hw, plane_sums_kernel, &s);
+        kp_emit_bias_rows(e, kp_scratch_shared_at(e, s.sums_at), e->ptr_arg[1], e->n, out,
+                          e->accumulate);
+        return 0;
+    }
     if (hw > 1) {
-        BiasPlanes s = {out, hw};
+        BiasPlanes s = {out, hw, -1};
         int parallel = e->g->max_batch * out * hw >= 65536 && out > 1;
         kp_emit_parallel(e, "bias", kp_i64(e, 0), kp_i64(e, out), parallel, bias_planes_kernel, &s);
         return 0;
@@ -470,9 +496,10 @@ int emit_bias_grad(KpEmit *e, const KpNode *n, KpDiag *d)
     return 0;
 }
 
-void kp_emit_bias_rows(KpEmit *e, LLVMValueRef rows, LLVMValueRef db, LLVMValueRef n, int64_t cols)
+void kp_emit_bias_rows(KpEmit *e, LLVMValueRef rows, LLVMValueRef db, LLVMValueRef n, int64_t cols,
+                       int accumulate)
 {
-    BiasRows r = {cols, 1};
+    BiasRows r = {cols, accumulate};
     KpKernelArgs a = {.p = {rows, db}, .n = n, .begin = kp_i64(e, 0),
                       .end = kp_i64(e, (cols + e->vw - 1) / e->vw)};
     bias_kernel(e, &a, &r);

@@ -197,7 +197,7 @@ static int emit_pool(KpEmit *e, const KpNode *n, int grad, int max, KpDiag *d)
                            pool_kernel, &s);
     if (bias)
         kp_emit_bias_rows(e, kp_scratch_shared_at(e, s.sums_at), e->ptr_arg[n->nin + 1], e->n,
-                          x->dims[1]);
+                          x->dims[1], 1);
     return 0;
 }
 
