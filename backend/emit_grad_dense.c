@@ -326,7 +326,6 @@ static LLVMValueRef load_lanes(KpEmit *e, LLVMValueRef p, LLVMValueRef i, int ma
     return masked ? kp_load_vec_masked(e, p, i, rem, 0.0) : kp_load_vec(e, p, i);
 }
 
-/* db[o0 .. o0+VW) (+)= sum over rows i = 0, 1, ... of dy[i, o0 ..]. */
 /* db[o] (+)= the sum over rows i < a->n of dy[i, o] (a->p[0] = dy [n, out],
  * a->p[1] = db), summed in row order; items are vectors of o, the last
  * may be partial (masked). */
@@ -335,6 +334,7 @@ typedef struct BiasRows {
     int accumulate;
 } BiasRows;
 
+/* db[o0 .. o0+VW) (+)= sum over rows i = 0, 1, ... of dy[i, o0 ..]. */
 static void bias_vec(KpEmit *e, const KpKernelArgs *a, int64_t out, int accumulate,
                      LLVMValueRef o0, int masked, int rem)
 {
@@ -401,10 +401,10 @@ LLVMValueRef kp_emit_plane_sum(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int64
         KpLoop lv;
         kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, looped * vw), PLANE_ACCS * vw, "psum");
         for (int u = 0; u < PLANE_ACCS; u++) {
-            LLVMValueRef i = LLVMBuildNSWAdd(e->b, at, LLVMBuildNSWAdd(e->b, lv.iv, kp_i64(e, u * vw), ""), "");
-            LLVMValueRef v = kp_load_vec(e, p, i);
-            LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->vec, acc[u], ""), v, ""),
-                           acc[u]);
+            LLVMValueRef j = LLVMBuildNSWAdd(e->b, lv.iv, kp_i64(e, u * vw), "");
+            LLVMValueRef v = kp_load_vec(e, p, LLVMBuildNSWAdd(e->b, at, j, ""));
+            LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, acc[u], "");
+            LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, old, v, ""), acc[u]);
         }
         kp_loop_end(e, &lv);
     }
@@ -441,8 +441,8 @@ static void plane_sums_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef sums = kp_scratch_shared_at(e, s->sums_at);
     KpLoop lp;
     kp_loop_begin(e, &lp, a->begin, a->end, 1, "plane");
-    LLVMValueRef sum = kp_emit_plane_sum(e, a->p[0], LLVMBuildNSWMul(e->b, lp.iv, kp_i64(e, s->hw), ""),
-                                         s->hw);
+    LLVMValueRef at = LLVMBuildNSWMul(e->b, lp.iv, kp_i64(e, s->hw), "");
+    LLVMValueRef sum = kp_emit_plane_sum(e, a->p[0], at, s->hw);
     LLVMBuildStore(e->b, sum, kp_gep(e, sums, lp.iv));
     kp_loop_end(e, &lp);
 }
@@ -455,7 +455,7 @@ static void bias_planes_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     KpLoop lc, li;
     kp_loop_begin(e, &lc, a->begin, a->end, 1, "c");
     LLVMValueRef at = kp_gep(e, db, lc.iv);
-    LLVMBuildStore(e->b, e->accumulate ? LLVMBuildLoad2(e->b, e->f32, at, "") : kp_fconst(e->f32, 0.0),
+    LLVMBuildStore(e->b, e->accumulate ? LLVMBuildLoad2(e->b, e->f32, at, "") : kp_fconst(e->f32, 0),
                    acc);
     kp_loop_begin(e, &li, kp_i64(e, 0), a->n, 1, "i");
     LLVMValueRef plane = LLVMBuildNSWMul(
@@ -477,7 +477,8 @@ int emit_bias_grad(KpEmit *e, const KpNode *n, KpDiag *d)
         hw *= dy->dims[k];
     if (hw > 1 && n->group == 0 && e->g->max_batch > 1) {
         /* a region of its own: planes sample-major, as their producer cut them */
-        BiasPlanes s = {out, hw, kp_scratch_shared_take(e, "plane_sums", e->g->max_batch * out * 4, 0)};
+        int64_t bytes = e->g->max_batch * out * 4;
+        BiasPlanes s = {out, hw, kp_scratch_shared_take(e, "plane_sums", bytes, 0)};
         kp_emit_parallel_units(e, "bias", out, hw, plane_sums_kernel, &s);
         kp_emit_bias_rows(e, kp_scratch_shared_at(e, s.sums_at), e->ptr_arg[1], e->n, out,
                           e->accumulate);

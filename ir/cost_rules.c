@@ -125,7 +125,8 @@ static KpCost cost_maxpool2d_grad(const KpNode *nd, int64_t n)
 {
     /* and one add per element of dx for a folded bias gradient */
     double sum = kp_node_folded_bias(nd) ? numel(nd->out, n) : 0;
-    return io_cost(nd, n, numel(nd->in[0], n) * (double)(nd->attr.kernel[0] * nd->attr.kernel[1]) + sum);
+    double window = (double)(nd->attr.kernel[0] * nd->attr.kernel[1]);
+    return io_cost(nd, n, numel(nd->in[0], n) * window + sum);
 }
 
 /* dy, x (shape) -> dx */
