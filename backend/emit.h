@@ -353,14 +353,18 @@ void kp_emit_xent_rows(KpEmit *e, LLVMValueRef x, LLVMValueRef labels, LLVMValue
 /* *loss = the mean of terms[0, n), summed in double in row order: the
  * loss cross_entropy computes, bit for bit, from kp_emit_xent_rows' terms. */
 void kp_emit_xent_mean(KpEmit *e, LLVMValueRef terms, LLVMValueRef n, LLVMValueRef loss);
-/* The sum of the hw floats at p + at (an i64 index), in the fixed order
- * every bias gradient of planes uses (emit_grad_dense.c). */
-LLVMValueRef kp_emit_plane_sum(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int64_t hw);
-/* db[c] (+)= the sum over i < n of rows[i * cols + c], in the order of
- * i (added into db when accumulate), on the calling thread (vectors of c;
- * emit_grad_dense.c). */
-void kp_emit_bias_rows(KpEmit *e, LLVMValueRef rows, LLVMValueRef db, LLVMValueRef n, int64_t cols,
-                       int accumulate);
+/* Plane sums, the fixed order of every bias gradient over planes
+ * (emit_grad_dense.c).  kp_plane_sums_take: a [N][channels] float range of
+ * the shared scratch, its offset.  kp_emit_plane_sum_store: the sum of the
+ * hw floats of plane `plane` (an i64) at src stored at sums[plane], sums
+ * being kp_scratch_shared_at of the range.  kp_emit_plane_sums_add, after
+ * the parallel region, on the calling thread: db[c] (+)= the sums of
+ * channel c in the order of the samples (added into db when accumulate). */
+int64_t kp_plane_sums_take(KpEmit *e, int64_t channels);
+void kp_emit_plane_sum_store(KpEmit *e, LLVMValueRef sums, LLVMValueRef src, LLVMValueRef plane,
+                             int64_t hw);
+void kp_emit_plane_sums_add(KpEmit *e, int64_t sums_at, LLVMValueRef db, int64_t channels,
+                            int accumulate);
 
 /* The float (f32) value of an i64 count, splatted to ty if ty is a vector. */
 LLVMValueRef kp_count_f32(KpEmit *e, LLVMValueRef count, LLVMTypeRef ty);

@@ -389,7 +389,7 @@ static void bias_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
  * fixed tree over them and over the lanes. */
 enum { PLANE_ACCS = 4 };
 
-LLVMValueRef kp_emit_plane_sum(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int64_t hw)
+static LLVMValueRef plane_sum(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int64_t hw)
 {
     int64_t vw = e->vw, nv = hw / vw, rem = hw % vw, looped = nv / PLANE_ACCS * PLANE_ACCS;
     LLVMValueRef acc[PLANE_ACCS];
@@ -421,18 +421,31 @@ LLVMValueRef kp_emit_plane_sum(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int64
                                           LLVMBuildFAdd(e->b, v[2], v[3], ""), ""));
 }
 
-/* db[c] (+)= the sums of the planes dy[n,c] (kp_emit_plane_sum) added in
- * the order of n.  In a group, items are channels.  Alone in its region,
- * items are runs of planes, sample-major like the kernel that wrote dy, so
- * a thread mostly reads the planes its own core wrote; each plane's sum
- * goes to sums[n][c] of the shared scratch, and after the region the
- * calling thread adds them in the order of n (kp_emit_bias_rows).  A
+int64_t kp_plane_sums_take(KpEmit *e, int64_t channels)
+{
+    int64_t rows = e->g->max_batch > 0 ? e->g->max_batch : 1;
+    return kp_scratch_shared_take(e, "plane_sums", rows * channels * 4, 0);
+}
+
+void kp_emit_plane_sum_store(KpEmit *e, LLVMValueRef sums, LLVMValueRef src, LLVMValueRef plane,
+                             int64_t hw)
+{
+    LLVMValueRef sum = plane_sum(e, src, LLVMBuildNSWMul(e->b, plane, kp_i64(e, hw), ""), hw);
+    LLVMBuildStore(e->b, sum, kp_gep(e, sums, plane));
+}
+
+/* db[c] (+)= the sums of the planes dy[n,c] (plane_sum) added in the order
+ * of n.  In a group, items are channels.  Alone in its region, items are
+ * runs of planes, sample-major like the kernel that wrote dy, so a thread
+ * mostly reads the planes its own core wrote; each plane's sum goes to the
+ * shared scratch (kp_emit_plane_sum_store), and after the region the
+ * calling thread adds them in the order of n (kp_emit_plane_sums_add).  A
  * pooling gradient that folds the bias gradient (emit_pool.c) does the
  * same.  All three add the same plane sums in the same order, so fused and
  * unfused builds agree bit for bit, whatever the thread count. */
 typedef struct BiasPlanes {
     int64_t c, hw;
-    int64_t sums_at;            /* the plane sums' bytes in the shared scratch */
+    int64_t sums_at;            /* kp_plane_sums_take's range */
 } BiasPlanes;
 
 static void plane_sums_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
@@ -441,9 +454,7 @@ static void plane_sums_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef sums = kp_scratch_shared_at(e, s->sums_at);
     KpLoop lp;
     kp_loop_begin(e, &lp, a->begin, a->end, 1, "plane");
-    LLVMValueRef at = LLVMBuildNSWMul(e->b, lp.iv, kp_i64(e, s->hw), "");
-    LLVMValueRef sum = kp_emit_plane_sum(e, a->p[0], at, s->hw);
-    LLVMBuildStore(e->b, sum, kp_gep(e, sums, lp.iv));
+    kp_emit_plane_sum_store(e, sums, a->p[0], lp.iv, s->hw);
     kp_loop_end(e, &lp);
 }
 
@@ -461,7 +472,7 @@ static void bias_planes_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef plane = LLVMBuildNSWMul(
         e->b, LLVMBuildNSWAdd(e->b, LLVMBuildNSWMul(e->b, li.iv, kp_i64(e, s->c), ""), lc.iv, ""),
         kp_i64(e, s->hw), "");
-    LLVMValueRef sum = kp_emit_plane_sum(e, dy, plane, s->hw);
+    LLVMValueRef sum = plane_sum(e, dy, plane, s->hw);
     LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, e->f32, acc, ""), sum, ""), acc);
     kp_loop_end(e, &li);
     LLVMBuildStore(e->b, LLVMBuildLoad2(e->b, e->f32, acc, ""), at);
@@ -477,11 +488,9 @@ int emit_bias_grad(KpEmit *e, const KpNode *n, KpDiag *d)
         hw *= dy->dims[k];
     if (hw > 1 && n->group == 0 && e->g->max_batch > 1) {
         /* a region of its own: planes sample-major, as their producer cut them */
-        int64_t bytes = e->g->max_batch * out * 4;
-        BiasPlanes s = {out, hw, kp_scratch_shared_take(e, "plane_sums", bytes, 0)};
+        BiasPlanes s = {out, hw, kp_plane_sums_take(e, out)};
         kp_emit_parallel_units(e, "bias", out, hw, plane_sums_kernel, &s);
-        kp_emit_bias_rows(e, kp_scratch_shared_at(e, s.sums_at), e->ptr_arg[1], e->n, out,
-                          e->accumulate);
+        kp_emit_plane_sums_add(e, s.sums_at, e->ptr_arg[1], out, e->accumulate);
         return 0;
     }
     if (hw > 1) {
@@ -497,11 +506,11 @@ int emit_bias_grad(KpEmit *e, const KpNode *n, KpDiag *d)
     return 0;
 }
 
-void kp_emit_bias_rows(KpEmit *e, LLVMValueRef rows, LLVMValueRef db, LLVMValueRef n, int64_t cols,
-                       int accumulate)
+void kp_emit_plane_sums_add(KpEmit *e, int64_t sums_at, LLVMValueRef db, int64_t channels,
+                            int accumulate)
 {
-    BiasRows r = {cols, accumulate};
-    KpKernelArgs a = {.p = {rows, db}, .n = n, .begin = kp_i64(e, 0),
-                      .end = kp_i64(e, (cols + e->vw - 1) / e->vw)};
+    BiasRows r = {channels, accumulate};
+    KpKernelArgs a = {.p = {kp_scratch_shared_at(e, sums_at), db}, .n = e->n,
+                      .begin = kp_i64(e, 0), .end = kp_i64(e, (channels + e->vw - 1) / e->vw)};
     bias_kernel(e, &a, &r);
 }

@@ -150,32 +150,24 @@ static void scalar_plane(KpEmit *e, const KpKernelArgs *a, const KpPool *s, LLVM
         plane_sweep(e, a, s, in0, 0);
 }
 
-/* The finished dx plane p's sum (in L1 still) into the shared scratch's
- * sums[p], the way bias_grad sums a plane (kp_emit_plane_sum). */
-static void plane_sum(KpEmit *e, const KpKernelArgs *a, const KpPool *s, LLVMValueRef p)
-{
-    int64_t hw = s->h * s->w;
-    LLVMValueRef sum = kp_emit_plane_sum(e, a->p[s->node->nin], mul(e, p, hw), hw);
-    LLVMBuildStore(e->b, sum, kp_gep(e, kp_scratch_shared_at(e, s->sums_at), p));
-}
-
 static void pool_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     const KpPool *s = user;
+    LLVMValueRef sums = s->sums_at >= 0 ? kp_scratch_shared_at(e, s->sums_at) : NULL;
     KpLoop lp;
     kp_loop_begin(e, &lp, a->begin, a->end, 1, "plane");
     if (kp_pool_vec_ok(e, s))
         kp_pool_vec_plane(e, a, s, lp.iv);
     else
         scalar_plane(e, a, s, lp.iv);
-    if (s->sums_at >= 0)
-        plane_sum(e, a, s, lp.iv);
+    if (sums)   /* the finished dx plane's sum, while it is in L1 */
+        kp_emit_plane_sum_store(e, sums, a->p[s->node->nin], lp.iv, s->h * s->w);
     kp_loop_end(e, &lp);
 }
 
 /* x or dy [N,C,*,*] (in 0), x [N,C,H,W] (in 1 of a gradient) -> out, and
  * a folded bias gradient db [C] (aux 0 of a gradient): its planes' sums
- * (plane_sum), then on the calling thread db[c] += the sums of channel c
+ * (kp_emit_plane_sum_store), then on the calling thread db[c] += the sums of channel c
  * in sample order, so no sum depends on the thread count. */
 static int emit_pool(KpEmit *e, const KpNode *n, int grad, int max, KpDiag *d)
 {
@@ -189,15 +181,13 @@ static int emit_pool(KpEmit *e, const KpNode *n, int grad, int max, KpDiag *d)
         if (bias->storage != KP_STORE_GRAD)
             return kp_error(d, "internal error: %s's folded bias gradient is no gradient slot",
                             kp_op_name(n->op));
-        int64_t planes = (e->g->max_batch > 0 ? e->g->max_batch : 1) * x->dims[1];
-        s.sums_at = kp_scratch_shared_take(e, "plane_sums", planes * 4, 0);
+        s.sums_at = kp_plane_sums_take(e, x->dims[1]);
     }
     /* items: planes, each reading and writing h w + oh ow elements */
     kp_emit_parallel_units(e, max ? "maxpool" : "avgpool", x->dims[1], s.h * s.w + s.oh * s.ow,
                            pool_kernel, &s);
     if (bias)
-        kp_emit_bias_rows(e, kp_scratch_shared_at(e, s.sums_at), e->ptr_arg[n->nin + 1], e->n,
-                          x->dims[1], 1);
+        kp_emit_plane_sums_add(e, s.sums_at, e->ptr_arg[n->nin + 1], x->dims[1], 1);
     return 0;
 }
 
