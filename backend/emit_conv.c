@@ -4,7 +4,8 @@
  * the scatter form (conv2d_transpose, conv2d_grad_x) as sh x sw gather
  * forms, one per output phase (emit_conv_phase.c).
  *
- * A work item is one output row oy of FB output channels of one sample.
+ * A work item is one output row oy of FB output channels of one sample
+ * (small images: all of its rows, "Small images" below).
  * In the scatter form the row belongs to the phases (oy mod sh, px) for
  * every px, as their row oy / sh: the item computes each phase's part of
  * the row, whose columns px, px + sw, ... are stored as whole vectors
@@ -45,6 +46,8 @@ typedef struct Direct {
     int64_t cout, yh, yw;       /* Y, per sample */
     int64_t sy, sx;             /* phases: output row oy is row oy / sy of phase oy mod sy */
     int64_t fb;                 /* output channels per item */
+    int64_t budget;             /* accumulators a tile may keep */
+    int64_t flat;               /* 0, or vectors per tile of a whole phase image (flat_tile) */
     Phase *ph;                  /* [sy * sx] */
     int64_t bufw;               /* sx = 2: floats per phase row in the row buffer */
     LLVMValueRef buf;           /* sx = 2: [fb][2][bufw] floats, in the kernel's frame */
@@ -55,7 +58,7 @@ typedef struct Tile {
 } Tile;
 
 /* The most tiles of a row emitted one by one, each at its column. */
-enum { STATIC_TILES = 4 };
+enum { STATIC_TILES = 4, MAX_CHAINS = 8, FLAT_MAX_PIXELS = 256 };
 
 int64_t kp_divisor_upto(int64_t c, int64_t cap)
 {
@@ -160,36 +163,32 @@ static void store(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase
     }
 }
 
-/* One tile of phase p: output row qy of it, channels co0..co0+fb, from its
- * column ox0; ybase as in store(). */
-static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase *p,
-                 LLVMValueRef n, LLVMValueRef co0, LLVMValueRef oy, LLVMValueRef ybase,
-                 LLVMValueRef ox0, Tile t, int edge)
+/* An accumulator's start for output channel co0 + f: its bias, or 0. */
+static LLVMValueRef acc_init(KpEmit *e, const KpKernelArgs *a, const KpConvMap *m, LLVMValueRef co0,
+                             int64_t f)
+{
+    if (m->ib < 0)
+        return kp_fconst(e->vec, 0.0);
+    return kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, a->p[m->ib], addc(e, co0, f)), ""));
+}
+
+/* Input channel ci's terms of one tile into acc (see tile()). */
+static void channel_terms(KpEmit *e, const KpKernelArgs *a, const Phase *p, int64_t fb,
+                          LLVMValueRef n, LLVMValueRef co0, LLVMValueRef oy, LLVMValueRef ox0,
+                          Tile t, int edge, LLVMValueRef ci, LLVMValueRef acc[16][4])
 {
     const KpConvMap *m = &p->m;
     LLVMValueRef X = a->p[m->ix], W = a->p[m->iw];
-    LLVMValueRef acc[16][4];
-    for (int f = 0; f < s->fb; f++) {
-        LLVMValueRef init = kp_fconst(e->vec, 0.0);
-        if (m->ib >= 0)
-            init = kp_splat(e, LLVMBuildLoad2(e->b, e->f32,
-                                              kp_gep(e, a->p[m->ib], addc(e, co0, f)), ""));
-        for (int v = 0; v < t.nv; v++) {
-            acc[f][v] = kp_alloca(e, e->vec, "acc");
-            LLVMBuildStore(e->b, init, acc[f][v]);
-        }
-    }
     LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(e->b));
-    KpLoop lc, lk, lj;
-    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cin), 1, "ci");
-    LLVMValueRef plane = mul(e, add(e, mul(e, n, m->cin), lc.iv), m->h);
-    LLVMValueRef wci = add(e, addc(e, mul(e, co0, m->wco), m->w0), mul(e, lc.iv, m->wci));
+    LLVMValueRef plane = mul(e, add(e, mul(e, n, m->cin), ci), m->h);
+    LLVMValueRef wci = add(e, addc(e, mul(e, co0, m->wco), m->w0), mul(e, ci, m->wci));
     if (m->sh == 1 && m->kh > 1) {
         /* the row the next item (oy + 1) reads first, while this one works */
         LLVMValueRef iy = addc(e, oy, (m->kh - 1) * m->dh - m->pt + 1);
         LLVMValueRef at = add(e, mul(e, add(e, plane, iy), m->w), addc(e, mul(e, ox0, m->sw), -m->pl));
         kp_prefetch_span(e, X, at, (int64_t)t.nv * e->vw + (m->kw - 1) * m->dw);
     }
+    KpLoop lk, lj;
     kp_loop_begin(e, &lk, kp_i64(e, 0), kp_i64(e, m->kh), 1, "ki");
     LLVMValueRef iy = add(e, addc(e, mul(e, oy, m->sh), -m->pt), mul(e, lk.iv, m->dh));
     LLVMBasicBlockRef row = LLVMAppendBasicBlockInContext(e->ctx, fn, "row");
@@ -207,7 +206,7 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase 
                              lanes, edge);
     }
     LLVMValueRef wj = add(e, wk, mul(e, lj.iv, m->wkj));
-    for (int f = 0; f < s->fb; f++) {
+    for (int64_t f = 0; f < fb; f++) {
         LLVMValueRef wv = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, W, addc(e, wj, f * m->wco)), "");
         wv = kp_splat(e, wv);
         for (int v = 0; v < t.nv; v++) {
@@ -219,8 +218,62 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase 
     LLVMBuildBr(e->b, next);
     LLVMPositionBuilderAtEnd(e->b, next);
     kp_loop_end_unrolled(e, &lk);
+}
+
+/* Fma chains per accumulator of a tile of fb x nv: one where the tile
+ * has the 8 independent chains that hide the fma's latency (4 cycles, 2
+ * pipes), else the input channels split among several (ci mod chains),
+ * within the register budget: a layer of 1 output channel (the input
+ * gradient of a first layer, a generator's last transposed convolution)
+ * had one chain and ran at an eighth of the peak. */
+static int chains_of(const Direct *s, const Phase *p, Tile t)
+{
+    int64_t fv = s->fb * t.nv, c = 1;
+    if (fv < 8) {
+        c = kp_ceil_div(8, fv);
+        c = c < s->budget / fv ? c : s->budget / fv;
+        c = c < p->m.cin ? c : p->m.cin;
+        c = c < MAX_CHAINS ? c : MAX_CHAINS;
+    }
+    return c > 1 ? (int)c : 1;
+}
+
+/* One tile of phase p: output row qy of it, channels co0..co0+fb, from its
+ * column ox0; ybase as in store().  With several chains, input channel ci
+ * goes to chain ci mod chains, and the chains are added at the end in a
+ * fixed tree: every element is still summed in one fixed order. */
+static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase *p,
+                 LLVMValueRef n, LLVMValueRef co0, LLVMValueRef oy, LLVMValueRef ybase,
+                 LLVMValueRef ox0, Tile t, int edge)
+{
+    const KpConvMap *m = &p->m;
+    int chains = chains_of(s, p, t);
+    LLVMValueRef acc[MAX_CHAINS][16][4];
+    for (int f = 0; f < s->fb; f++) {
+        LLVMValueRef init = acc_init(e, a, m, co0, f);
+        for (int j = 0; j < chains; j++)
+            for (int v = 0; v < t.nv; v++) {
+                acc[j][f][v] = kp_alloca(e, e->vec, "acc");
+                LLVMBuildStore(e->b, j ? kp_fconst(e->vec, 0.0) : init, acc[j][f][v]);
+            }
+    }
+    int64_t whole = m->cin / chains * chains;
+    KpLoop lc;
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, whole), chains, "ci");
+    for (int j = 0; j < chains; j++)
+        channel_terms(e, a, p, s->fb, n, co0, oy, ox0, t, edge, addc(e, lc.iv, j), acc[j]);
     kp_loop_end_unrolled(e, &lc);
-    store(e, a, s, p, a->p[m->iy], ybase, ox0, acc, t);
+    for (int64_t ci = whole; ci < m->cin; ci++)
+        channel_terms(e, a, p, s->fb, n, co0, oy, ox0, t, edge, kp_i64(e, ci), acc[ci - whole]);
+    for (int w = 1; w < chains; w *= 2)
+        for (int j = 0; j + w < chains; j += 2 * w)
+            for (int f = 0; f < s->fb; f++)
+                for (int v = 0; v < t.nv; v++) {
+                    LLVMValueRef x = LLVMBuildLoad2(e->b, e->vec, acc[j][f][v], "");
+                    LLVMValueRef y = LLVMBuildLoad2(e->b, e->vec, acc[j + w][f][v], "");
+                    LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, x, y, ""), acc[j][f][v]);
+                }
+    store(e, a, s, p, a->p[m->iy], ybase, ox0, acc[0], t);
 }
 
 /* Columns a tile reads past its first one: its active lanes' windows. */
@@ -297,13 +350,15 @@ static void phase_row(KpEmit *e, const KpKernelArgs *a, const Direct *s, int64_t
     }
 }
 
-/* The node's epilogues over output row ybase of the item's fb channels,
- * once every phase has stored its columns of it (strided phases scatter
- * their stores, so the epilogues wait for the whole row). */
-static void row_epilogue(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValueRef ybase)
+/* The node's epilogues over `count` floats from ybase in each of the
+ * item's fb channel planes (an output row, or a whole plane), once every
+ * phase has stored its columns there (strided phases scatter their
+ * stores, so the epilogues wait for them). */
+static void span_epilogue(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValueRef ybase,
+                          int64_t count)
 {
     LLVMValueRef Y = a->p[s->ph[0].m.iy];
-    int64_t nwhole = s->yw / e->vw, rem = s->yw % e->vw;
+    int64_t nwhole = count / e->vw, rem = count % e->vw;
     for (int64_t f = 0; f < s->fb; f++) {
         LLVMValueRef row = addc(e, ybase, f * s->yh * s->yw);
         if (nwhole > 0) {
@@ -355,18 +410,166 @@ static void interleave_row(KpEmit *e, const KpKernelArgs *a, const Direct *s, LL
     }
 }
 
+/* --- Small images: the lanes along a whole phase image ----------------
+ *
+ * A row of 7 (dcgan's 14x14 layers cut into 7x7 phases, a 7x7 image)
+ * fills 7 of 16 lanes.  Where a phase's input rows are as wide as its
+ * output rows (a "same" convolution, and the phases of a "same" strided
+ * one), the image can be read as one long row instead: output pixel q =
+ * qy*ow + qx reads X at q + (ki*dh - pt)*w + (kj*dw - pl), a contiguous
+ * vector for consecutive q, where the lanes whose (qy, qx) falls off X's
+ * rows or columns are masked.  A tile is FLAT vectors of consecutive
+ * pixels, every tile at a constant pixel, so every mask is a constant,
+ * and a tap that reaches no lane of a tile is left out.  A work item is
+ * one sample's fb channels, every phase; the scatter form stores each
+ * vector with a scatter (amortized over cin x taps fmas), then applies
+ * the epilogues over the whole planes. */
+
+/* Lane l of a flat tile's vector at pixel q reads inside X for a tap at
+ * (dy, dx) from it; no lane past the image. */
+static bool flat_lane(const KpConvMap *m, int64_t q, int64_t dy, int64_t dx)
+{
+    int64_t qy = q / m->ow, qx = q % m->ow;
+    return q < m->oh * m->ow && qy + dy >= 0 && qy + dy < m->h && qx + dx >= 0 && qx + dx < m->w;
+}
+
+/* The vector of X at element `at` + lane, lanes where bits[l] (the others
+ * 0.0; their addresses may lie outside X: a plain GEP). */
+static LLVMValueRef flat_load(KpEmit *e, LLVMValueRef X, LLVMValueRef at, const bool *bits)
+{
+    int all = 1;
+    LLVMValueRef elts[64];
+    for (int l = 0; l < e->vw; l++) {
+        elts[l] = LLVMConstInt(e->i1, bits[l], 0);
+        all &= bits[l];
+    }
+    if (all)
+        return kp_load_vec(e, X, at);
+    LLVMValueRef ptr = LLVMBuildGEP2(e->b, e->f32, X, &at, 1, "");
+    LLVMTypeRef over[2] = {e->vec, e->ptr};
+    LLVMValueRef args[4] = {ptr, kp_i32(e, 4), LLVMConstVector(elts, (unsigned)e->vw),
+                            kp_fconst(e->vec, 0.0)};
+    return kp_intrinsic(e, "llvm.masked.load", over, 2, args, 4);
+}
+
+/* Phase p's pixels q0 .. q0 + nv*vw of channels co0 .. co0 + fb of sample
+ * n; ybase is Y's element (n, co0, 0, 0). */
+static void flat_tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase *p,
+                      LLVMValueRef n, LLVMValueRef co0, LLVMValueRef ybase, int64_t q0, int nv)
+{
+    const KpConvMap *m = &p->m;
+    LLVMValueRef X = a->p[m->ix], W = a->p[m->iw], Y = a->p[m->iy];
+    int64_t npix = m->oh * m->ow;
+    LLVMValueRef acc[16][4];
+    for (int f = 0; f < s->fb; f++) {
+        LLVMValueRef init = acc_init(e, a, m, co0, f);
+        for (int v = 0; v < nv; v++) {
+            acc[f][v] = kp_alloca(e, e->vec, "acc");
+            LLVMBuildStore(e->b, init, acc[f][v]);
+        }
+    }
+    KpLoop lc;
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cin), 1, "ci");
+    LLVMValueRef plane = mul(e, add(e, mul(e, n, m->cin), lc.iv), m->h * m->w);
+    LLVMValueRef wci = add(e, addc(e, mul(e, co0, m->wco), m->w0), mul(e, lc.iv, m->wci));
+    for (int64_t ki = 0; ki < m->kh; ki++)
+        for (int64_t kj = 0; kj < m->kw; kj++) {
+            int64_t dy = ki * m->dh - m->pt, dx = kj * m->dw - m->pl;
+            LLVMValueRef xv[4] = {0};
+            int any = 0;
+            for (int v = 0; v < nv; v++) {
+                bool bits[64];
+                int some = 0;
+                for (int l = 0; l < e->vw; l++)
+                    some |= bits[l] = flat_lane(m, q0 + v * e->vw + l, dy, dx);
+                if (some)
+                    xv[v] = flat_load(e, X, addc(e, plane, q0 + v * e->vw + dy * m->w + dx), bits);
+                any |= some;
+            }
+            if (!any)
+                continue;
+            LLVMValueRef wt = addc(e, wci, ki * m->wki + kj * m->wkj);
+            for (int64_t f = 0; f < s->fb; f++) {
+                LLVMValueRef wv = LLVMBuildLoad2(e->b, e->f32, kp_gep(e, W, addc(e, wt, f * m->wco)), "");
+                wv = kp_splat(e, wv);
+                for (int v = 0; v < nv; v++)
+                    if (xv[v]) {
+                        LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, acc[f][v], "");
+                        LLVMBuildStore(e->b, kp_fma(e, xv[v], wv, old), acc[f][v]);
+                    }
+            }
+        }
+    kp_loop_end(e, &lc);
+    for (int64_t f = 0; f < s->fb; f++) {
+        LLVMValueRef plane_y = addc(e, ybase, f * s->yh * s->yw);
+        for (int v = 0; v < nv; v++) {
+            int64_t q = q0 + v * e->vw;
+            int lanes = (int)(npix - q < e->vw ? npix - q : e->vw);
+            LLVMValueRef r = LLVMBuildLoad2(e->b, e->vec, acc[f][v], "");
+            if (s->sy == 1 && s->sx == 1) {     /* Y's plane is the image */
+                LLVMValueRef at = addc(e, plane_y, q);
+                r = kp_emit_epilogue(e, e->node, a->p, r, at, lanes < e->vw ? lanes : 0);
+                if (lanes < e->vw)
+                    kp_store_vec_masked(e, r, Y, at, lanes);
+                else
+                    kp_store_vec(e, r, Y, at);
+                continue;
+            }
+            /* pixel (qy, qx) of phase (py, px) is Y's (py + sy*qy, px + sx*qx) */
+            LLVMTypeRef vt = LLVMVectorType(e->i64, (unsigned)e->vw);
+            LLVMValueRef offs[64];
+            int64_t py = (p - s->ph) / s->sx;
+            for (int l = 0; l < e->vw; l++) {
+                int64_t ql = q + l < npix ? q + l : npix - 1;
+                offs[l] = LLVMConstInt(e->i64, (unsigned long long)((py + s->sy * (ql / m->ow)) * s->yw +
+                                                                    p->px + s->sx * (ql % m->ow)), 1);
+            }
+            LLVMValueRef base = LLVMBuildInsertElement(e->b, LLVMGetPoison(vt), plane_y, kp_i32(e, 0), "");
+            base = LLVMBuildShuffleVector(e->b, base, LLVMGetPoison(vt),
+                                          LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw)), "");
+            LLVMValueRef idx = LLVMBuildAdd(e->b, base, LLVMConstVector(offs, (unsigned)e->vw), "");
+            kp_scatter_where(e, r, Y, idx, lanes_mask(e, lanes));
+        }
+    }
+}
+
+/* item = n * (cout/fb) + block: every phase's image, then (scatter form)
+ * the epilogues over the fb planes. */
+static void flat_item(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValueRef item)
+{
+    int64_t nfb = s->cout / s->fb, plane = s->yh * s->yw;
+    LLVMValueRef co0 = mul(e, LLVMBuildSRem(e->b, item, kp_i64(e, nfb), ""), s->fb);
+    LLVMValueRef n = LLVMBuildSDiv(e->b, item, kp_i64(e, nfb), "n");
+    LLVMValueRef ybase = mul(e, add(e, mul(e, n, s->cout), co0), plane);
+    for (int64_t i = 0; i < s->sy * s->sx; i++) {
+        const Phase *p = &s->ph[i];
+        int64_t npix = p->m.oh * p->m.ow, T = s->flat * e->vw;
+        for (int64_t q0 = 0; q0 < npix; q0 += T) {
+            int nv = (int)((npix - q0 < T ? npix - q0 : T) + e->vw - 1) / e->vw;
+            flat_tile(e, a, s, p, n, co0, ybase, q0, nv);
+        }
+    }
+    if ((s->sy > 1 || s->sx > 1) && e->node->nepi > 0)
+        span_epilogue(e, a, s, ybase, plane);
+}
+
 /* item = (n * (cout/fb) + block) * yh + oy; row oy is row oy / sy of the
  * phases (oy mod sy, *) */
 static void direct_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
 {
     Direct *s = user;
     int64_t nfb = s->cout / s->fb;
-    if (s->sx == 2) {
+    if (s->sx == 2 && !s->flat) {
         s->buf = kp_alloca(e, LLVMArrayType(e->f32, (unsigned)(s->fb * 2 * s->bufw)), "rowbuf");
         LLVMSetAlignment(s->buf, 64);
     }
     KpLoop li;
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
+    if (s->flat) {
+        flat_item(e, a, s, li.iv);
+        kp_loop_end(e, &li);
+        return;
+    }
     LLVMValueRef oy = LLVMBuildSRem(e->b, li.iv, kp_i64(e, s->yh), "oy");
     LLVMValueRef t = LLVMBuildSDiv(e->b, li.iv, kp_i64(e, s->yh), "");
     LLVMValueRef co0 = mul(e, LLVMBuildSRem(e->b, t, kp_i64(e, nfb), ""), s->fb);
@@ -397,7 +600,7 @@ static void direct_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     if (s->sx == 2)
         interleave_row(e, a, s, ybase);
     else if (s->sx > 1 && e->node->nepi > 0)
-        row_epilogue(e, a, s, ybase);
+        span_epilogue(e, a, s, ybase, s->yw);
     kp_loop_end(e, &li);
 }
 
@@ -415,6 +618,62 @@ static int64_t tile_vectors(int vw, int64_t nvec)
     return nvec % 3 == 0 ? 3 : 2;
 }
 
+/* Accumulators a tile keeps: 16 of AVX-512's 32 registers, 12 of AVX2's 16. */
+static int64_t tile_budget(int vw)
+{
+    return vw >= 16 ? 16 : 12;
+}
+
+/* Vectors per flat tile where the phases' rows leave a quarter of their
+ * lanes idle or more and their whole images, read as one row, fill an
+ * eighth more of them (dcgan's 7-wide rows: 7 of 16 lanes, a 7x7 image
+ * 49 of 64); 0 where not, or where an input row is not as wide as the
+ * output row (flat_tile), or an image has more than FLAT_MAX_PIXELS. */
+static int64_t flat_vectors(const KpConvMap *ph, int64_t nph, int vw)
+{
+    int64_t used = 0, rowlanes = 0, imglanes = 0, nvec = 0;
+    for (int64_t i = 0; i < nph; i++) {
+        const KpConvMap *m = &ph[i];
+        int64_t npix = m->oh * m->ow;
+        if (npix == 0)
+            continue;
+        if (m->sh != 1 || m->sw != 1 || m->w != m->ow || npix > FLAT_MAX_PIXELS)
+            return 0;
+        used += npix;
+        rowlanes += m->oh * kp_ceil_div(m->ow, vw) * vw;
+        imglanes += kp_ceil_div(npix, vw) * vw;
+        nvec = kp_ceil_div(npix, vw) > nvec ? kp_ceil_div(npix, vw) : nvec;
+    }
+    if (used == 0 || 4 * used > 3 * rowlanes)
+        return 0;
+    if (8 * (used * rowlanes - used * imglanes) < imglanes * rowlanes)
+        return 0;
+    return nvec < 4 ? nvec : 4;
+}
+
+/* The flat tiles' vectors and channels (fb) for the phases of a map, or
+ * 0: also where fewer than 8 accumulators would hide the fma latency. */
+static int64_t flat_plan(const KpConvMap *ph, int64_t nph, int vw, int64_t *fb)
+{
+    int64_t nv = flat_vectors(ph, nph, vw);
+    *fb = nv ? kp_divisor_upto(ph[0].cout, tile_budget(vw) / nv) : 0;
+    return nv && *fb * nv >= 8 ? nv : 0;
+}
+
+bool kp_conv_flat_taken(const KpConvMap *m, int vw)
+{
+    int64_t nph = m->transposed ? m->sh * m->sw : 1, fb;
+    KpConvMap *ph = calloc((size_t)nph, sizeof *ph);
+    assert(ph);
+    if (m->transposed)
+        kp_conv_phases(m, ph);
+    else
+        ph[0] = *m;
+    bool taken = flat_plan(ph, nph, vw, &fb) > 0;
+    free(ph);
+    return taken;
+}
+
 void kp_emit_conv(KpEmit *e, const KpConvMap *map)
 {
     Direct s = {.cout = map->cout, .yh = map->oh, .yw = map->ow, .sy = 1, .sx = 1};
@@ -429,7 +688,7 @@ void kp_emit_conv(KpEmit *e, const KpConvMap *map)
     }
     s.ph = calloc((size_t)(s.sy * s.sx), sizeof *s.ph);
     assert(s.ph);
-    int64_t budget = e->vw >= 16 ? 16 : 12, kvtop = 1;
+    int64_t budget = tile_budget(e->vw), kvtop = 1;
     for (int64_t i = 0; i < s.sy * s.sx; i++) {
         Phase *p = &s.ph[i];
         const KpConvMap *m = &maps[i];
@@ -442,6 +701,11 @@ void kp_emit_conv(KpEmit *e, const KpConvMap *map)
         p->edges = !(m->pl <= 0 && (m->ow - 1) * m->sw - m->pl + (m->kw - 1) * m->dw <= m->w - 1);
     }
     s.fb = kp_divisor_upto(s.cout, budget / kvtop);
+    s.budget = budget;
+    int64_t ffb;
+    s.flat = flat_plan(maps, s.sy * s.sx, e->vw, &ffb);
+    if (s.flat)
+        s.fb = ffb;
     /* the widest phase row, whole vectors, and room for interleave_row's
      * reads of half a vector past it */
     int64_t pw = 0;
@@ -449,7 +713,8 @@ void kp_emit_conv(KpEmit *e, const KpConvMap *map)
         pw = s.ph[i].m.ow > pw ? s.ph[i].m.ow : pw;
     s.bufw = ((pw + e->vw - 1) / e->vw + 1) * e->vw;
     const KpConvMap *m = map;
-    LLVMValueRef items = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, m->cout / s.fb * m->oh), "items");
+    LLVMValueRef items = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, m->cout / s.fb * (s.flat ? 1 : m->oh)),
+                                         "items");
     int64_t macs = e->g->max_batch * m->cout * m->oh * m->ow * m->cin * m->kh * m->kw;
     kp_emit_parallel(e, "conv", kp_i64(e, 0), items, macs >= 65536, direct_kernel, &s);
     free(s.ph);
@@ -545,9 +810,14 @@ bool kp_emit_conv2d_grad_x_outer(KpEmit *e, const KpNode *n)
     return true;
 }
 
-/* dy [N,F,OH,OW], weight [C,F,kh,kw], x (shape) -> dx [N,C,H,W] */
+/* dy [N,F,OH,OW], weight [C,F,kh,kw], x (shape) -> dx [N,C,H,W]: the
+ * forward convolution of dy; strided, as the forward is, by the GEMM
+ * (the direct kernel would gather every other column: dcgan's 14x14 ->
+ * 7x7 ran at 20% of the peak, docs/kernels-conv.md) */
 int emit_conv2d_transpose_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
 {
+    if (n->attr.stride[0] > 1 || n->attr.stride[1] > 1)
+        return kp_emit_conv_gather_gemm(e, n, -1, d);
     const KpValue *dy = n->in[0], *dx = n->out;
     KpConvMap m = {.cin = dy->dims[1], .h = dy->dims[2], .w = dy->dims[3],
                    .cout = dx->dims[1], .oh = dx->dims[2], .ow = dx->dims[3],

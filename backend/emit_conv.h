@@ -53,9 +53,19 @@ LLVMValueRef kp_conv_load(KpEmit *e, LLVMValueRef X, LLVMValueRef row, LLVMValue
 /* The largest divisor of c that is at most cap (at least 1). */
 int64_t kp_divisor_upto(int64_t c, int64_t cap);
 
+/* Whether the direct kernel (kp_emit_conv) reads map m's (phase) images
+ * as one long row each, lanes along the pixels of a whole small image,
+ * at vw floats a vector (emit_conv.c, "Small images"). */
+bool kp_conv_flat_taken(const KpConvMap *m, int vw);
+
 /* The direct kernels of conv2d's forward and input gradient (emit_conv.c),
  * for the shapes emit_conv_gemm.c leaves to them. */
 void kp_emit_conv2d_direct(KpEmit *e, const KpNode *n);
+
+/* The gather form y = conv(x = in[0], W = in[1]) + bias (pointer
+ * bias_arg, -1: none) as implicit GEMM (emit_conv_gemm.c): conv2d, and
+ * conv2d_transpose_grad_x; its result as kp_gemm_emit's. */
+int kp_emit_conv_gather_gemm(KpEmit *e, const KpNode *n, int bias_arg, KpDiag *d);
 void kp_emit_conv2d_grad_x_direct(KpEmit *e, const KpNode *n);
 /* The input gradient (scatter form m) at stride 1 summed along dy's rows
  * (emit_conv_rows.c), when those fill more vector lanes than dx's; false

@@ -104,17 +104,18 @@ static KpConvCols cols_of(const KpNode *n, int arg, const KpValue *x, const KpVa
     return s;
 }
 
-/* x [N,C,H,W], weight [F,C,kh,kw], bias [F] -> y [N,F,OH,OW] */
-static int conv2d_gemm(KpEmit *e, const KpNode *n, KpDiag *d)
+/* x [N,C,H,W], weight [F,C,kh,kw], bias [F] (pointer bias_arg, -1: none)
+ * -> y [N,F,OH,OW]: conv2d, and conv2d_transpose_grad_x (x = dy, its
+ * weight [C,F,kh,kw] read the same way, no bias) */
+int kp_emit_conv_gather_gemm(KpEmit *e, const KpNode *n, int bias_arg, KpDiag *d)
 {
     const KpValue *y = n->out;
     KpConvCols cols = cols_of(n, 0, n->in[0], y);
     int64_t f = y->dims[1], npix = y->dims[2] * y->dims[3], k = cols.c * cols.kh * cols.kw;
-    int has_bias = kp_node_op_nin(n) >= 3 && n->in[2] != NULL;
     KpGemmOut o = {
         .node = n,
         .c = {.arg = n->nin, .rs = npix, .cs = 1, .gs = f * npix},
-        .bias_arg = has_bias ? 2 : -1,
+        .bias_arg = bias_arg,
         .bias_per_row = true,
     };
     KpGemm g = {
@@ -184,7 +185,7 @@ int emit_conv2d(KpEmit *e, const KpNode *n, KpDiag *d)
     if (kp_emit_conv2d_winograd(e, n, false))
         return 0;
     if (strided(n) || gemm_wins(y->dims[1], y->dims[3], e->vw))
-        return conv2d_gemm(e, n, d);
+        return kp_emit_conv_gather_gemm(e, n, kp_node_op_nin(n) >= 3 && n->in[2] ? 2 : -1, d);
     kp_emit_conv2d_direct(e, n);
     return 0;
 }

@@ -460,6 +460,17 @@ START_TEST(test_conv2d_transpose_grid)
     check_model(seq(json, sizeof json, 2, 3, 45,
                     "{\"type\": \"conv2d_transpose\", \"filters\": 4, \"kernel\": [3, 4], "
                     "\"stride\": [2, 3], \"padding\": 1, \"output_padding\": [1, 2]}"));
+    /* DCGAN's 7x7 images: each phase (and the stride-1 layer's one image)
+     * read as one row, a scatter then the epilogue over the planes, or
+     * the epilogue at the store; the second layer's input gradient (a
+     * stride-1 "same" gather) the same way */
+    check_model(seq(json, sizeof json, 16, 7, 7,
+                    "{\"type\": \"conv2d_transpose\", \"filters\": 8, \"kernel\": 5, \"stride\": 2, "
+                    "\"padding\": \"same\", \"activation\": \"relu\"}"));
+    check_model(seq(json, sizeof json, 16, 7, 7,
+                    "{\"type\": \"conv2d_transpose\", \"filters\": 12, \"kernel\": 5, \"padding\": \"same\", "
+                    "\"activation\": \"tanh\"}, {\"type\": \"conv2d_transpose\", \"filters\": 8, \"kernel\": 3, "
+                    "\"padding\": \"same\", \"activation\": \"sigmoid\"}"));
     /* two in a row: the second's input gradient (conv2d_transpose_grad_x)
      * takes the first's activation gradient as its epilogue */
     check_model(seq(json, sizeof json, 3, 5, 7,

@@ -107,6 +107,12 @@ static const Geo geos[] = {
     {70, 9, 11, 8, 3, 3, 1, 1, 1, 1, 1, 1, false},      /* 70 channels: a partial vector, a narrower block */
     {16, 5, 20, 8, 5, 5, 1, 1, 2, 2, 1, 1, false},      /* 25 taps, rows off dy skipped, 2-4 tiles a row */
     {16, 6, 9, 4, 3, 5, 1, 1, 0, 0, 1, 1, true},        /* 3x5, uneven "same" */
+    /* the strided input gradient's phases read as one row each (emit_conv.c, "Small images"): */
+    {12, 14, 14, 20, 5, 5, 2, 2, 0, 0, 1, 1, true},     /* dcgan's 14x14 "same": 7x7 phases, 4 x 4 tiles */
+    {6, 14, 10, 6, 3, 3, 2, 2, 1, 1, 1, 1, false},      /* 7x5 phases: 3 vectors by 3 channels */
+    {8, 40, 14, 8, 3, 3, 2, 2, 1, 1, 1, 1, false},      /* 20x7 phases: tiles of 4, 4 and 1 vectors */
+    /* one dx channel: input channels split among fma chains, 3 left over */
+    {1, 9, 10, 11, 3, 3, 2, 2, 1, 1, 1, 1, false},
 };
 
 /* The weight gradient by chunks of the samples, at a largest batch of
@@ -479,6 +485,35 @@ START_TEST(test_conv_grad_x_outer_reached)
 }
 END_TEST
 
+static bool flat_taken(const KpConvMap *m, int64_t max_batch, int vw)
+{
+    (void)max_batch;
+    return kp_conv_flat_taken(m, vw);
+}
+
+/* The strided input gradient reads its phases as one row each where
+ * their rows are narrow and the images small: the grid's geometries for
+ * it, dcgan's discriminator (7-wide rows: with 16-float vectors only, 8
+ * floats fill 7 of 8 lanes), rows of 5 at every width; not resnet's
+ * 16-wide phases, odd sizes
+ * (phases of 7 and 6 columns from dy rows of 7), one dx channel (too few
+ * accumulators), images past 256 pixels. */
+START_TEST(test_conv_flat_reached)
+{
+    static const Reach cases[] = {
+        {{12, 14, 14, 20, 5, 5, 2, 2, 0, 0, 1, 1, true}, {true, false, false}},
+        {{6, 14, 10, 6, 3, 3, 2, 2, 1, 1, 1, 1, false}, {true, true, true}},      /* rows of 5 */
+        {{64, 14, 14, 128, 5, 5, 2, 2, 0, 0, 1, 1, true}, {true, false, false}},  /* dcgan's disc2 */
+        {{16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1, 1, false}, {false, false, false}}, /* resnet's b2_conv1 */
+        {{8, 13, 13, 8, 5, 5, 2, 2, 0, 0, 1, 1, true}, {false, false, false}},    /* odd */
+        {{1, 9, 10, 11, 3, 3, 2, 2, 1, 1, 1, 1, false}, {false, false, false}},   /* one dx channel */
+        {{8, 40, 14, 8, 3, 3, 2, 2, 1, 1, 1, 1, false}, {true, false, false}},    /* 20x7: 3 tiles */
+        {{8, 80, 14, 8, 3, 3, 2, 2, 1, 1, 1, 1, false}, {false, false, false}},   /* 40x7: 280 px */
+    };
+    check_reached(cases, sizeof cases / sizeof cases[0], true, flat_taken, "flat phases");
+}
+END_TEST
+
 /* The Winograd weight gradient puts the tiles in its GEMMs' lanes where a
  * block has 8 tiles or more per filter (the grid's two geometries for it
  * do), and the input channels elsewhere. */
@@ -557,6 +592,7 @@ int main(void)
     tcase_add_test(tc, test_conv_outer_reached);
     tcase_add_test(tc, test_conv_grad_x_outer_reached);
     tcase_add_test(tc, test_winograd_w_tiles_in_lanes_reached);
+    tcase_add_test(tc, test_conv_flat_reached);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
