@@ -48,6 +48,9 @@ typedef struct Direct {
     int64_t fb;                 /* output channels per item */
     int64_t budget;             /* accumulators a tile may keep */
     int64_t flat;               /* 0, or vectors per tile of a whole phase image (flat_tile) */
+    int64_t split_hp;           /* a strided gather read from its input's phases, copied
+                                   per sample (split_input): rows per phase image; 0: not */
+    int64_t split_groups;       /* split: work items per sample, each a share of the blocks */
     Phase *ph;                  /* [sy * sx] */
     int64_t bufw;               /* sx = 2: floats per phase row in the row buffer */
     LLVMValueRef buf;           /* sx = 2: [fb][2][bufw] floats, in the kernel's frame */
@@ -58,7 +61,8 @@ typedef struct Tile {
 } Tile;
 
 /* The most tiles of a row emitted one by one, each at its column. */
-enum { STATIC_TILES = 4, MAX_CHAINS = 8, FLAT_MAX_PIXELS = 256 };
+enum { STATIC_TILES = 4, MAX_CHAINS = 8, FLAT_MAX_PIXELS = 256, SPLIT_MAX_BYTES = 256 << 10,
+       SPLIT_ITEMS = 4 };
 
 int64_t kp_divisor_upto(int64_t c, int64_t cap)
 {
@@ -425,12 +429,36 @@ static void interleave_row(KpEmit *e, const KpKernelArgs *a, const Direct *s, LL
  * vector with a scatter (amortized over cin x taps fmas), then applies
  * the epilogues over the whole planes. */
 
-/* Lane l of a flat tile's vector at pixel q reads inside X for a tap at
- * (dy, dx) from it; no lane past the image. */
-static bool flat_lane(const KpConvMap *m, int64_t q, int64_t dy, int64_t dx)
+/* Where a tap reads: from the first element of the channel's images,
+ * the image (`plane` floats on), its rows and columns (its rows ow
+ * floats apart), and the shift (dy, dx) of the tap in it.  Stride 1: X's
+ * own image.  A strided gather (split_hp): input phase (a, b), the
+ * elements (sh*r + a, sw*c + b), copied per sample by split_input. */
+typedef struct FlatTap {
+    int64_t plane, h, w, dy, dx;
+} FlatTap;
+
+static int64_t floor_div(int64_t a, int64_t b)
 {
-    int64_t qy = q / m->ow, qx = q % m->ow;
-    return q < m->oh * m->ow && qy + dy >= 0 && qy + dy < m->h && qx + dx >= 0 && qx + dx < m->w;
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+static FlatTap flat_tap(const Direct *s, const KpConvMap *m, int64_t ki, int64_t kj)
+{
+    int64_t oy = ki * m->dh - m->pt, ox = kj * m->dw - m->pl;
+    if (!s->split_hp)
+        return (FlatTap){0, m->h, m->w, oy, ox};
+    int64_t a = oy - floor_div(oy, m->sh) * m->sh, b = ox - floor_div(ox, m->sw) * m->sw;
+    return (FlatTap){(a * m->sw + b) * s->split_hp * m->ow, kp_ceil_div(m->h - a, m->sh),
+                     kp_ceil_div(m->w - b, m->sw), floor_div(oy, m->sh), floor_div(ox, m->sw)};
+}
+
+/* Lane l of a flat tile's vector at pixel q (of npix, rows of ow) reads
+ * inside the tap's image. */
+static bool flat_lane(const FlatTap *t, int64_t npix, int64_t ow, int64_t q)
+{
+    int64_t qy = q / ow, qx = q % ow;
+    return q < npix && qy + t->dy >= 0 && qy + t->dy < t->h && qx + t->dx >= 0 && qx + t->dx < t->w;
 }
 
 /* The vector of X at element `at` + lane, lanes where bits[l] (the others
@@ -459,6 +487,9 @@ static void flat_tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const P
 {
     const KpConvMap *m = &p->m;
     LLVMValueRef X = a->p[m->ix], W = a->p[m->iw], Y = a->p[m->iy];
+    int64_t cstride = m->h * m->w;
+    if (s->split_hp)            /* the sample's input phases, in this thread's scratch */
+        X = kp_scratch(e), cstride = m->sh * m->sw * s->split_hp * m->ow;
     int64_t npix = m->oh * m->ow;
     LLVMValueRef acc[16][4];
     for (int f = 0; f < s->fb; f++) {
@@ -470,20 +501,21 @@ static void flat_tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const P
     }
     KpLoop lc;
     kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cin), 1, "ci");
-    LLVMValueRef plane = mul(e, add(e, mul(e, n, m->cin), lc.iv), m->h * m->w);
+    LLVMValueRef plane = mul(e, s->split_hp ? lc.iv : add(e, mul(e, n, m->cin), lc.iv), cstride);
     LLVMValueRef wci = add(e, addc(e, mul(e, co0, m->wco), m->w0), mul(e, lc.iv, m->wci));
     for (int64_t ki = 0; ki < m->kh; ki++)
         for (int64_t kj = 0; kj < m->kw; kj++) {
-            int64_t dy = ki * m->dh - m->pt, dx = kj * m->dw - m->pl;
+            FlatTap t = flat_tap(s, m, ki, kj);
             LLVMValueRef xv[4] = {0};
             int any = 0;
             for (int v = 0; v < nv; v++) {
                 bool bits[64];
                 int some = 0;
                 for (int l = 0; l < e->vw; l++)
-                    some |= bits[l] = flat_lane(m, q0 + v * e->vw + l, dy, dx);
+                    some |= bits[l] = flat_lane(&t, npix, m->ow, q0 + v * e->vw + l);
                 if (some)
-                    xv[v] = flat_load(e, X, addc(e, plane, q0 + v * e->vw + dy * m->w + dx), bits);
+                    xv[v] = flat_load(e, X, addc(e, plane, t.plane + q0 + v * e->vw + t.dy * m->ow + t.dx),
+                                      bits);
                 any |= some;
             }
             if (!any)
@@ -533,10 +565,68 @@ static void flat_tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const P
     }
 }
 
+/* A strided gather's input for sample n into this thread's scratch as
+ * its phases: [cin][sh*sw][split_hp][ow], phase (a, b) row r column c
+ * being X[n, ci, sh*r + a, sw*c + b] (flat_tap); a gather of a row's
+ * every sw-th float, ow of them (no more: the phases' rows are ow wide). */
+static void split_input(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValueRef n)
+{
+    const KpConvMap *m = &s->ph[0].m;
+    LLVMValueRef X = a->p[m->ix], D = kp_scratch(e);
+    KpLoop lc, lr;
+    kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, m->cin), 1, "split.ci");
+    LLVMValueRef src = mul(e, add(e, mul(e, n, m->cin), lc.iv), m->h * m->w);
+    LLVMValueRef dst = mul(e, lc.iv, m->sh * m->sw * s->split_hp * m->ow);
+    kp_loop_begin(e, &lr, kp_i64(e, 0), kp_i64(e, m->h), 1, "split.row");
+    LLVMValueRef pa = LLVMBuildSRem(e->b, lr.iv, kp_i64(e, m->sh), "");
+    LLVMValueRef r = LLVMBuildSDiv(e->b, lr.iv, kp_i64(e, m->sh), "");
+    LLVMValueRef xrow = add(e, src, mul(e, lr.iv, m->w));
+    LLVMValueRef drow = add(e, dst, mul(e, add(e, mul(e, mul(e, pa, m->sw), s->split_hp), r), m->ow));
+    for (int64_t b = 0; b < m->sw; b++)
+        for (int64_t c0 = 0; c0 < m->ow; c0 += e->vw) {
+            int64_t cols = kp_ceil_div(m->w - b, m->sw) - c0;
+            int lanes = (int)(cols < e->vw ? cols : e->vw);
+            if (lanes <= 0)
+                continue;
+            LLVMValueRef idx = kp_lane_index(e, addc(e, xrow, b + c0 * m->sw), m->sw);
+            LLVMValueRef v = kp_gather_where(e, X, idx, lanes_mask(e, lanes));
+            LLVMValueRef at = addc(e, drow, b * s->split_hp * m->ow + c0);
+            if (lanes < e->vw)
+                kp_store_vec_masked(e, v, D, at, lanes);
+            else
+                kp_store_vec(e, v, D, at);
+        }
+    kp_loop_end(e, &lr);
+    kp_loop_end(e, &lc);
+}
+
+/* A strided gather, item = n * split_groups + g: the sample's input
+ * phases, then share g of its blocks of fb channels from them. */
+static void split_item(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValueRef item)
+{
+    const Phase *p = &s->ph[0];
+    int64_t npix = p->m.oh * p->m.ow, T = s->flat * e->vw, per = s->cout / s->split_groups;
+    LLVMValueRef n = LLVMBuildSDiv(e->b, item, kp_i64(e, s->split_groups), "n");
+    LLVMValueRef c0 = mul(e, LLVMBuildSRem(e->b, item, kp_i64(e, s->split_groups), ""), per);
+    split_input(e, a, s, n);
+    KpLoop lb;
+    kp_loop_begin(e, &lb, c0, addc(e, c0, per), s->fb, "block");
+    LLVMValueRef ybase = mul(e, add(e, mul(e, n, s->cout), lb.iv), s->yh * s->yw);
+    for (int64_t q0 = 0; q0 < npix; q0 += T) {
+        int nv = (int)((npix - q0 < T ? npix - q0 : T) + e->vw - 1) / e->vw;
+        flat_tile(e, a, s, p, n, lb.iv, ybase, q0, nv);
+    }
+    kp_loop_end(e, &lb);
+}
+
 /* item = n * (cout/fb) + block: every phase's image, then (scatter form)
  * the epilogues over the fb planes. */
 static void flat_item(KpEmit *e, const KpKernelArgs *a, const Direct *s, LLVMValueRef item)
 {
+    if (s->split_hp) {
+        split_item(e, a, s, item);
+        return;
+    }
     int64_t nfb = s->cout / s->fb, plane = s->yh * s->yw;
     LLVMValueRef co0 = mul(e, LLVMBuildSRem(e->b, item, kp_i64(e, nfb), ""), s->fb);
     LLVMValueRef n = LLVMBuildSDiv(e->b, item, kp_i64(e, nfb), "n");
@@ -660,9 +750,30 @@ static int64_t flat_plan(const KpConvMap *ph, int64_t nph, int vw, int64_t *fb)
     return nv && *fb * nv >= 8 ? nv : 0;
 }
 
+/* A strided gather form read from its input's phases (split_input): the
+ * flat plan of a stride-1 map over images of the phases' size, where no
+ * phase row is wider than the output's and the copy fits SPLIT_MAX_BYTES;
+ * *hp its rows per phase image. */
+static int64_t split_plan(const KpConvMap *m, int vw, int64_t *fb, int64_t *hp)
+{
+    *hp = 0;
+    if (m->transposed || (m->sh == 1 && m->sw == 1) || kp_ceil_div(m->w, m->sw) > m->ow)
+        return 0;
+    KpConvMap v = *m;
+    v.h = kp_ceil_div(m->h, m->sh), v.w = m->ow, v.sh = v.sw = 1;
+    int64_t nv = flat_plan(&v, 1, vw, fb);
+    if (!nv || 4 * m->cin * m->sh * m->sw * v.h * m->ow > SPLIT_MAX_BYTES)
+        return 0;
+    *hp = v.h;
+    return nv;
+}
+
 bool kp_conv_flat_taken(const KpConvMap *m, int vw)
 {
-    int64_t nph = m->transposed ? m->sh * m->sw : 1, fb;
+    int64_t hp, fb;
+    if (!m->transposed && (m->sh > 1 || m->sw > 1))
+        return split_plan(m, vw, &fb, &hp) > 0;
+    int64_t nph = m->transposed ? m->sh * m->sw : 1;
     KpConvMap *ph = calloc((size_t)nph, sizeof *ph);
     assert(ph);
     if (m->transposed)
@@ -703,9 +814,17 @@ void kp_emit_conv(KpEmit *e, const KpConvMap *map)
     s.fb = kp_divisor_upto(s.cout, budget / kvtop);
     s.budget = budget;
     int64_t ffb;
-    s.flat = flat_plan(maps, s.sy * s.sx, e->vw, &ffb);
+    s.flat = map->transposed || (map->sh == 1 && map->sw == 1)
+                 ? flat_plan(maps, s.sy * s.sx, e->vw, &ffb)
+                 : split_plan(map, e->vw, &ffb, &s.split_hp);
     if (s.flat)
         s.fb = ffb;
+    int64_t split_bytes = 4 * map->cin * map->sh * map->sw * s.split_hp * map->ow;
+    if (split_bytes > e->scratch_bytes)
+        e->scratch_bytes = split_bytes;
+    /* a sample an item, but at a largest batch below 4 up to 4 items a
+     * sample (each copies its input: SPLIT_ITEMS), for the threads */
+    s.split_groups = s.split_hp ? kp_divisor_upto(s.cout / s.fb, kp_ceil_div(SPLIT_ITEMS, e->g->max_batch)) : 1;
     /* the widest phase row, whole vectors, and room for interleave_row's
      * reads of half a vector past it */
     int64_t pw = 0;
@@ -713,8 +832,9 @@ void kp_emit_conv(KpEmit *e, const KpConvMap *map)
         pw = s.ph[i].m.ow > pw ? s.ph[i].m.ow : pw;
     s.bufw = ((pw + e->vw - 1) / e->vw + 1) * e->vw;
     const KpConvMap *m = map;
-    LLVMValueRef items = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, m->cout / s.fb * (s.flat ? 1 : m->oh)),
-                                         "items");
+    /* work items: rows of fb channels; flat: fb channels; split: a sample's share */
+    int64_t per = s.split_hp ? s.split_groups : m->cout / s.fb * (s.flat ? 1 : m->oh);
+    LLVMValueRef items = LLVMBuildNSWMul(e->b, e->n, kp_i64(e, per), "items");
     int64_t macs = e->g->max_batch * m->cout * m->oh * m->ow * m->cin * m->kh * m->kw;
     kp_emit_parallel(e, "conv", kp_i64(e, 0), items, macs >= 65536, direct_kernel, &s);
     free(s.ph);
@@ -723,7 +843,7 @@ void kp_emit_conv(KpEmit *e, const KpConvMap *map)
 }
 
 /* conv2d's gather form: x [N,C,H,W], weight [F,C,kh,kw], bias [F] -> y [N,F,OH,OW] */
-static KpConvMap forward_map(const KpNode *n)
+KpConvMap kp_conv_forward_map(const KpNode *n)
 {
     const KpValue *x = n->in[0], *y = n->out;
     KpConvMap m = {.cin = x->dims[1], .h = x->dims[2], .w = x->dims[3],
@@ -759,13 +879,13 @@ KpConvMap kp_conv_grad_w_map(const KpNode *n)
 
 void kp_emit_conv2d_direct(KpEmit *e, const KpNode *n)
 {
-    KpConvMap m = forward_map(n);
+    KpConvMap m = kp_conv_forward_map(n);
     kp_emit_conv(e, &m);
 }
 
 bool kp_emit_conv2d_winograd(KpEmit *e, const KpNode *n, bool grad_x)
 {
-    KpConvMap m = grad_x ? kp_conv_grad_x_map(n) : forward_map(n);
+    KpConvMap m = grad_x ? kp_conv_grad_x_map(n) : kp_conv_forward_map(n);
     if (m.transposed) {
         if (m.sh != 1 || m.sw != 1)
             return false;
@@ -813,17 +933,18 @@ bool kp_emit_conv2d_grad_x_outer(KpEmit *e, const KpNode *n)
 /* dy [N,F,OH,OW], weight [C,F,kh,kw], x (shape) -> dx [N,C,H,W]: the
  * forward convolution of dy; strided, as the forward is, by the GEMM
  * (the direct kernel would gather every other column: dcgan's 14x14 ->
- * 7x7 ran at 20% of the peak, docs/kernels-conv.md) */
+ * 7x7 ran at 20% of the peak, docs/kernels-conv.md) unless read from its
+ * input's phases */
 int emit_conv2d_transpose_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
 {
-    if (n->attr.stride[0] > 1 || n->attr.stride[1] > 1)
-        return kp_emit_conv_gather_gemm(e, n, -1, d);
     const KpValue *dy = n->in[0], *dx = n->out;
     KpConvMap m = {.cin = dy->dims[1], .h = dy->dims[2], .w = dy->dims[3],
                    .cout = dx->dims[1], .oh = dx->dims[2], .ow = dx->dims[3],
                    .ix = 0, .iw = 1, .ib = -1, .iy = 3};
     kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
     m.wco = m.cin * m.kh * m.kw, m.wci = m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
+    if ((m.sh > 1 || m.sw > 1) && !kp_conv_flat_taken(&m, e->vw))
+        return kp_emit_conv_gather_gemm(e, n, -1, d);
     kp_emit_conv(e, &m);
     return 0;
 }

@@ -61,6 +61,8 @@ bool kp_conv_flat_taken(const KpConvMap *m, int vw);
 /* The direct kernels of conv2d's forward and input gradient (emit_conv.c),
  * for the shapes emit_conv_gemm.c leaves to them. */
 void kp_emit_conv2d_direct(KpEmit *e, const KpNode *n);
+/* conv2d's gather form: x [N,C,H,W], weight [F,C,kh,kw], bias [F] -> y [N,F,OH,OW] */
+KpConvMap kp_conv_forward_map(const KpNode *n);
 
 /* The gather form y = conv(x = in[0], W = in[1]) + bias (pointer
  * bias_arg, -1: none) as implicit GEMM (emit_conv_gemm.c): conv2d, and

@@ -177,14 +177,17 @@ static bool strided(const KpNode *n)
     return n->attr.stride[0] > 1 || n->attr.stride[1] > 1;
 }
 
-/* The forward: the GEMM at strides above 1 (the direct kernel gathers
- * there), else by gemm_wins over the filters. */
+/* The forward: at strides above 1 the GEMM (the direct kernel gathers
+ * there) unless the direct kernel reads small images from the input's
+ * phases (emit_conv.c, "Small images"), else by gemm_wins over the
+ * filters. */
 int emit_conv2d(KpEmit *e, const KpNode *n, KpDiag *d)
 {
     const KpValue *y = n->out;
     if (kp_emit_conv2d_winograd(e, n, false))
         return 0;
-    if (strided(n) || gemm_wins(y->dims[1], y->dims[3], e->vw))
+    KpConvMap m = kp_conv_forward_map(n);
+    if (strided(n) ? !kp_conv_flat_taken(&m, e->vw) : gemm_wins(y->dims[1], y->dims[3], e->vw))
         return kp_emit_conv_gather_gemm(e, n, kp_node_op_nin(n) >= 3 && n->in[2] ? 2 : -1, d);
     kp_emit_conv2d_direct(e, n);
     return 0;

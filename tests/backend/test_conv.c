@@ -419,7 +419,8 @@ typedef struct Reach {
 
 typedef bool (*Taken)(const KpConvMap *m, int64_t max_batch, int vw);
 
-static void check_reached(const Reach *cases, size_t count, bool grad_x, Taken taken, const char *kernel)
+/* dir: the node whose map is asked, 0 conv2d, 1 conv2d_grad_x, 2 conv2d_grad_w */
+static void check_reached(const Reach *cases, size_t count, int dir, Taken taken, const char *kernel)
 {
     static const int vws[3] = {16, 8, 4};
     for (size_t i = 0; i < count; i++) {
@@ -427,7 +428,8 @@ static void check_reached(const Reach *cases, size_t count, bool grad_x, Taken t
         g->max_batch = MAXB;
         KpNode *nd[3];
         make_nodes(g, &cases[i].g, false, nd);
-        KpConvMap m = grad_x ? kp_conv_grad_x_map(nd[1]) : kp_conv_grad_w_map(nd[2]);
+        KpConvMap m = dir == 0 ? kp_conv_forward_map(nd[0]) : dir == 1 ? kp_conv_grad_x_map(nd[1])
+                                                                      : kp_conv_grad_w_map(nd[2]);
         for (int v = 0; v < 3; v++)
             ck_assert_msg(taken(&m, MAXB, vws[v]) == cases[i].at[v], "geometry %zu at %d floats a vector: %s %s", i,
                           vws[v], kernel, cases[i].at[v] ? "not taken" : "taken");
@@ -451,7 +453,7 @@ START_TEST(test_conv_outer_reached)
         {{16, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1, false}, {true, true, true}},
         {{16, 8, 8, 32, 1, 1, 1, 1, 0, 0, 1, 1, false}, {false, false, false}},    /* 16 taps, 32 filters */
     };
-    check_reached(cases, sizeof cases / sizeof cases[0], false, kp_conv_grad_w_outer_fits,
+    check_reached(cases, sizeof cases / sizeof cases[0], 2, kp_conv_grad_w_outer_fits,
                   "grad_w outer-product kernel");
 }
 END_TEST
@@ -480,7 +482,7 @@ START_TEST(test_conv_grad_x_outer_reached)
         {{64, 9, 11, 112, 3, 3, 1, 1, 1, 1, 1, 1, false}, {true, false, false}},  /* a 252 KiB weight copy */
         {{64, 9, 11, 128, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}}, /* 288 KiB: too big */
     };
-    check_reached(cases, sizeof cases / sizeof cases[0], true, kp_conv_grad_x_outer_fits,
+    check_reached(cases, sizeof cases / sizeof cases[0], 1, kp_conv_grad_x_outer_fits,
                   "grad_x channel-lane kernel");
 }
 END_TEST
@@ -510,7 +512,26 @@ START_TEST(test_conv_flat_reached)
         {{8, 40, 14, 8, 3, 3, 2, 2, 1, 1, 1, 1, false}, {true, false, false}},    /* 20x7: 3 tiles */
         {{8, 80, 14, 8, 3, 3, 2, 2, 1, 1, 1, 1, false}, {false, false, false}},   /* 40x7: 280 px */
     };
-    check_reached(cases, sizeof cases / sizeof cases[0], true, flat_taken, "flat phases");
+    check_reached(cases, sizeof cases / sizeof cases[0], 1, flat_taken, "flat phases");
+}
+END_TEST
+
+/* The strided forward reads small images from its input's phases, copied
+ * per sample: the grid's strided geometries with narrow output rows, at
+ * the widths where their rows waste a quarter of the lanes; not resnet's
+ * 16-wide rows, nor a copy past 256 KiB. */
+START_TEST(test_conv_split_reached)
+{
+    static const Reach cases[] = {
+        {{12, 14, 14, 20, 5, 5, 2, 2, 0, 0, 1, 1, true}, {true, false, false}},
+        {{16, 10, 10, 24, 3, 3, 2, 2, 1, 1, 1, 1, false}, {true, true, true}},    /* rows of 5 */
+        {{8, 40, 14, 8, 3, 3, 2, 2, 1, 1, 1, 1, false}, {true, false, false}},
+        {{64, 14, 14, 128, 5, 5, 2, 2, 0, 0, 1, 1, true}, {true, false, false}},  /* dcgan's disc2 */
+        {{16, 32, 32, 32, 3, 3, 2, 2, 1, 1, 1, 1, false}, {false, false, false}}, /* resnet's b2_conv1 */
+        {{512, 14, 14, 16, 3, 3, 2, 2, 1, 1, 1, 1, false}, {false, false, false}}, /* a 392 KiB copy */
+        {{3, 11, 13, 5, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}},   /* stride 1 */
+    };
+    check_reached(cases, sizeof cases / sizeof cases[0], 0, flat_taken, "strided forward from phases");
 }
 END_TEST
 
@@ -527,7 +548,7 @@ START_TEST(test_winograd_w_tiles_in_lanes_reached)
         {{48, 25, 21, 48, 3, 3, 1, 1, 1, 1, 1, 1, false}, {false, false, false}},
         {{16, 10, 10, 24, 3, 3, 2, 2, 1, 1, 1, 1, false}, {false, false, false}},  /* stride 2: no Winograd */
     };
-    check_reached(cases, sizeof cases / sizeof cases[0], false, kp_conv_winograd_w_tiles_in_lanes,
+    check_reached(cases, sizeof cases / sizeof cases[0], 2, kp_conv_winograd_w_tiles_in_lanes,
                   "Winograd weight gradient with the tiles in the lanes");
 }
 END_TEST
@@ -593,6 +614,7 @@ int main(void)
     tcase_add_test(tc, test_conv_grad_x_outer_reached);
     tcase_add_test(tc, test_winograd_w_tiles_in_lanes_reached);
     tcase_add_test(tc, test_conv_flat_reached);
+    tcase_add_test(tc, test_conv_split_reached);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
