@@ -872,7 +872,7 @@ KpConvMap kp_conv_grad_w_map(const KpNode *n)
     const KpValue *dy = n->in[0], *x = n->in[1];
     KpConvMap m = {.cin = x->dims[1], .h = x->dims[2], .w = x->dims[3],
                    .cout = dy->dims[1], .oh = dy->dims[2], .ow = dy->dims[3],
-                   .ix = 1, .iw = -1, .ib = -1, .iy = 2};
+                   .ix = 1, .iw = -1, .ib = -1, .iy = 2, .idy = 0};
     kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
     return m;
 }

@@ -26,6 +26,7 @@ typedef struct KpConvMap {
     int64_t kh, kw, sh, sw, pt, pl, dh, dw;
     int64_t w0, wco, wci, wki, wkj;
     int ix, iw, ib, iy;         /* kernel pointer indices of X, W, bias (-1: none), Y */
+    int idy;                    /* a weight gradient's: dy's (X is the image, Y dW) */
     int transposed;
 } KpConvMap;
 

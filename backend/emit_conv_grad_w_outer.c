@@ -51,6 +51,7 @@ typedef struct Outer {
     int64_t acc_at, xp_at;      /* scratch: dyT, the sums acc[t][fpad], xp */
     int64_t chunks;             /* sample chunks (1: none), each an item over all of dW */
     int64_t shared_at;          /* with chunks: partial dW [f][t] per chunk, then a counter */
+    int idy, ix, idw;           /* kernel pointers: dy, x, dW */
 } Outer;
 
 /* Chunks of the samples, and the largest dW (bytes) split by them: the
@@ -312,15 +313,15 @@ static void outer_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
         c1 = LLVMBuildSelect(e->b, run, hi, c1, "");
     }
     kp_loop_begin(e, &lg, kp_i64(e, 0), a->n, 1, "g");
-    transpose_dy(e, s, kp_gep(e, a->p[0], kp_imulc(e, lg.iv, s->f * s->npix)), dyT);
-    LLVMValueRef x = a->p[1];
+    transpose_dy(e, s, kp_gep(e, a->p[s->idy], kp_imulc(e, lg.iv, s->f * s->npix)), dyT);
+    LLVMValueRef x = a->p[s->ix];
     if (s->copy) {
         x = kp_gep(e, dyT, kp_i64(e, s->xp_at));
-        copy_padded(e, s, kp_gep(e, a->p[1], kp_imulc(e, lg.iv, s->c * s->h * s->w)), x, c0, c1, false);
+        copy_padded(e, s, kp_gep(e, a->p[s->ix], kp_imulc(e, lg.iv, s->c * s->h * s->w)), x, c0, c1, false);
     }
     Sums o = {.first = LLVMBuildICmp(e->b, LLVMIntEQ, lg.iv, kp_i64(e, 0), "first"),
               .last = LLVMBuildICmp(e->b, LLVMIntEQ, lg.iv, LLVMBuildNSWSub(e->b, a->n, kp_i64(e, 1), ""), "last"),
-              .dst = a->p[2], .accumulate = e->accumulate};
+              .dst = a->p[s->idw], .accumulate = e->accumulate};
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
     item_tile(e, s, &o, x, dyT, acc, lg.iv, LLVMBuildURem(e->b, li.iv, kp_i64(e, s->tiles_t), ""),
               LLVMBuildUDiv(e->b, li.iv, kp_i64(e, s->tiles_t), ""));
@@ -335,7 +336,7 @@ static void chunk_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     const Outer *s = user;
     LLVMValueRef dyT = kp_scratch(e);
     LLVMValueRef acc = kp_gep(e, dyT, kp_i64(e, s->acc_at));
-    LLVMValueRef x = s->copy ? kp_gep(e, dyT, kp_i64(e, s->xp_at)) : a->p[1];
+    LLVMValueRef x = s->copy ? kp_gep(e, dyT, kp_i64(e, s->xp_at)) : a->p[s->ix];
     LLVMValueRef shared = kp_scratch_shared_at(e, s->shared_at);
     int64_t ft = s->f * s->t;
     KpLoop li, lg, lt, lw;
@@ -349,9 +350,9 @@ static void chunk_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     kp_loop_end(e, &lw);
     kp_if_end(e, join);
     kp_loop_begin(e, &lg, g0, g1, 1, "g");
-    transpose_dy(e, s, kp_gep(e, a->p[0], kp_imulc(e, lg.iv, s->f * s->npix)), dyT);
+    transpose_dy(e, s, kp_gep(e, a->p[s->idy], kp_imulc(e, lg.iv, s->f * s->npix)), dyT);
     if (s->copy)
-        copy_padded(e, s, kp_gep(e, a->p[1], kp_imulc(e, lg.iv, s->c * s->h * s->w)), x, kp_i64(e, 0),
+        copy_padded(e, s, kp_gep(e, a->p[s->ix], kp_imulc(e, lg.iv, s->c * s->h * s->w)), x, kp_i64(e, 0),
                     kp_i64(e, s->c), true);
     Sums o = {.first = LLVMBuildICmp(e->b, LLVMIntEQ, lg.iv, g0, "first"),
               .last = LLVMBuildICmp(e->b, LLVMIntEQ, lg.iv, kp_iaddc(e, g1, -1), "last"), .dst = part};
@@ -366,7 +367,7 @@ static void chunk_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
     LLVMValueRef counter = LLVMBuildInBoundsGEP2(e->b, i8, shared, &cat, 1, "counter");
     join = kp_last_begin(e, counter, kp_i64(e, s->chunks));
     kp_loop_begin(e, &lw, kp_i64(e, 0), kp_i64(e, ft), 1, "sum");
-    kp_conv_chunks_add(e, shared, lw.iv, s->chunks, ft, a->p[2], e->accumulate);
+    kp_conv_chunks_add(e, shared, lw.iv, s->chunks, ft, a->p[s->idw], e->accumulate);
     kp_loop_end(e, &lw);
     kp_last_end(e, counter, join);
     kp_loop_end(e, &li);
@@ -389,7 +390,7 @@ void kp_emit_conv2d_grad_w_outer(KpEmit *e, const KpConvMap *m)
 {
     Outer s = {.f = m->cout, .c = m->cin, .h = m->h, .w = m->w, .oh = m->oh, .ow = m->ow,
                .kh = m->kh, .kw = m->kw, .sh = m->sh, .sw = m->sw, .pt = m->pt, .pl = m->pl,
-               .dh = m->dh, .dw = m->dw};
+               .dh = m->dh, .dw = m->dw, .idy = m->idy, .ix = m->ix, .idw = m->iy};
     s.t = s.c * s.kh * s.kw;
     s.npix = s.oh * s.ow;
     int64_t max_batch = e->g ? e->g->max_batch : 1;
