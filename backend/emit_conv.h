@@ -56,7 +56,7 @@ int64_t kp_divisor_upto(int64_t c, int64_t cap);
 
 /* Whether the direct kernel (kp_emit_conv) reads map m's (phase) images
  * as one long row each, lanes along the pixels of a whole small image,
- * at vw floats a vector (emit_conv.c, "Small images"). */
+ * at vw floats a vector (emit_conv_flat.c). */
 bool kp_conv_flat_taken(const KpConvMap *m, int vw);
 
 /* The direct kernels of conv2d's forward and input gradient (emit_conv.c),

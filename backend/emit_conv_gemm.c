@@ -179,8 +179,7 @@ static bool strided(const KpNode *n)
 
 /* The forward: at strides above 1 the GEMM (the direct kernel gathers
  * there) unless the direct kernel reads small images from the input's
- * phases (emit_conv.c, "Small images"), else by gemm_wins over the
- * filters. */
+ * phases (emit_conv_flat.c), else by gemm_wins over the filters. */
 int emit_conv2d(KpEmit *e, const KpNode *n, KpDiag *d)
 {
     const KpValue *y = n->out;
