@@ -65,6 +65,7 @@ def main():
     ap.add_argument("--budget", type=float, default=3.0)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    kt.TORCH_DROPOUT = True     # the same work, PyTorch's own masks
     torch.manual_seed(1)
     with open(a.model) as f:
         model = json.load(f)

@@ -20,6 +20,10 @@ import torch
 import torch.nn.functional as F
 
 
+# Timing only (bench/torch_models.py): dropout as PyTorch's own, whose
+# masks differ from karpc's; the oracle tests keep it unsupported.
+TORCH_DROPOUT = False
+
 def read_safetensors(path):
     """name -> tensor for the F32 tensors of a safetensors file (read by
     hand: no extra package needed)."""
@@ -219,6 +223,8 @@ def one_input(layer, shape):
     if kind == "dropout":
         if layer["rate"] == 0:
             return torch.nn.Identity(), {}, list(shape)
+        if TORCH_DROPOUT:
+            return torch.nn.Dropout(layer["rate"]), {}, list(shape)
         raise SystemExit("karp_torch.py: dropout draws karpc's own mask; not supported here")
     if kind in ("relu", "sigmoid", "tanh", "softmax", "leaky_relu"):
         return activation(kind, layer.get("alpha", 0.01)), {}, list(shape)
