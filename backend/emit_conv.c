@@ -189,8 +189,8 @@ static void channel_terms(KpEmit *e, const KpKernelArgs *a, const Phase *p, int6
 static int chains_of(const Direct *s, const Phase *p, Tile t)
 {
     int64_t fv = s->fb * t.nv, c = 1;
-    if (fv < CHAIN_ACCS) {
-        c = kp_ceil_div(CHAIN_ACCS, fv);
+    if (fv < 8) {
+        c = kp_ceil_div(8, fv);
         c = c < s->budget / fv ? c : s->budget / fv;
         c = c < p->m.cin ? c : p->m.cin;
         c = c < MAX_CHAINS ? c : MAX_CHAINS;
@@ -222,8 +222,9 @@ static void tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const Phase 
     kp_loop_begin(e, &lc, kp_i64(e, 0), kp_i64(e, whole), chains, "ci");
     for (int j = 0; j < chains; j++)
         channel_terms(e, a, p, s->fb, n, co0, oy, ox0, t, edge, addc(e, lc.iv, j), acc[j]);
-    /* several chains: the body is already that many channels long (an
-     * unrolled one made dcgan's generator compile 1.3x as long) */
+    /* several chains: the body is already that many channels long
+     * (unrolled as well, the chains made dcgan's generator compile
+     * 1.15-1.37x as long as without them) */
     if (chains > 1)
         kp_loop_end(e, &lc);
     else
@@ -592,11 +593,10 @@ bool kp_emit_conv2d_grad_x_outer(KpEmit *e, const KpNode *n)
 }
 
 /* dy [N,F,OH,OW], weight [C,F,kh,kw], x (shape) -> dx [N,C,H,W]: the
- * forward convolution of dy by the direct kernel, strided from dy's
- * phases where they fit (emit_conv_flat.c; gathering every other column
- * dcgan's 14x14 -> 7x7 ran at 20% of the peak); the implicit GEMM took
- * 1.3x the compile time of dcgan's generator for no gain on its other
- * strided layer (docs/kernels-conv.md) */
+ * forward convolution of dy; strided, as the forward is, by the GEMM
+ * (the direct kernel would gather every other column: dcgan's 14x14 ->
+ * 7x7 ran at 20% of the peak, docs/kernels-conv.md) unless read from its
+ * input's phases */
 int emit_conv2d_transpose_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
 {
     const KpValue *dy = n->in[0], *dx = n->out;
@@ -605,6 +605,8 @@ int emit_conv2d_transpose_grad_x(KpEmit *e, const KpNode *n, KpDiag *d)
                    .ix = 0, .iw = 1, .ib = -1, .iy = 3};
     kp_conv_geometry(n, 1, &m.kh, &m.kw, &m.sh, &m.sw, &m.pt, &m.pl, &m.dh, &m.dw);
     m.wco = m.cin * m.kh * m.kw, m.wci = m.kh * m.kw, m.wki = m.kw, m.wkj = 1;
+    if ((m.sh > 1 || m.sw > 1) && !kp_conv_flat_taken(&m, e->vw))
+        return kp_emit_conv_gather_gemm(e, n, -1, d);
     kp_emit_conv(e, &m);
     return 0;
 }

@@ -65,6 +65,10 @@ void kp_emit_conv2d_direct(KpEmit *e, const KpNode *n);
 /* conv2d's gather form: x [N,C,H,W], weight [F,C,kh,kw], bias [F] -> y [N,F,OH,OW] */
 KpConvMap kp_conv_forward_map(const KpNode *n);
 
+/* The gather form y = conv(x = in[0], W = in[1]) + bias (pointer
+ * bias_arg, -1: none) as implicit GEMM (emit_conv_gemm.c): conv2d, and
+ * conv2d_transpose_grad_x; its result as kp_gemm_emit's. */
+int kp_emit_conv_gather_gemm(KpEmit *e, const KpNode *n, int bias_arg, KpDiag *d);
 void kp_emit_conv2d_grad_x_direct(KpEmit *e, const KpNode *n);
 /* The input gradient (scatter form m) at stride 1 summed along dy's rows
  * (emit_conv_rows.c), when those fill more vector lanes than dx's; false

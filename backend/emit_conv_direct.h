@@ -34,7 +34,7 @@ typedef struct Tile {
 } Tile;
 
 /* The most tiles of a row emitted one by one, each at its column. */
-enum { STATIC_TILES = 4, MAX_CHAINS = 8, CHAIN_ACCS = 8, FLAT_MAX_PIXELS = 256, SPLIT_MAX_BYTES = 256 << 10,
+enum { STATIC_TILES = 4, MAX_CHAINS = 8, FLAT_MAX_PIXELS = 256, SPLIT_MAX_BYTES = 256 << 10,
        SPLIT_ITEMS = 4 };
 
 static inline LLVMValueRef mul(KpEmit *e, LLVMValueRef a, int64_t k)

@@ -105,8 +105,9 @@ static KpConvCols cols_of(const KpNode *n, int arg, const KpValue *x, const KpVa
 }
 
 /* x [N,C,H,W], weight [F,C,kh,kw], bias [F] (pointer bias_arg, -1: none)
- * -> y [N,F,OH,OW] */
-static int conv2d_gemm(KpEmit *e, const KpNode *n, int bias_arg, KpDiag *d)
+ * -> y [N,F,OH,OW]: conv2d, and conv2d_transpose_grad_x (x = dy, its
+ * weight [C,F,kh,kw] read the same way, no bias) */
+int kp_emit_conv_gather_gemm(KpEmit *e, const KpNode *n, int bias_arg, KpDiag *d)
 {
     const KpValue *y = n->out;
     KpConvCols cols = cols_of(n, 0, n->in[0], y);
@@ -186,7 +187,7 @@ int emit_conv2d(KpEmit *e, const KpNode *n, KpDiag *d)
         return 0;
     KpConvMap m = kp_conv_forward_map(n);
     if (strided(n) ? !kp_conv_flat_taken(&m, e->vw) : gemm_wins(y->dims[1], y->dims[3], e->vw))
-        return conv2d_gemm(e, n, kp_node_op_nin(n) >= 3 && n->in[2] ? 2 : -1, d);
+        return kp_emit_conv_gather_gemm(e, n, kp_node_op_nin(n) >= 3 && n->in[2] ? 2 : -1, d);
     kp_emit_conv2d_direct(e, n);
     return 0;
 }
