@@ -144,7 +144,6 @@ static void flat_tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const P
                 continue;
             }
             /* pixel (qy, qx) of phase (py, px) is Y's (py + sy*qy, px + sx*qx) */
-            LLVMTypeRef vt = LLVMVectorType(e->i64, (unsigned)e->vw);
             LLVMValueRef offs[64];
             int64_t py = (p - s->ph) / s->sx;
             for (int l = 0; l < e->vw; l++) {
@@ -152,10 +151,9 @@ static void flat_tile(KpEmit *e, const KpKernelArgs *a, const Direct *s, const P
                 offs[l] = LLVMConstInt(e->i64, (unsigned long long)((py + s->sy * (ql / m->ow)) * s->yw +
                                                                     p->px + s->sx * (ql % m->ow)), 1);
             }
-            LLVMValueRef base = LLVMBuildInsertElement(e->b, LLVMGetPoison(vt), plane_y, kp_i32(e, 0), "");
-            base = LLVMBuildShuffleVector(e->b, base, LLVMGetPoison(vt),
-                                          LLVMConstNull(LLVMVectorType(e->i32, (unsigned)e->vw)), "");
-            LLVMValueRef idx = LLVMBuildAdd(e->b, base, LLVMConstVector(offs, (unsigned)e->vw), "");
+            /* plane_y in every lane (kp_lane_index at step 0), plus each lane's offset */
+            LLVMValueRef idx = LLVMBuildAdd(e->b, kp_lane_index(e, plane_y, 0),
+                                            LLVMConstVector(offs, (unsigned)e->vw), "");
             kp_scatter_where(e, r, Y, idx, kp_mask_first(e, lanes));
         }
     }
