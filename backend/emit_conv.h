@@ -118,6 +118,11 @@ void kp_conv_chunks_add(KpEmit *e, LLVMValueRef part, LLVMValueRef w, int64_t ch
  * of the samples). */
 enum { KP_OUTER_MAX_PIXELS = 4096 };
 bool kp_conv_grad_w_outer_fits(const KpConvMap *m, int64_t max_batch, int vw);
+/* Whether that kernel reads x in place (true) or from a copy of each
+ * sample with its border (a padded layer whose register tiles are not of
+ * whole input channels, or whose border rows and columns would need more
+ * than 16 forms of the pixel). */
+bool kp_conv_grad_w_outer_in_place(const KpConvMap *m, int64_t max_batch, int vw);
 void kp_emit_conv2d_grad_w_outer(KpEmit *e, const KpConvMap *m);
 
 /* conv2d_grad_x's scatter form: dy [N,F,OH,OW] (X, pointer 0), the

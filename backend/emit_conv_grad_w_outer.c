@@ -17,9 +17,14 @@
  *       b    = x[g, ci, oy*sh + ki*dh, ox*sw + kj*dw]       (a broadcast per tap (ci, ki, kj))
  *       acc[j][v] = fma(b, d[v], acc[j][v])
  *
- * x is read in place when every window stays inside the image; otherwise
- * (padding) from a copy of the sample with its border, made for the input
- * channels the call's items read.  A work item is one register tile of dW
+ * x is read in place when every window stays inside the image.  A padded
+ * layer reads it in place too where its tiles are of whole input channels
+ * and it has few forms of the pixel: the pixels whose windows reach into
+ * the padding (a row or two at each edge) each take a form of their own
+ * that leaves out the taps outside the image (known at compile time), in
+ * the same (oy, ox) order.  Otherwise x is read from a copy of the sample
+ * with its border, made for the input channels the call's items read.
+ * A work item is one register tile of dW
  * (taps by channel vectors); its sums wait in the scratch between samples
  * and go to dW, transposed, after the last.
  *
@@ -45,8 +50,14 @@ typedef struct Outer {
     int r, cv;                  /* register tile: taps by vectors of channels */
     int64_t tiles_t, blocks_f;  /* items: tiles_t * blocks_f */
     /* the windows' extent, from (-pt, -pl); copied (padded) into xp[c][hp][wpr]
-     * when it reaches outside the image, else x read in place */
+     * when it reaches outside the image and the forms below do not serve,
+     * else x read in place */
     bool copy;
+    /* the pixels whose windows stay inside: rows [ylo, yhi) by columns
+     * [xlo, xhi); forms: the others read x in place, each row and column
+     * outside them a form of the pixel (spans) */
+    int64_t ylo, yhi, xlo, xhi;
+    bool forms;
     int64_t hp, wpr;
     int64_t acc_at, xp_at;      /* scratch: dyT, the sums acc[t][fpad], xp */
     int64_t chunks;             /* sample chunks (1: none), each an item over all of dW */
@@ -59,6 +70,10 @@ typedef struct Outer {
  * register tile. */
 enum { OUTER_CHUNKS = 4, OUTER_CHUNK_DW = 1 << 20, MAX_R = 24 };
 
+/* Forms of the pixel at most (rows alone or in one run, by columns
+ * alone or in one run) for a padded layer read in place. */
+enum { MAX_FORMS = 16 };
+
 /* The tile's sums: zero at the first sample, kept in the scratch until the
  * last, then written (added to what is there when accumulate) to dst,
  * [f][t] like dW. */
@@ -66,6 +81,19 @@ typedef struct Sums {
     LLVMValueRef first, last, dst;
     bool accumulate;
 } Sums;
+
+/* The outputs [lo, hi) of an axis of `out` whose windows o*st - pad +
+ * k*d (k < taps) all fall inside [0, n). */
+static void inside(int64_t out, int64_t n, int64_t st, int64_t pad, int64_t taps, int64_t d, int64_t *lo,
+                   int64_t *hi)
+{
+    int64_t last = n - 1 + pad - (taps - 1) * d;   /* o*st at most this */
+    *lo = pad > 0 ? kp_ceil_div(pad, st) : 0;
+    *hi = last < 0 ? 0 : last / st + 1;
+    *lo = *lo < out ? *lo : out;
+    *hi = *hi < out ? *hi : out;
+    *hi = *hi > *lo ? *hi : *lo;
+}
 
 /* Register tile accumulators: 24 vectors of the 32 with AVX-512, 12 of 16
  * with AVX2, the rest for the channel vectors and the broadcast.  Taps
@@ -87,6 +115,11 @@ static void plan(Outer *s, int vw, int64_t max_batch)
     s->hp = (s->oh - 1) * s->sh + (s->kh - 1) * s->dh + 1;
     int64_t wp = (s->ow - 1) * s->sw + (s->kw - 1) * s->dw + 1;
     s->copy = s->pt != 0 || s->pl != 0 || s->hp > s->h || wp > s->w;
+    inside(s->oh, s->h, s->sh, s->pt, s->kh, s->dh, &s->ylo, &s->yhi);
+    inside(s->ow, s->w, s->sw, s->pl, s->kw, s->dw, &s->xlo, &s->xhi);
+    int64_t ny = s->ylo + (s->oh - s->yhi) + 1, nx = s->xlo + (s->ow - s->xhi) + 1;
+    s->forms = s->copy && s->r % (s->kh * s->kw) == 0 && ny * nx <= MAX_FORMS;
+    s->copy = s->copy && !s->forms;
     s->wpr = s->copy ? kp_round_up(wp, vw) : s->w;
     s->xp_at = s->acc_at + s->tiles_t * s->r * s->fpad;
     s->chunks = max_batch * s->npix > KP_OUTER_MAX_PIXELS ? OUTER_CHUNKS : 1;
@@ -197,58 +230,150 @@ static void write_dw(KpEmit *e, const Outer *s, const Sums *o, LLVMValueRef sum[
         }
 }
 
-/* Taps [t0, t0 + r) by channel vectors [v0, v0 + cv) over sample g's
- * pixels: the sums from acc (zero for the first sample) and back. */
-static void tile(KpEmit *e, const Outer *s, const Sums *o, LLVMValueRef x, LLVMValueRef dyT, LLVMValueRef acc,
-                 LLVMValueRef g, LLVMValueRef t0, LLVMValueRef v0, int r, int cv)
+/* What the pixels of a tile share: x (or its copy), its taps' offsets
+ * from a pixel's window origin, their rows and columns in the window,
+ * the accumulators. */
+typedef struct Taps {
+    int r, cv;
+    LLVMValueRef x, dyT, co0;
+    LLVMValueRef off[MAX_R];
+    int64_t ky[MAX_R], kx[MAX_R];   /* with forms */
+    LLVMValueRef (*slot)[4];
+} Taps;
+
+/* The fmas of pixel (oy, ox), xrow = oy*sh*wpr, prow = oy*ow: every tap,
+ * or those in use. */
+static void pixel(KpEmit *e, const Outer *s, const Taps *t, LLVMValueRef xrow, LLVMValueRef prow,
+                  LLVMValueRef ox, const bool *use)
 {
-    LLVMValueRef slot[MAX_R][4], xoff[MAX_R];
+    LLVMValueRef xat = kp_iadd(e, xrow, kp_imulc(e, ox, s->sw));
+    LLVMValueRef dat = kp_iadd(e, kp_imulc(e, kp_iadd(e, prow, ox), s->fpad), t->co0);
+    LLVMValueRef d[4];
+    for (int v = 0; v < t->cv; v++)
+        d[v] = kp_load_vec(e, t->dyT, kp_iaddc(e, dat, v * e->vw));
+    for (int j = 0; j < t->r; j++) {
+        if (use && !use[j])
+            continue;
+        LLVMValueRef b = kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, t->x, kp_iadd(e, t->off[j], xat)), ""));
+        for (int v = 0; v < t->cv; v++) {
+            LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, t->slot[j][v], "");
+            LLVMBuildStore(e->b, kp_fma(e, b, d[v], old), t->slot[j][v]);
+        }
+    }
+}
+
+/* Outputs [from, to) of an axis: each one before lo or from hi alone,
+ * those in between as one run.  Returns their count. */
+typedef struct Span {
+    int64_t from, to;
+} Span;
+
+static int spans(int64_t out, int64_t lo, int64_t hi, Span *sp)
+{
+    int n = 0;
+    for (int64_t o = 0; o < lo; o++)
+        sp[n++] = (Span){o, o + 1};
+    if (hi > lo)
+        sp[n++] = (Span){lo, hi};
+    for (int64_t o = hi; o < out; o++)
+        sp[n++] = (Span){o, o + 1};
+    return n;
+}
+
+/* Window offset k of every output of span o on an axis of n inside it? */
+static bool span_in(Span o, int64_t st, int64_t pad, int64_t k, int64_t n)
+{
+    int64_t first = o.from * st - pad + k, last = (o.to - 1) * st - pad + k;
+    return first >= 0 && last < n;
+}
+
+/* The rows of span y, their pixels span by span of xs (with forms, the
+ * taps outside the image left out).  With ahead, the rows of the next
+ * sample's channels from where each row of pixels starts, prefetched
+ * into L2 (nch channels): the image comes from memory (a layer's input,
+ * written long before its weight gradient). */
+static void row_span(KpEmit *e, const Outer *s, const Taps *t, Span y, const Span *xs, int nx, LLVMValueRef ahead,
+                     int64_t nch)
+{
+    bool use[MAX_R];
+    KpLoop ly;
+    LLVMValueRef oy = kp_i64(e, y.from);
+    if (y.to - y.from > 1) {
+        kp_loop_begin(e, &ly, kp_i64(e, y.from), kp_i64(e, y.to), 1, "oy");
+        oy = ly.iv;
+    }
+    LLVMValueRef xrow = kp_imulc(e, oy, s->sh * s->wpr), prow = kp_imulc(e, oy, s->ow);
+    for (int64_t c = 0; ahead && c < nch; c++)
+        for (int64_t i = 0; i < s->sh; i++)
+            for (int64_t l = 0; l < s->w; l += 16)
+                kp_prefetch_l2(e, t->x, kp_iadd(e, ahead, kp_iaddc(e, xrow, c * s->h * s->w + i * s->w + l)));
+    for (int k = 0; k < nx; k++) {
+        for (int j = 0; j < t->r && s->forms; j++)
+            use[j] = span_in(y, s->sh, s->pt, t->ky[j], s->h) && span_in(xs[k], s->sw, s->pl, t->kx[j], s->w);
+        const bool *u = s->forms ? use : NULL;
+        if (xs[k].to - xs[k].from == 1) {
+            pixel(e, s, t, xrow, prow, kp_i64(e, xs[k].from), u);
+            continue;
+        }
+        KpLoop lx;
+        kp_loop_begin(e, &lx, kp_i64(e, xs[k].from), kp_i64(e, xs[k].to), 1, "ox");
+        pixel(e, s, t, xrow, prow, lx.iv, u);
+        kp_gemm_loop_end(e, &lx);
+    }
+    if (y.to - y.from > 1)
+        kp_gemm_loop_end(e, &ly);
+}
+
+/* Taps [t0, t0 + r) by channel vectors [v0, v0 + cv) over sample g's
+ * pixels: the sums from acc (zero for the first sample) and back; with
+ * prefetch (chunks of samples) and forms, the next sample's rows
+ * prefetched as they go (row_span). */
+static void tile(KpEmit *e, const Outer *s, const Sums *o, LLVMValueRef x, LLVMValueRef dyT, LLVMValueRef acc,
+                 LLVMValueRef g, LLVMValueRef t0, LLVMValueRef v0, int r, int cv, bool prefetch)
+{
+    LLVMValueRef slot[MAX_R][4];
+    Taps t = {.r = r, .cv = cv, .x = x, .dyT = dyT, .co0 = kp_imulc(e, v0, e->vw), .slot = slot};
     LLVMValueRef first = o->first;
-    LLVMValueRef co0 = kp_imulc(e, v0, e->vw);
     int64_t khkw = s->kh * s->kw, hr = s->copy ? s->hp : s->h;
     LLVMValueRef xg = s->copy ? kp_i64(e, 0) : kp_imulc(e, g, s->c * s->h * s->w);
+    /* read in place with forms: offsets from the window's origin (-pt, -pl) */
+    int64_t origin = s->forms ? -s->pt * s->w - s->pl : 0;
     /* tiles of whole channels (plan): t0's channel, then constants */
-    LLVMValueRef cbase = s->r % khkw == 0
-        ? kp_iadd(e, xg, kp_imulc(e, LLVMBuildUDiv(e->b, t0, kp_i64(e, khkw), ""), hr * s->wpr)) : NULL;
+    LLVMValueRef ch0 = s->r % khkw == 0 ? LLVMBuildUDiv(e->b, t0, kp_i64(e, khkw), "") : NULL;
+    LLVMValueRef cbase = ch0 ? kp_iadd(e, xg, kp_imulc(e, ch0, hr * s->wpr)) : NULL;
     for (int j = 0; j < r; j++) {
         LLVMValueRef tap = kp_iaddc(e, t0, j);
         if (cbase) {
             int64_t k = j % khkw;
-            xoff[j] = kp_iaddc(e, cbase, j / khkw * hr * s->wpr + k / s->kw * s->dh * s->wpr + k % s->kw * s->dw);
+            t.ky[j] = k / s->kw * s->dh, t.kx[j] = k % s->kw * s->dw;
+            t.off[j] = kp_iaddc(e, cbase, j / khkw * hr * s->wpr + t.ky[j] * s->wpr + t.kx[j] + origin);
         } else {
             LLVMValueRef ci = LLVMBuildUDiv(e->b, tap, kp_i64(e, khkw), "");
             LLVMValueRef k = LLVMBuildURem(e->b, tap, kp_i64(e, khkw), "");
             LLVMValueRef ki = LLVMBuildUDiv(e->b, k, kp_i64(e, s->kw), "");
             LLVMValueRef kj = LLVMBuildURem(e->b, k, kp_i64(e, s->kw), "");
-            xoff[j] = kp_iadd(e, kp_iadd(e, xg, kp_imulc(e, ci, hr * s->wpr)),
-                              kp_iadd(e, kp_imulc(e, ki, s->dh * s->wpr), kp_imulc(e, kj, s->dw)));
+            t.off[j] = kp_iadd(e, kp_iadd(e, xg, kp_imulc(e, ci, hr * s->wpr)),
+                               kp_iadd(e, kp_imulc(e, ki, s->dh * s->wpr), kp_imulc(e, kj, s->dw)));
         }
         for (int v = 0; v < cv; v++) {
-            LLVMValueRef at = kp_iadd(e, kp_imulc(e, tap, s->fpad), kp_iaddc(e, co0, v * e->vw));
+            LLVMValueRef at = kp_iadd(e, kp_imulc(e, tap, s->fpad), kp_iaddc(e, t.co0, v * e->vw));
             slot[j][v] = kp_alloca(e, e->vec, "acc");
             LLVMValueRef init = LLVMBuildSelect(e->b, first, kp_fconst(e->vec, 0.0), kp_load_vec(e, acc, at), "");
             LLVMBuildStore(e->b, init, slot[j][v]);
         }
     }
-    KpLoop ly, lx;
-    kp_loop_begin(e, &ly, kp_i64(e, 0), kp_i64(e, s->oh), 1, "oy");
-    LLVMValueRef xrow = kp_imulc(e, ly.iv, s->sh * s->wpr);
-    LLVMValueRef prow = kp_imulc(e, ly.iv, s->ow);
-    kp_loop_begin(e, &lx, kp_i64(e, 0), kp_i64(e, s->ow), 1, "ox");
-    LLVMValueRef xat = kp_iadd(e, xrow, kp_imulc(e, lx.iv, s->sw));
-    LLVMValueRef dat = kp_iadd(e, kp_imulc(e, kp_iadd(e, prow, lx.iv), s->fpad), co0);
-    LLVMValueRef d[4];
-    for (int v = 0; v < cv; v++)
-        d[v] = kp_load_vec(e, dyT, kp_iaddc(e, dat, v * e->vw));
-    for (int j = 0; j < r; j++) {
-        LLVMValueRef b = kp_splat(e, LLVMBuildLoad2(e->b, e->f32, kp_gep(e, x, kp_iadd(e, xoff[j], xat)), ""));
-        for (int v = 0; v < cv; v++) {
-            LLVMValueRef old = LLVMBuildLoad2(e->b, e->vec, slot[j][v], "");
-            LLVMBuildStore(e->b, kp_fma(e, b, d[v], old), slot[j][v]);
-        }
+    Span ys[MAX_FORMS], xs[MAX_FORMS];
+    int ny = 1, nx = 1;
+    ys[0] = (Span){0, s->oh}, xs[0] = (Span){0, s->ow};
+    LLVMValueRef ahead = NULL;
+    if (s->forms) {
+        ny = spans(s->oh, s->ylo, s->yhi, ys);
+        nx = spans(s->ow, s->xlo, s->xhi, xs);
+        if (prefetch)
+            ahead = kp_iaddc(e, cbase, s->c * s->h * s->w);
     }
-    kp_gemm_loop_end(e, &lx);
-    kp_gemm_loop_end(e, &ly);
+    for (int i = 0; i < ny; i++)
+        row_span(e, s, &t, ys[i], xs, nx, ahead, r / khkw);
     LLVMValueRef sum[MAX_R][4];
     for (int j = 0; j < r; j++)
         for (int v = 0; v < cv; v++)
@@ -257,19 +382,19 @@ static void tile(KpEmit *e, const Outer *s, const Sums *o, LLVMValueRef x, LLVMV
     LLVMBasicBlockRef join = kp_if_begin(e, LLVMBuildNot(e->b, last, ""), "keep");
     for (int j = 0; j < r; j++)
         for (int v = 0; v < cv; v++) {
-            LLVMValueRef at = kp_iadd(e, kp_imulc(e, kp_iaddc(e, t0, j), s->fpad), kp_iaddc(e, co0, v * e->vw));
+            LLVMValueRef at = kp_iadd(e, kp_imulc(e, kp_iaddc(e, t0, j), s->fpad), kp_iaddc(e, t.co0, v * e->vw));
             kp_store_vec(e, sum[j][v], acc, at);
         }
     kp_if_end(e, join);
     join = kp_if_begin(e, last, "write");
-    write_dw(e, s, o, sum, t0, co0, r, cv);
+    write_dw(e, s, o, sum, t0, t.co0, r, cv);
     kp_if_end(e, join);
 }
 
 /* The item's tile: whole, or the last taps (t % r of them) or the last
  * channel vectors (fv % cv of them), each its own code. */
 static void item_tile(KpEmit *e, const Outer *s, const Sums *o, LLVMValueRef x, LLVMValueRef dyT,
-                      LLVMValueRef acc, LLVMValueRef g, LLVMValueRef tt, LLVMValueRef fb)
+                      LLVMValueRef acc, LLVMValueRef g, LLVMValueRef tt, LLVMValueRef fb, bool prefetch)
 {
     int rrem = (int)(s->t % s->r), crem = (int)(s->fv % s->cv);
     LLVMValueRef t0 = kp_imulc(e, tt, s->r), v0 = kp_imulc(e, fb, s->cv);
@@ -283,7 +408,7 @@ static void item_tile(KpEmit *e, const Outer *s, const Sums *o, LLVMValueRef x, 
             LLVMValueRef cf = crem ? (lf ? last_f : LLVMBuildNot(e->b, last_f, "")) : NULL;
             LLVMValueRef cond = ct && cf ? LLVMBuildAnd(e->b, ct, cf, "") : ct ? ct : cf;
             LLVMBasicBlockRef join = cond ? kp_if_begin(e, cond, "otile") : NULL;
-            tile(e, s, o, x, dyT, acc, g, t0, v0, lt ? rrem : s->r, lf ? crem : s->cv);
+            tile(e, s, o, x, dyT, acc, g, t0, v0, lt ? rrem : s->r, lf ? crem : s->cv, prefetch);
             if (join)
                 kp_if_end(e, join);
         }
@@ -324,7 +449,7 @@ static void outer_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
               .dst = a->p[s->idw], .accumulate = e->accumulate};
     kp_loop_begin(e, &li, a->begin, a->end, 1, "item");
     item_tile(e, s, &o, x, dyT, acc, lg.iv, LLVMBuildURem(e->b, li.iv, kp_i64(e, s->tiles_t), ""),
-              LLVMBuildUDiv(e->b, li.iv, kp_i64(e, s->tiles_t), ""));
+              LLVMBuildUDiv(e->b, li.iv, kp_i64(e, s->tiles_t), ""), false);
     kp_loop_end(e, &li);
     kp_loop_end(e, &lg);
 }
@@ -358,7 +483,7 @@ static void chunk_kernel(KpEmit *e, const KpKernelArgs *a, void *user)
               .last = LLVMBuildICmp(e->b, LLVMIntEQ, lg.iv, kp_iaddc(e, g1, -1), "last"), .dst = part};
     kp_loop_begin(e, &lt, kp_i64(e, 0), kp_i64(e, s->tiles_t * s->blocks_f), 1, "tile");
     item_tile(e, s, &o, x, dyT, acc, lg.iv, LLVMBuildURem(e->b, lt.iv, kp_i64(e, s->tiles_t), ""),
-              LLVMBuildUDiv(e->b, lt.iv, kp_i64(e, s->tiles_t), ""));
+              LLVMBuildUDiv(e->b, lt.iv, kp_i64(e, s->tiles_t), ""), true);
     kp_loop_end(e, &lt);
     kp_loop_end(e, &lg);
     /* the last chunk: dW (+)= p0 + p1 + ..., in chunk order */
@@ -386,15 +511,26 @@ bool kp_conv_grad_w_outer_fits(const KpConvMap *m, int64_t max_batch, int vw)
            (max_batch >= OUTER_CHUNKS && 4 * m->cout * m->cin * m->kh * m->kw <= OUTER_CHUNK_DW);
 }
 
-void kp_emit_conv2d_grad_w_outer(KpEmit *e, const KpConvMap *m)
+static Outer outer_of(const KpConvMap *m, int vw, int64_t max_batch)
 {
     Outer s = {.f = m->cout, .c = m->cin, .h = m->h, .w = m->w, .oh = m->oh, .ow = m->ow,
                .kh = m->kh, .kw = m->kw, .sh = m->sh, .sw = m->sw, .pt = m->pt, .pl = m->pl,
                .dh = m->dh, .dw = m->dw, .idy = m->idy, .ix = m->ix, .idw = m->iy};
     s.t = s.c * s.kh * s.kw;
     s.npix = s.oh * s.ow;
+    plan(&s, vw, max_batch);
+    return s;
+}
+
+bool kp_conv_grad_w_outer_in_place(const KpConvMap *m, int64_t max_batch, int vw)
+{
+    return !outer_of(m, vw, max_batch).copy;
+}
+
+void kp_emit_conv2d_grad_w_outer(KpEmit *e, const KpConvMap *m)
+{
     int64_t max_batch = e->g ? e->g->max_batch : 1;
-    plan(&s, e->vw, max_batch);
+    Outer s = outer_of(m, e->vw, max_batch);
     int64_t bytes = 4 * (s.xp_at + (s.copy ? s.c * s.hp * s.wpr : 0));
     if (bytes > e->scratch_bytes)
         e->scratch_bytes = bytes;

@@ -17,7 +17,9 @@
  *               a block and a chunk of the batch each); the weight
  *               gradient by outer products (a partial vector and tile of
  *               filters, stride and dilation, more taps a tile than lanes,
- *               padding: x copied with its border)
+ *               padding: read in place by forms of the border pixels,
+ *               border only right and below, dilated, or x copied with
+ *               its border where the forms would be too many)
  *   batches     n = 3, 2 and 1 of a largest batch of 3 (the largest first)
  *   targets     the host (AVX-512 here) and x86-64-v3 (AVX2), each that
  *               this CPU runs; and x86-64-v3 with the kernels of 16- and
@@ -98,9 +100,12 @@ static const Geo geos[] = {
     {8, 9, 11, 70, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* 70 filters: a partial vector and tile of them */
     {4, 12, 11, 16, 3, 3, 1, 2, 0, 0, 2, 2, false},     /* stride (1,2), dilation 2 */
     {3, 10, 10, 8, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* 8 filters: 12 taps a tile with AVX2 */
-    {3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false},     /* padded (resnet's stem): x copied with its border */
-    {16, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1, false},      /* padded, stride 2 */
-    {8, 12, 9, 16, 5, 5, 2, 2, 0, 0, 1, 1, true},       /* uneven "same": more border right and below */
+    {3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false},     /* padded (resnet's stem): 3 x 3 forms, 2 channels a tile */
+    {16, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1, false},      /* padded, stride 2: 2 x 2 forms */
+    {8, 12, 9, 16, 5, 5, 2, 2, 0, 0, 1, 1, true},       /* uneven "same": more border right and below; 25 taps: copied */
+    {16, 14, 13, 32, 3, 3, 2, 2, 0, 0, 1, 1, true},     /* "same", stride 2: border below and right only */
+    {4, 11, 12, 16, 3, 3, 1, 1, 1, 1, 2, 2, false},     /* dilation 2, padding 1: 4 x 4 forms */
+    {3, 8, 9, 16, 3, 3, 1, 1, 3, 3, 1, 1, false},       /* padding 3: 7 x 7 forms, too many: copied */
     /* the input gradient with lanes along dx's channels (emit_conv_grad_x_outer.c): */
     {32, 13, 13, 12, 3, 3, 1, 1, 0, 0, 1, 1, false},    /* keras_cnn's conv2d2 turned round: rows of 7 + 6
                                                             (12 filters: Winograd takes 16 and more) */
@@ -458,6 +463,26 @@ START_TEST(test_conv_outer_reached)
 }
 END_TEST
 
+/* Which of them the outer products read in place: an unpadded layer
+ * always; a padded one where its tiles are of whole input channels (at
+ * 16 floats a vector: 9 taps by 2 vectors, 18 by 1) and its border needs
+ * at most 16 forms of the pixel; else from a copy with the border. */
+START_TEST(test_conv_outer_in_place)
+{
+    static const Reach cases[] = {
+        {{8, 9, 11, 70, 3, 3, 1, 1, 0, 0, 1, 1, false}, {true, true, true}},      /* unpadded */
+        {{3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false}, {true, false, false}},   /* AVX2: 6-tap tiles */
+        {{16, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1, false}, {true, false, false}},
+        {{16, 14, 13, 32, 3, 3, 2, 2, 0, 0, 1, 1, true}, {true, false, false}},
+        {{4, 11, 12, 16, 3, 3, 1, 1, 1, 1, 2, 2, false}, {true, false, false}},
+        {{8, 12, 9, 16, 5, 5, 2, 2, 0, 0, 1, 1, true}, {false, false, false}},    /* 25 taps */
+        {{3, 8, 9, 16, 3, 3, 1, 1, 3, 3, 1, 1, false}, {false, false, false}},    /* 49 forms */
+    };
+    check_reached(cases, sizeof cases / sizeof cases[0], 2, kp_conv_grad_w_outer_in_place,
+                  "grad_w outer products read in place");
+}
+END_TEST
+
 /* Likewise for the input gradient with lanes along dx's channels: the
  * geometries meant for it reach it (no Winograd below 16 channels: at the
  * grid's batch of 3 Winograd comes first), those
@@ -611,6 +636,7 @@ int main(void)
     tcase_add_test(tc, test_conv_grad_w_chunked);
     tcase_add_test(tc, test_conv_jit_so);
     tcase_add_test(tc, test_conv_outer_reached);
+    tcase_add_test(tc, test_conv_outer_in_place);
     tcase_add_test(tc, test_conv_grad_x_outer_reached);
     tcase_add_test(tc, test_winograd_w_tiles_in_lanes_reached);
     tcase_add_test(tc, test_conv_flat_reached);
