@@ -102,10 +102,11 @@ static const Geo geos[] = {
     {3, 10, 10, 8, 3, 3, 1, 1, 0, 0, 1, 1, false},      /* 8 filters: 12 taps a tile with AVX2 */
     {3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, false},     /* padded (resnet's stem): 3 x 3 forms, 2 channels a tile */
     {16, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1, false},      /* padded, stride 2: 2 x 2 forms */
-    {8, 12, 9, 16, 5, 5, 2, 2, 0, 0, 1, 1, true},       /* uneven "same": more border right and below; 25 taps: copied */
+    {8, 12, 9, 16, 5, 5, 2, 2, 0, 0, 1, 1, true},       /* uneven "same": more border right and below; 3 x 3 forms of 25 taps */
     {16, 14, 13, 32, 3, 3, 2, 2, 0, 0, 1, 1, true},     /* "same", stride 2: border below and right only */
     {4, 11, 12, 16, 3, 3, 1, 1, 1, 1, 2, 2, false},     /* dilation 2, padding 1: 4 x 4 forms */
     {3, 8, 9, 16, 3, 3, 1, 1, 3, 3, 1, 1, false},       /* padding 3: 7 x 7 forms, too many: copied */
+    {6, 10, 10, 32, 5, 5, 2, 2, 0, 0, 1, 1, true},      /* 5x5, 32 filters: 12-tap tiles, copied */
     /* the input gradient with lanes along dx's channels (emit_conv_grad_x_outer.c): */
     {32, 13, 13, 12, 3, 3, 1, 1, 0, 0, 1, 1, false},    /* keras_cnn's conv2d2 turned round: rows of 7 + 6
                                                             (12 filters: Winograd takes 16 and more) */
@@ -465,8 +466,8 @@ END_TEST
 
 /* Which of them the outer products read in place: an unpadded layer
  * always; a padded one where its tiles are of whole input channels (at
- * 16 floats a vector: 9 taps by 2 vectors, 18 by 1) and its border needs
- * at most 16 forms of the pixel; else from a copy with the border. */
+ * 16 floats a vector: 9 taps by 2 vectors, 27 or 25 by 1) and its border
+ * needs at most 16 forms of the pixel; else from a copy with the border. */
 START_TEST(test_conv_outer_in_place)
 {
     static const Reach cases[] = {
@@ -475,8 +476,9 @@ START_TEST(test_conv_outer_in_place)
         {{16, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1, false}, {true, false, false}},
         {{16, 14, 13, 32, 3, 3, 2, 2, 0, 0, 1, 1, true}, {true, false, false}},
         {{4, 11, 12, 16, 3, 3, 1, 1, 1, 1, 2, 2, false}, {true, false, false}},
-        {{8, 12, 9, 16, 5, 5, 2, 2, 0, 0, 1, 1, true}, {false, false, false}},    /* 25 taps */
+        {{8, 12, 9, 16, 5, 5, 2, 2, 0, 0, 1, 1, true}, {true, false, false}},     /* 25 taps, 28 a tile */
         {{3, 8, 9, 16, 3, 3, 1, 1, 3, 3, 1, 1, false}, {false, false, false}},    /* 49 forms */
+        {{6, 10, 10, 32, 5, 5, 2, 2, 0, 0, 1, 1, true}, {false, false, false}},   /* 12-tap tiles of 25-tap channels */
     };
     check_reached(cases, sizeof cases / sizeof cases[0], 2, kp_conv_grad_w_outer_in_place,
                   "grad_w outer products read in place");
