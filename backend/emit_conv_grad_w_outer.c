@@ -95,6 +95,11 @@ static void inside(int64_t out, int64_t n, int64_t st, int64_t pad, int64_t taps
     *hi = *hi > *lo ? *hi : *lo;
 }
 
+static int64_t span_count(int64_t out, int64_t lo, int64_t hi)
+{
+    return lo + (out - hi) + (hi > lo);
+}
+
 /* Register tile accumulators: 24 vectors of the 32 with AVX-512, 12 of 16
  * with AVX2, the rest for the channel vectors and the broadcast; with
  * one channel vector and AVX-512, 28 (resnet's stem: its 27 taps in one
@@ -121,8 +126,8 @@ static void plan(Outer *s, int vw, int64_t max_batch)
     s->copy = s->pt != 0 || s->pl != 0 || s->hp > s->h || wp > s->w;
     inside(s->oh, s->h, s->sh, s->pt, s->kh, s->dh, &s->ylo, &s->yhi);
     inside(s->ow, s->w, s->sw, s->pl, s->kw, s->dw, &s->xlo, &s->xhi);
-    int64_t ny = s->ylo + (s->oh - s->yhi) + 1, nx = s->xlo + (s->ow - s->xhi) + 1;
-    s->forms = s->copy && s->r % (s->kh * s->kw) == 0 && ny * nx <= MAX_FORMS;
+    int64_t forms = span_count(s->oh, s->ylo, s->yhi) * span_count(s->ow, s->xlo, s->xhi);
+    s->forms = s->copy && s->r % (s->kh * s->kw) == 0 && forms <= MAX_FORMS;
     s->copy = s->copy && !s->forms;
     s->wpr = s->copy ? kp_round_up(wp, vw) : s->w;
     s->xp_at = s->acc_at + s->tiles_t * s->r * s->fpad;
@@ -266,12 +271,14 @@ static void pixel(KpEmit *e, const Outer *s, const Taps *t, LLVMValueRef xrow, L
     }
 }
 
-/* Outputs [from, to) of an axis: each one before lo or from hi alone,
- * those in between as one run.  Returns their count. */
+/* Outputs [from, to) of an axis that share a form of the pixel. */
 typedef struct Span {
     int64_t from, to;
 } Span;
 
+/* The spans of an axis of `out` outputs whose windows stay inside from lo
+ * to hi (inside): each output before lo or from hi alone, those in
+ * between as one run.  Returns their count, span_count's. */
 static int spans(int64_t out, int64_t lo, int64_t hi, Span *sp)
 {
     int n = 0;
