@@ -17,6 +17,7 @@
 
 #include "clock.h"
 #include "data.h"
+#include "fpmode.h"
 #include "model.h"
 
 /* Nothing in a model is anywhere near this many floats; it keeps every
@@ -502,8 +503,10 @@ void karp_close(karp_model *m)
 
 void kp_rt_adapted_call(KpAdapt *a, int64_t n, void (*fn)(void *arg), void *arg)
 {
+    unsigned mode = kp_rt_fp_enter();
     if (!kp_rt_adapt_enabled()) {
         fn(arg);
+        kp_rt_fp_adopt(mode);
         return;
     }
     int nt = omp_get_max_threads();
@@ -515,6 +518,7 @@ void kp_rt_adapted_call(KpAdapt *a, int64_t n, void (*fn)(void *arg), void *arg)
     double t = kp_seconds() - t0;
     if (use != nt)
         omp_set_num_threads(nt);
+    kp_rt_fp_adopt(mode);
     kp_adapt_record(a, use, t);
 }
 
@@ -582,7 +586,9 @@ int karp_infer(karp_model *m, const float *x, int64_t n, float *y)
     if (rc == 0 && m->prep && m->prep_stale) {
         pthread_mutex_lock(&m->infer_lock);
         if (m->prep_stale) {
+            unsigned mode = kp_rt_fp_enter();
             m->desc->prepare(m->params, m->prep);
+            kp_rt_fp_adopt(mode);
             m->prep_stale = 0;
         }
         pthread_mutex_unlock(&m->infer_lock);

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "fpmode.h"
 #include "model.h"
 #include "team.h"
 
@@ -213,16 +214,33 @@ static void run_share(void *arg, int t)
 
 /* share(arg, t) for t < nt: on the team, else in an OpenMP region; then
  * the calling thread back on slot 0 of its pool. */
+typedef struct ModeShare {
+    void (*share)(void *arg, int t);
+    void *arg;
+    unsigned mode;      /* the calling thread's floating-point mode (fpmode.h) */
+} ModeShare;
+
+/* A share in the caller's floating-point mode, the thread's own put back
+ * after it: the team's and OpenMP's threads also run the host's code. */
+static void share_in_mode(void *arg, int t)
+{
+    const ModeShare *s = arg;
+    unsigned had = kp_rt_fp_adopt(s->mode);
+    s->share(s->arg, t);
+    kp_rt_fp_adopt(had);
+}
+
 static void run_region(int nt, void (*share)(void *arg, int t), void *arg, const KpScratchPool *pool)
 {
-    if (kp_rt_team_run(nt, share, arg) != 0) {
+    ModeShare in_mode = {.share = share, .arg = arg, .mode = kp_rt_fp_mode()};
+    if (kp_rt_team_run(nt, share_in_mode, &in_mode) != 0) {
 #pragma omp parallel num_threads(nt)
         {
             /* OpenMP may grant fewer threads than asked: each one takes
              * every got-th share, so every share still runs exactly once */
             int got = omp_get_num_threads();
             for (int t = omp_get_thread_num(); t < nt; t += got)
-                share(arg, t);
+                share_in_mode(&in_mode, t);
         }
     }
     kp_rt_scratch_use(pool, 0);

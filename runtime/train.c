@@ -11,6 +11,7 @@
  */
 #include <string.h>
 
+#include "fpmode.h"
 #include "model.h"
 
 static int check_n(const karp_model *m, const char *fn, int64_t n)
@@ -111,7 +112,9 @@ int karp_forward(karp_model *m, const float *x, int64_t n, float *y)
     memmove(m->last_x, x, (size_t)(n * kp_rt_input_size(m->desc)) * sizeof(float));
     m->last_n = n;
     kp_rt_params_changed(m);    /* batchnorm's running statistics */
+    unsigned mode = kp_rt_fp_enter();
     m->desc->forward(m->params, m->tws, m->last_x, y, n, kp_rt_call_seed(m, m->step + 1));
+    kp_rt_fp_adopt(mode);
     return kp_rt_check_after(m, fn, m->step + 1, NULL, y, n, KP_RT_RAN_FORWARD);
 }
 
@@ -129,7 +132,9 @@ int karp_backward(karp_model *m, const float *dy, float *dx)
     rc = kp_rt_scratch_reserve(m->desc, &m->train_scratch, fn);
     if (rc)
         return rc;
+    unsigned mode = kp_rt_fp_enter();
     m->desc->backward(m->params, m->grads, m->tws, m->last_x, dy, dx, m->last_n);
+    kp_rt_fp_adopt(mode);
     return kp_rt_check_after(m, fn, m->step + 1, NULL, NULL, m->last_n,
                              KP_RT_RAN_BACKWARD | (dx ? KP_RT_RAN_INPUT_GRAD : 0));
 }
@@ -149,7 +154,9 @@ int karp_apply_gradients(karp_model *m)
         return rc;
     m->step++;
     kp_rt_params_changed(m);
+    unsigned mode = kp_rt_fp_enter();
     m->desc->apply(m->params, m->grads, m->opt, m->step);
+    kp_rt_fp_adopt(mode);
     return kp_rt_check_after(m, fn, m->step, NULL, NULL, 0, 0);
 }
 

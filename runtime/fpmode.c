@@ -1,0 +1,61 @@
+/*
+ * fpmode.c — subnormals flushed to zero inside generated code (fpmode.h).
+ */
+#include "fpmode.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+
+enum {
+    FLUSH_BITS = 0x8000 /* FTZ */ | 0x0040 /* DAZ */,
+    STATUS_BITS = 0x003f,       /* the exception flags: raised ones stay raised */
+};
+
+unsigned kp_rt_fp_mode(void)
+{
+    return _mm_getcsr();
+}
+
+unsigned kp_rt_fp_adopt(unsigned mode)
+{
+    unsigned had = _mm_getcsr();
+    if ((had ^ mode) & ~STATUS_BITS)
+        _mm_setcsr((mode & ~STATUS_BITS) | (had & STATUS_BITS));
+    return had;
+}
+#else
+enum { FLUSH_BITS = 0 };
+
+unsigned kp_rt_fp_mode(void)
+{
+    return 0;
+}
+
+unsigned kp_rt_fp_adopt(unsigned mode)
+{
+    (void)mode;
+    return 0;
+}
+#endif
+
+static int flush_enabled(void)
+{
+    static _Atomic int enabled = -1;    /* read once (two first readers store the same) */
+    int on = enabled;
+    if (on < 0) {
+        const char *s = getenv("KARP_FLUSH_DENORMALS");
+        enabled = on = !(s && strcmp(s, "0") == 0);
+    }
+    return on;
+}
+
+unsigned kp_rt_fp_enter(void)
+{
+    unsigned had = kp_rt_fp_mode();
+    if (flush_enabled())
+        kp_rt_fp_adopt(had | FLUSH_BITS);
+    return had;
+}
