@@ -24,6 +24,7 @@
 
 #include "../backend/core_latency.h"
 #include "../runtime/checkpoint.h"
+#include "../runtime/fpmode.h"
 #include "../runtime/model.h"
 #include "bench.h"
 #include "cli.h"
@@ -213,7 +214,11 @@ static int bench_entry(BenchRun *run, karp_model *m, const KpKernelList *l, Benc
         b.x = c->x, b.y = c->y, b.target = c->target, b.n = c->n;
         b.step = info.step + 1;
         b.seed = 1;
-        if (kp_bench_kernels(m, l, bg->g, &b, &run->plan, bg))
+        /* the kernels called alone run in the mode the entries run in */
+        unsigned mode = kp_rt_fp_enter();
+        int rc = kp_bench_kernels(m, l, bg->g, &b, &run->plan, bg);
+        kp_rt_fp_adopt(mode);
+        if (rc)
             return 1;
         bg->replay_crc = kp_rt_crc32c(0, b.params, (size_t)b.param_floats * 4);
         if (b.grads)
@@ -223,7 +228,10 @@ static int bench_entry(BenchRun *run, karp_model *m, const KpKernelList *l, Benc
         bg->replay_crc = kp_rt_crc32c(bg->replay_crc, c->y, (size_t)(c->n * info.output_size) * 4);
         if (train)
             karp_zero_gradients(m);     /* as the entry does after its update */
-        if (kp_bench_in_step(m, l, bg->g, &b, &run->plan, bg))
+        mode = kp_rt_fp_enter();
+        rc = kp_bench_in_step(m, l, bg->g, &b, &run->plan, bg);
+        kp_rt_fp_adopt(mode);
+        if (rc)
             return 1;
     }
     for (int i = 0; i < 10; i++)
