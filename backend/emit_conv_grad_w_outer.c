@@ -66,8 +66,8 @@ typedef struct Outer {
 } Outer;
 
 /* Chunks of the samples, and the largest dW (bytes) split by them: the
- * partials wait in the shared scratch, one per chunk.  MAX_R: taps a
- * register tile. */
+ * partials wait in the shared scratch, one per chunk.  MAX_R: the most
+ * taps a register tile holds (one channel vector with AVX-512, plan()). */
 enum { OUTER_CHUNKS = 4, OUTER_CHUNK_DW = 1 << 20, MAX_R = 28 };
 
 /* Forms of the pixel at most (rows alone or in one run, by columns
@@ -113,9 +113,7 @@ static void plan(Outer *s, int vw, int64_t max_batch)
     s->fv = kp_ceil_div(s->f, vw);
     s->fpad = s->fv * vw;
     s->cv = (int)(s->fv < budget / 6 ? s->fv : budget / 6);
-    s->r = budget / s->cv > 24 ? 24 : budget / s->cv;
-    if (s->cv == 1 && vw >= 16)
-        s->r = MAX_R;
+    s->r = s->cv == 1 && vw >= 16 ? MAX_R : budget / s->cv;
     if (s->kh * s->kw <= s->r)
         s->r = (int)(s->r / (s->kh * s->kw) * (s->kh * s->kw));
     s->tiles_t = kp_ceil_div(s->t, s->r);

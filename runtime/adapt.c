@@ -3,8 +3,8 @@
  * faster now (adapt.h says why and how).
  */
 #include "adapt.h"
+#include "env_switch.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 static void start_over(KpAdapt *a, int64_t n)
@@ -104,11 +104,6 @@ void kp_adapt_record(KpAdapt *a, int threads, double seconds)
 
 int kp_rt_adapt_enabled(void)
 {
-    static _Atomic int enabled = -1;    /* read once (two first readers store the same) */
-    int on = enabled;
-    if (on < 0) {
-        const char *s = getenv("KARP_ADAPTIVE_THREADS");
-        enabled = on = !(s && strcmp(s, "0") == 0);
-    }
-    return on;
+    static _Atomic int enabled = -1;
+    return kp_rt_env_switch("KARP_ADAPTIVE_THREADS", &enabled);
 }

@@ -3,8 +3,7 @@
  */
 #include "fpmode.h"
 
-#include <stdlib.h>
-#include <string.h>
+#include "env_switch.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
@@ -41,21 +40,11 @@ unsigned kp_rt_fp_adopt(unsigned mode)
 }
 #endif
 
-static int flush_enabled(void)
-{
-    static _Atomic int enabled = -1;    /* read once (two first readers store the same) */
-    int on = enabled;
-    if (on < 0) {
-        const char *s = getenv("KARP_FLUSH_DENORMALS");
-        enabled = on = !(s && strcmp(s, "0") == 0);
-    }
-    return on;
-}
-
 unsigned kp_rt_fp_enter(void)
 {
+    static _Atomic int flush = -1;
     unsigned had = kp_rt_fp_mode();
-    if (flush_enabled())
+    if (kp_rt_env_switch("KARP_FLUSH_DENORMALS", &flush))
         kp_rt_fp_adopt(had | FLUSH_BITS);
     return had;
 }
