@@ -119,7 +119,27 @@ static int64_t hi_of(uint64_t w)
     return (int64_t)(w >> 32);
 }
 
+/* share(arg, t) in the calling thread's floating-point mode (fpmode.h):
+ * the first member of a region's job, which run_region fills. */
+typedef struct ModeShare {
+    void (*share)(void *arg, int t);
+    void *arg;
+    unsigned mode;
+} ModeShare;
+
+/* A share in the caller's floating-point mode, the thread's own put back
+ * after it: the team's and OpenMP's threads also run the host's code. */
+static void share_in_mode(void *arg, int t)
+{
+    const ModeShare *s = arg;
+    unsigned had = kp_rt_fp_adopt(s->mode);
+    s->share(s->arg, t);
+    kp_rt_fp_adopt(had);
+}
+
+/* A region's job, its lines together: what a team worker reads first. */
 typedef struct ForJob {
+    ModeShare in_mode;
     void (*body)(void *ctx, int64_t begin, int64_t end);
     void *ctx;
     int64_t begin, q, r;
@@ -145,6 +165,11 @@ static void run_own(const ForJob *j, int t)
             return;
         int64_t end = lo + claim < hi ? lo + claim : hi;
         j->body(j->ctx, j->begin + lo, j->begin + end);
+        /* the claim took the rest: nothing comes back to a share (a
+         * thief only lowers hi), so no further atomic on its line, which
+         * the other cores may be reading by now */
+        if (end == hi)
+            return;
     }
 }
 
@@ -197,6 +222,7 @@ static void for_chunk(void *arg, int t)
 }
 
 typedef struct RunJob {
+    ModeShare in_mode;
     void (*body)(void *ctx, int64_t t, int64_t nt);
     void *ctx;
     int nshares;            /* shares of the work, taken in turn */
@@ -212,35 +238,23 @@ static void run_share(void *arg, int t)
         j->body(j->ctx, s, j->nshares);
 }
 
-/* share(arg, t) for t < nt: on the team, else in an OpenMP region; then
- * the calling thread back on slot 0 of its pool. */
-typedef struct ModeShare {
-    void (*share)(void *arg, int t);
-    void *arg;
-    unsigned mode;      /* the calling thread's floating-point mode (fpmode.h) */
-} ModeShare;
-
-/* A share in the caller's floating-point mode, the thread's own put back
- * after it: the team's and OpenMP's threads also run the host's code. */
-static void share_in_mode(void *arg, int t)
+/* share(arg, t) for t < nt, arg the job whose first bytes are *in_mode:
+ * on the team, else in an OpenMP region; then the calling thread back on
+ * slot 0 of its pool.  ctx and lines: as in KpTeamJob. */
+static void run_region(int nt, ModeShare *in_mode, void (*share)(void *arg, int t), size_t bytes,
+                       const void *ctx, void *lines, const KpScratchPool *pool)
 {
-    const ModeShare *s = arg;
-    unsigned had = kp_rt_fp_adopt(s->mode);
-    s->share(s->arg, t);
-    kp_rt_fp_adopt(had);
-}
-
-static void run_region(int nt, void (*share)(void *arg, int t), void *arg, const KpScratchPool *pool)
-{
-    ModeShare in_mode = {.share = share, .arg = arg, .mode = kp_rt_fp_mode()};
-    if (kp_rt_team_run(nt, share_in_mode, &in_mode) != 0) {
+    *in_mode = (ModeShare){.share = share, .arg = in_mode, .mode = kp_rt_fp_mode()};
+    KpTeamJob job = {.share = share_in_mode, .arg = in_mode, .arg_bytes = bytes, .ctx = ctx,
+                     .lines = lines};
+    if (kp_rt_team_run(nt, &job) != 0) {
 #pragma omp parallel num_threads(nt)
         {
             /* OpenMP may grant fewer threads than asked: each one takes
              * every got-th share, so every share still runs exactly once */
             int got = omp_get_num_threads();
             for (int t = omp_get_thread_num(); t < nt; t += got)
-                share_in_mode(&in_mode, t);
+                share_in_mode(in_mode, t);
         }
     }
     kp_rt_scratch_use(pool, 0);
@@ -278,7 +292,7 @@ void krt_parallel_for(void (*body)(void *ctx, int64_t begin, int64_t end), void 
                                                (uint64_t)chunk_start(0, j.q, j.r, c + 1)));
         j.shares = shares;
     }
-    run_region(nt, for_chunk, &j, &pool);
+    run_region(nt, &j.in_mode, for_chunk, sizeof j, ctx, j.shares, &pool);
 }
 
 void krt_parallel_run(void (*body)(void *ctx, int64_t t, int64_t nt), void *ctx)
@@ -293,5 +307,5 @@ void krt_parallel_run(void (*body)(void *ctx, int64_t t, int64_t nt), void *ctx)
     }
     RunJob j = {.body = body, .ctx = ctx, .nshares = nt * RUN_SHARES, .pool = pool};
     atomic_init(&j.next, 0);
-    run_region(nt, run_share, &j, &pool);
+    run_region(nt, &j.in_mode, run_share, sizeof j, ctx, NULL, &pool);
 }
