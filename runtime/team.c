@@ -30,11 +30,11 @@
  * core complexes), every line one core wrote and the other reads is a
  * wait of 150-300 ns, and a worker used to take a chain of them before
  * its first item: the gen line, the caller's region, its job, its share,
- * the kernel's arguments, then inside on the caller's line -- about
- * 1.4 us of a 3.8 us batch-1 inference (docs/abi.md).  Now everything a
- * worker needs to start is one line (job below), which also names the
- * caller's lines the share reads first (KpTeamJob); the worker asks for
- * all of them at once, and its inside mark is a line of its own.
+ * the kernel's arguments, then inside on the caller's line: a region of
+ * two 2.6 us items took 4.1-4.5 us (bench/fork_join).  Now the job is one
+ * line (job below), which also names the caller's lines the share reads
+ * first (KpTeamJob); the worker asks for all of them at once, and its
+ * inside mark is a line of its own: 3.7-3.9 us (docs/abi.md).
  *
  * KARP_THREAD_POOL=openmp (read at the first region, and again in a
  * forked child) turns the team off: every region runs on OpenMP's threads,
