@@ -147,6 +147,11 @@ void kp_prefetch_l2(KpEmit *e, LLVMValueRef p, LLVMValueRef at);
  * row of each channel plane, say) that the hardware prefetcher does not
  * start on before the kernel moves to the next. */
 void kp_prefetch_span(KpEmit *e, LLVMValueRef p, LLVMValueRef at, int64_t floats);
+/* How far ahead (floats) a streaming pass prefetches its inputs: the next
+ * 4 KiB page, where Intel's L2 streamer stops and starts over
+ * (emit_batchnorm.c's phase 2 and emit_pool_vec.c's forward rows say what
+ * it gained; 2048 measured the same as 1024). */
+enum { KP_PREFETCH_PAGE_AHEAD = 1024 };
 LLVMValueRef kp_iaddc(KpEmit *e, LLVMValueRef a, int64_t c);
 /* <vw x i64> {base, base + s, base + 2s, ...} (s = 0: base splatted). */
 LLVMValueRef kp_lane_index(KpEmit *e, LLVMValueRef base, int64_t s);

@@ -53,12 +53,10 @@
  * 499-504, to 2048: 493-495; three alternated rounds, docs/passes-fusion.md). */
 enum { BN_GRAIN = KP_GRAIN / 8 };
 
-/* Phase 2's inputs are prefetched this many floats ahead: the next 4 KiB
- * page of a run of planes, where Intel's L2 streamer stops and starts
- * over.  resnet_cifar's step at batch 64 on two threads, 2-core Intel Xeon:
- * 0.978-0.996x the time in four alternated `bench/train_steps --ab` runs;
- * 2048 floats ahead measured the same as 1024. */
-enum { PREFETCH_AHEAD = 1024 };
+/* Phase 2's inputs are prefetched KP_PREFETCH_PAGE_AHEAD floats on, the
+ * next page of a run of planes: resnet_cifar's step at batch 64 on two
+ * threads, 2-core Intel Xeon, 0.978-0.996x the time in four alternated
+ * `bench/train_steps --ab` runs. */
 
 typedef struct Bn {
     int64_t c, hw;
@@ -239,14 +237,14 @@ static void norm_vec(KpEmit *e, const KpKernelArgs *a, void *ctx, LLVMValueRef a
 
 /* f over one plane from base (hw floats): whole vectors, then the masked rest */
 static void plane_sweep(KpEmit *e, const KpKernelArgs *a, int64_t hw, LLVMValueRef base, VecFn f,
-                        void *ctx, int prefetch /* inputs p[0..prefetch) PREFETCH_AHEAD on */)
+                        void *ctx, int prefetch /* inputs p[0..prefetch) a page on */)
 {
     int64_t whole = hw - hw % e->vw;
     if (whole > 0) {
         KpLoop lv;
         kp_loop_begin(e, &lv, kp_i64(e, 0), kp_i64(e, whole), e->vw, "v");
         for (int i = 0; i < prefetch; i++)
-            kp_prefetch(e, a->p[i], add(e, add(e, base, lv.iv), kp_i64(e, PREFETCH_AHEAD)));
+            kp_prefetch(e, a->p[i], kp_iaddc(e, add(e, base, lv.iv), KP_PREFETCH_PAGE_AHEAD));
         f(e, a, ctx, add(e, base, lv.iv), 0, 0);
         kp_loop_end(e, &lv);
     }

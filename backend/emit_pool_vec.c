@@ -40,14 +40,13 @@
 
 enum { MAX_LANES = 256 };   /* the widest vector a shuffle here takes */
 
-/* A forward's window row prefetches the input rows it will read this many
- * floats on: the next 4 KiB page, where Intel's L2 streamer stops.  On the
+/* A forward's window row prefetches the input rows it will read
+ * KP_PREFETCH_PAGE_AHEAD floats on, the next page.  On the
  * 2-core Intel Xeon, batch 64, two threads: fashion_cnn's maxpool in the
  * step 351-371 -> 304-313 us, keras_cnn's 132-139 -> 119-127 and 41-50 ->
  * 35-39 (`karpc bench`, in-step column, two rounds each); the steps
  * 0.98-0.99x the time in alternated `bench/train_steps --ab` runs, resnet_cifar's
  * unchanged.  The gradients gained nothing from it and keep their code. */
-enum { PREFETCH_AHEAD = 1024 };
 
 typedef struct Chunk {
     LLVMValueRef ox0;           /* its first window, i64 */
@@ -407,7 +406,7 @@ void kp_pool_vec_plane(KpEmit *e, const KpKernelArgs *a, const KpPool *s, LLVMVa
     /* a forward's window row: the rows it reads, a page on */
     if (!s->grad) {
         LLVMValueRef xrow = add(e, mul(e, p, s->h * s->w), mul(e, ly.iv, s->sh * s->w));
-        kp_prefetch_span(e, a->p[0], kp_iaddc(e, xrow, PREFETCH_AHEAD), s->sh * s->w);
+        kp_prefetch_span(e, a->p[0], kp_iaddc(e, xrow, KP_PREFETCH_PAGE_AHEAD), s->sh * s->w);
     }
     each_chunk(e, a, s, s->grad ? grad_chunk : forward_chunk, p, ly.iv, nchunks, ia, ib);
     kp_loop_end(e, &ly);
