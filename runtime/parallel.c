@@ -119,21 +119,21 @@ static int64_t hi_of(uint64_t w)
     return (int64_t)(w >> 32);
 }
 
-/* share(arg, t) in the calling thread's floating-point mode (fpmode.h):
- * the first member of a region's job, which run_region fills. */
+/* The first member of a region's job (run_region fills it): the job's
+ * share function, called with the job itself, in the calling thread's
+ * floating-point mode (fpmode.h). */
 typedef struct ModeShare {
-    void (*share)(void *arg, int t);
-    void *arg;
+    void (*share)(void *job, int t);
     unsigned mode;
 } ModeShare;
 
 /* A share in the caller's floating-point mode, the thread's own put back
  * after it: the team's and OpenMP's threads also run the host's code. */
-static void share_in_mode(void *arg, int t)
+static void share_in_mode(void *job, int t)
 {
-    const ModeShare *s = arg;
+    const ModeShare *s = job;
     unsigned had = kp_rt_fp_adopt(s->mode);
-    s->share(s->arg, t);
+    s->share(job, t);
     kp_rt_fp_adopt(had);
 }
 
@@ -238,13 +238,14 @@ static void run_share(void *arg, int t)
         j->body(j->ctx, s, j->nshares);
 }
 
-/* share(arg, t) for t < nt, arg the job whose first bytes are *in_mode:
- * on the team, else in an OpenMP region; then the calling thread back on
- * slot 0 of its pool.  ctx and lines: as in KpTeamJob. */
-static void run_region(int nt, ModeShare *in_mode, void (*share)(void *arg, int t), size_t bytes,
+/* share(job, t) for t < nt, job the region's record (bytes long) whose
+ * first member is *in_mode: on the team, else in an OpenMP region; then
+ * the calling thread back on slot 0 of its pool.  ctx and lines: as in
+ * KpTeamJob. */
+static void run_region(int nt, ModeShare *in_mode, void (*share)(void *job, int t), size_t bytes,
                        const void *ctx, void *lines, const KpScratchPool *pool)
 {
-    *in_mode = (ModeShare){.share = share, .arg = in_mode, .mode = kp_rt_fp_mode()};
+    *in_mode = (ModeShare){.share = share, .mode = kp_rt_fp_mode()};
     KpTeamJob job = {.share = share_in_mode, .arg = in_mode, .arg_bytes = bytes, .ctx = ctx,
                      .lines = lines};
     if (kp_rt_team_run(nt, &job) != 0) {
