@@ -12,7 +12,7 @@
  *                8 rows (4 KiB apart, as a 1024-wide matrix's are) and B's
  *                128 KiB micro-panel stay in L1 and L2
  *   loop nest    C = A B, 1024^3, in the generated kernel's order: column
- *                blocks of 128, row tiles, column tiles; A read in place,
+ *                blocks of nc, row tiles, column tiles; A read in place,
  *                B already in panels (the packing is not timed)
  *   12 packed    the loop nest with 12-row tiles on A packed into
  *                [k][12] panels beforehand (24 accumulators; B's traffic
@@ -25,7 +25,9 @@
  * what A and B cost coming from L3 and L2.  Not part of the test suite;
  * AVX-512 only:
  *
- *   build/bench/gemm_ceiling [rounds]         (default 21, about 2 s)
+ *   build/bench/gemm_ceiling [rounds [nc]]    (default 21 rounds, about 2 s;
+ *                                              nc, the column block of the
+ *                                              loop nests, default 128)
  */
 #include <immintrin.h>
 #include <stdio.h>
@@ -42,7 +44,9 @@ int main(void)
 }
 #else
 
-enum { DIM = 1024, NC = 128, MAXROUNDS = 99 };
+enum { DIM = 1024, MAXROUNDS = 99 };
+
+static long nc = 128;          /* the column block: gemm_plan's choice for sgemm 1024^3 */
 
 static double now(void)
 {
@@ -107,9 +111,9 @@ static double run(int w)
             fn[0](A, DIM, 1, B, C);
         flops = 2.0 * reps * 8 * 32 * DIM;
     } else {
-        for (long jc = 0; jc < DIM; jc += NC)
+        for (long jc = 0; jc < DIM; jc += nc)
             for (long ir = 0; ir + mr <= DIM; ir += mr)
-                for (long jr = jc; jr < jc + NC; jr += 32) {
+                for (long jr = jc; jr < jc + nc; jr += 32) {
                     const float *a = w == 1 ? A + ir * DIM : Apk + ir * DIM;
                     fn[w](a, w == 1 ? DIM : 1, w == 1 ? 1 : mr, B + jr * DIM, C + ir * DIM + jr);
                 }
@@ -130,6 +134,14 @@ int main(int argc, char **argv)
     if (rounds < 3 || rounds > MAXROUNDS) {
         fprintf(stderr, "gemm_ceiling: rounds: expected 3 to %d, found \"%s\"\n", MAXROUNDS, argv[1]);
         return 2;
+    }
+    if (argc > 2) {
+        nc = atol(argv[2]);
+        if (nc < 32 || nc > DIM || nc % 32 || DIM % nc) {
+            fprintf(stderr, "gemm_ceiling: nc: expected 32, 64, ... 1024 (a multiple of 32 that divides %d), found \"%s\"\n",
+                    DIM, argv[2]);
+            return 2;
+        }
     }
     A = aligned_alloc(4096, sizeof(float) * DIM * DIM);
     Apk = aligned_alloc(4096, sizeof(float) * (DIM + 16) * DIM);
@@ -157,8 +169,8 @@ int main(int argc, char **argv)
     }
     qsort(peak, (size_t)rounds, sizeof *peak, cmp);
     double pk = peak[rounds / 2];
-    printf("one thread, %d rounds; FMA loop (kp_measure_peak): median %.1f GFLOP/s (%.1f-%.1f)\n\n",
-           rounds, pk, peak[rounds / 10], peak[rounds - 1 - rounds / 10]);
+    printf("one thread, %d rounds, column blocks of %ld; FMA loop (kp_measure_peak): median %.1f GFLOP/s (%.1f-%.1f)\n\n",
+           rounds, nc, pk, peak[rounds / 10], peak[rounds - 1 - rounds / 10]);
     printf("%-28s %9s %8s %17s\n", "way", "GFLOP/s", "% peak", "10-90%");
     for (int w = 0; w < 4; w++) {
         qsort(g[w], (size_t)rounds, sizeof(double), cmp);
