@@ -132,14 +132,17 @@ int main(int argc, char **argv)
 {
     int rounds = argc > 1 ? atoi(argv[1]) : 21;
     if (rounds < 3 || rounds > MAXROUNDS) {
-        fprintf(stderr, "gemm_ceiling: rounds: expected 3 to %d, found \"%s\"\n", MAXROUNDS, argv[1]);
+        fprintf(stderr, "gemm_ceiling: rounds: expected 3 to %d, found \"%s\"\n", MAXROUNDS,
+                argv[1]);
         return 2;
     }
     if (argc > 2) {
         nc = atol(argv[2]);
         if (nc < 32 || nc > DIM || nc % 32 || DIM % nc) {
-            fprintf(stderr, "gemm_ceiling: nc: expected 32, 64, ... 1024 (a multiple of 32 that divides %d), found \"%s\"\n",
-                    DIM, argv[2]);
+            fprintf(stderr,
+                    "gemm_ceiling: nc: expected a multiple of 32 that divides %d (32, 64, ..., "
+                    "%d), found \"%s\"\n",
+                    DIM, DIM, argv[2]);
             return 2;
         }
     }
@@ -169,12 +172,14 @@ int main(int argc, char **argv)
     }
     qsort(peak, (size_t)rounds, sizeof *peak, cmp);
     double pk = peak[rounds / 2];
-    printf("one thread, %d rounds, column blocks of %ld; FMA loop (kp_measure_peak): median %.1f GFLOP/s (%.1f-%.1f)\n\n",
+    printf("one thread, %d rounds, column blocks of %ld; FMA loop (kp_measure_peak): "
+           "median %.1f GFLOP/s (%.1f-%.1f)\n\n",
            rounds, nc, pk, peak[rounds / 10], peak[rounds - 1 - rounds / 10]);
     printf("%-28s %9s %8s %17s\n", "way", "GFLOP/s", "% peak", "10-90%");
     for (int w = 0; w < 4; w++) {
         qsort(g[w], (size_t)rounds, sizeof(double), cmp);
-        printf("%-28s %9.1f %7.1f%% %8.1f-%.1f\n", name[w], g[w][rounds / 2], 100.0 * g[w][rounds / 2] / pk,
+        double med = g[w][rounds / 2];
+        printf("%-28s %9.1f %7.1f%% %8.1f-%.1f\n", name[w], med, 100.0 * med / pk,
                g[w][rounds / 10], g[w][rounds - 1 - rounds / 10]);
     }
     return C[3] > 1e30f;    /* keep the results live */
