@@ -53,11 +53,6 @@
  * 499-504, to 2048: 493-495; three alternated rounds, docs/passes-fusion.md). */
 enum { BN_GRAIN = KP_GRAIN / 8 };
 
-/* Phase 2's inputs are prefetched KP_PREFETCH_PAGE_AHEAD floats on, the
- * next page of a run of planes: resnet_cifar's step at batch 64 on two
- * threads, 2-core Intel Xeon, 0.978-0.996x the time in four alternated
- * `bench/train_steps --ab` runs. */
-
 typedef struct Bn {
     int64_t c, hw;
     float eps, momentum;
@@ -235,7 +230,11 @@ static void norm_vec(KpEmit *e, const KpKernelArgs *a, void *ctx, LLVMValueRef a
     store_at(e, v, a->p[z->s->node->nin], at, lanes);
 }
 
-/* f over one plane from base (hw floats): whole vectors, then the masked rest */
+/* f over one plane from base (hw floats): whole vectors, then the masked
+ * rest.  Phase 2 prefetches its inputs KP_PREFETCH_PAGE_AHEAD floats on,
+ * the next page of a run of planes: resnet_cifar's step at batch 64 on two
+ * threads, 2-core Intel Xeon, 0.978-0.996x the time in four alternated
+ * `bench/train_steps --ab` runs. */
 static void plane_sweep(KpEmit *e, const KpKernelArgs *a, int64_t hw, LLVMValueRef base, VecFn f,
                         void *ctx, int prefetch /* inputs p[0..prefetch) a page on */)
 {

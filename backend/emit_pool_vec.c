@@ -40,14 +40,6 @@
 
 enum { MAX_LANES = 256 };   /* the widest vector a shuffle here takes */
 
-/* A forward's window row prefetches the input rows it will read
- * KP_PREFETCH_PAGE_AHEAD floats on, the next page.  On the
- * 2-core Intel Xeon, batch 64, two threads: fashion_cnn's maxpool in the
- * step 351-371 -> 304-313 us, keras_cnn's 132-139 -> 119-127 and 41-50 ->
- * 35-39 (`karpc bench`, in-step column, two rounds each); the steps
- * 0.98-0.99x the time in alternated `bench/train_steps --ab` runs, resnet_cifar's
- * unchanged.  The gradients gained nothing from it and keep their code. */
-
 typedef struct Chunk {
     LLVMValueRef ox0;           /* its first window, i64 */
     int64_t ox0s;               /* the same when known; -1 in the loop over interior chunks */
@@ -403,7 +395,12 @@ void kp_pool_vec_plane(KpEmit *e, const KpKernelArgs *a, const KpPool *s, LLVMVa
         ib++;
     KpLoop ly;
     kp_loop_begin(e, &ly, kp_i64(e, 0), kp_i64(e, s->oh), 1, "oy");
-    /* a forward's window row: the rows it reads, a page on */
+    /* a forward's window row: the rows it reads, a page on.  On the 2-core
+     * Intel Xeon, batch 64, two threads: fashion_cnn's maxpool in the step
+     * 351-371 -> 304-313 us, keras_cnn's 132-139 -> 119-127 and 41-50 ->
+     * 35-39 (`karpc bench`, in-step column, two rounds each); the steps
+     * 0.98-0.99x the time in alternated `bench/train_steps --ab` runs,
+     * resnet_cifar's unchanged.  The gradients gained nothing from it. */
     if (!s->grad) {
         LLVMValueRef xrow = add(e, mul(e, p, s->h * s->w), mul(e, ly.iv, s->sh * s->w));
         kp_prefetch_span(e, a->p[0], kp_iaddc(e, xrow, KP_PREFETCH_PAGE_AHEAD), s->sh * s->w);
