@@ -29,10 +29,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backend/backend.h"
 #include "backend/peak.h"
+#include "runtime/clock.h"
 #include "runtime/model.h"
 
 #include "conv_dnnl.h"
@@ -61,13 +61,6 @@ static const Layer layers[] = {
 };
 
 static const char *dir_name[3] = {"forward", "grad_x", "grad_w"};
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static float *buffer(int64_t count, uint64_t seed)
 {
@@ -177,20 +170,20 @@ static void time_dir(int dir, const KpNodeJit *j, const Ops *o, PeerConv *const 
         calls[i] = 1;
         if (!have[i])
             continue;
-        double t0 = now();      /* warm up, and size a round to >= 10 ms */
+        double t0 = kp_seconds();      /* warm up, and size a round to >= 10 ms */
         for (int r = 0; r < 3; r++)
             call(i, dir, j, o, peer);
-        double per = (now() - t0) / 3;
+        double per = (kp_seconds() - t0) / 3;
         calls[i] = per > 0.01 ? 1 : (int)(0.01 / per) + 1;
     }
     for (int r = 0; r < rounds; r++)
         for (int i = 0; i < 3; i++) {
             if (!have[i])
                 continue;
-            double t0 = now();
+            double t0 = kp_seconds();
             for (int q = 0; q < calls[i]; q++)
                 call(i, dir, j, o, peer);
-            t[i][r] = (now() - t0) / calls[i];
+            t[i][r] = (kp_seconds() - t0) / calls[i];
         }
     for (int i = 0; i < 3; i++) {
         qsort(t[i], (size_t)rounds, sizeof(double), cmp_double);

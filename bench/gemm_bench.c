@@ -44,11 +44,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backend/backend.h"
 #include "backend/llvm_internal.h"
 #include "backend/peak.h"
+#include "runtime/clock.h"
 #include "runtime/model.h"
 
 typedef void (*CblasSgemm)(int, int, int, int, int, int, float, const float *, int, const float *,
@@ -96,13 +96,6 @@ static const Case cases[] = {
     {"cnn dense infer batch 1", DENSE_PACKED, 1, 128, 9216, 1},
     {"cnn dense fwd batch 1", DENSE, 1, 128, 9216, 1},
 };
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static float *buffer(int64_t count, uint64_t seed)
 {
@@ -200,20 +193,20 @@ static void time_case(const Case *c, const KpNodeJit *j, Ops *o, int rounds, dou
         calls[i] = 1;
         if (!have[i])
             continue;
-        double t0 = now();      /* warm up, and size a round to >= 10 ms */
+        double t0 = kp_seconds();      /* warm up, and size a round to >= 10 ms */
         for (int r = 0; r < 3; r++)
             i ? run_peer(i - 1, c, o) : run_karpc(c, j, o);
-        double per = (now() - t0) / 3;
+        double per = (kp_seconds() - t0) / 3;
         calls[i] = per > 0.01 ? 1 : (int)(0.01 / per) + 1;
     }
     for (int r = 0; r < rounds; r++)
         for (int i = 0; i < 3; i++) {
             if (!have[i])
                 continue;
-            double t0 = now();
+            double t0 = kp_seconds();
             for (int q = 0; q < calls[i]; q++)
                 i ? run_peer(i - 1, c, o) : run_karpc(c, j, o);
-            t[i][r] = (now() - t0) / calls[i];
+            t[i][r] = (kp_seconds() - t0) / calls[i];
         }
     for (int i = 0; i < 3; i++) {
         qsort(t[i], (size_t)rounds, sizeof(double), cmp_double);
@@ -233,11 +226,11 @@ static void ab_case(const Case *c, const KpNodeJit *ja, const KpNodeJit *jb, Ops
         double ta = 0, tb = 0;
         for (int q = 0; q < 10; q++) {
             const KpNodeJit *first = q & 1 ? jb : ja, *second = q & 1 ? ja : jb;
-            double t0 = now();
+            double t0 = kp_seconds();
             run_karpc(c, first, o);
-            double t1 = now();
+            double t1 = kp_seconds();
             run_karpc(c, second, o);
-            double t2 = now();
+            double t2 = kp_seconds();
             ta += q & 1 ? t2 - t1 : t1 - t0;
             tb += q & 1 ? t1 - t0 : t2 - t1;
         }

@@ -32,9 +32,9 @@
 #include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "backend/peak.h"
+#include "runtime/clock.h"
 
 #if !defined(__AVX512F__)
 int main(void)
@@ -47,13 +47,6 @@ int main(void)
 enum { DIM = 1024, MAXROUNDS = 99 };
 
 static long nc = 128;          /* the column block: gemm_plan's choice for sgemm 1024^3 */
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* C[0..MR) x [0..32) = A B over k = DIM.  A's row i, step k at
  * A[i * astride + k * kstride]; B's two panels of 16 columns are
@@ -104,7 +97,7 @@ static double run(int w)
     static const TileFn fn[4] = {tile8, tile8, tile12, tile14};
     int mr = rows[w];
     long full = DIM / mr * mr;  /* whole tiles only: the rest is not counted */
-    double t0 = now(), flops;
+    double t0 = kp_seconds(), flops;
     if (w == 0) {
         long reps = DIM / 8 * (DIM / 32);  /* the loop nest's tiles */
         for (long r = 0; r < reps; r++)
@@ -119,7 +112,7 @@ static double run(int w)
                 }
         flops = 2.0 * full * DIM * DIM;
     }
-    return flops / (now() - t0) * 1e-9;
+    return flops / (kp_seconds() - t0) * 1e-9;
 }
 
 static int cmp(const void *a, const void *b)

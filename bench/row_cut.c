@@ -32,16 +32,10 @@
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
+
+#include "runtime/clock.h"
 
 enum { ROWS = 128, COLS = 9216, HALF = ROWS / 2 };
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* A non-negative integer argument no larger than max, or -1 with a message. */
 static long arg(const char *what, const char *s, long max)
@@ -105,7 +99,7 @@ int main(int argc, char **argv)
         int t = omp_get_thread_num();
         int r0 = t * HALF, r1 = r0 + HALF;
         for (long s = 0; s < steps; s++) {
-            double t0 = now();
+            double t0 = kp_seconds();
             for (int j = r0; j < r1; j++) {
                 __m512 a = _mm512_setzero_ps();
                 for (int i = 0; i < COLS; i += 16)
@@ -113,7 +107,7 @@ int main(int argc, char **argv)
                 y[j] = _mm512_reduce_add_ps(a);
             }
 #pragma omp barrier
-            double t1 = now();
+            double t1 = kp_seconds();
             if (mode == 0) {
                 for (int i = t * COLS / 2; i < (t + 1) * COLS / 2; i += 16) {
                     __m512 a = _mm512_setzero_ps();
@@ -135,7 +129,7 @@ int main(int argc, char **argv)
                                                           _mm512_load_ps(part + COLS + i)));
             }
 #pragma omp barrier
-            double t2 = now();
+            double t2 = kp_seconds();
             for (int j = r0; j < r1; j++) {
                 __m512 d = _mm512_set1_ps(dy[j]);
                 for (int i = 0; i < COLS; i += 16) {
@@ -160,7 +154,7 @@ int main(int argc, char **argv)
                 }
             }
 #pragma omp barrier
-            double t3 = now();
+            double t3 = kp_seconds();
             if (t == 0 && s >= steps / 4)
                 tf += t1 - t0, tg += t2 - t1, tu += t3 - t2;
         }

@@ -17,7 +17,7 @@ scripts/build.sh build-asan -DKARP_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 # LLVM's own libraries are not instrumented; leaks are checked in our code
 # through the suppressions file.  A freed block waits in a quarantine of
 # 64 MB instead of the default 256 before it is reused: every fresh page
-# costs a page fault, and those were a third of this half's time on a VM
+# costs a page fault, 38% of test_pass_matrix's time under ASan on a VM
 # (docs/reliability.md, "Sanitizers").
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:detect_odr_violation=0:quarantine_size_mb=64"
 export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0"
